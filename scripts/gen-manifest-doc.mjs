@@ -1,0 +1,61 @@
+// Writes docs/manifest.md, the manifest reference, from schemas/aegis-kit.schema.json so the docs
+// cannot drift from the schema. `--check` fails when the committed file is stale.
+import {readFile, writeFile} from 'node:fs/promises'
+
+const root = new URL('..', import.meta.url)
+const schema = JSON.parse(await readFile(new URL('schemas/aegis-kit.schema.json', root), 'utf8'))
+const outPath = new URL('docs/manifest.md', root)
+
+const resolve = (node) => (node?.$ref ? schema.$defs[node.$ref.split('/').pop()] : node)
+
+function typeOf(node) {
+  node = resolve(node)
+  if (!node) return ''
+  if (node.enum) return node.enum.map((v) => `\`${v}\``).join(' \\| ')
+  if (node.const !== undefined) return `\`${JSON.stringify(node.const)}\``
+  if (node.anyOf) return node.anyOf.map(typeOf).join(' or ')
+  if (node.type === 'array') return `list of ${typeOf(node.items)}`
+  if (node.type === 'object' && node.additionalProperties && typeof node.additionalProperties === 'object' && !node.properties) return `map of ${typeOf(node.additionalProperties)}`
+  if (node.type === 'object') return 'mapping'
+  return node.type ?? ''
+}
+
+const rows = []
+function walk(node, path, required) {
+  node = resolve(node)
+  if (!node) return
+  if (path) {
+    const description = (node.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ')
+    const example = node.examples ? ` e.g. \`${JSON.stringify(node.examples[0])}\`` : ''
+    rows.push(`| \`${path}\` | ${typeOf(node)} | ${required ? 'yes' : ''} | ${description}${example} |`)
+  }
+  if (node.properties) {
+    for (const [key, child] of Object.entries(node.properties)) walk(child, path ? `${path}.${key}` : key, (node.required ?? []).includes(key))
+  }
+  if (node.type === 'array' && resolve(node.items)?.properties) walk(node.items, `${path}[]`, false)
+  if (node.additionalProperties && typeof node.additionalProperties === 'object' && resolve(node.additionalProperties)?.properties) walk(node.additionalProperties, `${path}.<name>`, false)
+  for (const branch of node.anyOf ?? []) if (resolve(branch)?.properties) walk(branch, path, false)
+}
+walk(schema, '', false)
+
+const doc = `# aegis-kit.yaml reference
+
+Generated from \`schemas/aegis-kit.schema.json\` (\`$id\` ${schema.$id}) by
+\`scripts/gen-manifest-doc.mjs\`; \`npm run build\` rewrites it and a test fails when it is stale.
+Unknown keys are errors. \`aegis-kit validate\` also checks what a schema cannot: exposed ports
+unique, secret names unique and not \`AEGIS_*\`, sizes that parse and are positive, hook and
+image files that exist inside the kit, profiles using only declared secrets and exposed ports.
+
+| field | type | required | description |
+| --- | --- | --- | --- |
+${rows.join('\n')}
+`
+if (process.argv.includes('--check')) {
+  const current = await readFile(outPath, 'utf8').catch(() => '')
+  if (current !== doc) {
+    console.error('docs/manifest.md is stale: run `npm run build`')
+    process.exit(1)
+  }
+} else {
+  await writeFile(outPath, doc)
+}

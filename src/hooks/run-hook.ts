@@ -1,0 +1,94 @@
+/**
+ * Runs a kit's hook in a separate Node process with a time limit, a clean environment (no
+ * variable of the caller's leaks in; secrets arrive only as the hook's arguments), and a JSON
+ * contract on stdin/stdout. Every failure becomes one clear error naming the hook and the kit,
+ * with secret values masked.
+ */
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {execa} from 'execa'
+import {AegisError} from '../errors.js'
+import type {Kit} from '../kit/kit.js'
+import {maskSecrets} from '../kit/secrets.js'
+import {parseDuration} from '../kit/units.js'
+import {contractViolation, type HookName} from './contract.js'
+
+const CHILD = fileURLToPath(new URL('./child.js', import.meta.url))
+export const DEFAULT_HOOK_TIMEOUT_MS = 30_000
+/** A hook renders a few files; it has no use for more memory than this. */
+const HOOK_HEAP_MB = 256
+
+export interface HookRunOptions {
+  /** Secret values passed to the hook: masked in anything that comes back. */
+  secretValues?: string[]
+  timeoutMs?: number
+}
+
+export interface HookRun<T> {
+  result: T
+  /** What the hook logged (stderr), masked. */
+  log: string
+}
+
+export function hasHook(kit: Kit, hook: HookName): boolean {
+  return kit.manifest.hooks?.[hook] !== undefined
+}
+
+export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], options: HookRunOptions = {}): Promise<HookRun<T>> {
+  const relative = kit.manifest.hooks?.[hook]
+  if (relative === undefined) throw new AegisError(`kit ${kit.manifest.name} has no ${hook} hook`, {hint: `declare it under hooks.${hook} in ${kit.displayFile}`})
+  const modulePath = path.resolve(kit.dir, relative)
+  const what = `hook ${hook} of kit ${kit.manifest.name} (${relative})`
+  const timeoutMs = options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS
+  const mask = (text: string) => maskSecrets(text, options.secretValues ?? [])
+
+  const child = await execa(process.execPath, [`--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
+    cwd: kit.dir,
+    input: JSON.stringify({module: modulePath, hook, args}),
+    // Only what Node itself needs: the caller's API keys and tokens stay out of the hook.
+    env: {PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', TZ: 'UTC', AEGIS_KIT_HOOK: hook},
+    extendEnv: false,
+    timeout: timeoutMs,
+    killSignal: 'SIGKILL',
+    reject: false,
+    maxBuffer: 32 * 1024 * 1024,
+    stripFinalNewline: true,
+  })
+  const log = mask(child.stderr)
+  const lastLog = log.trim().split('\n').slice(-3).join(' | ')
+
+  if (child.timedOut) {
+    throw new AegisError(`${what} did not finish within ${timeoutMs / 1000}s and was stopped`, {hint: 'a hook must return promptly: check for unresolved promises or waits (hooks.timeout raises the limit)'})
+  }
+  const stdout = child.stdout.trim()
+  if (stdout === '') {
+    const how = child.signal ? `was killed by ${child.signal}` : `exited with code ${child.exitCode}`
+    throw new AegisError(`${what} ${how} before returning a result${lastLog ? `: ${lastLog}` : ''}`, {hint: 'a hook returns its result; it must not call process.exit()'})
+  }
+  let reply: {result?: unknown; error?: {kind: string; message: string; stack?: string}}
+  try {
+    reply = JSON.parse(stdout) as typeof reply
+    if (typeof reply !== 'object' || reply === null || (!('result' in reply) && !('error' in reply))) throw new Error('not a reply')
+  } catch {
+    const snippet = mask(stdout).slice(0, 80).replace(/\s+/g, ' ')
+    throw new AegisError(`${what} wrote non-JSON to stdout: "${snippet}"`, {hint: 'stdout carries the hook\'s JSON result: log with console.error (or console.log, which the runner redirects)'})
+  }
+  if (reply.error) {
+    const where = reply.error.stack ? locationIn(reply.error.stack, modulePath, kit.dir) : undefined
+    throw new AegisError(`${what} ${reply.error.kind === 'threw' ? 'failed' : 'is broken'}: ${mask(reply.error.message)}${where ? ` (at ${where})` : ''}`, {
+      hint: reply.error.kind === 'no-export' ? `export function ${hook}(...) from ${relative}` : undefined,
+    })
+  }
+  const violation = contractViolation(hook, reply.result)
+  if (violation) throw new AegisError(`${what} returned an invalid result: ${mask(violation)}`, {hint: 'see docs/hooks.md for what each hook returns'})
+  return {result: reply.result as T, log}
+}
+
+/** The first stack frame inside the kit, as `hooks/render_env.mjs:12:5`. */
+function locationIn(stack: string, modulePath: string, kitDir: string): string | undefined {
+  for (const match of stack.matchAll(/file:\/\/([^\s)]+):(\d+):(\d+)/g)) {
+    const file = decodeURIComponent(match[1])
+    if (file.startsWith(kitDir)) return `${path.relative(kitDir, file)}:${match[2]}:${match[3]}`
+  }
+  return stack.includes(modulePath) ? path.relative(kitDir, modulePath) : undefined
+}

