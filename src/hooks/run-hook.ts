@@ -55,7 +55,7 @@ export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], opti
     stripFinalNewline: true,
   })
   const log = mask(child.stderr)
-  const lastLog = log.trim().split('\n').slice(-3).join(' | ')
+  const lastLog = summarizeLog(log)
 
   if (child.timedOut) {
     throw new AegisError(`${what} did not finish within ${timeoutMs / 1000}s and was stopped`, {hint: 'a hook must return promptly: check for unresolved promises or waits (hooks.timeout raises the limit)'})
@@ -91,4 +91,10 @@ function locationIn(stack: string, modulePath: string, kitDir: string): string |
     if (file.startsWith(kitDir)) return `${path.relative(kitDir, file)}:${match[2]}:${match[3]}`
   }
   return stack.includes(modulePath) ? path.relative(kitDir, modulePath) : undefined
+}
+
+/** The line of a crashed hook's stderr that says why: its error, else its last words (no stack frames). */
+function summarizeLog(log: string): string {
+  const lines = log.split('\n').map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('at ') && !/^Node\.js v\d/.test(line) && !line.startsWith('^'))
+  return (lines.find((line) => /^(\w*Error|Error)\b.*:/.test(line)) ?? lines.at(-1) ?? '').slice(0, 200)
 }

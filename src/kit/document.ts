@@ -32,19 +32,19 @@ export async function readManifestDocument(file: string): Promise<ParseResult> {
 }
 
 export function parseManifestText(file: string, bytes: Uint8Array): ParseResult {
+  // Control bytes first: binary input is better called binary than "not UTF-8".
+  const control = bytes.findIndex((byte) => (byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) || byte === 0x7f)
+  if (control !== -1) {
+    const {line, column} = positionOfByte(bytes, control)
+    return fail(file, line, column, `binary data (control byte 0x${bytes[control].toString(16).padStart(2, '0')}): not a YAML manifest`, 'aegis-kit.yaml must be a text file')
+  }
   let text: string
   try {
     text = new TextDecoder('utf-8', {fatal: true, ignoreBOM: false}).decode(bytes)
   } catch {
     const at = firstInvalidUtf8(bytes)
     const {line, column} = positionOfByte(bytes, at)
-    return fail(file, line, column, `not UTF-8 text: invalid byte sequence at offset ${at}`, 'save the manifest as UTF-8 (is this a binary file?)')
-  }
-  const control = /[\u0000-\u0008\u000B\u000C\u000E-\u001F\u007F]/.exec(text)
-  if (control) {
-    const {line, column} = positionOfIndex(text, control.index)
-    const code = control[0].charCodeAt(0).toString(16).padStart(2, '0')
-    return fail(file, line, column, `binary data (control character 0x${code}): not a YAML manifest`, 'aegis-kit.yaml must be a text file')
+    return fail(file, line, column, `not UTF-8 text: invalid byte 0x${bytes[at].toString(16)} at offset ${at}`, 'save the manifest as UTF-8 (is this a binary file?)')
   }
   if (text.replace(/#[^\n]*/g, '').trim() === '') {
     return fail(file, 1, 1, 'the manifest is empty', 'a kit needs at least `name:` and `version:`; `aegis-kit init NAME` writes a starting point')
@@ -171,6 +171,11 @@ function firstInvalidUtf8(bytes: Uint8Array): number {
       bad = mid
     }
   }
+  // The prefix check accepts a dangling lead byte, so the bad sequence may start a little
+  // before `good`: at the nearest lead byte (0xC0 and up) within a character's length.
+  if (bytes[good] < 0x80) {
+    for (let k = good - 1; k >= Math.max(0, good - 3); k--) if (bytes[k] >= 0xc0) return k
+  }
   return good
 }
 
@@ -186,8 +191,3 @@ function positionOfByte(bytes: Uint8Array, offset: number): {line: number; colum
   return {line, column: offset - lineStart + 1}
 }
 
-function positionOfIndex(text: string, index: number): {line: number; column: number} {
-  const before = text.slice(0, index)
-  const line = before.split('\n').length
-  return {line, column: index - before.lastIndexOf('\n')}
-}

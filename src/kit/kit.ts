@@ -51,9 +51,12 @@ export function locateKit(kit: string | undefined, cwd = process.cwd()): KitLoca
   const candidates: string[] = []
   const target = kit ?? '.'
   const direct = path.resolve(cwd, target)
-  if (existsSync(direct)) return fromPath(direct, cwd, target)
+  const looksLikeName = /^[a-z0-9][a-z0-9-]*$/.test(target)
+  // A bare name that happens to match an unrelated directory (say /tmp/openclaw, OpenClaw's log
+  // directory) still means the kit of that name.
+  if (existsSync(direct) && !(looksLikeName && !isKitPath(direct))) return fromPath(direct, cwd, target)
   candidates.push(direct)
-  if (/^[a-z0-9][a-z0-9-]*$/.test(target)) {
+  if (looksLikeName) {
     for (const root of [path.join(cwd, 'kits'), bundledKitsDir]) {
       const dir = path.join(root, target)
       if (existsSync(dir)) return fromPath(dir, cwd, target)
@@ -63,6 +66,11 @@ export function locateKit(kit: string | undefined, cwd = process.cwd()): KitLoca
   throw new AegisError(`no kit "${target}": nothing at ${candidates.join(', ')}`, {
     hint: `give a kit directory, an aegis-kit.yaml, or a kit name (bundled: ${bundledKitNames().join(', ') || 'none'}); \`aegis-kit init ${target}\` creates one`,
   })
+}
+
+function isKitPath(candidate: string): boolean {
+  const info = statSync(candidate)
+  return info.isFile() || MANIFEST_NAMES.some((name) => existsSync(path.join(candidate, name)))
 }
 
 function fromPath(found: string, cwd: string, asGiven: string): KitLocation {

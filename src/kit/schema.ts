@@ -47,7 +47,7 @@ export function schemaProblems(document: ManifestDocument): Problem[] {
  */
 function pruneAnyOf(errors: ErrorObject[]): ErrorObject[] {
   const anyOfErrors = errors.filter((error) => error.keyword === 'anyOf')
-  let kept = errors.filter((error) => error.keyword !== 'anyOf' && !error.schemaPath.includes('/propertyNames/'))
+  let kept = errors.filter((error) => error.keyword !== 'anyOf' && !isInsidePropertyNames(error))
   for (const anyOf of anyOfErrors) {
     const prefix = `${anyOf.schemaPath.slice(0, -'/anyOf'.length)}/anyOf/`
     const branchErrors = kept.filter((error) => error.schemaPath.startsWith(prefix) && error.instancePath.startsWith(anyOf.instancePath))
@@ -167,16 +167,22 @@ function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObj
   }
 }
 
-/** The rule a key broke lives in the inner error Ajv reports under `propertyNames/`. */
+/** Ajv marks errors raised while checking a key (not a value) with the key's name. */
+function isInsidePropertyNames(error: ErrorObject): boolean {
+  return error.keyword !== 'propertyNames' && (error as ErrorObject & {propertyName?: string}).propertyName !== undefined
+}
+
+/** The rule a key broke lives in the inner error Ajv reports for that key. */
 function describePropertyNames(error: ErrorObject, all: ErrorObject[]): string | undefined {
-  const inner = all.find((other) => other.schemaPath.startsWith(`${error.schemaPath}/`) && other.instancePath === error.instancePath)
+  const name = (error.params as {propertyName: string}).propertyName
+  const inner = all.find((other) => isInsidePropertyNames(other) && other.instancePath === error.instancePath && (other as ErrorObject & {propertyName?: string}).propertyName === name)
   const rule = inner?.parentSchema as SchemaNode | undefined
   return rule?.description ?? (rule?.pattern ? `a name matching ${rule.pattern}` : undefined)
 }
 
-function hintFromSchema(schema: SchemaNode | undefined): string | undefined {
+function hintFromSchema(schema: SchemaNode | undefined): string {
   const sample = example(schema)
-  return sample ? `for example: ${sample}` : undefined
+  return sample ? `for example: ${sample}` : 'see docs/manifest.md for what this field takes'
 }
 
 function quoteHint(written: string, readAs: string): string {

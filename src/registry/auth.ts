@@ -1,0 +1,264 @@
+/**
+ * Registry authentication (oras-go's `registry/remote/auth`): answer `WWW-Authenticate`
+ * challenges with Basic credentials or a Bearer token for the request's scopes, and remember
+ * per host which scheme worked and which tokens are still valid, so later requests skip the 401.
+ */
+import {AegisError} from '../errors.js'
+import type {Credential, CredentialSource} from './credentials.js'
+import type {HttpResult, RegistryRequest} from './http.js'
+import {errorFromResponse, redactUrl} from './registry-error.js'
+import {DEFAULT_RETRY_POLICY, sendWithRetry, type RetryPolicy} from './retry.js'
+
+export interface Challenge {
+  /** Lowercased: `basic`, `bearer`. */
+  scheme: string
+  params: Record<string, string>
+}
+
+/** Parses a `WWW-Authenticate` value, which may hold several challenges. */
+export function parseChallenges(header: string): Challenge[] {
+  const challenges: Challenge[] = []
+  const token = /\s*([!#$%&'*+.^_`|~\w-]+)/y
+  let i = 0
+  let current: Challenge | undefined
+  while (i < header.length) {
+    token.lastIndex = i
+    const name = token.exec(header)
+    if (!name) {
+      i++ // Skip stray separators.
+      continue
+    }
+    i = token.lastIndex
+    const afterName = header.slice(i).match(/^\s*=\s*/)
+    if (afterName && current && !header.slice(i + afterName[0].length).startsWith('=')) {
+      i += afterName[0].length
+      let value: string
+      if (header[i] === '"') {
+        value = ''
+        for (i++; i < header.length && header[i] !== '"'; i++) value += header[i] === '\\' ? header[++i] : header[i]
+        i++
+      } else {
+        const end = header.slice(i).search(/[\s,]/)
+        value = end === -1 ? header.slice(i) : header.slice(i, i + end)
+        i += value.length
+      }
+      current.params[name[1]!.toLowerCase()] = value ?? ''
+    } else {
+      current = {scheme: name[1]!.toLowerCase(), params: {}}
+      challenges.push(current)
+    }
+    const separator = header.slice(i).match(/^\s*,?\s*/)
+    i += separator ? separator[0].length : 0
+  }
+  return challenges
+}
+
+/** `repository:<name>:<actions>` scopes, merged so each resource appears once with sorted actions. */
+export function mergeScopes(...lists: string[][]): string[] {
+  const byResource = new Map<string, Set<string>>()
+  for (const scope of lists.flat()) {
+    const lastColon = scope.lastIndexOf(':')
+    if (lastColon === -1) continue
+    const resource = scope.slice(0, lastColon)
+    const actions = byResource.get(resource) ?? new Set<string>()
+    for (const action of scope.slice(lastColon + 1).split(',')) if (action) actions.add(action)
+    byResource.set(resource, actions)
+  }
+  return [...byResource].map(([resource, actions]) => `${resource}:${[...actions].sort().join(',')}`).sort()
+}
+
+export function repositoryScope(repository: string, ...actions: Array<'pull' | 'push' | 'delete' | '*'>): string {
+  return `repository:${repository}:${actions.join(',')}`
+}
+
+interface CachedToken {
+  token: string
+  expiresAt: number
+}
+
+interface HostAuth {
+  scheme?: 'basic' | 'bearer'
+  realm?: string
+  service?: string
+  tokens: Map<string, CachedToken>
+  pending: Map<string, Promise<string>>
+  /** OAuth2 refresh token: the credential's identity token, or one the token service offered. */
+  refreshToken?: string
+  credential?: Promise<Credential | undefined>
+}
+
+export interface RegistryClientOptions {
+  /** Looks up credentials per registry host; none means anonymous. */
+  credentials?: CredentialSource
+  retry?: Partial<RetryPolicy>
+  userAgent?: string
+  /** OAuth2 client_id sent to token services. */
+  clientId?: string
+}
+
+const EXPIRY_MARGIN_MS = 10_000
+
+/**
+ * The authenticating HTTP client the repositories share: one per process keeps the token cache
+ * and connections warm across repositories on the same registry.
+ */
+export class RegistryClient {
+  readonly retryPolicy: RetryPolicy
+  private readonly hosts = new Map<string, HostAuth>()
+  private readonly credentials?: CredentialSource
+  private readonly userAgent: string
+  private readonly clientId: string
+
+  constructor(options: RegistryClientOptions = {}) {
+    this.credentials = options.credentials
+    this.retryPolicy = {...DEFAULT_RETRY_POLICY, ...options.retry}
+    this.userAgent = options.userAgent ?? 'aegis-kit'
+    this.clientId = options.clientId ?? 'aegis-kit'
+  }
+
+  /**
+   * Sends `request` for a registry (`registry` names it for credential lookup), authenticating
+   * for `scopes`. Resolves with the response, which may be an error status for the caller to report.
+   */
+  async send(request: RegistryRequest, registry: string, scopes: string[]): Promise<HttpResult> {
+    const host = this.hostAuth(request.url.host)
+    const headers = {'user-agent': this.userAgent, ...request.headers}
+    const authorization = await this.cachedAuthorization(host, registry, scopes)
+    const first = await sendWithRetry({...request, headers: authorization ? {...headers, authorization} : headers}, this.retryPolicy)
+    if (first.response.status !== 401) return first
+
+    const challenge = parseChallenges(first.response.headers.get('www-authenticate') ?? '').find(
+      (c) => c.scheme === 'bearer' || c.scheme === 'basic',
+    )
+    if (!challenge) return first
+    let retryAuthorization: string | undefined
+    if (challenge.scheme === 'basic') {
+      host.scheme = 'basic'
+      retryAuthorization = basicAuthorization(await this.credentialFor(host, registry))
+      if (!retryAuthorization || retryAuthorization === authorization) return first
+    } else {
+      if (!challenge.params.realm) return first
+      host.scheme = 'bearer'
+      host.realm = challenge.params.realm
+      host.service = challenge.params.service
+      const wanted = mergeScopes(scopes, challenge.params.scope ? challenge.params.scope.split(' ') : [])
+      retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted)}`
+    }
+    await first.response.body?.cancel()
+    const second = await sendWithRetry({...request, headers: {...headers, authorization: retryAuthorization}}, this.retryPolicy)
+    return {...second, attempts: first.attempts + second.attempts}
+  }
+
+  private hostAuth(apiHost: string): HostAuth {
+    let host = this.hosts.get(apiHost)
+    if (!host) {
+      host = {tokens: new Map(), pending: new Map()}
+      this.hosts.set(apiHost, host)
+    }
+    return host
+  }
+
+  private credentialFor(host: HostAuth, registry: string): Promise<Credential | undefined> {
+    host.credential ??= this.credentials ? this.credentials(registry) : Promise.resolve(undefined)
+    return host.credential
+  }
+
+  /** The Authorization header from what the host asked for before, without a round trip when possible. */
+  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[]): Promise<string | undefined> {
+    if (host.scheme === 'basic') return basicAuthorization(await this.credentialFor(host, registry))
+    if (host.scheme !== 'bearer') return undefined
+    const wanted = mergeScopes(scopes)
+    const cached = host.tokens.get(wanted.join(' ')) ?? findCoveringToken(host.tokens, wanted)
+    if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`
+    return `Bearer ${await this.fetchToken(host, registry, mergeScopes(scopes))}`
+  }
+
+  /** A token for `scopes`; concurrent requests for the same scopes share one token request. */
+  private fetchToken(host: HostAuth, registry: string, scopes: string[]): Promise<string> {
+    const key = scopes.join(' ')
+    let pending = host.pending.get(key)
+    if (!pending) {
+      pending = this.requestToken(host, registry, scopes).finally(() => host.pending.delete(key))
+      host.pending.set(key, pending)
+    }
+    return pending
+  }
+
+  private async requestToken(host: HostAuth, registry: string, scopes: string[]): Promise<string> {
+    const credential = await this.credentialFor(host, registry)
+    if (credential?.registryToken) return credential.registryToken
+    host.refreshToken ??= credential?.identityToken
+    const realm = new URL(host.realm!)
+    const what = `Authentication to ${registry} failed${credential?.username ? ` for user ${credential.username}` : ''}`
+    let request = host.refreshToken
+      ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken)
+      : this.getTokenRequest(realm, host, scopes, credential)
+    let {response, attempts} = await sendWithRetry(request, this.retryPolicy)
+    if (!response.ok && request.method === 'POST' && credential?.username && response.status < 500) {
+      // The refresh token was refused or the service has no OAuth2 POST: fall back to the password.
+      await response.body?.cancel()
+      host.refreshToken = undefined
+      request = this.getTokenRequest(realm, host, scopes, credential)
+      ;({response, attempts} = await sendWithRetry(request, this.retryPolicy))
+    }
+    if (!response.ok) throw await errorFromResponse(request.method, request.url, response, {what, attempts})
+    let body: {token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown}
+    try {
+      body = (await response.json()) as typeof body
+    } catch {
+      throw new AegisError(`${what}: the token service at ${redactUrl(realm)} did not answer with JSON.`)
+    }
+    const token = typeof body.token === 'string' && body.token ? body.token : body.access_token
+    if (typeof token !== 'string' || !token) {
+      throw new AegisError(`${what}: the token service at ${redactUrl(realm)} answered without a token.`)
+    }
+    if (typeof body.refresh_token === 'string' && body.refresh_token) host.refreshToken = body.refresh_token
+    // distribution-spec: tokens without expires_in last 60 seconds.
+    const lifetime = typeof body.expires_in === 'number' && body.expires_in > 0 ? body.expires_in * 1000 : 60_000
+    host.tokens.set(scopes.join(' '), {token, expiresAt: Date.now() + Math.max(0, lifetime - EXPIRY_MARGIN_MS)})
+    return token
+  }
+
+  private getTokenRequest(realm: URL, host: HostAuth, scopes: string[], credential: Credential | undefined): RegistryRequest {
+    const url = new URL(realm)
+    if (host.service) url.searchParams.set('service', host.service)
+    for (const scope of scopes) url.searchParams.append('scope', scope)
+    const basic = basicAuthorization(credential)
+    const headers: Record<string, string> = {'user-agent': this.userAgent}
+    if (basic) {
+      // Ask for a refresh token, so later scopes are a POST instead of resending the password.
+      url.searchParams.set('client_id', this.clientId)
+      url.searchParams.set('offline_token', 'true')
+      headers.authorization = basic
+    }
+    return {method: 'GET', url, headers}
+  }
+
+  private refreshTokenRequest(realm: URL, host: HostAuth, scopes: string[], refreshToken: string): RegistryRequest {
+    const form = new URLSearchParams({grant_type: 'refresh_token', refresh_token: refreshToken, client_id: this.clientId})
+    if (host.service) form.set('service', host.service)
+    if (scopes.length > 0) form.set('scope', scopes.join(' '))
+    return {
+      method: 'POST',
+      url: realm,
+      headers: {'user-agent': this.userAgent, 'content-type': 'application/x-www-form-urlencoded'},
+      body: form.toString(),
+    }
+  }
+}
+
+/** A cached token granted for at least `wanted` (e.g. a pull,push token serves a pull). */
+function findCoveringToken(tokens: Map<string, CachedToken>, wanted: string[]): CachedToken | undefined {
+  const now = Date.now()
+  for (const [key, token] of tokens) {
+    if (token.expiresAt <= now) continue
+    const granted = key.split(' ')
+    if (wanted.every((scope) => mergeScopes(granted, [scope]).join(' ') === key)) return token
+  }
+  return undefined
+}
+
+function basicAuthorization(credential: Credential | undefined): string | undefined {
+  if (!credential?.username || credential.password === undefined) return undefined
+  return `Basic ${Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}`
+}

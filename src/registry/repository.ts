@@ -1,0 +1,276 @@
+/**
+ * One repository on a registry as a ContentStore (oras-go's `remote.Repository`): blobs,
+ * manifests, tags and referrers over the distribution-spec HTTP API.
+ */
+import {Readable} from 'node:stream'
+import type {ReadableStream as NodeReadableStream} from 'node:stream/web'
+import {AegisError} from '../errors.js'
+import {MediaType, type ContentStore, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
+import {RegistryClient, repositoryScope} from './auth.js'
+import {tryMount, uploadBlob, type SendForPush, type UploadMode, type UploadOutcome} from './blob-upload.js'
+import {DockerCredentials} from './credentials.js'
+import {onceBody, type HttpResult, type RequestBody} from './http.js'
+import {MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest} from './manifest.js'
+import {baseUrl, formatReference, isDigest, parseReference, type Reference, type ReferenceOptions} from './reference.js'
+import {RegistryError, errorFromResponse} from './registry-error.js'
+import type {BlobSourcePusher, ManifestPusher, WriteIntent} from './types.js'
+import {readAll, sha256Digest, verifyBytes} from './verify.js'
+
+export interface RemoteRepositoryOptions extends ReferenceOptions {
+  /** Share one client between repositories to share its token cache. */
+  client?: RegistryClient
+  /** `auto` (default): one PUT per blob, chunks when the registry refuses a big body. */
+  uploadMode?: UploadMode
+  /** PATCH size for chunked uploads. */
+  chunkSize?: number
+}
+
+const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
+
+let defaultClient: RegistryClient | undefined
+
+/** The process-wide client using docker's credential store. */
+export function defaultRegistryClient(): RegistryClient {
+  defaultClient ??= new RegistryClient({credentials: new DockerCredentials().source})
+  return defaultClient
+}
+
+export class RemoteRepository implements ContentStore, BlobSourcePusher, ManifestPusher, WriteIntent {
+  readonly reference: Reference
+  private readonly client: RegistryClient
+  private readonly uploadMode: UploadMode
+  private readonly chunkSize: number
+  /** Ask for pull and push on every request, so a push needs one token rather than two. */
+  private writing = false
+
+  constructor(reference: string | Reference, options: RemoteRepositoryOptions = {}) {
+    this.reference = typeof reference === 'string' ? parseReference(reference, options) : reference
+    this.client = options.client ?? defaultRegistryClient()
+    this.uploadMode = options.uploadMode ?? 'auto'
+    this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+  }
+
+  /** Called by copyGraph when this repository is the destination. */
+  prepareForWrite(): void {
+    this.writing = true
+  }
+
+  get name(): string {
+    return formatReference({registry: this.reference.registry, repository: this.reference.repository})
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    const result = await this.request('HEAD', this.contentUrl(desc), 'pull', {accept: acceptFor(desc)})
+    await result.response.body?.cancel()
+    if (result.response.status === 200) return true
+    if (result.response.status === 404) return false
+    throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking ${desc.digest} in ${this.name}`, attempts: result.attempts})
+  }
+
+  /** The blob's descriptor (size from the registry) or undefined when it is not there. */
+  async headBlob(digest: string): Promise<Descriptor | undefined> {
+    const result = await this.request('HEAD', this.url(`blobs/${digest}`), 'pull')
+    await result.response.body?.cancel()
+    if (result.response.status === 404) return undefined
+    if (result.response.status !== 200) {
+      throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking blob ${digest} in ${this.name}`, attempts: result.attempts})
+    }
+    return {mediaType: 'application/octet-stream', digest, size: Number(result.response.headers.get('content-length') ?? 0)}
+  }
+
+  async fetch(desc: Descriptor): Promise<Readable> {
+    const result = await this.request('GET', this.contentUrl(desc), 'pull', {accept: acceptFor(desc)})
+    if (result.response.status !== 200 || !result.response.body) {
+      throw await errorFromResponse('GET', result.url, result.response, {what: `Fetching ${desc.digest} from ${this.name}`, attempts: result.attempts})
+    }
+    return Readable.fromWeb(result.response.body as NodeReadableStream<Uint8Array>)
+  }
+
+  async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
+    if (isManifest(desc)) {
+      const bytes = Buffer.isBuffer(content) ? content : await readAll(content, MAX_MANIFEST_BYTES, `Manifest ${desc.digest}`)
+      await this.pushManifest(desc, bytes, desc.digest)
+      return
+    }
+    // A stream handed over once cannot be re-sent: pushBlob with a factory can.
+    await this.pushBlob(desc, Buffer.isBuffer(content) ? content : onceBody(content))
+  }
+
+  /** Uploads a blob; the registry checks the digest before it becomes visible. */
+  async pushBlob(desc: Descriptor, body: RequestBody, options: {mountFrom?: string[]} = {}): Promise<UploadOutcome> {
+    return uploadBlob(this.sendForPush, this.url('blobs/uploads/'), desc, body, {
+      mode: this.uploadMode,
+      chunkSize: this.chunkSize,
+      mountFrom: options.mountFrom?.filter((from) => from !== this.reference.repository),
+    })
+  }
+
+  /** Mounts a blob from another repository on the same registry; false when the registry would not. */
+  async mountBlob(desc: Descriptor, fromRepository: string): Promise<boolean> {
+    return (await tryMount(this.sendForPush, this.url('blobs/uploads/'), desc, fromRepository)) === 'mounted'
+  }
+
+  private readonly sendForPush: SendForPush = (method, url, init = {}) =>
+    this.client.send({method, url, headers: init.headers, body: init.body}, this.reference.registry, [
+      repositoryScope(this.reference.repository, 'pull', 'push'),
+      ...(init.extraScopes ?? []),
+    ])
+
+  async resolve(reference: string): Promise<Descriptor> {
+    const what = `Resolving ${this.name}${isDigest(reference) ? '@' : ':'}${reference}`
+    const head = await this.request('HEAD', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
+    await head.response.body?.cancel()
+    if (head.response.status === 404) {
+      throw new RegistryError(`${what}: not found.`, {method: 'HEAD', url: String(head.url), status: 404, code: 'MANIFEST_UNKNOWN'})
+    }
+    if (head.response.status !== 200) throw await errorFromResponse('HEAD', head.url, head.response, {what, attempts: head.attempts})
+    const digest = head.response.headers.get('docker-content-digest') ?? (isDigest(reference) ? reference : undefined)
+    const mediaType = head.response.headers.get('content-type')?.split(';')[0]?.trim()
+    const size = Number(head.response.headers.get('content-length'))
+    if (digest && mediaType && isManifest({mediaType}) && Number.isInteger(size) && size > 0) return {mediaType, digest, size}
+    // Registries that omit headers on HEAD: read the manifest itself.
+    return (await this.fetchManifest(reference)).descriptor
+  }
+
+  /** The manifest bytes exactly as stored, with their descriptor (digest computed from the bytes). */
+  async fetchManifest(reference: string): Promise<{descriptor: Descriptor; bytes: Buffer}> {
+    const what = `Fetching manifest ${reference} from ${this.name}`
+    const result = await this.request('GET', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
+    if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what, attempts: result.attempts})
+    const bytes = Buffer.from(await result.response.arrayBuffer())
+    if (bytes.length > MAX_MANIFEST_BYTES) throw new AegisError(`${what}: it is larger than ${MAX_MANIFEST_BYTES} bytes.`)
+    const digest = sha256Digest(bytes)
+    if (isDigest(reference) && digest !== reference) throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
+    const mediaType = result.response.headers.get('content-type')?.split(';')[0]?.trim() || parseManifest<ImageManifest>(bytes, {mediaType: 'unknown', digest, size: bytes.length}).mediaType
+    return {descriptor: {mediaType, digest, size: bytes.length}, bytes}
+  }
+
+  /** Stores manifest bytes exactly as given under `reference` (a tag, or the digest). */
+  async pushManifest(desc: Descriptor, bytes: Buffer, reference: string = desc.digest): Promise<void> {
+    verifyBytes(bytes, desc)
+    const what = `Pushing manifest ${desc.digest} to ${this.name}${reference === desc.digest ? '' : `:${reference}`}`
+    const result = await this.request('PUT', this.url(`manifests/${reference}`), 'push', {
+      headers: {'content-type': desc.mediaType},
+      body: bytes,
+    })
+    if (result.response.status !== 201 && result.response.status !== 200) {
+      throw await errorFromResponse('PUT', result.url, result.response, {what, attempts: result.attempts})
+    }
+    await result.response.body?.cancel()
+    const stored = result.response.headers.get('docker-content-digest')
+    if (stored && stored !== desc.digest) throw new AegisError(`${what}: the registry stored it as ${stored}, so it changed the bytes.`)
+    const subject = parseManifest<ImageManifest | ImageIndex>(bytes, desc).subject
+    if (subject && !result.response.headers.get('oci-subject')) await this.addToReferrersTag(subject, desc, bytes)
+  }
+
+  async tag(desc: Descriptor, reference: string): Promise<void> {
+    const {bytes} = await this.fetchManifest(desc.digest)
+    await this.pushManifest(desc, bytes, reference)
+  }
+
+  /** Tags, all pages; an unknown repository has none. */
+  async tags(options: {pageSize?: number} = {}): Promise<string[]> {
+    const tags: string[] = []
+    let url: URL | undefined = this.url('tags/list')
+    if (options.pageSize) url.search = `?n=${options.pageSize}`
+    while (url) {
+      const result = await this.request('GET', url, 'pull', {accept: 'application/json'})
+      if (result.response.status === 404) {
+        await result.response.body?.cancel()
+        return tags
+      }
+      if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Listing tags of ${this.name}`})
+      const body = (await result.response.json()) as {tags?: string[] | null}
+      tags.push(...(body.tags ?? []))
+      const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(result.response.headers.get('link') ?? '')?.[1]
+      url = next ? new URL(next, result.url) : undefined
+    }
+    return tags
+  }
+
+  /** Deletes a manifest or blob by digest (the registry must allow deletes). */
+  async delete(desc: Descriptor): Promise<void> {
+    const result = await this.request('DELETE', this.contentUrl(desc), 'delete')
+    if (result.response.status === 202 || result.response.status === 200) {
+      await result.response.body?.cancel()
+      return
+    }
+    const error = await errorFromResponse('DELETE', result.url, result.response, {what: `Deleting ${desc.digest} from ${this.name}`})
+    if (result.response.status === 405) error.message += '. This registry does not allow deletes'
+    throw error
+  }
+
+  /** Manifests whose `subject` is `subject`: the referrers API, else the `sha256-<hex>` tag. */
+  async referrers(subject: Descriptor, artifactType?: string): Promise<Descriptor[]> {
+    const url = this.url(`referrers/${subject.digest}`)
+    if (artifactType) url.search = `?artifactType=${encodeURIComponent(artifactType)}`
+    const result = await this.request('GET', url, 'pull', {accept: MediaType.ImageIndex})
+    let manifests: Descriptor[]
+    if (result.response.status === 200 && result.response.headers.get('content-type')?.startsWith(MediaType.ImageIndex)) {
+      manifests = ((await result.response.json()) as ImageIndex).manifests ?? []
+    } else if (result.response.status === 404 || result.response.status === 200) {
+      await result.response.body?.cancel()
+      manifests = (await this.referrersTagIndex(subject))?.manifests ?? []
+    } else {
+      throw await errorFromResponse('GET', result.url, result.response, {what: `Listing referrers of ${subject.digest}`})
+    }
+    return artifactType ? manifests.filter((m) => m.artifactType === artifactType) : manifests
+  }
+
+  private async referrersTagIndex(subject: Descriptor): Promise<ImageIndex | undefined> {
+    const tag = referrersTag(subject.digest)
+    const result = await this.request('GET', this.url(`manifests/${tag}`), 'pull', {accept: MediaType.ImageIndex})
+    if (result.response.status === 404) {
+      await result.response.body?.cancel()
+      return undefined
+    }
+    if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Reading referrers tag ${tag}`})
+    return (await result.response.json()) as ImageIndex
+  }
+
+  /** For registries without the referrers API: keep the `sha256-<hex>` index listing referrers up to date. */
+  private async addToReferrersTag(subject: Descriptor, desc: Descriptor, bytes: Buffer): Promise<void> {
+    const manifest = parseManifest<ImageManifest | ImageIndex>(bytes, desc)
+    const entry: Descriptor = {mediaType: desc.mediaType, digest: desc.digest, size: desc.size}
+    const artifactType = manifest.artifactType ?? ('config' in manifest ? manifest.config?.mediaType : undefined)
+    if (artifactType) entry.artifactType = artifactType
+    if (manifest.annotations) entry.annotations = manifest.annotations
+    const current = await this.referrersTagIndex(subject)
+    if (current?.manifests.some((m) => m.digest === desc.digest)) return
+    const index: ImageIndex = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...(current?.manifests ?? []), entry]}
+    const indexBytes = Buffer.from(JSON.stringify(index))
+    const indexDesc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256Digest(indexBytes), size: indexBytes.length}
+    await this.pushManifest(indexDesc, indexBytes, referrersTag(subject.digest))
+  }
+
+  private url(path: string): URL {
+    return new URL(`${baseUrl(this.reference)}/v2/${this.reference.repository}/${path}`)
+  }
+
+  private contentUrl(desc: Descriptor): URL {
+    return this.url(`${isManifest(desc) ? 'manifests' : 'blobs'}/${desc.digest}`)
+  }
+
+  private request(
+    method: string,
+    url: URL,
+    access: 'pull' | 'push' | 'delete',
+    init: {accept?: string; headers?: Record<string, string>; body?: RequestBody} = {},
+  ): Promise<HttpResult> {
+    const headers = {...init.headers, ...(init.accept ? {accept: init.accept} : {})}
+    const actions = access === 'delete' ? (['delete'] as const) : access === 'push' || this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
+    return this.client.send({method, url, headers, body: init.body}, this.reference.registry, [
+      repositoryScope(this.reference.repository, ...actions),
+    ])
+  }
+}
+
+/** The fallback tag listing referrers of `digest`: `sha256-<hex>`. */
+export function referrersTag(digest: string): string {
+  return digest.replace(':', '-')
+}
+
+function acceptFor(desc: Descriptor): string | undefined {
+  if (!isManifest(desc)) return undefined
+  return isIndex(desc) || desc.mediaType !== MediaType.ImageManifest ? `${desc.mediaType}, ${MANIFEST_ACCEPT}` : MANIFEST_ACCEPT
+}

@@ -1,0 +1,113 @@
+/**
+ * Retry policy for registry requests (oras-go's `registry/remote/retry`): 408, 429 and 5xx
+ * answers and dropped connections are retried with exponential backoff and jitter, honouring
+ * `Retry-After`; a body is only re-sent when it can be re-created.
+ */
+import {setTimeout as sleep} from 'node:timers/promises'
+import {isAegisError, messageOf} from '../errors.js'
+import {BodyNotReplayableError, sendOnce, type HttpResult, type RegistryRequest} from './http.js'
+import {RESUME_HINT, RegistryError, redactUrl} from './registry-error.js'
+
+export interface RetryPolicy {
+  /** Total tries, the first included. */
+  maxAttempts: number
+  /** Backoff before the second try; doubles each time, with jitter. */
+  minDelayMs: number
+  maxDelayMs: number
+  /** A `Retry-After` longer than this is not waited for: the last answer is returned instead. */
+  maxRetryAfterMs: number
+}
+
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {maxAttempts: 5, minDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000}
+
+const NETWORK_CODES = new Set([
+  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
+  'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
+  'UND_ERR_ABORTED',
+])
+
+export function isRetriableStatus(status: number): boolean {
+  return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505)
+}
+
+/**
+ * True for a dropped or refused connection anywhere in the cause chain. Our own errors are never
+ * transient: a RegistryError has already been retried.
+ */
+export function isTransientError(error: unknown): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (isAegisError(e)) return false
+    const code = (e as Error & {code?: unknown}).code
+    if (typeof code === 'string' && NETWORK_CODES.has(code)) return true
+    if (/socket hang up|other side closed|terminated/i.test(e.message)) return true
+  }
+  return false
+}
+
+/** Milliseconds from a `Retry-After` value: delay-seconds or an HTTP date. */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (value === null || value.trim() === '') return undefined
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000
+  const date = Date.parse(value)
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now)
+}
+
+export function backoffDelay(attempt: number, policy: RetryPolicy): number {
+  const ceiling = Math.min(policy.maxDelayMs, policy.minDelayMs * 2 ** (attempt - 1))
+  return ceiling / 2 + Math.random() * (ceiling / 2)
+}
+
+/** Sends with retries. Resolves with the last response (maybe an error status); rejects on network failure. */
+export async function sendWithRetry(request: RegistryRequest, policy: RetryPolicy = DEFAULT_RETRY_POLICY): Promise<HttpResult> {
+  let lastError: unknown
+  for (let attempt = 1; ; attempt++) {
+    let result: HttpResult
+    try {
+      result = await sendOnce(request)
+    } catch (error) {
+      if (error instanceof BodyNotReplayableError) throw networkError(request, lastError ?? error, attempt - 1)
+      const ownError = ownErrorIn(error)
+      if (ownError) throw ownError
+      if (!isTransientError(error) || attempt >= policy.maxAttempts) throw networkError(request, error, attempt)
+      lastError = error
+      await sleep(backoffDelay(attempt, policy))
+      continue
+    }
+    const {response} = result
+    if (!isRetriableStatus(response.status) || attempt >= policy.maxAttempts) return {...result, attempts: attempt}
+    const retryAfter = parseRetryAfter(response.headers.get('retry-after'))
+    if (retryAfter !== undefined && retryAfter > policy.maxRetryAfterMs) return {...result, attempts: attempt}
+    await response.body?.cancel()
+    await sleep(retryAfter ?? backoffDelay(attempt, policy))
+  }
+}
+
+/** An AegisError thrown by our own code inside the request (e.g. a body stream failing verification). */
+function ownErrorIn(error: unknown): Error | undefined {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    if (isAegisError(e)) return e
+  }
+  return undefined
+}
+
+function networkError(request: RegistryRequest, error: unknown, attempts: number): RegistryError {
+  const reason = describeNetworkError(error)
+  const tries = attempts > 1 ? ` after ${attempts} attempts` : ''
+  const url = redactUrl(request.url)
+  return new RegistryError(`${request.method} ${url} failed${tries}: ${reason}`, {
+    method: request.method,
+    url,
+    hint: `Check that ${request.url.host} is up and reachable. ${RESUME_HINT}`,
+    cause: error,
+  })
+}
+
+function describeNetworkError(error: unknown): string {
+  const messages: string[] = []
+  for (let e: unknown = error, depth = 0; e !== undefined && depth < 8; e = e instanceof Error ? e.cause : undefined, depth++) {
+    const code = e instanceof Error ? (e as Error & {code?: unknown}).code : undefined
+    const text = messageOf(e)
+    if (text && text !== 'fetch failed') messages.push(typeof code === 'string' && !text.includes(code) ? `${text} (${code})` : text)
+  }
+  return messages.join(': ') || 'the connection failed'
+}

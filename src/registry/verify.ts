@@ -1,0 +1,91 @@
+/**
+ * Checking content against its descriptor while it streams: a size or digest mismatch fails the
+ * stream instead of ending it, so a destination that commits on `end` never keeps bad content.
+ */
+import {createHash} from 'node:crypto'
+import {Transform, type Readable, type TransformCallback} from 'node:stream'
+import {AegisError} from '../errors.js'
+import type {Descriptor} from '../oci/types.js'
+
+export function sha256Digest(data: Buffer | string): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`
+}
+
+export function verificationError(desc: Descriptor, problem: string): AegisError {
+  return new AegisError(`Content ${desc.digest} failed verification: ${problem}.`, {
+    hint: 'The source has corrupt or altered content for this digest; nothing of it was kept. Repair or re-push the source.',
+  })
+}
+
+function checkAlgorithm(desc: Descriptor): void {
+  if (!desc.digest.startsWith('sha256:')) {
+    throw new AegisError(`Content ${desc.digest} uses an unsupported digest algorithm (only sha256 is supported).`)
+  }
+}
+
+export function verifyBytes(bytes: Buffer, desc: Descriptor): void {
+  checkAlgorithm(desc)
+  if (bytes.length !== desc.size) throw verificationError(desc, `expected ${desc.size} bytes, got ${bytes.length}`)
+  const actual = sha256Digest(bytes)
+  if (actual !== desc.digest) throw verificationError(desc, `its content hashes to ${actual}`)
+}
+
+/** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
+export class VerifyingStream extends Transform {
+  private readonly hash = createHash('sha256')
+  private received = 0
+
+  constructor(
+    private readonly desc: Descriptor,
+    private readonly onBytes?: (bytes: number) => void,
+  ) {
+    super()
+    checkAlgorithm(desc)
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.received += chunk.length
+    if (this.received > this.desc.size) {
+      callback(verificationError(this.desc, `more than the expected ${this.desc.size} bytes`))
+      return
+    }
+    this.hash.update(chunk)
+    this.onBytes?.(chunk.length)
+    callback(null, chunk)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    if (this.received !== this.desc.size) {
+      callback(verificationError(this.desc, `expected ${this.desc.size} bytes, got ${this.received}`))
+      return
+    }
+    const actual = `sha256:${this.hash.digest('hex')}`
+    callback(actual === this.desc.digest ? null : verificationError(this.desc, `its content hashes to ${actual}`))
+  }
+}
+
+/** `source` piped through a VerifyingStream; an error in the source fails the result too. */
+export function verifying(source: Readable, desc: Descriptor, onBytes?: (bytes: number) => void): Readable {
+  const verifier = new VerifyingStream(desc, onBytes)
+  source.on('error', (error) => verifier.destroy(error))
+  verifier.on('close', () => {
+    if (!source.destroyed && !source.readableEnded) source.destroy()
+  })
+  return source.pipe(verifier)
+}
+
+/** Reads a whole (small) stream, refusing more than `limit` bytes. */
+export async function readAll(stream: Readable, limit: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let length = 0
+  for await (const chunk of stream) {
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array)
+    length += buffer.length
+    if (length > limit) {
+      stream.destroy()
+      throw new AegisError(`${what} is larger than ${limit} bytes.`)
+    }
+    chunks.push(buffer)
+  }
+  return Buffer.concat(chunks, length)
+}

@@ -1,0 +1,116 @@
+/**
+ * The one way content enters the store: streamed into a temp file under `.tmp/`, hashed and
+ * counted on the way, fsync'd, and renamed into `blobs/sha256/<hex>` only when size and digest
+ * match. A crash leaves at most a temp file, which prune removes once its process is gone.
+ */
+import {createHash} from 'node:crypto'
+import {type FileHandle, mkdir, open, rename, unlink, utimes} from 'node:fs/promises'
+import {join} from 'node:path'
+import type {Readable} from 'node:stream'
+import {finished} from 'node:stream/promises'
+import {AegisError, messageOf} from '../errors.js'
+import type {Descriptor} from '../oci/types.js'
+import {sha256Hex, shortDigest} from './digest.js'
+import {statIfExists, syncDirectory, tempFileName} from './fs-util.js'
+import type {StorePaths} from './paths.js'
+
+export type BlobWriteResult = 'written' | 'already-present'
+
+export async function writeBlob(
+  paths: StorePaths,
+  desc: Pick<Descriptor, 'digest' | 'size'>,
+  content: Readable | Buffer,
+): Promise<BlobWriteResult> {
+  const hex = sha256Hex(desc.digest)
+  if (!Number.isSafeInteger(desc.size) || desc.size < 0) {
+    throw new AegisError(`invalid size ${desc.size} for ${shortDigest(desc.digest)}`, {hint: 'sizes are whole numbers of bytes'})
+  }
+  const finalPath = paths.blob(hex)
+  const existing = await statIfExists(finalPath)
+  if (existing?.size === desc.size) {
+    await drain(content)
+    await touch(finalPath) // fresh mtime: a write lease protects it from a concurrent prune (see leases.ts)
+    return 'already-present'
+  }
+
+  await mkdir(paths.tmpDir, {recursive: true})
+  await mkdir(paths.blobsDir, {recursive: true})
+  const tempPath = join(paths.tmpDir, tempFileName('.blob'))
+  const handle = await open(tempPath, 'wx', 0o644)
+  const hash = createHash('sha256')
+  let received = 0
+  try {
+    for await (const chunk of chunksOf(content)) {
+      received += chunk.length
+      if (received > desc.size) throw sizeMismatch(desc, `more than ${desc.size} bytes`)
+      hash.update(chunk)
+      await writeAll(handle, chunk, tempPath)
+    }
+    if (received !== desc.size) throw sizeMismatch(desc, `${received} bytes, expected ${desc.size}`)
+    const actual = `sha256:${hash.digest('hex')}`
+    if (actual !== desc.digest) {
+      throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(actual)})`, {
+        hint: 'the source is corrupt or was changed; nothing was stored',
+      })
+    }
+    await handle.sync().catch((error: unknown) => {
+      throw storeWriteError(tempPath, error)
+    })
+    await handle.close()
+    await rename(tempPath, finalPath).catch((error: unknown) => {
+      throw storeWriteError(finalPath, error)
+    })
+  } catch (error) {
+    await handle.close().catch(() => undefined)
+    await unlink(tempPath).catch(() => undefined)
+    if (!Buffer.isBuffer(content)) content.destroy()
+    throw error
+  }
+  await syncDirectory(paths.blobsDir)
+  return 'written'
+}
+
+async function* chunksOf(content: Readable | Buffer): AsyncGenerator<Buffer> {
+  if (Buffer.isBuffer(content)) {
+    yield content
+    return
+  }
+  for await (const chunk of content as AsyncIterable<Buffer | string>) {
+    yield typeof chunk === 'string' ? Buffer.from(chunk) : chunk
+  }
+}
+
+async function writeAll(handle: FileHandle, chunk: Buffer, path: string): Promise<void> {
+  let offset = 0
+  while (offset < chunk.length) {
+    const {bytesWritten} = await handle.write(chunk, offset).catch((error: unknown) => {
+      throw storeWriteError(path, error)
+    })
+    offset += bytesWritten
+  }
+}
+
+/** Reads and discards a stream the store does not need, so a producer (e.g. a tar entry) can move on. */
+async function drain(content: Readable | Buffer): Promise<void> {
+  if (Buffer.isBuffer(content)) return
+  content.resume()
+  await finished(content)
+}
+
+async function touch(path: string): Promise<void> {
+  const now = new Date()
+  await utimes(path, now, now).catch(() => undefined)
+}
+
+function sizeMismatch(desc: Pick<Descriptor, 'digest' | 'size'>, detail: string): AegisError {
+  return new AegisError(`content for ${shortDigest(desc.digest)} has the wrong size: ${detail}`, {
+    hint: 'the source is truncated or corrupt; nothing was stored',
+  })
+}
+
+function storeWriteError(path: string, cause: unknown): AegisError {
+  return new AegisError(`cannot write to the image store (${path}): ${messageOf(cause)}`, {
+    hint: 'check free disk space and permissions of the store directory',
+    cause,
+  })
+}

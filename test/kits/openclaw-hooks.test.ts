@@ -1,0 +1,172 @@
+// The OpenClaw kit's hooks against the real OpenClaw: what render_env writes is accepted by
+// `openclaw config validate`, feeds provider keys the way OpenClaw reads them, and starts the
+// real gateway; no secret value is ever printed or written into the workspace.
+import {mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
+import {createServer} from 'node:net'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+import {execa} from 'execa'
+import {beforeAll, describe, expect, it} from 'vitest'
+import {buildAppContext, renderEnv} from '../../dist/hooks/operations.js'
+import {loadKit} from '../../dist/kit/kit.js'
+import {hasStackTrace, runCli} from '../helpers/cli.js'
+import {openclawInstall} from '../helpers/toolchain.js'
+
+const ANTHROPIC = 'sk-ant-api03-KNOWNSECRETVALUE-abcdefghijklmnop'
+const TELEGRAM = '123456789:AAKNOWNTELEGRAMTOKEN-abcdefghijklmno'
+
+let openclawEnv: Record<string, string>
+
+beforeAll(async () => {
+  openclawEnv = (await openclawInstall()).env
+}, 600_000)
+
+/**
+ * Runs the real OpenClaw CLI with only the environment given: OpenClaw goes quiet when it sees a
+ * test runner's variables (VITEST, NODE_ENV=test), so none of ours may leak in.
+ */
+function openclaw(args: string[], env: Record<string, string>, timeout = 120_000) {
+  return execa('openclaw', args, {env: {LANG: 'C.UTF-8', ...env}, extendEnv: false, reject: false, timeout})
+}
+
+/** Points OpenClaw at a rendered tree (written by --output) the way the instance does. */
+function stateEnv(outputDir: string): Record<string, string> {
+  return {
+    ...openclawEnv,
+    HOME: path.join(outputDir, 'workspace'),
+    OPENCLAW_STATE_DIR: path.join(outputDir, 'workspace/.openclaw'),
+    OPENCLAW_CONFIG_PATH: path.join(outputDir, 'workspace/.openclaw/openclaw.json'),
+  }
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const {port} = server.address() as {port: number}
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+describe('openclaw render_env', () => {
+  it('never prints the secret, in text or JSON, and writes it nowhere', async () => {
+    const output = mkdtempSync(path.join(tmpdir(), 'aegis-kit-render-'))
+    const text = await runCli(['hooks', 'render-env', 'openclaw', '--secret', 'ANTHROPIC_API_KEY', '--output', output], {env: {ANTHROPIC_API_KEY: ANTHROPIC}})
+    expect(text.exitCode).toBe(0)
+    expect(text.stdout).toMatch(/ANTHROPIC_API_KEY=\*\*\*\*/)
+    expect(text.stdout).toMatch(/OPENCLAW_GATEWAY_TOKEN=\*\*\*\*/)
+    expect(text.stdout).toContain('NODE_OPTIONS=--max-old-space-size=1536')
+    expect(text.all).not.toContain(ANTHROPIC)
+    const json = await runCli(['hooks', 'render-env', 'openclaw', '--secret', 'ANTHROPIC_API_KEY', '--json'], {env: {ANTHROPIC_API_KEY: ANTHROPIC}})
+    expect(json.exitCode).toBe(0)
+    expect(json.all).not.toContain(ANTHROPIC)
+    const rendered = JSON.parse(json.stdout) as {env: Record<string, string>; files: Array<{path: string; content: string}>}
+    expect(rendered.env.OPENCLAW_CONFIG_PATH).toBe('/workspace/.openclaw/openclaw.json')
+    expect(rendered.files.map((file) => file.path)).toEqual(['/workspace/.openclaw/openclaw.json'])
+    const config = readFileSync(path.join(output, 'workspace/.openclaw/openclaw.json'), 'utf8')
+    expect(config).not.toContain(ANTHROPIC)
+    expect(statSync(path.join(output, 'workspace/.openclaw/openclaw.json')).mode & 0o777).toBe(0o600)
+    expect(JSON.parse(config).gateway).toMatchObject({mode: 'local', port: 18789, bind: 'lan', auth: {mode: 'token', token: {source: 'env', id: 'OPENCLAW_GATEWAY_TOKEN'}}})
+  })
+
+  it('NODE_OPTIONS follows the profile memory', async () => {
+    const result = await runCli(['hooks', 'render-env', 'openclaw', '--profile', 'bot', '--json'])
+    expect(result.exitCode).toBe(0)
+    expect(JSON.parse(result.stdout).env.NODE_OPTIONS).toBe('--max-old-space-size=768')
+  })
+
+  it('the rendered openclaw.json passes `openclaw config validate` and OpenClaw reads the key from the environment', async () => {
+    const output = mkdtempSync(path.join(tmpdir(), 'aegis-kit-render-'))
+    const rendered = await runCli(['hooks', 'render-env', 'openclaw', '--secret', 'ANTHROPIC_API_KEY', '--output', output], {env: {ANTHROPIC_API_KEY: ANTHROPIC}})
+    expect(rendered.exitCode).toBe(0)
+    const env = {...stateEnv(output), ANTHROPIC_API_KEY: ANTHROPIC, OPENCLAW_GATEWAY_TOKEN: 'test-token-value'}
+    const validate = await openclaw(['config', 'validate'], env)
+    expect(validate.stdout + validate.stderr).toMatch(/Config valid/)
+    expect(validate.exitCode).toBe(0)
+    const status = await openclaw(['models', 'status', '--json'], env)
+    const report = JSON.parse(status.stdout) as {auth: {providers: Array<{provider: string; effective: {kind: string}}>}}
+    expect(report.auth.providers.find((provider) => provider.provider === 'anthropic')?.effective.kind).toBe('env')
+  }, 180_000)
+
+  it('Telegram: polling with a token, webhook when a URL is configured; both valid for OpenClaw', async () => {
+    const polling = mkdtempSync(path.join(tmpdir(), 'aegis-kit-render-'))
+    const first = await runCli(['hooks', 'render-env', 'openclaw', '--profile', 'bot', '--secret', 'TELEGRAM_BOT_TOKEN', '--output', polling], {env: {TELEGRAM_BOT_TOKEN: TELEGRAM}})
+    expect(first.exitCode).toBe(0)
+    expect(first.all).not.toContain(TELEGRAM)
+    const pollingConfig = JSON.parse(readFileSync(path.join(polling, 'workspace/.openclaw/openclaw.json'), 'utf8'))
+    expect(pollingConfig.channels.telegram).toEqual({enabled: true, botToken: {source: 'env', provider: 'default', id: 'TELEGRAM_BOT_TOKEN'}})
+
+    const webhook = mkdtempSync(path.join(tmpdir(), 'aegis-kit-render-'))
+    const userConfig = path.join(webhook, 'user.json')
+    writeFileSync(userConfig, JSON.stringify({channels: {telegram: {webhookUrl: 'https://bot.example.com/telegram-webhook'}}}))
+    const second = await runCli(['hooks', 'render-env', 'openclaw', '--profile', 'bot', '--secret', 'TELEGRAM_BOT_TOKEN', '--config', userConfig, '--output', webhook], {env: {TELEGRAM_BOT_TOKEN: TELEGRAM}})
+    expect(second.exitCode).toBe(0)
+    const webhookConfig = JSON.parse(readFileSync(path.join(webhook, 'workspace/.openclaw/openclaw.json'), 'utf8'))
+    expect(webhookConfig.channels.telegram).toMatchObject({webhookUrl: 'https://bot.example.com/telegram-webhook', webhookSecret: {source: 'env', id: 'TELEGRAM_WEBHOOK_SECRET'}})
+
+    for (const dir of [polling, webhook]) {
+      const validate = await openclaw(['config', 'validate'], {...stateEnv(dir), TELEGRAM_BOT_TOKEN: TELEGRAM, TELEGRAM_WEBHOOK_SECRET: 'x'.repeat(32), OPENCLAW_GATEWAY_TOKEN: 't'})
+      expect(validate.stdout + validate.stderr, dir).toMatch(/Config valid/)
+    }
+  }, 180_000)
+
+  it('the real gateway starts from what render_env renders and enforces the generated token', async () => {
+    const kit = await loadKit('openclaw')
+    const port = await freePort()
+    const app = buildAppContext(kit, {config: {gateway: {port}}})
+    const rendered = await renderEnv(kit, app, {OPENCLAW_GATEWAY_TOKEN: 'gateway-token-0123456789abcdef'})
+    const root = mkdtempSync(path.join(tmpdir(), 'aegis-kit-gateway-'))
+    for (const file of rendered.files) {
+      const target = path.join(root, file.path)
+      await execa('mkdir', ['-p', path.dirname(target)])
+      writeFileSync(target, file.content, {mode: file.mode})
+    }
+    const env = {...openclawEnv, ...rendered.env, ...stateEnv(root)}
+    const gateway = execa('openclaw', ['gateway', '--allow-unconfigured'], {env: {LANG: 'C.UTF-8', ...env}, extendEnv: false, reject: false, all: true})
+    try {
+      let health: Response | undefined
+      for (let attempt = 0; attempt < 120 && !health?.ok; attempt++) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        health = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)
+      }
+      expect(health?.status).toBe(200)
+      const page = await fetch(`http://127.0.0.1:${port}/`)
+      expect(page.status).toBe(200)
+      expect(await page.text()).toMatch(/<html/i)
+    } finally {
+      gateway.kill('SIGTERM')
+      await gateway
+    }
+  }, 180_000)
+})
+
+describe('openclaw validate_config', () => {
+  const cases: Array<{name: string; config: unknown; ok: boolean; problem?: RegExp}> = [
+    {name: 'a good config', config: {gateway: {port: 18789, bind: 'lan', auth: {mode: 'token'}}, agents: {entries: {main: {role: 'coder'}}}}, ok: true},
+    {name: 'a port the kit does not expose', config: {gateway: {port: 3000}}, ok: false, problem: /gateway\.port: is 3000 but the kit exposes 18789/},
+    {name: 'a non-loopback bind without auth', config: {gateway: {bind: 'lan', auth: {mode: 'none'}}}, ok: false, problem: /gateway\.auth\.mode: bind "lan" accepts connections from outside the VM/},
+    {name: 'a loopback bind behind the port proxy', config: {gateway: {bind: 'loopback'}}, ok: false, problem: /gateway\.bind: is "loopback"/},
+    {name: 'an unknown agent role', config: {agents: {entries: {main: {role: 'hacker'}}}}, ok: false, problem: /agents\.entries\.main\.role: "hacker" is not an agent role \(one of architect, coder, reviewer, tester, browser\)/},
+    {name: 'a literal token in the config', config: {gateway: {auth: {mode: 'token', token: 'plain-text'}}}, ok: false, problem: /gateway\.auth\.token: a literal token/},
+    {name: 'an http webhook URL', config: {channels: {telegram: {webhookUrl: 'http://insecure.example.com/hook'}}}, ok: false, problem: /webhookUrl: Telegram only calls https/},
+  ]
+  for (const testCase of cases) {
+    it(testCase.name, async () => {
+      const file = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-config-')), 'openclaw.json')
+      writeFileSync(file, JSON.stringify(testCase.config))
+      const result = await runCli(['hooks', 'validate-config', 'openclaw', file])
+      expect(result.exitCode).toBe(testCase.ok ? 0 : 1)
+      if (testCase.ok) expect(result.stdout).toMatch(/ok for kit openclaw/)
+      else expect(result.stderr).toMatch(testCase.problem!)
+      expect(hasStackTrace(result.all)).toBe(false)
+    })
+  }
+
+  it('reports JSON with --json', async () => {
+    const file = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-config-')), 'openclaw.yaml')
+    writeFileSync(file, 'gateway:\n  port: 1\n')
+    const result = await runCli(['hooks', 'validate-config', 'openclaw', file, '--json'])
+    expect(result.exitCode).toBe(1)
+    expect(JSON.parse(result.stdout)).toMatchObject({ok: false, problems: [{path: 'gateway.port'}]})
+  })
+})
