@@ -1,0 +1,183 @@
+/**
+ * The guest kernel and initramfs, assembled from Debian's packages: the cloud kernel and
+ * its modules from `linux-image-cloud-<arch>`, and the harness (images/guest/*.c) built
+ * static with the host's gcc and libc6-dev. Results are cached under a key made of every
+ * input (package versions, harness sources, compiler), so a second call is a lookup.
+ */
+
+import {createHash, randomBytes} from 'node:crypto'
+import {existsSync} from 'node:fs'
+import {mkdir, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {gzipSync} from 'node:zlib'
+
+import {execa} from 'execa'
+
+import {AegisError, messageOf} from '../errors.js'
+import {buildCpio, type CpioEntry} from './cpio.js'
+import {extractVmlinux} from './kernel-image.js'
+import {GUEST_MODULES, resolveModuleOrder} from './modules.js'
+
+export type GuestArch = 'amd64' | 'arm64'
+
+export interface GuestImage {
+  /** Kernel to pass to QEMU's -kernel: the ELF vmlinux (PVH boot) when it could be extracted. */
+  kernel: string
+  /** gzip'd cpio initramfs holding the harness as /init and the modules it loads. */
+  initrd: string
+  /** Identifies the inputs: kernel package and version plus the harness hash. */
+  version: string
+  /** `uname -r` inside the guest. */
+  kernelRelease: string
+}
+
+/** Bump when the initramfs layout or the assembly steps change. */
+const ASSEMBLY_FORMAT = 1
+
+export const HARNESS_SOURCE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../images/guest')
+const HARNESS_SOURCES = ['harness.c', 'harness.h', 'guest_setup.c', 'port_proxy.c', 'port_proxy.h']
+
+const ARCHES: Record<GuestArch, {kernelMetaPackage: string; nodeArch: string; triplet: string}> = {
+  amd64: {kernelMetaPackage: 'linux-image-cloud-amd64', nodeArch: 'x64', triplet: 'x86_64-linux-gnu'},
+  arm64: {kernelMetaPackage: 'linux-image-cloud-arm64', nodeArch: 'arm64', triplet: 'aarch64-linux-gnu'},
+}
+
+export function hostGuestArch(): GuestArch {
+  if (process.arch === 'x64') return 'amd64'
+  if (process.arch === 'arm64') return 'arm64'
+  throw new AegisError(`no guest kernel for host architecture ${process.arch}`, {hint: 'run on an x86_64 or arm64 Linux host'})
+}
+
+async function run(file: string, args: string[], options: {cwd?: string; what: string; hint: string}): Promise<string> {
+  try {
+    const result = await execa(file, args, {cwd: options.cwd})
+    return result.stdout
+  } catch (error) {
+    const detail = (error as {stderr?: string}).stderr?.trim() || messageOf(error)
+    throw new AegisError(`${options.what} failed: ${detail.split('\n').slice(-3).join(' ')}`, {hint: options.hint, cause: error})
+  }
+}
+
+/** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
+async function resolveKernelPackage(metaPackage: string): Promise<{name: string; version: string}> {
+  const hint = 'on a Debian host run: apt-get update'
+  const show = await run('apt-cache', ['show', '--no-all-versions', metaPackage], {what: `apt-cache show ${metaPackage}`, hint})
+  const depends = /^Depends: (linux-image-[^\s,]+) \(= ([^)]+)\)/m.exec(show)
+  if (!depends) throw new AegisError(`cannot tell which kernel ${metaPackage} depends on`, {hint})
+  return {name: depends[1]!, version: depends[2]!}
+}
+
+async function toolchainVersion(triplet: string): Promise<string> {
+  const hint = 'install the compiler: apt-get install gcc libc6-dev'
+  const gcc = await run('gcc', ['-dumpfullversion'], {what: 'gcc', hint})
+  if (!existsSync(`/usr/lib/${triplet}/libc.a`)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
+  const libc = await run('dpkg-query', ['-W', '-f=${Version}', 'libc6-dev'], {what: 'dpkg-query libc6-dev', hint})
+  return `gcc ${gcc}, libc6-dev ${libc}`
+}
+
+async function harnessHash(): Promise<string> {
+  const hash = createHash('sha256')
+  for (const file of HARNESS_SOURCES) {
+    hash.update(file + '\0')
+    hash.update(await readFile(path.join(HARNESS_SOURCE_DIR, file)))
+  }
+  return hash.digest('hex')
+}
+
+/** Every *.ko under `dir`, by canonical module name, as paths relative to `dir`. */
+async function listModuleFiles(dir: string): Promise<Map<string, string>> {
+  const files = new Map<string, string>()
+  for (const entry of await readdir(dir, {recursive: true, withFileTypes: true})) {
+    if (!entry.isFile() || !entry.name.endsWith('.ko')) continue
+    const relative = path.relative(dir, path.join(entry.parentPath, entry.name))
+    files.set(entry.name.slice(0, -3).replaceAll('-', '_'), relative)
+  }
+  return files
+}
+
+async function buildHarness(workDir: string): Promise<Buffer> {
+  const output = path.join(workDir, 'init')
+  const sources = HARNESS_SOURCES.filter((file) => file.endsWith('.c')).map((file) => path.join(HARNESS_SOURCE_DIR, file))
+  await run('gcc', ['-static', '-Os', '-s', '-Wall', '-o', output, ...sources], {
+    what: 'building the guest harness', hint: 'install the compiler: apt-get install gcc libc6-dev',
+  })
+  return readFile(output)
+}
+
+async function assembleInto(workDir: string, arch: GuestArch, kernelPackage: {name: string; version: string}): Promise<{kernelFile: string; kernelRelease: string}> {
+  await run('apt-get', ['download', `${kernelPackage.name}=${kernelPackage.version}`], {
+    cwd: workDir, what: `apt-get download ${kernelPackage.name}`, hint: 'check that Debian\'s package archive is reachable; then run apt-get update',
+  })
+  const deb = (await readdir(workDir)).find((name) => name.endsWith('.deb'))
+  if (!deb) throw new AegisError(`apt-get download left no .deb for ${kernelPackage.name}`, {hint: 'run apt-get update and retry'})
+  const unpacked = path.join(workDir, 'kernel')
+  await run('dpkg-deb', ['-x', path.join(workDir, deb), unpacked], {what: 'dpkg-deb -x', hint: 'install dpkg'})
+
+  const [kernelRelease] = await readdir(path.join(unpacked, 'lib/modules'))
+  if (!kernelRelease) throw new AegisError(`${kernelPackage.name} has no modules directory`, {hint: 'report this kernel package'})
+  const moduleDir = path.join(unpacked, 'lib/modules', kernelRelease)
+  const modules = await resolveModuleOrder(moduleDir, await listModuleFiles(moduleDir), GUEST_MODULES)
+
+  const entries: CpioEntry[] = [
+    {path: 'init', type: 'file', mode: 0o755, data: await buildHarness(workDir)},
+    {path: 'dev/console', type: 'chardev', mode: 0o600, major: 5, minor: 1},
+    {path: 'proc', type: 'dir', mode: 0o755},
+    {path: 'sys', type: 'dir', mode: 0o755},
+    {path: 'modules/order', type: 'file', mode: 0o644, data: Buffer.from(modules.map((m) => `${m.name}.ko\n`).join(''))},
+  ]
+  for (const module of modules) {
+    entries.push({path: `modules/${module.name}.ko`, type: 'file', mode: 0o644, data: await readFile(path.join(moduleDir, module.file))})
+  }
+  await writeFile(path.join(workDir, 'initrd.img'), gzipSync(buildCpio(entries), {level: 9}))
+
+  const vmlinuz = await readFile(path.join(unpacked, 'boot', `vmlinuz-${kernelRelease}`))
+  const vmlinux = arch === 'amd64' ? extractVmlinux(vmlinuz) : undefined
+  const kernelFile = vmlinux ? 'vmlinux' : 'vmlinuz'
+  await writeFile(path.join(workDir, kernelFile), vmlinux ?? vmlinuz)
+  await rm(unpacked, {recursive: true, force: true})
+  await rm(path.join(workDir, deb), {force: true})
+  await rm(path.join(workDir, 'init'), {force: true})
+  return {kernelFile, kernelRelease}
+}
+
+/**
+ * The guest kernel and initramfs for `arch`, from `cacheDir` when the same inputs were
+ * assembled before. Needs a Debian host with apt lists, gcc and libc6-dev.
+ */
+export async function assembleGuest(options: {cacheDir: string; arch?: GuestArch}): Promise<GuestImage> {
+  const arch = options.arch ?? hostGuestArch()
+  const {kernelMetaPackage, nodeArch, triplet} = ARCHES[arch]
+  if (nodeArch !== process.arch) {
+    throw new AegisError(`cannot assemble an ${arch} guest on a ${process.arch} host yet`, {hint: `assemble on an ${arch} machine`})
+  }
+  const kernelPackage = await resolveKernelPackage(kernelMetaPackage)
+  const inputs = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness: await harnessHash(), toolchain: await toolchainVersion(triplet), modules: GUEST_MODULES}
+  const key = createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 16)
+  const finalDir = path.join(options.cacheDir, `guest-${arch}-${key}`)
+  const manifestPath = path.join(finalDir, 'guest.json')
+  const version = `${kernelPackage.name} ${kernelPackage.version}, harness ${inputs.harness.slice(0, 12)}`
+
+  if (!existsSync(manifestPath)) {
+    await mkdir(options.cacheDir, {recursive: true})
+    const workDir = path.join(options.cacheDir, `.tmp-guest-${randomBytes(6).toString('hex')}`)
+    await mkdir(workDir)
+    try {
+      const built = await assembleInto(workDir, arch, kernelPackage)
+      await writeFile(path.join(workDir, 'guest.json'), JSON.stringify({...built, version, inputs}, null, 2) + '\n')
+      await rename(workDir, finalDir).catch(async (error: NodeJS.ErrnoException) => {
+        // Another process assembled the same inputs first; its result is as good as ours.
+        if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error
+      })
+    } finally {
+      await rm(workDir, {recursive: true, force: true})
+    }
+  }
+  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as {kernelFile: string; kernelRelease: string; version: string}
+  return {
+    kernel: path.join(finalDir, manifest.kernelFile),
+    initrd: path.join(finalDir, 'initrd.img'),
+    version: manifest.version,
+    kernelRelease: manifest.kernelRelease,
+  }
+}

@@ -1,0 +1,274 @@
+/**
+ * A bare microVM boot with QEMU: the assembled kernel and initramfs, the image root and the
+ * workspace shared by virtiofsd, the run spec handed over a virtio-serial control port,
+ * the console streamed back. TCG only for now (the /dev/kvm on these machines is a nested
+ * PVM device that hangs standard guests); KVM/HVF are a flag away later.
+ */
+
+import {existsSync} from 'node:fs'
+import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+
+import {AegisError} from '../errors.js'
+import {ChildProcessGroup} from './child-processes.js'
+import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
+import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
+import {startVirtiofsd} from './virtiofsd.js'
+
+export interface VmOptions {
+  kernel: string
+  initrd: string
+  /**
+   * The image's root filesystem, shared by virtiofs; the guest sees it read-only under a
+   * tmpfs overlay. Give this or rootDisk.
+   */
+  rootDir?: string
+  /**
+   * The root as a raw ext4 image (`mke2fs -t ext4 -d DIR FILE SIZE`), attached read-only on
+   * virtio-blk: no virtiofsd, and unlike vhost-user-fs it does not block VM snapshots.
+   */
+  rootDisk?: string
+  /** Shared writable at /workspace when given. */
+  workspaceDir?: string
+  memoryMib?: number
+  vcpus?: number
+  spec: RunSpec
+  /** Default: no NIC. */
+  network?: NetworkBackend
+  /** Console output (kernel warnings, harness lines, the workload's stdout and stderr). */
+  onConsole?: (text: string) => void
+  /** Kill the VM if its harness has not asked for the run spec by then. Default 60 s (TCG under load is slow). */
+  bootTimeoutMs?: number
+  /** Appended to the kernel command line (e.g. "loglevel=7" to debug a boot); never put secrets here. */
+  extraKernelArgs?: string[]
+}
+
+export interface VmResult {
+  /** The workload's exit code; 128+N when a signal N ended it; 125 when the harness failed. */
+  exitCode: number
+  /** The kernel's OOM killer ended the workload. */
+  oomKilled: boolean
+  /** Why the harness could not run the workload (bad command, failed mount...). */
+  harnessError?: string
+  /** The host had to kill QEMU (stop() ran out of grace). */
+  killedByHost: boolean
+  /** Milliseconds from QEMU's start to: the harness asking for its spec, the workload starting, power-off. */
+  timings: {readyMs?: number; startedMs?: number; exitedMs: number}
+  /** The console's last 64 KiB. */
+  console: string
+}
+
+export interface RunningVm {
+  readonly result: Promise<VmResult>
+  /** Asks the workload to stop (SIGTERM), then kills the VM after `graceMs`. */
+  stop(graceMs?: number): Promise<VmResult>
+}
+
+const CONSOLE_KEEP = 64 * 1024
+const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
+const QEMU = 'qemu-system-x86_64'
+
+function findOnPath(name: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    if (dir && existsSync(path.join(dir, name))) return path.join(dir, name)
+  }
+  return undefined
+}
+
+let hostTscKhz: Promise<number | undefined> | undefined
+
+/**
+ * The host's TSC rate. Handing it to the guest (tsc_early_khz) skips the PIT calibration
+ * that hangs ~60% of boots under load with TCG ("Unable to calibrate against PIT").
+ */
+export function readHostTscKhz(): Promise<number | undefined> {
+  hostTscKhz ??= readFile('/proc/cpuinfo', 'utf8').then((cpuinfo) => {
+    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)
+    return mhz ? Math.round(Number(mhz[1]) * 1000) : undefined
+  }, () => undefined)
+  return hostTscKhz
+}
+
+function kernelCommandLine(tscKhz: number | undefined, extra: string[]): string {
+  // microvm has no PCI bus: pci=off spares a "PCI: Fatal" line on every boot.
+  const args = ['console=ttyS0', 'quiet', 'panic=-1', 'rdinit=/init', 'pci=off']
+  if (tscKhz) args.push(`tsc_early_khz=${tscKhz}`, 'tsc=reliable')
+  return [...args, ...extra].join(' ')
+}
+
+/** Parses the harness's report lines ("AEGIS_EXIT=3") from a stream of text. */
+class ReportReader {
+  private partial = ''
+  readonly reports = new Map<string, string>()
+  constructor(private readonly onReport?: (key: string, value: string) => void) {}
+  push(text: string): void {
+    const lines = (this.partial + text).split(/\r?\n/)
+    this.partial = lines.pop() ?? ''
+    for (const line of lines) {
+      const match = /^(AEGIS_[A-Z]+)(?:=(.*))?$/.exec(line.trim())
+      if (!match) continue
+      this.reports.set(match[1]!, match[2] ?? '')
+      this.onReport?.(match[1]!, match[2] ?? '')
+    }
+  }
+}
+
+function checkTools(): string {
+  const qemu = findOnPath(QEMU)
+  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86'})
+  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU)'})
+  return qemu
+}
+
+/** Boots a VM running `options.spec`; resolve `result` for the outcome. */
+export async function startVm(options: VmOptions): Promise<RunningVm> {
+  const qemuBinary = checkTools()
+  if ((options.rootDir === undefined) === (options.rootDisk === undefined)) throw new Error('startVm needs exactly one of rootDir and rootDisk')
+  const files = {kernel: options.kernel, initrd: options.initrd, 'root directory': options.rootDir, 'root disk': options.rootDisk}
+  for (const [what, file] of Object.entries(files)) {
+    if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
+  }
+  const memoryMib = options.memoryMib ?? 512
+  const runDir = await mkdtemp(path.join(os.tmpdir(), 'aegis-vm-'))
+  const processes = new ChildProcessGroup()
+  let network: AttachedNetwork | undefined
+  let control: net.Server | undefined
+  const cleanup = async () => {
+    await processes.stopAll()
+    await network?.detach()
+    control?.close()
+    await rm(runDir, {recursive: true, force: true})
+  }
+
+  try {
+    const shares: {tag: string; dir: string; cache: 'always' | 'auto'}[] = []
+    if (options.rootDir !== undefined) shares.push({tag: 'root', dir: options.rootDir, cache: 'always'})
+    if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
+    const sockets = await Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)})))
+
+    network = await (options.network ?? noNetwork()).attach({runDir, processes})
+    const plumbing: GuestPlumbing = {
+      root: options.rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
+      mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
+      network: network.guest,
+    }
+    const specBytes = encodeRunSpec(options.spec, plumbing)
+
+    const controlPath = path.join(runDir, 'ctl.sock')
+    const server = net.createServer()
+    control = server
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(controlPath, resolve))
+
+    const args = [
+      '-M', 'microvm,acpi=on,memory-backend=mem', '-accel', 'tcg,tb-size=64', '-cpu', 'max',
+      '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
+      '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
+      '-global', 'virtio-mmio.force-legacy=false',
+      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+      '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
+      '-kernel', options.kernel, '-initrd', options.initrd, '-append', kernelCommandLine(await readHostTscKhz(), options.extraKernelArgs ?? []),
+      '-device', 'virtio-rng-device',
+      '-device', 'virtio-serial-device',
+      '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
+      ...shares.flatMap((share, i) => ['-chardev', `socket,id=fs${i},path=${sockets[i]}`, '-device', `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`]),
+      ...(options.rootDisk === undefined ? [] : [
+        '-drive', `file=${options.rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
+      ]),
+      ...network.qemuArgs,
+    ]
+    const startedAt = Date.now()
+    const qemu = processes.spawn(qemuBinary, args, {stdio: ['pipe', 'pipe', 'pipe']})
+
+    let consoleText = ''
+    let qemuErrors = ''
+    const timings: VmResult['timings'] = {exitedMs: 0}
+    let bootTimedOut = false
+    const bootTimer = setTimeout(() => {
+      bootTimedOut = true
+      processes.killNow('SIGKILL')
+    }, options.bootTimeoutMs ?? 60_000)
+    const fromControl = new ReportReader((key) => {
+      if (key === 'AEGIS_READY') {
+        timings.readyMs = Date.now() - startedAt
+        clearTimeout(bootTimer)
+      }
+      if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
+    })
+    const fromConsole = new ReportReader()
+    qemu.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      consoleText = (consoleText + text).slice(-CONSOLE_KEEP)
+      fromConsole.push(text)
+      options.onConsole?.(text)
+    })
+    qemu.stderr?.setEncoding('utf8').on('data', (text: string) => {
+      qemuErrors = (qemuErrors + text).slice(-8192)
+    })
+
+    let controlSocket: net.Socket | undefined
+    server.on('connection', (socket) => {
+      controlSocket = socket
+      socket.on('error', () => {})
+      socket.setEncoding('utf8').on('data', (text: string) => fromControl.push(text))
+      socket.write(specBytes)
+    })
+
+    let killedByHost = false
+    const result = new Promise<VmResult>((resolve, reject) => {
+      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: 'install it: apt-get install qemu-system-x86'})))
+      qemu.once('exit', (code, signal) => {
+        clearTimeout(bootTimer)
+        timings.exitedMs = Date.now() - startedAt
+        if (bootTimedOut) {
+          reject(new AegisError(`the VM did not boot within ${(options.bootTimeoutMs ?? 60_000) / 1000} s`, {
+            hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
+          }))
+          return
+        }
+        // Trust the control channel first: the console also carries the workload's own output.
+        const reports = fromControl.reports.has('AEGIS_EXIT') ? fromControl.reports : fromConsole.reports
+        const exit = reports.get('AEGIS_EXIT')
+        if (exit !== undefined || killedByHost) {
+          resolve({
+            exitCode: exit === undefined ? 137 : Number(exit),
+            oomKilled: reports.has('AEGIS_OOM'),
+            harnessError: reports.get('AEGIS_ERROR'),
+            killedByHost,
+            timings,
+            console: consoleText,
+          })
+          return
+        }
+        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`
+        const tail = (qemuErrors.trim() || consoleText.trim()).split('\n').slice(-5).join('\n')
+        reject(new AegisError(`the VM stopped before the workload finished: QEMU ${how}\n${tail}`, {
+          hint: 'check the console output above; a kernel panic or a missing share shows there',
+        }))
+      })
+    }).finally(cleanup)
+
+    const stop = async (graceMs = 10_000): Promise<VmResult> => {
+      controlSocket?.write('signal TERM\n')
+      const timer = setTimeout(() => {
+        killedByHost = true
+        processes.killNow('SIGKILL')
+      }, graceMs)
+      try {
+        return await result
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    return {result, stop}
+  } catch (error) {
+    await cleanup()
+    throw error
+  }
+}
+
+/** Boots a VM, runs `options.spec` to completion and returns its outcome. */
+export async function runVm(options: VmOptions): Promise<VmResult> {
+  const vm = await startVm(options)
+  return vm.result
+}

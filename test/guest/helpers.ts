@@ -1,0 +1,83 @@
+/** Roots, ports and process checks for the guest tests. */
+
+import {execFileSync} from 'node:child_process'
+import {copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import net from 'node:net'
+import path from 'node:path'
+
+const BUSYBOX_APPLETS = ['sh', 'echo', 'cat', 'ls', 'id', 'httpd', 'sleep', 'mkdir', 'stat', 'sha256sum', 'grep', 'rm', 'true', 'dd', 'head', 'printf', 'touch']
+
+/**
+ * A tiny image root: static busybox in /bin (from busybox-static) and a dynamically
+ * linked glibc program, the host's /usr/bin/env with its loader and libc.
+ */
+export function buildTestRoot(dir: string): void {
+  const busybox = readFileSync('/bin/busybox')
+  if (busybox.includes('/lib64/ld-linux')) throw new Error('/bin/busybox is dynamically linked: apt-get install busybox-static')
+  mkdirSync(path.join(dir, 'bin'), {recursive: true})
+  copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'))
+  for (const applet of BUSYBOX_APPLETS) symlinkSync('busybox', path.join(dir, 'bin', applet))
+  for (const file of ['/usr/bin/env', '/lib64/ld-linux-x86-64.so.2', '/lib/x86_64-linux-gnu/libc.so.6']) {
+    mkdirSync(path.join(dir, path.dirname(file)), {recursive: true})
+    copyFileSync(file, path.join(dir, file))
+  }
+  mkdirSync(path.join(dir, 'etc'))
+  mkdirSync(path.join(dir, 'www'))
+  mkdirSync(path.join(dir, 'www/cgi-bin'))
+  writeFileSync(path.join(dir, 'www/index.html'), 'hello-from-guest\n')
+  // Echoes the request body: proves large bodies cross the port relay both ways.
+  writeFileSync(path.join(dir, 'www/cgi-bin/echo'), '#!/bin/sh\nprintf "Content-Type: application/octet-stream\\r\\n\\r\\n"\nexec head -c "$CONTENT_LENGTH"\n', {mode: 0o755})
+  execFileSync('chmod', ['755', path.join(dir, 'bin/busybox'), path.join(dir, 'usr/bin/env')])
+}
+
+/** Every path under `dir` with its type, mode and content hash: to prove nothing changed. */
+export function snapshotTree(dir: string): string[] {
+  const lines: string[] = []
+  const walk = (current: string) => {
+    for (const name of readdirSync(current).sort()) {
+      const full = path.join(current, name)
+      const stat = statSync(full, {throwIfNoEntry: false}) ?? {mode: -1, isFile: () => false, isDirectory: () => false}
+      const hash = stat.isFile() ? createHash('sha256').update(readFileSync(full)).digest('hex') : ''
+      lines.push(`${path.relative(dir, full)} ${stat.mode} ${hash}`)
+      if (stat.isDirectory()) walk(full)
+    }
+  }
+  walk(dir)
+  return lines
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer().once('error', reject).listen(0, '127.0.0.1', () => {
+      const {port} = server.address() as net.AddressInfo
+      server.close(() => resolve(port))
+    })
+  })
+}
+
+/** PIDs of live processes whose command line contains `needle` (zombies excluded). */
+export function processesMentioning(needle: string): number[] {
+  const found: number[] = []
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8')
+      const state = /^State:\s+(\S)/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1]
+      if (cmdline.includes(needle) && state !== 'Z') found.push(Number(entry))
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return found
+}
+
+export async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await probe()
+    if (value !== undefined) return value
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+}

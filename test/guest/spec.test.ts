@@ -1,0 +1,47 @@
+import {describe, expect, it} from 'vitest'
+
+import {AegisError} from '../../src/errors.js'
+import {encodeRunSpec, type GuestPlumbing} from '../../src/guest/spec.js'
+
+const plumbing: GuestPlumbing = {
+  root: {kind: 'virtiofs', tag: 'root'},
+  mounts: [{tag: 'workspace', guestPath: '/workspace'}],
+  network: {address: '192.168.127.2', prefixLength: 24, gateway: '192.168.127.1', dns: '192.168.127.1'},
+}
+
+function records(bytes: Buffer): string[] {
+  const newline = bytes.indexOf(10)
+  const header = bytes.toString('ascii', 0, newline)
+  const body = bytes.subarray(newline + 1)
+  expect(header).toBe(`AEGIS-SPEC/1 ${body.length}`)
+  expect(body.at(-1)).toBe(0)
+  return body.toString('utf8').slice(0, -1).split('\0')
+}
+
+describe('encodeRunSpec', () => {
+  it('writes one NUL-terminated record per item, in the order the harness expects', () => {
+    const bytes = encodeRunSpec({
+      command: ['sh', '-c', 'echo "a b"\nexit 3'],
+      env: {FOO: 'bar baz'},
+      secrets: {API_KEY: 'k=v'},
+      user: {uid: 1000, gid: 100, groups: [27]},
+      workdir: '/workspace',
+      ports: [8080],
+    }, plumbing)
+    expect(records(bytes)).toEqual([
+      'arg sh', 'arg -c', 'arg echo "a b"\nexit 3',
+      'env FOO=bar baz', 'secret API_KEY=k=v',
+      'user 1000:100', 'group 27', 'workdir /workspace', 'hostname aegis', 'port 8080',
+      'root virtiofs:root', 'mount workspace:/workspace',
+      'net 192.168.127.2/24', 'gateway 192.168.127.1', 'dns 192.168.127.1',
+    ])
+  })
+
+  it('rejects what the guest could not represent', () => {
+    expect(() => encodeRunSpec({command: []}, plumbing)).toThrow(AegisError)
+    expect(() => encodeRunSpec({command: ['a\0b']}, plumbing)).toThrow(/NUL/)
+    expect(() => encodeRunSpec({command: ['x'], env: {'A-B': '1'}}, plumbing)).toThrow(/variable name/)
+    expect(() => encodeRunSpec({command: ['x'], secrets: {'../x': '1'}}, plumbing)).toThrow(/secret name/)
+    expect(() => encodeRunSpec({command: ['x'], ports: [70000]}, plumbing)).toThrow(/port/)
+  })
+})
