@@ -7,7 +7,7 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {beforeAll, describe, expect, it} from 'vitest'
-import {buildAppContext, renderEnv} from '../../dist/hooks/operations.js'
+import {buildAppContext, onPublish, renderEnv} from '../../dist/hooks/operations.js'
 import {loadKit} from '../../dist/kit/kit.js'
 import {hasStackTrace, runCli} from '../helpers/cli.js'
 import {openclawInstall} from '../helpers/toolchain.js'
@@ -168,5 +168,31 @@ describe('openclaw validate_config', () => {
     const result = await runCli(['hooks', 'validate-config', 'openclaw', file, '--json'])
     expect(result.exitCode).toBe(1)
     expect(JSON.parse(result.stdout)).toMatchObject({ok: false, problems: [{path: 'gateway.port'}]})
+  })
+})
+
+describe('on_publish', () => {
+  it('openclaw reports the release and its artifacts', async () => {
+    const kit = await loadKit('openclaw')
+    const app = buildAppContext(kit)
+    const artifacts = [{kind: 'image', digest: `sha256:${'a'.repeat(64)}`, platform: 'linux/amd64', size: 1234}, {kind: 'kit', digest: `sha256:${'b'.repeat(64)}`}]
+    const report = (await onPublish(kit, app, {reference: 'registry.example/openclaw:2026.9.6'}, artifacts)) as Record<string, unknown>
+    expect(report).toMatchObject({kit: 'openclaw@2026.9.6', openclaw: '2026.9.6', node: '24.21.0', reference: 'registry.example/openclaw:2026.9.6'})
+    expect(report.artifacts).toEqual([
+      {kind: 'image', digest: `sha256:${'a'.repeat(64)}`, platform: 'linux/amd64', size: 1234},
+      {kind: 'kit', digest: `sha256:${'b'.repeat(64)}`, platform: null, size: null},
+    ])
+  })
+})
+
+describe('hello render_env', () => {
+  it('puts the greeting secret in a secret file and masks it', async () => {
+    const greeting = 'a-secret-greeting-value'
+    const result = await runCli(['hooks', 'render-env', 'hello', '--secret', 'HELLO_GREETING=MY_GREETING', '--json'], {env: {MY_GREETING: greeting}})
+    expect(result.exitCode).toBe(0)
+    expect(result.all).not.toContain(greeting)
+    const rendered = JSON.parse(result.stdout) as {env: Record<string, string>; files: Array<{path: string; mode: string; secret: boolean; content: string}>}
+    expect(rendered.env).toEqual({HELLO_TITLE: 'Hello from aegis-kit', HELLO_GREETING: '****'})
+    expect(rendered.files).toEqual([{path: '/run/hello/greeting', mode: '0400', secret: true, size: greeting.length, content: '****'}])
   })
 })
