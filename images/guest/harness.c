@@ -49,15 +49,22 @@ extern char **environ;
 
 static int ctl_fd = -1;
 
+/* Formats one console line (newline-terminated, truncated to fit); returns its length or -1. */
+static int format_line(char *line, size_t size, const char *fmt, va_list ap) {
+	int n = vsnprintf(line, size - 1, fmt, ap);
+	if (n < 0) return -1;
+	if (n > (int)size - 2) n = (int)size - 2;
+	line[n++] = '\n';
+	return n;
+}
+
 void say(const char *fmt, ...) {
 	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+	int n = format_line(line, sizeof line, fmt, ap);
 	va_end(ap);
 	if (n < 0) return;
-	if (n > (int)sizeof line - 2) n = sizeof line - 2;
-	line[n++] = '\n';
 	if (write(2, line, n) < 0) { /* console gone: nothing else to tell */ }
 }
 
@@ -66,11 +73,9 @@ void report(const char *fmt, ...) {
 	char line[1024];
 	va_list ap;
 	va_start(ap, fmt);
-	int n = vsnprintf(line, sizeof line - 1, fmt, ap);
+	int n = format_line(line, sizeof line, fmt, ap);
 	va_end(ap);
 	if (n < 0) return;
-	if (n > (int)sizeof line - 2) n = sizeof line - 2;
-	line[n++] = '\n';
 	if (ctl_fd >= 0 && write(ctl_fd, line, n) < 0) { /* host gone: the console still has it */ }
 	if (write(2, line, n) < 0) { /* nothing else to tell */ }
 }
