@@ -7,7 +7,6 @@ import {randomBytes} from 'node:crypto'
 import {mkdir, readFile, rename, writeFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import {dirname, join} from 'node:path'
-import {execa} from 'execa'
 import {AegisError, messageOf} from '../errors.js'
 import {DOCKER_HUB} from './reference.js'
 
@@ -150,6 +149,8 @@ export class DockerCredentials {
   /** Runs a helper; its output is never put in an error because it may hold the secret. */
   private async runHelper(helper: string, action: 'get' | 'store' | 'erase', input: string, options: {allowFailure?: boolean} = {}) {
     const program = `docker-credential-${helper}`
+    // Loaded here, not at the top: most commands never run a helper, and execa costs ~100 ms to import.
+    const {execa} = await import('execa')
     const result = await execa(program, [action], {input, env: this.env, reject: false, timeout: 30_000})
     if (result.failed && (result as {code?: string}).code === 'ENOENT') {
       throw new AegisError(`The credential helper ${program} named in ${this.configPath} is not installed.`, {

@@ -12,3 +12,4 @@ export {copyGraph, selectPlatform, type CopyOptions, type CopyProgress, type Cop
 export {pushImage, pullImage, type PushOptions, type PullOptions, type TransferResult} from './push-pull.js'
 export {parsePlatform, formatPlatform, isManifest, isIndex} from './manifest.js'
 export {VerifyingStream, verifying, sha256Digest} from './verify.js'
+export {parseRegistryHost, verifyLogin, type RegistryHost} from './login.js'

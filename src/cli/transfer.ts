@@ -1,0 +1,137 @@
+/**
+ * `images push` and `images pull` between the local store and a registry: choosing the remote
+ * and local references, the platform, the upload mode, a write lease against a concurrent prune,
+ * and errors that say what failed and that re-running resumes.
+ */
+import {arch} from 'node:os'
+import {AegisError, isAegisError, messageOf} from '../errors.js'
+import type {Platform} from '../oci/types.js'
+import {
+  RemoteRepository, formatReference, parsePlatform, parseReference as parseRemoteReference, pullImage, pushImage,
+  type CopyProgress, type Reference, type TransferResult,
+} from '../registry/index.js'
+import {RESUME_HINT} from '../registry/registry-error.js'
+import {parseReference as parseLocalReference, type LocalStore} from '../store/index.js'
+
+export interface RegistryFlags {
+  plainHttp?: boolean
+  insecure?: boolean
+  /** Upload every blob in chunks (PATCH) instead of one PUT. */
+  chunked?: boolean
+}
+
+export interface TransferReport {
+  /** The reference in the local store. */
+  local: string
+  /** The remote reference with the digest, e.g. `127.0.0.1:5000/app:1.0@sha256:…`. */
+  remote: string
+  digest: string
+  mediaType: string
+  /** Digests sent (push) or received (pull). */
+  transferred: string[]
+  /** Digests the destination already had. */
+  skipped: string[]
+  /** Digests the registry mounted from another repository. */
+  mounted: string[]
+  bytesTransferred: number
+}
+
+/**
+ * Pushes `localRef` to `destination` (`registry/repo[:tag]`). Without a tag in `destination` the
+ * local tag is kept; without `destination` the local name must itself start with a registry.
+ */
+export async function pushToRegistry(
+  store: LocalStore,
+  localRef: string,
+  destination: string | undefined,
+  flags: RegistryFlags,
+  progress?: (event: CopyProgress) => void,
+): Promise<TransferReport> {
+  const local = parseLocalReference(localRef)
+  await store.resolve(localRef) // A missing local image is the user's typo, not a failed push.
+  const target = destinationFor(localRef, local, destination, flags)
+  const repository = new RemoteRepository(target, {...flags, uploadMode: flags.chunked ? 'chunked' : 'auto'})
+  const where = formatReference(repository.reference)
+  try {
+    return report(localRef, await pushImage(store, localRef, repository, {progress}))
+  } catch (error) {
+    throw transferFailed(`Push of ${localRef} to ${where}`, error)
+  }
+}
+
+/**
+ * Pulls `remoteRef` into the store. An index is narrowed to `platform` (default: this machine's;
+ * `all` keeps every platform). The local reference is `localTag`, else `registry/repo:tag`, else
+ * (a digest without a tag) `registry/repo:digest-<12 hex>`.
+ */
+export async function pullFromRegistry(
+  store: LocalStore,
+  remoteRef: string,
+  options: RegistryFlags & {platform?: string; localTag?: string},
+  progress?: (event: CopyProgress) => void,
+): Promise<TransferReport> {
+  const repository = new RemoteRepository(remoteRef, options)
+  const platform = pullPlatform(options.platform)
+  const localReference = options.localTag ?? defaultLocalReference(repository.reference)
+  parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
+  try {
+    const result = await store.withWriteLease(() => pullImage(repository, store, {localReference, progress, ...(platform ? {platform} : {})}))
+    return report(localReference, result)
+  } catch (error) {
+    throw transferFailed(`Pull of ${formatReference(repository.reference)}`, error)
+  }
+}
+
+/** `linux/amd64` on an x86-64 machine, and so on: the platform a pull picks by default. */
+export function hostPlatform(): Platform {
+  const architectures: Record<string, string> = {x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64'}
+  return {os: 'linux', architecture: architectures[arch()] ?? arch()}
+}
+
+function pullPlatform(flag: string | undefined): Platform | undefined {
+  if (flag === 'all') return undefined
+  return flag ? parsePlatform(flag) : hostPlatform()
+}
+
+function defaultLocalReference(reference: Reference): string {
+  const name = `${reference.registry}/${reference.repository}`
+  if (reference.tag || !reference.digest) return `${name}:${reference.tag ?? 'latest'}`
+  return `${name}:digest-${(reference.digest ?? '').replace(/^sha256:/, '').slice(0, 12)}`
+}
+
+function destinationFor(localRef: string, local: ReturnType<typeof parseLocalReference>, destination: string | undefined, flags: RegistryFlags): Reference {
+  if (destination === undefined) {
+    const name = local.name
+    const first = name?.split('/')[0] ?? ''
+    if (!name || !name.includes('/') || !(/[.:]/.test(first) || first === 'localhost')) {
+      throw new AegisError(`Where should ${localRef} go? Its name does not start with a registry.`, {
+        hint: `give a destination, e.g. aegis-kit images push ${localRef} 127.0.0.1:5000/${name ?? 'app'}`,
+      })
+    }
+    return parseRemoteReference(local.kind === 'tag' ? `${local.name}:${local.tag}` : name, flags)
+  }
+  const target = parseRemoteReference(destination, flags)
+  if (target.tag === undefined && target.digest === undefined && local.kind === 'tag') return {...target, tag: local.tag}
+  return target
+}
+
+function report(local: string, result: TransferResult): TransferReport {
+  return {
+    local,
+    remote: result.reference,
+    digest: result.root.digest,
+    mediaType: result.root.mediaType,
+    transferred: result.copied,
+    skipped: result.skipped,
+    mounted: result.mounted,
+    bytesTransferred: result.bytesTransferred,
+  }
+}
+
+/** "Push of a to b failed: …", keeping the cause's hint and always saying that a re-run resumes. */
+function transferFailed(what: string, error: unknown): AegisError {
+  const message = `${what} failed: ${messageOf(error)}`
+  const hint = isAegisError(error) ? error.hint : undefined
+  const resume = hint === undefined ? RESUME_HINT : hint.includes(RESUME_HINT) ? hint : `${hint} ${RESUME_HINT}`
+  return new AegisError(message, {hint: resume, cause: error, exitCode: isAegisError(error) ? error.exitCode : 1})
+}
