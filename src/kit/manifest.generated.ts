@@ -135,9 +135,9 @@ export interface DebianBase {
      */
     suite: 'bookworm' | 'trixie'
     /**
-     * mmdebstrap variant: `minbase` (Essential + apt), `essential`, `apt`, or `custom` (only the listed packages).
+     * mmdebstrap variant: `minbase` (Essential + apt), `essential`, `apt`, `custom` (only the listed packages, which must include dpkg), or `extract` (the listed packages unpacked, no maintainer scripts: tiny roots).
      */
-    variant?: 'minbase' | 'essential' | 'apt' | 'custom'
+    variant?: 'minbase' | 'essential' | 'apt' | 'custom' | 'extract'
     /**
      * Extra Debian packages to install.
      */
@@ -159,9 +159,9 @@ export interface NpmPackages {
    */
   packages: [string, ...string[]]
   /**
-   * Packages whose install scripts may run (npm 11 skips all others); `true` runs every script.
+   * Packages whose install scripts run (npm 11's allow-scripts); every other package's scripts are skipped. Empty or absent: none run.
    */
-  allow_scripts?: boolean | string[]
+  allow_scripts?: string[]
   /**
    * Install prefix in the image (default /opt/aegis/npm).
    */

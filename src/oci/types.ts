@@ -21,6 +21,8 @@ export const MediaType = {
   /** aegis-kit's own: a kit (manifest, schema version, hooks) published as an OCI artifact. */
   KitArtifact: 'application/vnd.aegis.kit.v1',
   KitLayer: 'application/vnd.aegis.kit.layer.v1.tar+gzip',
+  /** The JSON report a kit's on_publish hook returned, a layer of the kit artifact. */
+  KitReport: 'application/vnd.aegis.kit.report.v1+json',
   SpdxJson: 'application/spdx+json',
 } as const
 
@@ -101,4 +103,9 @@ export interface ContentStore {
   resolve(reference: string): Promise<Descriptor>
   /** Points `reference` (a tag) at `desc`, which must already be stored with all its children. */
   tag(desc: Descriptor, reference: string): Promise<void>
+}
+
+/** The referrers tag schema's tag (`sha256-<hex>`): an index of artifacts (SBOM, signatures) about that digest. */
+export function isReferrersTag(tag: string): boolean {
+  return /^sha256-[0-9a-f]{64}$/.test(tag)
 }

@@ -1,7 +1,9 @@
+import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
 import {formatAge, formatBytes, renderTable, shortDigest} from '../../cli/format.js'
 import {openStore} from '../../store/open.js'
 import type {StoreEntry} from '../../store/index.js'
+import {isReferrersTag} from '../../oci/types.js'
 
 export default class Images extends BaseCommand {
   static override summary = 'List the images in the local store.'
@@ -16,9 +18,14 @@ layout under your data directory, or under $AEGIS_KIT_HOME/store when AEGIS_KIT_
 
   static override enableJsonFlag = true
 
+  static override flags = {
+    all: Flags.boolean({char: 'a', description: 'Also list referrers (SBOMs and other artifacts about an image, tagged sha256-<digest>).'}),
+  }
+
   async run(): Promise<{images: StoreEntry[]}> {
-    await this.parse(Images)
-    const images = await openStore().list()
+    const {flags} = await this.parse(Images)
+    // Referrers (SBOMs) are about an image, not images of their own: shown with --all.
+    const images = (await openStore().list()).filter((entry) => flags.all || !isReferrersTag(entry.tag))
     if (this.jsonEnabled()) return {images}
     if (images.length === 0) {
       this.log('No images in the store. Add one with `aegis-kit images import` or `aegis-kit images pull`.')

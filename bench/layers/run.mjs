@@ -1,0 +1,101 @@
+#!/usr/bin/env node
+/**
+ * Layer-writing benchmark: our LayerWriter (gzip and zstd) against umoci and tar | gzip/pigz/zstd
+ * on one big tree, timed one after another in a single run.
+ *
+ *   npx tsc -p tsconfig.json      # or npm run build: this imports from dist/
+ *   node bench/layers/run.mjs [TREE]
+ *
+ * TREE defaults to $LAYER_BENCH_TREE, else /tmp/aegis-layers-bench/openclaw/node_modules,
+ * installed there first with `npm install --ignore-scripts openclaw@2026.9.6` when missing.
+ */
+import {execFileSync, execSync} from 'node:child_process'
+import {existsSync, mkdirSync, rmSync, statSync} from 'node:fs'
+import {availableParallelism} from 'node:os'
+import {dirname, join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+const writeLayer = join(repo, 'bench/layers/write-layer.mjs')
+
+const benchDir = '/tmp/aegis-layers-bench'
+const tree = process.argv[2] ?? process.env.LAYER_BENCH_TREE ?? join(benchDir, 'openclaw/node_modules')
+const out = join(benchDir, 'out')
+
+if (!existsSync(tree)) {
+  console.log(`installing openclaw into ${dirname(tree)} (one time)...`)
+  execSync(`npm install --prefix ${dirname(tree)} --ignore-scripts --no-audit --no-fund --loglevel=error openclaw@2026.9.6`, {stdio: 'inherit'})
+}
+
+rmSync(out, {recursive: true, force: true})
+mkdirSync(out, {recursive: true})
+
+const sh = (command) => execSync(command, {stdio: ['ignore', 'pipe', 'inherit'], shell: '/bin/bash', maxBuffer: 1 << 26}).toString()
+const size = (file) => statSync(file).size
+const mb = (bytes) => (bytes / 1e6).toFixed(1)
+const tarFlags = '--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner'
+const tarCmd = `tar ${tarFlags} -C ${tree} -c .`
+
+const treeBytes = Number(sh(`du -sb ${tree}`).split('\t')[0])
+const treeFiles = Number(sh(`find ${tree} | wc -l`).trim())
+console.log(`tree: ${tree}: ${mb(treeBytes)} MB, ${treeFiles} entries; ${availableParallelism()} cores; node ${process.version}`)
+console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
+sh(`${tarCmd} | cat > /dev/null`) // warm the page cache so every contender reads from memory
+
+const results = []
+/**
+ * Runs a shell command under bash's `time`: wall seconds and CPU seconds (user + sys of all
+ * its processes). CPU time is the fairer figure on a shared machine; wall time is the goal.
+ * `output` is the file it made, or a function that finds it afterwards.
+ */
+function time(name, command, output) {
+  const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${command} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`).trim().split('\n').at(-1)
+  const [wall, user, sys] = timed.split(' ').map(Number)
+  const file = typeof output === 'function' ? output() : output
+  const note = sh(`cat ${out}/stdout`).trim()
+  const row = {name, wall, cpu: user + sys, bytes: file ? size(file) : undefined, note}
+  results.push(row)
+  console.log(`${name.padEnd(30)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''}`)
+}
+
+time('aegis-kit LayerWriter gzip', `node ${writeLayer} gzip ${tree} ${out}/ours.tar.gz`, `${out}/ours.tar.gz`)
+const oursGzip = JSON.parse(results.at(-1).note)
+time('aegis-kit LayerWriter zstd', `node ${writeLayer} zstd ${tree} ${out}/ours.tar.zst`, `${out}/ours.tar.zst`)
+const oursZstd = JSON.parse(results.at(-1).note)
+console.log(`  (${oursGzip.compressor}; ${oursZstd.compressor})`)
+
+// umoci: a new layer from the tree on top of an empty image (the same job: tar + gzip + digests).
+// `insert` packs a host directory; `repack` diffs an unpacked bundle against its mtree first.
+const largestBlob = (layout) => join(layout, 'blobs/sha256', sh(`ls -S ${layout}/blobs/sha256 | head -1`).trim())
+const insertLayout = join(out, 'umoci-insert')
+sh(`umoci init --layout ${insertLayout} && umoci new --image ${insertLayout}:base`)
+time('umoci insert', `umoci insert --rootless --image ${insertLayout}:base ${tree} /app`, () => largestBlob(insertLayout))
+const repackLayout = join(out, 'umoci-repack')
+const bundle = join(out, 'bundle')
+sh(`umoci init --layout ${repackLayout} && umoci new --image ${repackLayout}:base`)
+sh(`umoci unpack --rootless --image ${repackLayout}:base ${bundle} && cp -a ${tree} ${bundle}/rootfs/app`) // not timed
+time('umoci repack', `umoci repack --image ${repackLayout}:new ${bundle}`, () => largestBlob(repackLayout))
+rmSync(bundle, {recursive: true, force: true})
+
+time('tar --sort=name | gzip -6', `${tarCmd} | gzip -6 > ${out}/tar.gz`, `${out}/tar.gz`)
+time('tar --sort=name | pigz -6', `${tarCmd} | pigz -6 > ${out}/tar.pigz.gz`, `${out}/tar.pigz.gz`)
+time('tar --sort=name | zstd -T2', `${tarCmd} | zstd -q -T2 > ${out}/tar.zst`, `${out}/tar.zst`)
+
+// Our gzip must read back with gzip itself.
+execFileSync('gzip', ['-t', join(out, 'ours.tar.gz')])
+
+// Our output must read back with the stock tools, to the same tar.
+execFileSync('gzip', ['-t', join(out, 'ours.tar.gz')])
+const tarOf = (cmd) => sh(`${cmd} | sha256sum`).split(' ')[0]
+if (`sha256:${tarOf(`gzip -dc ${out}/ours.tar.gz`)}` !== oursGzip.diffId) throw new Error('gzip -d does not give our diffId')
+if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId) throw new Error('zstd -d does not give our diffId')
+
+const [gzipOurs, zstdOurs] = results
+console.log('\nratios ours / peer (< 1: ours is faster), wall and cpu:')
+for (const peer of results.slice(2)) {
+  const mine = peer.name.includes('zstd') ? zstdOurs : gzipOurs
+  const label = `${mine.name.replace('aegis-kit LayerWriter ', 'ours ')} / ${peer.name}`
+  console.log(`  ${label.padEnd(40)} ${(mine.wall / peer.wall).toFixed(2)}  ${(mine.cpu / peer.cpu).toFixed(2)}`)
+}
+console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
+rmSync(out, {recursive: true, force: true})

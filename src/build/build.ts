@@ -1,0 +1,375 @@
+/**
+ * `aegis-kit build`: bakes a kit's image recipe into the local store, one cached layer per
+ * concern (base, Node runtime, npm packages, kit files, aegis runtime), then an image config and
+ * manifest whose digests depend only on those inputs (`created` is SOURCE_DATE_EPOCH, never now).
+ */
+import {createHash} from 'node:crypto'
+import {createReadStream, statSync} from 'node:fs'
+import {mkdir, mkdtemp, readFile, readdir, rm, stat} from 'node:fs/promises'
+import path from 'node:path'
+import {AegisError} from '../errors.js'
+import {LayerWriter, type LayerCompression} from '../image/layer-writer.js'
+import type {Kit} from '../kit/kit.js'
+import {MediaType, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
+import {parsePlatform} from '../registry/index.js'
+import type {LocalStore} from '../store/index.js'
+import {loadBaseImage, type BaseImage} from './base-image.js'
+import {buildDebianRoot} from './debian-base.js'
+import {cacheKey, LayerCache, type CachedLayer, type PackageRecord} from './layer-cache.js'
+import {fetchNodeRuntime, NODE_HOME} from './node-runtime.js'
+import {installNpmPackages, NPM_PREFIX} from './npm-packages.js'
+import {spdxDocument} from './sbom.js'
+
+export const DEFAULT_PATH = `${NPM_PREFIX}/bin:${NODE_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
+const TOOL = 'aegis-kit'
+
+export type BuildEvent =
+  | {type: 'step'; platform: string; step: string; index: number; total: number; detail: string}
+  | {type: 'layer'; platform: string; step: string; cached: boolean; digest: string; size: number; uncompressedSize: number; ms: number}
+  | {type: 'log'; platform: string; step: string; line: string}
+
+export interface BuildOptions {
+  store: LocalStore
+  /** Build cache and downloads (layer records, Node runtimes, npm cache). */
+  cacheDir: string
+  /** Tag in the store (default NAME:VERSION). */
+  tag?: string
+  noCache?: boolean
+  compression?: LayerCompression
+  platforms?: string[]
+  /** Seconds; clamps every mtime and is the image's `created` (default 0, as ko). */
+  sourceDateEpoch?: number
+  onEvent?: (event: BuildEvent) => void
+  signal?: AbortSignal
+}
+
+export interface BuiltLayer {
+  step: string
+  digest: string
+  size: number
+  uncompressedSize: number
+  cached: boolean
+  ms: number
+}
+
+export interface BuiltPlatform {
+  platform: string
+  manifest: Descriptor
+  config: Descriptor
+  layers: BuiltLayer[]
+  sbom: Descriptor
+  packages: {deb: number; npm: number}
+}
+
+export interface BuildResult {
+  reference: string
+  digest: string
+  mediaType: string
+  size: number
+  platforms: BuiltPlatform[]
+  ms: number
+}
+
+interface LayerStep {
+  step: string
+  detail: string
+  key: Record<string, unknown>
+  produce(writer: LayerWriter, scratch: string): Promise<PackageRecord[] | void>
+}
+
+export function hostPlatform(): string {
+  return process.arch === 'arm64' ? 'linux/arm64' : 'linux/amd64'
+}
+
+export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildResult> {
+  const started = Date.now()
+  const image = kit.manifest.image
+  if (!image) throw new AegisError(`kit ${kit.manifest.name} has no image recipe`, {hint: `add an image: section with at least base: to ${kit.displayFile}`})
+  const platforms = options.platforms ?? image.platforms ?? [hostPlatform()]
+  const epoch = options.sourceDateEpoch ?? 0
+  const reference = `${kit.manifest.name}:${options.tag ?? kit.manifest.version}`
+  const store = options.store
+  const cache = new LayerCache(path.join(options.cacheDir, 'layers'), store)
+
+  return store.withWriteLease(async () => {
+    const built: BuiltPlatform[] = []
+    const tags: Array<{desc: Descriptor; reference: string}> = []
+    for (const platform of platforms) {
+      const result = await buildPlatform(kit, platform, epoch, cache, options)
+      built.push(result.platform)
+      tags.push(...result.referrerTags.map((desc) => ({desc, reference: `${kit.manifest.name}:${desc.annotations!['aegis.referrers-tag']}`})))
+    }
+    let root: Descriptor
+    if (built.length === 1) {
+      root = built[0].manifest
+    } else {
+      const index: ImageIndex = {
+        schemaVersion: 2,
+        mediaType: MediaType.ImageIndex,
+        manifests: built.map((entry) => ({...entry.manifest, platform: platformOf(entry.platform)})),
+        annotations: imageAnnotations(kit, epoch),
+      }
+      root = await putJson(store, MediaType.ImageIndex, index)
+    }
+    await store.setTags([...tags.map((tag) => ({desc: stripInternal(tag.desc), reference: tag.reference})), {desc: root, reference}])
+    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started}
+  })
+}
+
+async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: LayerCache, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
+  const store = options.store
+  const image = kit.manifest.image!
+  const emit = (event: BuildEvent) => options.onEvent?.(event)
+  let base: BaseImage | undefined
+  const steps: LayerStep[] = []
+
+  if (typeof image.base === 'string') {
+    emit({type: 'step', platform, step: 'base', index: 1, total: 0, detail: image.base})
+    base = await loadBaseImage(store, image.base, platform)
+  } else {
+    const debian = image.base.debian
+    steps.push({
+      step: 'base',
+      detail: `debian ${debian.suite} (${debian.variant ?? 'minbase'}${debian.packages?.length ? ` + ${debian.packages.join(', ')}` : ''})`,
+      key: {step: 'debian', v: 1, debian, platform, epoch},
+      produce: async (writer, scratch) => {
+        const root = path.join(scratch, 'root')
+        const packages = await buildDebianRoot(debian, root, {platform, sourceDateEpoch: epoch, onLine: (line) => emit({type: 'log', platform, step: 'base', line})})
+        writer.addTree(root)
+        return packages.length > 0 ? packages : (debian.packages ?? []).map((name) => ({kind: 'deb' as const, name: name.split('=')[0], version: name.split('=')[1] ?? 'unknown'}))
+      },
+    })
+  }
+  if (image.node) {
+    const version = image.node
+    steps.push({
+      step: 'node',
+      detail: `Node.js ${version}`,
+      key: {step: 'node', v: 1, version, platform, epoch},
+      produce: async (writer) => {
+        const runtime = await fetchNodeRuntime(version, platform, path.join(options.cacheDir, 'downloads'))
+        writer.addFile(`${NODE_HOME}/bin/node`, path.join(runtime, 'bin', 'node'), {mode: 0o755})
+        writer.addFile(`${NODE_HOME}/LICENSE`, path.join(runtime, 'LICENSE'), {mode: 0o644})
+        writer.addSymlink('usr/local/bin/node', `${NODE_HOME}/bin/node`)
+        return [{kind: 'npm', name: `node-linux-${platform.endsWith('arm64') ? 'arm64' : 'x64'}`, version}]
+      },
+    })
+  }
+  if (image.npm) {
+    const npm = image.npm
+    if (!image.node) throw new AegisError('image.npm needs image.node: the packages are installed with the kit\'s own Node', {hint: 'add image.node, e.g. node: 24.21.0'})
+    const node = image.node
+    steps.push({
+      step: 'npm',
+      detail: npm.packages.join(', '),
+      key: {step: 'npm', v: 1, packages: npm.packages, allow: npm.allow_scripts ?? [], node, platform, epoch},
+      produce: async (writer, scratch) => {
+        // npm runs on the host: with the host's build of the kit's Node version.
+        const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
+        const prefix = path.join(scratch, 'prefix')
+        const packages = await installNpmPackages(npm, {prefix, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, onLine: (line) => emit({type: 'log', platform, step: 'npm', line})})
+        writer.addTree(prefix, {at: NPM_PREFIX.slice(1)})
+        return packages
+      },
+    })
+  }
+  if (image.files && image.files.length > 0) {
+    const files = image.files
+    steps.push({
+      step: 'files',
+      detail: files.map((file) => `${file.src} → ${file.dest}`).join(', '),
+      key: {step: 'files', v: 1, files, content: await hashKitFiles(kit.dir, files.map((file) => file.src)), epoch},
+      produce: async (writer) => {
+        for (const file of files) {
+          const source = path.resolve(kit.dir, file.src)
+          const mode = file.mode === undefined ? undefined : parseInt(file.mode, 8)
+          if (statSync(source).isDirectory()) writer.addTree(source, {at: file.dest.slice(1)})
+          else writer.addFile(file.dest.slice(1), source, mode === undefined ? {} : {mode})
+        }
+      },
+    })
+  }
+  const owner = numericOwner(image.user)
+  steps.push({
+    step: 'aegis',
+    detail: 'workspace mount point',
+    key: {step: 'aegis', v: 1, owner, epoch},
+    produce: async (writer) => {
+      // The instance mounts the workspace here; the directory must exist in any base.
+      writer.addDirectory('workspace', {mode: 0o755, ...(owner ?? {})})
+    },
+  })
+
+  const layers: Descriptor[] = base ? [...base.manifest.layers] : []
+  const diffIds: string[] = base ? [...base.config.rootfs.diff_ids] : []
+  const builtLayers: BuiltLayer[] = []
+  const packages: PackageRecord[] = []
+  const total = steps.length + (base ? 1 : 0)
+  for (const [offset, step] of steps.entries()) {
+    options.signal?.throwIfAborted()
+    emit({type: 'step', platform, step: step.step, index: offset + 1 + (base ? 1 : 0), total, detail: step.detail})
+    const key = cacheKey({...step.key, compression: options.compression ?? 'gzip'})
+    const stepStarted = Date.now()
+    let layer = options.noCache ? undefined : await cache.get(key)
+    const cached = layer !== undefined
+    if (!layer) {
+      layer = await produceLayer(step, store, options)
+      await cache.put(key, layer)
+    }
+    const ms = Date.now() - stepStarted
+    emit({type: 'layer', platform, step: step.step, cached, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, ms})
+    layers.push(layer.descriptor)
+    diffIds.push(layer.diffId)
+    packages.push(...(layer.contents ?? []))
+    builtLayers.push({step: step.step, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, cached, ms})
+  }
+
+  const created = new Date(epoch * 1000).toISOString()
+  const config = imageConfig(kit, platform, created, diffIds, base, builtLayers)
+  const configDesc = await putJson(store, MediaType.ImageConfig, config)
+  const manifest: ImageManifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.ImageManifest,
+    config: configDesc,
+    layers,
+    annotations: {
+      ...imageAnnotations(kit, epoch),
+      'org.opencontainers.image.base.name': typeof image.base === 'string' ? image.base : `debian:${image.base.debian.suite}`,
+      ...(base ? {'org.opencontainers.image.base.digest': base.manifestDescriptor.digest} : {}),
+    },
+  }
+  const manifestDesc = await putJson(store, MediaType.ImageManifest, manifest)
+
+  const sbom = spdxDocument({name: kit.manifest.name, version: kit.manifest.version, platform, configDigest: configDesc.digest, created, tool: TOOL}, packages)
+  const sbomBlob = await putJson(store, MediaType.SpdxJson, sbom)
+  const empty = await putBytes(store, MediaType.Empty, Buffer.from('{}'))
+  const sbomManifest = await putJson(store, MediaType.ImageManifest, {
+    schemaVersion: 2,
+    mediaType: MediaType.ImageManifest,
+    artifactType: MediaType.SpdxJson,
+    config: empty,
+    layers: [sbomBlob],
+    subject: manifestDesc,
+    annotations: {'org.opencontainers.image.created': created},
+  })
+  // The referrers tag schema (distribution-spec 1.1): an index at `sha256-<hex>` of the subject.
+  const referrers = await putJson(store, MediaType.ImageIndex, {
+    schemaVersion: 2,
+    mediaType: MediaType.ImageIndex,
+    manifests: [{...sbomManifest, artifactType: MediaType.SpdxJson}],
+  })
+  const referrersTag = `sha256-${manifestDesc.digest.slice('sha256:'.length)}`
+  return {
+    platform: {
+      platform,
+      manifest: manifestDesc,
+      config: configDesc,
+      layers: builtLayers,
+      sbom: sbomManifest,
+      packages: {deb: packages.filter((p) => p.kind === 'deb').length, npm: packages.filter((p) => p.kind === 'npm').length},
+    },
+    referrerTags: [{...referrers, annotations: {'aegis.referrers-tag': referrersTag}}],
+  }
+}
+
+async function produceLayer(step: LayerStep, store: LocalStore, options: BuildOptions): Promise<CachedLayer> {
+  const scratchRoot = path.join(options.cacheDir, 'tmp')
+  await mkdir(scratchRoot, {recursive: true})
+  const scratch = await mkdtemp(path.join(scratchRoot, `${step.step}-`))
+  try {
+    const writer = new LayerWriter({compression: options.compression ?? 'gzip', sourceDateEpoch: options.sourceDateEpoch ?? 0})
+    const contents = (await step.produce(writer, scratch)) ?? undefined
+    const blobFile = path.join(scratch, 'layer.blob')
+    const blob = await writer.write(blobFile)
+    await store.push(blob.descriptor, createReadStream(blobFile))
+    return {descriptor: blob.descriptor, diffId: blob.diffId, uncompressedSize: blob.uncompressedSize, ...(contents ? {contents} : {})}
+  } finally {
+    await rm(scratch, {recursive: true, force: true})
+  }
+}
+
+function imageConfig(kit: Kit, platform: string, created: string, diffIds: string[], base: BaseImage | undefined, layers: BuiltLayer[]): ImageConfig {
+  const image = kit.manifest.image!
+  const baseConfig = base?.config.config ?? {}
+  const env = new Map<string, string>()
+  for (const entry of baseConfig.Env ?? []) {
+    const at = entry.indexOf('=')
+    if (at > 0) env.set(entry.slice(0, at), entry.slice(at + 1))
+  }
+  env.set('PATH', env.has('PATH') ? `${NPM_PREFIX}/bin:${NODE_HOME}/bin:${env.get('PATH')}` : DEFAULT_PATH)
+  for (const [name, value] of Object.entries(image.env ?? {})) env.set(name, value)
+  const argv = (command: string | string[] | undefined) => (command === undefined ? undefined : typeof command === 'string' ? ['/bin/sh', '-c', command] : command)
+  const ports = (kit.manifest.routing?.expose ?? []).map((entry) => `${entry.port}/tcp`)
+  const {os, architecture, variant} = platformOf(platform)
+  return {
+    created,
+    architecture,
+    os,
+    ...(variant ? {variant} : {}),
+    config: {
+      ...(image.user ?? baseConfig.User ? {User: image.user ?? baseConfig.User} : {}),
+      ...(ports.length > 0 ? {ExposedPorts: Object.fromEntries(ports.map((port) => [port, {}]))} : {}),
+      Env: [...env.entries()].map(([name, value]) => `${name}=${value}`),
+      ...(argv(image.entrypoint) ?? baseConfig.Entrypoint ? {Entrypoint: argv(image.entrypoint) ?? baseConfig.Entrypoint} : {}),
+      ...(argv(image.command) ?? baseConfig.Cmd ? {Cmd: argv(image.command) ?? baseConfig.Cmd} : {}),
+      WorkingDir: image.workdir ?? baseConfig.WorkingDir ?? '/',
+      Labels: {...(baseConfig.Labels ?? {}), ...(image.labels ?? {}), 'dev.aegis.kit.name': kit.manifest.name, 'dev.aegis.kit.version': kit.manifest.version},
+    },
+    rootfs: {type: 'layers', diff_ids: diffIds},
+    history: [
+      ...(base?.config.history ?? []),
+      ...layers.map((layer) => ({created, created_by: `${TOOL} build: ${layer.step}`})),
+    ],
+  }
+}
+
+function imageAnnotations(kit: Kit, epoch: number): Record<string, string> {
+  return {
+    'org.opencontainers.image.title': kit.manifest.name,
+    'org.opencontainers.image.version': kit.manifest.version,
+    'org.opencontainers.image.created': new Date(epoch * 1000).toISOString(),
+    ...(kit.manifest.description ? {'org.opencontainers.image.description': kit.manifest.description} : {}),
+    ...(kit.manifest.homepage ? {'org.opencontainers.image.source': kit.manifest.homepage} : {}),
+  }
+}
+
+function platformOf(platform: string): Platform {
+  return parsePlatform(platform)
+}
+
+function numericOwner(user: string | undefined): {uid: number; gid: number} | undefined {
+  const match = /^(\d+)(?::(\d+))?$/.exec(user ?? '')
+  return match ? {uid: Number(match[1]), gid: Number(match[2] ?? match[1])} : undefined
+}
+
+/** Content hash of the kit files a layer copies: changing one file rebuilds only this layer. */
+async function hashKitFiles(kitDir: string, sources: string[]): Promise<string> {
+  const hash = createHash('sha256')
+  const visit = async (absolute: string, relative: string): Promise<void> => {
+    const info = await stat(absolute)
+    hash.update(`${relative}\0${info.mode & 0o7777}\0`)
+    if (info.isDirectory()) {
+      for (const name of (await readdir(absolute)).sort()) await visit(path.join(absolute, name), `${relative}/${name}`)
+    } else {
+      hash.update(await readFile(absolute))
+    }
+  }
+  for (const source of sources) await visit(path.resolve(kitDir, source), source)
+  return hash.digest('hex')
+}
+
+async function putJson(store: LocalStore, mediaType: string, value: unknown): Promise<Descriptor> {
+  return putBytes(store, mediaType, Buffer.from(JSON.stringify(value)))
+}
+
+async function putBytes(store: LocalStore, mediaType: string, bytes: Buffer): Promise<Descriptor> {
+  const desc: Descriptor = {mediaType, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length}
+  await store.push(desc, bytes)
+  return desc
+}
+
+function stripInternal(desc: Descriptor): Descriptor {
+  const {annotations: _annotations, ...rest} = desc
+  return rest
+}
+

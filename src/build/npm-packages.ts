@@ -1,0 +1,82 @@
+/**
+ * Installs the kit's npm packages globally into a staging prefix with the kit's own Node (the
+ * host's npm CLI, run by that Node), the way they will sit in the image. Install scripts are
+ * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list).
+ */
+import {realpathSync} from 'node:fs'
+import {readFile} from 'node:fs/promises'
+import path from 'node:path'
+import {AegisError} from '../errors.js'
+import type {NpmPackages} from '../kit/manifest.generated.js'
+import type {PackageRecord} from './layer-cache.js'
+import {nodeArch} from './node-runtime.js'
+import {runTool} from './tools.js'
+
+export const NPM_PREFIX = '/opt/aegis/npm'
+
+/** The host's npm CLI script, so any Node can run it. */
+export function hostNpmCli(): string {
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    try {
+      const resolved = realpathSync(path.join(dir, 'npm'))
+      if (resolved.endsWith('npm-cli.js')) return resolved
+      const sibling = path.join(path.dirname(resolved), '..', 'lib', 'node_modules', 'npm', 'bin', 'npm-cli.js')
+      return realpathSync(sibling)
+    } catch {
+      // not in this PATH entry
+    }
+  }
+  throw new AegisError('npm was not found on PATH', {hint: 'install Node.js with npm (the build uses npm to install the kit\'s packages)'})
+}
+
+export async function npmVersion(npmCli: string, node: string): Promise<string> {
+  return (await runTool(node, [npmCli, '--version'])).trim()
+}
+
+export function installArgs(npm: NpmPackages, prefix: string, platform: string, npmMajor: number): string[] {
+  const allow = npm.allow_scripts ?? []
+  if (allow.length > 0 && npmMajor < 11) {
+    throw new AegisError(`image.npm.allow_scripts needs npm 11 or newer (this machine has npm ${npmMajor})`, {hint: 'upgrade npm (npm install -g npm@11), or empty allow_scripts'})
+  }
+  return [
+    'install', '--global', '--prefix', prefix,
+    '--no-audit', '--no-fund', '--no-update-notifier', '--omit=dev', '--loglevel=warn',
+    // Native modules' optional binaries for the image's platform, not the host's.
+    `--os=linux`, `--cpu=${nodeArch(platform)}`,
+    ...(allow.length > 0 ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
+    ...npm.packages,
+  ]
+}
+
+export async function installNpmPackages(npm: NpmPackages, options: {prefix: string; node: string; platform: string; cacheDir: string; onLine?: (line: string) => void}): Promise<PackageRecord[]> {
+  const cli = hostNpmCli()
+  const major = Number((await npmVersion(cli, options.node)).split('.')[0])
+  await runTool(options.node, [cli, ...installArgs(npm, options.prefix, options.platform, major)], {
+    env: {
+      // The kit's Node first on PATH: npm and any allowed install script run with it.
+      PATH: `${path.dirname(options.node)}:${process.env.PATH ?? ''}`,
+      npm_config_cache: path.join(options.cacheDir, 'npm-cache'),
+      npm_config_update_notifier: 'false',
+    },
+    hint: 'check the package names and versions in image.npm.packages (npm view NAME versions)',
+    onLine: options.onLine,
+  })
+  return installedPackages(options.prefix)
+}
+
+/** Every package npm placed, from its hidden lockfile, for the SBOM. */
+export async function installedPackages(prefix: string): Promise<PackageRecord[]> {
+  let lock: {packages?: Record<string, {version?: string; license?: string}>}
+  try {
+    lock = JSON.parse(await readFile(path.join(prefix, 'lib', 'node_modules', '.package-lock.json'), 'utf8'))
+  } catch {
+    return []
+  }
+  const records = new Map<string, PackageRecord>()
+  for (const [location, info] of Object.entries(lock.packages ?? {})) {
+    const name = location.slice(location.lastIndexOf('node_modules/') + 'node_modules/'.length)
+    if (!name || !info.version) continue
+    records.set(`${name}@${info.version}`, {kind: 'npm', name, version: info.version, ...(info.license ? {license: info.license} : {})})
+  }
+  return [...records.values()].sort((a, b) => (a.name === b.name ? (a.version < b.version ? -1 : 1) : a.name < b.name ? -1 : 1))
+}

@@ -1,0 +1,83 @@
+import path from 'node:path'
+import {Args, Flags} from '@oclif/core'
+import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
+import {BaseCommand} from '../cli/base-command.js'
+import {formatBytes, shortDigest} from '../cli/format.js'
+import {loadKit} from '../kit/kit.js'
+import {defaultStoreRoot} from '../store/paths.js'
+import {openStore} from '../store/open.js'
+
+export default class Build extends BaseCommand {
+  static override summary = "Bake a kit's image (its software pre-installed) into the local store, without a Docker daemon."
+  static override description = `Builds the kit's image recipe (image: in aegis-kit.yaml) into reproducible OCI layers, one per
+concern: the base (a Debian root from Debian's archive, or an image reference), the Node.js
+runtime, the npm packages (installed now, not on first boot), the kit's files, and the aegis
+runtime layer. Each layer is cached by a hash of its inputs: a rebuild with nothing changed
+reuses every layer, and changing one kit file rebuilds only its layer. Timestamps are clamped to
+SOURCE_DATE_EPOCH (default 0), so two clean builds give the same digests. An SPDX SBOM of the
+Debian and npm packages is stored with the image (as a referrer).
+The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
+
+  static override examples = [
+    {description: 'Build the OpenClaw kit', command: '<%= config.bin %> <%= command.id %> openclaw'},
+    {description: 'Rebuild everything, tag it dev, report JSON', command: '<%= config.bin %> <%= command.id %> openclaw --no-cache --tag dev --json'},
+    {description: 'The tiny hello kit with zstd layers', command: '<%= config.bin %> <%= command.id %> hello --compression zstd'},
+  ]
+
+  static override args = {
+    kit: Args.string({description: 'Kit name, kit directory, or aegis-kit.yaml file (default: current directory).', required: false}),
+  }
+
+  static override flags = {
+    tag: Flags.string({char: 't', description: 'Tag in the store (default: the kit version).'}),
+    'no-cache': Flags.boolean({description: 'Rebuild every layer instead of reusing cached ones.'}),
+    platform: Flags.string({description: 'Platforms, comma-separated (default: the kit\'s, else this machine\'s).', options: undefined}),
+    compression: Flags.string({description: 'Layer compression.', options: ['gzip', 'zstd'], default: 'gzip'}),
+  }
+
+  static override enableJsonFlag = true
+
+  async run(): Promise<unknown> {
+    const {args, flags} = await this.parse(Build)
+    const kit = await loadKit(args.kit)
+    const storeRoot = defaultStoreRoot()
+    const store = openStore(storeRoot)
+    const quiet = this.jsonEnabled()
+    const controller = new AbortController()
+    const onSignal = () => controller.abort()
+    process.once('SIGINT', onSignal)
+    process.once('SIGTERM', onSignal)
+    const epochText = process.env.SOURCE_DATE_EPOCH
+    try {
+      const result = await buildKit(kit, {
+        store,
+        cacheDir: path.join(path.dirname(storeRoot), 'cache'),
+        tag: flags.tag,
+        noCache: flags['no-cache'],
+        compression: flags.compression as 'gzip' | 'zstd',
+        platforms: flags.platform?.split(',').map((p) => p.trim()),
+        sourceDateEpoch: epochText && /^\d+$/.test(epochText) ? Number(epochText) : undefined,
+        signal: controller.signal,
+        onEvent: quiet ? undefined : (event) => this.report(event),
+      })
+      if (!quiet) {
+        const cached = result.platforms.flatMap((p) => p.layers).filter((l) => l.cached).length
+        const total = result.platforms.flatMap((p) => p.layers).length
+        this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s)`)
+      }
+      return result
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+
+  private report(event: BuildEvent): void {
+    const where = event.platform === hostPlatform() ? '' : ` [${event.platform}]`
+    if (event.type === 'step') process.stderr.write(`${event.step}${where}: ${event.detail}\n`)
+    else if (event.type === 'layer') {
+      const how = event.cached ? 'cached' : `built in ${(event.ms / 1000).toFixed(1)}s`
+      process.stderr.write(`  layer ${shortDigest(event.digest)} ${formatBytes(event.size)} (${formatBytes(event.uncompressedSize)} unpacked), ${how}\n`)
+    } else if (process.stderr.isTTY) process.stderr.write(`  ${event.line.slice(0, 120)}\n`)
+  }
+}

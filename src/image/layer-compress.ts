@@ -1,0 +1,137 @@
+/**
+ * The compressors a layer can be written with, behind one small interface: blocks of tar in
+ * order, compressed bytes out (in order) through a callback.
+ */
+import {spawnSync} from 'node:child_process'
+import {availableParallelism} from 'node:os'
+import type {Transform} from 'node:stream'
+import * as zlib from 'node:zlib'
+
+import {AegisError} from '../errors.js'
+import {GZIP_BLOCK_SIZE, ParallelGzip} from './gzip-parallel.js'
+import {ZstdProgram} from './layer-zstd.js'
+
+export type LayerCompression = 'gzip' | 'zstd' | 'none'
+
+export interface BlockCompressor {
+  /** Which implementation runs, e.g. `gzip (parallel zlib, 2 threads)`, `zstd (zstd 1.5.4 binary)`. */
+  readonly name: string
+  /** A buffer of GZIP_BLOCK_SIZE bytes to fill with the next block (may be recycled). */
+  takeBlock(): Buffer
+  /** Hands over a full block; the compressor owns it from now on. */
+  push(block: Buffer): Promise<void>
+  /** The final, possibly short or empty block; resolves once every byte went to the output. */
+  end(lastBlock: Buffer): Promise<void>
+  /** Releases workers or child processes after a failure. */
+  close(): Promise<void>
+}
+
+export interface CompressorOptions {
+  level?: number
+  threads?: number
+  output: (chunk: Buffer) => void | Promise<void>
+}
+
+export function createCompressor(kind: LayerCompression, options: CompressorOptions): BlockCompressor {
+  if (kind === 'none') return new PassThroughCompressor(options.output)
+  if (kind === 'gzip') {
+    const gzip = new ParallelGzip(options)
+    return {
+      name: `gzip (zlib ${process.versions.zlib}, ${gzip.threads} worker threads, 1 MiB blocks)`,
+      takeBlock: () => gzip.takeBlock(),
+      push: (block) => gzip.push(block),
+      end: (last) => gzip.end(last),
+      close: () => gzip.close(),
+    }
+  }
+  const zstd = findZstd()
+  if (zstd === undefined) {
+    throw new AegisError('zstd compression needs the zstd program or a Node.js with zlib zstd support', {
+      hint: 'Install zstd (apt-get install zstd), or use gzip compression.',
+    })
+  }
+  if (zstd.kind === 'node') return new NodeZstd(options)
+  return new ZstdProgram(zstd, {...options, threads: options.threads ?? availableParallelism()})
+}
+
+class PassThroughCompressor implements BlockCompressor {
+  readonly name = 'none (plain tar)'
+  takeBlock(): Buffer {
+    return Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE) // written blocks stay referenced by the stream
+  }
+  constructor(private readonly output: CompressorOptions['output']) {}
+  async push(block: Buffer): Promise<void> {
+    await this.output(block)
+  }
+  async end(lastBlock: Buffer): Promise<void> {
+    if (lastBlock.length > 0) await this.output(lastBlock)
+  }
+  async close(): Promise<void> {}
+}
+
+type ZstdSupport = {kind: 'binary'; path: string; version: string} | {kind: 'node'}
+
+/**
+ * The `zstd` program first: it runs on all cores, and its multi-threaded output is the same
+ * for any thread count. Node's own zstd (22.15+/23.8+) is single-threaded, so it is the fallback.
+ */
+export function findZstd(): ZstdSupport | undefined {
+  const probe = spawnSync('zstd', ['--version'], {encoding: 'utf8'})
+  if (probe.status === 0) {
+    const version = /v(\d+\.\d+\.\d+)/.exec(probe.stdout)?.[1] ?? 'unknown'
+    return {kind: 'binary', path: 'zstd', version}
+  }
+  if (nodeZstdFactory() !== undefined) return {kind: 'node'}
+  return undefined
+}
+
+type ZstdFactory = (options: {params: Record<number, number>}) => Transform
+
+function nodeZstdFactory(): ZstdFactory | undefined {
+  // @types/node 20 does not declare zstd; newer Node versions have it at runtime.
+  const api = zlib as unknown as {createZstdCompress?: ZstdFactory}
+  return typeof api.createZstdCompress === 'function' ? api.createZstdCompress.bind(zlib) : undefined
+}
+
+class NodeZstd implements BlockCompressor {
+  takeBlock(): Buffer {
+    return Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE) // written blocks stay referenced by the stream
+  }
+  readonly name: string
+  private readonly stream: Transform
+  private readonly done: Promise<void>
+
+  constructor(options: CompressorOptions) {
+    const level = options.level ?? 3
+    // ZSTD_c_compressionLevel is 100 in zstd.h; @types/node 20 lacks the constant.
+    this.stream = nodeZstdFactory()!({params: {100: level}})
+    this.name = `zstd (Node.js zlib, level ${level}, single thread)`
+    const output = options.output
+    this.done = new Promise<void>((resolve, reject) => {
+      this.stream.on('data', (chunk: Buffer) => {
+        const pending = output(chunk)
+        if (pending instanceof Promise) {
+          this.stream.pause()
+          pending.then(() => this.stream.resume(), reject)
+        }
+      })
+      this.stream.on('error', reject)
+      this.stream.on('end', resolve)
+    })
+    this.done.catch(() => {})
+  }
+
+  async push(block: Buffer): Promise<void> {
+    if (!this.stream.write(block)) await new Promise((r) => this.stream.once('drain', r))
+  }
+
+  async end(lastBlock: Buffer): Promise<void> {
+    if (lastBlock.length > 0) await this.push(lastBlock)
+    this.stream.end()
+    await this.done
+  }
+
+  async close(): Promise<void> {
+    this.stream.destroy()
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * What goes into a layer, before any byte is written: entries keyed by their path in the
+ * layer, a tree walker that turns a host directory into entries, and the final ordering
+ * (byte-sorted, parents implied, hardlinks folded) that makes the tar deterministic.
+ */
+import {lstatSync, readdirSync, readlinkSync, type Stats} from 'node:fs'
+import {join} from 'node:path'
+
+import {AegisError} from '../errors.js'
+
+export interface Owner {
+  uid: number
+  gid: number
+}
+
+interface EntryCommon {
+  /** Normalized path in the layer: no leading `/` or `./`, no trailing `/`, no `.` or `..`. */
+  path: string
+  /** Permission bits including setuid/setgid/sticky. */
+  mode: number
+  uid: number
+  gid: number
+  /** Seconds; clamped to SOURCE_DATE_EPOCH when written. */
+  mtime: number
+}
+
+export type LayerEntry =
+  | (EntryCommon & {type: 'file'; source: string | Buffer; size: number; inode?: string; whiteout?: boolean})
+  | (EntryCommon & {type: 'directory'})
+  | (EntryCommon & {type: 'symlink'; target: string})
+  | (EntryCommon & {type: 'hardlink'; target: string})
+
+export const WHITEOUT_PREFIX = '.wh.'
+export const OPAQUE_WHITEOUT = '.wh..wh..opq'
+
+/** `/usr//bin/./x` → `usr/bin/x`; rejects `..` and the empty path. */
+export function normalizeLayerPath(path: string, what = 'layer path'): string {
+  const parts = path.split('/').filter((part) => part !== '' && part !== '.')
+  if (parts.includes('..')) throw new AegisError(`${what} "${path}" contains "..": paths in a layer stay inside it`)
+  if (parts.length === 0) throw new AegisError(`${what} "${path}" names the layer root, not an entry`)
+  if (parts.some((part) => part.includes('\u0000'))) throw new AegisError(`${what} "${path}" contains a NUL byte`)
+  return parts.join('/')
+}
+
+export function parentOf(path: string): string {
+  const slash = path.lastIndexOf('/')
+  return slash === -1 ? '' : path.slice(0, slash)
+}
+
+export interface TreeOptions {
+  /** Directory in the layer the tree lands in; default the layer root. */
+  at?: string
+  /** Owner written for every entry of the tree (default: the writer's owner). */
+  owner?: Owner
+  /** Return false to leave a path (relative to the tree, `/`-separated) and everything under it out. */
+  include?: (relativePath: string) => boolean
+}
+
+/**
+ * Lists a host directory as layer entries. Synchronous on purpose: tens of thousands of lstat
+ * calls are much faster without a promise each. Sockets, fifos and devices are skipped with a
+ * warning: they cannot be meaningful in an image built without root.
+ */
+export function walkTree(
+  sourceDir: string,
+  options: TreeOptions,
+  owner: Owner,
+  warn: (message: string) => void,
+): LayerEntry[] {
+  const at = options.at === undefined || options.at.split('/').every((p) => p === '' || p === '.')
+    ? ''
+    : normalizeLayerPath(options.at)
+  const rootStat = lstatSync(sourceDir, {throwIfNoEntry: false})
+  if (rootStat === undefined || !rootStat.isDirectory()) {
+    throw new AegisError(`cannot add "${sourceDir}" to a layer: not a directory`)
+  }
+  const entries: LayerEntry[] = []
+  if (at !== '') entries.push(entryFromStat(at, sourceDir, rootStat, owner, warn)!)
+
+  const pending: Array<[hostDir: string, relative: string]> = [[sourceDir, '']]
+  while (pending.length > 0) {
+    const [hostDir, relative] = pending.pop()!
+    for (const name of readdirSync(hostDir)) {
+      const relativePath = relative === '' ? name : `${relative}/${name}`
+      const hostPath = join(hostDir, name)
+      if (name.includes('\ufffd')) {
+        warn(`skipped "${hostPath}": its name is not valid UTF-8`)
+        continue
+      }
+      if (options.include !== undefined && !options.include(relativePath)) continue
+      const stat = lstatSync(hostPath)
+      const entry = entryFromStat(at === '' ? relativePath : `${at}/${relativePath}`, hostPath, stat, owner, warn)
+      if (entry === undefined) continue
+      entries.push(entry)
+      if (entry.type === 'directory') pending.push([hostPath, relativePath])
+    }
+  }
+  return entries
+}
+
+/** One host file as an entry, or undefined (with a warning) for kinds a layer must not carry. */
+export function entryFromStat(
+  path: string,
+  hostPath: string,
+  stat: Stats,
+  owner: Owner,
+  warn: (message: string) => void,
+): LayerEntry | undefined {
+  const common = {path, mode: stat.mode & 0o7777, uid: owner.uid, gid: owner.gid, mtime: Math.floor(stat.mtimeMs / 1000)}
+  if (stat.isFile()) {
+    // Inode numbers can pass 2^53 (btrfs, overlayfs): compare exact ones, and only when linked.
+    const inode = stat.nlink > 1 ? inodeKey(hostPath) : undefined
+    return {...common, type: 'file', source: hostPath, size: stat.size, ...(inode === undefined ? {} : {inode})}
+  }
+  if (stat.isDirectory()) return {...common, type: 'directory'}
+  if (stat.isSymbolicLink()) return {...common, type: 'symlink', target: readlinkSync(hostPath)}
+  const kind = stat.isSocket() ? 'socket' : stat.isFIFO() ? 'fifo' : 'device node'
+  warn(`skipped "${hostPath}": a ${kind} cannot go into an image layer`)
+  return undefined
+}
+
+function inodeKey(hostPath: string): string {
+  const big = lstatSync(hostPath, {bigint: true})
+  return `${big.dev}:${big.ino}`
+}
+
+/**
+ * The entries in write order: parents implied (mode 0755), sorted by the UTF-8 bytes of the
+ * path, an opaque-whiteout marker right after its directory (the image spec asks for it
+ * before siblings), and later sightings of a hardlinked inode turned into hardlinks to the
+ * first. Rejects layouts an unpacker would have to guess at.
+ */
+export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<EntryCommon, 'path'>): LayerEntry[] {
+  for (const path of [...byPath.keys()]) {
+    for (let parent = parentOf(path); parent !== '' && !byPath.has(parent); parent = parentOf(parent)) {
+      byPath.set(parent, {...implied, path: parent, type: 'directory'})
+    }
+  }
+  const keyed = [...byPath.values()].map((entry) => ({entry, key: Buffer.from(sortKey(entry.path), 'utf8')}))
+  keyed.sort((a, b) => Buffer.compare(a.key, b.key))
+
+  const firstPathOfInode = new Map<string, string>()
+  const filesSoFar = new Set<string>()
+  const ordered: LayerEntry[] = []
+  for (const {entry} of keyed) {
+    const parent = parentOf(entry.path)
+    if (parent !== '' && byPath.get(parent)!.type !== 'directory') {
+      throw new AegisError(`layer entry "${entry.path}" is inside "${parent}", which is a ${byPath.get(parent)!.type}, not a directory`)
+    }
+    const name = entry.path.slice(parent === '' ? 0 : parent.length + 1)
+    if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT) {
+      const hidden = parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
+      if (byPath.has(hidden)) {
+        throw new AegisError(`layer both deletes and adds "${hidden}"`, {
+          hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
+        })
+      }
+    }
+    if (entry.type === 'file' && entry.inode !== undefined) {
+      const first = firstPathOfInode.get(entry.inode)
+      if (first !== undefined) {
+        ordered.push({path: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, type: 'hardlink', target: first})
+        continue
+      }
+      firstPathOfInode.set(entry.inode, entry.path)
+    }
+    if (entry.type === 'hardlink' && !filesSoFar.has(entry.target)) {
+      throw new AegisError(`hardlink "${entry.path}" points at "${entry.target}", which is not a regular file earlier in the layer`, {
+        hint: 'Tar readers resolve a hardlink against entries already read; its target must sort before it.',
+      })
+    }
+    if (entry.type === 'file') filesSoFar.add(entry.path)
+    ordered.push(entry)
+  }
+  return ordered
+}
+
+function sortKey(path: string): string {
+  if (path === OPAQUE_WHITEOUT) return '\u0000'
+  if (path.endsWith(`/${OPAQUE_WHITEOUT}`)) return `${parentOf(path)}/\u0000`
+  return path
+}

@@ -1,0 +1,128 @@
+/**
+ * zstd through the `zstd` program, fed from a worker thread. The main thread reads files with
+ * synchronous calls, so its event loop cannot pump a pipe meanwhile: feeding zstd from it
+ * would leave zstd idle while files are read, and the reader idle while zstd works. The
+ * worker owns the child's pipes; the main thread only posts blocks and takes output chunks.
+ */
+import {Worker} from 'node:worker_threads'
+
+import {AegisError} from '../errors.js'
+import {GZIP_BLOCK_SIZE} from './gzip-parallel.js'
+import type {BlockCompressor, CompressorOptions} from './layer-compress.js'
+
+/** Blocks posted but not yet taken by zstd's stdin; enough to cover a burst of file reads. */
+const MAX_BLOCKS_IN_FLIGHT = 8
+
+const PUMP_SOURCE = `
+const {parentPort, workerData} = require('node:worker_threads')
+const {spawn} = require('node:child_process')
+const child = spawn(workerData.program, workerData.args, {stdio: ['pipe', 'pipe', 'pipe']})
+parentPort.postMessage({type: 'pid', pid: child.pid})
+let stderr = ''
+let failed = false
+child.stderr.on('data', (d) => (stderr += d))
+child.stdout.on('data', (chunk) => {
+  const own = new Uint8Array(chunk) // a copy we may transfer (reads can share memory)
+  parentPort.postMessage({type: 'data', chunk: own}, [own.buffer])
+})
+child.stdin.on('error', (e) => { stderr += String(e) })
+child.on('error', (e) => { failed = true; parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}) })
+child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr}) })
+parentPort.on('message', (message) => {
+  if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack'}))
+  else if (message.type === 'end') child.stdin.end()
+})
+`
+
+type PumpMessage =
+  | {type: 'data'; chunk: Uint8Array}
+  | {type: 'ack'}
+  | {type: 'pid'; pid: number | undefined}
+  | {type: 'exit'; code: number | null; stderr: string}
+
+export class ZstdProgram implements BlockCompressor {
+  readonly name: string
+  private readonly worker: Worker
+  private readonly done: Promise<void>
+  private outputChain: Promise<void> = Promise.resolve()
+  private inFlight = 0
+  private wakeWriter: (() => void) | undefined
+  private finished = false
+  private childPid: number | undefined
+
+  constructor(program: {path: string; version: string}, options: CompressorOptions & {threads: number}) {
+    const level = options.level ?? 3
+    const threads = Math.max(1, options.threads)
+    // zstd's multi-threaded output is the same for every -T value (checked in the tests).
+    const args = ['-q', '-c', `-${level}`, `-T${threads}`]
+    this.name = `zstd (zstd ${program.version} program, ${args.slice(2).join(' ')})`
+    this.worker = new Worker(PUMP_SOURCE, {eval: true, workerData: {program: program.path, args}})
+    this.done = new Promise<void>((resolve, reject) => {
+      this.worker.on('message', (message: PumpMessage) => {
+        if (message.type === 'data') {
+          const chunk = Buffer.from(message.chunk.buffer, message.chunk.byteOffset, message.chunk.byteLength)
+          // Chunks stay in order even when the output applies backpressure.
+          this.outputChain = this.outputChain.then(() => options.output(chunk))
+          this.outputChain.catch(reject)
+        } else if (message.type === 'pid') {
+          this.childPid = message.pid
+        } else if (message.type === 'ack') {
+          this.inFlight--
+          this.wake()
+        } else {
+          this.finished = true
+          this.wake()
+          if (message.code === 0) this.outputChain.then(() => resolve(), reject)
+          else reject(new AegisError(`zstd failed (exit ${message.code}): ${message.stderr.trim()}`))
+        }
+      })
+      this.worker.on('error', reject)
+    })
+    this.done.catch(() => {}) // observed in push()/end()
+  }
+
+  takeBlock(): Buffer {
+    return Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE) // posted blocks are transferred away
+  }
+
+  async push(block: Buffer): Promise<void> {
+    this.worker.postMessage({type: 'block', data: block}, [block.buffer as ArrayBuffer])
+    this.inFlight++
+    while (this.inFlight > MAX_BLOCKS_IN_FLIGHT && !this.finished) {
+      await new Promise<void>((resolve) => (this.wakeWriter = resolve))
+    }
+    if (this.finished) await this.done // zstd exited early: surface its error
+  }
+
+  async end(lastBlock: Buffer): Promise<void> {
+    try {
+      if (lastBlock.length > 0) {
+        const own = Buffer.allocUnsafeSlow(lastBlock.length) // never pooled memory: it is transferred
+        lastBlock.copy(own)
+        await this.push(own)
+      }
+      this.worker.postMessage({type: 'end'})
+      await this.done
+    } finally {
+      await this.close()
+    }
+  }
+
+  /** Stops the worker, and the zstd process it started when that is still running (after a failure). */
+  async close(): Promise<void> {
+    if (!this.finished && this.childPid !== undefined) {
+      try {
+        process.kill(this.childPid)
+      } catch {
+        // already gone
+      }
+    }
+    await this.worker.terminate()
+  }
+
+  private wake(): void {
+    const wake = this.wakeWriter
+    this.wakeWriter = undefined
+    wake?.()
+  }
+}

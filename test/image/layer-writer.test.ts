@@ -1,0 +1,269 @@
+import {execFileSync} from 'node:child_process'
+import {randomBytes} from 'node:crypto'
+import {chownSync, existsSync, linkSync, mkdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync} from 'node:fs'
+import {join} from 'node:path'
+import {Writable} from 'node:stream'
+import * as zlib from 'node:zlib'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+
+import {AegisError} from '../../src/errors.js'
+import {crc32Combine, ParallelGzip} from '../../src/image/gzip-parallel.js'
+import {LayerWriter, sourceDateEpochFrom} from '../../src/image/layer-writer.js'
+import {hasProgram, readTar, removeDir, tempDir} from './helpers.js'
+
+const isRoot = process.getuid?.() === 0
+let work: string
+
+/** A small tree with a file, nested dirs, a symlink, a hardlink pair and an executable. */
+function makeTree(dir: string, options: {mtime?: number; owner?: number} = {}): void {
+  mkdirSync(join(dir, 'app/lib/deep'), {recursive: true})
+  writeFileSync(join(dir, 'app/main.js'), 'console.log("hi")\n')
+  writeFileSync(join(dir, 'app/lib/deep/data.bin'), Buffer.alloc(3000, 7))
+  writeFileSync(join(dir, 'app/run.sh'), '#!/bin/sh\necho run\n', {mode: 0o755})
+  writeFileSync(join(dir, 'app/a-first'), 'hardlinked\n')
+  linkSync(join(dir, 'app/a-first'), join(dir, 'app/z-second'))
+  symlinkSync('lib/deep/data.bin', join(dir, 'app/data-link'))
+  if (options.mtime !== undefined) {
+    for (const p of ['app/main.js', 'app/lib/deep/data.bin', 'app/run.sh', 'app/a-first', 'app/lib', 'app']) {
+      utimesSync(join(dir, p), options.mtime, options.mtime)
+    }
+  }
+  if (options.owner !== undefined && isRoot) {
+    for (const p of ['app', 'app/main.js', 'app/lib', 'app/run.sh']) chownSync(join(dir, p), options.owner, options.owner)
+  }
+}
+
+beforeAll(() => {
+  work = tempDir('layer-writer')
+})
+afterAll(() => removeDir(work))
+
+describe('LayerWriter determinism', () => {
+  it('gives the same digest for two writes and for copies with other mtimes and owners', async () => {
+    const treeA = join(work, 'treeA')
+    const treeB = join(work, 'treeB')
+    makeTree(treeA, {mtime: 1_600_000_000})
+    makeTree(treeB, {mtime: 1_700_000_000, owner: 1234})
+    const first = await new LayerWriter().addTree(treeA).write(join(work, 'a1.tgz'))
+    const again = await new LayerWriter().addTree(treeA).write(join(work, 'a2.tgz'))
+    const other = await new LayerWriter().addTree(treeB).write(join(work, 'b.tgz'))
+    expect(again.digest).toBe(first.digest)
+    expect(other.digest).toBe(first.digest)
+    expect(other.diffId).toBe(first.diffId)
+    expect(readFileSync(join(work, 'b.tgz')).equals(readFileSync(join(work, 'a1.tgz')))).toBe(true)
+    // Digests describe the bytes on disk.
+    expect(first.size).toBe(readFileSync(join(work, 'a1.tgz')).length)
+    const sha = execFileSync('sha256sum', [join(work, 'a1.tgz')], {encoding: 'utf8'}).split(' ')[0]
+    expect(first.digest).toBe(`sha256:${sha}`)
+    const tarSha = execFileSync('sh', ['-c', `gzip -dc ${join(work, 'a1.tgz')} | sha256sum`], {encoding: 'utf8'}).split(' ')[0]
+    expect(first.diffId).toBe(`sha256:${tarSha}`)
+    execFileSync('gzip', ['-t', join(work, 'a1.tgz')])
+  })
+
+  it('writes sorted entries with owner 0, empty names, parents first, and mtimes clamped', async () => {
+    const tree = join(work, 'clamp')
+    makeTree(tree, {mtime: 2_000})
+    utimesSync(join(tree, 'app/run.sh'), 500, 500)
+    const file = join(work, 'clamp.tgz')
+    await new LayerWriter({sourceDateEpoch: 1_000}).addTree(tree).write(file)
+    const entries = await readTar(readFileSync(file))
+    const names = entries.map((e) => e.header.name)
+    expect(names).toEqual([
+      'app/',
+      'app/a-first',
+      'app/data-link',
+      'app/lib/',
+      'app/lib/deep/',
+      'app/lib/deep/data.bin',
+      'app/main.js',
+      'app/run.sh',
+      'app/z-second',
+    ])
+    for (const {header} of entries) {
+      expect([header.uid, header.gid, header.uname, header.gname]).toEqual([0, 0, '', ''])
+      expect(header.mtime!.getTime() / 1000).toBeLessThanOrEqual(1_000)
+    }
+    const byName = new Map(entries.map((e) => [e.header.name, e.header]))
+    expect(byName.get('app/main.js')!.mtime!.getTime()).toBe(1_000_000) // 2000 clamped to 1000
+    expect(byName.get('app/run.sh')!.mtime!.getTime()).toBe(500_000) // older: kept
+    expect(byName.get('app/run.sh')!.mode).toBe(0o755)
+    expect(byName.get('app/data-link')).toMatchObject({type: 'symlink', linkname: 'lib/deep/data.bin'})
+    expect(byName.get('app/z-second')).toMatchObject({type: 'link', linkname: 'app/a-first', size: 0})
+  })
+
+  it('keeps hardlinks as GNU tar sees them', async () => {
+    const tree = join(work, 'hard')
+    makeTree(tree)
+    const file = join(work, 'hard.tgz')
+    await new LayerWriter().addTree(tree).write(file)
+    const listing = execFileSync('tar', ['-tvzf', file], {encoding: 'utf8'})
+    expect(listing).toMatch(/^hrw-r--r-- 0\/0 +0 1970-01-01 00:00 app\/z-second link to app\/a-first$/m)
+    expect(listing).toMatch(/^lrwxrwxrwx 0\/0 +0 1970-01-01 00:00 app\/data-link -> lib\/deep\/data.bin$/m)
+    const out = join(work, 'hard-x')
+    mkdirSync(out)
+    execFileSync('tar', ['-xzf', file, '-C', out])
+    const {ino: a} = await import('node:fs').then((fs) => fs.statSync(join(out, 'app/a-first')))
+    const {ino: b} = await import('node:fs').then((fs) => fs.statSync(join(out, 'app/z-second')))
+    expect(a).toBe(b)
+  })
+
+  it('gives the same bytes for any thread count, across many 1 MiB blocks', async () => {
+    const tree = join(work, 'big')
+    mkdirSync(tree)
+    const text = Buffer.from('const value = require("thing"); // some compressible text\n'.repeat(60_000))
+    writeFileSync(join(tree, 'text.js'), text)
+    writeFileSync(join(tree, 'random.bin'), randomBytes(2_500_000))
+    const inline = await new LayerWriter({threads: 0}).addTree(tree).write(join(work, 'big0.tgz'))
+    const one = await new LayerWriter({threads: 1}).addTree(tree).write(join(work, 'big1.tgz'))
+    const three = await new LayerWriter({threads: 3}).addTree(tree).write(join(work, 'big3.tgz'))
+    expect(inline.uncompressedSize).toBeGreaterThan(5 * 1024 * 1024)
+    expect(one.digest).toBe(inline.digest)
+    expect(three.digest).toBe(inline.digest)
+    const tar = zlib.gunzipSync(readFileSync(join(work, 'big3.tgz')))
+    expect(tar.length).toBe(inline.uncompressedSize)
+    execFileSync('gzip', ['-t', join(work, 'big3.tgz')])
+    const entries = await readTar(tar)
+    expect(entries.find((e) => e.header.name === 'text.js')!.content.equals(text)).toBe(true)
+  })
+
+  it('writes long and non-ASCII names with PAX only when needed', async () => {
+    const longDir = 'd'.repeat(120)
+    const longName = `${'n'.repeat(150)}.txt`
+    const file = join(work, 'pax.tar')
+    await new LayerWriter({compression: 'none'})
+      .addFile(`${longDir}/short.txt`, Buffer.from('split into prefix'))
+      .addFile(`x/${longName}`, Buffer.from('needs pax'))
+      .addFile('ünïcode/файл', Buffer.from('utf-8'))
+      .write(file)
+    const listing = execFileSync('tar', ['-tf', file], {encoding: 'utf8'}).trim().split('\n')
+    expect(listing).toContain(`${longDir}/short.txt`)
+    expect(listing).toContain(`x/${longName}`)
+    expect(listing).toContain('ünïcode/файл')
+    const raw = readFileSync(file)
+    // PAX for: the 121-char directory (no '/' to split at), the 152-char base name, and the two
+    // non-ASCII paths. Not for "<120 d>/short.txt": ustar's prefix field holds it.
+    expect(raw.toString('latin1').split('PaxHeader').length - 1).toBe(4)
+    expect(raw.toString('latin1')).toContain(`${longDir}\u0000`) // the prefix field
+  })
+
+  it('lets entries override modes and owners, and rejects paths that would leave the layer', async () => {
+    const file = join(work, 'entries.tar')
+    const blob = await new LayerWriter({compression: 'none', owner: {uid: 1000, gid: 1000}})
+      .addFile('etc/app.conf', Buffer.from('x=1\n'), {mode: 0o600, uid: 0, gid: 0})
+      .addFile('bin/tool', Buffer.from('#!/bin/sh\n'), {mode: 0o4755})
+      .addSymlink('usr/bin/tool', '/bin/tool')
+      .addFile('home/big-id', Buffer.from(''), {uid: 3_000_000, gid: 3_000_001}) // beyond ustar's octal: PAX
+      .write(file)
+    expect(blob.digest).toBe(blob.diffId) // uncompressed: one and the same
+    const entries = await readTar(readFileSync(file))
+    const byName = new Map(entries.map((e) => [e.header.name, e.header]))
+    expect(byName.get('etc/app.conf')).toMatchObject({mode: 0o600, uid: 0, gid: 0})
+    expect(byName.get('bin/tool')).toMatchObject({mode: 0o4755, uid: 1000, gid: 1000})
+    expect(byName.get('usr/')).toMatchObject({type: 'directory', mode: 0o755, uid: 1000})
+    // tar-stream ignores PAX uid/gid; GNU tar applies them.
+    expect(execFileSync('tar', ['-tvf', file], {encoding: 'utf8'})).toMatch(/^-rw-r--r-- 3000000\/3000001 .* home\/big-id$/m)
+    expect(() => new LayerWriter().addFile('../etc/passwd', Buffer.from(''))).toThrow(AegisError)
+    expect(() => new LayerWriter().addFile('a/../../b', Buffer.from(''))).toThrow(/contains "\.\."/)
+    await expect(new LayerWriter().addFile('a', Buffer.from('file')).addFile('a/b', Buffer.from('')).write(join(work, 'bad.tgz')))
+      .rejects.toThrow(/inside "a", which is a file/)
+  })
+
+  it('writes whiteouts, with the opaque marker first in its directory', async () => {
+    const file = join(work, 'wh.tar')
+    await new LayerWriter({compression: 'none'})
+      .addWhiteout('etc/old.conf')
+      .addFile('opt/!first', Buffer.from('sorts before ".wh..wh..opq" by bytes'))
+      .addOpaqueDirectory('opt')
+      .write(file)
+    const names = (await readTar(readFileSync(file))).map((e) => e.header.name)
+    expect(names).toEqual(['etc/', 'etc/.wh.old.conf', 'opt/', 'opt/.wh..wh..opq', 'opt/!first'])
+    await expect(new LayerWriter().addWhiteout('a/b').addFile('a/b', Buffer.from('')).write(join(work, 'x.tgz')))
+      .rejects.toThrow(/both deletes and adds "a\/b"/)
+  })
+
+  it('skips sockets and fifos with a warning that names them', async () => {
+    const tree = join(work, 'special')
+    mkdirSync(tree)
+    writeFileSync(join(tree, 'ok'), 'ok')
+    execFileSync('mkfifo', [join(tree, 'pipe')])
+    const warnings: string[] = []
+    const blob = await new LayerWriter({onWarning: (m) => warnings.push(m)}).addTree(tree).write(join(work, 'special.tgz'))
+    expect(blob.entries).toBe(1)
+    expect(warnings).toEqual([expect.stringContaining(join(tree, 'pipe'))])
+    expect(blob.warnings).toEqual(warnings)
+  })
+
+  it.skipIf(!hasProgram('zstd'))('writes zstd that the zstd program reads back to the same tar', async () => {
+    const tree = join(work, 'treeZ')
+    makeTree(tree)
+    const plain = await new LayerWriter({compression: 'none'}).addTree(tree).write(join(work, 'z.tar'))
+    const zstd = await new LayerWriter({compression: 'zstd'}).addTree(tree).write(join(work, 'z.tar.zst'))
+    const zstd2 = await new LayerWriter({compression: 'zstd', threads: 1}).addTree(tree).write(join(work, 'z2.tar.zst'))
+    expect(zstd.mediaType).toBe('application/vnd.oci.image.layer.v1.tar+zstd')
+    expect(zstd.compressor).toMatch(/^zstd \(/)
+    expect(zstd.diffId).toBe(plain.diffId)
+    expect(zstd2.digest).toBe(zstd.digest)
+    const back = execFileSync('zstd', ['-d', '-c', join(work, 'z.tar.zst')])
+    expect(back.equals(readFileSync(join(work, 'z.tar')))).toBe(true)
+  })
+})
+
+describe('LayerWriter output', () => {
+  it('writes the same bytes to a stream as to a file, and fails cleanly when the stream fails', async () => {
+    const tree = join(work, 'streamed')
+    makeTree(tree)
+    const chunks: Buffer[] = []
+    const sink = new Writable({
+      highWaterMark: 16,
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk)
+        setImmediate(done) // slow consumer: exercises backpressure
+      },
+    })
+    const streamed = await new LayerWriter().addTree(tree).write(sink)
+    const filed = await new LayerWriter().addTree(tree).write(join(work, 'streamed.tgz'))
+    expect(streamed.digest).toBe(filed.digest)
+    expect(Buffer.concat(chunks).equals(readFileSync(join(work, 'streamed.tgz')))).toBe(true)
+
+    const broken = new Writable({write: (_chunk, _encoding, done) => done(new Error('disk full'))})
+    await expect(new LayerWriter().addTree(tree).write(broken)).rejects.toThrow(/cannot write the layer: disk full/)
+  })
+
+  it('removes a partly written file when a source file cannot be read', async () => {
+    const target = join(work, 'partial.tgz')
+    const source = join(work, 'soon-gone')
+    writeFileSync(source, Buffer.alloc(5 * 1024 * 1024, 1))
+    const writer = new LayerWriter().addFile('first', Buffer.from('written before the failure')).addFile('gone', source)
+    execFileSync('rm', [source])
+    await expect(writer.write(target)).rejects.toThrow(/cannot read ".*soon-gone"/)
+    expect(existsSync(target)).toBe(false)
+  })
+})
+
+describe('parallel gzip pieces', () => {
+  it('combines CRC-32s like zlib computes them over the whole', () => {
+    const a = randomBytes(5000)
+    const b = randomBytes(70_000)
+    expect(crc32Combine(zlib.crc32(a), zlib.crc32(b), b.length)).toBe(zlib.crc32(Buffer.concat([a, b])))
+    expect(crc32Combine(zlib.crc32(a), zlib.crc32(Buffer.alloc(0)), 0)).toBe(zlib.crc32(a))
+  })
+
+  it('produces one gzip member that gunzip reads, even with an empty last block', async () => {
+    const chunks: Buffer[] = []
+    const gzip = new ParallelGzip({threads: 2, output: (c) => void chunks.push(c)})
+    const block = Buffer.alloc(1024 * 1024, 'ab')
+    await gzip.push(Buffer.from(block))
+    await gzip.end(Buffer.alloc(0))
+    const out = Buffer.concat(chunks)
+    expect(zlib.gunzipSync(out).equals(block)).toBe(true)
+    // One member: its trailer counts every input byte (a second member would count only its own).
+    expect(out.readUInt32LE(out.length - 4)).toBe(block.length)
+    expect(out.readUInt32LE(out.length - 8)).toBe(zlib.crc32(block))
+  })
+
+  it('reads SOURCE_DATE_EPOCH strictly', () => {
+    expect(sourceDateEpochFrom({SOURCE_DATE_EPOCH: '1700000000'})).toBe(1_700_000_000)
+    expect(sourceDateEpochFrom({})).toBeUndefined()
+    expect(() => sourceDateEpochFrom({SOURCE_DATE_EPOCH: 'yesterday'})).toThrow(AegisError)
+  })
+})
