@@ -162,7 +162,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
-      key: {step: 'npm', v: 1, packages: npm.packages, allow: npm.allow_scripts ?? [], node, platform, epoch},
+      key: {step: 'npm', v: 2, packages: npm.packages, allow: npm.allow_scripts ?? [], node, platform, epoch},
       produce: async (writer, scratch) => {
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))

@@ -4,7 +4,7 @@
  * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list).
  */
 import {realpathSync} from 'node:fs'
-import {readFile} from 'node:fs/promises'
+import {readdir, readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {NpmPackages} from '../kit/manifest.generated.js'
@@ -64,19 +64,31 @@ export async function installNpmPackages(npm: NpmPackages, options: {prefix: str
   return installedPackages(options.prefix)
 }
 
-/** Every package npm placed, from its hidden lockfile, for the SBOM. */
+/** Every package npm placed (walking node_modules: a global install keeps no lockfile), for the SBOM. */
 export async function installedPackages(prefix: string): Promise<PackageRecord[]> {
-  let lock: {packages?: Record<string, {version?: string; license?: string}>}
-  try {
-    lock = JSON.parse(await readFile(path.join(prefix, 'lib', 'node_modules', '.package-lock.json'), 'utf8'))
-  } catch {
-    return []
-  }
   const records = new Map<string, PackageRecord>()
-  for (const [location, info] of Object.entries(lock.packages ?? {})) {
-    const name = location.slice(location.lastIndexOf('node_modules/') + 'node_modules/'.length)
-    if (!name || !info.version) continue
-    records.set(`${name}@${info.version}`, {kind: 'npm', name, version: info.version, ...(info.license ? {license: info.license} : {})})
+  const visit = async (modulesDir: string): Promise<void> => {
+    const names = await readdir(modulesDir).catch(() => [] as string[])
+    for (const name of names.sort()) {
+      if (name.startsWith('.')) continue
+      if (name.startsWith('@')) {
+        for (const scoped of (await readdir(path.join(modulesDir, name)).catch(() => [] as string[])).sort()) await visitPackage(path.join(modulesDir, name, scoped))
+      } else {
+        await visitPackage(path.join(modulesDir, name))
+      }
+    }
   }
+  const visitPackage = async (dir: string): Promise<void> => {
+    try {
+      const info = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as {name?: string; version?: string; license?: unknown}
+      if (info.name && info.version) {
+        records.set(`${info.name}@${info.version}`, {kind: 'npm', name: info.name, version: info.version, ...(typeof info.license === 'string' ? {license: info.license} : {})})
+      }
+    } catch {
+      return
+    }
+    await visit(path.join(dir, 'node_modules'))
+  }
+  await visit(path.join(prefix, 'lib', 'node_modules'))
   return [...records.values()].sort((a, b) => (a.name === b.name ? (a.version < b.version ? -1 : 1) : a.name < b.name ? -1 : 1))
 }

@@ -9,3 +9,4 @@ export {GUEST_MAC, GUEST_NETWORK, noNetwork, userNetwork, type AttachedNetwork, 
 export {runVm, startVm, type RunningVm, type VmOptions, type VmResult} from './qemu.js'
 export {encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 export {ChildProcessGroup} from './child-processes.js'
+export {checkHostPortFree, findGvproxy, gvproxyNetwork, parseInternalHosts, type GvproxyBackend, type GvproxyOptions} from './gvproxy.js'

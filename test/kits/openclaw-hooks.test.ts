@@ -186,13 +186,13 @@ describe('on_publish', () => {
 })
 
 describe('hello render_env', () => {
-  it('puts the greeting secret in a secret file and masks it', async () => {
+  it('renders its title and a workspace file; the greeting secret is masked and written nowhere', async () => {
     const greeting = 'a-secret-greeting-value'
     const result = await runCli(['hooks', 'render-env', 'hello', '--secret', 'HELLO_GREETING=MY_GREETING', '--json'], {env: {MY_GREETING: greeting}})
     expect(result.exitCode).toBe(0)
     expect(result.all).not.toContain(greeting)
     const rendered = JSON.parse(result.stdout) as {env: Record<string, string>; files: Array<{path: string; mode: string; secret: boolean; content: string}>}
-    expect(rendered.env).toEqual({HELLO_TITLE: 'Hello from aegis-kit', HELLO_GREETING: '****'})
-    expect(rendered.files).toEqual([{path: '/run/hello/greeting', mode: '0400', secret: true, size: greeting.length, content: '****'}])
+    expect(rendered.env).toEqual({HELLO_TITLE: 'Hello from aegis-kit'})
+    expect(rendered.files).toEqual([{path: '/workspace/hello.json', mode: '0644', secret: false, size: 49, content: '{"title":"Hello from aegis-kit","greeting":true}\n'}])
   })
 })

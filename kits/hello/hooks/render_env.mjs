@@ -1,11 +1,10 @@
-// render_env(app, secrets) for the hello kit: the page title from the kit config, and the
-// greeting secret (when given) as a file only the workload can read.
+// render_env(app, secrets) for the hello kit: the page title from the kit config, and a small
+// JSON file in the workspace. The greeting secret needs no rendering: the runner gives every
+// declared secret to the workload as an environment variable and as /run/secrets/NAME.
 export function render_env(app, secrets) {
-  const env = {HELLO_TITLE: String(app.config?.title ?? 'hello')}
-  const files = []
-  if (secrets.HELLO_GREETING) {
-    env.HELLO_GREETING = secrets.HELLO_GREETING
-    files.push({path: '/run/hello/greeting', content: secrets.HELLO_GREETING, mode: 0o400, secret: true})
+  const title = String(app.config?.title ?? 'hello')
+  return {
+    env: {HELLO_TITLE: title},
+    files: [{path: '/workspace/hello.json', content: `${JSON.stringify({title, greeting: Boolean(secrets.HELLO_GREETING)})}\n`, mode: 0o644}],
   }
-  return {env, files}
 }

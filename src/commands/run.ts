@@ -1,0 +1,127 @@
+import path from 'node:path'
+import {Args, Flags} from '@oclif/core'
+import {hostPlatform} from '../build/build.js'
+import {BaseCommand} from '../cli/base-command.js'
+import {AegisError} from '../errors.js'
+import {gvproxyNetwork} from '../guest/index.js'
+import {readConfigFile} from '../hooks/operations.js'
+import {loadKit} from '../kit/kit.js'
+import {parseSecretFlag} from '../kit/secrets.js'
+import {describeExit, startInstance} from '../runner/run.js'
+import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
+import {defaultStoreRoot} from '../store/paths.js'
+import {openStore} from '../store/open.js'
+
+export default class Run extends BaseCommand {
+  static override summary = 'Boot a kit in an isolated microVM and print its URL.'
+  static override description = `Builds the kit if its image is missing or stale, checks its config (validate_config), renders
+the instance environment (render_env), then boots the image in a QEMU microVM: the image's root
+read-only under a private writable layer, the workspace at /workspace, secrets only in the
+workload's environment and /run/secrets/NAME, ports exposed on 127.0.0.1 only. Waits for the
+kit's healthcheck, prints the URL(s), and streams the workload's output until it exits or you
+press Ctrl-C (SIGTERM to the workload, a grace period, then power off). The exit code is the
+workload's.`
+
+  static override examples = [
+    {description: 'Run OpenClaw and open its Control UI', command: 'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --expose 18789 --secret ANTHROPIC_API_KEY'},
+    {description: 'The bot profile with a Telegram token, its own workspace', command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret TELEGRAM_BOT_TOKEN --workspace ./claw-bot --expose 18789'},
+    {description: 'The hello kit on host port 8080', command: '<%= config.bin %> <%= command.id %> hello --expose 8080'},
+    {description: 'A one-off command in the kit image', command: '<%= config.bin %> <%= command.id %> hello -- busybox uname -a'},
+  ]
+
+  static override strict = false
+
+  static override args = {
+    kit: Args.string({description: 'Kit name, kit directory, or aegis-kit.yaml file.', required: true}),
+  }
+
+  static override flags = {
+    name: Flags.string({description: 'Instance name (default: the kit name); names the default workspace.'}),
+    profile: Flags.string({description: 'Instance profile from the kit (e.g. bot, work).'}),
+    expose: Flags.string({description: 'Expose a guest port on 127.0.0.1: HOST[:GUEST]. Repeatable.', multiple: true, default: []}),
+    secret: Flags.string({description: 'Pass a declared secret: NAME (value from $NAME) or NAME=SOURCE_ENV. Repeatable.', multiple: true, default: []}),
+    env: Flags.string({description: 'Set an environment variable in the workload: K=V. Repeatable.', multiple: true, default: []}),
+    config: Flags.string({description: "App config file (JSON or YAML) merged over the kit's config."}),
+    workspace: Flags.string({description: 'Host directory mounted at /workspace (default: a per-name directory in aegis-kit\'s data dir).'}),
+    memory: Flags.string({description: 'VM memory, e.g. 2048mb or 2gb (default: the profile\'s or kit\'s).'}),
+    cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
+    backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
+  }
+
+  async run(): Promise<void> {
+    const dash = this.argv.indexOf('--')
+    const {args, flags, argv} = await this.parse(Run, dash >= 0 ? this.argv.slice(0, dash) : this.argv)
+    if (argv.length > 1) throw new AegisError(`unexpected argument ${String(argv[1])}`, {hint: 'put the command to run after --, e.g. aegis-kit run hello -- busybox uname -a'})
+    if (flags.backend === 'krun') throw new AegisError('the krun backend needs libkrun, which is not installed here (Debian does not package it)', {hint: 'use --backend qemu (the default on Linux)'})
+    const command = dash >= 0 ? this.argv.slice(dash + 1) : undefined
+    if (command !== undefined && command.length === 0) throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
+
+    const kit = await loadKit(args.kit)
+    const storeRoot = defaultStoreRoot()
+    const controller = new AbortController()
+    const status = (message: string) => process.stderr.write(`aegis-kit: ${message}\n`)
+    const prefix = `${flags.name ?? kit.manifest.name} | `
+    let pending = ''
+    const output = (text: string) => {
+      pending += text
+      const lines = pending.split('\n')
+      pending = lines.pop() ?? ''
+      for (const raw of lines) {
+        const line = raw.replace(/\r$/, '')
+        // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
+        if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) continue
+        process.stdout.write(`${prefix}${line}\n`)
+      }
+    }
+    let instance: Awaited<ReturnType<typeof startInstance>> | undefined
+    let interrupts = 0
+    const onSignal = () => {
+      interrupts++
+      controller.abort()
+      if (!instance) return
+      status(interrupts === 1 ? `stopping ${instance.name} (Ctrl-C again to power off now)` : `powering off ${instance.name}`)
+      void instance.vm.stop(interrupts === 1 ? 10_000 : 0)
+    }
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+    try {
+      instance = await startInstance({
+        kit,
+        store: openStore(storeRoot),
+        dataDir: path.dirname(storeRoot),
+        name: flags.name,
+        profile: flags.profile,
+        expose: flags.expose.map(parseExpose),
+        secrets: flags.secret.map(parseSecretFlag),
+        env: Object.fromEntries(flags.env.map(parseEnv)),
+        workspace: flags.workspace,
+        memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
+        cpus: flags.cpus,
+        command,
+        config: flags.config ? await readConfigFile(flags.config) : undefined,
+        network: (forwards) => gvproxyNetwork({
+          forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
+          // Host services the kit declares; every other host address stays unreachable.
+          allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
+          onBlocked: this.debugEnabled ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`) : undefined,
+        }),
+        onBuild: (event) => {
+          if (event.type === 'layer' && !event.cached) status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
+        },
+        onStatus: status,
+        onOutput: output,
+        signal: controller.signal,
+      })
+      if (controller.signal.aborted) onSignal()
+      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${hostPlatform()}, QEMU TCG)`)
+      for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+      const result = await instance.result
+      if (pending) output('\n')
+      status(describeExit(instance.name, result, instance.memoryMib))
+      if (result.exitCode !== 0) this.exit(result.exitCode)
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+}

@@ -1,0 +1,280 @@
+/**
+ * A host-side filter on the wire between QEMU and gvproxy: every Ethernet frame the guest
+ * sends passes through here, and frames that would reach the host itself are dropped.
+ *
+ * Why: gvproxy (0.8.x, as Debian ships it) hard-codes two things a guest must not have.
+ * It serves its control API (`/services/forwarder/expose`) to the guest at
+ * 192.168.127.1:80, so a guest could open listening ports on the host; and it NATs
+ * 192.168.127.254 to the host's 127.0.0.1, so a guest could reach every loopback-only
+ * service on the host. Neither can be switched off by a flag in that version (newer ones
+ * take a `-config` file). The guest is untrusted, so the filter cannot live in the guest:
+ * it sits on the host, in the stream QEMU's `-netdev stream` speaks (a 4-byte big-endian
+ * length, then the frame), which is the only path the guest's NIC has.
+ *
+ * Policy, for frames from the guest (frames to the guest pass untouched):
+ * - ARP passes; IPv4 is checked; everything else (IPv6, VLAN tags...) is dropped, since
+ *   gvproxy's network is IPv4-only.
+ * - To the gateway (.1): DNS (UDP/TCP 53), DHCP (UDP 67) and ICMP only; not its API on 80.
+ *   And the guest's side of TCP connections gvproxy opened to the guest (port forwards
+ *   come from .1): those exact port pairs, learnt from the SYNs going to the guest.
+ * - To the host's loopback through .254: only the TCP/UDP ports the kit declares.
+ * - To the rest of the subnet, to 127/8, 0/8, multicast, broadcast (but DHCP) and to the
+ *   host's own addresses (other than declared host:port pairs): dropped.
+ * - Fragments to a checked address are dropped (their ports cannot be seen).
+ * - Everything else is egress and passes.
+ * A dropped TCP SYN is answered with a RST, so the guest's connect() fails at once
+ * ("connection refused") instead of hanging.
+ */
+
+import net from 'node:net'
+
+export interface GuestPacketPolicy {
+  /** The gateway: DNS, DHCP and ICMP reach it. */
+  gateway: string
+  /** gvproxy's alias for the host's 127.0.0.1. */
+  hostLoopbackAlias: string
+  /** The guest's subnet (a /24 in gvproxy's layout), as its first three octets ("192.168.127"). */
+  subnetPrefix: string
+  /** Ports on the host's 127.0.0.1 the guest may reach through `hostLoopbackAlias`. */
+  allowedLoopbackPorts: ReadonlySet<number>
+  /** The host's own addresses (other than loopback): blocked but for `allowedHostEndpoints`. */
+  hostAddresses: ReadonlySet<string>
+  /** "address:port" pairs on the host's own addresses the guest may reach. */
+  allowedHostEndpoints: ReadonlySet<string>
+}
+
+/** `quiet`: noise every Linux guest sends (IPv6 neighbour discovery), not worth reporting. */
+export type FrameVerdict = {pass: true; reason?: undefined; quiet?: undefined} | {pass: false; reason: string; quiet?: boolean}
+
+const ETHERTYPE_IPV4 = 0x0800
+const ETHERTYPE_ARP = 0x0806
+const ETHERTYPE_IPV6 = 0x86dd
+const PROTO_ICMP = 1
+const PROTO_TCP = 6
+const PROTO_UDP = 17
+const PASS: FrameVerdict = {pass: true}
+
+function ipv4(bytes: Buffer, offset: number): string {
+  return `${bytes[offset]}.${bytes[offset + 1]}.${bytes[offset + 2]}.${bytes[offset + 3]}`
+}
+
+function protocolName(protocol: number): string {
+  return protocol === PROTO_TCP ? 'tcp' : protocol === PROTO_UDP ? 'udp' : protocol === PROTO_ICMP ? 'icmp' : `ip proto ${protocol}`
+}
+
+/**
+ * TCP connections gvproxy opened to the guest (a host port forward arrives from the gateway's
+ * address and an ephemeral port): the guest may answer on exactly those port pairs.
+ */
+export class InboundFlows {
+  private readonly flows = new Set<string>()
+  constructor(private readonly gateway: string, private readonly limit = 8192) {}
+
+  /** Looks at a frame going to the guest and remembers a SYN from the gateway. */
+  noteToGuest(frame: Buffer): void {
+    const ip = 14
+    if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4 || frame[ip + 9] !== PROTO_TCP) return
+    const tcp = ip + (frame[ip]! & 0x0f) * 4
+    if (frame.length < tcp + 14 || ipv4(frame, ip + 12) !== this.gateway) return
+    const flags = frame[tcp + 13]!
+    if ((flags & 0x02) === 0 || (flags & 0x10) !== 0) return
+    const gatewayPort = frame.readUInt16BE(tcp)
+    if (gatewayPort < 1024) return // ephemeral ports only: never the API's 80 or DNS's 53
+    if (this.flows.size >= this.limit) this.flows.delete(this.flows.values().next().value!)
+    this.flows.add(`${frame.readUInt16BE(tcp + 2)}>${gatewayPort}`)
+  }
+
+  /** Whether guest port `from` answering gateway port `to` belongs to such a connection. */
+  has(from: number, to: number): boolean {
+    return this.flows.has(`${from}>${to}`)
+  }
+}
+
+/** Decides whether one Ethernet frame from the guest may go on to gvproxy. */
+export function judgeGuestFrame(frame: Buffer, policy: GuestPacketPolicy, inbound?: InboundFlows): FrameVerdict {
+  if (frame.length < 14) return {pass: false, reason: 'runt frame'}
+  const ethertype = frame.readUInt16BE(12)
+  if (ethertype === ETHERTYPE_ARP) return PASS
+  if (ethertype !== ETHERTYPE_IPV4) return {pass: false, reason: `ethertype 0x${ethertype.toString(16).padStart(4, '0')}`, quiet: ethertype === ETHERTYPE_IPV6}
+
+  const ip = 14
+  if (frame.length < ip + 20) return {pass: false, reason: 'short IPv4 header'}
+  const versionIhl = frame[ip]!
+  const headerLength = (versionIhl & 0x0f) * 4
+  if (versionIhl >> 4 !== 4 || headerLength < 20 || frame.length < ip + headerLength) return {pass: false, reason: 'bad IPv4 header'}
+  const protocol = frame[ip + 9]!
+  const flagsFragment = frame.readUInt16BE(ip + 6)
+  const fragmented = (flagsFragment & 0x2000) !== 0 || (flagsFragment & 0x1fff) !== 0
+  const destination = ipv4(frame, ip + 16)
+  const octets = destination.split('.').map(Number) as [number, number, number, number]
+
+  const l4 = ip + headerLength
+  const hasPorts = protocol === PROTO_TCP || protocol === PROTO_UDP
+  const port = hasPorts && !fragmented && frame.length >= l4 + 4 ? frame.readUInt16BE(l4 + 2) : undefined
+  const sourcePort = port === undefined ? undefined : frame.readUInt16BE(l4)
+  const what = `${protocolName(protocol)} to ${destination}${port === undefined ? '' : `:${port}`}`
+  const checked = (allowed: boolean): FrameVerdict => {
+    if (fragmented) return {pass: false, reason: `fragment (${what})`}
+    return allowed ? PASS : {pass: false, reason: what}
+  }
+
+  if (destination === '255.255.255.255') return checked(protocol === PROTO_UDP && port === 67)
+  if (destination === policy.gateway) {
+    const answering = protocol === PROTO_TCP && port !== undefined && inbound?.has(sourcePort!, port) === true
+    return checked(protocol === PROTO_ICMP || (hasPorts && port === 53) || (protocol === PROTO_UDP && port === 67) || answering)
+  }
+  if (destination === policy.hostLoopbackAlias) return checked(hasPorts && port !== undefined && policy.allowedLoopbackPorts.has(port))
+  if (destination.startsWith(`${policy.subnetPrefix}.`)) return {pass: false, reason: what}
+  if (octets[0] === 127 || octets[0] === 0 || octets[0] >= 224) return {pass: false, reason: what}
+  if (policy.hostAddresses.has(destination)) {
+    return checked(hasPorts && port !== undefined && policy.allowedHostEndpoints.has(`${destination}:${port}`))
+  }
+  return PASS
+}
+
+function checksum(bytes: Buffer, initial = 0): number {
+  let sum = initial
+  for (let i = 0; i + 1 < bytes.length; i += 2) sum += bytes.readUInt16BE(i)
+  if (bytes.length % 2 === 1) sum += bytes[bytes.length - 1]! << 8
+  while (sum > 0xffff) sum = (sum & 0xffff) + (sum >>> 16)
+  return ~sum & 0xffff
+}
+
+/**
+ * For a dropped TCP SYN, the RST (as if from the destination) that makes the guest's
+ * connect() fail at once with "connection refused" instead of hanging until its timeout.
+ * Undefined for anything else.
+ */
+export function rejectionFor(frame: Buffer): Buffer | undefined {
+  const ip = 14
+  if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4 || frame[ip + 9] !== PROTO_TCP) return undefined
+  const headerLength = (frame[ip]! & 0x0f) * 4
+  const tcp = ip + headerLength
+  if (headerLength < 20 || frame.length < tcp + 20 || (frame.readUInt16BE(ip + 6) & 0x3fff) !== 0) return undefined
+  const flags = frame[tcp + 13]!
+  if ((flags & 0x02) === 0 || (flags & 0x10) !== 0) return undefined // SYN without ACK only
+  const reply = Buffer.alloc(14 + 20 + 20)
+  frame.copy(reply, 0, 6, 12) // to the sender's MAC
+  frame.copy(reply, 6, 0, 6) // from the MAC it addressed
+  reply.writeUInt16BE(ETHERTYPE_IPV4, 12)
+  reply[ip] = 0x45
+  reply.writeUInt16BE(40, ip + 2)
+  reply.writeUInt16BE(0x4000, ip + 6)
+  reply[ip + 8] = 64
+  reply[ip + 9] = PROTO_TCP
+  frame.copy(reply, ip + 12, ip + 16, ip + 20) // source: the address it tried
+  frame.copy(reply, ip + 16, ip + 12, ip + 16) // destination: the guest
+  reply.writeUInt16BE(checksum(reply.subarray(ip, ip + 20)), ip + 10)
+  const t = ip + 20
+  reply.writeUInt16BE(frame.readUInt16BE(tcp + 2), t)
+  reply.writeUInt16BE(frame.readUInt16BE(tcp), t + 2)
+  reply.writeUInt32BE((frame.readUInt32BE(tcp + 4) + 1) >>> 0, t + 8)
+  reply[t + 12] = 5 << 4
+  reply[t + 13] = 0x14 // RST, ACK
+  const pseudo = Buffer.alloc(12)
+  reply.copy(pseudo, 0, ip + 12, ip + 20)
+  pseudo[9] = PROTO_TCP
+  pseudo.writeUInt16BE(20, 10)
+  reply.writeUInt16BE(checksum(Buffer.concat([pseudo, reply.subarray(t, t + 20)])), t + 16)
+  return reply
+}
+
+function framed(frame: Buffer): Buffer {
+  const header = Buffer.allocUnsafe(4)
+  header.writeUInt32BE(frame.length)
+  return Buffer.concat([header, frame])
+}
+
+/** Splits QEMU's stream framing (u32 big-endian length, then the frame) into frames. */
+export class FrameReader {
+  private buffered: Buffer = Buffer.alloc(0)
+  static readonly MAX_FRAME = 65_550
+
+  /** Returns the complete frames in `chunk` (plus what came before); throws on a bad length. */
+  push(chunk: Buffer): Buffer[] {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk])
+    const frames: Buffer[] = []
+    let offset = 0
+    while (this.buffered.length - offset >= 4) {
+      const size = this.buffered.readUInt32BE(offset)
+      if (size > FrameReader.MAX_FRAME) throw new Error(`frame of ${size} bytes from the guest`)
+      if (this.buffered.length - offset - 4 < size) break
+      frames.push(this.buffered.subarray(offset + 4, offset + 4 + size))
+      offset += 4 + size
+    }
+    this.buffered = this.buffered.subarray(offset)
+    return frames
+  }
+}
+
+export interface FrameFilter {
+  /** Stops listening and cuts the connection (gvproxy sees the guest leave). */
+  close(): void
+}
+
+/**
+ * Listens on `listenPath` for QEMU's one stream connection, connects it to gvproxy's
+ * `-listen-qemu` socket at `upstreamPath`, and forwards only the guest frames `policy` allows.
+ */
+export async function startFrameFilter(options: {
+  listenPath: string
+  upstreamPath: string
+  policy: GuestPacketPolicy
+  onBlocked?: (reason: string) => void
+}): Promise<FrameFilter> {
+  const sockets: net.Socket[] = []
+  const server = net.createServer({pauseOnConnect: true}, (guest) => {
+    server.close() // QEMU connects once; nobody else gets in
+    sockets.push(guest)
+    const upstream = net.createConnection(options.upstreamPath)
+    sockets.push(upstream)
+    const teardown = () => {
+      guest.destroy()
+      upstream.destroy()
+    }
+    guest.on('error', teardown).on('close', teardown)
+    upstream.on('error', teardown).on('close', teardown)
+    upstream.once('connect', () => {
+      // Both directions are cut into whole frames, so a rejection can be slipped in between two.
+      const relay = (from: net.Socket, to: net.Socket, handle: (frame: Buffer) => boolean) => {
+        const reader = new FrameReader()
+        from.on('data', (chunk: Buffer) => {
+          let frames: Buffer[]
+          try {
+            frames = reader.push(chunk)
+          } catch (error) {
+            options.onBlocked?.(`stream: ${(error as Error).message}`)
+            teardown()
+            return
+          }
+          let writable = true
+          for (const frame of frames) writable = handle(frame) && writable
+          if (!writable) {
+            from.pause()
+            to.once('drain', () => from.resume())
+          }
+        })
+      }
+      const inbound = new InboundFlows(options.policy.gateway)
+      relay(upstream, guest, (frame) => {
+        inbound.noteToGuest(frame)
+        return guest.write(framed(frame))
+      })
+      relay(guest, upstream, (frame) => {
+        const verdict = judgeGuestFrame(frame, options.policy, inbound)
+        if (verdict.pass) return upstream.write(framed(frame))
+        if (!verdict.quiet) options.onBlocked?.(verdict.reason)
+        const rejection = rejectionFor(frame)
+        return rejection === undefined ? true : guest.write(framed(rejection))
+      })
+      guest.resume()
+    })
+  })
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(options.listenPath, resolve))
+  return {
+    close() {
+      server.close()
+      for (const socket of sockets) socket.destroy()
+    },
+  }
+}

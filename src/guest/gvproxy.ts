@@ -1,0 +1,288 @@
+/**
+ * gvproxy (containers/gvisor-tap-vsock) as a NetworkBackend: one gvproxy per VM, its
+ * control API on a private unix socket in the VM's run dir, host ports exposed through
+ * that API on 127.0.0.1 only.
+ *
+ *   QEMU -netdev stream ──▶ net.sock (the filter, gvproxy-filter.ts) ──▶ gvproxy-qemu.sock (gvproxy)
+ *
+ * The filter between QEMU and gvproxy is what keeps the guest from opening host ports
+ * through gvproxy's API (which gvproxy also serves at 192.168.127.1:80) and from reaching
+ * the host's loopback services through 192.168.127.254 (gvproxy NATs it to 127.0.0.1),
+ * except the `host:port` pairs the kit declares in `networking.internal_hosts`. Debian's
+ * gvproxy (0.8.1) cannot turn either off itself. Egress and gvproxy's DNS (which also
+ * answers host.containers.internal → .254) pass.
+ *
+ * Install gvproxy with scripts/install-gvproxy (Debian 13's package, on Debian 12).
+ */
+
+import {existsSync} from 'node:fs'
+import {mkdir, readFile} from 'node:fs/promises'
+import http from 'node:http'
+import net from 'node:net'
+import os from 'node:os'
+import path from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
+
+import {AegisError, messageOf} from '../errors.js'
+import type {ChildProcessGroup} from './child-processes.js'
+import {startFrameFilter, type FrameFilter, type GuestPacketPolicy} from './gvproxy-filter.js'
+import {GUEST_MAC, GUEST_NETWORK, type AttachedNetwork, type NetworkBackend, type PortForward} from './network.js'
+
+/** gvproxy's fixed address for the host's 127.0.0.1. */
+export const GVPROXY_HOST_LOOPBACK = '192.168.127.254'
+/** Names gvproxy's DNS answers with GVPROXY_HOST_LOOPBACK. */
+const HOST_LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', 'host.containers.internal', 'host.docker.internal', GVPROXY_HOST_LOOPBACK])
+const SEARCH_DIRS = ['/usr/libexec/podman', '/usr/lib/podman', '/usr/local/libexec/podman']
+const INSTALL_HINT = 'run scripts/install-gvproxy (on Debian 12 it installs Debian 13\'s gvproxy package), or install podman\'s gvproxy'
+
+export interface GvproxyOptions {
+  /** Host ports to forward to the guest; on 127.0.0.1 (only loopback host addresses are accepted). */
+  forwards?: PortForward[]
+  /**
+   * Host services the guest may reach, as in `networking.internal_hosts`: "host:port" or a
+   * bare port. 127.0.0.1, localhost and host.containers.internal mean the host's loopback,
+   * which the guest reaches at 192.168.127.254:port (or host.containers.internal:port).
+   */
+  allowHostLoopback?: (string | number)[]
+  /** Called for each guest packet the filter drops, with what it was ("tcp to 192.168.127.254:5432"). */
+  onBlocked?: (reason: string) => void
+  /** The gvproxy binary; found on PATH or where podman puts it when omitted. */
+  binary?: string
+}
+
+export interface GvproxyForward {
+  local: string
+  remote: string
+  protocol: string
+}
+
+export interface GvproxyBackend extends NetworkBackend {
+  /** What gvproxy forwards now (its `GET /services/forwarder/all`); only while a VM is attached. */
+  listForwards(): Promise<GvproxyForward[]>
+  /** Exposes one more host port while the VM runs (127.0.0.1 only). */
+  expose(forward: PortForward): Promise<void>
+}
+
+/** The gvproxy binary: on PATH, or where Debian's and podman's packages put it. */
+export function findGvproxy(): string {
+  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), ...SEARCH_DIRS]
+  for (const dir of dirs) {
+    const candidate = path.join(dir, 'gvproxy')
+    if (existsSync(candidate)) return candidate
+  }
+  throw new AegisError('gvproxy is not installed (looked on PATH and in /usr/libexec/podman, /usr/lib/podman, /usr/local/libexec/podman)', {hint: INSTALL_HINT})
+}
+
+/** Splits `networking.internal_hosts` entries into loopback ports and other host endpoints. */
+export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts: Set<number>; endpoints: Set<string>} {
+  const loopbackPorts = new Set<number>()
+  const endpoints = new Set<string>()
+  for (const entry of entries) {
+    const text = String(entry).trim()
+    const match = /^(?:(.+):)?(\d+)$/.exec(text)
+    const port = match ? Number(match[2]) : Number.NaN
+    if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new AegisError(`bad internal host ${JSON.stringify(text)}`, {hint: 'write host:port (e.g. 127.0.0.1:7000) or a port'})
+    }
+    const host = match[1]?.toLowerCase()
+    if (host === undefined || HOST_LOOPBACK_NAMES.has(host)) loopbackPorts.add(port)
+    else endpoints.add(`${host}:${port}`)
+  }
+  return {loopbackPorts, endpoints}
+}
+
+function hostAddresses(): Set<string> {
+  const addresses = new Set<string>()
+  for (const list of Object.values(os.networkInterfaces())) {
+    for (const address of list ?? []) {
+      if (address.family === 'IPv4' && !address.internal) addresses.add(address.address)
+    }
+  }
+  return addresses
+}
+
+function isLoopback(address: string): boolean {
+  return net.isIPv4(address) && address.startsWith('127.')
+}
+
+function portInUse(forward: PortForward, address: string): AegisError {
+  return new AegisError(`host port ${forward.hostPort} is already in use on ${address}`, {
+    hint: `stop what listens there (ss -ltnp 'sport = :${forward.hostPort}') or expose another host port, e.g. --expose ${forward.hostPort + 1}:${forward.guestPort}`,
+  })
+}
+
+/** Throws an AegisError naming the port when something already listens on it. */
+export async function checkHostPortFree(forward: PortForward): Promise<void> {
+  const address = forward.hostAddress ?? '127.0.0.1'
+  await new Promise<void>((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', (error: NodeJS.ErrnoException) => {
+      if (error.code === 'EADDRINUSE') reject(portInUse(forward, address))
+      else if (error.code === 'EACCES') reject(new AegisError(`not allowed to listen on host port ${forward.hostPort}`, {hint: 'ports below 1024 need root; expose a port of 1024 or more'}))
+      else reject(new AegisError(`cannot listen on ${address}:${forward.hostPort}: ${error.message}`, {hint: 'pick another host port'}))
+    })
+    server.listen({port: forward.hostPort, host: address, exclusive: true}, () => server.close(() => resolve()))
+  })
+}
+
+function checkForward(forward: PortForward): void {
+  const address = forward.hostAddress ?? '127.0.0.1'
+  if (!isLoopback(address)) {
+    throw new AegisError(`cannot expose port ${forward.hostPort} on ${address}: gvproxy networking exposes ports on 127.0.0.1 only`, {
+      hint: 'drop the address (127.0.0.1 is the default), or put a reverse proxy in front of it',
+    })
+  }
+  for (const port of [forward.hostPort, forward.guestPort]) {
+    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
+  }
+}
+
+/** One request to gvproxy's API on its unix socket. */
+async function apiRequest(socketPath: string, method: 'GET' | 'POST', urlPath: string, body?: unknown): Promise<{status: number; text: string}> {
+  const payload = body === undefined ? undefined : JSON.stringify(body)
+  return new Promise((resolve, reject) => {
+    const request = http.request({
+      socketPath, method, path: urlPath, timeout: 5000,
+      headers: payload === undefined ? {} : {'content-type': 'application/json', 'content-length': Buffer.byteLength(payload)},
+    }, (response) => {
+      let text = ''
+      response.setEncoding('utf8').on('data', (chunk: string) => {
+        text += chunk
+      }).on('end', () => resolve({status: response.statusCode ?? 0, text}))
+    })
+    request.on('timeout', () => request.destroy(new Error('gvproxy API timed out')))
+    request.once('error', reject)
+    request.end(payload)
+  })
+}
+
+async function exposeThrough(apiSocket: string, forward: PortForward): Promise<void> {
+  const local = `${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}`
+  const response = await apiRequest(apiSocket, 'POST', '/services/forwarder/expose', {local, remote: `${GUEST_NETWORK.address}:${forward.guestPort}`, protocol: 'tcp'})
+  if (response.status === 200) return
+  if (/address already in use/i.test(response.text)) throw portInUse(forward, forward.hostAddress ?? '127.0.0.1')
+  throw new AegisError(`gvproxy could not expose ${local}: ${response.text.trim() || `HTTP ${response.status}`}`, {hint: 'pick another host port'})
+}
+
+async function listThrough(apiSocket: string): Promise<GvproxyForward[]> {
+  const response = await apiRequest(apiSocket, 'GET', '/services/forwarder/all')
+  if (response.status !== 200) throw new Error(`gvproxy API: HTTP ${response.status} ${response.text.trim()}`)
+  return JSON.parse(response.text) as GvproxyForward[]
+}
+
+async function logTail(logFile: string): Promise<string> {
+  const text = await readFile(logFile, 'utf8').catch(() => '')
+  return text.trim().split('\n').slice(-3).join('\n')
+}
+
+/** Starts gvproxy in `dir` and resolves once its API answers. */
+async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: string): Promise<{apiSocket: string; qemuSocket: string}> {
+  const apiSocket = path.join(dir, 'api.sock')
+  const qemuSocket = path.join(dir, 'gvproxy-qemu.sock')
+  const logFile = path.join(dir, 'gvproxy.log')
+  const child = processes.spawn(binary, [
+    '-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`,
+    '-ssh-port', '-1', '-pid-file', path.join(dir, 'gvproxy.pid'), '-log-file', logFile,
+  ], {stdio: ['ignore', 'ignore', 'pipe']})
+  let errors = ''
+  child.stderr?.setEncoding('utf8').on('data', (text: string) => {
+    errors = (errors + text).slice(-4096)
+  })
+  let exited: string | undefined
+  child.once('exit', (code, signal) => {
+    exited = signal ? `killed by ${signal}` : `exited with code ${code}`
+  })
+  child.once('error', (error) => {
+    exited = error.message
+  })
+  const deadline = Date.now() + 10_000
+  for (;;) {
+    if (exited !== undefined) {
+      const why = (await logTail(logFile)) || errors.trim() || exited
+      throw new AegisError(`gvproxy did not start: ${why}`, {hint: `check that ${binary} is gvproxy 0.7 or newer; ${INSTALL_HINT}`})
+    }
+    if (existsSync(apiSocket) && existsSync(qemuSocket)) {
+      try {
+        await listThrough(apiSocket)
+        return {apiSocket, qemuSocket}
+      } catch {
+        // Not serving yet.
+      }
+    }
+    if (Date.now() > deadline) throw new AegisError(`gvproxy did not answer on ${apiSocket} within 10 s`, {hint: 'a heavily loaded host slows it down: retry'})
+    await sleep(10)
+  }
+}
+
+/** gvproxy networking: see the top of this file. */
+export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
+  const forwards = options.forwards ?? []
+  const internal = parseInternalHosts(options.allowHostLoopback ?? [])
+  let apiSocket: string | undefined
+
+  const attachedApi = (): string => {
+    if (apiSocket === undefined) throw new Error('gvproxy is not running: attach the backend to a VM first')
+    return apiSocket
+  }
+
+  return {
+    async attach({runDir, processes}): Promise<AttachedNetwork> {
+      for (const forward of forwards) checkForward(forward)
+      const seen = new Set<number>()
+      for (const forward of forwards) {
+        if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
+        seen.add(forward.hostPort)
+      }
+      // Before anything starts, so the error is about the port and not a half-booted VM.
+      for (const forward of forwards) await checkHostPortFree(forward)
+      const binary = options.binary ?? findGvproxy()
+
+      const dir = path.join(runDir, 'gvproxy')
+      await mkdir(dir, {mode: 0o700})
+      const started = await startGvproxy(processes, binary, dir)
+
+      const addresses = hostAddresses()
+      const policy: GuestPacketPolicy = {
+        gateway: GUEST_NETWORK.gateway,
+        hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
+        subnetPrefix: GUEST_NETWORK.address.split('.').slice(0, 3).join('.'),
+        allowedLoopbackPorts: internal.loopbackPorts,
+        hostAddresses: addresses,
+        allowedHostEndpoints: internal.endpoints,
+      }
+      const listenPath = path.join(dir, 'net.sock')
+      let filter: FrameFilter
+      try {
+        filter = await startFrameFilter({listenPath, upstreamPath: started.qemuSocket, policy, onBlocked: options.onBlocked})
+      } catch (error) {
+        throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {hint: 'check the run directory is writable'})
+      }
+      try {
+        for (const forward of forwards) await exposeThrough(started.apiSocket, forward)
+      } catch (error) {
+        filter.close()
+        throw error
+      }
+      apiSocket = started.apiSocket
+      return {
+        qemuArgs: [
+          '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
+          '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
+        ],
+        guest: {...GUEST_NETWORK},
+        async detach() {
+          apiSocket = undefined
+          filter.close()
+        },
+      }
+    },
+    async listForwards() {
+      return listThrough(attachedApi())
+    },
+    async expose(forward) {
+      checkForward(forward)
+      await checkHostPortFree(forward)
+      await exposeThrough(attachedApi(), forward)
+    },
+  }
+}

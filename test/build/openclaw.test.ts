@@ -1,0 +1,81 @@
+// The real thing: `aegis-kit build openclaw` (Debian from Debian's archive, Node 24 and OpenClaw
+// from npm), twice in empty stores for reproducibility, then checked with umoci, a chroot,
+// skopeo and a real registry. Slow (minutes), and part of the suite on purpose.
+import {createHash} from 'node:crypto'
+import {mkdtempSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
+import {execa} from 'execa'
+import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {runCli} from '../helpers/cli.js'
+import {startRegistry, type TestRegistry} from '../helpers/registry.js'
+
+const OPENCLAW = '2026.9.6'
+const NODE = 'v24.21.0'
+
+interface BuildReport {
+  reference: string
+  digest: string
+  platforms: Array<{layers: Array<{step: string; digest: string}>; packages: {deb: number; npm: number}}>
+}
+
+let homeA: string
+let reportA: BuildReport
+let registry: TestRegistry
+
+async function build(home: string): Promise<BuildReport> {
+  const result = await runCli(['build', 'openclaw', '--json'], {env: {AEGIS_KIT_HOME: home}, timeout: 900_000})
+  expect(result.exitCode, result.stderr.slice(-2000)).toBe(0)
+  return JSON.parse(result.stdout) as BuildReport
+}
+
+beforeAll(async () => {
+  homeA = mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-a-'))
+  reportA = await build(homeA)
+  registry = await startRegistry({auth: 'none'})
+}, 900_000)
+
+afterAll(async () => {
+  await registry?.stop()
+})
+
+describe('build openclaw', () => {
+  it(`puts openclaw:${OPENCLAW} in the store with base, node, npm and aegis layers and an SBOM`, () => {
+    expect(reportA.reference).toBe(`openclaw:${OPENCLAW}`)
+    expect(reportA.platforms[0].layers.map((layer) => layer.step)).toEqual(['base', 'node', 'npm', 'aegis'])
+    expect(reportA.platforms[0].packages.deb).toBeGreaterThan(50)
+    expect(reportA.platforms[0].packages.npm).toBeGreaterThan(100)
+  })
+
+  it('unpacked with umoci, its root runs node and openclaw at the pinned versions', async () => {
+    const bundle = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-root-')), 'bundle')
+    await execa('umoci', ['unpack', '--image', `${path.join(homeA, 'store')}:openclaw:${OPENCLAW}`, bundle])
+    const config = JSON.parse((await execa('cat', [path.join(bundle, 'config.json')])).stdout) as {process: {env: string[]; args: string[]}}
+    const pathEnv = config.process.env.find((entry) => entry.startsWith('PATH='))!
+    expect(config.process.args).toEqual(['openclaw', 'gateway', '--allow-unconfigured'])
+    const run = (command: string) => execa('chroot', [path.join(bundle, 'rootfs'), '/usr/bin/env', '-i', pathEnv, 'HOME=/tmp', command, '--version'])
+    expect((await run('node')).stdout.trim()).toBe(NODE)
+    expect((await run('openclaw')).stdout).toContain(`OpenClaw ${OPENCLAW}`)
+  }, 300_000)
+
+  it('skopeo reads it and copies it to a registry; aegis-kit pushes it too', async () => {
+    const store = `oci:${path.join(homeA, 'store')}:openclaw:${OPENCLAW}`
+    const inspected = JSON.parse((await execa('skopeo', ['inspect', store])).stdout) as {Digest: string; Layers: string[]}
+    expect(inspected.Digest).toBe(reportA.digest)
+    await execa('skopeo', ['copy', '--dest-tls-verify=false', store, `docker://${registry.host}/skopeo/openclaw:${OPENCLAW}`])
+    const pushed = await runCli(['images', 'push', `openclaw:${OPENCLAW}`, `${registry.host}/aegis/openclaw:${OPENCLAW}`, '--json'], {env: {AEGIS_KIT_HOME: homeA}, timeout: 600_000})
+    expect(pushed.exitCode, pushed.stderr).toBe(0)
+    for (const repo of ['skopeo/openclaw', 'aegis/openclaw']) {
+      const remote = JSON.parse((await execa('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/${repo}:${OPENCLAW}`])).stdout) as {Layers: string[]}
+      expect(remote.Layers).toEqual(inspected.Layers)
+    }
+    const raw = (await execa('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/aegis/openclaw:${OPENCLAW}`], {stripFinalNewline: false})).stdout
+    expect(`sha256:${createHash('sha256').update(raw).digest('hex')}`).toBe(reportA.digest)
+  }, 600_000)
+
+  it('a second clean build in another empty store gives the same manifest digest', async () => {
+    const reportB = await build(mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-b-')))
+    expect(reportB.platforms[0].layers).toEqual(reportA.platforms[0].layers.map((layer) => expect.objectContaining({step: layer.step, digest: layer.digest})))
+    expect(reportB.digest).toBe(reportA.digest)
+  }, 900_000)
+})
