@@ -81,6 +81,7 @@ class LiveLine implements TransferReporter {
 function kindOf(mediaType: string): string {
   if (/manifest\.list|image\.index/.test(mediaType)) return 'index'
   if (/manifest/.test(mediaType)) return 'manifest'
-  if (/config/.test(mediaType)) return 'config'
+  if (/config|empty/.test(mediaType)) return 'config'
+  if (/report/.test(mediaType)) return 'report'
   return 'layer'
 }

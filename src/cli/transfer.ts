@@ -4,13 +4,13 @@
  * and errors that say what failed and that re-running resumes.
  */
 import {arch} from 'node:os'
-import {AegisError, isAegisError, messageOf} from '../errors.js'
+import {AegisError} from '../errors.js'
 import type {Platform} from '../oci/types.js'
 import {
   RemoteRepository, formatReference, parsePlatform, parseReference as parseRemoteReference, pullImage, pushImage,
   type CopyProgress, type Reference, type TransferResult,
 } from '../registry/index.js'
-import {RESUME_HINT} from '../registry/registry-error.js'
+import {transferFailed} from '../registry/registry-error.js'
 import {parseReference as parseLocalReference, type LocalStore} from '../store/index.js'
 
 export interface RegistryFlags {
@@ -93,7 +93,8 @@ function pullPlatform(flag: string | undefined): Platform | undefined {
   return flag ? parsePlatform(flag) : hostPlatform()
 }
 
-function defaultLocalReference(reference: Reference): string {
+/** `registry/repo:tag`, or `registry/repo:digest-<12 hex>` for a digest without a tag: how a pull is stored. */
+export function defaultLocalReference(reference: Reference): string {
   const name = `${reference.registry}/${reference.repository}`
   if (reference.tag || !reference.digest) return `${name}:${reference.tag ?? 'latest'}`
   return `${name}:digest-${(reference.digest ?? '').replace(/^sha256:/, '').slice(0, 12)}`
@@ -126,12 +127,4 @@ function report(local: string, result: TransferResult): TransferReport {
     mounted: result.mounted,
     bytesTransferred: result.bytesTransferred,
   }
-}
-
-/** "Push of a to b failed: …", keeping the cause's hint and always saying that a re-run resumes. */
-function transferFailed(what: string, error: unknown): AegisError {
-  const message = `${what} failed: ${messageOf(error)}`
-  const hint = isAegisError(error) ? error.hint : undefined
-  const resume = hint === undefined ? RESUME_HINT : hint.includes(RESUME_HINT) ? hint : `${hint} ${RESUME_HINT}`
-  return new AegisError(message, {hint: resume, cause: error, exitCode: isAegisError(error) ? error.exitCode : 1})
 }

@@ -49,11 +49,12 @@ workload's.`
   }
 
   async run(): Promise<void> {
+    // Everything after `--` is the workload's command, never flags of ours (read before parse()).
     const dash = this.argv.indexOf('--')
-    const {args, flags, argv} = await this.parse(Run, dash >= 0 ? this.argv.slice(0, dash) : this.argv)
+    const command = dash >= 0 ? this.argv.slice(dash + 1) : undefined
+    const {args, flags, argv} = await this.parse(Run, dash >= 0 ? this.argv.slice(0, dash) : [...this.argv])
     if (argv.length > 1) throw new AegisError(`unexpected argument ${String(argv[1])}`, {hint: 'put the command to run after --, e.g. aegis-kit run hello -- busybox uname -a'})
     if (flags.backend === 'krun') throw new AegisError('the krun backend needs libkrun, which is not installed here (Debian does not package it)', {hint: 'use --backend qemu (the default on Linux)'})
-    const command = dash >= 0 ? this.argv.slice(dash + 1) : undefined
     if (command !== undefined && command.length === 0) throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
 
     const kit = await loadKit(args.kit)
@@ -61,17 +62,10 @@ workload's.`
     const controller = new AbortController()
     const status = (message: string) => process.stderr.write(`aegis-kit: ${message}\n`)
     const prefix = `${flags.name ?? kit.manifest.name} | `
-    let pending = ''
-    const output = (text: string) => {
-      pending += text
-      const lines = pending.split('\n')
-      pending = lines.pop() ?? ''
-      for (const raw of lines) {
-        const line = raw.replace(/\r$/, '')
-        // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
-        if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) continue
-        process.stdout.write(`${prefix}${line}\n`)
-      }
+    const output = (line: string) => {
+      // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
+      if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) return
+      process.stdout.write(`${prefix}${line}\n`)
     }
     let instance: Awaited<ReturnType<typeof startInstance>> | undefined
     let interrupts = 0
@@ -116,7 +110,6 @@ workload's.`
       if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${hostPlatform()}, QEMU TCG)`)
       for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
       const result = await instance.result
-      if (pending) output('\n')
       status(describeExit(instance.name, result, instance.memoryMib))
       if (result.exitCode !== 0) this.exit(result.exitCode)
     } finally {

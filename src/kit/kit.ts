@@ -10,6 +10,7 @@ import {semanticProblems} from './checks.js'
 import {readManifestDocument} from './document.js'
 import type {AegisKitManifest} from './manifest.generated.js'
 import {formatProblem, sortProblems, type Problem} from './problems.js'
+import {findPulledKit} from './pulled.js'
 import {schemaProblems} from './schema.js'
 
 export const MANIFEST_NAMES = ['aegis-kit.yaml', 'aegis-kit.yml'] as const
@@ -44,8 +45,9 @@ export class InvalidKitError extends AegisError {
 }
 
 /**
- * KIT may be a manifest file, a kit directory, or a kit name looked up in `./kits/NAME` and
- * then among the kits bundled with aegis-kit. No argument means the current directory.
+ * KIT may be a manifest file, a kit directory, a kit name looked up in `./kits/NAME` and then
+ * among the kits bundled with aegis-kit, or a reference the kit was pulled as (`aegis-kit pull`).
+ * No argument means the current directory.
  */
 export function locateKit(kit: string | undefined, cwd = process.cwd()): KitLocation {
   const candidates: string[] = []
@@ -63,8 +65,10 @@ export function locateKit(kit: string | undefined, cwd = process.cwd()): KitLoca
       if (!candidates.includes(dir)) candidates.push(dir)
     }
   }
-  throw new AegisError(`no kit "${target}": nothing at ${candidates.join(', ')}`, {
-    hint: `give a kit directory, an aegis-kit.yaml, or a kit name (bundled: ${bundledKitNames().join(', ') || 'none'}); \`aegis-kit init ${target}\` creates one`,
+  const pulled = findPulledKit(target)
+  if (pulled) return fromPath(pulled, cwd, target)
+  throw new AegisError(`no kit "${target}": nothing at ${candidates.join(', ')}, and no pulled kit of that reference`, {
+    hint: `give a kit directory, an aegis-kit.yaml, a kit name (bundled: ${bundledKitNames().join(', ') || 'none'}) or a reference from \`aegis-kit pull\`; \`aegis-kit init ${target}\` creates one`,
   })
 }
 

@@ -3,7 +3,7 @@
  * ContentStores, and graph copy between any two stores.
  */
 export {parseReference, formatReference, manifestReference, isLoopbackHost, type Reference, type ReferenceOptions} from './reference.js'
-export {RegistryError, redactUrl} from './registry-error.js'
+export {RegistryError, redactUrl, transferFailed, RESUME_HINT} from './registry-error.js'
 export {DEFAULT_RETRY_POLICY, parseRetryAfter, type RetryPolicy} from './retry.js'
 export {DockerCredentials, configKey, type Credential, type CredentialSource} from './credentials.js'
 export {RegistryClient, parseChallenges, type Challenge, type RegistryClientOptions} from './auth.js'

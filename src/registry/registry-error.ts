@@ -2,9 +2,17 @@
  * Errors from talking to a registry: what was asked (method, URL without credentials), what came
  * back (status, the registry's error code and message) and what to do next.
  */
-import {AegisError} from '../errors.js'
+import {AegisError, isAegisError, messageOf} from '../errors.js'
 
 export const RESUME_HINT = 'Re-run the same command to resume: content already at the destination is skipped.'
+
+/** "Push of a to b failed: …", keeping the cause's hint and always saying that a re-run resumes. */
+export function transferFailed(what: string, error: unknown): AegisError {
+  const message = `${what} failed: ${messageOf(error)}`
+  const hint = isAegisError(error) ? error.hint : undefined
+  const resume = hint === undefined ? RESUME_HINT : hint.includes(RESUME_HINT) ? hint : `${hint} ${RESUME_HINT}`
+  return new AegisError(message, {hint: resume, cause: error, exitCode: isAegisError(error) ? error.exitCode : 1})
+}
 
 export class RegistryError extends AegisError {
   readonly method: string

@@ -5,7 +5,7 @@
 import {createHash} from 'node:crypto'
 import {Transform, type Readable, type TransformCallback} from 'node:stream'
 import {AegisError} from '../errors.js'
-import type {Descriptor} from '../oci/types.js'
+import {SELF_VERIFYING, type Descriptor, type SelfVerifying} from '../oci/types.js'
 
 export function sha256Digest(data: Buffer | string): string {
   return `sha256:${createHash('sha256').update(data).digest('hex')}`
@@ -31,9 +31,11 @@ export function verifyBytes(bytes: Buffer, desc: Descriptor): void {
 }
 
 /** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
-export class VerifyingStream extends Transform {
+export class VerifyingStream extends Transform implements SelfVerifying {
   private readonly hash = createHash('sha256')
   private received = 0
+  /** Lets the local store skip hashing the content a second time (it ends only when verified). */
+  readonly [SELF_VERIFYING]: {digest: string; size: number}
 
   constructor(
     private readonly desc: Descriptor,
@@ -41,6 +43,7 @@ export class VerifyingStream extends Transform {
   ) {
     super()
     checkAlgorithm(desc)
+    this[SELF_VERIFYING] = {digest: desc.digest, size: desc.size}
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {

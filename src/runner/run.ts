@@ -3,14 +3,15 @@
  * or stale, validates the config, renders the environment, boots the microVM with the image's
  * root read-only under a tmpfs overlay, waits for the healthcheck and hands back the URLs.
  */
-import {mkdir, writeFile} from 'node:fs/promises'
+import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
 import {AegisError} from '../errors.js'
-import {assembleGuest, resolveImageUser, startVm, type NetworkBackend, type RunningVm, type VmResult} from '../guest/index.js'
+import {assembleGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunningVm, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
+import type {ResolvedFile} from '../hooks/contract.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
@@ -37,8 +38,8 @@ export interface RunOptions {
   network: (forwards: ExposeMapping[]) => NetworkBackend
   onBuild?: (event: BuildEvent) => void
   onStatus: (message: string) => void
-  /** The workload's output, secrets already masked. */
-  onOutput: (text: string) => void
+  /** The workload's console output, one line at a time (no newline), secrets already masked. */
+  onOutput: (line: string) => void
   signal: AbortSignal
 }
 
@@ -81,18 +82,9 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
 
   const rendered = hasHook(kit, 'render_env') ? await renderEnv(kit, app, secrets) : {env: {}, files: [], warnings: [], urls: []}
   for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
-  await mkdir(workspace, {recursive: true})
-  for (const file of rendered.files) {
-    if (!file.path.startsWith('/workspace/')) {
-      throw new AegisError(`render_env of kit ${manifest.name} rendered ${file.path}, outside /workspace`, {hint: 'kits render files into /workspace; secrets reach the workload as environment variables and /run/secrets/NAME'})
-    }
-    const target = path.join(workspace, file.path.slice('/workspace/'.length))
-    await mkdir(path.dirname(target), {recursive: true})
-    await writeFile(target, file.content, {mode: file.mode})
-  }
-
   const imageConfig = rootfs.config.config ?? {}
   const user = await resolveImageUser(rootfs.dir, imageConfig.User)
+  await prepareWorkspace(workspace, rendered.files, user, manifest.name)
   const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
   const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
   const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
@@ -111,6 +103,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   }
 
   options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
+  const consoleLines = lineMasker(secretValues, options.onOutput)
   const vm = await startVm({
     kernel: guest.kernel,
     initrd: guest.initrd,
@@ -120,13 +113,14 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     vcpus: app.resources.vcpus,
     spec: {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name},
     network: options.network(options.expose),
-    onConsole: (text) => options.onOutput(maskSecrets(text, secretValues)),
+    onConsole: consoleLines,
     bootTimeoutMs: 120_000,
   })
   let exited = false
   const result = vm.result.finally(() => {
     exited = true
   })
+  void result.then(() => consoleLines.flush())
 
   const urls: Array<{label: string; url: string}> = []
   const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
@@ -157,6 +151,55 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     }
   }
   return {name, workspace, urls, healthyMs, vm, result, memoryMib}
+}
+
+/**
+ * Console text arrives in arbitrary chunks, so a secret can straddle two of them: mask whole
+ * lines only. `flush` emits a last unterminated line.
+ */
+function lineMasker(secretValues: string[], emit: (line: string) => void): ((text: string) => void) & {flush: () => void} {
+  let pending = ''
+  const push = (text: string) => {
+    pending += text
+    const lines = pending.split('\n')
+    pending = lines.pop() ?? ''
+    for (const line of lines) emit(maskSecrets(line.replace(/\r$/, ''), secretValues))
+  }
+  return Object.assign(push, {
+    flush: () => {
+      if (pending !== '') emit(maskSecrets(pending, secretValues))
+      pending = ''
+    },
+  })
+}
+
+/**
+ * Creates the workspace, writes the rendered files into it, and makes it the workload's: when
+ * aegis-kit runs as root and the workload does not, a root-owned workspace (and what we wrote)
+ * is handed to the workload's uid:gid, since virtiofs passes ownership through unchanged.
+ */
+async function prepareWorkspace(workspace: string, files: ResolvedFile[], user: ImageUser, kitName: string): Promise<void> {
+  await mkdir(workspace, {recursive: true})
+  const handOver = process.getuid?.() === 0 && user.uid !== 0
+  const own = async (target: string) => {
+    if (handOver && (await stat(target)).uid === 0) await chown(target, user.uid, user.gid)
+  }
+  await own(workspace)
+  for (const file of files) {
+    if (!file.path.startsWith('/workspace/')) {
+      throw new AegisError(`render_env of kit ${kitName} rendered ${file.path}, outside /workspace`, {hint: 'kits render files into /workspace; secrets reach the workload as environment variables and /run/secrets/NAME'})
+    }
+    const relative = file.path.slice('/workspace/'.length)
+    const target = path.join(workspace, relative)
+    const parts = path.dirname(relative).split('/').filter((part) => part !== '.' && part !== '')
+    for (let depth = 1; depth <= parts.length; depth++) {
+      const dir = path.join(workspace, ...parts.slice(0, depth))
+      await mkdir(dir, {recursive: true})
+      await own(dir)
+    }
+    await writeFile(target, file.content, {mode: file.mode})
+    await own(target)
+  }
 }
 
 /** One plain sentence for how the instance ended. */

@@ -9,12 +9,15 @@ import {join} from 'node:path'
 import type {Readable} from 'node:stream'
 import {finished} from 'node:stream/promises'
 import {AegisError, messageOf} from '../errors.js'
-import type {Descriptor} from '../oci/types.js'
+import {verifiesItself, type Descriptor} from '../oci/types.js'
 import {sha256Hex, shortDigest} from './digest.js'
 import {statIfExists, syncDirectory, tempFileName} from './fs-util.js'
 import type {StorePaths} from './paths.js'
 
 export type BlobWriteResult = 'written' | 'already-present'
+
+/** Chunks are gathered up to this size and written with one writev. */
+const WRITE_BATCH_BYTES = 1024 * 1024
 
 export async function writeBlob(
   paths: StorePaths,
@@ -37,17 +40,27 @@ export async function writeBlob(
   await mkdir(paths.blobsDir, {recursive: true})
   const tempPath = join(paths.tmpDir, tempFileName('.blob'))
   const handle = await open(tempPath, 'wx', 0o644)
-  const hash = createHash('sha256')
+  // A stream that verifies itself ends only if its content matches `desc`: hashing it again is waste.
+  const hash = verifiesItself(content, desc) ? undefined : createHash('sha256')
   let received = 0
+  let pending: Buffer[] = []
+  let pendingBytes = 0
   try {
     for await (const chunk of chunksOf(content)) {
       received += chunk.length
       if (received > desc.size) throw sizeMismatch(desc, `more than ${desc.size} bytes`)
-      hash.update(chunk)
-      await writeAll(handle, chunk, tempPath)
+      hash?.update(chunk)
+      pending.push(chunk)
+      pendingBytes += chunk.length
+      if (pendingBytes >= WRITE_BATCH_BYTES) {
+        await writeAll(handle, pending, tempPath)
+        pending = []
+        pendingBytes = 0
+      }
     }
+    await writeAll(handle, pending, tempPath)
     if (received !== desc.size) throw sizeMismatch(desc, `${received} bytes, expected ${desc.size}`)
-    const actual = `sha256:${hash.digest('hex')}`
+    const actual = hash ? `sha256:${hash.digest('hex')}` : desc.digest
     if (actual !== desc.digest) {
       throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(actual)})`, {
         hint: 'the source is corrupt or was changed; nothing was stored',
@@ -80,13 +93,18 @@ async function* chunksOf(content: Readable | Buffer): AsyncGenerator<Buffer> {
   }
 }
 
-async function writeAll(handle: FileHandle, chunk: Buffer, path: string): Promise<void> {
-  let offset = 0
-  while (offset < chunk.length) {
-    const {bytesWritten} = await handle.write(chunk, offset).catch((error: unknown) => {
-      throw storeWriteError(path, error)
-    })
-    offset += bytesWritten
+/** Writes `chunks` in one writev (network streams deliver many small chunks), then any remainder. */
+async function writeAll(handle: FileHandle, chunks: Buffer[], path: string): Promise<void> {
+  if (chunks.length === 0) return
+  const fail = (error: unknown): never => {
+    throw storeWriteError(path, error)
+  }
+  const total = chunks.reduce((sum, chunk) => sum + chunk.length, 0)
+  const {bytesWritten} = await handle.writev(chunks).catch(fail)
+  if (bytesWritten === total) return
+  const rest = Buffer.concat(chunks).subarray(bytesWritten)
+  for (let offset = 0; offset < rest.length;) {
+    offset += (await handle.write(rest, offset).catch(fail)).bytesWritten
   }
 }
 

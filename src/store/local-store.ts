@@ -8,13 +8,10 @@ import type {Readable} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
 import {MediaType, type ContentStore, type Descriptor, type ImageConfig, type ImageIndex} from '../oci/types.js'
 import {writeBlob} from './blob-writer.js'
-import {pruneStore} from './prune.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
-import {exportDockerArchive, exportOciArchive} from './archive-export.js'
 import {sha256Digest, sha256Hex, shortDigest} from './digest.js'
 import {errorCode, statIfExists} from './fs-util.js'
 import {declaredMediaType, MAX_MANIFEST_BYTES, parseManifest, validateDescriptor, walkGraph} from './graph.js'
-import {importOciArchive, importOciLayout} from './layout-import.js'
 import {ensureLayout, readIndexFile, updateIndex} from './layout.js'
 import {withWriteLease} from './leases.js'
 import {describeStore, StorePaths} from './paths.js'
@@ -25,6 +22,7 @@ import type {
 
 /** Configs are read whole for `list`/`inspect`; anything bigger is not a real image config. */
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+const READ_CHUNK_BYTES = 1024 * 1024
 const IMAGE_CONFIG_TYPES = new Set<string>([MediaType.ImageConfig, MediaType.DockerConfig])
 
 export class LocalStore implements ContentStore {
@@ -56,7 +54,8 @@ export class LocalStore implements ContentStore {
   async fetch(desc: Descriptor): Promise<Readable> {
     try {
       const handle = await open(this.paths.blob(sha256Hex(desc.digest)), 'r')
-      return handle.createReadStream()
+      // 1 MiB reads: the default 64 KiB makes a push of a large layer thousands of reads and socket writes.
+      return handle.createReadStream({highWaterMark: READ_CHUNK_BYTES})
     } catch (error) {
       if (errorCode(error) === 'ENOENT') throw this.missingBlob(desc)
       throw new AegisError(`cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`, {cause: error})
@@ -173,7 +172,8 @@ export class LocalStore implements ContentStore {
    * Deletes blobs no tag reaches and temp files left by killed processes. Holds the index lock, so
    * no tag can appear meanwhile; blobs of imports/pulls in progress are protected by their lease.
    */
-  prune(): Promise<PruneResult> {
+  async prune(): Promise<PruneResult> {
+    const {pruneStore} = await import('./prune.js')
     return pruneStore(this)
   }
 
@@ -183,21 +183,28 @@ export class LocalStore implements ContentStore {
     return withWriteLease(this.paths, action)
   }
 
+  // Imports, exports and prune load their modules (tar-stream, zlib) on first use: push, pull
+  // and list do not pay for them at start.
+
   /** `oci-layout:DIR[:TAG]`: copies the tagged image(s) of a layout directory into the store. */
-  importOciLayout(dir: string, tag?: string, options?: ImportOptions): Promise<ImportedImage[]> {
+  async importOciLayout(dir: string, tag?: string, options?: ImportOptions): Promise<ImportedImage[]> {
+    const {importOciLayout} = await import('./layout-import.js')
     return importOciLayout(this, dir, tag, options)
   }
 
   /** `oci-archive:FILE[:TAG]`: a tar (optionally gzip'd) of an OCI layout. */
-  importOciArchive(file: string, tag?: string, options?: ImportOptions): Promise<ImportedImage[]> {
+  async importOciArchive(file: string, tag?: string, options?: ImportOptions): Promise<ImportedImage[]> {
+    const {importOciArchive} = await import('./layout-import.js')
     return importOciArchive(this, file, tag, options)
   }
 
-  exportOciArchive(reference: string, file: string): Promise<Descriptor> {
+  async exportOciArchive(reference: string, file: string): Promise<Descriptor> {
+    const {exportOciArchive} = await import('./archive-export.js')
     return exportOciArchive(this, reference, file)
   }
 
-  exportDockerArchive(reference: string, file: string, options?: DockerExportOptions): Promise<Descriptor> {
+  async exportDockerArchive(reference: string, file: string, options?: DockerExportOptions): Promise<Descriptor> {
+    const {exportDockerArchive} = await import('./archive-export.js')
     return exportDockerArchive(this, reference, file, options)
   }
 

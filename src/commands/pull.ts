@@ -1,0 +1,88 @@
+import {Args, Flags} from '@oclif/core'
+import {BaseCommand} from '../cli/base-command.js'
+import {registryFlags} from '../cli/flags.js'
+import {formatBytes} from '../cli/format.js'
+import {createTransferReporter, progressMode} from '../cli/progress.js'
+import {defaultLocalReference} from '../cli/transfer.js'
+import {pullKit} from '../kit-artifact/index.js'
+import {RemoteRepository, formatPlatform} from '../registry/index.js'
+import {parseReference as parseLocalReference} from '../store/index.js'
+import {openStore} from '../store/open.js'
+
+export interface PullKitReport {
+  kit: string
+  version: string
+  /** The unpacked kit: what `validate` and `hooks` use for REF. */
+  dir: string
+  remote: string
+  local: string
+  digest: string
+  mediaType: string
+  kitArtifact: string
+  platforms: string[]
+  report: unknown
+  transferred: string[]
+  skipped: string[]
+  bytesTransferred: number
+}
+
+export default class Pull extends BaseCommand {
+  static override summary = 'Pull a published kit (and its image) into the local store.'
+  static override description = `Pulls REF, [registry/]repository[:tag][@digest], published with \`aegis-kit push\`: the kit
+artifact and, unless --kit-only, the image published with it (every platform). Every blob is
+verified against its digest; the kit layer is unpacked under the store (refusing absolute paths,
+".." and links) into <store>/kits/NAME/VERSION-DIGEST before anything is tagged. Afterwards REF
+(as typed, as registry/repository:tag, and as NAME:VERSION) works as KIT in \`validate\` and
+\`hooks ...\`.`
+
+  static override examples = [
+    {description: 'Pull a kit, then render its environment', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 && <%= config.bin %> hooks render-env 127.0.0.1:5000/kits/hello:0.1.0'},
+    {description: 'Only the kit, as JSON', command: '<%= config.bin %> <%= command.id %> ghcr.io/acme/my-kit:stable --kit-only --json'},
+  ]
+
+  static override args = {
+    ref: Args.string({description: 'Kit to pull: [registry/]repository[:tag][@sha256:<digest>].', required: true}),
+  }
+
+  static override flags = {
+    ...registryFlags,
+    'kit-only': Flags.boolean({description: 'Pull only the kit artifact, not the image published with it.'}),
+    tag: Flags.string({char: 't', description: 'Store it as NAME[:TAG] instead of its registry reference.'}),
+  }
+
+  static override enableJsonFlag = true
+
+  async run(): Promise<PullKitReport> {
+    const {args, flags} = await this.parse(Pull)
+    const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure})
+    const localReference = flags.tag ?? defaultLocalReference(repository.reference)
+    parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
+    const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
+    let result
+    try {
+      result = await pullKit(openStore(), repository, {localReference, aliases: [args.ref], kitOnly: flags['kit-only'], progress: reporter.progress})
+    } finally {
+      reporter.finish()
+    }
+    const {copy, kit} = result
+    const platforms = result.images.flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : []))
+    if (kit.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(kit.report, null, 2)}`)
+    const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store`
+    this.log(`Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`)
+    return {
+      kit: kit.name,
+      version: kit.version,
+      dir: kit.dir,
+      remote: result.reference,
+      local: localReference,
+      digest: result.root.digest,
+      mediaType: result.root.mediaType,
+      kitArtifact: result.kitArtifact.digest,
+      platforms,
+      report: kit.report ?? null,
+      transferred: copy.copied,
+      skipped: copy.skipped,
+      bytesTransferred: copy.bytesTransferred,
+    }
+  }
+}

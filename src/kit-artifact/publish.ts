@@ -1,0 +1,115 @@
+/**
+ * `aegis-kit push`: a kit, and its image when one is built, published under one reference. The
+ * kit is packed and wrapped as an artifact, on_publish runs and its report joins the artifact,
+ * everything is written to the local store (tagged as the destination) and copied to the
+ * registry by the same graph copy images use, manifests last, so a failed push leaves no tag.
+ */
+import {AegisError} from '../errors.js'
+import {buildAppContext, onPublish} from '../hooks/operations.js'
+import type {Kit} from '../kit/kit.js'
+import type {Descriptor, Platform} from '../oci/types.js'
+import {copyGraph, formatPlatform, formatReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
+import {parseManifest} from '../store/graph.js'
+import {emptyConfig, kitArtifactManifest, kitLayerBlob, releaseIndex, reportBlob, type Blob} from './artifact.js'
+import {installKit} from './install.js'
+import {packKitLayer} from './layer.js'
+
+export interface PublishOptions {
+  /**
+   * The local image to publish with the kit. Default: `NAME:VERSION` when the store has it, else
+   * the kit alone. `false`: the kit alone.
+   */
+  image?: string | false
+  progress?: (event: CopyProgress) => void
+}
+
+export interface PublishResult {
+  /** The destination with its tag, also the kit's reference in the local store. */
+  reference: string
+  /** The published root: the release index, or the kit artifact when there is no image. */
+  root: Descriptor
+  kitArtifact: Descriptor
+  /** The local image published with the kit, and its manifests (one per platform). */
+  image?: {reference: string; manifests: Descriptor[]}
+  /** What on_publish returned, when the kit has the hook. */
+  report?: unknown
+  copy: CopyResult
+}
+
+export async function publishKit(store: LocalStore, kit: Kit, repository: RemoteRepository, options: PublishOptions = {}): Promise<PublishResult> {
+  const {manifest} = kit
+  const ref = repository.reference
+  if (ref.digest !== undefined) {
+    throw new AegisError(`cannot push a kit to ${formatReference(ref)}: a kit is pushed to a tag, not a digest`, {hint: `leave out the @digest, e.g. ${formatReference({...ref, digest: undefined})}`})
+  }
+  const tag = ref.tag ?? manifest.version
+  const reference = formatReference({...ref, tag})
+
+  const layer = kitLayerBlob(manifest, await packKitLayer(kit.dir))
+  const imageReference = await chooseImage(store, kit, options.image)
+  const images = imageReference === undefined ? [] : await imageManifests(store, imageReference)
+
+  let report: Blob | undefined
+  let reportValue: unknown
+  if (manifest.hooks?.on_publish) {
+    const release = {name: manifest.name, version: manifest.version, reference, registry: ref.registry, repository: ref.repository, tag}
+    const artifacts = [
+      {kind: 'kit', mediaType: layer.descriptor.mediaType, digest: layer.descriptor.digest, size: layer.descriptor.size},
+      ...images.map((image) => ({kind: 'image', mediaType: image.mediaType, digest: image.digest, size: image.size, platform: formatPlatform(image.platform as Platform)})),
+    ]
+    reportValue = await onPublish(kit, buildAppContext(kit), release, artifacts)
+    report = reportBlob(reportValue)
+  }
+  const artifact = kitArtifactManifest(manifest, layer.descriptor, report?.descriptor)
+  const root = images.length > 0 ? releaseIndex(manifest, images, artifact.descriptor) : artifact
+
+  return store.withWriteLease(async () => {
+    for (const blob of [emptyConfig(), layer, ...(report ? [report] : []), artifact, ...(root === artifact ? [] : [root])]) {
+      await store.push(blob.descriptor, blob.bytes)
+    }
+    const copy = await copyGraph(store, repository, root.descriptor, {tag, ...(options.progress ? {progress: options.progress} : {})}).catch((error: unknown) => {
+      throw transferFailed(`Push of kit ${manifest.name} ${manifest.version} to ${reference}`, error)
+    })
+    await store.tag(root.descriptor, reference)
+    await installKit(store, artifact.descriptor, [reference])
+    return {
+      reference,
+      root: root.descriptor,
+      kitArtifact: artifact.descriptor,
+      ...(imageReference === undefined ? {} : {image: {reference: imageReference, manifests: images}}),
+      ...(report ? {report: reportValue} : {}),
+      copy,
+    }
+  })
+}
+
+/** The image reference to publish, or undefined for the kit alone. */
+async function chooseImage(store: LocalStore, kit: Kit, image: string | false | undefined): Promise<string | undefined> {
+  if (image === false) return undefined
+  if (image !== undefined) return image
+  const wanted = `${kit.manifest.name}:${kit.manifest.version}`
+  const index = await store.readIndex()
+  return index.manifests.some((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === wanted) ? wanted : undefined
+}
+
+/** The image's manifests, each with its platform (from the index, or from the config of a single manifest). */
+async function imageManifests(store: LocalStore, reference: string): Promise<Descriptor[]> {
+  const root = await store.resolve(reference)
+  const bytes = await store.readManifest(root)
+  if (bytes === undefined) throw store.missingBlob(root)
+  const parsed = parseManifest(root, bytes)
+  if (parsed.kind === 'index') {
+    const manifests = parsed.index.manifests
+      .filter((entry) => entry.platform !== undefined)
+      .map(({mediaType, digest, size, platform}) => ({mediaType, digest, size, platform}))
+    if (manifests.length === 0) throw new AegisError(`${reference} is an index with no platform images`, {hint: 'give the image to publish with --image'})
+    return manifests
+  }
+  const config = await store.readImageConfig(parsed.manifest.config)
+  if (!config) {
+    throw new AegisError(`${reference} is not an image: its config is ${parsed.manifest.config.mediaType}`, {hint: 'give the image to publish with --image, or publish the kit alone with --kit-only'})
+  }
+  const platform: Platform = {os: config.os, architecture: config.architecture, ...(config.variant ? {variant: config.variant} : {})}
+  return [{mediaType: root.mediaType, digest: root.digest, size: root.size, platform}]
+}

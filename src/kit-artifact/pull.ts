@@ -1,0 +1,73 @@
+/**
+ * `aegis-kit pull`: a published kit (and its image) into the local store. The content is
+ * verified as it arrives; the kit is unpacked and checked before anything is tagged, so a
+ * malicious kit layer leaves no tag and no files outside its staging directory.
+ */
+import {AegisError} from '../errors.js'
+import {MediaType, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
+import {copyGraph, formatReference, isManifest, manifestReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import {fetchManifest} from '../registry/copy.js'
+import {isIndex, parseManifest} from '../registry/manifest.js'
+import type {LocalStore} from '../store/index.js'
+import {findKitDescriptor} from './artifact.js'
+import {installKit, type InstalledKit} from './install.js'
+
+export interface PullKitOptions {
+  /** The reference to tag in the local store. */
+  localReference: string
+  /** More references `validate` and `hooks` should know the kit by (e.g. what the user typed). */
+  aliases?: string[]
+  /** Only the kit artifact, not the image next to it. */
+  kitOnly?: boolean
+  progress?: (event: CopyProgress) => void
+}
+
+export interface PullKitResult {
+  /** The remote reference with the digest of what was pulled. */
+  reference: string
+  /** What was pulled and tagged: the release index, or the kit artifact. */
+  root: Descriptor
+  kitArtifact: Descriptor
+  /** Image manifests pulled with the kit. */
+  images: Descriptor[]
+  kit: InstalledKit
+  copy: CopyResult
+}
+
+export async function pullKit(store: LocalStore, repository: RemoteRepository, options: PullKitOptions): Promise<PullKitResult> {
+  const failed = (error: unknown): never => {
+    throw transferFailed(`Pull of ${formatReference(repository.reference)}`, error)
+  }
+  const published = await repository.resolve(manifestReference(repository.reference)).catch(failed)
+  const rootBytes = await fetchManifest(repository, published).catch(failed)
+  const kitArtifact = findKitDescriptor(published, rootBytes) ?? (await probeIndex(repository, published, rootBytes).catch(failed))
+  if (!kitArtifact) {
+    throw new AegisError(`${formatReference(repository.reference)} is not a kit: it holds no ${MediaType.KitArtifact} artifact`, {
+      hint: 'pull images with `aegis-kit images pull`',
+    })
+  }
+  const root = options.kitOnly ? kitArtifact : published
+  const images = root === published && isIndex(published) ? imagesOf(rootBytes, published, kitArtifact) : []
+  return store.withWriteLease(async () => {
+    const copy = await copyGraph(repository, store, root, options.progress ? {progress: options.progress} : {}).catch(failed)
+    const kit = await installKit(store, kitArtifact, [options.localReference, ...(options.aliases ?? [])])
+    // Tagged last: a kit that failed to unpack is not in the list of images.
+    await store.tag(root, options.localReference)
+    return {reference: formatReference({...repository.reference, digest: root.digest}), root, kitArtifact, images, kit, copy}
+  })
+}
+
+/** For indexes written by other tools: a manifest without a platform whose own artifactType is the kit's. */
+async function probeIndex(repository: RemoteRepository, root: Descriptor, bytes: Buffer): Promise<Descriptor | undefined> {
+  if (!isIndex(root)) return undefined
+  for (const entry of parseManifest<ImageIndex>(bytes, root).manifests ?? []) {
+    if (entry.platform || !isManifest(entry)) continue
+    const manifest = parseManifest<ImageManifest>(await fetchManifest(repository, entry), entry)
+    if (manifest.artifactType === MediaType.KitArtifact) return entry
+  }
+  return undefined
+}
+
+function imagesOf(bytes: Buffer, root: Descriptor, kit: Descriptor): Descriptor[] {
+  return (parseManifest<ImageIndex>(bytes, root).manifests ?? []).filter((entry) => entry.digest !== kit.digest)
+}
