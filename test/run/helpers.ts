@@ -1,0 +1,94 @@
+/** Running `aegis-kit run` as a user does, watching its output, and checking what it leaves behind. */
+import {readdirSync, readFileSync} from 'node:fs'
+import {execa, type ResultPromise} from 'execa'
+import {binRun, repoRoot} from '../helpers/cli.js'
+
+export interface RunningCli {
+  child: ResultPromise
+  output: () => string
+  /** Resolves with the first match of `pattern` in stdout+stderr, or rejects after `timeoutMs`. */
+  waitFor: (pattern: RegExp, timeoutMs: number) => Promise<RegExpMatchArray>
+}
+
+export function startRun(args: string[], env: Record<string, string>): RunningCli {
+  const child = execa(process.execPath, [binRun, 'run', ...args], {cwd: repoRoot, env, reject: false, all: true, buffer: true})
+  let text = ''
+  child.all?.on('data', (chunk: Buffer) => {
+    text += chunk.toString('utf8')
+  })
+  const waitFor = async (pattern: RegExp, timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs
+    for (;;) {
+      const match = text.match(pattern)
+      if (match) return match
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no ${pattern} in the output of aegis-kit run:\n${text.slice(-3000)}`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  }
+  return {child, output: () => text, waitFor}
+}
+
+/** Every process below `pid` (qemu, virtiofsd, gvproxy, the watchdog). */
+export function descendants(pid: number): number[] {
+  const parents = new Map<number, number>()
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8')
+      parents.set(Number(entry), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]))
+    } catch {
+      // exited meanwhile
+    }
+  }
+  const found: number[] = []
+  const queue = [pid]
+  while (queue.length > 0) {
+    const parent = queue.shift()!
+    for (const [child, ppid] of parents) {
+      if (ppid === parent && !found.includes(child)) {
+        found.push(child)
+        queue.push(child)
+      }
+    }
+  }
+  return found
+}
+
+export function alive(pids: number[]): number[] {
+  return pids.filter((pid) => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+      return !/\) Z /.test(stat) // a zombie is gone, only not yet reaped
+    } catch {
+      return false
+    }
+  })
+}
+
+export async function waitGone(pids: number[], timeoutMs: number): Promise<number[]> {
+  const deadline = Date.now() + timeoutMs
+  while (alive(pids).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
+  return alive(pids)
+}
+
+export async function commandLines(pids: number[]): Promise<string[]> {
+  return pids.flatMap((pid) => {
+    try {
+      return [readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')]
+    } catch {
+      return []
+    }
+  })
+}
+
+export {execa}
+
+export async function freePort(): Promise<number> {
+  const {createServer} = await import('node:net')
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const {port} = server.address() as {port: number}
+      server.close(() => resolve(port))
+    })
+  })
+}
