@@ -108,7 +108,8 @@ workload's.`
       })
       if (controller.signal.aborted) onSignal()
       if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${hostPlatform()}, QEMU TCG)`)
-      for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+      // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
+      if (instance.healthyMs !== undefined || !kit.manifest.healthcheck) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
       const result = await instance.result
       status(describeExit(instance.name, result, instance.memoryMib))
       if (result.exitCode !== 0) this.exit(result.exitCode)

@@ -7,6 +7,7 @@
 import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
+import {execa} from 'execa'
 import {AegisError} from '../errors.js'
 import {unpackImage} from '../image/unpack.js'
 import {MediaType, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest} from '../oci/types.js'
@@ -58,4 +59,29 @@ export async function prepareRootfs(store: LocalStore, reference: string, cacheD
     await rm(work, {recursive: true, force: true})
   }
   return {dir, manifest: desc, config}
+}
+
+/**
+ * The unpacked root as a read-only ext4 image on virtio-blk (made once per image, next to the
+ * directory). Under emulation a block root reads files far faster than virtiofs (OpenClaw's
+ * start-up loads thousands of modules), and unlike vhost-user-fs it keeps the VM snapshottable.
+ */
+export async function prepareRootDisk(rootfs: Rootfs, onProgress?: (message: string) => void): Promise<string> {
+  const disk = `${rootfs.dir}.ext4`
+  if (existsSync(disk)) return disk
+  const {stdout} = await execa('du', ['-sb', rootfs.dir])
+  const bytes = Number(stdout.split('\t')[0])
+  // ext4 metadata and inode tables need room beyond the file data.
+  const sizeMiB = Math.ceil((bytes * 1.2) / 1024 ** 2) + 64
+  const temp = `${disk}.${process.pid}.tmp`
+  onProgress?.(`making the root disk (${sizeMiB} MiB, once per image)`)
+  try {
+    await execa('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.dir, '-L', 'aegis-root', '-O', '^has_journal', '-E', 'root_owner=0:0', temp, `${sizeMiB}M`])
+    await rename(temp, disk)
+  } catch (error) {
+    await rm(temp, {force: true})
+    if ((error as {code?: string}).code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does)'})
+    throw new AegisError(`could not make the root disk: ${(error as {shortMessage?: string}).shortMessage ?? String(error)}`)
+  }
+  return disk
 }

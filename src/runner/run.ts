@@ -18,7 +18,7 @@ import {parseDuration} from '../kit/units.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {checkHostPortFree, checkMemory, checkWorkspace, type ExposeMapping} from './options.js'
-import {prepareRootfs} from './rootfs.js'
+import {prepareRootDisk, prepareRootfs} from './rootfs.js'
 
 export interface RunOptions {
   kit: Kit
@@ -78,6 +78,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   options.onStatus(`building ${manifest.name} (cached layers are reused)`)
   const built = await buildKit(kit, {store, cacheDir: path.join(options.dataDir, 'cache'), onEvent: options.onBuild, signal: options.signal})
   const rootfs = await prepareRootfs(store, built.reference, path.join(options.dataDir, 'cache'), architecture, options.onStatus)
+  const rootDisk = await prepareRootDisk(rootfs, options.onStatus)
   const guest = await assembleGuest({cacheDir: path.join(options.dataDir, 'cache', 'guest')})
 
   const rendered = hasHook(kit, 'render_env') ? await renderEnv(kit, app, secrets) : {env: {}, files: [], warnings: [], urls: []}
@@ -107,7 +108,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const vm = await startVm({
     kernel: guest.kernel,
     initrd: guest.initrd,
-    rootDir: rootfs.dir,
+    rootDisk,
     workspaceDir: workspace,
     memoryMib,
     vcpus: app.resources.vcpus,
