@@ -84,8 +84,9 @@ describe('validate rejects malformed manifests with located messages', () => {
       if (testCase.path) expect(first).toContain(` ${testCase.path}:`)
       if (testCase.hint) expect(result.stderr).toMatch(new RegExp(`hint: .*${testCase.hint.source}`))
       expect(result.stderr).toMatch(/hint: /)
-      // Hostile input is refused fast, CLI start included.
-      expect(Date.now() - started).toBeLessThan(5000)
+      // Hostile input (an alias bomb, say) is refused, not chewed on: a guard against hangs, with
+      // room for a loaded machine; CLI start included.
+      expect(Date.now() - started).toBeLessThan(15_000)
     })
   }
 

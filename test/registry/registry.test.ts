@@ -61,14 +61,13 @@ describe('push and pull against docker-registry', () => {
     expect(events.some((e) => e.kind === 'bytes' && e.bytes > 0 && e.bytes < e.descriptor.size)).toBe(true)
   })
 
-  it('re-pushes an unchanged image by skipping everything, in well under 100 ms', async () => {
+  // How fast that is belongs to bench/registry, not to a timed test.
+  it('re-pushes an unchanged image by skipping everything below the root', async () => {
     await pushImage(image, 'test', repo('umoci/app:1.0'))
-    const started = performance.now()
     const result = await pushImage(image, 'test', repo('umoci/app:1.0'))
-    const elapsed = performance.now() - started
     expect(result.copied).toEqual([])
     expect(result.skipped).toEqual([result.root.digest])
-    expect(elapsed).toBeLessThan(100)
+    expect(result.bytesTransferred).toBe(0)
   })
 
   it('pulls what skopeo pushed, into a layout skopeo can read', async () => {
