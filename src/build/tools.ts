@@ -19,7 +19,7 @@ export async function runTool(command: string, args: string[], options: ToolOpti
     })
   }
   const result = await child
-  if ((result as {code?: string}).code === 'ENOENT' || /ENOENT/.test(String(result.message ?? '')) && result.exitCode === undefined) {
+  if ((result as {code?: string}).code === 'ENOENT') {
     throw new AegisError(`${command} is not installed`, {hint: options.hint})
   }
   if (result.isCanceled) throw new AegisError(`${command} was interrupted`)
