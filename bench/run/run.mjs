@@ -106,19 +106,28 @@ const guestDir = join(home, 'cache/guest')
 const find = (name) => execFileSync('find', [guestDir, '-name', name]).toString().trim().split('\n')[0]
 const kernel = find('vmlinux*') || find('vmlinuz*')
 const initrd = find('initrd*')
+// The first kernel console line marks "kernel started" for both; the guest kernel is quiet, so
+// bare QEMU gets the same kernel command line as ours (read from the running qemu).
+const firstKernelLine = /\[\s*\d+\.\d+\] /
 const ours = []
 const bare = []
+let append
 for (let i = 0; i < 3; i++) {
-  const {ms, child} = await runUntil(['hello', '--debug', '--', 'busybox', 'sleep', '30'], /\[\s*0\.\d+\] Linux version/, 120_000)
+  const {ms, child} = await runUntil(['hello', '--debug', '--', 'busybox', 'sleep', '30'], firstKernelLine, 120_000)
   ours.push(ms)
+  if (!append) {
+    const qemuPid = descendants(child.pid).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('qemu-system') || readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/qemu-system'))
+    const args = readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0')
+    append = args[args.indexOf('-append') + 1]
+  }
   await stop(child)
   bare.push(await new Promise((resolve, reject) => {
     const started = process.hrtime.bigint()
-    const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', 'tcg,tb-size=64', '-cpu', 'max', '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 reboot=t panic=-1', '-no-reboot'], {stdio: ['ignore', 'pipe', 'pipe']})
+    const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', 'tcg,tb-size=64', '-cpu', 'max', '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', append, '-no-reboot'], {stdio: ['ignore', 'pipe', 'pipe']})
     let text = ''
     qemu.stdout.on('data', (chunk) => {
       text += chunk
-      if (/Linux version/.test(text)) {
+      if (firstKernelLine.test(text)) {
         resolve(Number(process.hrtime.bigint() - started) / 1e6)
         qemu.kill('SIGKILL')
       }
