@@ -7,7 +7,7 @@
 
 import {createHash, randomBytes} from 'node:crypto'
 import {existsSync} from 'node:fs'
-import {mkdir, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {mkdir, readdir, readFile, rename, rm, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {gzipSync} from 'node:zlib'
@@ -59,6 +59,31 @@ async function run(file: string, args: string[], options: {cwd?: string; what: s
   }
 }
 
+/**
+ * resolveKernelPackage, remembered until apt's package lists change: `apt-cache show` costs
+ * about a second, and this runs before every boot.
+ */
+async function resolveKernelPackageCached(metaPackage: string, cacheDir: string): Promise<{name: string; version: string}> {
+  const listsDir = '/var/lib/apt/lists'
+  const lists = await readdir(listsDir).catch(() => [] as string[])
+  const stamp = JSON.stringify(await Promise.all(lists.filter((name) => name.endsWith('_Packages')).sort().map(async (name) => {
+    const info = await stat(path.join(listsDir, name))
+    return [name, info.size, info.mtimeMs]
+  })))
+  const memo = path.join(cacheDir, `kernel-${metaPackage}.json`)
+  try {
+    const saved = JSON.parse(await readFile(memo, 'utf8')) as {stamp: string; name: string; version: string}
+    if (saved.stamp === stamp) return {name: saved.name, version: saved.version}
+  } catch {
+    // not resolved yet, or unreadable: ask apt
+  }
+  const resolved = await resolveKernelPackage(metaPackage)
+  await mkdir(cacheDir, {recursive: true})
+  await writeFile(`${memo}.${process.pid}`, JSON.stringify({stamp, ...resolved}))
+  await rename(`${memo}.${process.pid}`, memo)
+  return resolved
+}
+
 /** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
 async function resolveKernelPackage(metaPackage: string): Promise<{name: string; version: string}> {
   const hint = 'on a Debian host run: apt-get update'
@@ -70,9 +95,11 @@ async function resolveKernelPackage(metaPackage: string): Promise<{name: string;
 
 async function toolchainVersion(triplet: string): Promise<string> {
   const hint = 'install the compiler: apt-get install gcc libc6-dev'
-  const gcc = await run('gcc', ['-dumpfullversion'], {what: 'gcc', hint})
   if (!existsSync(`/usr/lib/${triplet}/libc.a`)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
-  const libc = await run('dpkg-query', ['-W', '-f=${Version}', 'libc6-dev'], {what: 'dpkg-query libc6-dev', hint})
+  const [gcc, libc] = await Promise.all([
+    run('gcc', ['-dumpfullversion'], {what: 'gcc', hint}),
+    run('dpkg-query', ['-W', '-f=${Version}', 'libc6-dev'], {what: 'dpkg-query libc6-dev', hint}),
+  ])
   return `gcc ${gcc}, libc6-dev ${libc}`
 }
 
@@ -151,8 +178,10 @@ export async function assembleGuest(options: {cacheDir: string; arch?: GuestArch
   if (nodeArch !== process.arch) {
     throw new AegisError(`cannot assemble an ${arch} guest on a ${process.arch} host yet`, {hint: `assemble on an ${arch} machine`})
   }
-  const kernelPackage = await resolveKernelPackage(kernelMetaPackage)
-  const inputs = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness: await harnessHash(), toolchain: await toolchainVersion(triplet), modules: GUEST_MODULES}
+  // Each input is a separate lookup (apt-cache, gcc, dpkg-query): ask them at once, since this
+  // runs before every boot, cached or not.
+  const [kernelPackage, harness, toolchain] = await Promise.all([resolveKernelPackageCached(kernelMetaPackage, options.cacheDir), harnessHash(), toolchainVersion(triplet)])
+  const inputs = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
   const key = createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 16)
   const finalDir = path.join(options.cacheDir, `guest-${arch}-${key}`)
   const manifestPath = path.join(finalDir, 'guest.json')
