@@ -120,8 +120,8 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   let exited = false
   const result = vm.result.finally(() => {
     exited = true
+    consoleLines.flush()
   })
-  void result.then(() => consoleLines.flush())
 
   const urls: Array<{label: string; url: string}> = []
   const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
