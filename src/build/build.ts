@@ -17,7 +17,7 @@ import {loadBaseImage, type BaseImage} from './base-image.js'
 import {buildDebianRoot} from './debian-base.js'
 import {cacheKey, LayerCache, type CachedLayer, type PackageRecord} from './layer-cache.js'
 import {fetchNodeRuntime, NODE_HOME} from './node-runtime.js'
-import {installNpmPackages, NPM_PREFIX} from './npm-packages.js'
+import {applyNpmPatches, installNpmPackages, NPM_PREFIX} from './npm-packages.js'
 import {spdxDocument} from './sbom.js'
 
 export const DEFAULT_PATH = `${NPM_PREFIX}/bin:${NODE_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
@@ -162,12 +162,13 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
-      key: {step: 'npm', v: 2, packages: npm.packages, allow: npm.allow_scripts ?? [], node, platform, epoch},
+      key: {step: 'npm', v: 2, packages: npm.packages, allow: npm.allow_scripts ?? [], patches: npm.patches ?? [], node, platform, epoch},
       produce: async (writer, scratch) => {
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
         const prefix = path.join(scratch, 'prefix')
         const packages = await installNpmPackages(npm, {prefix, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, onLine: (line) => emit({type: 'log', platform, step: 'npm', line})})
+        for (const applied of await applyNpmPatches(prefix, npm.patches ?? [])) emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
         writer.addTree(prefix, {at: NPM_PREFIX.slice(1)})
         return packages
       },

@@ -4,7 +4,7 @@
  * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list).
  */
 import {realpathSync} from 'node:fs'
-import {readdir, readFile} from 'node:fs/promises'
+import {readdir, readFile, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {NpmPackages} from '../kit/manifest.generated.js'
@@ -91,4 +91,45 @@ export async function installedPackages(prefix: string): Promise<PackageRecord[]
   }
   await visit(path.join(prefix, 'lib', 'node_modules'))
   return [...records.values()].sort((a, b) => (a.name === b.name ? (a.version < b.version ? -1 : 1) : a.name < b.name ? -1 : 1))
+}
+
+export type NpmPatch = NonNullable<NpmPackages['patches']>[number]
+
+/**
+ * Applies the kit's patches to the installed packages under `prefix`. Every `find` must occur
+ * exactly once in every file its glob matches, and the glob must match: an upstream change
+ * makes the build fail loudly instead of shipping an unpatched image.
+ */
+export async function applyNpmPatches(prefix: string, patches: NpmPatch[]): Promise<string[]> {
+  const applied: string[] = []
+  for (const patch of patches) {
+    const packageDir = path.join(prefix, 'lib', 'node_modules', patch.package)
+    const files = await globInside(packageDir, patch.file)
+    if (files.length === 0) throw new AegisError(`patch for ${patch.package}: no file matches ${patch.file}`, {hint: 'the package changed: update or drop the patch in image.npm.patches'})
+    for (const file of files) {
+      const text = await readFile(file, 'utf8')
+      const count = text.split(patch.find).length - 1
+      if (count !== 1) {
+        throw new AegisError(`patch for ${patch.package}: "${patch.find.slice(0, 60)}" occurs ${count} times in ${path.relative(packageDir, file)}, not once`, {hint: 'the package changed: update or drop the patch in image.npm.patches'})
+      }
+      await writeFile(file, text.replace(patch.find, () => patch.replace))
+      applied.push(`${patch.package}/${path.relative(packageDir, file)}: ${patch.reason}`)
+    }
+  }
+  return applied
+}
+
+/** Files under `root` matching a relative pattern whose `*` stays within one path segment. */
+async function globInside(root: string, pattern: string): Promise<string[]> {
+  const segments = pattern.split('/')
+  let matches = [root]
+  for (const segment of segments) {
+    const regex = new RegExp(`^${segment.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')}$`)
+    const next: string[] = []
+    for (const dir of matches) {
+      for (const name of await readdir(dir).catch(() => [] as string[])) if (regex.test(name)) next.push(path.join(dir, name))
+    }
+    matches = next.sort()
+  }
+  return matches
 }

@@ -166,6 +166,25 @@ export interface NpmPackages {
    * Install prefix in the image (default /opt/aegis/npm).
    */
   prefix?: string
+  /**
+   * Exact text replacements in installed npm packages, applied at build time (the seeds' "permanent patch in kit image"). Each `find` must occur exactly once in each matching file, or the build fails: a patch never silently stops applying.
+   */
+  patches?: {
+    /**
+     * Installed package name.
+     */
+    package: string
+    /**
+     * File inside the package; `*` matches within one path segment (bundlers hash file names).
+     */
+    file: string
+    find: string
+    replace: string
+    /**
+     * Why the kit patches upstream code (shown in the build output).
+     */
+    reason: string
+  }[]
 }
 /**
  * Environment variables, NAME: value.
