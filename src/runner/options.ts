@@ -1,6 +1,5 @@
 /** Parsing and checking what `aegis-kit run` is given, each with a one-line error that says the fix. */
 import {statSync} from 'node:fs'
-import {createServer} from 'node:net'
 import {AegisError} from '../errors.js'
 import {sizeToMiB} from '../kit/units.js'
 
@@ -53,17 +52,4 @@ export function checkWorkspace(dir: string): void {
     return // created on demand
   }
   if (!info.isDirectory()) throw new AegisError(`--workspace ${dir} is not a directory`, {hint: 'give a directory (it is created when missing)'})
-}
-
-/** Fails when something already listens on 127.0.0.1:port. */
-export async function checkHostPortFree(port: number): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const server = createServer()
-    server.once('error', (error: NodeJS.ErrnoException) => {
-      reject(error.code === 'EADDRINUSE'
-        ? new AegisError(`port ${port} is already in use on 127.0.0.1`, {hint: `stop what uses it, or expose on another host port: --expose ${port + 1}:${port}`})
-        : new AegisError(`cannot listen on 127.0.0.1:${port}: ${error.message}`))
-    })
-    server.listen(port, '127.0.0.1', () => server.close(() => resolve()))
-  })
 }

@@ -7,7 +7,7 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
 import {AegisError} from '../errors.js'
-import {assembleGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunningVm, type VmResult} from '../guest/index.js'
+import {assembleGuest, checkHostPortFree, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunningVm, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -17,7 +17,7 @@ import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js
 import {parseDuration} from '../kit/units.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
-import {checkHostPortFree, checkMemory, checkWorkspace, type ExposeMapping} from './options.js'
+import {checkMemory, checkWorkspace, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs} from './rootfs.js'
 
 export interface RunOptions {
@@ -63,7 +63,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const architecture = hostPlatform().split('/')[1]
 
   // Cheap checks first: a wrong flag should not cost a build.
-  for (const mapping of options.expose) await checkHostPortFree(mapping.hostPort)
+  for (const mapping of options.expose) await checkHostPortFree(mapping)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
   const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config})

@@ -2,7 +2,6 @@
 // `openclaw config validate`, feeds provider keys the way OpenClaw reads them, and starts the
 // real gateway; no secret value is ever printed or written into the workspace.
 import {mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
-import {createServer} from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
@@ -10,6 +9,7 @@ import {beforeAll, describe, expect, it} from 'vitest'
 import {buildAppContext, onPublish, renderEnv} from '../../dist/hooks/operations.js'
 import {loadKit} from '../../dist/kit/kit.js'
 import {hasStackTrace, runCli} from '../helpers/cli.js'
+import {freePort} from '../helpers/registry.js'
 import {openclawInstall} from '../helpers/toolchain.js'
 
 const ANTHROPIC = 'sk-ant-api03-KNOWNSECRETVALUE-abcdefghijklmnop'
@@ -37,15 +37,6 @@ function stateEnv(outputDir: string): Record<string, string> {
     OPENCLAW_STATE_DIR: path.join(outputDir, 'workspace/.openclaw'),
     OPENCLAW_CONFIG_PATH: path.join(outputDir, 'workspace/.openclaw/openclaw.json'),
   }
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const {port} = server.address() as {port: number}
-      server.close(() => resolve(port))
-    })
-  })
 }
 
 describe('openclaw render_env', () => {

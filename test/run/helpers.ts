@@ -83,12 +83,4 @@ export async function commandLines(pids: number[]): Promise<string[]> {
 
 export {execa}
 
-export async function freePort(): Promise<number> {
-  const {createServer} = await import('node:net')
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const {port} = server.address() as {port: number}
-      server.close(() => resolve(port))
-    })
-  })
-}
+export {freePort} from '../helpers/registry.js'
