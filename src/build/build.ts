@@ -10,7 +10,7 @@ import path from 'node:path'
 import {AegisError} from '../errors.js'
 import {LayerWriter, type LayerCompression} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
-import {MediaType, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
+import {MediaType, sha256Digest, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
 import {parsePlatform} from '../registry/index.js'
 import type {LocalStore} from '../store/index.js'
 import {loadBaseImage, type BaseImage} from './base-image.js'
@@ -364,7 +364,7 @@ async function putJson(store: LocalStore, mediaType: string, value: unknown): Pr
 }
 
 async function putBytes(store: LocalStore, mediaType: string, bytes: Buffer): Promise<Descriptor> {
-  const desc: Descriptor = {mediaType, digest: `sha256:${createHash('sha256').update(bytes).digest('hex')}`, size: bytes.length}
+  const desc: Descriptor = {mediaType, digest: sha256Digest(bytes), size: bytes.length}
   await store.push(desc, bytes)
   return desc
 }

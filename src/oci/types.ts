@@ -4,6 +4,7 @@
  * `ContentStore`, so pushing and pulling are the same graph copy in two directions (oras-go's
  * `content.Storage` + `Copy`).
  */
+import {createHash} from 'node:crypto'
 import type {Readable} from 'node:stream'
 
 export const MediaType = {
@@ -125,4 +126,9 @@ export interface SelfVerifying {
 export function verifiesItself(content: unknown, desc: Pick<Descriptor, 'digest' | 'size'>): boolean {
   const claim = (content as Partial<SelfVerifying> | null)?.[SELF_VERIFYING]
   return claim !== undefined && claim.digest === desc.digest && claim.size === desc.size
+}
+
+/** The `sha256:<hex>` digest of some bytes, as descriptors carry it. */
+export function sha256Digest(data: Buffer | string): string {
+  return `sha256:${createHash('sha256').update(data).digest('hex')}`
 }

@@ -5,11 +5,10 @@
 import {createHash} from 'node:crypto'
 import {Transform, type Readable, type TransformCallback} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {SELF_VERIFYING, type Descriptor, type SelfVerifying} from '../oci/types.js'
+import {SELF_VERIFYING, sha256Digest, type Descriptor, type SelfVerifying} from '../oci/types.js'
 
-export function sha256Digest(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`
-}
+export {sha256Digest}
+
 
 export function verificationError(desc: Descriptor, problem: string): AegisError {
   return new AegisError(`Content ${desc.digest} failed verification: ${problem}.`, {

@@ -1,5 +1,4 @@
 /** sha256 digests: the only algorithm the store accepts, validated before it becomes a path. */
-import {createHash} from 'node:crypto'
 import {AegisError} from '../errors.js'
 
 const SHA256_DIGEST = /^sha256:([a-f0-9]{64})$/
@@ -23,9 +22,7 @@ export function sha256Hex(digest: string): string {
   return match[1]
 }
 
-export function sha256Digest(data: Buffer | string): string {
-  return `sha256:${createHash('sha256').update(data).digest('hex')}`
-}
+export {sha256Digest} from '../oci/types.js'
 
 /** `sha256:0123456789ab` — how messages name content. */
 export function shortDigest(digest: string): string {
