@@ -106,6 +106,21 @@ describe('docker archives', () => {
     expect(await tempFiles(store.root)).toEqual([])
   })
 
+  it('podman load accepts the export: same image ID (config digest), layers and tag', async () => {
+    const archive = join(work, 'openclaw-for-podman.docker.tar')
+    await store.exportDockerArchive('openclaw:2.0', archive)
+    // podman's own storage under the test's directory: the machine's podman state is untouched
+    // (a short path: podman refuses a runroot longer than 50 characters)
+    const podmanDir = await tempDir('pm-')
+    const podman = ['--root', join(podmanDir, 'root'), '--runroot', join(podmanDir, 'run'), '--storage-driver', 'vfs']
+    const loaded = await run('podman', [...podman, 'load', '-i', archive])
+    expect(loaded).toContain('openclaw:2.0')
+    const [image] = JSON.parse(await run('podman', [...podman, 'image', 'inspect', 'openclaw:2.0'])) as Array<{Id: string; RootFS: {Layers: string[]}; Config: {Cmd?: string[]}}>
+    const config = (await store.inspect('openclaw:2.0')).images[0]
+    expect(`sha256:${image?.Id}`).toBe(config?.manifest.config.digest)
+    expect(image?.RootFS.Layers).toEqual(config?.config?.rootfs.diff_ids)
+  })
+
   it('picks the requested platform of a multi-platform index', async () => {
     const root = join(work, 'multi')
     const multi = new LocalStore(root)
