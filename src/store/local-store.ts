@@ -6,7 +6,7 @@
 import {open, readFile, utimes} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
-import {MediaType, type ContentStore, type Descriptor, type ImageConfig, type ImageIndex} from '../oci/types.js'
+import {isReferrersTag, MediaType, type ContentStore, type Descriptor, type ImageConfig, type ImageIndex} from '../oci/types.js'
 import {writeBlob} from './blob-writer.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
 import {sha256Digest, sha256Hex, shortDigest} from './digest.js'
@@ -84,11 +84,12 @@ export class LocalStore implements ContentStore {
     if (entry) return untagged(entry)
     const otherTags = index.manifests
       .map((desc) => splitRefName(desc.annotations?.[REF_NAME_ANNOTATION] ?? ''))
-      .filter((split) => split.name === parsed.name)
+      .filter((split) => split.name === parsed.name && !isReferrersTag(split.tag))
       .map((split) => split.tag)
+      .sort()
     throw new AegisError(`no image ${refName} in the ${describeStore(this.root)}`, {
       hint: otherTags.length > 0
-        ? `${parsed.name} has the tags ${otherTags.sort().join(', ')}, e.g. ${parsed.name}:${otherTags[0]}`
+        ? `${parsed.name} has the tags ${otherTags.join(', ')}, e.g. ${parsed.name}:${otherTags[0]}`
         : 'run `aegis-kit images` to list the images in the store',
     })
   }

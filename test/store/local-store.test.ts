@@ -79,6 +79,11 @@ describe('LocalStore with images built by umoci', () => {
     expect(error).toBeInstanceOf(AegisError)
     expect((error as AegisError).message).toBe(`no image openclaw:9.9 in the store at ${root}`)
     expect((error as AegisError).hint).toContain('openclaw:1.0.0')
+    // a referrers tag (an SBOM's `sha256-<hex>`) is not an image a user would ask for
+    const image = await store.resolve('openclaw:1.0.0')
+    await store.tag(image, `openclaw:sha256-${image.digest.slice(7)}`)
+    const hint = ((await store.resolve('openclaw:9.9').catch((e: unknown) => e)) as AegisError).hint
+    expect(hint).toBe('openclaw has the tags 1.0.0, e.g. openclaw:1.0.0')
     await expect(store.resolve('nothing')).rejects.toThrow('no image nothing:latest')
     await expect(store.resolve('Bad Name')).rejects.toThrow('invalid image reference')
     await expect(store.remove('openclaw:9.9')).rejects.toBeInstanceOf(AegisError)
