@@ -16,6 +16,12 @@ export interface AppContext {
   resources: {memory_mb: number | null; vcpus: number | null}
   /** Ports the instance exposes. */
   expose: number[]
+  /**
+   * Where those ports are published on the host when the instance is being started (`run
+   * --expose HOST:GUEST`); empty when nothing is published (e.g. `aegis-kit hooks render-env`).
+   * A web UI that checks its Origin header needs the host side.
+   */
+  published: Array<{port: number; host: string; host_port: number}>
   workspace: string
   image: {node?: string; npm?: {packages: string[]}} | null
 }

@@ -17,6 +17,8 @@ export interface AppOptions {
   instance?: string
   /** The user's config, merged over the kit's `config`. */
   config?: Record<string, unknown>
+  /** Guest ports published on the host's 127.0.0.1 by the runner. */
+  published?: Array<{guestPort: number; hostPort: number}>
 }
 
 export function buildAppContext(kit: Kit, options: AppOptions = {}): AppContext {
@@ -40,6 +42,7 @@ export function buildAppContext(kit: Kit, options: AppOptions = {}): AppContext 
     config: mergeConfig(manifest.config ?? {}, options.config ?? {}),
     resources: {memory_mb: memory ?? null, vcpus: vcpus ?? null},
     expose: profile?.exposes ?? (manifest.routing?.expose ?? []).map((entry) => entry.port),
+    published: (options.published ?? []).map((m) => ({port: m.guestPort, host: '127.0.0.1', host_port: m.hostPort})),
     workspace: '/workspace',
     image: manifest.image ? {node: manifest.image.node, npm: manifest.image.npm ? {packages: manifest.image.npm.packages} : undefined} : null,
   }

@@ -66,7 +66,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   for (const mapping of options.expose) await checkHostPortFree(mapping)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
-  const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config})
+  const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: options.expose})
   const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
   checkMemory(memoryMib, `the memory of ${name}`)
   app.resources.memory_mb = memoryMib

@@ -104,8 +104,12 @@ describe('openclaw render_env', () => {
   it('the real gateway starts from what render_env renders and enforces the generated token', async () => {
     const kit = await loadKit('openclaw')
     const port = await freePort()
-    const app = buildAppContext(kit, {config: {gateway: {port}}})
+    // as under `run --expose 8080:PORT`: the browser's origin is the host side, which OpenClaw
+    // would not seed by itself (it allows only its own port's origins)
+    const app = buildAppContext(kit, {config: {gateway: {port}}, published: [{guestPort: port, hostPort: 8080}]})
     const rendered = await renderEnv(kit, app, {OPENCLAW_GATEWAY_TOKEN: 'gateway-token-0123456789abcdef'})
+    const gatewayConfig = JSON.parse(rendered.files[0]?.content ?? '{}').gateway
+    expect(gatewayConfig.controlUi.allowedOrigins).toEqual([`http://localhost:${port}`, `http://127.0.0.1:${port}`, 'http://localhost:8080', 'http://127.0.0.1:8080'])
     const root = mkdtempSync(path.join(tmpdir(), 'aegis-kit-gateway-'))
     for (const file of rendered.files) {
       const target = path.join(root, file.path)

@@ -62,13 +62,30 @@ export function render_env(app, secrets) {
   const roles = rolesOf(userConfig)
   if (Object.keys(roles).length > 0) env.AEGIS_AGENT_ROLES = JSON.stringify(roles)
   config = merged
+  const gatewayPort = config.gateway.port ?? GATEWAY_PORT
+  if (!Array.isArray(config.gateway.controlUi?.allowedOrigins)) {
+    config.gateway.controlUi = {...config.gateway.controlUi, allowedOrigins: controlUiOrigins(app, gatewayPort)}
+  }
 
   return {
     env,
     files: [{path: CONFIG_PATH, content: `${JSON.stringify(config, null, 2)}\n`, mode: 0o600}],
     warnings,
-    urls: [{port: config.gateway.port ?? GATEWAY_PORT, path: '/', label: 'Control UI', token_env: 'OPENCLAW_GATEWAY_TOKEN'}],
+    urls: [{port: gatewayPort, path: '/', label: 'Control UI', token_env: 'OPENCLAW_GATEWAY_TOKEN'}],
   }
+}
+
+/**
+ * The browser origins the Control UI accepts. OpenClaw seeds only its own port's
+ * (http://localhost:18789, http://127.0.0.1:18789); behind `--expose 8080:18789` the browser is on
+ * port 8080, and OpenClaw would refuse its WebSocket.
+ */
+export function controlUiOrigins(app, gatewayPort) {
+  const ports = new Set([gatewayPort])
+  for (const entry of Array.isArray(app.published) ? app.published : []) {
+    if (entry.port === gatewayPort) ports.add(entry.host_port)
+  }
+  return [...ports].flatMap((port) => [`http://localhost:${port}`, `http://127.0.0.1:${port}`])
 }
 
 function rolesOf(config) {
