@@ -29,14 +29,15 @@ child.stdin.on('error', (e) => { stderr += String(e) })
 child.on('error', (e) => { failed = true; parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}) })
 child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr}) })
 parentPort.on('message', (message) => {
-  if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack'}))
+  // Written blocks go back to be refilled: fresh 1 MiB buffers would cost a page fault per 4 KiB.
+  if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack', block: message.data}, [message.data.buffer]))
   else if (message.type === 'end') child.stdin.end()
 })
 `
 
 type PumpMessage =
   | {type: 'data'; chunk: Uint8Array}
-  | {type: 'ack'}
+  | {type: 'ack'; block: Uint8Array}
   | {type: 'pid'; pid: number | undefined}
   | {type: 'exit'; code: number | null; stderr: string}
 
@@ -49,6 +50,7 @@ export class ZstdProgram implements BlockCompressor {
   private wakeWriter: (() => void) | undefined
   private finished = false
   private childPid: number | undefined
+  private readonly spareBlocks: Buffer[] = []
 
   constructor(program: {path: string; version: string}, options: CompressorOptions & {threads: number}) {
     const level = options.level ?? 3
@@ -67,6 +69,8 @@ export class ZstdProgram implements BlockCompressor {
         } else if (message.type === 'pid') {
           this.childPid = message.pid
         } else if (message.type === 'ack') {
+          const block = message.block
+          if (block.byteOffset === 0 && block.byteLength === GZIP_BLOCK_SIZE) this.spareBlocks.push(Buffer.from(block.buffer, 0, GZIP_BLOCK_SIZE))
           this.inFlight--
           this.wake()
         } else {
@@ -82,7 +86,8 @@ export class ZstdProgram implements BlockCompressor {
   }
 
   takeBlock(): Buffer {
-    return Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE) // posted blocks are transferred away
+    // Never pooled memory: blocks are transferred to the worker and back.
+    return this.spareBlocks.pop() ?? Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE)
   }
 
   async push(block: Buffer): Promise<void> {
