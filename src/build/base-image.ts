@@ -4,10 +4,10 @@
  * build time, so hostile base layers cannot touch the build machine).
  */
 import type {Descriptor, ImageConfig, ImageManifest} from '../oci/types.js'
-import {parsePlatform, pullImage} from '../registry/index.js'
+import {formatReference, parsePlatform, parseReference, pullImage} from '../registry/index.js'
 import {importSource} from '../store/open.js'
 import type {LocalStore} from '../store/index.js'
-import {AegisError} from '../errors.js'
+import {AegisError, messageOf} from '../errors.js'
 
 export interface BaseImage {
   name: string
@@ -16,14 +16,30 @@ export interface BaseImage {
   config: ImageConfig
 }
 
-export async function loadBaseImage(store: LocalStore, reference: string, platform: string): Promise<BaseImage> {
+export function isRegistryReference(reference: string): boolean {
+  return !reference.startsWith('oci-layout:') && !reference.startsWith('oci-archive:')
+}
+
+/**
+ * `locked`: the platform manifest's digest from the kit's lock; the base is pulled by that
+ * digest, whatever the reference's tag points at now.
+ */
+export async function loadBaseImage(store: LocalStore, reference: string, platform: string, locked?: {digest: string; lockFile: string; updateLockHint: string}): Promise<BaseImage> {
   let root: Descriptor
-  if (reference.startsWith('oci-layout:') || reference.startsWith('oci-archive:')) {
+  if (!isRegistryReference(reference)) {
     const [imported] = await importSource(store, reference)
     root = await store.resolve(`${imported.name}:${imported.tag}`)
   } else {
-    const result = await pullImage(reference, store, {platform: parsePlatform(platform), localReference: `base/${reference.replace(/[^a-zA-Z0-9._-]+/g, '-')}:pulled`})
-    root = result.root
+    const remote = locked ? formatReference({...parseReference(reference), digest: locked.digest}) : reference
+    try {
+      const result = await pullImage(remote, store, {platform: parsePlatform(platform), localReference: `base/${reference.replace(/[^a-zA-Z0-9._-]+/g, '-')}:pulled`})
+      root = result.root
+    } catch (error) {
+      if (!locked) throw error
+      throw new AegisError(`cannot pull base ${reference} for ${platform} at ${locked.digest}, locked in ${locked.lockFile}: ${messageOf(error)}`, {
+        hint: `if the registry dropped it, resolve the tag again and rewrite the lock: ${locked.updateLockHint}`,
+      })
+    }
   }
   const manifestBytes = await store.readManifest(root)
   const manifest = manifestBytes ? (JSON.parse(manifestBytes.toString('utf8')) as ImageManifest) : undefined

@@ -13,12 +13,16 @@ import type {Kit} from '../kit/kit.js'
 import {MediaType, sha256Digest, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
 import {parsePlatform} from '../registry/index.js'
 import type {LocalStore} from '../store/index.js'
-import {loadBaseImage, type BaseImage} from './base-image.js'
+import {isRegistryReference, loadBaseImage, type BaseImage} from './base-image.js'
 import {buildDebianRoot} from './debian-base.js'
 import {cacheKey, LayerCache, type CachedLayer, type PackageRecord} from './layer-cache.js'
+import {LockState, type DebPackage} from './lock.js'
 import {fetchNodeRuntime, NODE_HOME} from './node-runtime.js'
 import {applyNpmPatches, installNpmPackages, NPM_PREFIX} from './npm-packages.js'
 import {spdxDocument} from './sbom.js'
+
+/** What `build` can make: the Debian archive's and the Node packages' architectures. */
+export const SUPPORTED_PLATFORMS = ['linux/amd64', 'linux/arm64']
 
 export const DEFAULT_PATH = `${NPM_PREFIX}/bin:${NODE_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
 const TOOL = 'aegis-kit'
@@ -27,6 +31,7 @@ export type BuildEvent =
   | {type: 'step'; platform: string; step: string; index: number; total: number; detail: string}
   | {type: 'layer'; platform: string; step: string; cached: boolean; digest: string; size: number; uncompressedSize: number; ms: number}
   | {type: 'log'; platform: string; step: string; line: string}
+  | {type: 'warning'; platform: string; step: string; message: string}
 
 export interface BuildOptions {
   store: LocalStore
@@ -35,6 +40,10 @@ export interface BuildOptions {
   /** Tag in the store (default NAME:VERSION). */
   tag?: string
   noCache?: boolean
+  /** Resolve the base again (the archive's current Debian packages, the tag's current digest) and rewrite the kit's lock. */
+  updateLock?: boolean
+  /** Fail instead of updating the lock when the base cannot be built as locked (for CI and releases). */
+  locked?: boolean
   compression?: LayerCompression
   platforms?: string[]
   /** Seconds; clamps every mtime and is the image's `created` (default 0, as ko). */
@@ -68,13 +77,30 @@ export interface BuildResult {
   size: number
   platforms: BuiltPlatform[]
   ms: number
+  /** The kit's lock file, when this build wrote it (first build, a changed base, --update-lock). */
+  lockWritten?: string
 }
 
 interface LayerStep {
   step: string
   detail: string
-  key: Record<string, unknown>
+  /** The inputs the layer is cached by; undefined when the step must run (resolving the lock). */
+  key: Record<string, unknown> | undefined
+  /** The inputs to cache the layer under once its contents are known (the lock they make). */
+  keyAfter?(contents: PackageRecord[]): Record<string, unknown>
   produce(writer: LayerWriter, scratch: string): Promise<PackageRecord[] | void>
+  /** Sees the layer's contents, cached or produced. */
+  done?(contents: PackageRecord[]): void
+}
+
+/** How a build refers to the kit's lock in messages. */
+interface LockContext {
+  state: LockState
+  updateLock: boolean
+  /** --locked: a lock the archive cannot honour fails the build. */
+  strict: boolean
+  /** The command that rewrites it, for hints. */
+  updateLockHint: string
 }
 
 export function hostPlatform(): string {
@@ -86,16 +112,28 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
   const image = kit.manifest.image
   if (!image) throw new AegisError(`kit ${kit.manifest.name} has no image recipe`, {hint: `add an image: section with at least base: to ${kit.displayFile}`})
   const platforms = options.platforms ?? image.platforms ?? [hostPlatform()]
+  if (platforms.length === 0) throw new AegisError('no platform to build', {hint: `give --platform ${SUPPORTED_PLATFORMS.join(',')} or a part of it`})
+  for (const platform of platforms) {
+    if (!SUPPORTED_PLATFORMS.includes(platform)) throw new AegisError(`cannot build for ${platform}`, {hint: `platforms are ${SUPPORTED_PLATFORMS.join(' and ')}`})
+  }
+  if (new Set(platforms).size !== platforms.length) throw new AegisError(`a platform is listed twice: ${platforms.join(',')}`)
   const epoch = options.sourceDateEpoch ?? 0
   const reference = `${kit.manifest.name}:${options.tag ?? kit.manifest.version}`
   const store = options.store
   const cache = new LayerCache(path.join(options.cacheDir, 'layers'), store)
+  const kitShown = path.dirname(kit.displayFile)
+  const lock: LockContext = {
+    state: await LockState.load(kit.dir, kitShown, image.base),
+    updateLock: options.updateLock ?? false,
+    strict: options.locked ?? false,
+    updateLockHint: `aegis-kit build ${kitShown} --update-lock`,
+  }
 
   return store.withWriteLease(async () => {
     const built: BuiltPlatform[] = []
     const tags: Array<{desc: Descriptor; reference: string}> = []
     for (const platform of platforms) {
-      const result = await buildPlatform(kit, platform, epoch, cache, options)
+      const result = await buildPlatform(kit, platform, epoch, cache, lock, options)
       built.push(result.platform)
       tags.push(...result.referrerTags.map((desc) => ({desc, reference: `${kit.manifest.name}:${desc.annotations!['aegis.referrers-tag']}`})))
     }
@@ -111,12 +149,14 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
       }
       root = await putJson(store, MediaType.ImageIndex, index)
     }
+    // Only a build that got this far records what it resolved: a failed one leaves the lock as it was.
+    const lockWritten = (await lock.state.save()) ? lock.state.displayFile : undefined
     await store.setTags([...tags.map((tag) => ({desc: stripInternal(tag.desc), reference: tag.reference})), {desc: root, reference}])
-    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started}
+    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started, ...(lockWritten ? {lockWritten} : {})}
   })
 }
 
-async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: LayerCache, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
+async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
   const store = options.store
   const image = kit.manifest.image!
   const emit = (event: BuildEvent) => options.onEvent?.(event)
@@ -125,19 +165,38 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
 
   if (typeof image.base === 'string') {
     emit({type: 'step', platform, step: 'base', index: 1, total: 0, detail: image.base})
-    base = await loadBaseImage(store, image.base, platform)
+    // Registry bases are locked to the platform manifest's digest; local imports are what they are.
+    const registry = isRegistryReference(image.base)
+    const digest = registry && !lock.updateLock ? lock.state.imageDigest(platform) : undefined
+    base = await loadBaseImage(store, image.base, platform, digest ? {digest, lockFile: lock.state.displayFile, updateLockHint: lock.updateLockHint} : undefined)
+    if (registry) lock.state.setImageDigest(platform, base.manifestDescriptor.digest)
   } else {
     const debian = image.base.debian
+    const locked = lock.updateLock ? undefined : lock.state.debianPackages(platform)
+    // The lock is an input: a changed lock rebuilds the base, and the same lock reuses it.
+    const keyFor = (packages: DebPackage[]) => ({step: 'debian', v: 2, debian, platform, epoch, lock: packages.map((p) => `${p.name}:${p.architecture}=${p.version}`).sort()})
     steps.push({
       step: 'base',
-      detail: `debian ${debian.suite} (${debian.variant ?? 'minbase'}${debian.packages?.length ? ` + ${debian.packages.join(', ')}` : ''})`,
-      key: {step: 'debian', v: 1, debian, platform, epoch},
+      detail: `debian ${debian.suite} (${debian.variant ?? 'minbase'}${debian.packages?.length ? ` + ${debian.packages.join(', ')}` : ''})${locked ? '' : ', resolving the lock'}`,
+      // Resolving asks the archive what it has now, never a cache.
+      key: locked ? keyFor(locked) : undefined,
+      keyAfter: (contents) => keyFor(debPackages(contents)),
       produce: async (writer, scratch) => {
         const root = path.join(scratch, 'root')
-        const packages = await buildDebianRoot(debian, root, {platform, sourceDateEpoch: epoch, onLine: (line) => emit({type: 'log', platform, step: 'base', line})})
+        const packages = await buildDebianRoot(debian, root, {
+          platform,
+          sourceDateEpoch: epoch,
+          locked,
+          lockFile: lock.state.displayFile,
+          updateLockHint: lock.updateLockHint,
+          strict: lock.strict,
+          onWarning: (message) => emit({type: 'warning', platform, step: 'base', message}),
+          onLine: (line) => emit({type: 'log', platform, step: 'base', line}),
+        })
         writer.addTree(root)
-        return packages.length > 0 ? packages : (debian.packages ?? []).map((name) => ({kind: 'deb' as const, name: name.split('=')[0], version: name.split('=')[1] ?? 'unknown'}))
+        return packages.map((p) => ({kind: 'deb' as const, ...p}))
       },
+      done: (contents) => lock.state.setDebianPackages(platform, debPackages(contents)),
     })
   }
   if (image.node) {
@@ -162,7 +221,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
-      key: {step: 'npm', v: 2, packages: npm.packages, allow: npm.allow_scripts ?? [], patches: npm.patches ?? [], node, platform, epoch},
+      key: {step: 'npm', v: 3, packages: npm.packages, allow: npm.allow_scripts ?? [], patches: npm.patches ?? [], node, platform, epoch},
       produce: async (writer, scratch) => {
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
@@ -209,14 +268,16 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
   for (const [offset, step] of steps.entries()) {
     options.signal?.throwIfAborted()
     emit({type: 'step', platform, step: step.step, index: offset + 1 + (base ? 1 : 0), total, detail: step.detail})
-    const key = cacheKey({...step.key, compression: options.compression ?? 'gzip'})
+    const compression = options.compression ?? 'gzip'
     const stepStarted = Date.now()
-    let layer = options.noCache ? undefined : await cache.get(key)
+    let layer = options.noCache || !step.key ? undefined : await cache.get(cacheKey({...step.key, compression}))
     const cached = layer !== undefined
     if (!layer) {
       layer = await produceLayer(step, store, options)
-      await cache.put(key, layer)
+      const key = step.keyAfter ? step.keyAfter(layer.contents ?? []) : step.key
+      if (key) await cache.put(cacheKey({...key, compression}), layer)
     }
+    step.done?.(layer.contents ?? [])
     const ms = Date.now() - stepStarted
     emit({type: 'layer', platform, step: step.step, cached, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, ms})
     layers.push(layer.descriptor)
@@ -332,6 +393,10 @@ function imageAnnotations(kit: Kit, epoch: number): Record<string, string> {
     ...(kit.manifest.description ? {'org.opencontainers.image.description': kit.manifest.description} : {}),
     ...(kit.manifest.homepage ? {'org.opencontainers.image.source': kit.manifest.homepage} : {}),
   }
+}
+
+function debPackages(contents: PackageRecord[]): DebPackage[] {
+  return contents.filter((p) => p.kind === 'deb').map((p) => ({name: p.name, version: p.version, architecture: p.architecture ?? 'unknown'}))
 }
 
 function platformOf(platform: string): Platform {

@@ -21,6 +21,8 @@ export interface PackageRecord {
   kind: 'deb' | 'npm'
   name: string
   version: string
+  /** Debian packages: `amd64`, `arm64` or `all`. */
+  architecture?: string
   license?: string
 }
 

@@ -4,7 +4,7 @@
  * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list).
  */
 import {realpathSync} from 'node:fs'
-import {readdir, readFile, writeFile} from 'node:fs/promises'
+import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {NpmPackages} from '../kit/manifest.generated.js'
@@ -61,7 +61,50 @@ export async function installNpmPackages(npm: NpmPackages, options: {prefix: str
     hint: 'check the package names and versions in image.npm.packages (npm view NAME versions)',
     onLine: options.onLine,
   })
+  for (const removed of await pruneForeignPackages(options.prefix, options.platform)) options.onLine?.(`removed ${removed}`)
   return installedPackages(options.prefix)
+}
+
+/** npm's rule for a package.json `os`/`cpu` list: `!value` excludes, and a list of plain values must hold the value. */
+function allows(list: unknown, value: string): boolean {
+  if (!Array.isArray(list) || list.length === 0) return true
+  const entries = list.filter((entry): entry is string => typeof entry === 'string')
+  if (entries.includes(`!${value}`)) return false
+  const positive = entries.filter((entry) => !entry.startsWith('!'))
+  return positive.length === 0 || positive.includes(value)
+}
+
+/**
+ * Removes packages that declare another os or cpu than the image's (e.g. a Linux x64 binding in
+ * an arm64 image). npm does not install them for that platform, but an allowed install script
+ * runs on the build host with the host's Node and may fetch the host's build of a binding it
+ * finds missing. They could never load in the image. Returns what it removed.
+ */
+export async function pruneForeignPackages(prefix: string, platform: string): Promise<string[]> {
+  const cpu = nodeArch(platform)
+  const removed: string[] = []
+  const visit = async (modulesDir: string): Promise<void> => {
+    for (const name of (await readdir(modulesDir).catch(() => [] as string[])).sort()) {
+      if (name.startsWith('.')) continue
+      const dirs = name.startsWith('@') ? (await readdir(path.join(modulesDir, name)).catch(() => [] as string[])).sort().map((scoped) => path.join(modulesDir, name, scoped)) : [path.join(modulesDir, name)]
+      for (const dir of dirs) {
+        let info: {name?: string; version?: string; os?: unknown; cpu?: unknown}
+        try {
+          info = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as typeof info
+        } catch {
+          continue
+        }
+        if (allows(info.os, 'linux') && allows(info.cpu, cpu)) {
+          await visit(path.join(dir, 'node_modules'))
+        } else {
+          await rm(dir, {recursive: true, force: true})
+          removed.push(`${info.name ?? path.basename(dir)}@${info.version ?? '?'} (${path.relative(prefix, dir)}: built for another platform than ${platform})`)
+        }
+      }
+    }
+  }
+  await visit(path.join(prefix, 'lib', 'node_modules'))
+  return removed
 }
 
 /** Every package npm placed (walking node_modules: a global install keeps no lockfile), for the SBOM. */

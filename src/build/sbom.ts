@@ -14,7 +14,7 @@ export function spdxDocument(subject: SbomSubject, packages: PackageRecord[]): R
   const arch = subject.platform.split('/')[1]
   const id = (record: PackageRecord) => `SPDXRef-${record.kind}-${record.name}-${record.version}`.replace(/[^A-Za-z0-9.-]/g, '-')
   const purl = (record: PackageRecord) => record.kind === 'deb'
-    ? `pkg:deb/debian/${record.name}@${encodeURIComponent(record.version)}?arch=${arch}`
+    ? `pkg:deb/debian/${record.name}@${encodeURIComponent(record.version)}?arch=${record.architecture ?? arch}`
     : `pkg:npm/${record.name.startsWith('@') ? `%40${record.name.slice(1)}` : record.name}@${record.version}`
   const unique = new Map(packages.map((record) => [id(record), record]))
   return {

@@ -16,12 +16,19 @@ runtime layer. Each layer is cached by a hash of its inputs: a rebuild with noth
 reuses every layer, and changing one kit file rebuilds only its layer. Timestamps are clamped to
 SOURCE_DATE_EPOCH (default 0), so two clean builds give the same digests. An SPDX SBOM of the
 Debian and npm packages is stored with the image (as a referrer).
+What the base resolved to (each Debian package's exact version, or a registry base's digest) is
+recorded in aegis-kit.lock.json beside the manifest on the first build, and later builds install
+exactly that; --update-lock resolves the base again and rewrites the lock.
+Several platforms (--platform linux/amd64,linux/arm64, or image.platforms) give an OCI image
+index with one image per platform.
 The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
 
   static override examples = [
     {description: 'Build the OpenClaw kit', command: '<%= config.bin %> <%= command.id %> openclaw'},
     {description: 'Rebuild everything, tag it dev, report JSON', command: '<%= config.bin %> <%= command.id %> openclaw --no-cache --tag dev --json'},
     {description: 'The tiny hello kit with zstd layers', command: '<%= config.bin %> <%= command.id %> hello --compression zstd'},
+    {description: 'One image for amd64 and one for arm64, under one index', command: '<%= config.bin %> <%= command.id %> hello --platform linux/amd64,linux/arm64'},
+    {description: 'Take the Debian archive\'s current packages and rewrite the lock', command: '<%= config.bin %> <%= command.id %> openclaw --update-lock'},
   ]
 
   static override args = {
@@ -31,7 +38,9 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
   static override flags = {
     tag: Flags.string({char: 't', description: 'Tag in the store (default: the kit version).'}),
     'no-cache': Flags.boolean({description: 'Rebuild every layer instead of reusing cached ones.'}),
-    platform: Flags.string({description: 'Platforms, comma-separated (default: the kit\'s, else this machine\'s).', options: undefined}),
+    platform: Flags.string({description: 'Platforms, comma-separated: linux/amd64, linux/arm64 (default: the kit\'s image.platforms, else this machine\'s).'}),
+    locked: Flags.boolean({description: 'Fail when the base cannot be built as aegis-kit.lock.json says (a locked Debian version left the archive), instead of updating the lock. For CI and releases.', exclusive: ['update-lock']}),
+    'update-lock': Flags.boolean({description: 'Resolve the base again (current Debian package versions, the tag\'s current digest) and rewrite aegis-kit.lock.json.'}),
     compression: Flags.string({description: 'Layer compression.', options: ['gzip', 'zstd'], default: 'gzip'}),
   }
 
@@ -54,8 +63,10 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         cacheDir: path.join(path.dirname(storeRoot), 'cache'),
         tag: flags.tag,
         noCache: flags['no-cache'],
+        updateLock: flags['update-lock'],
+        locked: flags.locked,
         compression: flags.compression as 'gzip' | 'zstd',
-        platforms: flags.platform?.split(',').map((p) => p.trim()),
+        platforms: flags.platform?.split(',').map((p) => p.trim()).filter((p) => p !== ''),
         sourceDateEpoch: epochText && /^\d+$/.test(epochText) ? Number(epochText) : undefined,
         signal: controller.signal,
         onEvent: quiet ? undefined : (event) => this.report(event),
@@ -63,6 +74,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
       if (!quiet) {
         const cached = result.platforms.flatMap((p) => p.layers).filter((l) => l.cached).length
         const total = result.platforms.flatMap((p) => p.layers).length
+        if (result.lockWritten) this.log(`wrote ${result.lockWritten}`)
         this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s)`)
       }
       return result
@@ -78,6 +90,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
     else if (event.type === 'layer') {
       const how = event.cached ? 'cached' : `built in ${(event.ms / 1000).toFixed(1)}s`
       process.stderr.write(`  layer ${shortDigest(event.digest)} ${formatBytes(event.size)} (${formatBytes(event.uncompressedSize)} unpacked), ${how}\n`)
-    } else if (process.stderr.isTTY) process.stderr.write(`  ${event.line.slice(0, 120)}\n`)
+    } else if (event.type === 'warning') process.stderr.write(`warning${where}: ${event.message}\n`)
+    else if (process.stderr.isTTY) process.stderr.write(`  ${event.line.slice(0, 120)}\n`)
   }
 }

@@ -119,7 +119,7 @@ export interface Image {
     [k: string]: string
   }
   /**
-   * Platforms to build (default: the host's).
+   * Platforms to build by default (`build --platform` overrides; without either, the host's). Several give an OCI image index with one image per platform; an arm64 image gets the arm64 Node and the arm64 builds of native npm packages. A foreign-architecture Debian base other than variant `extract` runs its maintainer scripts under qemu-user emulation.
    *
    * @minItems 1
    */
@@ -143,7 +143,7 @@ export interface DebianBase {
      */
     packages?: string[]
     /**
-     * snapshot.debian.org timestamp to pin the archive (e.g. 20261101T000000Z); without it package versions are pinned by the lock the build writes.
+     * snapshot.debian.org timestamp to pin the archive (e.g. 20261101T000000Z); without it package versions are held by the kit's lock, `aegis-kit.lock.json` (docs/lock.md).
      */
     snapshot?: string
   }
