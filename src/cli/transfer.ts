@@ -34,6 +34,8 @@ export interface TransferReport {
   /** Digests the registry mounted from another repository. */
   mounted: string[]
   bytesTransferred: number
+  /** Digests of the referrers (SBOMs, signatures) that went along, whether sent now or already there. */
+  referrers: string[]
 }
 
 /**
@@ -116,6 +118,12 @@ function destinationFor(localRef: string, local: ReturnType<typeof parseLocalRef
   return target
 }
 
+/** `, 1 referrer` for a transfer's summary line; empty without referrers. */
+export function referrerCount(result: {referrers: string[]}): string {
+  const n = result.referrers.length
+  return n === 0 ? '' : `, ${n} referrer${n === 1 ? '' : 's'}`
+}
+
 function report(local: string, result: TransferResult): TransferReport {
   return {
     local,
@@ -126,5 +134,6 @@ function report(local: string, result: TransferResult): TransferReport {
     skipped: result.skipped,
     mounted: result.mounted,
     bytesTransferred: result.bytesTransferred,
+    referrers: result.referrers.map((referrer) => referrer.digest),
   }
 }

@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {registryFlags} from '../cli/flags.js'
 import {formatBytes} from '../cli/format.js'
 import {createTransferReporter, progressMode} from '../cli/progress.js'
-import {defaultLocalReference} from '../cli/transfer.js'
+import {defaultLocalReference, referrerCount} from '../cli/transfer.js'
 import {pullKit} from '../kit-artifact/index.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
 import {parseReference as parseLocalReference} from '../store/index.js'
@@ -24,6 +24,8 @@ export interface PullKitReport {
   transferred: string[]
   skipped: string[]
   bytesTransferred: number
+  /** Digests of the referrers (the image's SBOM) pulled along or already in the store. */
+  referrers: string[]
 }
 
 export default class Pull extends BaseCommand {
@@ -67,7 +69,8 @@ verified against its digest; the kit layer is unpacked under the store (refusing
     const {copy, kit} = result
     const platforms = result.images.flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : []))
     if (kit.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(kit.report, null, 2)}`)
-    const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store`
+    const referrers = copy.referrers.map((referrer) => referrer.digest)
+    const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store${referrerCount({referrers})}`
     this.log(`Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`)
     return {
       kit: kit.name,
@@ -83,6 +86,7 @@ verified against its digest; the kit layer is unpacked under the store (refusing
       transferred: copy.copied,
       skipped: copy.skipped,
       bytesTransferred: copy.bytesTransferred,
+      referrers,
     }
   }
 }

@@ -3,6 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {registryFlags} from '../cli/flags.js'
 import {formatBytes} from '../cli/format.js'
 import {createTransferReporter, progressMode} from '../cli/progress.js'
+import {referrerCount} from '../cli/transfer.js'
 import {loadKit} from '../kit/kit.js'
 import {publishKit} from '../kit-artifact/index.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
@@ -24,6 +25,8 @@ export interface PushKitReport {
   skipped: string[]
   mounted: string[]
   bytesTransferred: number
+  /** Digests of the referrers (the image's SBOM) pushed along or already there. */
+  referrers: string[]
 }
 
 export default class Push extends BaseCommand {
@@ -32,9 +35,10 @@ export default class Push extends BaseCommand {
 artifact (artifactType application/vnd.aegis.kit.v1) at REF, [registry/]repository[:tag] (the tag
 defaults to the kit's version). When the local store has the kit's image (NAME:VERSION, or
 --image), REF resolves to an OCI index holding the image's manifests and the kit artifact, so one
-reference carries both; otherwise to the kit artifact alone. The kit's on_publish hook runs first;
-its report is printed and attached to the artifact. The same kit pushed twice gives the same
-digests. Blobs go first and manifests last, so a failed push leaves no tag: re-run to resume.`
+reference carries both (with the image's referrers, e.g. its SBOM); otherwise to the kit artifact
+alone. The kit's on_publish hook runs first; its report is printed and attached to the artifact.
+The same kit pushed twice gives the same digests. Blobs go first and manifests last, so a failed
+push leaves no tag: re-run to resume.`
 
   static override examples = [
     {description: 'Publish the hello kit (and its image, when built) to a local registry', command: '<%= config.bin %> <%= command.id %> hello 127.0.0.1:5000/kits/hello'},
@@ -82,10 +86,11 @@ digests. Blobs go first and manifests last, so a failed push leaves no tag: re-r
       skipped: copy.skipped,
       mounted: copy.mounted,
       bytesTransferred: copy.bytesTransferred,
+      referrers: copy.referrers.map((referrer) => referrer.digest),
     }
     if (result.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(result.report, null, 2)}`)
     const what = result.image ? `with image ${result.image.reference} (${platforms.join(', ')})` : 'alone (no image)'
-    const counts = `${copy.copied.length} pushed (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already there${copy.mounted.length > 0 ? `, ${copy.mounted.length} mounted` : ''}`
+    const counts = `${copy.copied.length} pushed (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already there${copy.mounted.length > 0 ? `, ${copy.mounted.length} mounted` : ''}${referrerCount({referrers: report.referrers})}`
     this.log(`Pushed kit ${kit.manifest.name} ${kit.manifest.version} ${what} to ${report.remote} [${counts}]`)
     return report
   }

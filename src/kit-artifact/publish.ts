@@ -68,7 +68,8 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
     for (const blob of [emptyConfig(), layer, ...(report ? [report] : []), artifact, ...(root === artifact ? [] : [root])]) {
       await store.push(blob.descriptor, blob.bytes)
     }
-    const copy = await copyGraph(store, repository, root.descriptor, {tag, ...(options.progress ? {progress: options.progress} : {})}).catch((error: unknown) => {
+    // The image's referrers (its SBOM) travel with it.
+    const copy = await copyGraph(store, repository, root.descriptor, {tag, referrers: true, ...(options.progress ? {progress: options.progress} : {})}).catch((error: unknown) => {
       throw transferFailed(`Push of kit ${manifest.name} ${manifest.version} to ${reference}`, error)
     })
     await store.tag(root.descriptor, reference)

@@ -49,7 +49,7 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
   const root = options.kitOnly ? kitArtifact : published
   const images = root === published && isIndex(published) ? imagesOf(rootBytes, published, kitArtifact) : []
   return store.withWriteLease(async () => {
-    const copy = await copyGraph(repository, store, root, options.progress ? {progress: options.progress} : {}).catch(failed)
+    const copy = await copyGraph(repository, store, root, {referrers: {reference: options.localReference}, ...(options.progress ? {progress: options.progress} : {})}).catch(failed)
     const kit = await installKit(store, kitArtifact, [options.localReference, ...(options.aliases ?? [])])
     // Tagged last: a kit that failed to unpack is not in the list of images.
     await store.tag(root, options.localReference)

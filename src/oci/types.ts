@@ -111,21 +111,9 @@ export function isReferrersTag(tag: string): boolean {
   return /^sha256-[0-9a-f]{64}$/.test(tag)
 }
 
-/**
- * Marks a stream that checks its own content: it errors instead of ending unless exactly
- * `size` bytes hashing to `digest` went through (the registry client's VerifyingStream). A store
- * may skip hashing such a stream a second time; it must still count the bytes.
- */
-export const SELF_VERIFYING = Symbol.for('aegis-kit.self-verifying')
-
-export interface SelfVerifying {
-  readonly [SELF_VERIFYING]: {digest: string; size: number}
-}
-
-/** True when `content` verifies itself against exactly `desc`. */
-export function verifiesItself(content: unknown, desc: Pick<Descriptor, 'digest' | 'size'>): boolean {
-  const claim = (content as Partial<SelfVerifying> | null)?.[SELF_VERIFYING]
-  return claim !== undefined && claim.digest === desc.digest && claim.size === desc.size
+/** The referrers tag of `digest`: `sha256:<hex>` → `sha256-<hex>`. */
+export function referrersTag(digest: string): string {
+  return digest.replace(':', '-')
 }
 
 /** The `sha256:<hex>` digest of some bytes, as descriptors carry it. */

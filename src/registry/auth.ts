@@ -7,7 +7,7 @@ import {AegisError} from '../errors.js'
 import type {Credential, CredentialSource} from './credentials.js'
 import type {HttpResult, RegistryRequest} from './http.js'
 import {errorFromResponse, redactUrl} from './registry-error.js'
-import {DEFAULT_RETRY_POLICY, sendWithRetry, type RetryPolicy} from './retry.js'
+import {DEFAULT_RETRY_POLICY, hasCode, sendWithRetry, type RetryPolicy} from './retry.js'
 
 export interface Challenge {
   /** Lowercased: `basic`, `bearer`. */
@@ -85,7 +85,12 @@ interface HostAuth {
   /** OAuth2 refresh token: the credential's identity token, or one the token service offered. */
   refreshToken?: string
   credential?: Promise<Credential | undefined>
+  /** An insecure registry that answered TLS with plain HTTP: talk HTTP to it from now on. */
+  plainHttp?: boolean
 }
+
+/** What OpenSSL reports when the other side is not speaking TLS at all (e.g. a plain HTTP server). */
+const NOT_TLS = /^(?:ERR_SSL_WRONG_VERSION_NUMBER|ERR_SSL_PACKET_LENGTH_TOO_LONG|ERR_SSL_HTTP_REQUEST|EPROTO)$/
 
 export interface RegistryClientOptions {
   /** Looks up credentials per registry host; none means anonymous. */
@@ -122,12 +127,25 @@ export class RegistryClient {
    */
   async send(request: RegistryRequest, registry: string, scopes: string[]): Promise<HttpResult> {
     const host = this.hostAuth(request.url.host)
+    if (host.plainHttp && request.url.protocol === 'https:') request = {...request, url: withProtocol(request.url, 'http:')}
+    try {
+      return await this.sendAuthenticated(request, host, registry, scopes)
+    } catch (error) {
+      // --insecure means what docker and skopeo make of it: HTTPS without certificate checks,
+      // falling back to plain HTTP when the registry does not speak TLS.
+      if (!request.insecure || request.url.protocol !== 'https:' || !hasCode(error, NOT_TLS)) throw error
+      host.plainHttp = true
+      return this.sendAuthenticated({...request, url: withProtocol(request.url, 'http:')}, host, registry, scopes)
+    }
+  }
+
+  private async sendAuthenticated(request: RegistryRequest, host: HostAuth, registry: string, scopes: string[]): Promise<HttpResult> {
     const headers = {'user-agent': this.userAgent, ...request.headers}
-    const authorization = await this.cachedAuthorization(host, registry, scopes)
+    const authorization = await this.cachedAuthorization(host, registry, scopes, request.insecure)
     const first = await sendWithRetry({...request, headers: authorization ? {...headers, authorization} : headers}, this.retryPolicy)
     if (first.response.status !== 401) return first
 
-    const challenge = parseChallenges(first.response.headers.get('www-authenticate') ?? '').find(
+    const challenge = parseChallenges(first.response.header('www-authenticate') ?? '').find(
       (c) => c.scheme === 'bearer' || c.scheme === 'basic',
     )
     if (!challenge) return first
@@ -142,9 +160,9 @@ export class RegistryClient {
       host.realm = challenge.params.realm
       host.service = challenge.params.service
       const wanted = mergeScopes(scopes, challenge.params.scope ? challenge.params.scope.split(' ') : [])
-      retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted)}`
+      retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted, request.insecure)}`
     }
-    await first.response.body?.cancel()
+    first.response.discard()
     const second = await sendWithRetry({...request, headers: {...headers, authorization: retryAuthorization}}, this.retryPolicy)
     return {...second, attempts: first.attempts + second.attempts}
   }
@@ -164,47 +182,49 @@ export class RegistryClient {
   }
 
   /** The Authorization header from what the host asked for before, without a round trip when possible. */
-  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[]): Promise<string | undefined> {
+  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string | undefined> {
     if (host.scheme === 'basic') return basicAuthorization(await this.credentialFor(host, registry))
     if (host.scheme !== 'bearer') return undefined
     const wanted = mergeScopes(scopes)
     const cached = host.tokens.get(wanted.join(' ')) ?? findCoveringToken(host.tokens, wanted)
     if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`
-    return `Bearer ${await this.fetchToken(host, registry, mergeScopes(scopes))}`
+    return `Bearer ${await this.fetchToken(host, registry, mergeScopes(scopes), insecure)}`
   }
 
   /** A token for `scopes`; concurrent requests for the same scopes share one token request. */
-  private fetchToken(host: HostAuth, registry: string, scopes: string[]): Promise<string> {
+  private fetchToken(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string> {
     const key = scopes.join(' ')
     let pending = host.pending.get(key)
     if (!pending) {
-      pending = this.requestToken(host, registry, scopes).finally(() => host.pending.delete(key))
+      pending = this.requestToken(host, registry, scopes, insecure).finally(() => host.pending.delete(key))
       host.pending.set(key, pending)
     }
     return pending
   }
 
-  private async requestToken(host: HostAuth, registry: string, scopes: string[]): Promise<string> {
+  /** `insecure`: the token service gets the registry's TLS leniency (as in docker and skopeo). */
+  private async requestToken(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string> {
     const credential = await this.credentialFor(host, registry)
     if (credential?.registryToken) return credential.registryToken
     host.refreshToken ??= credential?.identityToken
     const realm = new URL(host.realm!)
     const what = `Authentication to ${registry} failed${credential?.username ? ` for user ${credential.username}` : ''}`
-    let request = host.refreshToken
-      ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken)
-      : this.getTokenRequest(realm, host, scopes, credential)
+    let request: RegistryRequest = {
+      ...(host.refreshToken ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken) : this.getTokenRequest(realm, host, scopes, credential)),
+      insecure,
+    }
     let {response, attempts} = await sendWithRetry(request, this.retryPolicy)
     if (!response.ok && request.method === 'POST' && credential?.username && response.status < 500) {
       // The refresh token was refused or the service has no OAuth2 POST: fall back to the password.
-      await response.body?.cancel()
+      response.discard()
       host.refreshToken = undefined
-      request = this.getTokenRequest(realm, host, scopes, credential)
+      request = {...this.getTokenRequest(realm, host, scopes, credential), insecure}
       ;({response, attempts} = await sendWithRetry(request, this.retryPolicy))
     }
     if (!response.ok) throw await errorFromResponse(request.method, request.url, response, {what, attempts})
     let body: {token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown}
     try {
-      body = (await response.json()) as typeof body
+      body = await response.json<typeof body>(1024 * 1024)
     } catch {
       throw new AegisError(`${what}: the token service at ${redactUrl(realm)} did not answer with JSON.`)
     }
@@ -245,6 +265,12 @@ export class RegistryClient {
       body: form.toString(),
     }
   }
+}
+
+function withProtocol(url: URL, protocol: 'http:' | 'https:'): URL {
+  const copy = new URL(url)
+  copy.protocol = protocol
+  return copy
 }
 
 /** A cached token granted for at least `wanted` (e.g. a pull,push token serves a pull). */

@@ -67,15 +67,15 @@ export async function tryMount(send: SendForPush, uploadsUrl: URL, desc: Descrip
   url.search = `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`
   const result = await send('POST', url, {headers: {'content-length': '0'}, extraScopes: [`repository:${from}:pull`]})
   if (result.response.status === 201) {
-    await result.response.body?.cancel()
+    result.response.discard()
     return 'mounted'
   }
   if (result.response.status === 202) {
-    await result.response.body?.cancel()
-    return result.response.headers.get('location') ? locationOf(result, 'POST') : undefined
+    result.response.discard()
+    return result.response.header('location') ? locationOf(result, 'POST') : undefined
   }
   // A refused mount is not fatal: the blob is uploaded instead.
-  await result.response.body?.cancel()
+  result.response.discard()
   return undefined
 }
 
@@ -84,12 +84,12 @@ async function openSession(send: SendForPush, uploadsUrl: URL): Promise<URL> {
   if (result.response.status !== 202) {
     throw await errorFromResponse('POST', result.url, result.response, {what: 'Starting a blob upload', attempts: result.attempts})
   }
-  await result.response.body?.cancel()
+  result.response.discard()
   return locationOf(result, 'POST')
 }
 
 function locationOf(result: HttpResult, method: string): URL {
-  const location = result.response.headers.get('location')
+  const location = result.response.header('location')
   if (!location) {
     throw new RegistryError(`${method} ${result.url.origin}${result.url.pathname} answered ${result.response.status} without a Location header.`, {
       method,
@@ -114,7 +114,7 @@ async function putMonolithic(send: SendForPush, session: URL, desc: Descriptor, 
     body,
   })
   if (result.response.status === 201 || result.response.status === 204) {
-    await result.response.body?.cancel()
+    result.response.discard()
     return 'done'
   }
   return errorFromResponse('PUT', result.url, result.response, {what: `Uploading blob ${desc.digest}`, attempts: result.attempts})
@@ -136,7 +136,7 @@ async function uploadChunked(send: SendForPush, session: URL, desc: Descriptor, 
     if (result.response.status !== 202) {
       throw await errorFromResponse('PATCH', result.url, result.response, {what: `Uploading blob ${desc.digest}`, attempts: result.attempts})
     }
-    await result.response.body?.cancel()
+    result.response.discard()
     location = locationOf(result, 'PATCH')
     offset += chunk.length
   }
@@ -145,7 +145,7 @@ async function uploadChunked(send: SendForPush, session: URL, desc: Descriptor, 
   if (result.response.status !== 201 && result.response.status !== 204) {
     throw await errorFromResponse('PUT', result.url, result.response, {what: `Finishing the upload of blob ${desc.digest}`, attempts: result.attempts})
   }
-  await result.response.body?.cancel()
+  result.response.discard()
 }
 
 /** Re-slices a body into Buffers of `size` bytes (the last may be shorter); each is a replayable PATCH body. */

@@ -1,6 +1,7 @@
 /**
  * Copying a content graph between stores (oras-go's `oras.CopyGraph`): index → manifests →
- * config, layers and subject. Children go first and manifests last, so a tag never points at an
+ * config, layers and subject, and on request the referrers of those manifests (SBOMs,
+ * signatures). Children go first, referrers next and the tag last, so a tag never points at an
  * incomplete image; what the destination has is skipped, so a re-run resumes; every blob is
  * checked against its digest and size while it streams, before the destination keeps it.
  */
@@ -8,10 +9,14 @@ import type {Readable} from 'node:stream'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
 import type {ContentStore, Descriptor, ImageIndex, Platform} from '../oci/types.js'
-import {MAX_MANIFEST_BYTES, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, successors} from './manifest.js'
+import {
+  MAX_MANIFEST_BYTES, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, referrerDescriptor, subjectDigest, successors,
+} from './manifest.js'
 import {RESUME_HINT} from './registry-error.js'
 import {isTransientError} from './retry.js'
-import {announcesWrites, canPushBlobSource, canPushManifest} from './types.js'
+import {
+  announcesWrites, canAddReferrers, canListReferrers, canPeekTag, canPushBlobSource, canPushManifest, canPushVerifying, type ReferrerSink, type ReferrerSource,
+} from './types.js'
 import {readAll, verifying, verifyBytes} from './verify.js'
 
 export interface CopyProgress {
@@ -43,6 +48,13 @@ export interface CopyOptions {
   mountFrom?: string[]
   /** Tries per blob when the connection drops mid-stream (the source is read again). */
   blobAttempts?: number
+  /**
+   * Also copy the referrers of every manifest in the graph (manifests whose `subject` names it:
+   * SBOMs, signatures, and their own referrers), before the tag. Needs a source that lists
+   * referrers and a destination that records them. `reference`: the name a local destination
+   * files them under (default: `tag`).
+   */
+  referrers?: boolean | {reference: string}
   progress?: (event: CopyProgress) => void
 }
 
@@ -56,18 +68,46 @@ export interface CopyResult {
   /** Digests the destination registry mounted from another repository. */
   mounted: string[]
   bytesTransferred: number
+  /** The referrers now at the destination (copied or already there), as a referrers list names them. */
+  referrers: Descriptor[]
+}
+
+interface Referrers {
+  src: ContentStore & ReferrerSource
+  dst: ContentStore & ReferrerSink
+  reference?: string
 }
 
 export async function copyGraph(src: ContentStore, dst: ContentStore, root: Descriptor, options: CopyOptions = {}): Promise<CopyResult> {
   if (options.platform && isIndex(root)) root = await selectPlatform(src, root, options.platform)
   if (announcesWrites(dst)) dst.prepareForWrite()
+  const referrers: Referrers | undefined = options.referrers && canListReferrers(src) && canAddReferrers(dst)
+    ? {src, dst, reference: typeof options.referrers === 'object' ? options.referrers.reference : options.tag}
+    : undefined
   const copier = new GraphCopier(src, dst, options)
-  const rootBytes = isManifest(root) ? await fetchManifest(src, root) : undefined
-  // With a tag and a destination that can tag while storing, the root manifest is one request.
-  const tagWhileStoring = options.tag !== undefined && rootBytes !== undefined && canPushManifest(dst)
-  await copier.run(root, rootBytes, tagWhileStoring)
+
+  // An unchanged re-push ends with one request: the tag already names this digest, and a
+  // registry only keeps a manifest together with everything it refers to.
+  if (options.tag !== undefined && canPeekTag(dst) && (await dst.peekTag(options.tag))?.digest === root.digest) {
+    copier.markPresent(root)
+    if (referrers) {
+      const found = await copier.findReferrers(referrers, await copier.graphManifests(root))
+      await copier.guard(() => copier.copyReferrers(found, referrers))
+    }
+    return {root, ...copier.result()}
+  }
+
+  const rootBytes = isManifest(root) ? await copier.manifestBytes(root) : undefined
+  // Listing referrers (two round trips on a registry without the API) runs alongside the copy.
+  const listing = referrers ? copier.graphManifests(root).then((manifests) => copier.findReferrers(referrers, manifests)) : Promise.resolve([])
+  listing.catch(() => undefined) // Awaited below; until then a failure must not count as unhandled.
+  // Without referrers, a destination that tags while storing gets the root and its tag in one request.
+  const tagWhileStoring = options.tag !== undefined && rootBytes !== undefined && canPushManifest(dst) && (await listing).length === 0
+  await copier.guard(() => copier.visit(root, rootBytes, tagWhileStoring))
+  const found = await listing
+  if (referrers && found.length > 0) await copier.guard(() => copier.copyReferrers(found, referrers))
   if (options.tag !== undefined) {
-    if (tagWhileStoring && canPushManifest(dst)) await dst.pushManifest(root, rootBytes!, options.tag)
+    if (rootBytes !== undefined && canPushManifest(dst)) await dst.pushManifest(root, rootBytes, options.tag)
     else await dst.tag(root, options.tag)
   }
   return {root, ...copier.result()}
@@ -80,6 +120,8 @@ class GraphCopier {
   private readonly copied: string[] = []
   private readonly skipped: string[] = []
   private readonly mounted: string[] = []
+  private readonly referrers = new Map<string, Descriptor>()
+  private readonly manifests = new Map<string, Promise<Buffer>>()
   private readonly totals: CopyTotals = {bytesDone: 0, bytesKnown: 0, nodesDone: 0, nodesKnown: 0}
   private failure: unknown
 
@@ -91,10 +133,10 @@ class GraphCopier {
     this.transfers = createLimiter(options.concurrency ?? 4)
   }
 
-  /** Copies the graph under `root`; on failure, waits for transfers in flight before rethrowing. */
-  async run(root: Descriptor, rootBytes: Buffer | undefined, skipRootPush: boolean): Promise<void> {
+  /** Runs a step of the copy; on failure, waits for transfers in flight before rethrowing. */
+  async guard(step: () => Promise<void>): Promise<void> {
     try {
-      await this.visit(root, rootBytes, skipRootPush)
+      await step()
     } catch (error) {
       this.failure ??= error
       await Promise.allSettled([...this.visits.values()])
@@ -103,10 +145,65 @@ class GraphCopier {
   }
 
   result(): Omit<CopyResult, 'root'> {
-    return {copied: this.copied, skipped: this.skipped, mounted: this.mounted, bytesTransferred: this.totals.bytesDone}
+    return {copied: this.copied, skipped: this.skipped, mounted: this.mounted, bytesTransferred: this.totals.bytesDone, referrers: [...this.referrers.values()]}
   }
 
-  private visit(desc: Descriptor, knownBytes?: Buffer, skipPush = false): Promise<void> {
+  /** Records `desc` as already at the destination, with everything below it. */
+  markPresent(desc: Descriptor): void {
+    this.totals.nodesKnown++
+    this.visits.set(desc.digest, Promise.resolve())
+    this.skipped.push(desc.digest)
+    this.finish(desc, 'skipped', 0)
+  }
+
+  /** A manifest's verified bytes from the source, read once per copy. */
+  manifestBytes(desc: Descriptor): Promise<Buffer> {
+    let bytes = this.manifests.get(desc.digest)
+    if (!bytes) {
+      bytes = fetchManifest(this.src, desc)
+      this.manifests.set(desc.digest, bytes)
+    }
+    return bytes
+  }
+
+  /** `root` and, when it is an index, the manifests under it. */
+  async graphManifests(root: Descriptor): Promise<Descriptor[]> {
+    if (!isIndex(root)) return [root]
+    const children = (parseManifest<ImageIndex>(await this.manifestBytes(root), root).manifests ?? []).filter(isManifest)
+    return [root, ...(await Promise.all(children.map((child) => this.graphManifests(child)))).flat()]
+  }
+
+  /** The source's referrers of `subjects`, as [subject, referrer] pairs. */
+  async findReferrers(referrers: Referrers, subjects: Descriptor[]): Promise<Array<[Descriptor, Descriptor]>> {
+    const lists = await Promise.all(subjects.map(async (subject) => (await referrers.src.referrers(subject)).map((r): [Descriptor, Descriptor] => [subject, r])))
+    return lists.flat().filter(([, referrer]) => isManifest(referrer))
+  }
+
+  /**
+   * Copies each referrer's graph and has the destination record it under its subject, then does
+   * the same for the referrers' own referrers. Subjects are handled one at a time, so a registry's
+   * `sha256-<hex>` referrers tag is never updated by two requests at once.
+   */
+  async copyReferrers(found: Array<[Descriptor, Descriptor]>, referrers: Referrers): Promise<void> {
+    const bySubject = new Map<string, {subject: Descriptor; entries: Descriptor[]}>()
+    for (const [subject, referrer] of found) {
+      if (this.referrers.has(referrer.digest)) continue
+      const bytes = await this.manifestBytes(referrer)
+      // A referrers list is only a claim: copy what really names this subject.
+      if (subjectDigest(referrer, bytes) !== subject.digest) continue
+      await this.visit(referrer, bytes)
+      const entry = referrerDescriptor(referrer, bytes)
+      this.referrers.set(referrer.digest, entry)
+      const group = bySubject.get(subject.digest) ?? {subject, entries: []}
+      group.entries.push(entry)
+      bySubject.set(subject.digest, group)
+    }
+    for (const {subject, entries} of bySubject.values()) await referrers.dst.addReferrers(subject, entries, referrers.reference)
+    const copied = [...bySubject.values()].flatMap((group) => group.entries)
+    if (copied.length > 0) await this.copyReferrers(await this.findReferrers(referrers, copied), referrers)
+  }
+
+  visit(desc: Descriptor, knownBytes?: Buffer, skipPush = false): Promise<void> {
     let visit = this.visits.get(desc.digest)
     if (!visit) {
       this.totals.nodesKnown++
@@ -127,7 +224,7 @@ class GraphCopier {
       return
     }
     if (isManifest(desc)) {
-      const bytes = knownBytes ?? (await fetchManifest(this.src, desc))
+      const bytes = knownBytes ?? (await this.manifestBytes(desc))
       await Promise.all(successors(desc, bytes).map((child) => this.visit(child)))
       if (!skipPush) await this.dst.push(desc, bytes)
       this.copied.push(desc.digest)
@@ -141,23 +238,27 @@ class GraphCopier {
   private async transferBlob(desc: Descriptor): Promise<void> {
     if (this.failure !== undefined) throw this.failure // Another node failed: start nothing new.
     const attempts = this.options.blobAttempts ?? 3
+    let sent = 0
+    const onBytes = (bytes: number) => {
+      sent += bytes
+      this.totals.bytesDone += bytes
+      this.emit('bytes', desc, sent)
+    }
+    // Every read of the source, a retry's included, starts this blob's count again.
+    const fetchSource = (): Promise<Readable> => {
+      this.totals.bytesDone -= sent
+      sent = 0
+      return this.src.fetch(desc)
+    }
+    const open = async (): Promise<Readable> => verifying(await fetchSource(), desc, onBytes)
     for (let attempt = 1; ; attempt++) {
-      let sent = 0
-      const open = async (): Promise<Readable> => {
-        this.totals.bytesDone -= sent // A re-read starts this blob's count again.
-        sent = 0
-        const source = await this.src.fetch(desc)
-        return verifying(source, desc, (bytes) => {
-          sent += bytes
-          this.totals.bytesDone += bytes
-          this.emit('bytes', desc, sent)
-        })
-      }
       try {
         this.emit('start', desc, 0)
         const outcome = canPushBlobSource(this.dst)
           ? await this.dst.pushBlob(desc, open, {mountFrom: this.options.mountFrom})
-          : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
+          : canPushVerifying(this.dst)
+            ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
+            : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
         if (outcome === 'mounted') this.mounted.push(desc.digest)
         else this.copied.push(desc.digest)
         this.finish(desc, outcome === 'mounted' ? 'mounted' : 'done', sent)

@@ -7,7 +7,7 @@ export {RegistryError, redactUrl, transferFailed, RESUME_HINT} from './registry-
 export {DEFAULT_RETRY_POLICY, parseRetryAfter, type RetryPolicy} from './retry.js'
 export {DockerCredentials, configKey, type Credential, type CredentialSource} from './credentials.js'
 export {RegistryClient, parseChallenges, type Challenge, type RegistryClientOptions} from './auth.js'
-export {RemoteRepository, defaultRegistryClient, referrersTag, type RemoteRepositoryOptions} from './repository.js'
+export {RemoteRepository, defaultRegistryClient, type RemoteRepositoryOptions} from './repository.js'
 export {copyGraph, selectPlatform, type CopyOptions, type CopyProgress, type CopyResult, type CopyTotals} from './copy.js'
 export {pushImage, pullImage, type PushOptions, type PullOptions, type TransferResult} from './push-pull.js'
 export {parsePlatform, formatPlatform, isManifest, isIndex} from './manifest.js'

@@ -13,6 +13,7 @@ export interface RegistryHost {
   registry: string
   apiHost: string
   plainHttp: boolean
+  insecure: boolean
 }
 
 /** `ghcr.io`, `https://ghcr.io/`, `127.0.0.1:5000` → the registry host (Docker Hub aliases become docker.io). */
@@ -22,7 +23,7 @@ export function parseRegistryHost(input: string, options: ReferenceOptions = {})
     throw new AegisError(`"${input}" is not a registry host`, {hint: 'give the registry\'s host name, e.g. ghcr.io, docker.io or 127.0.0.1:5000'})
   }
   const reference = parseReference(`${host}/aegis-kit/login`, options)
-  return {registry: reference.registry, apiHost: reference.apiHost, plainHttp: reference.plainHttp}
+  return {registry: reference.registry, apiHost: reference.apiHost, plainHttp: reference.plainHttp, insecure: reference.insecure}
 }
 
 /**
@@ -37,7 +38,7 @@ export async function verifyLogin(host: RegistryHost, credential: {username: str
   })
   let result
   try {
-    result = await client.send({method: 'GET', url}, host.registry, [])
+    result = await client.send({method: 'GET', url, insecure: host.insecure}, host.registry, [])
   } catch (error) {
     // A token service refusing the password answers 401 or 403.
     if (error instanceof RegistryError && (error.status === 401 || error.status === 403)) throw refused()
@@ -46,11 +47,11 @@ export async function verifyLogin(host: RegistryHost, credential: {username: str
   }
   const {response} = result
   if (response.status === 200) {
-    await response.body?.cancel()
+    response.discard()
     return
   }
   if (response.status === 401 || response.status === 403) {
-    await response.body?.cancel()
+    response.discard()
     throw refused()
   }
   const error = await errorFromResponse('GET', result.url, response, {what: `Login to ${host.registry}`, attempts: result.attempts})

@@ -72,3 +72,21 @@ export function parsePlatform(text: string): Platform {
 export function formatPlatform(platform: Platform): string {
   return [platform.os, platform.architecture, platform.variant].filter(Boolean).join('/')
 }
+
+/**
+ * How a referrers list names a referrer (distribution-spec 1.1): its descriptor with the
+ * manifest's artifactType (else its config's media type) and annotations.
+ */
+export function referrerDescriptor(desc: Descriptor, bytes: Buffer): Descriptor {
+  const manifest = parseManifest<ImageManifest | ImageIndex>(bytes, desc)
+  const entry: Descriptor = {mediaType: desc.mediaType, digest: desc.digest, size: desc.size}
+  const artifactType = manifest.artifactType ?? ('config' in manifest ? manifest.config?.mediaType : undefined)
+  if (artifactType) entry.artifactType = artifactType
+  if (manifest.annotations) entry.annotations = manifest.annotations
+  return entry
+}
+
+/** The digest of the manifest `bytes` names as its subject, if any. */
+export function subjectDigest(desc: Descriptor, bytes: Buffer): string | undefined {
+  return parseManifest<ImageManifest | ImageIndex>(bytes, desc).subject?.digest
+}

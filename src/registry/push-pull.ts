@@ -16,7 +16,7 @@ export type PushOptions = Omit<CopyOptions, 'tag'> & RemoteRepositoryOptions
 
 /**
  * Pushes the image `localReference` names in `local` to `remote` (`registry/repo[:tag]`; the tag
- * defaults to `latest`, a `@digest` must match the image).
+ * defaults to `latest`, a `@digest` must match the image), with its referrers (SBOMs, signatures).
  */
 export async function pushImage(
   local: ContentStore,
@@ -32,7 +32,7 @@ export async function pushImage(
       hint: 'Leave out the @digest, or give the image\'s own digest.',
     })
   }
-  const result = await copyGraph(local, repository, root, {...options, tag: tag ?? (digest ? undefined : 'latest')})
+  const result = await copyGraph(local, repository, root, {referrers: true, ...options, tag: tag ?? (digest ? undefined : 'latest')})
   return {...result, reference: formatReference({...repository.reference, tag: tag ?? (digest ? undefined : 'latest'), digest: result.root.digest})}
 }
 
@@ -42,11 +42,11 @@ export type PullOptions = Omit<CopyOptions, 'tag'> &
     localReference?: string
   }
 
-/** Pulls `remote` (`registry/repo[:tag][@digest]`) into `local` and tags it there. */
+/** Pulls `remote` (`registry/repo[:tag][@digest]`) and its referrers into `local`, and tags it there. */
 export async function pullImage(remote: string | RemoteRepository, local: ContentStore, options: PullOptions = {}): Promise<TransferResult> {
   const repository = typeof remote === 'string' ? new RemoteRepository(remote, options) : remote
   const root = await repository.resolve(manifestReference(repository.reference))
   const localReference = options.localReference ?? formatReference(repository.reference)
-  const result = await copyGraph(repository, local, root, {...options, tag: localReference})
+  const result = await copyGraph(repository, local, root, {referrers: true, ...options, tag: localReference})
   return {...result, reference: formatReference({...repository.reference, digest: result.root.digest})}
 }

@@ -14,14 +14,17 @@ export interface Reference {
   digest?: string
   /** Talk HTTP instead of HTTPS (loopback registries, or asked for). */
   plainHttp: boolean
+  /** HTTPS without certificate checks, falling back to plain HTTP when the registry has no TLS. */
+  insecure: boolean
 }
 
 export interface ReferenceOptions {
   /** Use plain HTTP for this registry. */
   plainHttp?: boolean
   /**
-   * Accept an insecure registry. Node's fetch cannot skip TLS verification per request, so this
-   * means plain HTTP, like docker's `insecure-registries` falling back to HTTP.
+   * Accept an insecure registry, as docker's `insecure-registries` and skopeo's
+   * `--tls-verify=false` do: HTTPS without verifying the certificate, and plain HTTP when the
+   * registry does not speak TLS. Also for loopback hosts, which otherwise get plain HTTP directly.
    */
   insecure?: boolean
 }
@@ -93,8 +96,8 @@ export function parseReference(input: string, options: ReferenceOptions = {}): R
   if (registry.length + 1 + repository.length > 255) fail('the name is longer than 255 characters')
 
   const apiHost = registry === DOCKER_HUB ? DOCKER_HUB_API : registry
-  const plainHttp = Boolean(options.plainHttp || options.insecure) || isLoopbackHost(apiHost)
-  return {registry, apiHost, repository, tag, digest, plainHttp}
+  const plainHttp = Boolean(options.plainHttp) || (isLoopbackHost(apiHost) && !options.insecure)
+  return {registry, apiHost, repository, tag, digest, plainHttp, insecure: Boolean(options.insecure) && !plainHttp}
 }
 
 /** True for localhost, 127.0.0.0/8 and ::1, with or without a port: these default to HTTP. */

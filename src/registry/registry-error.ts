@@ -3,6 +3,7 @@
  * back (status, the registry's error code and message) and what to do next.
  */
 import {AegisError, isAegisError, messageOf} from '../errors.js'
+import type {RegistryResponse} from './http.js'
 
 export const RESUME_HINT = 'Re-run the same command to resume: content already at the destination is skipped.'
 
@@ -74,7 +75,10 @@ export function describeErrorBody(text: string): {code?: string; text?: string} 
   return {}
 }
 
-function hintForStatus(status: number, host: string): string | undefined {
+function hintForStatus(status: number, url: URL): string | undefined {
+  const {host} = url
+  // What an HTTPS-only server answers a plain HTTP request with (loopback registries get HTTP by default).
+  if (status === 400 && url.protocol === 'http:') return `If ${host} speaks HTTPS, pass --insecure (HTTPS without certificate checks).`
   if (status === 401) return `Log in with \`aegis-kit login ${host}\`, or check the credentials stored for ${host}.`
   if (status === 403) return `The credentials for ${host} are not allowed to do this; check the repository's permissions.`
   if (status === 408 || status === 429 || status >= 500) return RESUME_HINT
@@ -85,12 +89,13 @@ function hintForStatus(status: number, host: string): string | undefined {
 export async function errorFromResponse(
   method: string,
   url: string | URL,
-  response: Response,
+  response: RegistryResponse,
   options: {what?: string; attempts?: number} = {},
 ): Promise<RegistryError> {
   let bodyText = ''
   try {
-    bodyText = method === 'HEAD' ? '' : (await response.text()).slice(0, 64 * 1024)
+    if (method === 'HEAD') response.discard()
+    else bodyText = (await response.text(64 * 1024)).slice(0, 64 * 1024)
   } catch {
     // The body is only decoration for the message.
   }
@@ -105,6 +110,6 @@ export async function errorFromResponse(
     url: safeUrl,
     status: response.status,
     code,
-    hint: hintForStatus(response.status, new URL(String(url)).host),
+    hint: hintForStatus(response.status, new URL(String(url))),
   })
 }

@@ -2,18 +2,17 @@
  * One repository on a registry as a ContentStore (oras-go's `remote.Repository`): blobs,
  * manifests, tags and referrers over the distribution-spec HTTP API.
  */
-import {Readable} from 'node:stream'
-import type {ReadableStream as NodeReadableStream} from 'node:stream/web'
+import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {MediaType, type ContentStore, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
+import {MediaType, referrersTag, type ContentStore, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
 import {RegistryClient, repositoryScope} from './auth.js'
 import {tryMount, uploadBlob, type SendForPush, type UploadMode, type UploadOutcome} from './blob-upload.js'
 import {DockerCredentials} from './credentials.js'
 import {onceBody, type HttpResult, type RequestBody} from './http.js'
-import {MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest} from './manifest.js'
+import {MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor} from './manifest.js'
 import {baseUrl, formatReference, isDigest, parseReference, type Reference, type ReferenceOptions} from './reference.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
-import type {BlobSourcePusher, ManifestPusher, WriteIntent} from './types.js'
+import type {BlobSourcePusher, ManifestPusher, ReferrerSink, ReferrerSource, TagPeeker, WriteIntent} from './types.js'
 import {readAll, sha256Digest, verifyBytes} from './verify.js'
 
 export interface RemoteRepositoryOptions extends ReferenceOptions {
@@ -35,13 +34,15 @@ export function defaultRegistryClient(): RegistryClient {
   return defaultClient
 }
 
-export class RemoteRepository implements ContentStore, BlobSourcePusher, ManifestPusher, WriteIntent {
+export class RemoteRepository implements ContentStore, BlobSourcePusher, ManifestPusher, WriteIntent, TagPeeker, ReferrerSource, ReferrerSink {
   readonly reference: Reference
   private readonly client: RegistryClient
   private readonly uploadMode: UploadMode
   private readonly chunkSize: number
   /** Ask for pull and push on every request, so a push needs one token rather than two. */
   private writing = false
+  /** Whether the registry has the referrers API (OCI 1.1), once a response has said. */
+  private referrersApi: boolean | undefined
 
   constructor(reference: string | Reference, options: RemoteRepositoryOptions = {}) {
     this.reference = typeof reference === 'string' ? parseReference(reference, options) : reference
@@ -61,7 +62,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
 
   async exists(desc: Descriptor): Promise<boolean> {
     const result = await this.request('HEAD', this.contentUrl(desc), 'pull', {accept: acceptFor(desc)})
-    await result.response.body?.cancel()
+    result.response.discard()
     if (result.response.status === 200) return true
     if (result.response.status === 404) return false
     throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking ${desc.digest} in ${this.name}`, attempts: result.attempts})
@@ -70,20 +71,20 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
   /** The blob's descriptor (size from the registry) or undefined when it is not there. */
   async headBlob(digest: string): Promise<Descriptor | undefined> {
     const result = await this.request('HEAD', this.url(`blobs/${digest}`), 'pull')
-    await result.response.body?.cancel()
+    result.response.discard()
     if (result.response.status === 404) return undefined
     if (result.response.status !== 200) {
       throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking blob ${digest} in ${this.name}`, attempts: result.attempts})
     }
-    return {mediaType: 'application/octet-stream', digest, size: Number(result.response.headers.get('content-length') ?? 0)}
+    return {mediaType: 'application/octet-stream', digest, size: Number(result.response.header('content-length') ?? 0)}
   }
 
   async fetch(desc: Descriptor): Promise<Readable> {
     const result = await this.request('GET', this.contentUrl(desc), 'pull', {accept: acceptFor(desc)})
-    if (result.response.status !== 200 || !result.response.body) {
+    if (result.response.status !== 200) {
       throw await errorFromResponse('GET', result.url, result.response, {what: `Fetching ${desc.digest} from ${this.name}`, attempts: result.attempts})
     }
-    return Readable.fromWeb(result.response.body as NodeReadableStream<Uint8Array>)
+    return result.response.body
   }
 
   async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
@@ -111,25 +112,39 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
   }
 
   private readonly sendForPush: SendForPush = (method, url, init = {}) =>
-    this.client.send({method, url, headers: init.headers, body: init.body}, this.reference.registry, [
+    this.client.send({method, url, headers: init.headers, body: init.body, insecure: this.reference.insecure}, this.reference.registry, [
       repositoryScope(this.reference.repository, 'pull', 'push'),
       ...(init.extraScopes ?? []),
     ])
 
   async resolve(reference: string): Promise<Descriptor> {
+    const found = await this.headManifest(reference)
+    if (found === 'absent') {
+      const url = this.url(`manifests/${reference}`)
+      throw new RegistryError(`Resolving ${this.name}${isDigest(reference) ? '@' : ':'}${reference}: not found.`, {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'})
+    }
+    // Registries that omit headers on HEAD: read the manifest itself.
+    return found ?? (await this.fetchManifest(reference)).descriptor
+  }
+
+  /** What `tag` points at, from one HEAD; undefined when there is no such tag (or the registry does not say). */
+  async peekTag(tag: string): Promise<Descriptor | undefined> {
+    const found = await this.headManifest(tag)
+    return found === 'absent' ? undefined : found
+  }
+
+  /** The manifest's descriptor from a HEAD, 'absent' on 404, undefined when the answer lacks headers. */
+  private async headManifest(reference: string): Promise<Descriptor | 'absent' | undefined> {
     const what = `Resolving ${this.name}${isDigest(reference) ? '@' : ':'}${reference}`
     const head = await this.request('HEAD', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
-    await head.response.body?.cancel()
-    if (head.response.status === 404) {
-      throw new RegistryError(`${what}: not found.`, {method: 'HEAD', url: String(head.url), status: 404, code: 'MANIFEST_UNKNOWN'})
-    }
+    head.response.discard()
+    if (head.response.status === 404) return 'absent'
     if (head.response.status !== 200) throw await errorFromResponse('HEAD', head.url, head.response, {what, attempts: head.attempts})
-    const digest = head.response.headers.get('docker-content-digest') ?? (isDigest(reference) ? reference : undefined)
-    const mediaType = head.response.headers.get('content-type')?.split(';')[0]?.trim()
-    const size = Number(head.response.headers.get('content-length'))
+    const digest = head.response.header('docker-content-digest') ?? (isDigest(reference) ? reference : undefined)
+    const mediaType = head.response.header('content-type')?.split(';')[0]?.trim()
+    const size = Number(head.response.header('content-length'))
     if (digest && mediaType && isManifest({mediaType}) && Number.isInteger(size) && size > 0) return {mediaType, digest, size}
-    // Registries that omit headers on HEAD: read the manifest itself.
-    return (await this.fetchManifest(reference)).descriptor
+    return undefined
   }
 
   /** The manifest bytes exactly as stored, with their descriptor (digest computed from the bytes). */
@@ -137,11 +152,11 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
     const what = `Fetching manifest ${reference} from ${this.name}`
     const result = await this.request('GET', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
     if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what, attempts: result.attempts})
-    const bytes = Buffer.from(await result.response.arrayBuffer())
+    const bytes = await result.response.bytes(MAX_MANIFEST_BYTES)
     if (bytes.length > MAX_MANIFEST_BYTES) throw new AegisError(`${what}: it is larger than ${MAX_MANIFEST_BYTES} bytes.`)
     const digest = sha256Digest(bytes)
     if (isDigest(reference) && digest !== reference) throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
-    const mediaType = result.response.headers.get('content-type')?.split(';')[0]?.trim() || parseManifest<ImageManifest>(bytes, {mediaType: 'unknown', digest, size: bytes.length}).mediaType
+    const mediaType = result.response.header('content-type')?.split(';')[0]?.trim() || parseManifest<ImageManifest>(bytes, {mediaType: 'unknown', digest, size: bytes.length}).mediaType
     return {descriptor: {mediaType, digest, size: bytes.length}, bytes}
   }
 
@@ -156,11 +171,15 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
     if (result.response.status !== 201 && result.response.status !== 200) {
       throw await errorFromResponse('PUT', result.url, result.response, {what, attempts: result.attempts})
     }
-    await result.response.body?.cancel()
-    const stored = result.response.headers.get('docker-content-digest')
+    result.response.discard()
+    const stored = result.response.header('docker-content-digest')
     if (stored && stored !== desc.digest) throw new AegisError(`${what}: the registry stored it as ${stored}, so it changed the bytes.`)
     const subject = parseManifest<ImageManifest | ImageIndex>(bytes, desc).subject
-    if (subject && !result.response.headers.get('oci-subject')) await this.addToReferrersTag(subject, desc, bytes)
+    if (!subject) return
+    // A registry with the referrers API says so with OCI-Subject; without it, the referrer is
+    // findable only through the `sha256-<hex>` tag, which we keep up to date.
+    this.referrersApi = result.response.header('oci-subject') !== null
+    if (!this.referrersApi) await this.updateReferrersTag(subject, [referrerDescriptor(desc, bytes)])
   }
 
   async tag(desc: Descriptor, reference: string): Promise<void> {
@@ -176,13 +195,13 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
     while (url) {
       const result = await this.request('GET', url, 'pull', {accept: 'application/json'})
       if (result.response.status === 404) {
-        await result.response.body?.cancel()
+        result.response.discard()
         return tags
       }
       if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Listing tags of ${this.name}`})
-      const body = (await result.response.json()) as {tags?: string[] | null}
+      const body = await result.response.json<{tags?: string[] | null}>()
       tags.push(...(body.tags ?? []))
-      const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(result.response.headers.get('link') ?? '')?.[1]
+      const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(result.response.header('link') ?? '')?.[1]
       url = next ? new URL(next, result.url) : undefined
     }
     return tags
@@ -192,7 +211,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
   async delete(desc: Descriptor): Promise<void> {
     const result = await this.request('DELETE', this.contentUrl(desc), 'delete')
     if (result.response.status === 202 || result.response.status === 200) {
-      await result.response.body?.cancel()
+      result.response.discard()
       return
     }
     const error = await errorFromResponse('DELETE', result.url, result.response, {what: `Deleting ${desc.digest} from ${this.name}`})
@@ -206,10 +225,12 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
     if (artifactType) url.search = `?artifactType=${encodeURIComponent(artifactType)}`
     const result = await this.request('GET', url, 'pull', {accept: MediaType.ImageIndex})
     let manifests: Descriptor[]
-    if (result.response.status === 200 && result.response.headers.get('content-type')?.startsWith(MediaType.ImageIndex)) {
-      manifests = ((await result.response.json()) as ImageIndex).manifests ?? []
-    } else if (result.response.status === 404 || result.response.status === 200) {
-      await result.response.body?.cancel()
+    if (result.response.status === 200 && result.response.header('content-type')?.startsWith(MediaType.ImageIndex)) {
+      this.referrersApi = true
+      manifests = (await result.response.json<ImageIndex>()).manifests ?? []
+    } else if (NO_REFERRERS_API.has(result.response.status) || result.response.status === 200) {
+      result.response.discard()
+      this.referrersApi = false
       manifests = (await this.referrersTagIndex(subject))?.manifests ?? []
     } else {
       throw await errorFromResponse('GET', result.url, result.response, {what: `Listing referrers of ${subject.digest}`})
@@ -217,27 +238,39 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
     return artifactType ? manifests.filter((m) => m.artifactType === artifactType) : manifests
   }
 
+  /**
+   * Makes stored `referrers` of `subject` findable: nothing to do on a registry with the referrers
+   * API, else they are merged into the `sha256-<hex>` tag (a re-push whose referrers were already
+   * there still repairs a tag that lacks them).
+   */
+  async addReferrers(subject: Descriptor, referrers: Descriptor[]): Promise<void> {
+    if (referrers.length === 0) return
+    if (this.referrersApi === undefined) {
+      const probe = await this.request('GET', this.url(`referrers/${subject.digest}`), 'pull', {accept: MediaType.ImageIndex})
+      probe.response.discard()
+      this.referrersApi = probe.response.status === 200 && probe.response.header('content-type')?.startsWith(MediaType.ImageIndex) === true
+    }
+    if (!this.referrersApi) await this.updateReferrersTag(subject, referrers)
+  }
+
   private async referrersTagIndex(subject: Descriptor): Promise<ImageIndex | undefined> {
     const tag = referrersTag(subject.digest)
     const result = await this.request('GET', this.url(`manifests/${tag}`), 'pull', {accept: MediaType.ImageIndex})
     if (result.response.status === 404) {
-      await result.response.body?.cancel()
+      result.response.discard()
       return undefined
     }
     if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Reading referrers tag ${tag}`})
-    return (await result.response.json()) as ImageIndex
+    return result.response.json<ImageIndex>()
   }
 
-  /** For registries without the referrers API: keep the `sha256-<hex>` index listing referrers up to date. */
-  private async addToReferrersTag(subject: Descriptor, desc: Descriptor, bytes: Buffer): Promise<void> {
-    const manifest = parseManifest<ImageManifest | ImageIndex>(bytes, desc)
-    const entry: Descriptor = {mediaType: desc.mediaType, digest: desc.digest, size: desc.size}
-    const artifactType = manifest.artifactType ?? ('config' in manifest ? manifest.config?.mediaType : undefined)
-    if (artifactType) entry.artifactType = artifactType
-    if (manifest.annotations) entry.annotations = manifest.annotations
+  /** Adds `entries` to the `sha256-<hex>` index listing referrers of `subject`, keeping what it lists already. */
+  private async updateReferrersTag(subject: Descriptor, entries: Descriptor[]): Promise<void> {
     const current = await this.referrersTagIndex(subject)
-    if (current?.manifests.some((m) => m.digest === desc.digest)) return
-    const index: ImageIndex = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...(current?.manifests ?? []), entry]}
+    const listed = new Set((current?.manifests ?? []).map((m) => m.digest))
+    const added = entries.filter((entry) => !listed.has(entry.digest))
+    if (added.length === 0) return
+    const index: ImageIndex = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...(current?.manifests ?? []), ...added]}
     const indexBytes = Buffer.from(JSON.stringify(index))
     const indexDesc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256Digest(indexBytes), size: indexBytes.length}
     await this.pushManifest(indexDesc, indexBytes, referrersTag(subject.digest))
@@ -259,16 +292,14 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
   ): Promise<HttpResult> {
     const headers = {...init.headers, ...(init.accept ? {accept: init.accept} : {})}
     const actions = access === 'delete' ? (['delete'] as const) : access === 'push' || this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
-    return this.client.send({method, url, headers, body: init.body}, this.reference.registry, [
+    return this.client.send({method, url, headers, body: init.body, insecure: this.reference.insecure}, this.reference.registry, [
       repositoryScope(this.reference.repository, ...actions),
     ])
   }
 }
 
-/** The fallback tag listing referrers of `digest`: `sha256-<hex>`. */
-export function referrersTag(digest: string): string {
-  return digest.replace(':', '-')
-}
+/** Answers to GET /referrers/ from a registry without the referrers API (unknown route, method or feature); a 200 that is not an index counts too. */
+const NO_REFERRERS_API = new Set([400, 404, 405, 501])
 
 function acceptFor(desc: Descriptor): string | undefined {
   if (!isManifest(desc)) return undefined

@@ -20,11 +20,10 @@ export interface RetryPolicy {
 
 export const DEFAULT_RETRY_POLICY: RetryPolicy = {maxAttempts: 5, minDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000}
 
-const NETWORK_CODES = new Set([
-  'ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH',
-  'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT',
-  'UND_ERR_ABORTED',
-])
+const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH'])
+
+/** OpenSSL's verdicts on a certificate: retrying cannot help, --insecure can. */
+const CERTIFICATE_CODES = /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_\w+|ERR_TLS_CERT_ALTNAME_INVALID)$/
 
 export function isRetriableStatus(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505)
@@ -39,7 +38,7 @@ export function isTransientError(error: unknown): boolean {
     if (isAegisError(e)) return false
     const code = (e as Error & {code?: unknown}).code
     if (typeof code === 'string' && NETWORK_CODES.has(code)) return true
-    if (/socket hang up|other side closed|terminated/i.test(e.message)) return true
+    if (/socket hang up/i.test(e.message)) return true
   }
   return false
 }
@@ -75,9 +74,9 @@ export async function sendWithRetry(request: RegistryRequest, policy: RetryPolic
     }
     const {response} = result
     if (!isRetriableStatus(response.status) || attempt >= policy.maxAttempts) return {...result, attempts: attempt}
-    const retryAfter = parseRetryAfter(response.headers.get('retry-after'))
+    const retryAfter = parseRetryAfter(response.header('retry-after'))
     if (retryAfter !== undefined && retryAfter > policy.maxRetryAfterMs) return {...result, attempts: attempt}
-    await response.body?.cancel()
+    response.discard()
     await sleep(retryAfter ?? backoffDelay(attempt, policy))
   }
 }
@@ -94,12 +93,19 @@ function networkError(request: RegistryRequest, error: unknown, attempts: number
   const reason = describeNetworkError(error)
   const tries = attempts > 1 ? ` after ${attempts} attempts` : ''
   const url = redactUrl(request.url)
-  return new RegistryError(`${request.method} ${url} failed${tries}: ${reason}`, {
-    method: request.method,
-    url,
-    hint: `Check that ${request.url.host} is up and reachable. ${RESUME_HINT}`,
-    cause: error,
-  })
+  const hint = hasCode(error, CERTIFICATE_CODES)
+    ? `The TLS certificate of ${request.url.host} was not accepted. If you trust this registry, pass --insecure (HTTPS without certificate checks).`
+    : `Check that ${request.url.host} is up and reachable. ${RESUME_HINT}`
+  return new RegistryError(`${request.method} ${url} failed${tries}: ${reason}`, {method: request.method, url, hint, cause: error})
+}
+
+/** True when an error in the cause chain has a `code` matching `pattern`. */
+export function hasCode(error: unknown, pattern: RegExp): boolean {
+  for (let e: unknown = error, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as Error & {code?: unknown}).code
+    if (typeof code === 'string' && pattern.test(code)) return true
+  }
+  return false
 }
 
 function describeNetworkError(error: unknown): string {
@@ -107,7 +113,7 @@ function describeNetworkError(error: unknown): string {
   for (let e: unknown = error, depth = 0; e !== undefined && depth < 8; e = e instanceof Error ? e.cause : undefined, depth++) {
     const code = e instanceof Error ? (e as Error & {code?: unknown}).code : undefined
     const text = messageOf(e)
-    if (text && text !== 'fetch failed') messages.push(typeof code === 'string' && !text.includes(code) ? `${text} (${code})` : text)
+    if (text) messages.push(typeof code === 'string' && !text.includes(code) ? `${text} (${code})` : text)
   }
   return messages.join(': ') || 'the connection failed'
 }

@@ -10,6 +10,19 @@ export interface BlobSourcePusher {
   pushBlob(desc: Descriptor, open: () => Readable | Promise<Readable>, options?: {mountFrom?: string[]}): Promise<'uploaded' | 'mounted'>
 }
 
+/**
+ * A store that checks size and digest itself before it keeps anything (the local store): a copy
+ * hands it the source stream as is, without a verifying pass-through (a Transform costs ~100 ms
+ * of CPU on a 210 MB pull), and it reports the bytes it reads.
+ */
+export interface VerifyingSink {
+  pushVerifying(desc: Descriptor, content: Readable, onBytes: (bytes: number) => void): Promise<void>
+}
+
+export function canPushVerifying(store: ContentStore): store is ContentStore & VerifyingSink {
+  return typeof (store as Partial<VerifyingSink>).pushVerifying === 'function'
+}
+
 /** A store that can store a manifest and point a tag at it in one step. */
 export interface ManifestPusher {
   pushManifest(desc: Descriptor, bytes: Buffer, reference?: string): Promise<void>
@@ -30,4 +43,35 @@ export interface WriteIntent {
 
 export function announcesWrites(store: ContentStore): store is ContentStore & WriteIntent {
   return typeof (store as Partial<WriteIntent>).prepareForWrite === 'function'
+}
+
+/** A store that lists the referrers of a manifest (OCI 1.1 `subject`: SBOMs, signatures), each with its artifactType. */
+export interface ReferrerSource {
+  referrers(subject: Descriptor): Promise<Descriptor[]>
+}
+
+/**
+ * A store that keeps referrers findable from their subject once they are stored. `reference` is
+ * the tag the copy gives its root, for a store that files referrers under a name (the local store's
+ * `NAME:sha256-<hex>`).
+ */
+export interface ReferrerSink {
+  addReferrers(subject: Descriptor, referrers: Descriptor[], reference?: string): Promise<void>
+}
+
+export function canListReferrers(store: ContentStore): store is ContentStore & ReferrerSource {
+  return typeof (store as Partial<ReferrerSource>).referrers === 'function'
+}
+
+export function canAddReferrers(store: ContentStore): store is ContentStore & ReferrerSink {
+  return typeof (store as Partial<ReferrerSink>).addReferrers === 'function'
+}
+
+/** A store that can say in one cheap request what a tag points at (undefined: no such tag). */
+export interface TagPeeker {
+  peekTag(tag: string): Promise<Descriptor | undefined>
+}
+
+export function canPeekTag(store: ContentStore): store is ContentStore & TagPeeker {
+  return typeof (store as Partial<TagPeeker>).peekTag === 'function'
 }

@@ -5,7 +5,7 @@
 import {createHash} from 'node:crypto'
 import {Transform, type Readable, type TransformCallback} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {SELF_VERIFYING, sha256Digest, type Descriptor, type SelfVerifying} from '../oci/types.js'
+import {sha256Digest, type Descriptor} from '../oci/types.js'
 
 export {sha256Digest}
 
@@ -30,11 +30,9 @@ export function verifyBytes(bytes: Buffer, desc: Descriptor): void {
 }
 
 /** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
-export class VerifyingStream extends Transform implements SelfVerifying {
+export class VerifyingStream extends Transform {
   private readonly hash = createHash('sha256')
   private received = 0
-  /** Lets the local store skip hashing the content a second time (it ends only when verified). */
-  readonly [SELF_VERIFYING]: {digest: string; size: number}
 
   constructor(
     private readonly desc: Descriptor,
@@ -42,7 +40,6 @@ export class VerifyingStream extends Transform implements SelfVerifying {
   ) {
     super()
     checkAlgorithm(desc)
-    this[SELF_VERIFYING] = {digest: desc.digest, size: desc.size}
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {

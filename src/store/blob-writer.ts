@@ -1,7 +1,9 @@
 /**
  * The one way content enters the store: streamed into a temp file under `.tmp/`, hashed and
  * counted on the way, fsync'd, and renamed into `blobs/sha256/<hex>` only when size and digest
- * match. A crash leaves at most a temp file, which prune removes once its process is gone.
+ * match. A crash leaves at most a temp file, which prune removes once its process is gone. The
+ * rename is made durable by the next index.json update (see `updateIndex`), which syncs
+ * `blobs/sha256/` once rather than once per blob.
  */
 import {createHash} from 'node:crypto'
 import {type FileHandle, mkdir, open, rename, unlink, utimes} from 'node:fs/promises'
@@ -9,9 +11,9 @@ import {join} from 'node:path'
 import type {Readable} from 'node:stream'
 import {finished} from 'node:stream/promises'
 import {AegisError, messageOf} from '../errors.js'
-import {verifiesItself, type Descriptor} from '../oci/types.js'
+import type {Descriptor} from '../oci/types.js'
 import {sha256Hex, shortDigest} from './digest.js'
-import {statIfExists, syncDirectory, tempFileName} from './fs-util.js'
+import {statIfExists, tempFileName} from './fs-util.js'
 import type {StorePaths} from './paths.js'
 
 export type BlobWriteResult = 'written' | 'already-present'
@@ -19,10 +21,12 @@ export type BlobWriteResult = 'written' | 'already-present'
 /** Chunks are gathered up to this size and written with one writev. */
 const WRITE_BATCH_BYTES = 1024 * 1024
 
+/** `onBytes` hears of every chunk read (progress); it is not called for content already stored. */
 export async function writeBlob(
   paths: StorePaths,
   desc: Pick<Descriptor, 'digest' | 'size'>,
   content: Readable | Buffer,
+  onBytes?: (bytes: number) => void,
 ): Promise<BlobWriteResult> {
   const hex = sha256Hex(desc.digest)
   if (!Number.isSafeInteger(desc.size) || desc.size < 0) {
@@ -40,8 +44,7 @@ export async function writeBlob(
   await mkdir(paths.blobsDir, {recursive: true})
   const tempPath = join(paths.tmpDir, tempFileName('.blob'))
   const handle = await open(tempPath, 'wx', 0o644)
-  // A stream that verifies itself ends only if its content matches `desc`: hashing it again is waste.
-  const hash = verifiesItself(content, desc) ? undefined : createHash('sha256')
+  const hash = createHash('sha256')
   let received = 0
   let pending: Buffer[] = []
   let pendingBytes = 0
@@ -49,7 +52,8 @@ export async function writeBlob(
     for await (const chunk of chunksOf(content)) {
       received += chunk.length
       if (received > desc.size) throw sizeMismatch(desc, `more than ${desc.size} bytes`)
-      hash?.update(chunk)
+      hash.update(chunk)
+      onBytes?.(chunk.length)
       pending.push(chunk)
       pendingBytes += chunk.length
       if (pendingBytes >= WRITE_BATCH_BYTES) {
@@ -60,7 +64,7 @@ export async function writeBlob(
     }
     await writeAll(handle, pending, tempPath)
     if (received !== desc.size) throw sizeMismatch(desc, `${received} bytes, expected ${desc.size}`)
-    const actual = hash ? `sha256:${hash.digest('hex')}` : desc.digest
+    const actual = `sha256:${hash.digest('hex')}`
     if (actual !== desc.digest) {
       throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(actual)})`, {
         hint: 'the source is corrupt or was changed; nothing was stored',
@@ -79,7 +83,6 @@ export async function writeBlob(
     if (!Buffer.isBuffer(content)) content.destroy()
     throw error
   }
-  await syncDirectory(paths.blobsDir)
   return 'written'
 }
 

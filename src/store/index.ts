@@ -6,5 +6,5 @@ export {LocalStore} from './local-store.js'
 export {defaultStoreRoot, describeStore} from './paths.js'
 export {parseReference, parseTagReference, REF_NAME_ANNOTATION, DEFAULT_TAG, type ImageReference} from './reference.js'
 export type {
-  DockerExportOptions, ImageSummary, ImportedImage, ImportOptions, InspectResult, PruneResult, RemovedTag, StoreEntry,
+  DockerExportOptions, ImageSummary, ImportedImage, ImportOptions, InspectResult, PruneResult, Referrer, RemovedTag, StoreEntry,
 } from './types.js'

@@ -6,7 +6,7 @@
 import {mkdir, readFile} from 'node:fs/promises'
 import {AegisError, messageOf} from '../errors.js'
 import {MediaType, type ImageIndex} from '../oci/types.js'
-import {errorCode, writeFileAtomically} from './fs-util.js'
+import {errorCode, syncDirectory, writeFileAtomically} from './fs-util.js'
 import {validateDescriptor, isRecord, MAX_MANIFEST_BYTES} from './graph.js'
 import {withFileLock} from './lock.js'
 import type {StorePaths} from './paths.js'
@@ -73,6 +73,9 @@ export async function updateIndex<T>(
     const current = await readIndexFile(paths.indexFile)
     const {index, result} = await change(current)
     if (index !== current) {
+      // Blob writes sync their data but not the directory they were renamed into: one sync here
+      // makes every rename durable before a tag that may need it is.
+      await syncDirectory(paths.blobsDir)
       const text = `${JSON.stringify({...index, mediaType: MediaType.ImageIndex}, null, 2)}\n`
       await writeFileAtomically(paths.indexFile, text, paths.tmpDir)
     }

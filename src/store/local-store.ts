@@ -16,6 +16,7 @@ import {ensureLayout, readIndexFile, updateIndex} from './layout.js'
 import {withWriteLease} from './leases.js'
 import {describeStore, StorePaths} from './paths.js'
 import {formatRefName, parseReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from './reference.js'
+import {addReferrers, listReferrers} from './referrers.js'
 import type {
   DockerExportOptions, ImportedImage, ImportOptions, InspectResult, PruneResult, RemovedTag, StoreEntry,
 } from './types.js'
@@ -67,6 +68,12 @@ export class LocalStore implements ContentStore {
     await writeBlob(this.paths, desc, content)
   }
 
+  /** `push` for a copy: the store verifies size and digest itself, so the copy need not; `onBytes` gives progress. */
+  async pushVerifying(desc: Descriptor, content: Readable, onBytes: (bytes: number) => void): Promise<void> {
+    await ensureLayout(this.paths)
+    await writeBlob(this.paths, desc, content, onBytes)
+  }
+
   async resolve(reference: string): Promise<Descriptor> {
     const parsed = parseReference(reference)
     const index = await this.readIndex()
@@ -98,6 +105,18 @@ export class LocalStore implements ContentStore {
     await this.setTags([{desc, reference}])
   }
 
+  // ---- Referrers (what copyGraph uses to carry SBOMs and signatures; see referrers.ts) ----
+
+  /** Manifests listed as referrers of `subject` by any `NAME:sha256-<hex>` tag. */
+  async referrers(subject: Descriptor): Promise<Descriptor[]> {
+    return listReferrers(this, subject)
+  }
+
+  /** Lists stored `referrers` of `subject` under `NAME:sha256-<hex>`, NAME from `reference` (`name:tag`). */
+  async addReferrers(subject: Descriptor, referrers: Descriptor[], reference?: string): Promise<void> {
+    await addReferrers(this, subject, referrers, reference)
+  }
+
   // ---- Store operations for the CLI ----
 
   /**
@@ -109,6 +128,12 @@ export class LocalStore implements ContentStore {
       const {name, tag} = parseTagReference(reference)
       return {desc: validateDescriptor(desc, `descriptor for ${reference}`), refName: formatRefName(name, tag)}
     })
+    // Every tag already points there (a warm build re-tags what it tagged before): nothing to
+    // lock, check or rewrite. Their content was checked when they were set.
+    const current = await this.readIndex()
+    const tagged = (refName: string, desc: Descriptor) =>
+      current.manifests.some((stored) => stored.annotations?.[REF_NAME_ANNOTATION] === refName && stored.digest === desc.digest && stored.size === desc.size)
+    if (entries.every(({desc, refName}) => tagged(refName, desc))) return
     await updateIndex(this.paths, async (index) => {
       const added: Descriptor[] = []
       for (const {desc, refName} of entries) {
@@ -144,7 +169,10 @@ export class LocalStore implements ContentStore {
       .map((desc) => desc.annotations?.[REF_NAME_ANNOTATION])
       .filter((name): name is string => name !== undefined)
     const summary = await summarizeImage(this, descriptor)
-    return {descriptor, tags, ...summary}
+    const subjects = [...new Set([descriptor.digest, ...summary.images.map((image) => image.digest)])]
+    const referrers = (await Promise.all(subjects.map(async (subject) =>
+      (await listReferrers(this, {digest: subject}, index)).map((referrer) => ({...referrer, subject}))))).flat()
+    return {descriptor, tags, ...summary, referrers}
   }
 
   /**

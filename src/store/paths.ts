@@ -3,7 +3,7 @@
  * (`defaultStoreRoot()` or a flag) and passes it to `LocalStore`.
  */
 import {homedir} from 'node:os'
-import {isAbsolute, join, resolve} from 'node:path'
+import {dirname, isAbsolute, join, resolve} from 'node:path'
 
 /**
  * `$AEGIS_KIT_HOME/store` when AEGIS_KIT_HOME is set, else the platform's per-user data directory:
@@ -21,6 +21,11 @@ export function defaultStoreRoot(
   if (platform === 'win32') return join(env.LOCALAPPDATA || join(home, 'AppData', 'Local'), 'aegis-kit', 'store')
   const dataHome = env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(home, '.local', 'share')
   return join(dataHome, 'aegis-kit', 'store')
+}
+
+/** aegis-kit's data directory, the store's parent: build cache, unpacked roots, instances, workspaces. */
+export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
+  return dirname(defaultStoreRoot(env))
 }
 
 /**

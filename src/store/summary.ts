@@ -5,7 +5,7 @@ import type {LocalStore} from './local-store.js'
 import type {ImageSummary, InspectResult} from './types.js'
 
 /** Images, platforms and distinct total size under `root`; tolerant of missing content. */
-export async function summarizeImage(store: LocalStore, root: Descriptor): Promise<Omit<InspectResult, 'descriptor' | 'tags'>> {
+export async function summarizeImage(store: LocalStore, root: Descriptor): Promise<Omit<InspectResult, 'descriptor' | 'tags' | 'referrers'>> {
   const sizes = new Map<string, number>()
   const platformOf = new Map<string, Platform>()
   const images: ImageSummary[] = []

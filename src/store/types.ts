@@ -42,6 +42,13 @@ export interface InspectResult {
   images: ImageSummary[]
   /** Distinct bytes across all images, as in `StoreEntry.size`. */
   size: number
+  /** Manifests about the image or one of its platforms (SBOMs, signatures), listed by `NAME:sha256-<hex>` tags. */
+  referrers: Referrer[]
+}
+
+/** A referrer as a referrers list names it, plus the digest of the manifest it is about. */
+export interface Referrer extends Descriptor {
+  subject: string
 }
 
 export interface RemovedTag {

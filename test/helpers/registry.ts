@@ -1,7 +1,8 @@
 /**
  * A real registry for tests: Debian's `docker-registry` (CNCF distribution 2.8) on 127.0.0.1,
  * a free port and a temp storage dir, with no auth, htpasswd Basic auth, or token auth backed by
- * a token issuer written here (JWTs signed with a key whose self-signed cert the registry trusts).
+ * a token issuer written here (JWTs signed with a key whose self-signed cert the registry trusts);
+ * plain HTTP, or HTTPS with a self-signed certificate for 127.0.0.1 (`tls: true`).
  *
  *   const registry = await startRegistry({auth: 'basic'})
  *   ... registry.host, registry.credentials ...
@@ -12,6 +13,7 @@ import {createPrivateKey, randomBytes, sign, X509Certificate, type KeyObject} fr
 import {createWriteStream} from 'node:fs'
 import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
 import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
+import {get as httpsGet} from 'node:https'
 import {createServer as createNetServer} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -31,7 +33,7 @@ export interface TokenRequestRecord {
 export interface TestRegistry {
   /** `127.0.0.1:<port>`, what image references use. */
   host: string
-  /** `http://127.0.0.1:<port>`. */
+  /** `http://127.0.0.1:<port>`, or https:// with `tls`. */
   url: string
   port: number
   /** The registry's filesystem storage root (`docker/registry/v2/...` inside). */
@@ -59,7 +61,7 @@ const PASSWORD = `pw:${randomBytes(6).toString('hex')}!@%+"/`
 const SERVICE = 'aegis-test-registry'
 const ISSUER = 'aegis-test-issuer'
 
-export async function startRegistry(options: {auth?: RegistryAuth} = {}): Promise<TestRegistry> {
+export async function startRegistry(options: {auth?: RegistryAuth; tls?: boolean} = {}): Promise<TestRegistry> {
   const auth = options.auth ?? 'none'
   const dir = await mkdtemp(join(tmpdir(), 'aegis-registry-'))
   const storageDir = join(dir, 'storage')
@@ -87,6 +89,15 @@ export async function startRegistry(options: {auth?: RegistryAuth} = {}): Promis
     ].join('\n')
   }
 
+  let tlsConfig = ''
+  if (options.tls) {
+    execFileSync('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'tls.key'),
+      '-out', join(dir, 'tls.crt'), '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
+    ], {stdio: 'ignore'})
+    tlsConfig = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`
+  }
+
   const configPath = join(dir, 'config.yml')
   await writeFile(configPath, [
     'version: 0.1',
@@ -94,12 +105,13 @@ export async function startRegistry(options: {auth?: RegistryAuth} = {}): Promis
     'storage:', '  filesystem:', `    rootdirectory: ${storageDir}`, '  delete:', '    enabled: true',
     '  maintenance:', '    uploadpurging:', '      enabled: false',
     'http:', `  addr: 127.0.0.1:${port}`,
+    tlsConfig,
     authConfig,
   ].join('\n'))
 
   const logPath = join(dir, 'registry.log')
   let child: ChildProcess | undefined
-  const url = `http://127.0.0.1:${port}`
+  const url = `${options.tls ? 'https' : 'http'}://127.0.0.1:${port}`
 
   const launch = async () => {
     const log = createWriteStream(logPath, {flags: 'a'})
@@ -110,9 +122,8 @@ export async function startRegistry(options: {auth?: RegistryAuth} = {}): Promis
     for (;;) {
       if (child.exitCode !== null) throw new Error(`docker-registry exited: ${await readFile(logPath, 'utf8')}`)
       try {
-        const response = await fetch(`${url}/v2/`)
-        await response.body?.cancel()
-        if (response.status === 200 || response.status === 401) return
+        const status = await ping(`${url}/v2/`)
+        if (status === 200 || status === 401) return
       } catch {
         // Not listening yet.
       }
@@ -155,6 +166,21 @@ export async function startRegistry(options: {auth?: RegistryAuth} = {}): Promis
       await rm(dir, {recursive: true, force: true})
     },
   }
+}
+
+/** The status of GET `url`; HTTPS without checking the (self-signed) certificate. */
+async function ping(url: string): Promise<number> {
+  if (url.startsWith('http:')) {
+    const response = await fetch(url)
+    await response.body?.cancel()
+    return response.status
+  }
+  return new Promise((resolve, reject) => {
+    httpsGet(url, {rejectUnauthorized: false}, (response) => {
+      response.resume()
+      resolve(response.statusCode ?? 0)
+    }).on('error', reject)
+  })
 }
 
 export async function freePort(): Promise<number> {

@@ -17,7 +17,7 @@ const DIGEST = `sha256:${'a'.repeat(64)}`
 
 describe('parseReference', () => {
   it('normalises Docker Hub names and sends API calls to registry-1.docker.io over HTTPS', () => {
-    expect(parseReference('alpine')).toEqual({registry: 'docker.io', apiHost: 'registry-1.docker.io', repository: 'library/alpine', tag: undefined, digest: undefined, plainHttp: false})
+    expect(parseReference('alpine')).toEqual({registry: 'docker.io', apiHost: 'registry-1.docker.io', repository: 'library/alpine', tag: undefined, digest: undefined, plainHttp: false, insecure: false})
     expect(parseReference('index.docker.io/acme/kit:1.0')).toMatchObject({registry: 'docker.io', repository: 'acme/kit', tag: '1.0'})
     expect(parseReference('docker.io/ubuntu@' + DIGEST)).toMatchObject({repository: 'library/ubuntu', digest: DIGEST})
   })
@@ -27,14 +27,16 @@ describe('parseReference', () => {
     expect(parseReference('registry.example.com:5000/a/b')).toMatchObject({registry: 'registry.example.com:5000', repository: 'a/b', tag: undefined})
   })
 
-  it('uses plain HTTP for loopback hosts and when asked, HTTPS otherwise', () => {
+  it('uses plain HTTP for loopback hosts and when asked, HTTPS otherwise; --insecure tries HTTPS without checks first', () => {
     expect(parseReference('localhost:5000/kit:1').plainHttp).toBe(true)
     expect(parseReference('localhost/kit').plainHttp).toBe(true)
     expect(parseReference('127.0.0.1:41234/kit').plainHttp).toBe(true)
     expect(parseReference('[::1]:5000/kit')).toMatchObject({registry: '[::1]:5000', plainHttp: true})
     expect(parseReference('10.0.0.5:5000/kit').plainHttp).toBe(false)
     expect(parseReference('10.0.0.5:5000/kit', {plainHttp: true}).plainHttp).toBe(true)
-    expect(parseReference('myregistry.local/kit', {insecure: true}).plainHttp).toBe(true)
+    expect(parseReference('myregistry.local/kit', {insecure: true})).toMatchObject({plainHttp: false, insecure: true})
+    expect(parseReference('127.0.0.1:5000/kit', {insecure: true})).toMatchObject({plainHttp: false, insecure: true})
+    expect(parseReference('127.0.0.1:5000/kit', {insecure: true, plainHttp: true})).toMatchObject({plainHttp: true, insecure: false})
   })
 
   it.each([
@@ -82,7 +84,7 @@ describe('retry and error details', () => {
 
   it('treats dropped connections as transient and our own errors as final', () => {
     const reset = Object.assign(new Error('read ECONNRESET'), {code: 'ECONNRESET'})
-    expect(isTransientError(new TypeError('fetch failed', {cause: reset}))).toBe(true)
+    expect(isTransientError(new Error('GET failed', {cause: reset}))).toBe(true)
     expect(isTransientError(new Error('socket hang up'))).toBe(true)
     expect(isTransientError(new AegisError('Content sha256:x failed verification', {cause: reset}))).toBe(false)
     expect(isTransientError(new Error('ENOENT'))).toBe(false)

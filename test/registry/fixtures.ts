@@ -35,7 +35,8 @@ export async function skopeoRawManifest(reference: string, creds?: {username: st
 }
 
 export type ProxyAction =
-  | {kind: 'pass'}
+  /** Forward to the registry; `headers` are added to its answer. */
+  | {kind: 'pass'; headers?: Record<string, string>}
   | {kind: 'respond'; status: number; headers?: Record<string, string>; body?: string}
   | {kind: 'drop'}
 
@@ -67,7 +68,7 @@ export async function startFaultProxy(target: string, decide: (request: Incoming
       {host: targetUrl.hostname, port: targetUrl.port, method: request.method, path: request.url, headers: {...request.headers, host: targetUrl.host}},
       (answer) => {
         // Locations the registry gives point at itself; rewrite them to stay on the proxy.
-        const headers = {...answer.headers}
+        const headers = {...answer.headers, ...action.headers}
         if (typeof headers.location === 'string') headers.location = headers.location.replace(targetUrl.origin, `http://${request.headers.host}`)
         response.writeHead(answer.statusCode ?? 502, headers)
         answer.pipe(response)

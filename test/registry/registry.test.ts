@@ -12,6 +12,7 @@ import {copyGraph, type CopyProgress} from '../../src/registry/copy.js'
 import {pullImage, pushImage} from '../../src/registry/push-pull.js'
 import {RegistryError} from '../../src/registry/registry-error.js'
 import {RemoteRepository} from '../../src/registry/repository.js'
+import {LocalStore} from '../../src/store/local-store.js'
 import {sha256Digest} from '../../src/registry/verify.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {LayoutStore} from './layout-store.js'
@@ -188,6 +189,22 @@ describe('faults', () => {
     expect(files).not.toContain(victim.digest.slice(7))
     expect(files.filter((f) => f.endsWith('.partial'))).toEqual([])
     await expect(store.resolve('app')).rejects.toThrow()
+  })
+
+  it('refuses such a blob when pulling into the local store too (it checks content itself), keeping nothing', async () => {
+    const victimImage = await makeImage(join(work, 'tamper-local-image'), {layers: 1, layerSize: 100 * 1024})
+    await pushImage(victimImage, 'test', repo('tamper/local:1'))
+    const victim = (await manifestOf(victimImage, 'test')).manifest.layers[0]!
+    const onDisk = await readFile(registry.blobPath(victim.digest))
+    onDisk[onDisk.length >> 1] ^= 0xff
+    await writeFile(registry.blobPath(victim.digest), onDisk)
+
+    const store = new LocalStore(join(work, 'tamper-local-store'))
+    const error = await pullImage(repo('tamper/local:1'), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
+    expect(await store.exists(victim)).toBe(false)
+    await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
   })
 
   it('resumes a push cut off by the registry stopping, and never tags an incomplete image', async () => {

@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {cp, readFile, rm, writeFile} from 'node:fs/promises'
+import {cp, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {Readable} from 'node:stream'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -188,5 +188,24 @@ describe('LocalStore.push verifies content before it becomes visible', () => {
     for await (const chunk of await store.fetch(desc)) chunks.push(chunk as Buffer)
     expect(Buffer.concat(chunks).equals(data)).toBe(true)
     await expect(store.fetch(wrong)).rejects.toThrow(/is not in the store/)
+  })
+})
+
+describe('LocalStore.setTags', () => {
+  it('leaves index.json untouched when every tag already points there, and rewrites it when one moves', async () => {
+    const root = await tempDir('store-')
+    const store = new LocalStore(root)
+    await store.importOciLayout(source)
+    const one = await store.resolve('openclaw:1.0.0')
+    const two = await store.resolve('openclaw:1.1.0')
+    const before = await stat(join(root, 'index.json'))
+    await store.setTags([{desc: one, reference: 'openclaw:1.0.0'}, {desc: two, reference: 'openclaw:1.1.0'}])
+    const same = await stat(join(root, 'index.json'))
+    // A rewrite is a temp file renamed over index.json: a new inode.
+    expect([same.ino, same.mtimeMs]).toEqual([before.ino, before.mtimeMs])
+
+    await store.setTags([{desc: one, reference: 'openclaw:1.0.0'}, {desc: one, reference: 'openclaw:1.1.0'}])
+    expect((await stat(join(root, 'index.json'))).ino).not.toBe(before.ino)
+    expect((await store.resolve('openclaw:1.1.0')).digest).toBe(one.digest)
   })
 })

@@ -3,7 +3,7 @@ import {BaseCommand} from '../../cli/base-command.js'
 import {registryFlags} from '../../cli/flags.js'
 import {formatBytes} from '../../cli/format.js'
 import {createTransferReporter, progressMode} from '../../cli/progress.js'
-import {pullFromRegistry, type TransferReport} from '../../cli/transfer.js'
+import {pullFromRegistry, referrerCount, type TransferReport} from '../../cli/transfer.js'
 import {openStore} from '../../store/open.js'
 
 export default class ImagesPull extends BaseCommand {
@@ -12,7 +12,8 @@ export default class ImagesPull extends BaseCommand {
 docker.io/library/alpine). From a multi-platform image only this machine's platform is pulled
 unless --platform names another or "all". Every blob is verified against its digest before it
 enters the store, and the image is tagged only once complete, as registry/repository:tag (or
---tag). Blobs already in the store are skipped, so an interrupted pull resumes when re-run.`
+--tag). Its referrers (an SBOM, signatures) come along; \`images inspect\` shows them. Blobs
+already in the store are skipped, so an interrupted pull resumes when re-run.`
 
   static override examples = [
     {description: 'Pull from a local registry', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/openclaw:1.0.0'},
@@ -43,7 +44,7 @@ enters the store, and the image is tagged only once complete, as registry/reposi
     } finally {
       reporter.finish()
     }
-    this.log(`Pulled ${result.remote} as ${result.local} [${result.transferred.length} pulled (${formatBytes(result.bytesTransferred)}), ${result.skipped.length} already in the store]`)
+    this.log(`Pulled ${result.remote} as ${result.local} [${result.transferred.length} pulled (${formatBytes(result.bytesTransferred)}), ${result.skipped.length} already in the store${referrerCount(result)}]`)
     return result
   }
 }

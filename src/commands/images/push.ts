@@ -3,17 +3,19 @@ import {BaseCommand} from '../../cli/base-command.js'
 import {registryFlags} from '../../cli/flags.js'
 import {formatBytes} from '../../cli/format.js'
 import {createTransferReporter, progressMode} from '../../cli/progress.js'
-import {pushToRegistry, type TransferReport} from '../../cli/transfer.js'
+import {pushToRegistry, referrerCount, type TransferReport} from '../../cli/transfer.js'
 import {openStore} from '../../store/open.js'
 
 export default class ImagesPush extends BaseCommand {
   static override summary = 'Push an image from the local store to a registry.'
   static override description = `Pushes REF (NAME[:TAG] or a digest in the local store) to DEST, [registry/]repository[:tag].
 Without a tag, DEST gets the local tag; without DEST, REF's own name must start with a registry.
-Blobs the registry already has are skipped (a re-push of an unchanged image only checks), blobs
-in other repositories of the registry are mounted, the rest are uploaded several at a time, and
-the tag is set last, so it never points at an incomplete image. Credentials come from
-\`aegis-kit login\` / docker's config.json. localhost and 127.0.0.1 are plain HTTP.`
+Blobs the registry already has are skipped (a re-push of an unchanged image is one request), blobs
+in other repositories of the registry are mounted, the rest are uploaded several at a time. The
+image's referrers (the SBOM \`build\` stores) go along, listed in the registry's sha256-<digest> tag
+when it has no referrers API. The tag is set last, so it never points at an incomplete image.
+Credentials come from \`aegis-kit login\` / docker's config.json. localhost and 127.0.0.1 are plain
+HTTP unless --insecure.`
 
   static override examples = [
     {description: 'Push to a local registry', command: '<%= config.bin %> <%= command.id %> openclaw:1.0.0 127.0.0.1:5000/openclaw'},
@@ -41,7 +43,7 @@ the tag is set last, so it never points at an incomplete image. Credentials come
     } finally {
       reporter.finish()
     }
-    const counts = `${result.transferred.length} pushed (${formatBytes(result.bytesTransferred)}), ${result.skipped.length} already there${result.mounted.length > 0 ? `, ${result.mounted.length} mounted` : ''}`
+    const counts = `${result.transferred.length} pushed (${formatBytes(result.bytesTransferred)}), ${result.skipped.length} already there${result.mounted.length > 0 ? `, ${result.mounted.length} mounted` : ''}${referrerCount(result)}`
     this.log(`Pushed ${args.ref} to ${result.remote} [${counts}]`)
     return result
   }
