@@ -4,5 +4,4 @@ import {fileURLToPath} from 'node:url'
 /** The package root (this file is `dist/paths.js` or `src/paths.ts`). */
 export const packageRoot = fileURLToPath(new URL('..', import.meta.url))
 
-export const schemaFile = fileURLToPath(new URL('../schemas/aegis-kit.schema.json', import.meta.url))
 export const bundledKitsDir = fileURLToPath(new URL('../kits/', import.meta.url))

@@ -1,9 +1,8 @@
 import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
-import {hostPlatform} from '../build/build.js'
 import {BaseCommand} from '../cli/base-command.js'
 import {AegisError} from '../errors.js'
-import {gvproxyNetwork} from '../guest/index.js'
+import {gvproxyNetwork, hostGuestArch} from '../guest/index.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
@@ -20,7 +19,8 @@ read-only under a private writable layer, the workspace at /workspace, secrets o
 workload's environment and /run/secrets/NAME, ports exposed on 127.0.0.1 only. Waits for the
 kit's healthcheck, prints the URL(s), and streams the workload's output until it exits or you
 press Ctrl-C (SIGTERM to the workload, a grace period, then power off). The exit code is the
-workload's.`
+workload's. The guest kernel and initramfs are an artifact in the store (aegis-guest:..., assembled
+from Debian's kernel package on first use); --guest, --kernel and --initrd boot others.`
 
   static override examples = [
     {description: 'Run OpenClaw and open its Control UI', command: 'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --expose 18789 --secret ANTHROPIC_API_KEY'},
@@ -46,6 +46,9 @@ workload's.`
     memory: Flags.string({description: 'VM memory, e.g. 2048mb or 2gb (default: the profile\'s or kit\'s).'}),
     cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
     backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
+    kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
+    initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
+    guest: Flags.string({description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.'}),
   }
 
   async run(): Promise<void> {
@@ -91,6 +94,9 @@ workload's.`
         workspace: flags.workspace,
         memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
         cpus: flags.cpus,
+        kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
+        initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
+        guest: flags.guest,
         command,
         config: flags.config ? await readConfigFile(flags.config) : undefined,
         network: (forwards) => gvproxyNetwork({
@@ -101,13 +107,14 @@ workload's.`
         }),
         onBuild: (event) => {
           if (event.type === 'layer' && !event.cached) status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
+          else if (event.type === 'warning') status(`warning: ${event.message}`)
         },
         onStatus: status,
         onOutput: output,
         signal: controller.signal,
       })
       if (controller.signal.aborted) onSignal()
-      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${hostPlatform()}, QEMU TCG)`)
+      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU TCG)`)
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
       if (instance.healthyMs !== undefined || !kit.manifest.healthcheck) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
       const result = await instance.result

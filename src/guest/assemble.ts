@@ -1,20 +1,20 @@
 /**
  * The guest kernel and initramfs, assembled from Debian's packages: the cloud kernel and
  * its modules from `linux-image-cloud-<arch>`, and the harness (images/guest/*.c) built
- * static with the host's gcc and libc6-dev. Results are cached under a key made of every
- * input (package versions, harness sources, compiler), so a second call is a lookup.
+ * static with the host's gcc and libc6-dev, under a key made of every input (package versions,
+ * harness sources, compiler). `run` keeps the result in the image store (guest-store.ts);
+ * assembleGuest keeps it in a cache directory, for the tests that boot bare VMs.
  */
 
 import {createHash, randomBytes} from 'node:crypto'
 import {existsSync} from 'node:fs'
-import {mkdir, readdir, readFile, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {gzipSync} from 'node:zlib'
 
-import {execa} from 'execa'
-
 import {AegisError, messageOf} from '../errors.js'
+import {execFileText, findOnPath} from '../exec.js'
 import {buildCpio, type CpioEntry} from './cpio.js'
 import {extractVmlinux} from './kernel-image.js'
 import {GUEST_MODULES, resolveModuleOrder} from './modules.js'
@@ -50,13 +50,32 @@ export function hostGuestArch(): GuestArch {
 }
 
 async function run(file: string, args: string[], options: {cwd?: string; what: string; hint: string}): Promise<string> {
+  const result = await execFileText(file, args, {cwd: options.cwd}).catch((error: unknown) => {
+    throw new AegisError(`${options.what} failed: ${messageOf(error)}`, {hint: options.hint, cause: error})
+  })
+  if (result.exitCode === 0) return result.stdout
+  const stderr = result.stderr.trim()
+  // apt prints warnings (W:) around the line that says what failed (E:): keep that one.
+  const detail = stderr.split('\n').find((line) => line.startsWith('E: ')) ?? (stderr.split('\n').slice(-3).join(' ') || `exit code ${result.exitCode ?? result.signal}`)
+  throw new AegisError(`${options.what} failed: ${detail.replace(/\s+/g, ' ')}`, {hint: options.hint})
+}
+
+/**
+ * `compute()`, remembered in `memoFile` for as long as `stamp` (what the answer depends on: file
+ * sizes and times) stays the same. For answers that cost a process or more on every boot.
+ */
+async function remembered<T>(memoFile: string, stamp: string, compute: () => Promise<T>): Promise<T> {
   try {
-    const result = await execa(file, args, {cwd: options.cwd})
-    return result.stdout
-  } catch (error) {
-    const detail = (error as {stderr?: string}).stderr?.trim() || messageOf(error)
-    throw new AegisError(`${options.what} failed: ${detail.split('\n').slice(-3).join(' ')}`, {hint: options.hint, cause: error})
+    const saved = JSON.parse(await readFile(memoFile, 'utf8')) as {stamp: string; value: T}
+    if (saved.stamp === stamp && saved.value !== undefined) return saved.value
+  } catch {
+    // not computed yet, or unreadable: compute it
   }
+  const value = await compute()
+  await mkdir(path.dirname(memoFile), {recursive: true})
+  await writeFile(`${memoFile}.${process.pid}`, JSON.stringify({stamp, value}))
+  await rename(`${memoFile}.${process.pid}`, memoFile)
+  return value
 }
 
 /**
@@ -70,18 +89,7 @@ async function resolveKernelPackageCached(metaPackage: string, cacheDir: string)
     const info = await stat(path.join(listsDir, name))
     return [name, info.size, info.mtimeMs]
   })))
-  const memo = path.join(cacheDir, `kernel-${metaPackage}.json`)
-  try {
-    const saved = JSON.parse(await readFile(memo, 'utf8')) as {stamp: string; name: string; version: string}
-    if (saved.stamp === stamp) return {name: saved.name, version: saved.version}
-  } catch {
-    // not resolved yet, or unreadable: ask apt
-  }
-  const resolved = await resolveKernelPackage(metaPackage)
-  await mkdir(cacheDir, {recursive: true})
-  await writeFile(`${memo}.${process.pid}`, JSON.stringify({stamp, ...resolved}))
-  await rename(`${memo}.${process.pid}`, memo)
-  return resolved
+  return remembered(path.join(cacheDir, `kernel-${metaPackage}.json`), stamp, () => resolveKernelPackage(metaPackage))
 }
 
 /** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
@@ -93,14 +101,27 @@ async function resolveKernelPackage(metaPackage: string): Promise<{name: string;
   return {name: depends[1]!, version: depends[2]!}
 }
 
-async function toolchainVersion(triplet: string): Promise<string> {
+/**
+ * The compiler and static libc the harness is built with, part of the cache key. Asking gcc and
+ * dpkg costs two processes, so the answer is remembered until either file changes.
+ */
+async function toolchainVersion(triplet: string, cacheDir: string): Promise<string> {
   const hint = 'install the compiler: apt-get install gcc libc6-dev'
-  if (!existsSync(`/usr/lib/${triplet}/libc.a`)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
-  const [gcc, libc] = await Promise.all([
-    run('gcc', ['-dumpfullversion'], {what: 'gcc', hint}),
-    run('dpkg-query', ['-W', '-f=${Version}', 'libc6-dev'], {what: 'dpkg-query libc6-dev', hint}),
-  ])
-  return `gcc ${gcc}, libc6-dev ${libc}`
+  const libc = `/usr/lib/${triplet}/libc.a`
+  const gcc = findOnPath('gcc')
+  if (!existsSync(libc)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
+  if (!gcc) throw new AegisError('gcc is not installed', {hint})
+  const stamp = JSON.stringify(await Promise.all([gcc, libc].map(async (file) => {
+    const info = await stat(file)
+    return [await realpath(file), info.size, info.mtimeMs]
+  })))
+  return remembered(path.join(cacheDir, `toolchain-${triplet}.json`), stamp, async () => {
+    const [gccVersion, libcVersion] = await Promise.all([
+      run('gcc', ['-dumpfullversion'], {what: 'gcc', hint}),
+      run('dpkg-query', ['-W', '-f=${Version}', 'libc6-dev'], {what: 'dpkg-query libc6-dev', hint}),
+    ])
+    return `gcc ${gccVersion}, libc6-dev ${libcVersion}`
+  })
 }
 
 async function harnessHash(): Promise<string> {
@@ -132,9 +153,13 @@ async function buildHarness(workDir: string): Promise<Buffer> {
   return readFile(output)
 }
 
-async function assembleInto(workDir: string, arch: GuestArch, kernelPackage: {name: string; version: string}): Promise<{kernelFile: string; kernelRelease: string}> {
+/** Assembles the guest for `inputs` in `workDir`: the kernel (vmlinux, else vmlinuz) and initrd.img. */
+export async function assembleGuestFiles(workDir: string, inputs: GuestInputs): Promise<Omit<GuestImage, 'version'>> {
+  const {arch, kernelPackage} = inputs
   await run('apt-get', ['download', `${kernelPackage.name}=${kernelPackage.version}`], {
-    cwd: workDir, what: `apt-get download ${kernelPackage.name}`, hint: 'check that Debian\'s package archive is reachable; then run apt-get update',
+    cwd: workDir,
+    what: `downloading the guest kernel (apt-get download ${kernelPackage.name}=${kernelPackage.version})`,
+    hint: 'check that Debian\'s package archive is reachable and run apt-get update, or boot files you have: --kernel FILE --initrd FILE',
   })
   const deb = (await readdir(workDir)).find((name) => name.endsWith('.deb'))
   if (!deb) throw new AegisError(`apt-get download left no .deb for ${kernelPackage.name}`, {hint: 'run apt-get update and retry'})
@@ -165,35 +190,57 @@ async function assembleInto(workDir: string, arch: GuestArch, kernelPackage: {na
   await rm(unpacked, {recursive: true, force: true})
   await rm(path.join(workDir, deb), {force: true})
   await rm(path.join(workDir, 'init'), {force: true})
-  return {kernelFile, kernelRelease}
+  return {kernel: path.join(workDir, kernelFile), initrd: path.join(workDir, 'initrd.img'), kernelRelease}
+}
+
+/** What a guest is assembled from; equal inputs give an equal guest. */
+export interface GuestInputs {
+  arch: GuestArch
+  /** The concrete kernel package, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
+  kernelPackage: {name: string; version: string}
+  /** sha256 of the harness sources. */
+  harness: string
+  /** Compiler and static libc versions. */
+  toolchain: string
+  /** 16 hex digits of the hash of all of the above: names the cache directory and the store tag. */
+  key: string
+  /** For people: kernel package and version plus the harness hash. */
+  version: string
 }
 
 /**
- * The guest kernel and initramfs for `arch`, from `cacheDir` when the same inputs were
- * assembled before. Needs a Debian host with apt lists, gcc and libc6-dev.
+ * The inputs of this host's guest. Needs a Debian host with apt lists, gcc and libc6-dev; the
+ * answers that cost a process are remembered in `cacheDir`, so this is a few file reads.
  */
-export async function assembleGuest(options: {cacheDir: string; arch?: GuestArch}): Promise<GuestImage> {
+export async function guestInputs(options: {cacheDir: string; arch?: GuestArch}): Promise<GuestInputs> {
   const arch = options.arch ?? hostGuestArch()
   const {kernelMetaPackage, nodeArch, triplet} = ARCHES[arch]
   if (nodeArch !== process.arch) {
     throw new AegisError(`cannot assemble an ${arch} guest on a ${process.arch} host yet`, {hint: `assemble on an ${arch} machine`})
   }
-  // Each input is a separate lookup (apt-cache, gcc, dpkg-query): ask them at once, since this
-  // runs before every boot, cached or not.
-  const [kernelPackage, harness, toolchain] = await Promise.all([resolveKernelPackageCached(kernelMetaPackage, options.cacheDir), harnessHash(), toolchainVersion(triplet)])
-  const inputs = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
-  const key = createHash('sha256').update(JSON.stringify(inputs)).digest('hex').slice(0, 16)
-  const finalDir = path.join(options.cacheDir, `guest-${arch}-${key}`)
+  const [kernelPackage, harness, toolchain] = await Promise.all([resolveKernelPackageCached(kernelMetaPackage, options.cacheDir), harnessHash(), toolchainVersion(triplet, options.cacheDir)])
+  const keyed = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
+  const key = createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16)
+  return {arch, kernelPackage, harness, toolchain, key, version: `${kernelPackage.name} ${kernelPackage.version}, harness ${harness.slice(0, 12)}`}
+}
+
+/**
+ * The guest kernel and initramfs for `arch` (or for `inputs`), from `cacheDir` when the same
+ * inputs were assembled before. Needs a Debian host with apt lists, gcc and libc6-dev.
+ */
+export async function assembleGuest(options: {cacheDir: string; arch?: GuestArch; inputs?: GuestInputs}): Promise<GuestImage> {
+  const inputs = options.inputs ?? await guestInputs(options)
+  const finalDir = path.join(options.cacheDir, `guest-${inputs.arch}-${inputs.key}`)
   const manifestPath = path.join(finalDir, 'guest.json')
-  const version = `${kernelPackage.name} ${kernelPackage.version}, harness ${inputs.harness.slice(0, 12)}`
 
   if (!existsSync(manifestPath)) {
     await mkdir(options.cacheDir, {recursive: true})
     const workDir = path.join(options.cacheDir, `.tmp-guest-${randomBytes(6).toString('hex')}`)
     await mkdir(workDir)
     try {
-      const built = await assembleInto(workDir, arch, kernelPackage)
-      await writeFile(path.join(workDir, 'guest.json'), JSON.stringify({...built, version, inputs}, null, 2) + '\n')
+      const built = await assembleGuestFiles(workDir, inputs)
+      const saved = {kernelFile: path.basename(built.kernel), kernelRelease: built.kernelRelease, version: inputs.version, inputs}
+      await writeFile(path.join(workDir, 'guest.json'), JSON.stringify(saved, null, 2) + '\n')
       await rename(workDir, finalDir).catch(async (error: NodeJS.ErrnoException) => {
         // Another process assembled the same inputs first; its result is as good as ours.
         if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error

@@ -3,7 +3,7 @@
  * control API on a private unix socket in the VM's run dir, host ports exposed through
  * that API on 127.0.0.1 only.
  *
- *   QEMU -netdev stream ──▶ net.sock (the filter, gvproxy-filter.ts) ──▶ gvproxy-qemu.sock (gvproxy)
+ *   QEMU -netdev stream ──▶ net.sock (the filter, gvproxy-filter.ts) ──▶ qemu.sock (gvproxy)
  *
  * The filter between QEMU and gvproxy is what keeps the guest from opening host ports
  * through gvproxy's API (which gvproxy also serves at 192.168.127.1:80) and from reaching
@@ -32,6 +32,7 @@ import {GUEST_MAC, GUEST_NETWORK, type AttachedNetwork, type NetworkBackend, typ
 export const GVPROXY_HOST_LOOPBACK = '192.168.127.254'
 /** Names gvproxy's DNS answers with GVPROXY_HOST_LOOPBACK. */
 const HOST_LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', 'host.containers.internal', 'host.docker.internal', GVPROXY_HOST_LOOPBACK])
+/** Where podman's packages put gvproxy; AEGIS_KIT_HELPER_DIRS (colon-separated) replaces the list. */
 const SEARCH_DIRS = ['/usr/libexec/podman', '/usr/lib/podman', '/usr/local/libexec/podman']
 const INSTALL_HINT = 'run scripts/install-gvproxy (on Debian 12 it installs Debian 13\'s gvproxy package), or install podman\'s gvproxy'
 
@@ -63,14 +64,16 @@ export interface GvproxyBackend extends NetworkBackend {
   expose(forward: PortForward): Promise<void>
 }
 
-/** The gvproxy binary: on PATH, or where Debian's and podman's packages put it. */
+/** The gvproxy binary: on PATH, or where podman's packages put it (or AEGIS_KIT_HELPER_DIRS says). */
 export function findGvproxy(): string {
-  const dirs = [...(process.env.PATH ?? '').split(':').filter(Boolean), ...SEARCH_DIRS]
-  for (const dir of dirs) {
+  const {PATH, AEGIS_KIT_HELPER_DIRS} = process.env
+  const helperDirs = AEGIS_KIT_HELPER_DIRS === undefined ? SEARCH_DIRS : AEGIS_KIT_HELPER_DIRS.split(':').filter(Boolean)
+  for (const dir of [...(PATH ?? '').split(':').filter(Boolean), ...helperDirs]) {
     const candidate = path.join(dir, 'gvproxy')
     if (existsSync(candidate)) return candidate
   }
-  throw new AegisError('gvproxy is not installed (looked on PATH and in /usr/libexec/podman, /usr/lib/podman, /usr/local/libexec/podman)', {hint: INSTALL_HINT})
+  const where = helperDirs.length > 0 ? `on PATH and in ${helperDirs.join(', ')}` : 'on PATH'
+  throw new AegisError(`gvproxy is not installed (looked ${where})`, {hint: INSTALL_HINT})
 }
 
 /** Splits `networking.internal_hosts` entries into loopback ports and other host endpoints. */
@@ -178,7 +181,7 @@ async function logTail(logFile: string): Promise<string> {
 /** Starts gvproxy in `dir` and resolves once its API answers. */
 async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: string): Promise<{apiSocket: string; qemuSocket: string}> {
   const apiSocket = path.join(dir, 'api.sock')
-  const qemuSocket = path.join(dir, 'gvproxy-qemu.sock')
+  const qemuSocket = path.join(dir, 'qemu.sock')
   const logFile = path.join(dir, 'gvproxy.log')
   const child = processes.spawn(binary, [
     '-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`,
@@ -225,17 +228,26 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
     return apiSocket
   }
 
+  /** The forwards are sane and free, and gvproxy is installed: returns its path. */
+  const check = async (): Promise<string> => {
+    for (const forward of forwards) checkForward(forward)
+    const seen = new Set<number>()
+    for (const forward of forwards) {
+      if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
+      seen.add(forward.hostPort)
+    }
+    const binary = options.binary ?? findGvproxy()
+    await Promise.all(forwards.map((forward) => checkHostPortFree(forward)))
+    return binary
+  }
+
   return {
+    async check() {
+      await check()
+    },
     async attach({runDir, processes}): Promise<AttachedNetwork> {
-      for (const forward of forwards) checkForward(forward)
-      const seen = new Set<number>()
-      for (const forward of forwards) {
-        if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
-        seen.add(forward.hostPort)
-      }
       // Before anything starts, so the error is about the port and not a half-booted VM.
-      for (const forward of forwards) await checkHostPortFree(forward)
-      const binary = options.binary ?? findGvproxy()
+      const binary = await check()
 
       const dir = path.join(runDir, 'gvproxy')
       await mkdir(dir, {mode: 0o700})

@@ -31,6 +31,11 @@ export interface AttachedNetwork {
 }
 
 export interface NetworkBackend {
+  /**
+   * Fails when the backend cannot work here (a helper not installed, a host port taken), before
+   * anything is built or started. attach() checks again: the world may change in between.
+   */
+  check?(): Promise<void>
   /** Prepares the host side; `runDir` is private to this VM for sockets and logs. */
   attach(context: {runDir: string; processes: ChildProcessGroup}): Promise<AttachedNetwork>
 }

@@ -12,14 +12,20 @@ import os from 'node:os'
 import path from 'node:path'
 
 import {AegisError} from '../errors.js'
+import {findOnPath} from '../exec.js'
 import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 import {startVirtiofsd} from './virtiofsd.js'
 
+/**
+ * What to boot. The kernel, initramfs, root disk and spec may be promises: startVm starts the
+ * host side (virtiofsd, the network) at once, spawns QEMU when the files are known and hands the
+ * spec over when it is; a rejected promise stops everything and is what startVm rejects with.
+ */
 export interface VmOptions {
-  kernel: string
-  initrd: string
+  kernel: string | Promise<string>
+  initrd: string | Promise<string>
   /**
    * The image's root filesystem, shared by virtiofs; the guest sees it read-only under a
    * tmpfs overlay. Give this or rootDisk.
@@ -29,12 +35,12 @@ export interface VmOptions {
    * The root as a raw ext4 image (`mke2fs -t ext4 -d DIR FILE SIZE`), attached read-only on
    * virtio-blk: no virtiofsd, and unlike vhost-user-fs it does not block VM snapshots.
    */
-  rootDisk?: string
+  rootDisk?: string | Promise<string>
   /** Shared writable at /workspace when given. */
   workspaceDir?: string
   memoryMib?: number
   vcpus?: number
-  spec: RunSpec
+  spec: RunSpec | Promise<RunSpec>
   /** Default: no NIC. */
   network?: NetworkBackend
   /** Console output (kernel warnings, harness lines, the workload's stdout and stderr). */
@@ -69,13 +75,6 @@ export interface RunningVm {
 const CONSOLE_KEEP = 64 * 1024
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
 const QEMU = 'qemu-system-x86_64'
-
-function findOnPath(name: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    if (dir && existsSync(path.join(dir, name))) return path.join(dir, name)
-  }
-  return undefined
-}
 
 let hostTscKhz: Promise<number | undefined> | undefined
 
@@ -115,46 +114,67 @@ class ReportReader {
   }
 }
 
-function checkTools(): string {
+/** Fails unless QEMU and virtiofsd are installed; returns QEMU's path. */
+export function checkVmTools(): string {
   const qemu = findOnPath(QEMU)
   if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86'})
   if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU)'})
   return qemu
 }
 
-/** Boots a VM running `options.spec`; resolve `result` for the outcome. */
+/** Boots a VM running `options.spec`, returning once QEMU runs and the spec is known; `result` gives the outcome. */
 export async function startVm(options: VmOptions): Promise<RunningVm> {
-  const qemuBinary = checkTools()
+  // Taken at once: a promise the caller gave must not reject unobserved while the helpers start.
+  const given = {files: Promise.all([options.kernel, options.initrd, options.rootDisk]), spec: Promise.resolve(options.spec)}
+  given.files.catch(() => undefined)
+  given.spec.catch(() => undefined)
+  const qemuBinary = checkVmTools()
   if ((options.rootDir === undefined) === (options.rootDisk === undefined)) throw new Error('startVm needs exactly one of rootDir and rootDisk')
-  const files = {kernel: options.kernel, initrd: options.initrd, 'root directory': options.rootDir, 'root disk': options.rootDisk}
-  for (const [what, file] of Object.entries(files)) {
-    if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
-  }
   const memoryMib = options.memoryMib ?? 512
   const runDir = await mkdtemp(path.join(os.tmpdir(), 'aegis-vm-'))
+  // The deepest of the VM's sockets (workspace.fs.sock is as long); a unix socket path holds 107 bytes.
+  if (Buffer.byteLength(path.join(runDir, 'gvproxy', 'qemu.sock')) > 107) {
+    await rm(runDir, {recursive: true, force: true})
+    throw new AegisError(`the temporary directory ${os.tmpdir()} is too deep for the VM's sockets (unix socket paths hold at most 107 bytes)`, {hint: 'set TMPDIR to a shorter path, e.g. TMPDIR=/tmp'})
+  }
   const processes = new ChildProcessGroup()
   let network: AttachedNetwork | undefined
   let control: net.Server | undefined
-  const cleanup = async () => {
+  let cleaned: Promise<void> | undefined
+  const cleanup = (): Promise<void> => cleaned ??= (async () => {
     await processes.stopAll()
     await network?.detach()
     control?.close()
     await rm(runDir, {recursive: true, force: true})
-  }
+  })()
 
   try {
     const shares: {tag: string; dir: string; cache: 'always' | 'auto'}[] = []
     if (options.rootDir !== undefined) shares.push({tag: 'root', dir: options.rootDir, cache: 'always'})
     if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
-    const sockets = await Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)})))
-
-    network = await (options.network ?? noNetwork()).attach({runDir, processes})
-    const plumbing: GuestPlumbing = {
-      root: options.rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
-      mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
-      network: network.guest,
+    // The helpers start side by side (each waits for its socket) while the caller may still be
+    // working out the files; all settle before any error is thrown, so cleanup sees every process.
+    const [shared, attached, files] = await Promise.allSettled([
+      Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)}))),
+      (options.network ?? noNetwork()).attach({runDir, processes}),
+      given.files,
+    ])
+    if (attached.status === 'fulfilled') network = attached.value
+    // The caller's failure first: it is the cause when helpers fail on being abandoned.
+    for (const outcome of [files, shared, attached]) if (outcome.status === 'rejected') throw outcome.reason
+    const sockets = (shared as PromiseFulfilledResult<string[]>).value
+    const nic = (attached as PromiseFulfilledResult<AttachedNetwork>).value
+    const [kernel, initrd, rootDisk] = (files as PromiseFulfilledResult<[string, string, string | undefined]>).value
+    for (const [what, file] of Object.entries({kernel, initrd, 'root disk': rootDisk})) {
+      if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
     }
-    const specBytes = encodeRunSpec(options.spec, plumbing)
+    const plumbing: GuestPlumbing = {
+      root: rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
+      mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
+      network: nic.guest,
+    }
+    const specBytes = given.spec.then((spec) => encodeRunSpec(spec, plumbing))
+    specBytes.catch(() => undefined) // awaited below, once QEMU runs
 
     const controlPath = path.join(runDir, 'ctl.sock')
     const server = net.createServer()
@@ -168,15 +188,15 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       '-global', 'virtio-mmio.force-legacy=false',
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-      '-kernel', options.kernel, '-initrd', options.initrd, '-append', kernelCommandLine(await readHostTscKhz(), options.extraKernelArgs ?? []),
+      '-kernel', kernel, '-initrd', initrd, '-append', kernelCommandLine(await readHostTscKhz(), options.extraKernelArgs ?? []),
       '-device', 'virtio-rng-device',
       '-device', 'virtio-serial-device',
       '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
       ...shares.flatMap((share, i) => ['-chardev', `socket,id=fs${i},path=${sockets[i]}`, '-device', `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`]),
-      ...(options.rootDisk === undefined ? [] : [
-        '-drive', `file=${options.rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
+      ...(rootDisk === undefined ? [] : [
+        '-drive', `file=${rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
       ]),
-      ...network.qemuArgs,
+      ...nic.qemuArgs,
     ]
     const startedAt = Date.now()
     const qemu = processes.spawn(qemuBinary, args, {stdio: ['pipe', 'pipe', 'pipe']})
@@ -211,7 +231,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       controlSocket = socket
       socket.on('error', () => {})
       socket.setEncoding('utf8').on('data', (text: string) => fromControl.push(text))
-      socket.write(specBytes)
+      specBytes.then((bytes) => socket.write(bytes), () => undefined)
     })
 
     let killedByHost = false
@@ -259,6 +279,15 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       } finally {
         clearTimeout(timer)
       }
+    }
+    // A spec the caller could not finish stops the VM before any workload runs.
+    result.catch(() => undefined) // the caller gets `result`; until then an early exit is not "unhandled"
+    try {
+      await specBytes
+    } catch (error) {
+      processes.killNow('SIGKILL')
+      await result.catch(() => undefined)
+      throw error
     }
     return {result, stop}
   } catch (error) {

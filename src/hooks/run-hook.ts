@@ -6,8 +6,8 @@
  */
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
-import {execa} from 'execa'
 import {AegisError} from '../errors.js'
+import {execFileText} from '../exec.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
@@ -42,17 +42,12 @@ export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], opti
   const timeoutMs = options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS
   const mask = (text: string) => maskSecrets(text, options.secretValues ?? [])
 
-  const child = await execa(process.execPath, [`--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
+  const child = await execFileText(process.execPath, [`--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
     cwd: kit.dir,
     input: JSON.stringify({module: modulePath, hook, args}),
     // Only what Node itself needs: the caller's API keys and tokens stay out of the hook.
     env: {PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', TZ: 'UTC', AEGIS_KIT_HOOK: hook},
-    extendEnv: false,
-    timeout: timeoutMs,
-    killSignal: 'SIGKILL',
-    reject: false,
-    maxBuffer: 32 * 1024 * 1024,
-    stripFinalNewline: true,
+    timeoutMs,
   })
   const log = mask(child.stderr)
   const lastLog = summarizeLog(log)

@@ -2,10 +2,9 @@
  * Checks a parsed manifest against schemas/aegis-kit.schema.json and turns Ajv's errors into
  * located problems with a field path, what was expected, and a hint.
  */
-import {readFileSync} from 'node:fs'
-import {Ajv2020, type ErrorObject, type ValidateFunction} from 'ajv/dist/2020.js'
-import {schemaFile} from '../paths.js'
+import type {ErrorObject, ValidateFunction} from 'ajv/dist/2020.js'
 import {locate, sourceText, type ManifestDocument} from './document.js'
+import compiledValidator from './manifest-validator.generated.js'
 import {formatPath, type PathSegment, type Problem} from './problems.js'
 import {closest} from './suggest.js'
 
@@ -19,23 +18,10 @@ interface SchemaNode {
   pattern?: string
 }
 
-let compiled: ValidateFunction | undefined
-
-export function manifestSchema(): Record<string, unknown> {
-  return JSON.parse(readFileSync(schemaFile, 'utf8')) as Record<string, unknown>
-}
-
-function validator(): ValidateFunction {
-  if (!compiled) {
-    // allErrors: report every problem in one run; verbose: keep parentSchema and data for hints.
-    const ajv = new Ajv2020({allErrors: true, verbose: true, strict: true, allowUnionTypes: true})
-    compiled = ajv.compile(manifestSchema())
-  }
-  return compiled
-}
+/** The schema compiled ahead of time by Ajv (scripts/gen-types.mjs), with allErrors and verbose errors. */
+const validate = compiledValidator as unknown as ValidateFunction
 
 export function schemaProblems(document: ManifestDocument): Problem[] {
-  const validate = validator()
   if (validate(document.data)) return []
   const errors = validate.errors ?? []
   return pruneAnyOf(errors).map((error) => toProblem(document, error, errors))

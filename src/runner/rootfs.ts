@@ -7,9 +7,8 @@
 import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
-import {execa} from 'execa'
-import {AegisError} from '../errors.js'
-import {unpackImage} from '../image/unpack.js'
+import {AegisError, messageOf} from '../errors.js'
+import {execFileText} from '../exec.js'
 import {MediaType, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest} from '../oci/types.js'
 import type {LocalStore} from '../store/index.js'
 
@@ -49,6 +48,7 @@ export async function prepareRootfs(store: LocalStore, reference: string, cacheD
   const work = await mkdtemp(path.join(rootsDir, '.unpack-'))
   try {
     onProgress?.(`unpacking ${manifest.layers.length} layers of ${reference} (once per image)`)
+    const {unpackImage} = await import('../image/unpack.js') // only here: a warm start never unpacks
     // Layers are untrusted input: unpackImage keeps every entry inside `work`. Setuid bits are
     // kept (a bootable root needs su and friends); device nodes are skipped (devtmpfs has them).
     await unpackImage(manifest.layers.map((layer) => () => store.fetch(layer)), work, {preserveSetuid: true, preserveOwners: true, diffIds: config.rootfs.diff_ids})
@@ -69,19 +69,23 @@ export async function prepareRootfs(store: LocalStore, reference: string, cacheD
 export async function prepareRootDisk(rootfs: Rootfs, onProgress?: (message: string) => void): Promise<string> {
   const disk = `${rootfs.dir}.ext4`
   if (existsSync(disk)) return disk
-  const {stdout} = await execa('du', ['-sb', rootfs.dir])
-  const bytes = Number(stdout.split('\t')[0])
+  const du = await execFileText('du', ['-sb', rootfs.dir])
+  const bytes = Number(du.stdout.split('\t')[0])
+  if (du.exitCode !== 0 || !Number.isFinite(bytes)) throw new AegisError(`could not measure ${rootfs.dir}: ${du.stderr.trim() || `du exited with ${du.exitCode ?? du.signal}`}`)
   // ext4 metadata and inode tables need room beyond the file data.
   const sizeMiB = Math.ceil((bytes * 1.2) / 1024 ** 2) + 64
   const temp = `${disk}.${process.pid}.tmp`
   onProgress?.(`making the root disk (${sizeMiB} MiB, once per image)`)
   try {
-    await execa('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.dir, '-L', 'aegis-root', '-O', '^has_journal', '-E', 'root_owner=0:0', temp, `${sizeMiB}M`])
+    const made = await execFileText('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.dir, '-L', 'aegis-root', '-O', '^has_journal', '-E', 'root_owner=0:0', temp, `${sizeMiB}M`]).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does)'})
+      throw new AegisError(`could not make the root disk: ${messageOf(error)}`)
+    })
+    if (made.exitCode !== 0) throw new AegisError(`could not make the root disk: mke2fs failed: ${made.stderr.trim().split('\n').slice(-2).join(' ') || `exit code ${made.exitCode ?? made.signal}`}`)
     await rename(temp, disk)
   } catch (error) {
     await rm(temp, {force: true})
-    if ((error as {code?: string}).code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does)'})
-    throw new AegisError(`could not make the root disk: ${(error as {shortMessage?: string}).shortMessage ?? String(error)}`)
+    throw error
   }
   return disk
 }

@@ -5,13 +5,13 @@
  */
 import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
-import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
+import type {BuildEvent} from '../build/build.js'
 import {AegisError} from '../errors.js'
-import {assembleGuest, checkHostPortFree, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunningVm, type VmResult} from '../guest/index.js'
+import {checkInitrdFile, checkKernelFile, checkVmTools, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
-import type {ResolvedFile} from '../hooks/contract.js'
+import type {RenderEnvResult, ResolvedFile} from '../hooks/contract.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
@@ -33,6 +33,12 @@ export interface RunOptions {
   workspace?: string
   memoryMib?: number
   cpus?: number
+  /** Boot this kernel instead of the guest's (checked before anything starts). */
+  kernel?: string
+  /** Boot this initramfs instead of the guest's. */
+  initrd?: string
+  /** A guest artifact in the store (e.g. one pulled from a registry) instead of this host's own. */
+  guest?: string
   command?: string[]
   config?: Record<string, unknown>
   network: (forwards: ExposeMapping[]) => NetworkBackend
@@ -60,10 +66,19 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const {kit, store} = options
   const manifest = kit.manifest
   const name = options.name ?? manifest.name
-  const architecture = hostPlatform().split('/')[1]
+  const architecture = hostGuestArch()
+  // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
+  // checks and hooks below run, instead of before the CLI can do anything.
+  const building = import('../build/build.js')
+  building.catch(() => undefined) // awaited below; a failure must not count as unhandled meanwhile
 
-  // Cheap checks first: a wrong flag should not cost a build.
-  for (const mapping of options.expose) await checkHostPortFree(mapping)
+  // Cheap checks first: a wrong flag or a missing tool should not cost a build.
+  checkVmTools()
+  const network = options.network(options.expose)
+  await network.check?.()
+  if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
+  if (options.initrd !== undefined) await checkInitrdFile(options.initrd, '--initrd')
+  const chosenGuest = options.guest === undefined ? undefined : await loadGuest(store, options.guest)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
   const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: options.expose})
@@ -73,50 +88,79 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1
   const secrets = resolveSecrets(kit, options.secrets, {profile: options.profile})
   const secretValues = Object.values(secrets)
-  if (hasHook(kit, 'validate_config')) await checkConfigOrThrow(kit, app)
 
-  options.onStatus(`building ${manifest.name} (cached layers are reused)`)
-  const built = await buildKit(kit, {store, cacheDir: path.join(options.dataDir, 'cache'), onEvent: options.onBuild, signal: options.signal})
-  const rootfs = await prepareRootfs(store, built.reference, path.join(options.dataDir, 'cache'), architecture, options.onStatus)
-  const rootDisk = await prepareRootDisk(rootfs, options.onStatus)
-  const guest = await assembleGuest({cacheDir: path.join(options.dataDir, 'cache', 'guest')})
+  // Each hook is a Node process of its own: render_env runs alongside validate_config (a bad
+  // config still costs no build), then the image and the guest are prepared side by side.
+  // Meanwhile startVm starts virtiofsd and gvproxy; it boots once the files are known.
+  const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
+  rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
+  const cacheDir = path.join(options.dataDir, 'cache')
+  const prepared = (async () => {
+    try {
+      await checkConfigOrThrow(kit, app)
+    } catch (error) {
+      await rendering.catch(() => undefined)
+      throw error
+    }
+    options.onStatus(`building ${manifest.name} (cached layers are reused)`)
+    const [{built, rootfs, rootDisk}, guest, rendered] = await settleAll([
+      (async () => {
+        const {buildKit} = await building
+        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal})
+        const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
+        return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
+      })(),
+      bootFiles(options, chosenGuest, cacheDir),
+      rendering,
+    ])
+    return {built, rootfs, rootDisk, guest, rendered}
+  })()
+  prepared.catch(() => undefined) // awaited below
 
-  const rendered = hasHook(kit, 'render_env') ? await renderEnv(kit, app, secrets) : {env: {}, files: [], warnings: [], urls: []}
-  for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
-  const imageConfig = rootfs.config.config ?? {}
-  const user = await resolveImageUser(rootfs.dir, imageConfig.User)
-  await prepareWorkspace(workspace, rendered.files, user, manifest.name)
-  const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
-  const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
-  const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
-  if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
+  const spec = prepared.then(async ({built, rootfs, rendered}): Promise<RunSpec> => {
+    for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
+    const imageConfig = rootfs.config.config ?? {}
+    const user = await resolveImageUser(rootfs.dir, imageConfig.User)
+    await prepareWorkspace(workspace, rendered.files, user, manifest.name)
+    const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
+    const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
+    const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
+    if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
 
-  // Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env.
-  const env: Record<string, string> = {}
-  for (const entry of imageConfig.Env ?? []) {
-    const at = entry.indexOf('=')
-    if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
-  }
-  const guestSecrets: Record<string, string> = {...secrets}
-  for (const [key, value] of Object.entries({...rendered.env, ...options.env})) {
-    if (secretValues.includes(value)) guestSecrets[key] = value
-    else env[key] = value
-  }
+    // Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env.
+    const env: Record<string, string> = {}
+    for (const entry of imageConfig.Env ?? []) {
+      const at = entry.indexOf('=')
+      if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
+    }
+    const guestSecrets: Record<string, string> = {...secrets}
+    for (const [key, value] of Object.entries({...rendered.env, ...options.env})) {
+      if (secretValues.includes(value)) guestSecrets[key] = value
+      else env[key] = value
+    }
+    options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
+    return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name}
+  })
+  spec.catch(() => undefined) // startVm awaits it
 
-  options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
+  await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
   const consoleLines = lineMasker(secretValues, options.onOutput)
   const vm = await startVm({
-    kernel: guest.kernel,
-    initrd: guest.initrd,
-    rootDisk,
+    kernel: prepared.then(({guest}) => guest.kernel),
+    initrd: prepared.then(({guest}) => guest.initrd),
+    rootDisk: prepared.then(({rootDisk}) => rootDisk),
     workspaceDir: workspace,
     memoryMib,
     vcpus: app.resources.vcpus,
-    spec: {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name},
-    network: options.network(options.expose),
+    spec,
+    network,
     onConsole: consoleLines,
     bootTimeoutMs: 120_000,
+  }).catch(async (error: unknown) => {
+    await prepared.catch(() => undefined) // no hook or build outlives the error
+    throw error
   })
+  const {rendered} = await prepared
   let exited = false
   const result = vm.result.finally(() => {
     exited = true
@@ -152,6 +196,23 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     }
   }
   return {name, workspace, urls, healthyMs, vm, result, memoryMib}
+}
+
+/**
+ * What the VM boots: --kernel and --initrd as given, the rest from the --guest artifact or else
+ * this host's guest in the store (assembled and stored the first time).
+ */
+async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, cacheDir: string): Promise<{kernel: string; initrd: string}> {
+  if (options.kernel !== undefined && options.initrd !== undefined) return {kernel: options.kernel, initrd: options.initrd}
+  const guest = chosen ?? await resolveGuest({store: options.store, cacheDir: path.join(cacheDir, 'guest'), onStatus: options.onStatus})
+  return {kernel: options.kernel ?? guest.kernel, initrd: options.initrd ?? guest.initrd}
+}
+
+/** Awaits every promise, then throws the first failure in order: no work is left running behind an error. */
+async function settleAll<T extends readonly unknown[] | []>(promises: T): Promise<{-readonly [K in keyof T]: Awaited<T[K]>}> {
+  const results = await Promise.allSettled(promises)
+  for (const result of results) if (result.status === 'rejected') throw result.reason
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {-readonly [K in keyof T]: Awaited<T[K]>}
 }
 
 /**

@@ -1,13 +1,15 @@
 // `aegis-kit run` with the hello kit in real QEMU microVMs (TCG here): the page through
 // --expose, secrets that reach only the workload, the workspace, what a guest may reach on the
 // host, and no process left behind, also when the CLI is killed.
-import {cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync} from 'node:fs'
+import {randomBytes} from 'node:crypto'
+import {copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync} from 'node:fs'
 import {createServer, type Server} from 'node:http'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
-import {alive, descendants, execa, freePort, startRun, waitGone} from './helpers.js'
+import {startRegistry} from '../helpers/registry.js'
+import {alive, descendants, emptyDir, execa, freePort, pathWithout, processesWithEnv, startRun, waitGone} from './helpers.js'
 
 const SECRET = 'hello-secret-0f3c9a7e5d1b'
 let home: string
@@ -20,6 +22,55 @@ beforeAll(async () => {
 
 function env(extra: Record<string, string> = {}): Record<string, string> {
   return {AEGIS_KIT_HOME: home, ...extra}
+}
+
+let bare: Promise<string> | undefined
+/** A second home with hello built and no guest kernel in its store (made once, on first use). */
+function bareHome(): Promise<string> {
+  bare ??= (async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-bare-'))
+    const built = await runCli(['build', 'hello'], {env: {AEGIS_KIT_HOME: dir}, timeout: 300_000})
+    expect(built.exitCode, built.stderr).toBe(0)
+    return dir
+  })()
+  return bare
+}
+
+interface GuestInfo {
+  reference: string
+  digest: string
+  kernelRelease: string
+  kernelVersion: string
+  layers: Array<{mediaType: string; digest: string; annotations?: Record<string, string>}>
+}
+
+/** The aegis-guest artifact in `home`'s store, as `images` and `images inspect` show it. */
+async function storedGuest(kitHome: string): Promise<GuestInfo | undefined> {
+  const listed = await runCli(['images', '--json'], {env: {AEGIS_KIT_HOME: kitHome}})
+  expect(listed.exitCode, listed.stderr).toBe(0)
+  const entry = (JSON.parse(listed.stdout) as {images: Array<{name: string; tag: string; digest: string}>}).images.find((image) => image.name === 'aegis-guest')
+  if (!entry) return undefined
+  const inspected = await runCli(['images', 'inspect', `aegis-guest:${entry.tag}`, '--json'], {env: {AEGIS_KIT_HOME: kitHome}})
+  expect(inspected.exitCode, inspected.stderr).toBe(0)
+  const manifest = (JSON.parse(inspected.stdout) as {images: Array<{manifest: {artifactType?: string; annotations?: Record<string, string>; layers: GuestInfo['layers']}}>}).images[0]!.manifest
+  expect(manifest.artifactType).toBe('application/vnd.aegis.guest.v1')
+  return {
+    reference: `aegis-guest:${entry.tag}`,
+    digest: entry.digest,
+    kernelRelease: manifest.annotations?.['io.aegis.guest.kernel.release'] ?? '',
+    kernelVersion: manifest.annotations?.['io.aegis.guest.kernel.version'] ?? '',
+    layers: manifest.layers,
+  }
+}
+
+/** QEMU's -kernel and -initrd among the processes below `pid`. */
+function bootFilesOf(pid: number): {kernel?: string; initrd?: string} {
+  for (const child of descendants(pid)) {
+    const args = readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')
+    if (!args[0]?.includes('qemu-system')) continue
+    return {kernel: args[args.indexOf('-kernel') + 1], initrd: args[args.indexOf('-initrd') + 1]}
+  }
+  return {}
 }
 
 /** Every file under `dir` containing `needle` (binary-safe). */
@@ -142,7 +193,8 @@ describe('run hello', () => {
 })
 
 describe('run rejects bad input with a one-line error and the fix', () => {
-  const cases: Array<{name: string; args: (port: number) => string[]; error: RegExp; setup?: (port: number) => Promise<() => void>}> = [
+  type Case = {name: string; args: (port: number) => string[]; error: RegExp; hint?: RegExp; env?: () => Record<string, string>; setup?: (port: number) => Promise<() => void>}
+  const cases: Case[] = [
     {name: 'unknown kit', args: () => ['no-such-kit'], error: /no kit "no-such-kit"/},
     {name: 'bad --expose', args: () => ['hello', '--expose', '80:99999'], error: /--expose 80:99999: expected HOST\[:GUEST\]/},
     {name: 'memory too small', args: () => ['hello', '--memory', '64mb'], error: /--memory 64mb is 64 MiB; a VM needs at least 128 MiB/},
@@ -159,21 +211,151 @@ describe('run rejects bad input with a one-line error and the fix', () => {
         return () => server.close()
       },
     },
+    // Real machines without the tool: a PATH that lacks it (and no podman directories for gvproxy).
+    {
+      name: 'gvproxy not installed',
+      args: () => ['hello'],
+      env: () => ({PATH: pathWithout('gvproxy'), AEGIS_KIT_HELPER_DIRS: emptyDir()}),
+      error: /Error: gvproxy is not installed \(looked on PATH and in .*aegis-kit-empty-/,
+      hint: /hint: run scripts\/install-gvproxy/,
+    },
+    {
+      name: 'qemu not installed',
+      args: () => ['hello'],
+      env: () => ({PATH: pathWithout('qemu-system-x86_64')}),
+      error: /Error: qemu-system-x86_64 is not installed/,
+      hint: /hint: install it: apt-get install qemu-system-x86/,
+    },
+    {name: '--kernel missing', args: () => ['hello', '--kernel', '/nonexistent/vmlinux'], error: /--kernel \/nonexistent\/vmlinux does not exist/, hint: /drop --kernel/},
+    {name: '--kernel not a kernel', args: () => ['hello', '--kernel', path.join(repoRoot, 'package.json')], error: /--kernel .*package\.json is not a Linux kernel/},
+    {name: '--kernel a program, not a kernel', args: () => ['hello', '--kernel', '/bin/ls'], error: /--kernel \/bin\/ls is an ELF file but not a kernel QEMU can boot/},
+    {name: '--initrd not an initramfs', args: () => ['hello', '--initrd', path.join(repoRoot, 'package.json')], error: /--initrd .*package\.json is not an initramfs/},
+    {name: '--guest not a guest', args: () => ['hello', '--guest', 'hello:0.1.0'], error: /hello:0\.1\.0 is not an aegis-kit guest/},
+    {name: '--guest unknown', args: () => ['hello', '--guest', 'aegis-guest:nope'], error: /no image aegis-guest:nope in the store/},
   ]
   for (const testCase of cases) {
     it(testCase.name, async () => {
       const port = await freePort()
       const cleanup = await testCase.setup?.(port)
+      const marker = `AEGIS_TEST_MARK=${randomBytes(6).toString('hex')}`
       try {
-        const result = await runCli(['run', ...testCase.args(port)], {env: env(), timeout: 60_000})
-        expect(result.exitCode).toBe(1)
-        expect(result.stderr).toMatch(testCase.error)
-        expect(result.stderr).toMatch(/hint: /)
-        expect(result.stderr.trim().split('\n').length).toBeLessThanOrEqual(2)
-        expect(hasStackTrace(result.all)).toBe(false)
+        const result = await runCli(['run', ...testCase.args(port)], {env: env({...testCase.env?.(), [marker.split('=')[0]!]: marker.split('=')[1]!}), timeout: 60_000})
+        expectOneLineError(result, testCase.error, testCase.hint)
+        expect(processesWithEnv(marker)).toEqual([])
       } finally {
         cleanup?.()
       }
     })
   }
+
+  it('a config validate_config rejects: its problems, and nothing left running (gvproxy and virtiofsd start alongside the hooks)', async () => {
+    const config = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-config-')), 'config.json')
+    writeFileSync(config, JSON.stringify({title: ''}))
+    const port = await freePort()
+    const marker = `marker-${randomBytes(6).toString('hex')}`
+    const result = await runCli(['run', 'hello', '--config', config, '--expose', `${port}:8080`], {env: env({AEGIS_TEST_MARK: marker}), timeout: 120_000})
+    expect(result.exitCode, result.all).toBe(1)
+    expect(result.stderr).toMatch(/Error: the hello config has 1 problem \(validate_config\):\n {2}title: title must be a non-empty string\n {2}hint: /)
+    expect(hasStackTrace(result.all)).toBe(false)
+    expect(processesWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
+    // The host port gvproxy may have bound is free again.
+    await new Promise<void>((resolve, reject) => {
+      const server = createServer().once('error', reject).listen(port, '127.0.0.1', () => server.close(() => resolve()))
+    })
+  }, 180_000)
+
+  it('guest kernel unavailable: Debian\'s archive unreachable', async () => {
+    // A real apt that cannot reach the archive: its own proxy setting points at a closed port.
+    // The second home has hello built but no guest yet, so run has to download the kernel.
+    const kitHome = await bareHome()
+    const aptConfig = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-apt-')), 'apt.conf')
+    writeFileSync(aptConfig, `Acquire::http::Proxy "http://127.0.0.1:${await freePort()}";\nAcquire::Retries "0";\n`)
+    const marker = `marker-${randomBytes(6).toString('hex')}`
+    const result = await runCli(['run', 'hello'], {env: {AEGIS_KIT_HOME: kitHome, APT_CONFIG: aptConfig, AEGIS_TEST_MARK: marker}, timeout: 120_000})
+    expectOneLineError(result, /Error: downloading the guest kernel \(apt-get download linux-image-\S+\) failed: E: Failed to fetch .*Could not connect/, /hint: check that Debian's package archive is reachable .*--kernel FILE --initrd FILE/)
+    expect(processesWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
+    expect(await storedGuest(kitHome)).toBeUndefined()
+  }, 400_000)
+})
+
+function expectOneLineError(result: {exitCode: number; stderr: string; all: string}, error: RegExp, hint = /hint: /): void {
+  expect(result.exitCode, result.all).toBe(1)
+  expect(result.stderr).toMatch(error)
+  expect(result.stderr).toMatch(hint)
+  // Progress lines may come first; the error itself is one line and its hint.
+  const reported = result.stderr.slice(result.stderr.indexOf('Error: ')).trim()
+  expect(reported.split('\n').length, result.stderr).toBeLessThanOrEqual(2)
+  expect(hasStackTrace(result.all)).toBe(false)
+}
+
+describe('the guest kernel and initramfs are an artifact in the store', () => {
+  it('run boots the store\'s guest, which images lists and prune keeps while it is tagged', async () => {
+    const first = await runCli(['run', 'hello', '--', 'busybox', 'uname', '-r'], {env: env(), timeout: 300_000})
+    expect(first.exitCode, first.all).toBe(0)
+    const guest = await storedGuest(home)
+    expect(guest?.reference).toMatch(/^aegis-guest:\d[\w.-]*-amd64-[0-9a-f]{12}$/)
+    expect(guest?.layers.map((layer) => [layer.mediaType, layer.annotations?.['org.opencontainers.image.title']])).toEqual([
+      ['application/vnd.aegis.guest.kernel.v1', 'vmlinux'],
+      ['application/vnd.aegis.guest.initrd.v1.cpio+gzip', 'initrd.img'],
+    ])
+    expect(first.stdout).toContain(`hello | ${guest!.kernelRelease}`)
+
+    const pruned = await runCli(['images', 'prune'], {env: env()})
+    expect(pruned.exitCode, pruned.stderr).toBe(0)
+    expect((await storedGuest(home))?.digest).toBe(guest!.digest)
+    for (const layer of guest!.layers) expect(existsSync(path.join(home, 'store/blobs/sha256', layer.digest.slice(7)))).toBe(true)
+
+    // Booted from the store, not assembled again.
+    const again = await runCli(['run', 'hello', '--', 'busybox', 'uname', '-r'], {env: env(), timeout: 180_000})
+    expect(again.exitCode, again.all).toBe(0)
+    expect(again.stdout).toContain(`hello | ${guest!.kernelRelease}`)
+    expect(again.stderr).not.toMatch(/assembling/)
+  }, 500_000)
+
+  it('--kernel and --initrd boot the files exported from the guest artifact', async () => {
+    const guest = await storedGuest(home)
+    expect(guest).toBeDefined()
+    const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-bootfiles-'))
+    const exported = await runCli(['images', 'export', guest!.reference, '-o', path.join(dir, 'guest.tar')], {env: env()})
+    expect(exported.exitCode, exported.stderr).toBe(0)
+    await execa('tar', ['-xf', 'guest.tar'], {cwd: dir})
+    const kernel = path.join(dir, 'vmlinux')
+    const initrd = path.join(dir, 'initrd.img')
+    copyFileSync(path.join(dir, 'blobs/sha256', guest!.layers[0]!.digest.slice(7)), kernel)
+    copyFileSync(path.join(dir, 'blobs/sha256', guest!.layers[1]!.digest.slice(7)), initrd)
+
+    const port = await freePort()
+    const run = startRun(['hello', '--expose', `${port}:8080`, '--kernel', kernel, '--initrd', initrd], env())
+    await run.waitFor(/UI: http/, 120_000)
+    expect(bootFilesOf(run.child.pid!)).toEqual({kernel, initrd})
+    expect((await fetch(`http://127.0.0.1:${port}/`)).status).toBe(200)
+    const helpers = descendants(run.child.pid!)
+    run.child.kill('SIGINT')
+    expect((await run.child).exitCode).toBe(143)
+    expect(await waitGone(helpers, 10_000)).toEqual([])
+  }, 300_000)
+
+  it('images push and pull carry it like any image, and --guest boots a pulled one', async () => {
+    const guest = await storedGuest(home)
+    expect(guest).toBeDefined()
+    const registry = await startRegistry()
+    try {
+      const remote = `${registry.host}/aegis/guest:${guest!.reference.split(':')[1]}`
+      const pushed = await runCli(['images', 'push', guest!.reference, remote], {env: env()})
+      expect(pushed.exitCode, pushed.stderr).toBe(0)
+
+      const elsewhere = await bareHome()
+      const pulled = await runCli(['images', 'pull', remote, '--json'], {env: {AEGIS_KIT_HOME: elsewhere}})
+      expect(pulled.exitCode, pulled.stderr).toBe(0)
+      expect((JSON.parse(pulled.stdout) as {digest: string}).digest).toBe(guest!.digest)
+
+      const run = await runCli(['run', 'hello', '--guest', remote, '--', 'busybox', 'uname', '-r'], {env: {AEGIS_KIT_HOME: elsewhere}, timeout: 180_000})
+      expect(run.exitCode, run.all).toBe(0)
+      expect(run.stdout).toContain(`hello | ${guest!.kernelRelease}`)
+      expect(run.stderr).not.toMatch(/assembling/)
+      expect(await storedGuest(elsewhere)).toBeUndefined() // only the pulled reference, nothing assembled
+    } finally {
+      await registry.stop()
+    }
+  }, 400_000)
 })

@@ -1,5 +1,7 @@
 /** Running `aegis-kit run` as a user does, watching its output, and checking what it leaves behind. */
-import {readdirSync, readFileSync} from 'node:fs'
+import {mkdtempSync, readdirSync, readFileSync, symlinkSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import path from 'node:path'
 import {execa, type ResultPromise} from 'execa'
 import {binRun, repoRoot} from '../helpers/cli.js'
 
@@ -79,6 +81,36 @@ export async function commandLines(pids: number[]): Promise<string[]> {
       return []
     }
   })
+}
+
+/**
+ * A PATH for a machine that lacks `missing`: a directory linking every program in /usr/bin
+ * except those, then /usr/sbin (on Debian 12, /bin and /sbin are links to these two).
+ */
+export function pathWithout(...missing: string[]): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-path-'))
+  for (const name of readdirSync('/usr/bin')) if (!missing.includes(name)) symlinkSync(path.join('/usr/bin', name), path.join(dir, name))
+  return `${dir}:/usr/sbin`
+}
+
+/** An empty directory, e.g. for a search path that must find nothing. */
+export function emptyDir(): string {
+  return mkdtempSync(path.join(tmpdir(), 'aegis-kit-empty-'))
+}
+
+/**
+ * Live processes whose environment holds `NAME=value`: every helper `run` starts (qemu,
+ * virtiofsd, gvproxy, apt-get, the watchdog) inherits the CLI's environment, so a marker set for
+ * one CLI run finds whatever that run left behind.
+ */
+export function processesWithEnv(entry: string): number[] {
+  return alive(readdirSync('/proc').filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid).map(Number).filter((pid) => {
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry)
+    } catch {
+      return false // exited meanwhile, or not ours to read
+    }
+  }))
 }
 
 export {execa}
