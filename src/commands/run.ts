@@ -6,6 +6,8 @@ import {gvproxyNetwork, hostGuestArch} from '../guest/index.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
+import {isSupervisor, launchDetached, openSupervisorChannel} from '../runner/detach.js'
+import {InstanceRegistry} from '../runner/instances.js'
 import {describeExit, startInstance} from '../runner/run.js'
 import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
 import {defaultStoreRoot} from '../store/paths.js'
@@ -27,6 +29,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     {description: 'The bot profile with a Telegram token, its own workspace', command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret TELEGRAM_BOT_TOKEN --workspace ./claw-bot --expose 18789'},
     {description: 'The hello kit on host port 8080', command: '<%= config.bin %> <%= command.id %> hello --expose 8080'},
     {description: 'A one-off command in the kit image', command: '<%= config.bin %> <%= command.id %> hello -- busybox uname -a'},
+    {description: 'In the background: back to the shell once healthy; then ps, logs -f, stop', command: '<%= config.bin %> <%= command.id %> openclaw --expose 18789 --detach && <%= config.bin %> logs openclaw -f'},
   ]
 
   static override strict = false
@@ -46,6 +49,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     memory: Flags.string({description: 'VM memory, e.g. 2048mb or 2gb (default: the profile\'s or kit\'s).'}),
     cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
     backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
+    detach: Flags.boolean({char: 'd', description: 'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.'}),
     kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
     initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
     guest: Flags.string({description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.'}),
@@ -62,9 +66,17 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
 
     const kit = await loadKit(args.kit)
     const storeRoot = defaultStoreRoot()
+    const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
+    const name = flags.name ?? kit.manifest.name
     const controller = new AbortController()
-    const status = (message: string) => process.stderr.write(`aegis-kit: ${message}\n`)
-    const prefix = `${flags.name ?? kit.manifest.name} | `
+    if (flags.detach && !isSupervisor()) return this.launch(registry, name, controller)
+    // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
+    const channel = isSupervisor() ? openSupervisorChannel() : undefined
+    const status = (message: string) => {
+      process.stderr.write(`aegis-kit: ${message}\n`)
+      channel?.status(message)
+    }
+    const prefix = `${name} | `
     const output = (line: string) => {
       // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
       if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) return
@@ -99,6 +111,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         guest: flags.guest,
         command,
         config: flags.config ? await readConfigFile(flags.config) : undefined,
+        registry,
+        detached: channel !== undefined,
         network: (forwards) => gvproxyNetwork({
           forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
           // Host services the kit declares; every other host address stays unreachable.
@@ -116,10 +130,31 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       if (controller.signal.aborted) onSignal()
       if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU TCG)`)
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
-      if (instance.healthyMs !== undefined || !kit.manifest.healthcheck) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+      const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
+      // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
+      if (up && channel) channel.ready(instance.urls, instance.healthyMs)
+      else if (up) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
       const result = await instance.result
       status(describeExit(instance.name, result, instance.memoryMib))
       if (result.exitCode !== 0) this.exit(result.exitCode)
+    } finally {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+
+  /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
+  private async launch(registry: InstanceRegistry, name: string, controller: AbortController): Promise<void> {
+    const onSignal = () => controller.abort()
+    process.on('SIGINT', onSignal)
+    process.on('SIGTERM', onSignal)
+    try {
+      const dash = this.argv.indexOf('--')
+      const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
+      const args = [...ours.filter((arg) => arg !== '--detach' && arg !== '-d'), ...(dash >= 0 ? this.argv.slice(dash) : [])]
+      const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus: (message) => process.stderr.write(`aegis-kit: ${message}\n`)})
+      for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+      process.stderr.write(`aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`)
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)

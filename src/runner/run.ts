@@ -6,7 +6,7 @@
 import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../build/build.js'
-import {AegisError} from '../errors.js'
+import {AegisError, messageOf} from '../errors.js'
 import {checkInitrdFile, checkKernelFile, checkVmTools, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
@@ -17,6 +17,7 @@ import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js
 import {parseDuration} from '../kit/units.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
+import {processStartTime, type InstanceRegistry} from './instances.js'
 import {checkMemory, checkWorkspace, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs} from './rootfs.js'
 
@@ -41,6 +42,10 @@ export interface RunOptions {
   guest?: string
   command?: string[]
   config?: Record<string, unknown>
+  /** Where the instance is recorded for `ps`, `stop` and `logs`; the name is claimed there. */
+  registry?: InstanceRegistry
+  /** This process is a `run --detach` supervisor: the record stays after the instance ends. */
+  detached?: boolean
   network: (forwards: ExposeMapping[]) => NetworkBackend
   onBuild?: (event: BuildEvent) => void
   onStatus: (message: string) => void
@@ -89,113 +94,145 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const secrets = resolveSecrets(kit, options.secrets, {profile: options.profile})
   const secretValues = Object.values(secrets)
 
-  // Each hook is a Node process of its own: render_env runs alongside validate_config (a bad
-  // config still costs no build), then the image and the guest are prepared side by side.
-  // Meanwhile startVm starts virtiofsd and gvproxy; it boots once the files are known.
-  const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
-  rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
-  const cacheDir = path.join(options.dataDir, 'cache')
-  const prepared = (async () => {
-    try {
-      await checkConfigOrThrow(kit, app)
-    } catch (error) {
-      await rendering.catch(() => undefined)
-      throw error
-    }
-    options.onStatus(`building ${manifest.name} (cached layers are reused)`)
-    const [{built, rootfs, rootDisk}, guest, rendered] = await settleAll([
-      (async () => {
-        const {buildKit} = await building
-        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal})
-        const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
-        return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
-      })(),
-      bootFiles(options, chosenGuest, cacheDir),
-      rendering,
-    ])
-    return {built, rootfs, rootDisk, guest, rendered}
-  })()
-  prepared.catch(() => undefined) // awaited below
-
-  const spec = prepared.then(async ({built, rootfs, rendered}): Promise<RunSpec> => {
-    for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
-    const imageConfig = rootfs.config.config ?? {}
-    const user = await resolveImageUser(rootfs.dir, imageConfig.User)
-    await prepareWorkspace(workspace, rendered.files, user, manifest.name)
-    const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
-    const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
-    const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
-    if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
-
-    // Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env.
-    const env: Record<string, string> = {}
-    for (const entry of imageConfig.Env ?? []) {
-      const at = entry.indexOf('=')
-      if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
-    }
-    const guestSecrets: Record<string, string> = {...secrets}
-    for (const [key, value] of Object.entries({...rendered.env, ...options.env})) {
-      if (secretValues.includes(value)) guestSecrets[key] = value
-      else env[key] = value
-    }
-    options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
-    return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name}
+  // The name is ours from here on: a second instance of it would share the workspace.
+  const registry = options.registry
+  await registry?.claim({
+    name, kit: manifest.name, pid: process.pid, pidStart: processStartTime(process.pid), startedAt: new Date().toISOString(),
+    status: 'starting', detached: options.detached ?? false, ports: options.expose, workspace, memoryMib, vcpus: app.resources.vcpus, urls: [],
   })
-  spec.catch(() => undefined) // startVm awaits it
-
-  await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
-  const consoleLines = lineMasker(secretValues, options.onOutput)
-  const vm = await startVm({
-    kernel: prepared.then(({guest}) => guest.kernel),
-    initrd: prepared.then(({guest}) => guest.initrd),
-    rootDisk: prepared.then(({rootDisk}) => rootDisk),
-    workspaceDir: workspace,
-    memoryMib,
-    vcpus: app.resources.vcpus,
-    spec,
-    network,
-    onConsole: consoleLines,
-    bootTimeoutMs: 120_000,
-  }).catch(async (error: unknown) => {
-    await prepared.catch(() => undefined) // no hook or build outlives the error
+  try {
+    return await bootInstance()
+  } catch (error) {
+    await release(registry, name, options.detached, {message: `${name} did not start: ${maskSecrets(messageOf(error), secretValues)}`})
     throw error
-  })
-  const {rendered} = await prepared
-  let exited = false
-  const result = vm.result.finally(() => {
-    exited = true
-    consoleLines.flush()
-  })
-
-  const urls: Array<{label: string; url: string}> = []
-  const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
-  for (const entry of manifest.routing?.expose ?? []) {
-    const hostPort = hostPortFor(entry.port)
-    if (!entry.ui || hostPort === undefined) continue
-    const named = rendered.urls.find((candidate) => candidate.port === entry.port)
-    const token = named?.token_env ? secrets[named.token_env] ?? rendered.env[named.token_env] : undefined
-    urls.push({label: named?.label ?? entry.name ?? 'UI', url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`})
   }
 
-  let healthyMs: number | undefined
-  const health = manifest.healthcheck
-  const healthPort = health ? hostPortFor(health.port) : undefined
-  if (health && healthPort !== undefined) {
-    options.onStatus(`waiting for http://127.0.0.1:${healthPort}${health.path ?? '/'}`)
-    try {
-      healthyMs = await waitHealthy(`http://127.0.0.1:${healthPort}${health.path ?? '/'}`, {
-        timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
-        intervalMs: parseDuration(health.interval ?? '') ?? 1000,
-        signal: options.signal,
-        stillRunning: () => !exited,
-      })
-    } catch (error) {
-      if (!exited) await vm.stop(5000)
-      if (options.signal.aborted || exited) return {name, workspace, urls, vm, result, memoryMib}
+  async function bootInstance(): Promise<RunningInstance> {
+
+    // Each hook is a Node process of its own: render_env runs alongside validate_config (a bad
+    // config still costs no build), then the image and the guest are prepared side by side.
+    // Meanwhile startVm starts virtiofsd and gvproxy; it boots once the files are known.
+    const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
+    rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
+    const cacheDir = path.join(options.dataDir, 'cache')
+    const prepared = (async () => {
+      try {
+        await checkConfigOrThrow(kit, app)
+      } catch (error) {
+        await rendering.catch(() => undefined)
+        throw error
+      }
+      options.onStatus(`building ${manifest.name} (cached layers are reused)`)
+      const [{built, rootfs, rootDisk}, guest, rendered] = await settleAll([
+        (async () => {
+          const {buildKit} = await building
+          const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal})
+          const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
+          return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
+        })(),
+        bootFiles(options, chosenGuest, cacheDir),
+        rendering,
+      ])
+      return {built, rootfs, rootDisk, guest, rendered}
+    })()
+    prepared.catch(() => undefined) // awaited below
+
+    const spec = prepared.then(async ({built, rootfs, rendered}): Promise<RunSpec> => {
+      for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
+      const imageConfig = rootfs.config.config ?? {}
+      const user = await resolveImageUser(rootfs.dir, imageConfig.User)
+      await prepareWorkspace(workspace, rendered.files, user, manifest.name)
+      const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
+      const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
+      const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
+      if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
+
+      // Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env.
+      const env: Record<string, string> = {}
+      for (const entry of imageConfig.Env ?? []) {
+        const at = entry.indexOf('=')
+        if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
+      }
+      const guestSecrets: Record<string, string> = {...secrets}
+      for (const [key, value] of Object.entries({...rendered.env, ...options.env})) {
+        if (secretValues.includes(value)) guestSecrets[key] = value
+        else env[key] = value
+      }
+      options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
+      return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name}
+    })
+    spec.catch(() => undefined) // startVm awaits it
+
+    await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
+    const consoleLines = lineMasker(secretValues, options.onOutput)
+    const vm = await startVm({
+      kernel: prepared.then(({guest}) => guest.kernel),
+      initrd: prepared.then(({guest}) => guest.initrd),
+      rootDisk: prepared.then(({rootDisk}) => rootDisk),
+      workspaceDir: workspace,
+      memoryMib,
+      vcpus: app.resources.vcpus ?? 1,
+      spec,
+      network,
+      onConsole: consoleLines,
+      bootTimeoutMs: 120_000,
+    }).catch(async (error: unknown) => {
+      await prepared.catch(() => undefined) // no hook or build outlives the error
       throw error
+    })
+    const {rendered} = await prepared
+    let exited = false
+    const result = vm.result.finally(() => {
+      exited = true
+      consoleLines.flush()
+    }).then(async (ended) => {
+      await release(registry, name, options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(name, ended, memoryMib)})
+      return ended
+    })
+    await registry?.update(name, {status: 'running'})
+
+    const urls: Array<{label: string; url: string}> = []
+    const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
+    for (const entry of manifest.routing?.expose ?? []) {
+      const hostPort = hostPortFor(entry.port)
+      if (!entry.ui || hostPort === undefined) continue
+      const named = rendered.urls.find((candidate) => candidate.port === entry.port)
+      const token = named?.token_env ? secrets[named.token_env] ?? rendered.env[named.token_env] : undefined
+      urls.push({label: named?.label ?? entry.name ?? 'UI', url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`})
     }
+
+    let healthyMs: number | undefined
+    const health = manifest.healthcheck
+    const healthPort = health ? hostPortFor(health.port) : undefined
+    if (health && healthPort !== undefined) {
+      options.onStatus(`waiting for http://127.0.0.1:${healthPort}${health.path ?? '/'}`)
+      try {
+        healthyMs = await waitHealthy(`http://127.0.0.1:${healthPort}${health.path ?? '/'}`, {
+          timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
+          intervalMs: parseDuration(health.interval ?? '') ?? 1000,
+          signal: options.signal,
+          stillRunning: () => !exited,
+        })
+      } catch (error) {
+        if (!exited) await vm.stop(5000)
+        if (options.signal.aborted || exited) return {name, workspace, urls, vm, result, memoryMib}
+        throw error
+      }
+      // Kept without the token: the state file is for `ps`, and the token is a secret.
+      if (!exited) await registry?.update(name, {status: 'healthy', urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')}))})
+    }
+    return {name, workspace, urls, healthyMs, vm, result, memoryMib}
   }
-  return {name, workspace, urls, healthyMs, vm, result, memoryMib}
+}
+
+/**
+ * The instance is over: a detached one keeps its record (with how it ended) for `ps --all` and
+ * `logs`; a foreground one's record goes, its terminal having shown everything.
+ */
+async function release(registry: InstanceRegistry | undefined, name: string, detached: boolean | undefined, end: {exitCode?: number; message: string}): Promise<void> {
+  if (!registry) return
+  if (detached) await registry.update(name, {status: 'exited', ...end})
+  else await registry.remove(name)
 }
 
 /**
