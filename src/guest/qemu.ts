@@ -90,6 +90,16 @@ export function readHostTscKhz(): Promise<number | undefined> {
   return hostTscKhz
 }
 
+/**
+ * TCG's translated-code cache in MiB. QEMU's default (1 GiB) is more host memory than a small
+ * guest is worth, but 64 MiB (enough for busybox) is too small for a JIT-heavy workload such as
+ * Node: V8's code overflows it and every overflow flushes all translations. A quarter of the
+ * guest's memory, between 64 and 512 MiB; the cache is touched only as it fills.
+ */
+export function translationCacheMib(memoryMib: number): number {
+  return Math.min(512, Math.max(64, Math.floor(memoryMib / 4)))
+}
+
 function kernelCommandLine(tscKhz: number | undefined, extra: string[]): string {
   // microvm has no PCI bus: pci=off spares a "PCI: Fatal" line on every boot.
   const args = ['console=ttyS0', 'quiet', 'panic=-1', 'rdinit=/init', 'pci=off']
@@ -182,7 +192,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(controlPath, resolve))
 
     const args = [
-      '-M', 'microvm,acpi=on,memory-backend=mem', '-accel', 'tcg,tb-size=64', '-cpu', 'max',
+      '-M', 'microvm,acpi=on,memory-backend=mem', '-accel', `tcg,tb-size=${translationCacheMib(memoryMib)}`, '-cpu', 'max',
       '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
       '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
       '-global', 'virtio-mmio.force-legacy=false',
