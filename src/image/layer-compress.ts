@@ -24,12 +24,19 @@ export interface BlockCompressor {
   end(lastBlock: Buffer): Promise<void>
   /** Releases workers or child processes after a failure. */
   close(): Promise<void>
+  /**
+   * When the compressor wrote the blob to `outputFd` itself (instead of through `output`): its
+   * digest and size, known after `end`.
+   */
+  writtenOutput?(): {digest: string; size: number} | undefined
 }
 
 export interface CompressorOptions {
   level?: number
   threads?: number
   output: (chunk: Buffer) => void | Promise<void>
+  /** The blob's file, when it goes to one: a compressor may write and hash it off the main thread. */
+  outputFd?: number
 }
 
 export function createCompressor(kind: LayerCompression, options: CompressorOptions): BlockCompressor {

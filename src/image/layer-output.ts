@@ -97,6 +97,7 @@ export class BlobOutput {
   private readonly path: string | undefined
   private readonly stream: NodeJS.WritableStream | undefined
   private streamError: Error | undefined
+  private adopted: {digest: string; size: number} | undefined
 
   constructor(destination: string | NodeJS.WritableStream) {
     if (typeof destination === 'string') {
@@ -107,6 +108,16 @@ export class BlobOutput {
       // Without a listener a stream error would crash the process; it fails the write instead.
       destination.on('error', (error: Error) => (this.streamError ??= error))
     }
+  }
+
+  /** The file descriptor when the blob goes to a file, for a compressor that writes it itself. */
+  get fileDescriptor(): number | undefined {
+    return this.fd
+  }
+
+  /** The compressor wrote the file itself and says what went in. */
+  adopt(written: {digest: string; size: number}): void {
+    this.adopted = written
   }
 
   write(chunk: Buffer): void | Promise<void> {
@@ -132,6 +143,10 @@ export class BlobOutput {
   }
 
   async close(): Promise<{digest: string; size: number}> {
+    if (this.adopted !== undefined && this.fd !== undefined) {
+      closeSync(this.fd)
+      return this.adopted
+    }
     if (this.fd !== undefined) closeSync(this.fd)
     else {
       const stream = this.stream!

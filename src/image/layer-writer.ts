@@ -157,6 +157,7 @@ export class LayerWriter {
       level: this.options.level,
       threads: this.compression === 'gzip' && estimatedTar < INLINE_GZIP_LIMIT ? 0 : this.options.threads,
       output: (chunk) => output.write(chunk),
+      outputFd: output.fileDescriptor,
     })
     const tar = new TarBlocks(compressor)
     try {
@@ -180,6 +181,8 @@ export class LayerWriter {
       }
       tar.put(TAR_END)
       const {diffId, uncompressedSize} = await tar.end()
+      const written = compressor.writtenOutput?.()
+      if (written) output.adopt(written)
       const {digest, size} = await output.close()
       const mediaType = MEDIA_TYPES[this.compression]
       return {

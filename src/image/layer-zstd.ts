@@ -2,7 +2,9 @@
  * zstd through the `zstd` program, fed from a worker thread. The main thread reads files with
  * synchronous calls, so its event loop cannot pump a pipe meanwhile: feeding zstd from it
  * would leave zstd idle while files are read, and the reader idle while zstd works. The
- * worker owns the child's pipes; the main thread only posts blocks and takes output chunks.
+ * worker owns the child's pipes; the main thread only posts blocks. When the blob goes to a
+ * file, the worker also writes and hashes zstd's output itself (thousands of 64 KiB chunks that
+ * would otherwise cross to the main thread, the one doing the tar work); else it posts them.
  */
 import {Worker} from 'node:worker_threads'
 
@@ -16,18 +18,36 @@ const MAX_BLOCKS_IN_FLIGHT = 8
 const PUMP_SOURCE = `
 const {parentPort, workerData} = require('node:worker_threads')
 const {spawn} = require('node:child_process')
+const {createHash} = require('node:crypto')
+const {writeSync} = require('node:fs')
 const child = spawn(workerData.program, workerData.args, {stdio: ['pipe', 'pipe', 'pipe']})
 parentPort.postMessage({type: 'pid', pid: child.pid})
+const outputFd = workerData.outputFd
+const hash = outputFd === undefined ? undefined : createHash('sha256')
+let size = 0
 let stderr = ''
 let failed = false
 child.stderr.on('data', (d) => (stderr += d))
 child.stdout.on('data', (chunk) => {
-  const own = new Uint8Array(chunk) // a copy we may transfer (reads can share memory)
-  parentPort.postMessage({type: 'data', chunk: own}, [own.buffer])
+  if (outputFd === undefined) {
+    const own = new Uint8Array(chunk) // a copy we may transfer (reads can share memory)
+    parentPort.postMessage({type: 'data', chunk: own}, [own.buffer])
+    return
+  }
+  if (failed) return
+  try {
+    hash.update(chunk)
+    size += chunk.length
+    for (let off = 0; off < chunk.length; ) off += writeSync(outputFd, chunk, off)
+  } catch (e) {
+    failed = true
+    child.kill()
+    parentPort.postMessage({type: 'exit', code: -1, stderr: 'cannot write the layer: ' + e.message})
+  }
 })
 child.stdin.on('error', (e) => { stderr += String(e) })
-child.on('error', (e) => { failed = true; parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}) })
-child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr}) })
+child.on('error', (e) => { if (!failed) parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}); failed = true })
+child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr, written: hash && {digest: 'sha256:' + hash.digest('hex'), size}}) })
 parentPort.on('message', (message) => {
   // Written blocks go back to be refilled: fresh 1 MiB buffers would cost a page fault per 4 KiB.
   if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack', block: message.data}, [message.data.buffer]))
@@ -39,7 +59,7 @@ type PumpMessage =
   | {type: 'data'; chunk: Uint8Array}
   | {type: 'ack'; block: Uint8Array}
   | {type: 'pid'; pid: number | undefined}
-  | {type: 'exit'; code: number | null; stderr: string}
+  | {type: 'exit'; code: number | null; stderr: string; written?: {digest: string; size: number}}
 
 export class ZstdProgram implements BlockCompressor {
   readonly name: string
@@ -51,6 +71,7 @@ export class ZstdProgram implements BlockCompressor {
   private finished = false
   private childPid: number | undefined
   private readonly spareBlocks: Buffer[] = []
+  private written: {digest: string; size: number} | undefined
 
   constructor(program: {path: string; version: string}, options: CompressorOptions & {threads: number}) {
     const level = options.level ?? 3
@@ -58,7 +79,7 @@ export class ZstdProgram implements BlockCompressor {
     // zstd's multi-threaded output is the same for every -T value (checked in the tests).
     const args = ['-q', '-c', `-${level}`, `-T${threads}`]
     this.name = `zstd (zstd ${program.version} program, ${args.slice(2).join(' ')})`
-    this.worker = new Worker(PUMP_SOURCE, {eval: true, workerData: {program: program.path, args}})
+    this.worker = new Worker(PUMP_SOURCE, {eval: true, workerData: {program: program.path, args, outputFd: options.outputFd}})
     this.done = new Promise<void>((resolve, reject) => {
       this.worker.on('message', (message: PumpMessage) => {
         if (message.type === 'data') {
@@ -75,6 +96,7 @@ export class ZstdProgram implements BlockCompressor {
           this.wake()
         } else {
           this.finished = true
+          this.written = message.written
           this.wake()
           if (message.code === 0) this.outputChain.then(() => resolve(), reject)
           else reject(new AegisError(`zstd failed (exit ${message.code}): ${message.stderr.trim()}`))
@@ -83,6 +105,11 @@ export class ZstdProgram implements BlockCompressor {
       this.worker.on('error', reject)
     })
     this.done.catch(() => {}) // observed in push()/end()
+  }
+
+  /** What went to `outputFd`, once zstd has exited: the blob's digest and size. */
+  writtenOutput(): {digest: string; size: number} | undefined {
+    return this.written
   }
 
   takeBlock(): Buffer {
