@@ -11,7 +11,7 @@ import {mkdir, open, readFile} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
-import type {InstanceRegistry} from './instances.js'
+import {instanceBusy, type InstanceRegistry} from './instances.js'
 
 const SUPERVISOR_ENV = 'AEGIS_KIT_SUPERVISOR'
 const CHANNEL_FD = 3
@@ -67,11 +67,7 @@ export interface LaunchResult {
 export async function launchDetached(options: LaunchOptions): Promise<LaunchResult> {
   const {registry, name} = options
   const existing = await registry.read(name)
-  if (existing?.alive) {
-    throw new AegisError(`an instance named ${name} is already running (pid ${existing.pid}, kit ${existing.kit})`, {
-      hint: `stop it with aegis-kit stop ${name}, or pick another name with --name`,
-    })
-  }
+  if (existing?.alive) throw instanceBusy(name, existing)
   await mkdir(registry.dir(name), {recursive: true})
   const logFile = registry.logFile(name)
   const log = await open(logFile, 'w', 0o600)

@@ -72,14 +72,14 @@ export class InstanceRegistry {
     const handle = await open(lock, 'wx').catch(async (error: NodeJS.ErrnoException) => {
       if (error.code !== 'EEXIST') throw error
       const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
-      if (holder > 0 && processAlive(holder)) throw busy(state.name)
+      if (holder > 0 && processAlive(holder)) throw instanceBusy(state.name)
       await rm(lock, {force: true})
       return open(lock, 'wx')
     })
     try {
       await handle.writeFile(String(process.pid))
       const existing = await this.read(state.name)
-      if (existing && existing.alive && existing.status !== 'exited') throw busy(state.name, existing)
+      if (existing && existing.alive && existing.status !== 'exited') throw instanceBusy(state.name, existing)
       await this.write(state)
     } finally {
       await handle.close()
@@ -131,7 +131,7 @@ export class InstanceRegistry {
   }
 }
 
-function busy(name: string, existing?: InstanceEntry): AegisError {
+export function instanceBusy(name: string, existing?: InstanceEntry): AegisError {
   return new AegisError(`an instance named ${name} is already running${existing ? ` (pid ${existing.pid}, kit ${existing.kit})` : ''}`, {
     hint: `stop it with aegis-kit stop ${name}, or pick another name with --name`,
   })
