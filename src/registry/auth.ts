@@ -139,6 +139,19 @@ export class RegistryClient {
     }
   }
 
+  /**
+   * `request` as `send` would first send it (user agent, plain HTTP when the host needs it, the
+   * cached Authorization), without sending it: for a download done elsewhere (a worker thread),
+   * which hands any answer but 200 back to `send` (a 401 there gets a fresh token).
+   */
+  async authorize(request: RegistryRequest, registry: string, scopes: string[]): Promise<RegistryRequest> {
+    const host = this.hostAuth(request.url.host)
+    const url = host.plainHttp && request.url.protocol === 'https:' ? withProtocol(request.url, 'http:') : request.url
+    const authorization = await this.cachedAuthorization(host, registry, scopes, request.insecure)
+    const headers = {'user-agent': this.userAgent, ...request.headers}
+    return {...request, url, headers: authorization ? {...headers, authorization} : headers}
+  }
+
   private async sendAuthenticated(request: RegistryRequest, host: HostAuth, registry: string, scopes: string[]): Promise<HttpResult> {
     const headers = {'user-agent': this.userAgent, ...request.headers}
     const authorization = await this.cachedAuthorization(host, registry, scopes, request.insecure)

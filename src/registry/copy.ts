@@ -15,7 +15,8 @@ import {
 import {RESUME_HINT} from './registry-error.js'
 import {isTransientError} from './retry.js'
 import {
-  announcesWrites, canAddReferrers, canListReferrers, canPeekTag, canPushBlobSource, canPushManifest, canPushVerifying, type ReferrerSink, type ReferrerSource,
+  announcesWrites, canAddReferrers, canDownloadDirect, canListReferrers, canPeekTag, canPushBlobSource, canPushFilled, canPushManifest, canPushVerifying,
+  type DirectDownloadSource, type ReferrerSink, type ReferrerSource, type TempFileSink,
 } from './types.js'
 import {readAll, verifying, verifyBytes} from './verify.js'
 
@@ -232,10 +233,16 @@ class GraphCopier {
       this.finish(desc, 'done', desc.size)
       return
     }
-    await this.transfers(() => this.transferBlob(desc))
+    // Large blobs for a worker thread skip this limit: the download pool runs two at a time, largest first.
+    if (this.viaWorker(desc)) await this.transferBlob(desc, true)
+    else await this.transfers(() => this.transferBlob(desc, false))
   }
 
-  private async transferBlob(desc: Descriptor): Promise<void> {
+  private viaWorker(desc: Descriptor): boolean {
+    return desc.size >= WORKER_MIN_BYTES && canDownloadDirect(this.src) && canPushFilled(this.dst)
+  }
+
+  private async transferBlob(desc: Descriptor, viaWorker: boolean): Promise<void> {
     if (this.failure !== undefined) throw this.failure // Another node failed: start nothing new.
     const attempts = this.options.blobAttempts ?? 3
     let sent = 0
@@ -254,11 +261,25 @@ class GraphCopier {
     for (let attempt = 1; ; attempt++) {
       try {
         this.emit('start', desc, 0)
-        const outcome = canPushBlobSource(this.dst)
+        if (viaWorker && canDownloadDirect(this.src) && canPushFilled(this.dst)) {
+          const stored = await downloadBesides(this.src, this.dst, desc, () => {
+            this.totals.bytesDone -= sent
+            sent = 0
+          }, onBytes)
+          if (stored) {
+            this.copied.push(desc.digest)
+            this.finish(desc, 'done', sent)
+            return
+          }
+        }
+        const transfer = async () => canPushBlobSource(this.dst)
           ? await this.dst.pushBlob(desc, open, {mountFrom: this.options.mountFrom})
           : canPushVerifying(this.dst)
             ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
             : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
+        // After a worker's answer other than 200 (a 401 wanting a new token, a 404), the main
+        // thread's client asks again, and reports; within the limit the worker path skipped.
+        const outcome = viaWorker ? await this.transfers(transfer) : await transfer()
         if (outcome === 'mounted') this.mounted.push(desc.digest)
         else this.copied.push(desc.digest)
         this.finish(desc, outcome === 'mounted' ? 'mounted' : 'done', sent)
@@ -282,6 +303,30 @@ class GraphCopier {
   private emit(kind: CopyProgress['kind'], descriptor: Descriptor, bytes: number): void {
     this.options.progress?.({kind, descriptor, bytes, totals: {...this.totals}})
   }
+}
+
+/** Blobs from this size on are downloaded in a worker thread when source and destination allow it. */
+const WORKER_MIN_BYTES = 4 * 1024 * 1024
+
+/**
+ * Downloads `desc` on a worker thread straight into the destination's temp file; the destination
+ * keeps it only if the size and digest match. False when the source answered other than 200
+ * (nothing was written). The pool module is loaded on the first large blob only.
+ */
+async function downloadBesides(
+  src: ContentStore & DirectDownloadSource,
+  dst: ContentStore & TempFileSink,
+  desc: Descriptor,
+  restart: () => void,
+  onBytes: (bytes: number) => void,
+): Promise<boolean> {
+  const [{downloadInWorker}, request] = await Promise.all([import('./download-pool.js'), src.downloadRequest(desc)])
+  restart()
+  const outcome = await dst.pushFilled(desc, async (tempPath) => {
+    const result = await downloadInWorker({request, tempPath, size: desc.size, digest: desc.digest}, onBytes)
+    return result.kind === 'filled' ? result : undefined
+  })
+  return outcome === 'stored'
 }
 
 /** A manifest's bytes from `store`, checked against its descriptor. */

@@ -8,11 +8,11 @@ import {MediaType, referrersTag, type ContentStore, type Descriptor, type ImageI
 import {RegistryClient, repositoryScope} from './auth.js'
 import {tryMount, uploadBlob, type SendForPush, type UploadMode, type UploadOutcome} from './blob-upload.js'
 import {DockerCredentials} from './credentials.js'
-import {onceBody, type HttpResult, type RequestBody} from './http.js'
+import {onceBody, type HttpResult, type RegistryRequest, type RequestBody} from './http.js'
 import {MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor} from './manifest.js'
 import {baseUrl, formatReference, isDigest, parseReference, type Reference, type ReferenceOptions} from './reference.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
-import type {BlobSourcePusher, ManifestPusher, ReferrerSink, ReferrerSource, TagPeeker, WriteIntent} from './types.js'
+import type {BlobSourcePusher, DirectDownloadSource, ManifestPusher, ReferrerSink, ReferrerSource, TagPeeker, WriteIntent} from './types.js'
 import {readAll, sha256Digest, verifyBytes} from './verify.js'
 
 export interface RemoteRepositoryOptions extends ReferenceOptions {
@@ -34,7 +34,7 @@ export function defaultRegistryClient(): RegistryClient {
   return defaultClient
 }
 
-export class RemoteRepository implements ContentStore, BlobSourcePusher, ManifestPusher, WriteIntent, TagPeeker, ReferrerSource, ReferrerSink {
+export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectDownloadSource, ManifestPusher, WriteIntent, TagPeeker, ReferrerSource, ReferrerSink {
   readonly reference: Reference
   private readonly client: RegistryClient
   private readonly uploadMode: UploadMode
@@ -85,6 +85,14 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, Manifes
       throw await errorFromResponse('GET', result.url, result.response, {what: `Fetching ${desc.digest} from ${this.name}`, attempts: result.attempts})
     }
     return result.response.body
+  }
+
+  /** The authorized GET of a blob, for a download outside this client (see `RegistryClient.authorize`). */
+  downloadRequest(desc: Descriptor): Promise<RegistryRequest> {
+    const actions = this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
+    return this.client.authorize({method: 'GET', url: this.contentUrl(desc), headers: {}, insecure: this.reference.insecure}, this.reference.registry, [
+      repositoryScope(this.reference.repository, ...actions),
+    ])
   }
 
   async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {

@@ -4,6 +4,7 @@
  */
 import type {Readable} from 'node:stream'
 import type {ContentStore, Descriptor} from '../oci/types.js'
+import type {RegistryRequest} from './http.js'
 
 /** A store that can take a blob as a factory of streams, so a failed upload re-reads the source. */
 export interface BlobSourcePusher {
@@ -21,6 +22,35 @@ export interface VerifyingSink {
 
 export function canPushVerifying(store: ContentStore): store is ContentStore & VerifyingSink {
   return typeof (store as Partial<VerifyingSink>).pushVerifying === 'function'
+}
+
+/** What a filler of a store's temp file reports: the bytes it wrote and their digest. */
+export interface FilledBlob {
+  size: number
+  digest: string
+}
+
+/**
+ * A store that lets a copy write a blob's temp file itself (a download in a worker thread) and
+ * keeps the blob only once the size and digest the filler measured match the descriptor; the
+ * temp file is removed otherwise. `fill` resolves undefined when it wrote nothing (the store
+ * keeps nothing either).
+ */
+export interface TempFileSink {
+  pushFilled(desc: Descriptor, fill: (tempPath: string) => Promise<FilledBlob | undefined>): Promise<'stored' | 'not-filled'>
+}
+
+export function canPushFilled(store: ContentStore): store is ContentStore & TempFileSink {
+  return typeof (store as Partial<TempFileSink>).pushFilled === 'function'
+}
+
+/** A source whose blobs are one authorized GET away: the request can be sent from another thread. */
+export interface DirectDownloadSource {
+  downloadRequest(desc: Descriptor): Promise<RegistryRequest>
+}
+
+export function canDownloadDirect(store: ContentStore): store is ContentStore & DirectDownloadSource {
+  return typeof (store as Partial<DirectDownloadSource>).downloadRequest === 'function'
 }
 
 /** A store that can store a manifest and point a tag at it in one step. */

@@ -1,7 +1,7 @@
 /**
  * The one way content enters the store: streamed into a temp file under `.tmp/`, hashed and
- * counted on the way, fsync'd, and renamed into `blobs/sha256/<hex>` only when size and digest
- * match. A crash leaves at most a temp file, which prune removes once its process is gone. The
+ * counted on the way (here, or by a pull's download worker thread through `writeBlobWith`),
+ * fsync'd, and renamed into `blobs/sha256/<hex>` only when size and digest match. A crash leaves at most a temp file, which prune removes once its process is gone. The
  * rename is made durable by the next index.json update (see `updateIndex`), which syncs
  * `blobs/sha256/` once rather than once per blob.
  */
@@ -28,6 +28,22 @@ export async function writeBlob(
   content: Readable | Buffer,
   onBytes?: (bytes: number) => void,
 ): Promise<BlobWriteResult> {
+  // Never 'not-filled': streamToFile always reports what it wrote.
+  return (await writeBlobWith(paths, desc, (tempPath) => streamToFile(tempPath, desc, content, onBytes), () => drain(content))) as BlobWriteResult
+}
+
+/**
+ * The store's side of every write: `fill` writes (and fsyncs) the temp file and reports the size
+ * and digest it measured, here or in a worker thread; the blob is renamed into place only when
+ * both match `desc`, and the temp file is removed on any failure. `fill` resolving undefined
+ * means it wrote nothing (its source declined), and nothing is stored.
+ */
+export async function writeBlobWith(
+  paths: StorePaths,
+  desc: Pick<Descriptor, 'digest' | 'size'>,
+  fill: (tempPath: string) => Promise<{size: number; digest: string} | undefined>,
+  skip: () => Promise<void> = async () => undefined,
+): Promise<BlobWriteResult | 'not-filled'> {
   const hex = sha256Hex(desc.digest)
   if (!Number.isSafeInteger(desc.size) || desc.size < 0) {
     throw new AegisError(`invalid size ${desc.size} for ${shortDigest(desc.digest)}`, {hint: 'sizes are whole numbers of bytes'})
@@ -35,7 +51,7 @@ export async function writeBlob(
   const finalPath = paths.blob(hex)
   const existing = await statIfExists(finalPath)
   if (existing?.size === desc.size) {
-    await drain(content)
+    await skip()
     await touch(finalPath) // fresh mtime: a write lease protects it from a concurrent prune (see leases.ts)
     return 'already-present'
   }
@@ -43,6 +59,36 @@ export async function writeBlob(
   await mkdir(paths.tmpDir, {recursive: true})
   await mkdir(paths.blobsDir, {recursive: true})
   const tempPath = join(paths.tmpDir, tempFileName('.blob'))
+  try {
+    const filled = await fill(tempPath)
+    if (filled === undefined) {
+      await unlink(tempPath).catch(() => undefined)
+      return 'not-filled'
+    }
+    if (filled.size > desc.size) throw sizeMismatch(desc, `more than ${desc.size} bytes`)
+    if (filled.size !== desc.size) throw sizeMismatch(desc, `${filled.size} bytes, expected ${desc.size}`)
+    if (filled.digest !== desc.digest) {
+      throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(filled.digest)})`, {
+        hint: 'the source is corrupt or was changed; nothing was stored',
+      })
+    }
+    await rename(tempPath, finalPath).catch((error: unknown) => {
+      throw storeWriteError(finalPath, error)
+    })
+  } catch (error) {
+    await unlink(tempPath).catch(() => undefined)
+    throw error
+  }
+  return 'written'
+}
+
+/** Streams `content` into a new file at `tempPath`, hashing and counting; stops at the first byte too many. */
+async function streamToFile(
+  tempPath: string,
+  desc: Pick<Descriptor, 'digest' | 'size'>,
+  content: Readable | Buffer,
+  onBytes?: (bytes: number) => void,
+): Promise<{size: number; digest: string}> {
   const handle = await open(tempPath, 'wx', 0o644)
   const hash = createHash('sha256')
   let received = 0
@@ -63,27 +109,20 @@ export async function writeBlob(
       }
     }
     await writeAll(handle, pending, tempPath)
-    if (received !== desc.size) throw sizeMismatch(desc, `${received} bytes, expected ${desc.size}`)
-    const actual = `sha256:${hash.digest('hex')}`
-    if (actual !== desc.digest) {
-      throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(actual)})`, {
-        hint: 'the source is corrupt or was changed; nothing was stored',
+    const digest = `sha256:${hash.digest('hex')}`
+    // Only content that will be kept is worth an fsync.
+    if (received === desc.size && digest === desc.digest) {
+      await handle.sync().catch((error: unknown) => {
+        throw storeWriteError(tempPath, error)
       })
     }
-    await handle.sync().catch((error: unknown) => {
-      throw storeWriteError(tempPath, error)
-    })
     await handle.close()
-    await rename(tempPath, finalPath).catch((error: unknown) => {
-      throw storeWriteError(finalPath, error)
-    })
+    return {size: received, digest}
   } catch (error) {
     await handle.close().catch(() => undefined)
-    await unlink(tempPath).catch(() => undefined)
     if (!Buffer.isBuffer(content)) content.destroy()
     throw error
   }
-  return 'written'
 }
 
 async function* chunksOf(content: Readable | Buffer): AsyncGenerator<Buffer> {

@@ -7,7 +7,7 @@ import {open, readFile, utimes} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
 import {isReferrersTag, MediaType, type ContentStore, type Descriptor, type ImageConfig, type ImageIndex} from '../oci/types.js'
-import {writeBlob} from './blob-writer.js'
+import {writeBlob, writeBlobWith} from './blob-writer.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
 import {sha256Digest, sha256Hex, shortDigest} from './digest.js'
 import {errorCode, statIfExists} from './fs-util.js'
@@ -72,6 +72,12 @@ export class LocalStore implements ContentStore {
   async pushVerifying(desc: Descriptor, content: Readable, onBytes: (bytes: number) => void): Promise<void> {
     await ensureLayout(this.paths)
     await writeBlob(this.paths, desc, content, onBytes)
+  }
+
+  /** A blob whose temp file `fill` writes (a download in a worker thread); kept only if the size and digest it reports match. */
+  async pushFilled(desc: Descriptor, fill: (tempPath: string) => Promise<{size: number; digest: string} | undefined>): Promise<'stored' | 'not-filled'> {
+    await ensureLayout(this.paths)
+    return (await writeBlobWith(this.paths, desc, fill)) === 'not-filled' ? 'not-filled' : 'stored'
   }
 
   async resolve(reference: string): Promise<Descriptor> {

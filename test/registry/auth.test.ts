@@ -15,6 +15,7 @@ import {DockerCredentials} from '../../src/registry/credentials.js'
 import {pullImage, pushImage} from '../../src/registry/push-pull.js'
 import {RegistryError} from '../../src/registry/registry-error.js'
 import {RemoteRepository} from '../../src/registry/repository.js'
+import {LocalStore} from '../../src/store/local-store.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {makeImage, skopeoRawManifest, startFaultProxy} from './fixtures.js'
 import {LayoutStore} from './layout-store.js'
@@ -23,6 +24,7 @@ let basic: TestRegistry
 let token: TestRegistry
 let work: string
 let image: LayoutStore
+let largeImage: LayoutStore
 const fastRetry = {maxAttempts: 2, minDelayMs: 20, maxDelayMs: 50}
 
 beforeAll(async () => {
@@ -32,6 +34,7 @@ beforeAll(async () => {
     startRegistry({auth: 'token'}),
     makeImage(join(work, 'image'), {layers: 2, layerSize: 32 * 1024}),
   ])
+  largeImage = await makeImage(join(work, 'large-image'), {layers: 1, layerSize: 5 * 1024 * 1024})
 })
 
 afterAll(async () => {
@@ -104,14 +107,19 @@ describe('Basic auth (htpasswd)', () => {
     expectNoSecret(error, wrong)
   })
 
-  it('never sends Authorization to a redirect on another host', async () => {
-    const manifest = JSON.parse(await readFile(image.blobPath((await image.resolve('test')).digest), 'utf8')) as ImageManifest
+  // A large blob into the local store takes the worker-thread download (src/registry/download-pool.ts).
+  it.each([
+    ['on the main thread', 'small'],
+    ['from a worker thread', 'large'],
+  ] as const)('never sends Authorization to a redirect on another host (%s)', async (_how, size) => {
+    const source = size === 'small' ? image : largeImage
+    const manifest = JSON.parse(await readFile(source.blobPath((await source.resolve('test')).digest), 'utf8')) as ImageManifest
     const layer = manifest.layers[0]!
     const seenAuthorization: Array<string | undefined> = []
     // The "CDN": another host name (localhost, not 127.0.0.1) serving the blob itself.
     const cdn = createServer((request, response) => {
       seenAuthorization.push(request.headers.authorization)
-      void image.fetch(layer).then((stream) => stream.pipe(response.writeHead(200, {'content-length': String(layer.size)})))
+      void source.fetch(layer).then((stream) => stream.pipe(response.writeHead(200, {'content-length': String(layer.size)})))
     })
     await new Promise<void>((resolve) => cdn.listen(0, '127.0.0.1', resolve))
     const cdnPort = (cdn.address() as {port: number}).port
@@ -123,8 +131,10 @@ describe('Basic auth (htpasswd)', () => {
     try {
       const credentials = await dockerConfig('basic-redirect', {auths: {[proxy.host]: authEntry(basic).auths[basic.host]}})
       const client = new RegistryClient({credentials: credentials.source, retry: fastRetry})
-      const store = await LayoutStore.create(join(work, 'redirect-pulled'))
-      await pullImage(new RemoteRepository(`${proxy.host}/private/app:1`, {client}), store, {localReference: 'x'})
+      const store = size === 'small' ? await LayoutStore.create(join(work, 'redirect-pulled')) : new LocalStore(join(work, 'redirect-pulled-large'))
+      const repository = size === 'small' ? 'private/app:1' : 'private/large:1'
+      if (size === 'large') await pushImage(largeImage, 'test', new RemoteRepository(`${basic.host}/${repository}`, {client: new RegistryClient({credentials: (await dockerConfig('basic-large', authEntry(basic))).source})}))
+      await pullImage(new RemoteRepository(`${proxy.host}/${repository}`, {client}), store, {localReference: 'x:1'})
       expect(await store.exists(layer)).toBe(true)
       expect(seenAuthorization).toEqual([undefined])
       expect(proxy.seen.find((r) => r.path.endsWith(`/blobs/${layer.digest}`))?.headers.authorization).toMatch(/^Basic /)

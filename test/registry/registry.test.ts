@@ -1,7 +1,7 @@
 /**
  * The registry client against a real docker-registry (no auth), checked by skopeo both ways.
  */
-import {mkdtemp, readFile, rm, writeFile} from 'node:fs/promises'
+import {mkdtemp, readFile, readdir, rm, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
@@ -204,6 +204,55 @@ describe('faults', () => {
     expect(error).toBeInstanceOf(AegisError)
     expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
     expect(await store.exists(victim)).toBe(false)
+    await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
+  })
+
+  // Blobs of 4 MiB and more are downloaded on a worker thread (src/registry/download-pool.ts).
+  it('pulls large blobs on worker threads into the local store, with progress, retrying a dropped connection and handing a 401 back', async () => {
+    const large = await makeImage(join(work, 'large-image'), {layers: 2, layerSize: 5 * 1024 * 1024})
+    await pushImage(large, 'test', repo('large/app:1'))
+    const layers = (await manifestOf(large, 'test')).manifest.layers
+    let blobGets = 0
+    const proxy = await startFaultProxy(registry.url, (request) => {
+      if (request.method !== 'GET' || !request.url?.endsWith(`/blobs/${layers[0]!.digest}`)) return {kind: 'pass'}
+      blobGets++
+      if (blobGets === 1) return {kind: 'drop'}
+      if (blobGets === 2) return {kind: 'respond', status: 401, body: '{"errors":[{"code":"UNAUTHORIZED"}]}'}
+      return {kind: 'pass'}
+    })
+    try {
+      const store = new LocalStore(join(work, 'large-store'))
+      const events: CopyProgress[] = []
+      const result = await pullImage(new RemoteRepository(`${proxy.host}/large/app:1`, {client}), store, {localReference: 'large:1', progress: (e) => events.push(e)})
+      for (const layer of layers) {
+        expect(await store.exists(layer)).toBe(true)
+        expect(result.copied).toContain(layer.digest)
+      }
+      expect(blobGets).toBe(3)
+      expect(events.some((e) => e.kind === 'bytes' && e.descriptor.digest === layers[1]!.digest && e.bytes > 0 && e.bytes < layers[1]!.size)).toBe(true)
+      const last = events.at(-1)!
+      expect(last.totals.bytesDone).toBe(last.totals.bytesKnown)
+      expect(await readdir(store.paths.tmpDir)).toEqual([])
+      expect((await store.resolve('large:1')).digest).toBe(result.root.digest)
+    } finally {
+      await proxy.close()
+    }
+  })
+
+  it('refuses a large blob altered on the registry disk (worker thread), naming the digest and leaving no temp file', async () => {
+    const victimImage = await makeImage(join(work, 'tamper-large-image'), {layers: 1, layerSize: 5 * 1024 * 1024})
+    await pushImage(victimImage, 'test', repo('tamper/large:1'))
+    const victim = (await manifestOf(victimImage, 'test')).manifest.layers[0]!
+    const onDisk = await readFile(registry.blobPath(victim.digest))
+    onDisk[onDisk.length >> 1] ^= 0xff
+    await writeFile(registry.blobPath(victim.digest), onDisk)
+
+    const store = new LocalStore(join(work, 'tamper-large-store'))
+    const error = await pullImage(repo('tamper/large:1'), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
+    expect(await store.exists(victim)).toBe(false)
+    expect(await readdir(store.paths.tmpDir)).toEqual([])
     await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
   })
 
