@@ -20,6 +20,7 @@ import {LockState, type DebPackage} from './lock.js'
 import {fetchNodeRuntime, NODE_HOME} from './node-runtime.js'
 import {applyNpmPatches, installNpmPackages, NPM_PREFIX} from './npm-packages.js'
 import {spdxDocument} from './sbom.js'
+import {prepareTargetNode} from './target-node.js'
 
 /** What `build` can make: the Debian archive's and the Node packages' architectures. */
 export const SUPPORTED_PLATFORMS = ['linux/amd64', 'linux/arm64']
@@ -218,15 +219,22 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     const npm = image.npm
     if (!image.node) throw new AegisError('image.npm needs image.node: the packages are installed with the kit\'s own Node', {hint: 'add image.node, e.g. node: 24.21.0'})
     const node = image.node
+    const allow = npm.allow_scripts ?? []
+    // Another platform's install scripts run with that platform's Node, emulated (target-node.ts).
+    const emulatedScripts = platform !== hostPlatform() && allow.length > 0
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
-      key: {step: 'npm', v: 3, packages: npm.packages, allow: npm.allow_scripts ?? [], patches: npm.patches ?? [], node, platform, epoch},
+      // The host platform's key is unchanged: its layer is built exactly as before.
+      key: {step: 'npm', v: 3, packages: npm.packages, allow, patches: npm.patches ?? [], node, platform, epoch, ...(emulatedScripts ? {scripts: 'target-node-v1'} : {})},
       produce: async (writer, scratch) => {
+        const onLine = (line: string) => emit({type: 'log', platform, step: 'npm', line})
+        // Checked first: a missing emulator fails before any download.
+        const target = emulatedScripts ? await prepareTargetNode(node, platform, {cacheDir: options.cacheDir, packages: allow, onLine}) : undefined
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
         const prefix = path.join(scratch, 'prefix')
-        const packages = await installNpmPackages(npm, {prefix, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, onLine: (line) => emit({type: 'log', platform, step: 'npm', line})})
+        const packages = await installNpmPackages(npm, {prefix, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, ...(target ? {target} : {}), onLine})
         for (const applied of await applyNpmPatches(prefix, npm.patches ?? [])) emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
         writer.addTree(prefix, {at: NPM_PREFIX.slice(1)})
         return packages

@@ -1,7 +1,8 @@
 /**
  * Installs the kit's npm packages globally into a staging prefix with the kit's own Node (the
  * host's npm CLI, run by that Node), the way they will sit in the image. Install scripts are
- * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list).
+ * deliberate: none run unless `allow_scripts` names the package (npm 11's allow-list). For
+ * another platform than the host's they run afterwards, with that platform's Node (target-node.ts).
  */
 import {realpathSync} from 'node:fs'
 import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
@@ -10,6 +11,7 @@ import {AegisError} from '../errors.js'
 import type {NpmPackages} from '../kit/manifest.generated.js'
 import type {PackageRecord} from './layer-cache.js'
 import {nodeArch} from './node-runtime.js'
+import type {TargetNode} from './target-node.js'
 import {runTool} from './tools.js'
 
 export const NPM_PREFIX = '/opt/aegis/npm'
@@ -33,7 +35,8 @@ export async function npmVersion(npmCli: string, node: string): Promise<string> 
   return (await runTool(node, [npmCli, '--version'])).trim()
 }
 
-export function installArgs(npm: NpmPackages, prefix: string, platform: string, npmMajor: number): string[] {
+/** `scripts: 'later'`: none run now (they run with the target's Node, see rebuildArgs). */
+export function installArgs(npm: NpmPackages, prefix: string, platform: string, npmMajor: number, scripts: 'now' | 'later' = 'now'): string[] {
   const allow = npm.allow_scripts ?? []
   if (allow.length > 0 && npmMajor < 11) {
     throw new AegisError(`image.npm.allow_scripts needs npm 11 or newer (this machine has npm ${npmMajor})`, {hint: 'upgrade npm (npm install -g npm@11), or empty allow_scripts'})
@@ -43,24 +46,63 @@ export function installArgs(npm: NpmPackages, prefix: string, platform: string, 
     '--no-audit', '--no-fund', '--no-update-notifier', '--omit=dev', '--loglevel=warn',
     // Native modules' optional binaries for the image's platform, not the host's.
     `--os=linux`, `--cpu=${nodeArch(platform)}`,
-    ...(allow.length > 0 ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
+    ...(allow.length > 0 && scripts === 'now' ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
     ...npm.packages,
   ]
 }
 
-export async function installNpmPackages(npm: NpmPackages, options: {prefix: string; node: string; platform: string; cacheDir: string; onLine?: (line: string) => void}): Promise<PackageRecord[]> {
+/** Runs the allowed packages' install scripts (preinstall, install, postinstall) in an installed prefix. */
+export function rebuildArgs(npm: NpmPackages, prefix: string, platform: string): string[] {
+  const allow = npm.allow_scripts ?? []
+  return [
+    'rebuild', '--global', '--prefix', prefix,
+    '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=warn',
+    // Exported to the scripts' environment: an `npm install` they run picks the same platform.
+    `--os=linux`, `--cpu=${nodeArch(platform)}`,
+    `--allow-scripts=${allow.join(',')}`,
+    ...allow,
+  ]
+}
+
+export interface InstallOptions {
+  prefix: string
+  /** The host's build of the kit's Node: it runs npm. */
+  node: string
+  platform: string
+  cacheDir: string
+  /**
+   * The image's own Node, for a platform other than the host's: the allowed install scripts run
+   * with it (after an install that runs none), so they see the image's `process.arch`.
+   */
+  target?: TargetNode
+  onLine?: (line: string) => void
+}
+
+export async function installNpmPackages(npm: NpmPackages, options: InstallOptions): Promise<PackageRecord[]> {
   const cli = hostNpmCli()
   const major = Number((await npmVersion(cli, options.node)).split('.')[0])
-  await runTool(options.node, [cli, ...installArgs(npm, options.prefix, options.platform, major)], {
-    env: {
-      // The kit's Node first on PATH: npm and any allowed install script run with it.
-      PATH: `${path.dirname(options.node)}:${process.env.PATH ?? ''}`,
-      npm_config_cache: path.join(options.cacheDir, 'npm-cache'),
-      npm_config_update_notifier: 'false',
-    },
+  const env = (node: string) => ({
+    // This Node first on PATH: npm's scripts, and the `node`/`npm` they start, run with it.
+    PATH: `${path.dirname(node)}:${process.env.PATH ?? ''}`,
+    npm_config_cache: path.join(options.cacheDir, 'npm-cache'),
+    npm_config_update_notifier: 'false',
+  })
+  const deferred = options.target !== undefined && (npm.allow_scripts ?? []).length > 0
+  await runTool(options.node, [cli, ...installArgs(npm, options.prefix, options.platform, major, deferred ? 'later' : 'now')], {
+    env: env(options.node),
     hint: 'check the package names and versions in image.npm.packages (npm view NAME versions)',
     onLine: options.onLine,
   })
+  if (deferred) {
+    const target = options.target!
+    // npm's own JS runs on the emulated Node too: a script reading process.execPath or $NODE
+    // (node-gyp, prebuild-install) gets the target's.
+    await runTool(target.node, [cli, ...rebuildArgs(npm, options.prefix, options.platform)], {
+      env: {...env(target.node), ...target.env},
+      hint: `the install scripts of ${(npm.allow_scripts ?? []).join(', ')} failed when run with the ${nodeArch(options.platform)} Node under emulation; see the output above`,
+      onLine: options.onLine,
+    })
+  }
   for (const removed of await pruneForeignPackages(options.prefix, options.platform)) options.onLine?.(`removed ${removed}`)
   return installedPackages(options.prefix)
 }
@@ -77,8 +119,9 @@ function allows(list: unknown, value: string): boolean {
 /**
  * Removes packages that declare another os or cpu than the image's (e.g. a Linux x64 binding in
  * an arm64 image). npm does not install them for that platform, but an allowed install script
- * runs on the build host with the host's Node and may fetch the host's build of a binding it
- * finds missing. They could never load in the image. Returns what it removed.
+ * may fetch a binding's build for whichever Node runs it: a safety net, now that a foreign
+ * platform's scripts run with the image's own Node. They could never load in the image.
+ * Returns what it removed.
  */
 export async function pruneForeignPackages(prefix: string, platform: string): Promise<string[]> {
   const cpu = nodeArch(platform)

@@ -159,7 +159,7 @@ export interface NpmPackages {
    */
   packages: [string, ...string[]]
   /**
-   * Packages whose install scripts run (npm 11's allow-scripts); every other package's scripts are skipped. Empty or absent: none run.
+   * Packages whose install scripts run (npm 11's allow-scripts); every other package's scripts are skipped. Empty or absent: none run. For another platform than the build machine's they run with that platform's Node under qemu-user emulation, so what they build or fetch is the image's.
    */
   allow_scripts?: string[]
   /**

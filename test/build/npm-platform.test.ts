@@ -4,7 +4,7 @@ import {existsSync, mkdirSync, mkdtempSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {installArgs, pruneForeignPackages} from '../../dist/build/npm-packages.js'
+import {installArgs, pruneForeignPackages, rebuildArgs} from '../../dist/build/npm-packages.js'
 
 function prefixWith(packages: Record<string, {os?: string[]; cpu?: string[]}>): string {
   const prefix = mkdtempSync(path.join(tmpdir(), 'aegis-kit-prune-'))
@@ -46,5 +46,18 @@ describe('npm packages for the image\'s platform', () => {
     expect(args).toContain('--os=linux')
     expect(args).toContain('--cpu=arm64')
     expect(installArgs({packages: ['esbuild@0.25.12']}, '/p', 'linux/amd64', 11)).toContain('--cpu=x64')
+  })
+
+  it('a foreign platform\'s allowed scripts wait for `npm rebuild` of exactly those packages', () => {
+    const npm = {packages: ['openclaw@2026.9.6'], allow_scripts: ['openclaw']}
+    expect(installArgs(npm, '/p', 'linux/amd64', 11)).toContain('--allow-scripts=openclaw')
+    const deferred = installArgs(npm, '/p', 'linux/arm64', 11, 'later')
+    expect(deferred).toContain('--ignore-scripts')
+    expect(deferred.some((arg) => arg.startsWith('--allow-scripts'))).toBe(false)
+    const rebuild = rebuildArgs(npm, '/p', 'linux/arm64')
+    expect(rebuild.slice(0, 4)).toEqual(['rebuild', '--global', '--prefix', '/p'])
+    expect(rebuild).toContain('--allow-scripts=openclaw')
+    expect(rebuild).toContain('--cpu=arm64')
+    expect(rebuild.at(-1)).toBe('openclaw')
   })
 })

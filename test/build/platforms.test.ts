@@ -1,12 +1,16 @@
 // `build --platform linux/amd64,linux/arm64`: one OCI index, one image per platform, each with
 // its own architecture's binaries. Checked with skopeo and umoci, the arm64 programs run under
 // qemu-aarch64-static (scripts/setup installs it and registers it with binfmt_misc).
+import {createHash} from 'node:crypto'
 import {cpSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, symlinkSync, writeFileSync, existsSync} from 'node:fs'
+import {createServer} from 'node:http'
+import type {AddressInfo} from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
 import {emulationProblem} from '../../dist/build/debian-base.js'
+import {prepareTargetNode} from '../../dist/build/target-node.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
 import {testCache} from '../helpers/toolchain.js'
 
@@ -26,13 +30,14 @@ function tempDir(prefix: string): string {
   return mkdtempSync(path.join(tmpdir(), prefix))
 }
 
-/** A home whose Node downloads are shared across runs (fetching Node twice per test is slow, not tested). */
+/** A home whose Node downloads and sysroots are shared across runs (fetching them twice per test is slow, not tested). */
 function freshHome(): string {
   const home = tempDir('aegis-kit-platforms-')
-  const downloads = path.join(testCache, 'build-downloads')
-  mkdirSync(downloads, {recursive: true})
   mkdirSync(path.join(home, 'cache'), {recursive: true})
-  symlinkSync(downloads, path.join(home, 'cache', 'downloads'))
+  for (const [shared, name] of [['build-downloads', 'downloads'], ['build-sysroots', 'sysroots']]) {
+    mkdirSync(path.join(testCache, shared), {recursive: true})
+    symlinkSync(path.join(testCache, shared), path.join(home, 'cache', name))
+  }
   return home
 }
 
@@ -71,6 +76,38 @@ async function unpackPlatform(store: string, reference: string, arch: string): P
   await execa('skopeo', ['copy', '--override-os', 'linux', '--override-arch', arch, `oci:${store}:${reference}`, `oci:${path.join(work, 'layout')}:image`])
   await execa('umoci', ['unpack', '--image', `${path.join(work, 'layout')}:image`, path.join(work, 'bundle')])
   return path.join(work, 'bundle', 'rootfs')
+}
+
+const PROBE = '@aegis-probe/arch'
+
+/**
+ * An npm registry on 127.0.0.1 with one package, PROBE, whose install script records the
+ * `process.arch` of the Node that ran it (npm is pointed at it for PROBE's scope only).
+ */
+async function probeRegistry(): Promise<{url: string; close: () => Promise<void>}> {
+  const work = tempDir('aegis-kit-probe-')
+  mkdirSync(path.join(work, 'package'))
+  const manifest = {name: PROBE, version: '1.0.0', license: 'MIT', scripts: {install: 'node record.js'}}
+  writeFileSync(path.join(work, 'package', 'package.json'), JSON.stringify(manifest))
+  writeFileSync(path.join(work, 'package', 'record.js'), "require('node:fs').writeFileSync('install-arch.json', JSON.stringify({arch: process.arch, platform: process.platform}))\n")
+  await execa('tar', ['czf', path.join(work, 'probe.tgz'), '-C', work, 'package'])
+  const tarball = readFileSync(path.join(work, 'probe.tgz'))
+  const tarballPath = `/${PROBE}/-/arch-1.0.0.tgz`
+  let url = ''
+  const server = createServer((request, response) => {
+    const wanted = decodeURIComponent(request.url ?? '')
+    if (wanted === `/${PROBE}`) {
+      const version = {...manifest, hasInstallScript: true, dist: {tarball: `${url}${tarballPath.slice(1)}`, integrity: `sha512-${createHash('sha512').update(tarball).digest('base64')}`}}
+      response.writeHead(200, {'content-type': 'application/json'}).end(JSON.stringify({name: PROBE, 'dist-tags': {latest: '1.0.0'}, versions: {'1.0.0': version}}))
+    } else if (wanted === tarballPath) {
+      response.writeHead(200, {'content-type': 'application/octet-stream'}).end(tarball)
+    } else {
+      response.writeHead(404).end()
+    }
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`
+  return {url, close: () => new Promise((resolve) => server.close(() => resolve()))}
 }
 
 describe('build for several platforms', () => {
@@ -163,6 +200,45 @@ describe('build for several platforms', () => {
     expect(esbuild.stdout).toBe('0.25.12')
   }, 300_000)
 
+  it('allowed install scripts run with the image\'s Node: arm64 in the arm64 image, x64 in the amd64 one', async () => {
+    const registry = await probeRegistry()
+    try {
+      const home = freshHome()
+      const kit = path.join(tempDir('aegis-kit-kit-'), 'scripts')
+      mkdirSync(kit)
+      writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
+        'name: scripts',
+        'version: 0.1.0',
+        'image:',
+        '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
+        '  node: 24.21.0',
+        // esbuild's postinstall puts the binary of the platform its Node reports at bin/esbuild
+        // (fetching it when npm did not install it): the host's, if the host's Node ran it.
+        `  npm: {packages: ['${PROBE}@1.0.0', esbuild@0.25.12], allow_scripts: ['${PROBE}', esbuild]}`,
+        '',
+      ].join('\n'))
+      const result = await runCli(['build', kit, '--platform', 'linux/amd64,linux/arm64', '--json'], {env: {AEGIS_KIT_HOME: home, [`npm_config_${PROBE.split('/')[0]}:registry`]: registry.url}, timeout: 600_000})
+      expect(result.exitCode, result.stderr).toBe(0)
+      const report = JSON.parse(result.stdout) as BuildReport
+      expect(report.platforms.map((p) => p.platform)).toEqual(['linux/amd64', 'linux/arm64'])
+      const store = path.join(home, 'store')
+      const modules = (root: string) => path.join(root, 'opt/aegis/npm/lib/node_modules')
+      const recorded = (root: string) => JSON.parse(readFileSync(path.join(modules(root), PROBE, 'install-arch.json'), 'utf8')) as {arch: string; platform: string}
+
+      const arm64Root = await unpackPlatform(store, 'scripts:0.1.0', 'arm64')
+      expect(recorded(arm64Root)).toEqual({arch: 'arm64', platform: 'linux'})
+      expect(elfMachine(path.join(modules(arm64Root), 'esbuild/bin/esbuild'))).toBe(183)
+      expect(existsSync(path.join(modules(arm64Root), 'esbuild/node_modules/@esbuild/linux-x64'))).toBe(false)
+      expect((await execa('chroot', [arm64Root, '/opt/aegis/npm/bin/esbuild', '--version'])).stdout).toBe('0.25.12')
+
+      const amd64Root = await unpackPlatform(store, 'scripts:0.1.0', 'amd64')
+      expect(recorded(amd64Root)).toEqual({arch: 'x64', platform: 'linux'})
+      expect(elfMachine(path.join(modules(amd64Root), 'esbuild/bin/esbuild'))).toBe(62)
+    } finally {
+      await registry.close()
+    }
+  }, 600_000)
+
   it('refuses a platform it cannot build, in one line', async () => {
     const result = await runCli(['build', 'hello', '--platform', 'linux/riscv64'], {env: {AEGIS_KIT_HOME: tempDir('aegis-kit-platforms-')}})
     expect(result.exitCode).toBe(1)
@@ -193,6 +269,13 @@ describe('emulation for foreign-architecture Debian bases', () => {
     expect(await emulationProblem('arm64', missing)).toMatch(/binfmt_misc is not mounted/)
     // x86-64 programs need their own handler (an arm64 host building amd64).
     expect(await emulationProblem('amd64', binfmt({'qemu-aarch64': aarch64('POF')}))).toMatch(/no qemu-x86_64 is registered/)
+  })
+
+  it('a foreign platform\'s install scripts need emulation: one line saying which scripts and why', async () => {
+    const binfmtDir = binfmt({'qemu-aarch64': aarch64('POF', 'disabled')})
+    const failure = await prepareTargetNode('24.21.0', 'linux/arm64', {cacheDir: tempDir('aegis-kit-target-'), packages: ['openclaw'], binfmtDir}).catch((error: Error) => error)
+    expect(failure).toBeInstanceOf(Error)
+    expect((failure as Error).message).toBe('cannot run the install scripts of openclaw for linux/arm64: they run with the arm64 Node under qemu-user emulation, and qemu-aarch64 is registered with binfmt_misc but disabled')
   })
 
   it('this machine can run arm64 programs in a chroot (scripts/setup registered qemu-aarch64)', async () => {
