@@ -79,7 +79,8 @@ export class InstanceRegistry {
     try {
       await handle.writeFile(String(process.pid))
       const existing = await this.read(state.name)
-      if (existing && existing.alive && existing.status !== 'exited') throw instanceBusy(state.name, existing)
+      // `alive` is false for an exited record and for one whose process is gone.
+      if (existing?.alive) throw instanceBusy(state.name, existing)
       await this.write(state)
     } finally {
       await handle.close()

@@ -110,6 +110,25 @@ async function probeRegistry(): Promise<{url: string; close: () => Promise<void>
   return {url, close: () => new Promise((resolve) => server.close(() => resolve()))}
 }
 
+
+/**
+ * A kit with Node 24 and the npm section `npm` (YAML flow style) on a tiny Debian root: extract,
+ * where libstdc++6 brings the C and C++ runtimes Node links against, with no maintainer scripts.
+ */
+function nodeKit(name: string, npm: string): string {
+  const kit = path.join(tempDir('aegis-kit-kit-'), name)
+  mkdirSync(kit)
+  writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
+    `name: ${name}`,
+    'version: 0.1.0',
+    'image:',
+    '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
+    '  node: 24.21.0',
+    `  npm: ${npm}`,
+    '',
+  ].join('\n'))
+  return kit
+}
 describe('build for several platforms', () => {
   it('builds hello for amd64 and arm64 into one index that skopeo and umoci read, with arm64 binaries that run under qemu', async () => {
     const home = freshHome()
@@ -173,18 +192,7 @@ describe('build for several platforms', () => {
 
   it('an arm64 image gets the arm64 Node and the arm64 build of a native npm package', async () => {
     const home = freshHome()
-    const kit = path.join(tempDir('aegis-kit-kit-'), 'native')
-    mkdirSync(kit)
-    // extract: libstdc++6 brings the C and C++ runtimes Node links against, no maintainer scripts.
-    writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
-      'name: native',
-      'version: 0.1.0',
-      'image:',
-      '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
-      '  node: 24.21.0',
-      '  npm: {packages: [esbuild@0.25.12]}',
-      '',
-    ].join('\n'))
+    const kit = nodeKit('native', '{packages: [esbuild@0.25.12]}')
     const report = await build(home, [kit, '--platform', 'linux/arm64'])
     expect(report.platforms[0].layers.map((layer) => layer.step)).toEqual(['base', 'node', 'npm', 'aegis'])
     const root = await unpackPlatform(path.join(home, 'store'), 'native:0.1.0', 'arm64')
@@ -204,19 +212,9 @@ describe('build for several platforms', () => {
     const registry = await probeRegistry()
     try {
       const home = freshHome()
-      const kit = path.join(tempDir('aegis-kit-kit-'), 'scripts')
-      mkdirSync(kit)
-      writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
-        'name: scripts',
-        'version: 0.1.0',
-        'image:',
-        '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
-        '  node: 24.21.0',
-        // esbuild's postinstall puts the binary of the platform its Node reports at bin/esbuild
-        // (fetching it when npm did not install it): the host's, if the host's Node ran it.
-        `  npm: {packages: ['${PROBE}@1.0.0', esbuild@0.25.12], allow_scripts: ['${PROBE}', esbuild]}`,
-        '',
-      ].join('\n'))
+      // esbuild's postinstall puts the binary of the platform its Node reports at bin/esbuild
+      // (fetching it when npm did not install it): the host's, if the host's Node ran it.
+      const kit = nodeKit('scripts', `{packages: ['${PROBE}@1.0.0', esbuild@0.25.12], allow_scripts: ['${PROBE}', esbuild]}`)
       const result = await runCli(['build', kit, '--platform', 'linux/amd64,linux/arm64', '--json'], {env: {AEGIS_KIT_HOME: home, [`npm_config_${PROBE.split('/')[0]}:registry`]: registry.url}, timeout: 600_000})
       expect(result.exitCode, result.stderr).toBe(0)
       const report = JSON.parse(result.stdout) as BuildReport

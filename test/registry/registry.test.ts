@@ -46,6 +46,28 @@ async function manifestOf(store: LayoutStore, reference: string): Promise<{desc:
   return {desc, manifest: JSON.parse(bytes.toString('utf8')) as ImageManifest, bytes}
 }
 
+
+/**
+ * Pushes a one-layer image, flips a byte of its layer on the registry's disk, and checks that a
+ * pull into the local store fails naming the digest and keeps nothing: no blob, no tag, no temp
+ * file. 4 MiB and more takes the worker-thread path (src/registry/download-pool.ts).
+ */
+async function expectTamperedPullRefused(name: string, layerSize: number): Promise<void> {
+  const victimImage = await makeImage(join(work, `tamper-${name}-image`), {layers: 1, layerSize})
+  await pushImage(victimImage, 'test', repo(`tamper/${name}:1`))
+  const victim = (await manifestOf(victimImage, 'test')).manifest.layers[0]!
+  const onDisk = await readFile(registry.blobPath(victim.digest))
+  onDisk[onDisk.length >> 1] ^= 0xff
+  await writeFile(registry.blobPath(victim.digest), onDisk)
+
+  const store = new LocalStore(join(work, `tamper-${name}-store`))
+  const error = await pullImage(repo(`tamper/${name}:1`), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
+  expect(error).toBeInstanceOf(AegisError)
+  expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
+  expect(await store.exists(victim)).toBe(false)
+  expect(await readdir(store.paths.tmpDir)).toEqual([])
+  await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
+}
 describe('push and pull against docker-registry', () => {
   it('pushes a umoci image that skopeo reads back byte for byte', async () => {
     const events: CopyProgress[] = []
@@ -192,19 +214,7 @@ describe('faults', () => {
   })
 
   it('refuses such a blob when pulling into the local store too (it checks content itself), keeping nothing', async () => {
-    const victimImage = await makeImage(join(work, 'tamper-local-image'), {layers: 1, layerSize: 100 * 1024})
-    await pushImage(victimImage, 'test', repo('tamper/local:1'))
-    const victim = (await manifestOf(victimImage, 'test')).manifest.layers[0]!
-    const onDisk = await readFile(registry.blobPath(victim.digest))
-    onDisk[onDisk.length >> 1] ^= 0xff
-    await writeFile(registry.blobPath(victim.digest), onDisk)
-
-    const store = new LocalStore(join(work, 'tamper-local-store'))
-    const error = await pullImage(repo('tamper/local:1'), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
-    expect(error).toBeInstanceOf(AegisError)
-    expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
-    expect(await store.exists(victim)).toBe(false)
-    await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
+    await expectTamperedPullRefused('local', 100 * 1024)
   })
 
   // Blobs of 4 MiB and more are downloaded on a worker thread (src/registry/download-pool.ts).
@@ -240,20 +250,7 @@ describe('faults', () => {
   })
 
   it('refuses a large blob altered on the registry disk (worker thread), naming the digest and leaving no temp file', async () => {
-    const victimImage = await makeImage(join(work, 'tamper-large-image'), {layers: 1, layerSize: 5 * 1024 * 1024})
-    await pushImage(victimImage, 'test', repo('tamper/large:1'))
-    const victim = (await manifestOf(victimImage, 'test')).manifest.layers[0]!
-    const onDisk = await readFile(registry.blobPath(victim.digest))
-    onDisk[onDisk.length >> 1] ^= 0xff
-    await writeFile(registry.blobPath(victim.digest), onDisk)
-
-    const store = new LocalStore(join(work, 'tamper-large-store'))
-    const error = await pullImage(repo('tamper/large:1'), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
-    expect(error).toBeInstanceOf(AegisError)
-    expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
-    expect(await store.exists(victim)).toBe(false)
-    expect(await readdir(store.paths.tmpDir)).toEqual([])
-    await expect(store.resolve('app:1')).rejects.toThrow(/no image app:1/)
+    await expectTamperedPullRefused('large', 5 * 1024 * 1024)
   })
 
   it('resumes a push cut off by the registry stopping, and never tags an incomplete image', async () => {
