@@ -6,6 +6,7 @@ import type {ContentStore} from '../oci/types.js'
 import {copyGraph, type CopyOptions, type CopyResult} from './copy.js'
 import {formatReference, manifestReference} from './reference.js'
 import {RemoteRepository, type RemoteRepositoryOptions} from './repository.js'
+import {canPushFilled} from './types.js'
 
 export interface TransferResult extends CopyResult {
   /** The remote reference with the root's digest, e.g. `ghcr.io/acme/kit:1.0@sha256:…`. */
@@ -45,6 +46,7 @@ export type PullOptions = Omit<CopyOptions, 'tag'> &
 /** Pulls `remote` (`registry/repo[:tag][@digest]`) and its referrers into `local`, and tags it there. */
 export async function pullImage(remote: string | RemoteRepository, local: ContentStore, options: PullOptions = {}): Promise<TransferResult> {
   const repository = typeof remote === 'string' ? new RemoteRepository(remote, options) : remote
+  if (canPushFilled(local)) void import('./download-pool.js').then((pool) => pool.prewarmDownloadWorkers(), () => undefined) // a failure shows on the first large blob
   const root = await repository.resolve(manifestReference(repository.reference))
   const localReference = options.localReference ?? formatReference(repository.reference)
   const result = await copyGraph(repository, local, root, {referrers: true, ...options, tag: localReference})

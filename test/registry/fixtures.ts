@@ -39,6 +39,10 @@ export type ProxyAction =
   | {kind: 'pass'; headers?: Record<string, string>}
   | {kind: 'respond'; status: number; headers?: Record<string, string>; body?: string}
   | {kind: 'drop'}
+  /** Forward the answer with its body chunked (no Content-Length), as some CDNs and proxies send blobs. */
+  | {kind: 'chunked'}
+  /** Forward the answer's head and `bytes` of its body, then close the connection. */
+  | {kind: 'cut'; bytes: number}
 
 export interface FaultProxy {
   host: string
@@ -68,10 +72,25 @@ export async function startFaultProxy(target: string, decide: (request: Incoming
       {host: targetUrl.hostname, port: targetUrl.port, method: request.method, path: request.url, headers: {...request.headers, host: targetUrl.host}},
       (answer) => {
         // Locations the registry gives point at itself; rewrite them to stay on the proxy.
-        const headers = {...answer.headers, ...action.headers}
+        const headers = {...answer.headers, ...(action.kind === 'pass' ? action.headers : {})}
         if (typeof headers.location === 'string') headers.location = headers.location.replace(targetUrl.origin, `http://${request.headers.host}`)
+        if (action.kind === 'chunked') delete headers['content-length']
         response.writeHead(answer.statusCode ?? 502, headers)
-        answer.pipe(response)
+        if (action.kind !== 'cut') {
+          answer.pipe(response)
+          return
+        }
+        let left = action.bytes
+        answer.on('data', (chunk: Buffer) => {
+          if (left <= 0) return
+          const part = chunk.subarray(0, left)
+          left -= part.length
+          response.write(part)
+          if (left <= 0) {
+            answer.destroy()
+            setTimeout(() => request.socket.destroy(), 50) // what was written reaches the client first
+          }
+        })
       },
     )
     upstream.on('error', () => response.destroy())

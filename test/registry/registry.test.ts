@@ -249,6 +249,36 @@ describe('faults', () => {
     }
   })
 
+  // The worker reads plain-HTTP bodies with a Content-Length off the socket itself; a chunked
+  // answer goes through node:http instead. docker-registry always sends a length and never cuts
+  // a body short, so a test proxy does both.
+  it('pulls large blobs on worker threads when the body is chunked (test proxy) or cut short once (test proxy)', async () => {
+    const large = await makeImage(join(work, 'framing-image'), {layers: 2, layerSize: 5 * 1024 * 1024})
+    await pushImage(large, 'test', repo('framing/app:1'))
+    const layers = (await manifestOf(large, 'test')).manifest.layers
+    const gets = new Map<string, number>()
+    const proxy = await startFaultProxy(registry.url, (request) => {
+      const layer = layers.findIndex((l) => request.method === 'GET' && request.url?.endsWith(`/blobs/${l.digest}`))
+      if (layer === -1) return {kind: 'pass'}
+      const seen = (gets.get(layers[layer]!.digest) ?? 0) + 1
+      gets.set(layers[layer]!.digest, seen)
+      if (layer === 0) return {kind: 'chunked'}
+      return seen === 1 ? {kind: 'cut', bytes: 2 * 1024 * 1024} : {kind: 'pass'}
+    })
+    try {
+      const store = new LocalStore(join(work, 'framing-store'))
+      const result = await pullImage(new RemoteRepository(`${proxy.host}/framing/app:1`, {client}), store, {localReference: 'framing:1'})
+      for (const layer of layers) expect(result.copied).toContain(layer.digest)
+      // The chunked answer is asked for again through node:http; the cut one is retried.
+      expect(gets.get(layers[0]!.digest)).toBe(2)
+      expect(gets.get(layers[1]!.digest)).toBe(2)
+      for (const layer of layers) expect(sha256Digest(await readFile(store.paths.blob(layer.digest.slice('sha256:'.length))))).toBe(layer.digest)
+      expect(await readdir(store.paths.tmpDir)).toEqual([])
+    } finally {
+      await proxy.close()
+    }
+  })
+
   it('refuses a large blob altered on the registry disk (worker thread), naming the digest and leaving no temp file', async () => {
     await expectTamperedPullRefused('large', 5 * 1024 * 1024)
   })
