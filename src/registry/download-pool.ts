@@ -32,6 +32,7 @@ const net = require('node:net')
 const {createHash} = require('node:crypto')
 const fs = require('node:fs')
 const BATCH = 4 * 1024 * 1024
+const DIRECT_WRITE = 256 * 1024
 // Progress every 4 MiB: a message per 1 MiB batch cost ~45 ms of a worker's time on a 210 MB pull.
 const PROGRESS_EVERY = BATCH
 const SYNC_EVERY = 16 * 1024 * 1024
@@ -52,8 +53,8 @@ function agentFor(url, insecure) {
 const timeoutError = () => Object.assign(new Error('no data for ' + IDLE_TIMEOUT_MS / 1000 + ' s'), {code: 'ETIMEDOUT'})
 
 /**
- * The temp file being filled: hashed as it arrives, written in 4 MiB batches (synchronous
- * writes: a copy into the page cache, and the worker has nothing else to do meanwhile).
+ * The temp file being filled: hashed as it arrives and written at once (synchronous writes: a
+ * copy into the page cache, and the worker has nothing else to do meanwhile).
  */
 class Sink {
   constructor(id, job) {
@@ -61,7 +62,7 @@ class Sink {
     this.job = job
     this.fd = fs.openSync(job.tempPath, 'wx', 0o644)
     this.hash = createHash('sha256')
-    this.batch = Buffer.allocUnsafe(BATCH)
+    this.batch = undefined // allocated on the first small chunk
     this.batched = 0
     this.received = 0
     this.unreported = 0
@@ -69,11 +70,21 @@ class Sink {
     // The early fdatasync in flight, if any: the fd stays open until it is done.
     this.syncing = undefined
   }
-  /** Takes a chunk (copied: the caller may reuse it); false once more than the expected size arrived. */
+  /**
+   * Takes a chunk, written before this returns (the caller may reuse it); false once more than
+   * the expected size arrived. Large reads are written as they are (a copy into the batch cost
+   * as much CPU as the hashing), small ones gathered into 4 MiB writes.
+   */
   add(chunk) {
     this.received += chunk.length
     if (this.received > this.job.size) return false
     this.hash.update(chunk)
+    if (chunk.length >= DIRECT_WRITE) {
+      this.flush()
+      this.write(chunk, chunk.length)
+      return true
+    }
+    this.batch ??= Buffer.allocUnsafe(BATCH)
     for (let offset = 0; offset < chunk.length;) {
       const copied = chunk.copy(this.batch, this.batched, offset)
       this.batched += copied
@@ -83,10 +94,14 @@ class Sink {
     return true
   }
   flush() {
-    for (let offset = 0; offset < this.batched;) offset += fs.writeSync(this.fd, this.batch, offset, this.batched - offset)
-    this.unreported += this.batched
-    this.unsynced += this.batched
+    if (this.batched === 0) return
+    this.write(this.batch, this.batched)
     this.batched = 0
+  }
+  write(buffer, length) {
+    for (let offset = 0; offset < length;) offset += fs.writeSync(this.fd, buffer, offset, length - offset)
+    this.unreported += length
+    this.unsynced += length
     // Start the disk on what is written so far (asynchronously: the download goes on), so the
     // fsync that ends the blob finds little left to write: 0.74 s -> 0.56 s on a 210 MB pull.
     if (this.unsynced >= SYNC_EVERY && this.syncing === undefined) {
