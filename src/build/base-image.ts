@@ -4,7 +4,8 @@
  * build time, so hostile base layers cannot touch the build machine).
  */
 import type {Descriptor, ImageConfig, ImageManifest} from '../oci/types.js'
-import {formatReference, parsePlatform, parseReference, pullImage} from '../registry/index.js'
+import {parsePlatform} from '../registry/manifest.js'
+import {formatReference, parseReference} from '../registry/reference.js'
 import {importSource} from '../store/open.js'
 import type {LocalStore} from '../store/index.js'
 import {AegisError, messageOf} from '../errors.js'
@@ -32,6 +33,7 @@ export async function loadBaseImage(store: LocalStore, reference: string, platfo
   } else {
     const remote = locked ? formatReference({...parseReference(reference), digest: locked.digest}) : reference
     try {
+      const {pullImage} = await import('../registry/push-pull.js') // the registry client, only when a base is pulled
       const result = await pullImage(remote, store, {platform: parsePlatform(platform), localReference: `base/${reference.replace(/[^a-zA-Z0-9._-]+/g, '-')}:pulled`})
       root = result.root
     } catch (error) {

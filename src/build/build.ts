@@ -8,10 +8,10 @@ import {createReadStream, statSync} from 'node:fs'
 import {mkdir, mkdtemp, readFile, readdir, rm, stat} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
-import {LayerWriter, type LayerCompression} from '../image/layer-writer.js'
+import type {LayerCompression, LayerWriter} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
 import {MediaType, sha256Digest, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
-import {parsePlatform} from '../registry/index.js'
+import {parsePlatform} from '../registry/manifest.js'
 import type {LocalStore} from '../store/index.js'
 import {isRegistryReference, loadBaseImage, type BaseImage} from './base-image.js'
 import {buildDebianRoot} from './debian-base.js'
@@ -51,6 +51,12 @@ export interface BuildOptions {
   sourceDateEpoch?: number
   onEvent?: (event: BuildEvent) => void
   signal?: AbortSignal
+  /**
+   * Awaited before any work that costs (a layer to produce, a registry base to load); cached
+   * steps go on without it. `run` passes its config check, so a cached image boots meanwhile
+   * and a bad config still costs no build.
+   */
+  beforeWork?: () => Promise<void>
 }
 
 export interface BuiltLayer {
@@ -169,6 +175,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     // Registry bases are locked to the platform manifest's digest; local imports are what they are.
     const registry = isRegistryReference(image.base)
     const digest = registry && !lock.updateLock ? lock.state.imageDigest(platform) : undefined
+    await options.beforeWork?.()
     base = await loadBaseImage(store, image.base, platform, digest ? {digest, lockFile: lock.state.displayFile, updateLockHint: lock.updateLockHint} : undefined)
     if (registry) lock.state.setImageDigest(platform, base.manifestDescriptor.digest)
   } else {
@@ -281,6 +288,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     let layer = options.noCache || !step.key ? undefined : await cache.get(cacheKey({...step.key, compression}))
     const cached = layer !== undefined
     if (!layer) {
+      await options.beforeWork?.()
       layer = await produceLayer(step, store, options)
       const key = step.keyAfter ? step.keyAfter(layer.contents ?? []) : step.key
       if (key) await cache.put(cacheKey({...key, compression}), layer)
@@ -347,6 +355,7 @@ async function produceLayer(step: LayerStep, store: LocalStore, options: BuildOp
   await mkdir(scratchRoot, {recursive: true})
   const scratch = await mkdtemp(path.join(scratchRoot, `${step.step}-`))
   try {
+    const {LayerWriter} = await import('../image/layer-writer.js') // only for a layer to make: a cached build skips it
     const writer = new LayerWriter({compression: options.compression ?? 'gzip', sourceDateEpoch: options.sourceDateEpoch ?? 0})
     const contents = (await step.produce(writer, scratch)) ?? undefined
     const blobFile = path.join(scratch, 'layer.blob')

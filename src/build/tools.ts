@@ -1,5 +1,4 @@
 /** Runs the external tools a build drives (mmdebstrap, npm) with errors that say what failed and how to fix it. */
-import {execa} from 'execa'
 import {AegisError} from '../errors.js'
 
 export interface ToolOptions {
@@ -12,6 +11,8 @@ export interface ToolOptions {
 }
 
 export async function runTool(command: string, args: string[], options: ToolOptions = {}): Promise<string> {
+  // Loaded on the first tool run: `run` checks a cached build on its critical path and runs none.
+  const {execa} = await import('execa')
   const child = execa(command, args, {env: options.env, cwd: options.cwd, all: true, reject: false, cancelSignal: options.signal, buffer: true})
   if (options.onLine) {
     child.all?.on('data', (chunk: Buffer) => {

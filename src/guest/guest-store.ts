@@ -80,13 +80,14 @@ export async function loadGuest(store: LocalStore, reference: string): Promise<S
  * This host's guest from the store; when the store lacks it, assembled (in a scratch directory
  * under `cacheDir`, which also remembers the answers of apt and gcc), stored and tagged.
  */
-export async function resolveGuest(options: {store: LocalStore; cacheDir: string; onStatus?: (message: string) => void}): Promise<StoredGuest> {
+export async function resolveGuest(options: {store: LocalStore; cacheDir: string; onStatus?: (message: string) => void; beforeWork?: () => Promise<void>}): Promise<StoredGuest> {
   const {store, cacheDir} = options
   const inputs = await guestInputs({cacheDir})
   const reference = guestReference(inputs)
   const index = await store.readIndex()
   if (index.manifests.some((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === reference)) return loadGuest(store, reference)
 
+  await options.beforeWork?.() // as a build's: `run` assembles nothing for a config its check rejects
   options.onStatus?.(`assembling the guest kernel and initramfs (${inputs.version}; once per version)`)
   await mkdir(cacheDir, {recursive: true})
   const workDir = await mkdtemp(path.join(cacheDir, '.tmp-guest-'))

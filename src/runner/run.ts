@@ -109,30 +109,39 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
 
   async function bootInstance(): Promise<RunningInstance> {
 
-    // Each hook is a Node process of its own: render_env runs alongside validate_config (a bad
-    // config still costs no build), then the image and the guest are prepared side by side.
-    // Meanwhile startVm starts virtiofsd and gvproxy; it boots once the files are known.
-    const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
-    rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
+    // The VM boots as soon as the image (a cached build, checked here) and the guest's files are
+    // known. The hooks, each a Node process of its own, start after that, while the guest kernel
+    // boots (1 s and more under TCG), so they do not compete with the boot path for the CPU; the
+    // workload waits for them, and a failed check stops the VM before it starts anything. Work
+    // that costs, a layer to build, waits for the config check: a bad config costs no build.
+    let hooks: {rendering: Promise<RenderEnvResult>; configChecked: Promise<void>} | undefined
+    const startHooks = () => {
+      if (hooks) return hooks
+      const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
+      rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
+      const configChecked = checkConfigOrThrow(kit, app)
+      configChecked.catch(() => undefined) // awaited below
+      return (hooks = {rendering, configChecked})
+    }
     const cacheDir = path.join(options.dataDir, 'cache')
+    options.onStatus(`building ${manifest.name} (cached layers are reused)`)
+    const files = settleAll([
+      (async () => {
+        const {buildKit} = await building
+        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: () => startHooks().configChecked})
+        const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
+        return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
+      })(),
+      bootFiles(options, chosenGuest, cacheDir, () => startHooks().configChecked),
+    ])
+    files.catch(() => undefined) // awaited below
     const prepared = (async () => {
-      try {
-        await checkConfigOrThrow(kit, app)
-      } catch (error) {
-        await rendering.catch(() => undefined)
-        throw error
-      }
-      options.onStatus(`building ${manifest.name} (cached layers are reused)`)
-      const [{built, rootfs, rootDisk}, guest, rendered] = await settleAll([
-        (async () => {
-          const {buildKit} = await building
-          const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal})
-          const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
-          return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
-        })(),
-        bootFiles(options, chosenGuest, cacheDir),
-        rendering,
-      ])
+      // The hooks run even when the files failed: the error a user fixes first may be the config.
+      const booting = await files.then(() => undefined, (error: unknown) => error)
+      const {rendering, configChecked} = startHooks()
+      const [, rendered] = await settleAll([configChecked, rendering])
+      if (booting !== undefined) throw booting
+      const [{built, rootfs, rootDisk}, guest] = await files
       return {built, rootfs, rootDisk, guest, rendered}
     })()
     prepared.catch(() => undefined) // awaited below
@@ -166,9 +175,9 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
     const consoleLines = lineMasker(secretValues, options.onOutput)
     const vm = await startVm({
-      kernel: prepared.then(({guest}) => guest.kernel),
-      initrd: prepared.then(({guest}) => guest.initrd),
-      rootDisk: prepared.then(({rootDisk}) => rootDisk),
+      kernel: files.then(([, guest]) => guest.kernel),
+      initrd: files.then(([, guest]) => guest.initrd),
+      rootDisk: files.then(([{rootDisk}]) => rootDisk),
       workspaceDir: workspace,
       memoryMib,
       vcpus: app.resources.vcpus ?? 1,
@@ -177,8 +186,8 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       onConsole: consoleLines,
       bootTimeoutMs: 120_000,
     }).catch(async (error: unknown) => {
-      await prepared.catch(() => undefined) // no hook or build outlives the error
-      throw error
+      // No hook or build outlives the error; a failed config check is the error to show first.
+      throw await prepared.then(() => error, (failure: unknown) => failure)
     })
     const {rendered} = await prepared
     let exited = false
@@ -239,9 +248,9 @@ async function release(registry: InstanceRegistry | undefined, name: string, det
  * What the VM boots: --kernel and --initrd as given, the rest from the --guest artifact or else
  * this host's guest in the store (assembled and stored the first time).
  */
-async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, cacheDir: string): Promise<{kernel: string; initrd: string}> {
+async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, cacheDir: string, beforeWork: () => Promise<void>): Promise<{kernel: string; initrd: string}> {
   if (options.kernel !== undefined && options.initrd !== undefined) return {kernel: options.kernel, initrd: options.initrd}
-  const guest = chosen ?? await resolveGuest({store: options.store, cacheDir: path.join(cacheDir, 'guest'), onStatus: options.onStatus})
+  const guest = chosen ?? await resolveGuest({store: options.store, cacheDir: path.join(cacheDir, 'guest'), onStatus: options.onStatus, beforeWork})
   return {kernel: options.kernel ?? guest.kernel, initrd: options.initrd ?? guest.initrd}
 }
 

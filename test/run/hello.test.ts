@@ -264,6 +264,18 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     })
   }, 180_000)
 
+  it('a config validate_config rejects costs no build and no guest kernel in a home that has neither', async () => {
+    const empty = mkdtempSync(path.join(tmpdir(), 'aegis-kit-empty-'))
+    const config = path.join(empty, 'config.json')
+    writeFileSync(config, JSON.stringify({title: ''}))
+    const result = await runCli(['run', 'hello', '--config', config], {env: {AEGIS_KIT_HOME: path.join(empty, 'home')}, timeout: 120_000})
+    expect(result.exitCode, result.all).toBe(1)
+    expect(result.stderr).toMatch(/Error: the hello config has 1 problem \(validate_config\)/)
+    expect(result.all).not.toMatch(/assembling the guest|base|debian/)
+    const listed = await runCli(['images', '--json'], {env: {AEGIS_KIT_HOME: path.join(empty, 'home')}})
+    expect(JSON.parse(listed.stdout)).toEqual({images: []})
+  }, 180_000)
+
   it('guest kernel unavailable: Debian\'s archive unreachable', async () => {
     // A real apt that cannot reach the archive: its own proxy setting points at a closed port.
     // The second home has hello built but no guest yet, so run has to download the kernel.
