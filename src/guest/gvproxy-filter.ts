@@ -218,15 +218,26 @@ export interface FrameFilter {
  */
 export async function startFrameFilter(options: {
   listenPath: string
-  upstreamPath: string
+  /** gvproxy's QEMU socket; a promise when gvproxy is still starting (QEMU's connection waits, paused). */
+  upstreamPath: string | Promise<string>
   policy: GuestPacketPolicy
   onBlocked?: (reason: string) => void
 }): Promise<FrameFilter> {
   const sockets: net.Socket[] = []
-  const server = net.createServer({pauseOnConnect: true}, (guest) => {
+  let closed = false
+  const server = net.createServer({pauseOnConnect: true}, async (guest) => {
     server.close() // QEMU connects once; nobody else gets in
     sockets.push(guest)
-    const upstream = net.createConnection(options.upstreamPath)
+    guest.on('error', () => guest.destroy())
+    let upstreamPath: string
+    try {
+      upstreamPath = await options.upstreamPath
+    } catch {
+      guest.destroy() // gvproxy did not start: the runner reports that, and stops the VM
+      return
+    }
+    if (closed) return
+    const upstream = net.createConnection(upstreamPath)
     sockets.push(upstream)
     const teardown = () => {
       guest.destroy()
@@ -273,6 +284,7 @@ export async function startFrameFilter(options: {
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(options.listenPath, resolve))
   return {
     close() {
+      closed = true
       server.close()
       for (const socket of sockets) socket.destroy()
     },

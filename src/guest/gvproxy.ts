@@ -251,7 +251,9 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
 
       const dir = path.join(runDir, 'gvproxy')
       await mkdir(dir, {mode: 0o700})
-      const started = await startGvproxy(processes, binary, dir)
+      // QEMU connects to the frame filter, which reaches gvproxy once it is up: the VM boots meanwhile.
+      const started = startGvproxy(processes, binary, dir)
+      started.catch(() => undefined) // `ready` carries the failure
 
       const addresses = hostAddresses()
       const policy: GuestPacketPolicy = {
@@ -265,18 +267,18 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
       const listenPath = path.join(dir, 'net.sock')
       let filter: FrameFilter
       try {
-        filter = await startFrameFilter({listenPath, upstreamPath: started.qemuSocket, policy, onBlocked: options.onBlocked})
+        filter = await startFrameFilter({listenPath, upstreamPath: started.then(({qemuSocket}) => qemuSocket), policy, onBlocked: options.onBlocked})
       } catch (error) {
         throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {hint: 'check the run directory is writable'})
       }
-      try {
-        for (const forward of forwards) await exposeThrough(started.apiSocket, forward)
-      } catch (error) {
-        filter.close()
-        throw error
-      }
-      apiSocket = started.apiSocket
+      const ready = (async () => {
+        const {apiSocket: api} = await started
+        for (const forward of forwards) await exposeThrough(api, forward)
+        apiSocket = api
+      })()
+      ready.catch(() => filter.close())
       return {
+        ready,
         qemuArgs: [
           '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
           '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,

@@ -26,6 +26,11 @@ export interface AttachedNetwork {
   qemuArgs: string[]
   /** Undefined when the VM has no NIC. */
   guest?: GuestNetwork
+  /**
+   * Settles once the host side carries the guest's traffic (its helper up, ports exposed). QEMU
+   * starts before: a guest sends nothing until its harness has booted.
+   */
+  ready?: Promise<void>
   /** Called after QEMU exits; helpers started through the group are stopped with it anyway. */
   detach(): Promise<void>
 }

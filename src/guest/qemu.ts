@@ -293,7 +293,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     // A spec the caller could not finish stops the VM before any workload runs.
     result.catch(() => undefined) // the caller gets `result`; until then an early exit is not "unhandled"
     try {
-      await specBytes
+      await Promise.all([specBytes, nic.ready])
     } catch (error) {
       processes.killNow('SIGKILL')
       await result.catch(() => undefined)
