@@ -225,19 +225,21 @@ export async function startFrameFilter(options: {
 }): Promise<FrameFilter> {
   const sockets: net.Socket[] = []
   let closed = false
+  const upstreamPath = Promise.resolve(options.upstreamPath)
+  upstreamPath.catch(() => undefined) // awaited when QEMU connects; the caller reports gvproxy's failure
   const server = net.createServer({pauseOnConnect: true}, async (guest) => {
     server.close() // QEMU connects once; nobody else gets in
     sockets.push(guest)
     guest.on('error', () => guest.destroy())
-    let upstreamPath: string
+    let upstreamSocket: string
     try {
-      upstreamPath = await options.upstreamPath
+      upstreamSocket = await upstreamPath
     } catch {
       guest.destroy() // gvproxy did not start: the runner reports that, and stops the VM
       return
     }
     if (closed) return
-    const upstream = net.createConnection(upstreamPath)
+    const upstream = net.createConnection(upstreamSocket)
     sockets.push(upstream)
     const teardown = () => {
       guest.destroy()

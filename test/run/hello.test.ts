@@ -219,6 +219,19 @@ describe('run rejects bad input with a one-line error and the fix', () => {
       error: /Error: gvproxy is not installed \(looked on PATH and in .*aegis-kit-empty-/,
       hint: /hint: run scripts\/install-gvproxy/,
     },
+    // A stand-in: the real gvproxy cannot be made to fail at start. QEMU is already booting by
+    // then (it does not wait for gvproxy): the run must stop it and leave nothing behind.
+    {
+      name: 'gvproxy that exits at start (a stand-in script)',
+      args: () => ['hello'],
+      env: () => {
+        const dir = emptyDir()
+        writeFileSync(path.join(dir, 'gvproxy'), '#!/bin/sh\necho "gvproxy: cannot listen: stand-in failure" >&2\nexit 1\n', {mode: 0o755})
+        return {PATH: pathWithout('gvproxy'), AEGIS_KIT_HELPER_DIRS: dir}
+      },
+      error: /Error: gvproxy did not start: .*stand-in failure/,
+      hint: /hint: check that .*gvproxy is gvproxy 0\.7 or newer/,
+    },
     {
       name: 'qemu not installed',
       args: () => ['hello'],
