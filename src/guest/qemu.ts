@@ -47,6 +47,8 @@ export interface VmOptions {
   onConsole?: (text: string) => void
   /** Kill the VM if its harness has not asked for the run spec by then. Default 60 s (TCG under load is slow). */
   bootTimeoutMs?: number
+  /** Called once QEMU is spawned: work for the spec can start then, off the boot's critical path. */
+  onStarted?: () => void
   /** Appended to the kernel command line (e.g. "loglevel=7" to debug a boot); never put secrets here. */
   extraKernelArgs?: string[]
 }
@@ -210,6 +212,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     ]
     const startedAt = Date.now()
     const qemu = processes.spawn(qemuBinary, args, {stdio: ['pipe', 'pipe', 'pipe']})
+    options.onStarted?.()
 
     let consoleText = ''
     let qemuErrors = ''

@@ -110,7 +110,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   async function bootInstance(): Promise<RunningInstance> {
 
     // The VM boots as soon as the image (a cached build, checked here) and the guest's files are
-    // known. The hooks, each a Node process of its own, start after that, while the guest kernel
+    // known. The hooks, each a Node process of its own, start once QEMU is spawned, while the guest kernel
     // boots (1 s and more under TCG), so they do not compete with the boot path for the CPU; the
     // workload waits for them, and a failed check stops the VM before it starts anything. Work
     // that costs, a layer to build, waits for the config check: a bad config costs no build.
@@ -135,9 +135,15 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       bootFiles(options, chosenGuest, cacheDir, () => startHooks().configChecked),
     ])
     files.catch(() => undefined) // awaited below
+    // Resolved when QEMU is spawned, or when startVm gave up before that.
+    let launched!: () => void
+    const vmLaunched = new Promise<void>((resolve) => {
+      launched = resolve
+    })
     const prepared = (async () => {
       // The hooks run even when the files failed: the error a user fixes first may be the config.
       const booting = await files.then(() => undefined, (error: unknown) => error)
+      if (booting === undefined) await vmLaunched
       const {rendering, configChecked} = startHooks()
       const [, rendered] = await settleAll([configChecked, rendering])
       if (booting !== undefined) throw booting
@@ -185,7 +191,9 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       network,
       onConsole: consoleLines,
       bootTimeoutMs: 120_000,
+      onStarted: launched,
     }).catch(async (error: unknown) => {
+      launched()
       // No hook or build outlives the error; a failed config check is the error to show first.
       throw await prepared.then(() => error, (failure: unknown) => failure)
     })
