@@ -23,8 +23,8 @@ export interface ResolvedPath {
 export class UnpackRoot {
   /** Relative paths known to be real directories (not symlinks) in this root. */
   private readonly knownDirectories = new Set<string>([''])
-  /** Directories we made writable to create entries in, and their original modes. */
-  readonly borrowedModes = new Map<string, number>()
+  /** Directories we made writable to create entries in (by host path): their original modes. */
+  readonly borrowedModes = new Map<string, {mode: number; relative: string}>()
   private readonly isRoot = process.getuid?.() === 0
 
   constructor(readonly root: string) {}
@@ -36,6 +36,7 @@ export class UnpackRoot {
    */
   resolve(entryName: string, components: string[], create: boolean): ResolvedPath | undefined {
     const resolved: string[] = []
+    let prefix = '' // resolved.join('/'), kept up to date: most entries meet only known directories
     const queue = [...components]
     const last = queue.pop()!
     let viaSymlink: string | undefined
@@ -45,11 +46,13 @@ export class UnpackRoot {
       if (part === '' || part === '.') continue
       if (part === '..') {
         resolved.pop() // only reachable from a symlink target; clamps at the root
+        prefix = resolved.join('/')
         continue
       }
-      const relative = [...resolved, part].join('/')
+      const relative = prefix === '' ? part : `${prefix}/${part}`
       if (this.knownDirectories.has(relative)) {
         resolved.push(part)
+        prefix = relative
         continue
       }
       const hostPath = join(this.root, relative)
@@ -61,24 +64,27 @@ export class UnpackRoot {
         if (++followed > MAX_SYMLINKS) throw new AegisError(`layer entry "${entryName}": too many symlinks in its path`)
         viaSymlink ??= relative
         const target = readlinkSync(hostPath)
-        if (target.startsWith('/')) resolved.length = 0
+        if (target.startsWith('/')) {
+          resolved.length = 0
+          prefix = ''
+        }
         queue.unshift(...target.split('/'))
         continue
       } else if (!stat.isDirectory()) {
         throw new AegisError(`layer entry "${entryName}": "${relative}" is not a directory`)
       } else if (create && !this.isRoot && (stat.mode & 0o300) !== 0o300) {
         // Without root, a read-only directory from a lower layer would block this write.
-        this.borrowedModes.set(hostPath, stat.mode & 0o7777)
+        this.borrowedModes.set(hostPath, {mode: stat.mode & 0o7777, relative})
         chmodSync(hostPath, (stat.mode & 0o7777) | 0o700)
       }
       this.knownDirectories.add(relative)
       resolved.push(part)
+      prefix = relative
     }
     if (last === '' || last === '.' || last === '..') {
       throw new AegisError(`layer entry "${entryName}" has no usable name`)
     }
-    resolved.push(last)
-    const relative = resolved.join('/')
+    const relative = prefix === '' ? last : `${prefix}/${last}`
     return {hostPath: join(this.root, relative), relative, ...(viaSymlink === undefined ? {} : {viaSymlink})}
   }
 
@@ -93,6 +99,11 @@ export class UnpackRoot {
     for (const known of this.knownDirectories) {
       if (known === relative || known.startsWith(`${relative}/`)) this.knownDirectories.delete(known)
     }
+  }
+
+  /** Has the next entry under `relative` look at it again: it was made read-only since. */
+  recheck(relative: string): void {
+    this.knownDirectories.delete(relative)
   }
 
   markDirectory(relative: string): void {

@@ -36,6 +36,7 @@ import {AegisError, isAegisError, messageOf} from '../errors.js'
 import {OPAQUE_WHITEOUT, WHITEOUT_PREFIX} from './layer-entries.js'
 import {UnpackRoot, type ResolvedPath} from './unpack-root.js'
 import {openTarSource, type LayerEncoding} from './unpack-source.js'
+import {BackgroundWrites} from './unpack-writes.js'
 
 export interface UnpackOptions {
   /** Keep setuid/setgid bits on files (needed for a bootable root, e.g. `su`). Default false. */
@@ -88,6 +89,7 @@ function openRoot(destDir: string): UnpackRoot {
 
 interface DirectoryFinish {
   hostPath: string
+  relative: string
   mode: number
   uid: number
   gid: number
@@ -129,11 +131,12 @@ async function applyLayer(blob: Readable, root: UnpackRoot, options: UnpackOptio
   } catch (error) {
     stopped = true
     extractor.destroy(new Error('unpack stopped'))
+    await layer.writes.settle() // no descriptor outlives the layer
     if (isAegisError(error)) throw error
     throw new AegisError(`layer is not a valid tar archive (after ${entries} entries): ${messageOf(error)}`, {cause: error})
   }
   await feeding
-  await source.finished
+  await layer.writes.drain()
   layer.finish()
   const diffId = `sha256:${hash.digest('hex')}`
   if (options.expectedDiffId !== undefined && options.expectedDiffId !== diffId) {
@@ -142,8 +145,15 @@ async function applyLayer(blob: Readable, root: UnpackRoot, options: UnpackOptio
   return {encoding: source.encoding, diffId, entries, warnings: layer.warnings}
 }
 
+/**
+ * Files this large are written on the threadpool (see BackgroundWrites); smaller ones are
+ * written here, where a write costs less than handing it over.
+ */
+const BACKGROUND_WRITE_BYTES = 64 * 1024
+
 class LayerApplier {
   readonly warnings: string[] = []
+  readonly writes = new BackgroundWrites()
   /** Relative paths this layer created: an opaque whiteout keeps them. */
   private readonly created = new Set<string>()
   private readonly directories: DirectoryFinish[] = []
@@ -169,8 +179,9 @@ class LayerApplier {
 
   /** Directory modes and times last: children are written first, and read-only dirs stay writable until then. */
   finish(): void {
-    for (const [hostPath, mode] of this.root.borrowedModes) {
+    for (const [hostPath, {mode, relative}] of this.root.borrowedModes) {
       if (isRealDirectory(hostPath)) chmodSync(hostPath, mode)
+      this.root.recheck(relative) // the next layer must borrow it again
     }
     this.root.borrowedModes.clear()
     for (const dir of this.directories.reverse()) {
@@ -179,6 +190,7 @@ class LayerApplier {
       if (this.preserveOwners) chownSync(dir.hostPath, dir.uid, dir.gid)
       chmodSync(dir.hostPath, dir.mode)
       utimesSync(dir.hostPath, dir.mtime, dir.mtime)
+      if (!this.isRoot && (dir.mode & 0o300) !== 0o300) this.root.recheck(dir.relative) // as above
     }
   }
 
@@ -219,16 +231,19 @@ class LayerApplier {
 
   private async file(name: string, components: string[], header: Header, content: Readable): Promise<void> {
     const target = this.place(name, components)
-    this.clear(target, false)
-    const fd = openSync(target.hostPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600)
-    try {
-      for await (const chunk of content as AsyncIterable<Buffer>) {
-        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off)
-      }
+    const fd = this.replacing(target, () => openSync(target.hostPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600))
+    const finish = (fd: number): void => {
       if (this.preserveOwners) fchownSync(fd, ...ownerOf(header))
       fchmodSync(fd, this.fileMode(name, header.mode ?? 0o644))
       const mtime = header.mtime ?? new Date(0)
       futimesSync(fd, mtime, mtime)
+    }
+    if ((header.size ?? 0) >= BACKGROUND_WRITE_BYTES) return this.writes.add(name, fd, content as AsyncIterable<Buffer>, finish)
+    try {
+      for await (const chunk of content as AsyncIterable<Buffer>) {
+        for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off)
+      }
+      finish(fd)
     } finally {
       closeSync(fd)
     }
@@ -236,10 +251,19 @@ class LayerApplier {
 
   private directory(name: string, components: string[], header: Header): void {
     const target = this.place(name, components)
-    if (this.clear(target, true) !== 'directory') mkdirSync(target.hostPath, {mode: 0o700})
-    this.root.markDirectory(target.relative)
+    let made = true
+    try {
+      mkdirSync(target.hostPath, {mode: 0o700})
+    } catch (error) {
+      if (!isExists(error)) throw error
+      made = this.clear(target, true) !== 'directory'
+      if (made) mkdirSync(target.hostPath, {mode: 0o700})
+    }
+    // One already there is left to resolve() to check (and, without root, make writable) when an entry goes in.
+    if (made) this.root.markDirectory(target.relative)
     this.directories.push({
       hostPath: target.hostPath,
+      relative: target.relative,
       mode: (header.mode ?? 0o755) & 0o7777,
       uid: ownerOf(header)[0],
       gid: ownerOf(header)[1],
@@ -248,11 +272,11 @@ class LayerApplier {
   }
 
   private symlink(name: string, components: string[], header: Header): void {
-    if (!header.linkname) throw new AegisError(`layer entry "${name}" is a symlink without a target`)
+    const linkname = header.linkname
+    if (!linkname) throw new AegisError(`layer entry "${name}" is a symlink without a target`)
     const target = this.place(name, components)
-    this.clear(target, false)
     // Stored verbatim: a symlink is only text; it is never followed while unpacking.
-    symlinkSync(header.linkname, target.hostPath)
+    this.replacing(target, () => symlinkSync(linkname, target.hostPath))
     if (this.preserveOwners) lchownSync(target.hostPath, ...ownerOf(header))
     const mtime = header.mtime ?? new Date(0)
     lutimesSync(target.hostPath, mtime, mtime)
@@ -270,8 +294,7 @@ class LayerApplier {
     if (sourceStat.isDirectory()) throw new AegisError(`layer entry "${name}" is a hardlink to a directory ("${linkname}")`)
     const target = this.place(name, components)
     if (target.hostPath === source.hostPath) return
-    this.clear(target, false)
-    linkSync(source.hostPath, target.hostPath)
+    this.replacing(target, () => linkSync(source.hostPath, target.hostPath))
   }
 
   private special(name: string, components: string[], header: Header): void {
@@ -318,12 +341,29 @@ class LayerApplier {
   private place(name: string, components: string[]): ResolvedPath {
     const target = this.root.resolve(name, components, true)!
     this.noteSymlink(name, target)
-    // Parents made on the way count as this layer's too.
-    for (let slash = target.relative.indexOf('/'); slash !== -1; slash = target.relative.indexOf('/', slash + 1)) {
-      this.created.add(target.relative.slice(0, slash))
+    // Parents made on the way count as this layer's too; a parent already there has its own.
+    for (let slash = target.relative.lastIndexOf('/'); slash !== -1; slash = target.relative.lastIndexOf('/', slash - 1)) {
+      const parent = target.relative.slice(0, slash)
+      if (this.created.has(parent)) break
+      this.created.add(parent)
     }
     this.created.add(target.relative)
     return target
+  }
+
+  /**
+   * Creates `target` with `create`, which must fail with EEXIST when anything is there (O_EXCL,
+   * mkdir, symlink, link never follow a final symlink); then clears it and creates again. Most
+   * entries are new, so this saves an lstat each.
+   */
+  private replacing<T>(target: ResolvedPath, create: () => T): T {
+    try {
+      return create()
+    } catch (error) {
+      if (!isExists(error)) throw error
+    }
+    this.clear(target, false)
+    return create()
   }
 
   /** Makes room at `target`: keeps an existing directory when asked to, removes anything else. */
@@ -363,6 +403,10 @@ function entryComponents(name: string, entryName: string, what = 'path'): string
   const parts = name.split('/').filter((part) => part !== '' && part !== '.')
   if (parts.includes('..')) throw new AegisError(`layer entry "${entryName}": ${what} "${name}" contains ".."`)
   return parts
+}
+
+function isExists(error: unknown): boolean {
+  return (error as NodeJS.ErrnoException).code === 'EEXIST'
 }
 
 function isRealDirectory(hostPath: string): boolean {

@@ -1,12 +1,13 @@
 /** Shared bits of the image tests: temp dirs, reading tars, hand-made OCI layouts. */
 import {execFileSync} from 'node:child_process'
 import {createHash} from 'node:crypto'
-import {mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
+import {lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {Readable} from 'node:stream'
 import * as zlib from 'node:zlib'
 import {extract, pack, type Header} from 'tar-stream'
+import {expect} from 'vitest'
 
 import type {LayerBlob} from '../../src/image/layer-writer.js'
 
@@ -16,6 +17,34 @@ export function tempDir(prefix: string): string {
 
 export function removeDir(dir: string): void {
   rmSync(dir, {recursive: true, force: true})
+}
+
+/** An unpack destination with a sentinel directory beside it, which no layer may touch. */
+export interface UnpackSandbox {
+  base: string
+  dest: string
+  outside: string
+}
+
+export function makeUnpackSandbox(prefix: string): UnpackSandbox {
+  const base = tempDir(prefix)
+  const outside = join(base, 'outside')
+  mkdirSync(outside)
+  writeFileSync(join(outside, 'victim'), 'keep')
+  return {base, dest: join(base, 'dest'), outside}
+}
+
+export function removeUnpackSandbox({base}: UnpackSandbox): void {
+  execFileSync('chmod', ['-R', 'u+rwx', base]) // read-only directories, for a run without root
+  removeDir(base)
+}
+
+/** The sentinel directory is exactly as it was: one file, same content, and nothing next to dest. */
+export function expectSandboxUntouched({base, outside}: UnpackSandbox): void {
+  expect(readdirSync(outside)).toEqual(['victim'])
+  expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('keep')
+  expect(lstatSync(join(outside, 'victim')).isFile()).toBe(true)
+  expect(readdirSync(base).sort()).toEqual(['dest', 'outside'])
 }
 
 export function hasProgram(name: string): boolean {

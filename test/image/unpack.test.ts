@@ -10,28 +10,21 @@ import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 import {AegisError} from '../../src/errors.js'
 import {LayerWriter} from '../../src/image/layer-writer.js'
 import {unpackImage, unpackLayer, type UnpackResult} from '../../src/image/unpack.js'
-import {hasProgram, makeTar, removeDir, streamOf, tempDir, type TarSpec} from './helpers.js'
+import {expectSandboxUntouched, hasProgram, makeTar, makeUnpackSandbox, removeDir, removeUnpackSandbox, streamOf, type TarSpec, type UnpackSandbox} from './helpers.js'
 
+let sandbox: UnpackSandbox
 let base: string
 let dest: string
 let outside: string
 
 beforeEach(() => {
-  base = tempDir('unpack')
-  dest = join(base, 'dest')
-  outside = join(base, 'outside')
-  mkdirSync(outside)
-  writeFileSync(join(outside, 'victim'), 'keep')
+  sandbox = makeUnpackSandbox('unpack')
+  ;({base, dest, outside} = sandbox)
 })
-afterEach(() => removeDir(base))
+afterEach(() => removeUnpackSandbox(sandbox))
 
-/** The sentinel directory is exactly as it was: one file, same content, and nothing next to dest. */
-function expectOutsideUntouched(): void {
-  expect(readdirSync(outside)).toEqual(['victim'])
-  expect(readFileSync(join(outside, 'victim'), 'utf8')).toBe('keep')
-  expect(lstatSync(join(outside, 'victim')).isFile()).toBe(true)
-  expect(readdirSync(base).sort()).toEqual(['dest', 'outside'])
-}
+const expectOutsideUntouched = (): void => expectSandboxUntouched(sandbox)
+
 
 async function unpack(entries: TarSpec[], options = {}): Promise<UnpackResult> {
   return unpackLayer(streamOf(await makeTar(entries)), dest, options)
@@ -163,6 +156,13 @@ describe('unpackLayer skips or strips what an image must not carry', () => {
     const error = await unpackLayer(streamOf(Buffer.from([0x1f, 0x8b, 0x08, 0, 1, 2, 3, 4, 5])), dest).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AegisError)
   })
+
+  it('reports a gzip layer cut short as not valid gzip', async () => {
+    const gzip = await makeTar([{name: 'f', content: Buffer.alloc(1_000_000, 'x')}], true)
+    const error = await unpackLayer(streamOf(gzip.subarray(0, gzip.length - 10)), dest).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toContain('not valid gzip')
+  })
 })
 
 describe('unpackLayer applies ordinary layers', () => {
@@ -178,6 +178,24 @@ describe('unpackLayer applies ordinary layers', () => {
     expect(statSync(join(dest, 'ro/file')).mode & 0o777).toBe(0o640)
     expect(statSync(join(dest, 'ro/file')).mtimeMs).toBe(2_000_000)
     await expect(unpackLayer(streamOf(tar), join(base, 'dest'), {expectedDiffId: 'sha256:00'})).rejects.toThrow(/diff_id/)
+  })
+
+  it.skipIf(process.getuid?.() === 0)('without root (root writes into read-only directories anyway: skipped as root), writes into a directory a lower layer left read-only', async () => {
+    const lower = await makeTar([
+      {name: 'ro/', type: 'directory', mode: 0o555},
+      {name: 'ro/sub/', type: 'directory', mode: 0o500},
+    ])
+    const upper = await makeTar([
+      {name: 'ro/big', content: Buffer.alloc(300_000, 'b'), mode: 0o444},
+      {name: 'ro/sub/x', content: 'x'},
+    ])
+    const top = await makeTar([{name: 'ro/third', content: '3'}])
+    await unpackImage([streamOf(lower), streamOf(upper), streamOf(top)], dest)
+    expect(readFileSync(join(dest, 'ro/big')).length).toBe(300_000)
+    expect(readFileSync(join(dest, 'ro/sub/x'), 'utf8')).toBe('x')
+    expect(readFileSync(join(dest, 'ro/third'), 'utf8')).toBe('3')
+    expect(statSync(join(dest, 'ro')).mode & 0o7777).toBe(0o555)
+    expect(statSync(join(dest, 'ro/sub')).mode & 0o7777).toBe(0o500)
   })
 
   it.skipIf(process.getuid?.() !== 0)('sets owners as root, including PAX ids beyond ustar', async () => {
