@@ -110,10 +110,11 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   async function bootInstance(): Promise<RunningInstance> {
 
     // The VM boots as soon as the image (a cached build, checked here) and the guest's files are
-    // known. The hooks, each a Node process of its own, start once QEMU is spawned, while the guest kernel
-    // boots (1 s and more under TCG), so they do not compete with the boot path for the CPU; the
-    // workload waits for them, and a failed check stops the VM before it starts anything. Work
-    // that costs, a layer to build, waits for the config check: a bad config costs no build.
+    // known. The hooks, each a Node process of its own, start once QEMU is spawned, while the
+    // guest kernel boots (1 s and more under TCG), so they do not compete with the boot path for
+    // the CPU; the workload waits for them, and a failed check stops the VM before it starts
+    // anything. Work that costs (a layer to build, the guest to assemble) waits for the config
+    // check: a bad config costs no build. See docs/architecture.md, "What run does, in order".
     let hooks: {rendering: Promise<RenderEnvResult>; configChecked: Promise<void>} | undefined
     const startHooks = () => {
       if (hooks) return hooks
