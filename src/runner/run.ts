@@ -124,16 +124,17 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       configChecked.catch(() => undefined) // awaited below
       return (hooks = {rendering, configChecked})
     }
+    const configGate = () => startHooks().configChecked
     const cacheDir = path.join(options.dataDir, 'cache')
     options.onStatus(`building ${manifest.name} (cached layers are reused)`)
     const files = settleAll([
       (async () => {
         const {buildKit} = await building
-        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: () => startHooks().configChecked})
+        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: configGate})
         const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
         return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
       })(),
-      bootFiles(options, chosenGuest, cacheDir, () => startHooks().configChecked),
+      bootFiles(options, chosenGuest, cacheDir, configGate),
     ])
     files.catch(() => undefined) // awaited below
     // Resolved when QEMU is spawned, or when startVm gave up before that.
@@ -143,12 +144,12 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     })
     const prepared = (async () => {
       // The hooks run even when the files failed: the error a user fixes first may be the config.
-      const booting = await files.then(() => undefined, (error: unknown) => error)
-      if (booting === undefined) await vmLaunched
+      const booting = await files.then((value) => ({value}), (error: unknown) => ({error}))
+      if ('value' in booting) await vmLaunched
       const {rendering, configChecked} = startHooks()
       const [, rendered] = await settleAll([configChecked, rendering])
-      if (booting !== undefined) throw booting
-      const [{built, rootfs, rootDisk}, guest] = await files
+      if (!('value' in booting)) throw booting.error
+      const [{built, rootfs, rootDisk}, guest] = booting.value
       return {built, rootfs, rootDisk, guest, rendered}
     })()
     prepared.catch(() => undefined) // awaited below
