@@ -43,6 +43,8 @@ export type ProxyAction =
   | {kind: 'chunked'}
   /** Forward the answer's head and `bytes` of its body, then close the connection. */
   | {kind: 'cut'; bytes: number}
+  /** Forward the answer's first `first` body bytes in one write, then the rest in `piece`-byte writes 1 ms apart. */
+  | {kind: 'trickle'; first: number; piece: number}
 
 export interface FaultProxy {
   host: string
@@ -76,6 +78,24 @@ export async function startFaultProxy(target: string, decide: (request: Incoming
         if (typeof headers.location === 'string') headers.location = headers.location.replace(targetUrl.origin, `http://${request.headers.host}`)
         if (action.kind === 'chunked') delete headers['content-length']
         response.writeHead(answer.statusCode ?? 502, headers)
+        if (action.kind === 'trickle') {
+          const chunks: Buffer[] = []
+          answer.on('data', (chunk: Buffer) => chunks.push(chunk))
+          answer.on('end', () => {
+            const body = Buffer.concat(chunks)
+            response.write(body.subarray(0, action.first))
+            const next = (offset: number): void => {
+              if (offset >= body.length) {
+                response.end()
+                return
+              }
+              response.write(body.subarray(offset, offset + action.piece))
+              setTimeout(() => next(offset + action.piece), 1)
+            }
+            setTimeout(() => next(action.first), 1)
+          })
+          return
+        }
         if (action.kind !== 'cut') {
           answer.pipe(response)
           return

@@ -224,6 +224,9 @@ describe('faults', () => {
     const layers = (await manifestOf(large, 'test')).manifest.layers
     let blobGets = 0
     const proxy = await startFaultProxy(registry.url, (request) => {
+      // The second layer's first 2 MiB come in one go, the rest in small reads: its progress
+      // must still be reported before its end.
+      if (request.method === 'GET' && request.url?.endsWith(`/blobs/${layers[1]!.digest}`)) return {kind: 'trickle', first: 2 * 1024 * 1024, piece: 32 * 1024}
       if (request.method !== 'GET' || !request.url?.endsWith(`/blobs/${layers[0]!.digest}`)) return {kind: 'pass'}
       blobGets++
       if (blobGets === 1) return {kind: 'drop'}
