@@ -79,13 +79,22 @@ export class ChildProcessGroup {
       await exited
     }
     clearTimeout(timer)
-    this.release()
+    await this.release()
   }
 
-  private release(): void {
+  /** Retires the watchdog and waits (a second at most) for it to go, so nothing of ours outlives the CLI. */
+  private async release(): Promise<void> {
     if (this.released) return
     this.released = true
     process.removeListener('exit', this.killOnExit)
+    if (this.watchdog.exitCode !== null || this.watchdog.signalCode !== null || this.watchdog.pid === undefined) return
+    const gone = new Promise<void>((resolve) => this.watchdog.once('exit', () => resolve()))
     this.watchdog.stdin?.end('exit\n')
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([gone, new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, 1000)
+      timer.unref()
+    })])
+    clearTimeout(timer)
   }
 }

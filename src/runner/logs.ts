@@ -26,6 +26,7 @@ export async function followLog(registry: InstanceRegistry, name: string, option
   try {
     let position = options.tail === undefined ? 0 : await tailOffset(handle, size, options.tail)
     const buffer = Buffer.alloc(64 * 1024)
+    let exited = false
     for (;;) {
       const {bytesRead} = await handle.read(buffer, 0, buffer.length, position)
       if (bytesRead > 0) {
@@ -33,7 +34,12 @@ export async function followLog(registry: InstanceRegistry, name: string, option
         position += bytesRead
         continue
       }
-      if (!options.follow || options.signal.aborted || !processAlive(entry.pid, entry.pidStart)) return
+      if (!options.follow || options.signal.aborted || exited) return
+      // Seen gone: read to the end once more, for the last lines it wrote after the read above.
+      if (!processAlive(entry.pid, entry.pidStart)) {
+        exited = true
+        continue
+      }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS))
     }
   } finally {

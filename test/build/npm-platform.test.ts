@@ -5,6 +5,7 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {installArgs, pruneForeignPackages, rebuildArgs} from '../../dist/build/npm-packages.js'
+import type {NpmPackages} from '../../dist/kit/manifest.generated.js'
 
 function prefixWith(packages: Record<string, {os?: string[]; cpu?: string[]}>): string {
   const prefix = mkdtempSync(path.join(tmpdir(), 'aegis-kit-prune-'))
@@ -49,7 +50,7 @@ describe('npm packages for the image\'s platform', () => {
   })
 
   it('a foreign platform\'s allowed scripts wait for `npm rebuild` of exactly those packages', () => {
-    const npm = {packages: ['openclaw@2026.9.6'], allow_scripts: ['openclaw']}
+    const npm: NpmPackages = {packages: ['openclaw@2026.9.6'], allow_scripts: ['openclaw']}
     expect(installArgs(npm, '/p', 'linux/amd64', 11)).toContain('--allow-scripts=openclaw')
     const deferred = installArgs(npm, '/p', 'linux/arm64', 11, 'later')
     expect(deferred).toContain('--ignore-scripts')

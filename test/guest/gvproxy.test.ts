@@ -75,7 +75,7 @@ function consoleWatcher(): {onConsole: (text: string) => void; text: () => strin
 }
 
 async function stopped(vm: RunningVm): Promise<void> {
-  const result = await vm.stop(10_000)
+  const result = await vm.stop(30_000)
   expect(result.killedByHost).toBe(false)
 }
 

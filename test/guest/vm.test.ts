@@ -118,7 +118,7 @@ describe('guest VM', {timeout: 120_000}, () => {
     const echoed = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/echo`, {method: 'POST', body: upload, signal: AbortSignal.timeout(30_000)})
     expect(echoed.status).toBe(200)
     expect(Buffer.from(await echoed.arrayBuffer()).equals(upload)).toBe(true)
-    const result = await vm.stop(10_000)
+    const result = await vm.stop(30_000)
     expect(result).toMatchObject({exitCode: 143, killedByHost: false})
   })
 

@@ -13,7 +13,7 @@ export interface CliResult {
   all: string
 }
 
-export async function runCli(args: string[], options: Options & {node?: string} = {}): Promise<CliResult> {
+export async function runCli(args: string[], options: Omit<Options, 'node'> & {node?: string} = {}): Promise<CliResult> {
   const {node, ...rest} = options
   const result = await execa(node ?? process.execPath, [binRun, ...args], {reject: false, cwd: repoRoot, all: true, timeout: 120_000, ...rest})
   return {exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr), all: String(result.all)}

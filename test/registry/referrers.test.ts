@@ -13,7 +13,7 @@ import {pullImage, pushImage} from '../../src/registry/push-pull.js'
 import {RemoteRepository} from '../../src/registry/repository.js'
 import {LocalStore} from '../../src/store/local-store.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
-import {makeImage, skopeoRawManifest, startFaultProxy} from './fixtures.js'
+import {makeImage, type ProxyAction, skopeoRawManifest, startFaultProxy} from './fixtures.js'
 
 let registry: TestRegistry
 let work: string
@@ -164,7 +164,7 @@ describe('referrers on a registry without the referrers API', () => {
 
 describe('referrers on a registry with the referrers API (played by a proxy)', () => {
   it('push leaves no sha256-<hex> tag when the registry answers OCI-Subject, and pull asks GET /referrers/', async () => {
-    const proxy = await startFaultProxy(registry.url, (request) => {
+    const proxy = await startFaultProxy(registry.url, (request): ProxyAction => {
       if (request.method === 'PUT' && request.url?.endsWith(`/manifests/${sbom.digest}`)) return {kind: 'pass', headers: {'oci-subject': image.digest}}
       if (request.method === 'GET' && request.url?.includes('/referrers/')) {
         // As the spec says: an empty list for a subject without referrers.

@@ -9,7 +9,7 @@ import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
 import {startRegistry} from '../helpers/registry.js'
-import {alive, descendants, emptyDir, execa, freePort, pathWithout, processesWithEnv, startRun, waitGone} from './helpers.js'
+import {alive, descendants, emptyDir, execa, freePort, lingeringWithEnv, pathWithout, startRun, waitGone} from './helpers.js'
 
 const SECRET = 'hello-secret-0f3c9a7e5d1b'
 let home: string
@@ -254,11 +254,11 @@ describe('run rejects bad input with a one-line error and the fix', () => {
       try {
         const result = await runCli(['run', ...testCase.args(port)], {env: env({...testCase.env?.(), [marker.split('=')[0]!]: marker.split('=')[1]!}), timeout: 60_000})
         expectOneLineError(result, testCase.error, testCase.hint)
-        expect(processesWithEnv(marker)).toEqual([])
+        expect(await lingeringWithEnv(marker)).toEqual([])
       } finally {
         cleanup?.()
       }
-    })
+    }, 120_000)
   }
 
   it('a config validate_config rejects: its problems, and nothing left running (gvproxy and virtiofsd start alongside the hooks)', async () => {
@@ -270,7 +270,7 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     expect(result.exitCode, result.all).toBe(1)
     expect(result.stderr).toMatch(/Error: the hello config has 1 problem \(validate_config\):\n {2}title: title must be a non-empty string\n {2}hint: /)
     expect(hasStackTrace(result.all)).toBe(false)
-    expect(processesWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
+    expect(await lingeringWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
     // The host port gvproxy may have bound is free again.
     await new Promise<void>((resolve, reject) => {
       const server = createServer().once('error', reject).listen(port, '127.0.0.1', () => server.close(() => resolve()))
@@ -298,7 +298,7 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     const marker = `marker-${randomBytes(6).toString('hex')}`
     const result = await runCli(['run', 'hello'], {env: {AEGIS_KIT_HOME: kitHome, APT_CONFIG: aptConfig, AEGIS_TEST_MARK: marker}, timeout: 120_000})
     expectOneLineError(result, /Error: downloading the guest kernel \(apt-get download linux-image-\S+\) failed: E: Failed to fetch .*Could not connect/, /hint: check that Debian's package archive is reachable .*--kernel FILE --initrd FILE/)
-    expect(processesWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
+    expect(await lingeringWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
     expect(await storedGuest(kitHome)).toBeUndefined()
   }, 400_000)
 })

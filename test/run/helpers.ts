@@ -103,7 +103,7 @@ export function emptyDir(): string {
  * virtiofsd, gvproxy, apt-get, the watchdog) inherits the CLI's environment, so a marker set for
  * one CLI run finds whatever that run left behind.
  */
-export function processesWithEnv(entry: string): number[] {
+function processesWithEnv(entry: string): number[] {
   return alive(readdirSync('/proc').filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid).map(Number).filter((pid) => {
     try {
       return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry)
@@ -111,6 +111,16 @@ export function processesWithEnv(entry: string): number[] {
       return false // exited meanwhile, or not ours to read
     }
   }))
+}
+
+/**
+ * processesWithEnv(entry) once it is empty, or after `graceMs`: a helper's own children die with
+ * its process group, but are reaped a moment after the CLI has seen the helper exit.
+ */
+export async function lingeringWithEnv(entry: string, graceMs = 2000): Promise<number[]> {
+  const deadline = Date.now() + graceMs
+  while (processesWithEnv(entry).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
+  return processesWithEnv(entry)
 }
 
 export {execa}
