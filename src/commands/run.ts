@@ -2,7 +2,7 @@ import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {AegisError} from '../errors.js'
-import {gvproxyNetwork, hostGuestArch} from '../guest/index.js'
+import {gvproxyNetwork, hostGuestArch, type AccelChoice} from '../guest/index.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
@@ -29,6 +29,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     {description: 'The bot profile with a Telegram token, its own workspace', command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret TELEGRAM_BOT_TOKEN --workspace ./claw-bot --expose 18789'},
     {description: 'The hello kit on host port 8080', command: '<%= config.bin %> <%= command.id %> hello --expose 8080'},
     {description: 'A one-off command in the kit image', command: '<%= config.bin %> <%= command.id %> hello -- busybox uname -a'},
+    {description: 'Software emulation without the KVM check (e.g. where /dev/kvm is known not to work)', command: '<%= config.bin %> <%= command.id %> hello --accel tcg -- busybox uname -m'},
     {description: 'In the background: back to the shell once healthy; then ps, logs -f, stop', command: '<%= config.bin %> <%= command.id %> openclaw --expose 18789 --detach && <%= config.bin %> logs openclaw -f'},
   ]
 
@@ -49,6 +50,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     memory: Flags.string({description: 'VM memory, e.g. 2048mb or 2gb (default: the profile\'s or kit\'s).'}),
     cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
     backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
+    accel: Flags.string({description: "QEMU's accelerator: auto is KVM when a test boot shows it works (checked once per host boot), else TCG with a warning.", options: ['auto', 'kvm', 'tcg'], default: 'auto'}),
     detach: Flags.boolean({char: 'd', description: 'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.'}),
     kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
     initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
@@ -109,6 +111,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
         initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
         guest: flags.guest,
+        accel: flags.accel as AccelChoice,
         command,
         config: flags.config ? await readConfigFile(flags.config) : undefined,
         registry,

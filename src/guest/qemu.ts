@@ -1,18 +1,19 @@
 /**
  * A bare microVM boot with QEMU: the assembled kernel and initramfs, the image root and the
  * workspace shared by virtiofsd, the run spec handed over a virtio-serial control port,
- * the console streamed back. TCG only for now (the /dev/kvm on these machines is a nested
- * PVM device that hangs standard guests); KVM/HVF are a flag away later.
+ * the console streamed back. KVM or TCG, as the caller chose (see accel.ts).
  */
 
 import {existsSync} from 'node:fs'
-import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {mkdtemp, rm} from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
 
 import {AegisError} from '../errors.js'
 import {findOnPath} from '../exec.js'
+import {accelArgs, type Accel} from './accel.js'
+import {guestKernelCommandLine} from './kernel-command-line.js'
 import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
@@ -47,6 +48,8 @@ export interface VmOptions {
   onConsole?: (text: string) => void
   /** Kill the VM if its harness has not asked for the run spec by then. Default 60 s (TCG under load is slow). */
   bootTimeoutMs?: number
+  /** The accelerator, as chooseAccel() gave it (a promise: QEMU waits for it). Default TCG. */
+  accel?: Accel | Promise<Accel>
   /** Called once QEMU is spawned: work for the spec can start then, off the boot's critical path. */
   onStarted?: () => void
   /** Appended to the kernel command line (e.g. "loglevel=7" to debug a boot); never put secrets here. */
@@ -78,37 +81,6 @@ const CONSOLE_KEEP = 64 * 1024
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
 const QEMU = 'qemu-system-x86_64'
 
-let hostTscKhz: Promise<number | undefined> | undefined
-
-/**
- * The host's TSC rate. Handing it to the guest (tsc_early_khz) skips the PIT calibration
- * that hangs ~60% of boots under load with TCG ("Unable to calibrate against PIT").
- */
-export function readHostTscKhz(): Promise<number | undefined> {
-  hostTscKhz ??= readFile('/proc/cpuinfo', 'utf8').then((cpuinfo) => {
-    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)
-    return mhz ? Math.round(Number(mhz[1]) * 1000) : undefined
-  }, () => undefined)
-  return hostTscKhz
-}
-
-/**
- * TCG's translated-code cache in MiB. QEMU's default (1 GiB) is more host memory than a small
- * guest is worth, but 64 MiB (enough for busybox) is too small for a JIT-heavy workload such as
- * Node: V8's code overflows it and every overflow flushes all translations. A quarter of the
- * guest's memory, between 64 and 512 MiB; the cache is touched only as it fills.
- */
-export function translationCacheMib(memoryMib: number): number {
-  return Math.min(512, Math.max(64, Math.floor(memoryMib / 4)))
-}
-
-function kernelCommandLine(tscKhz: number | undefined, extra: string[]): string {
-  // microvm has no PCI bus: pci=off spares a "PCI: Fatal" line on every boot.
-  const args = ['console=ttyS0', 'quiet', 'panic=-1', 'rdinit=/init', 'pci=off']
-  if (tscKhz) args.push(`tsc_early_khz=${tscKhz}`, 'tsc=reliable')
-  return [...args, ...extra].join(' ')
-}
-
 /** Parses the harness's report lines ("AEGIS_EXIT=3") from a stream of text. */
 class ReportReader {
   private partial = ''
@@ -137,7 +109,7 @@ export function checkVmTools(): string {
 /** Boots a VM running `options.spec`, returning once QEMU runs and the spec is known; `result` gives the outcome. */
 export async function startVm(options: VmOptions): Promise<RunningVm> {
   // Taken at once: a promise the caller gave must not reject unobserved while the helpers start.
-  const given = {files: Promise.all([options.kernel, options.initrd, options.rootDisk]), spec: Promise.resolve(options.spec)}
+  const given = {files: Promise.all([options.kernel, options.initrd, options.rootDisk, options.accel ?? 'tcg']), spec: Promise.resolve(options.spec)}
   given.files.catch(() => undefined)
   given.spec.catch(() => undefined)
   const qemuBinary = checkVmTools()
@@ -176,7 +148,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     for (const outcome of [files, shared, attached]) if (outcome.status === 'rejected') throw outcome.reason
     const sockets = (shared as PromiseFulfilledResult<string[]>).value
     const nic = (attached as PromiseFulfilledResult<AttachedNetwork>).value
-    const [kernel, initrd, rootDisk] = (files as PromiseFulfilledResult<[string, string, string | undefined]>).value
+    const [kernel, initrd, rootDisk, accel] = (files as PromiseFulfilledResult<[string, string, string | undefined, Accel]>).value
     for (const [what, file] of Object.entries({kernel, initrd, 'root disk': rootDisk})) {
       if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
     }
@@ -194,13 +166,13 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     await new Promise<void>((resolve, reject) => server.once('error', reject).listen(controlPath, resolve))
 
     const args = [
-      '-M', 'microvm,acpi=on,memory-backend=mem', '-accel', `tcg,tb-size=${translationCacheMib(memoryMib)}`, '-cpu', 'max',
+      '-M', 'microvm,acpi=on,memory-backend=mem', ...accelArgs(accel, memoryMib),
       '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
       '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
       '-global', 'virtio-mmio.force-legacy=false',
       '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
       '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-      '-kernel', kernel, '-initrd', initrd, '-append', kernelCommandLine(await readHostTscKhz(), options.extraKernelArgs ?? []),
+      '-kernel', kernel, '-initrd', initrd, '-append', await guestKernelCommandLine(options.extraKernelArgs ?? []),
       '-device', 'virtio-rng-device',
       '-device', 'virtio-serial-device',
       '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,

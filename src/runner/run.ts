@@ -7,7 +7,7 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../build/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkInitrdFile, checkKernelFile, checkVmTools, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {checkInitrdFile, checkKernelFile, checkVmTools, chooseAccel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -40,6 +40,8 @@ export interface RunOptions {
   initrd?: string
   /** A guest artifact in the store (e.g. one pulled from a registry) instead of this host's own. */
   guest?: string
+  /** QEMU's accelerator: auto (KVM when a probe boot works, else TCG with a warning), kvm or tcg. */
+  accel?: AccelChoice
   command?: string[]
   config?: Record<string, unknown>
   /** Where the instance is recorded for `ps`, `stop` and `logs`; the name is claimed there. */
@@ -78,7 +80,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   building.catch(() => undefined) // awaited below; a failure must not count as unhandled meanwhile
 
   // Cheap checks first: a wrong flag or a missing tool should not cost a build.
-  checkVmTools()
+  const qemu = checkVmTools()
   const network = options.network(options.expose)
   await network.check?.()
   if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
@@ -127,6 +129,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     const configGate = () => startHooks().configChecked
     const cacheDir = path.join(options.dataDir, 'cache')
     options.onStatus(`building ${manifest.name} (cached layers are reused)`)
+    const guestFiles = bootFiles(options, chosenGuest, cacheDir, configGate)
     const files = settleAll([
       (async () => {
         const {buildKit} = await building
@@ -134,9 +137,12 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
         const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
         return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
       })(),
-      bootFiles(options, chosenGuest, cacheDir, configGate),
+      guestFiles,
     ])
     files.catch(() => undefined) // awaited below
+    // Probed (once per host boot) while the build is checked and the root prepared.
+    const accel = guestFiles.then(({kernel}) => chooseAccel({choice: options.accel ?? 'auto', qemu, kernel, cacheDir, onStatus: options.onStatus}))
+    accel.catch(() => undefined) // startVm awaits it
     // Resolved when QEMU is spawned, or when startVm gave up before that.
     let launched!: () => void
     const vmLaunched = new Promise<void>((resolve) => {
@@ -175,7 +181,8 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
         if (secretValues.includes(value)) guestSecrets[key] = value
         else env[key] = value
       }
-      options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, workspace ${workspace}`)
+      const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
+      options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, ${accelerator}, workspace ${workspace}`)
       return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name}
     })
     spec.catch(() => undefined) // startVm awaits it
@@ -186,6 +193,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       kernel: files.then(([, guest]) => guest.kernel),
       initrd: files.then(([, guest]) => guest.initrd),
       rootDisk: files.then(([{rootDisk}]) => rootDisk),
+      accel,
       workspaceDir: workspace,
       memoryMib,
       vcpus: app.resources.vcpus ?? 1,

@@ -102,6 +102,9 @@ describe('run hello', () => {
     const result = await run.child
     expect(result.exitCode).toBe(143) // the workload's: busybox httpd ended by SIGTERM
     expect(run.output()).toMatch(/hello: the workload exited with code 143/)
+    // This machine's /dev/kvm fails the probe boot: TCG, and the output says why.
+    expect(run.output()).toMatch(/warning: running under TCG software emulation \(Node workloads start 8-14x slower\): a test boot under KVM .+; --accel tcg skips this check/)
+    expect(run.output()).toMatch(/booting hello: \d+ MiB, 1 vCPU, TCG, workspace /)
     expect(await waitGone(helpers, 10_000)).toEqual([])
     await expect(fetch(url)).rejects.toThrow()
     expect(readFileSync(path.join(home, 'workspaces/hello/hello.json'), 'utf8')).toContain('"title":"Hello from aegis-kit"')
@@ -201,6 +204,8 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     {name: 'workspace not a directory', args: () => ['hello', '--workspace', path.join(repoRoot, 'package.json')], error: /--workspace .*package\.json is not a directory/},
     {name: 'undeclared secret', args: () => ['hello', '--secret', 'NOPE'], error: /does not declare a secret NOPE/},
     {name: 'krun without libkrun', args: () => ['hello', '--backend', 'krun'], error: /libkrun, which is not installed/},
+    // These machines' /dev/kvm is nested PVM: QEMU aborts on it (REFERENCE.md).
+    {name: '--accel kvm where KVM cannot boot the guest', args: () => ['hello', '--accel', 'kvm'], error: /Error: --accel kvm: KVM cannot boot the guest here: a test boot under KVM/, hint: /hint: use --accel tcg/},
     {
       name: 'host port in use',
       args: (port) => ['hello', '--expose', `${port}:8080`],

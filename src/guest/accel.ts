@@ -1,0 +1,148 @@
+/**
+ * Which QEMU accelerator boots the guest: KVM when a probe boot shows it works, TCG (software
+ * emulation, 8-14x slower for Node workloads) otherwise, with a warning that says why.
+ *
+ * A /dev/kvm that opens is not proof: on some sandboxes it is a nested PVM device on which
+ * QEMU aborts ("failed to set MSR") or a standard kernel hangs without a line of output. So the
+ * probe boots the guest kernel itself, with the CPU model a run uses, without an initramfs: a
+ * working KVM reaches "Kernel panic - not syncing: VFS" in well under a second, and panic=-1
+ * with -no-reboot makes QEMU exit 0. The outcome is kept per host boot, kernel and QEMU, so only
+ * the first run after a reboot (or a new kernel) pays for it.
+ */
+
+import {spawn} from 'node:child_process'
+import {createHash} from 'node:crypto'
+import {constants} from 'node:fs'
+import {access, mkdir, readFile, rename, stat, writeFile} from 'node:fs/promises'
+import path from 'node:path'
+
+import {AegisError} from '../errors.js'
+import {guestKernelCommandLine} from './kernel-command-line.js'
+
+export type Accel = 'kvm' | 'tcg'
+export type AccelChoice = Accel | 'auto'
+
+export const KVM_DEVICE = '/dev/kvm'
+/** A working KVM boots to the panic in ~0.3 s; a hanging one never prints. */
+const PROBE_TIMEOUT_MS = 5000
+
+export interface AccelProbe {
+  ok: boolean
+  /** Why KVM cannot be used, in a few words, when it cannot. */
+  reason?: string
+}
+
+export interface ChooseAccelOptions {
+  choice: AccelChoice
+  qemu: string
+  kernel: string
+  /** Where the probe's outcome is kept (aegis-kit's cache directory). */
+  cacheDir: string
+  onStatus: (message: string) => void
+  /** For tests: another device node than /dev/kvm. */
+  kvmDevice?: string
+}
+
+/** QEMU's flags for `accel`; TCG gets a translation cache sized to the guest's memory. */
+export function accelArgs(accel: Accel, memoryMib: number): string[] {
+  if (accel === 'kvm') return ['-accel', 'kvm', '-cpu', 'host']
+  return ['-accel', `tcg,tb-size=${translationCacheMib(memoryMib)}`, '-cpu', 'max']
+}
+
+/**
+ * TCG's translated-code cache in MiB. QEMU's default (1 GiB) is more host memory than a small
+ * guest is worth, but 64 MiB (enough for busybox) is too small for a JIT-heavy workload such as
+ * Node: V8's code overflows it and every overflow flushes all translations. A quarter of the
+ * guest's memory, between 64 and 512 MiB; the cache is touched only as it fills.
+ */
+export function translationCacheMib(memoryMib: number): number {
+  return Math.min(512, Math.max(64, Math.floor(memoryMib / 4)))
+}
+
+/** The accelerator for this run: `choice` checked against what the host can do. */
+export async function chooseAccel(options: ChooseAccelOptions): Promise<Accel> {
+  if (options.choice === 'tcg') return 'tcg'
+  const device = options.kvmDevice ?? KVM_DEVICE
+  const probe = await cachedProbe(options, device)
+  if (probe.ok) return 'kvm'
+  if (options.choice === 'kvm') {
+    throw new AegisError(`--accel kvm: KVM cannot boot the guest here: ${probe.reason}`, {hint: 'use --accel tcg (software emulation, slower) or --accel auto, which falls back to it'})
+  }
+  options.onStatus(`warning: running under TCG software emulation (Node workloads start 8-14x slower): ${probe.reason}; --accel tcg skips this check`)
+  return 'tcg'
+}
+
+async function cachedProbe(options: ChooseAccelOptions, device: string): Promise<AccelProbe> {
+  // No usable device is decided at once, and not kept: a user may fix the permission.
+  try {
+    await access(device, constants.R_OK | constants.W_OK)
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    return {ok: false, reason: code === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`}
+  }
+  const key = await probeKey(options, device)
+  const file = path.join(options.cacheDir, 'accel-probe.json')
+  const kept = await readFile(file, 'utf8').then((text) => JSON.parse(text) as {key?: string; probe?: AccelProbe}, () => undefined)
+  if (kept?.key === key && kept.probe !== undefined) return kept.probe
+  options.onStatus(`checking whether KVM boots the guest (once per host boot)`)
+  const probe = await probeKvm(options.qemu, options.kernel)
+  await mkdir(options.cacheDir, {recursive: true})
+  const temp = `${file}.${process.pid}.tmp`
+  await writeFile(temp, JSON.stringify({key, probe, checkedAt: new Date().toISOString()}) + '\n')
+  await rename(temp, file)
+  return probe
+}
+
+/** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */
+async function probeKey(options: ChooseAccelOptions, device: string): Promise<string> {
+  const bootId = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => 'unknown')
+  // By what does not change with use: the device's number (opening it updates its times), the
+  // kernel's path and size (a store blob's path is its digest, and the store touches it on use).
+  const [deviceInfo, qemuInfo, kernelInfo] = await Promise.all([device, options.qemu, options.kernel].map((file) => stat(file).catch(() => undefined)))
+  const files = [`${device}:${deviceInfo?.rdev ?? ''}`, `${options.qemu}:${qemuInfo?.size ?? ''}:${qemuInfo?.mtimeMs ?? ''}`, `${options.kernel}:${kernelInfo?.size ?? ''}`]
+  return createHash('sha256').update([bootId.trim(), ...files].join('\n')).digest('hex')
+}
+
+/** Boots `kernel` under KVM without an initramfs and says whether it got as far as its panic. */
+export function probeKvm(qemu: string, kernel: string, timeoutMs = PROBE_TIMEOUT_MS): Promise<AccelProbe> {
+  return probeBoot(qemu, kernel, 'kvm', timeoutMs)
+}
+
+/** Boots `kernel` under `accel` with no root: ok once it panics and QEMU exits cleanly. */
+export async function probeBoot(qemu: string, kernel: string, accel: Accel, timeoutMs: number): Promise<AccelProbe> {
+  const args = [
+    '-M', 'microvm', ...accelArgs(accel, 64), '-m', '64M', '-smp', '1',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
+    // A real boot's command line (panic=-1 and the TSC rate included): without an initramfs it
+    // stops at "VFS: Unable to mount root fs".
+    '-kernel', kernel, '-append', await guestKernelCommandLine(),
+  ]
+  const under = `a test boot under ${accel.toUpperCase()}`
+  return new Promise((resolve) => {
+    const child = spawn(qemu, args, {stdio: ['ignore', 'pipe', 'pipe']})
+    let output = ''
+    let errors = ''
+    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+      output = (output + text).slice(-16384)
+    })
+    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+      errors = (errors + text).slice(-4096)
+    })
+    let timedOut = false
+    const timer = setTimeout(() => {
+      timedOut = true
+      child.kill('SIGKILL')
+    }, timeoutMs)
+    child.once('error', (error) => {
+      clearTimeout(timer)
+      resolve({ok: false, reason: `QEMU did not start: ${error.message}`})
+    })
+    child.once('close', (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0 && /Kernel panic/.test(output)) return resolve({ok: true})
+      if (timedOut) return resolve({ok: false, reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`})
+      const said = errors.split('\n').map((line) => line.trim()).find((line) => /error/i.test(line)) ?? errors.trim().split('\n')[0] ?? ''
+      resolve({ok: false, reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`})
+    })
+  })
+}

@@ -1,0 +1,103 @@
+// Choosing QEMU's accelerator: KVM only when a test boot of the guest kernel works under it.
+// These machines' /dev/kvm is a nested PVM device that QEMU cannot use (REFERENCE.md), so the
+// working-KVM path is shown by the same probe under TCG, which does boot the kernel.
+import {chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import {beforeAll, describe, expect, it} from 'vitest'
+
+import {accelArgs, chooseAccel, probeBoot, probeKvm} from '../../src/guest/accel.js'
+import {assembleGuest, type GuestImage} from '../../src/guest/assemble.js'
+import {AegisError} from '../../src/errors.js'
+import {findOnPath} from '../../src/exec.js'
+
+const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
+const qemu = findOnPath('qemu-system-x86_64')!
+let guest: GuestImage
+
+beforeAll(async () => {
+  guest = await assembleGuest({cacheDir})
+}, 600_000)
+
+function tempDir(): string {
+  return mkdtempSync(path.join(os.tmpdir(), 'aegis-kit-accel-'))
+}
+
+/** Real QEMU behind a script that counts its starts in `counter`. */
+function countingQemu(counter: string): string {
+  const script = path.join(tempDir(), 'qemu-system-x86_64')
+  writeFileSync(script, `#!/bin/sh\necho start >> '${counter}'\nexec '${qemu}' "$@"\n`)
+  chmodSync(script, 0o755)
+  return script
+}
+
+describe('the accelerator probe', {timeout: 60_000}, () => {
+  it('recognises an accelerator that boots the kernel: the same probe under TCG gets to the panic', async () => {
+    expect(await probeBoot(qemu, guest.kernel, 'tcg', 30_000)).toEqual({ok: true})
+  })
+
+  it('a boot that fails is refused with QEMU\'s own words', async () => {
+    const probe = await probeBoot(qemu, '/bin/ls', 'tcg', 30_000)
+    expect(probe.ok).toBe(false)
+    expect(probe.reason).toMatch(/^a test boot under TCG failed \(QEMU exit 1: .+\)$/)
+  })
+
+  it('this machine\'s /dev/kvm (nested PVM) fails the KVM probe, with a reason', async () => {
+    const probe = await probeKvm(qemu, guest.kernel)
+    expect(probe.ok).toBe(false)
+    expect(probe.reason).toMatch(/a test boot under KVM (failed|printed)/)
+  })
+})
+
+describe('choosing the accelerator', {timeout: 60_000}, () => {
+  it('auto falls back to TCG with a warning that says why, probes once, and keeps the outcome', async () => {
+    const dir = tempDir()
+    const counter = path.join(dir, 'starts')
+    const counted = countingQemu(counter)
+    const status: string[] = []
+    const options = {choice: 'auto' as const, qemu: counted, kernel: guest.kernel, cacheDir: dir, onStatus: (m: string) => status.push(m)}
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(status.at(-1)).toMatch(/^warning: running under TCG software emulation .*: a test boot under KVM .*; --accel tcg skips this check$/)
+    expect(readFileSync(counter, 'utf8')).toBe('start\n')
+    const kept = JSON.parse(readFileSync(path.join(dir, 'accel-probe.json'), 'utf8')) as {probe: {ok: boolean}}
+    expect(kept.probe.ok).toBe(false)
+
+    status.length = 0
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(readFileSync(counter, 'utf8')).toBe('start\n') // not probed again
+    expect(status).toHaveLength(1)
+    expect(status[0]).toMatch(/^warning: running under TCG/)
+  })
+
+  it('--accel kvm where KVM cannot boot is an error pointing at --accel tcg', async () => {
+    const error = await chooseAccel({choice: 'kvm', qemu, kernel: guest.kernel, cacheDir: tempDir(), onStatus: () => undefined}).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as AegisError).message).toMatch(/^--accel kvm: KVM cannot boot the guest here: /)
+    expect((error as AegisError).hint).toMatch(/--accel tcg/)
+  })
+
+  it('no KVM device: TCG at once, the warning names the device, nothing probed or kept', async () => {
+    const dir = tempDir()
+    const counter = path.join(dir, 'starts')
+    const status: string[] = []
+    const accel = await chooseAccel({choice: 'auto', qemu: countingQemu(counter), kernel: guest.kernel, cacheDir: dir, onStatus: (m) => status.push(m), kvmDevice: path.join(dir, 'kvm')})
+    expect(accel).toBe('tcg')
+    expect(status).toEqual([expect.stringMatching(/warning: running under TCG .*\/kvm does not exist/)])
+    expect(existsSync(counter)).toBe(false)
+    expect(existsSync(path.join(dir, 'accel-probe.json'))).toBe(false)
+  })
+
+  it('--accel tcg probes nothing and warns of nothing', async () => {
+    const dir = tempDir()
+    const counter = path.join(dir, 'starts')
+    const status: string[] = []
+    expect(await chooseAccel({choice: 'tcg', qemu: countingQemu(counter), kernel: guest.kernel, cacheDir: dir, onStatus: (m) => status.push(m)})).toBe('tcg')
+    expect(status).toEqual([])
+    expect(existsSync(counter)).toBe(false)
+  })
+
+  it("QEMU's flags: KVM with the host CPU, TCG with a translation cache for the guest's memory", () => {
+    expect(accelArgs('kvm', 2048)).toEqual(['-accel', 'kvm', '-cpu', 'host'])
+    expect(accelArgs('tcg', 2048)).toEqual(['-accel', 'tcg,tb-size=512', '-cpu', 'max'])
+  })
+})
