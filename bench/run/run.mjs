@@ -75,7 +75,7 @@ function runUntil(args, pattern, timeoutMs) {
       text += chunk
       if (pattern.test(text)) {
         clearTimeout(timer)
-        resolve({ms: Number(process.hrtime.bigint() - started) / 1e6, child})
+        resolve({ms: Number(process.hrtime.bigint() - started) / 1e6, child, text})
       }
     }
     child.stdout.on('data', onData)
@@ -90,13 +90,15 @@ const stop = (child) => new Promise((resolve) => {
   child.kill('SIGINT')
 })
 
-console.log(`load: ${readFileSync('/proc/loadavg', 'utf8').trim()}; accelerator: TCG (software emulation)`)
+console.log(`load: ${readFileSync('/proc/loadavg', 'utf8').trim()}`)
 for (const kit of kits) execFileSync(process.execPath, [bin, 'build', kit], {env, stdio: 'ignore'})
 
 // 1 + 3: boot to healthy, and memory.
 for (const kit of kits) {
   const port = await freePort()
-  const {ms, child} = await runUntil([kit, '--expose', `${port}:${guestPort[kit]}`], /is healthy after/, 900_000)
+  const {ms, child, text} = await runUntil([kit, '--expose', `${port}:${guestPort[kit]}`], /is healthy after/, 900_000)
+  // run names the accelerator it chose (KVM when a test boot works, else TCG) as it boots.
+  console.log(`${kit}: accelerator ${/vCPU, (KVM|TCG),/.exec(text)?.[1] ?? 'not reported'}`)
   const memory = rssOf(descendants(child.pid))
   const total = Object.values(memory).reduce((a, b) => a + b, 0)
   console.log(`${kit}: aegis-kit run to healthy ${(ms / 1000).toFixed(1)} s; host memory ${total.toFixed(0)} MB (${Object.entries(memory).map(([k, v]) => `${k} ${v.toFixed(0)} MB`).join(', ')})`)
@@ -109,7 +111,7 @@ for (const kit of kits) {
 const firstKernelLine = /\[\s*\d+\.\d+\] /
 const ours = []
 const bare = []
-let kernel, initrd, append
+let kernel, initrd, append, accel, cpu
 for (let i = 0; i < runs; i++) {
   const {ms, child} = await runUntil(['hello', '--debug', '--', 'busybox', 'sleep', '30'], firstKernelLine, 120_000)
   ours.push(ms)
@@ -117,12 +119,12 @@ for (let i = 0; i < runs; i++) {
     const qemuPid = descendants(child.pid).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('qemu-system') || readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/qemu-system'))
     const args = readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0')
     const arg = (flag) => args[args.indexOf(flag) + 1]
-    ;[kernel, initrd, append] = [arg('-kernel'), arg('-initrd'), arg('-append')]
+    ;[kernel, initrd, append, accel, cpu] = [arg('-kernel'), arg('-initrd'), arg('-append'), arg('-accel'), arg('-cpu')]
   }
   await stop(child)
   bare.push(await new Promise((resolve, reject) => {
     const started = process.hrtime.bigint()
-    const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', 'tcg,tb-size=64', '-cpu', 'max', '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', append, '-no-reboot'], {stdio: ['ignore', 'pipe', 'pipe']})
+    const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', accel, '-cpu', cpu, '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', append, '-no-reboot'], {stdio: ['ignore', 'pipe', 'pipe']})
     let text = ''
     qemu.stdout.on('data', (chunk) => {
       text += chunk
