@@ -98,8 +98,12 @@ class ReportReader {
   }
 }
 
-/** Fails unless QEMU and virtiofsd are installed; returns QEMU's path. */
+/** Fails unless this is Linux with QEMU and virtiofsd installed; returns QEMU's path. */
 export function checkVmTools(): string {
+  // HVF on macOS would need another machine type and a virtiofs daemon that macOS does not have.
+  if (process.platform !== 'linux') {
+    throw new AegisError(`run needs a Linux host (this is ${process.platform}): the VM's root and workspace are shared by QEMU's virtiofsd, which is Linux-only`, {hint: 'build, validate and push work here; run kits on a Linux machine or in a Linux VM'})
+  }
   const qemu = findOnPath(QEMU)
   if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86'})
   if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU)'})
