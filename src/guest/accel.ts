@@ -82,7 +82,7 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
   }
   const key = await probeKey(options, device)
   const file = path.join(options.cacheDir, 'accel-probe.json')
-  const kept = await readFile(file, 'utf8').then((text) => JSON.parse(text) as {key?: string; probe?: AccelProbe}, () => undefined)
+  const kept = await readKept(file)
   if (kept?.key === key && kept.probe !== undefined) return kept.probe
   options.onStatus(`checking whether KVM boots the guest (once per host boot)`)
   const probe = await probeKvm(options.qemu, options.kernel)
@@ -91,6 +91,15 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
   await writeFile(temp, JSON.stringify({key, probe, checkedAt: new Date().toISOString()}) + '\n')
   await rename(temp, file)
   return probe
+}
+
+/** The kept outcome; a missing or unreadable file is no outcome (the probe runs again). */
+async function readKept(file: string): Promise<{key?: string; probe?: AccelProbe} | undefined> {
+  try {
+    return JSON.parse(await readFile(file, 'utf8')) as {key?: string; probe?: AccelProbe}
+  } catch {
+    return undefined
+  }
 }
 
 /** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */

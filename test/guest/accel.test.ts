@@ -67,6 +67,11 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     expect(readFileSync(counter, 'utf8')).toBe('start\n') // not probed again
     expect(status).toHaveLength(1)
     expect(status[0]).toMatch(/^warning: running under TCG/)
+
+    // A kept file that is not JSON (a disk filled mid-write, a hand edit) means probing again.
+    writeFileSync(path.join(dir, 'accel-probe.json'), '{"key": "trunc')
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(readFileSync(counter, 'utf8')).toBe('start\nstart\n')
   })
 
   it('--accel kvm where KVM cannot boot is an error pointing at --accel tcg', async () => {
