@@ -44,6 +44,7 @@ export interface DebianRootOptions {
 
 /** Builds the root and returns every package in it (name, exact version, architecture). */
 export async function buildDebianRoot(base: DebianSpec, rootDir: string, options: DebianRootOptions): Promise<DebPackage[]> {
+  assertDebianHost()
   const variant = base.variant ?? 'minbase'
   const arch = debianArch(options.platform)
   // Every variant but extract configures packages: their maintainer scripts run in the new root.
@@ -163,7 +164,7 @@ function shellQuote(text: string): string {
   return `'${text.replace(/'/g, `'\\''`)}'`
 }
 
-export function assertDebianHost(): void {
+function assertDebianHost(): void {
   if (process.platform !== 'linux') {
     throw new AegisError('a Debian base is built with mmdebstrap, which needs Linux', {hint: 'use an image reference as image.base on this machine'})
   }

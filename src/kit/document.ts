@@ -104,13 +104,6 @@ export function sourceText(document: ManifestDocument, path: readonly PathSegmen
   return range ? document.text.slice(range[0], range[1]) : undefined
 }
 
-/** Keys present in the map at `path` (for suggestions on missing fields). */
-export function mapKeysAt(document: ManifestDocument, path: readonly PathSegment[]): string[] {
-  const node = document.doc.getIn(path, true)
-  if (!isMap(node)) return []
-  return node.items.map((item) => keyText(item.key)).filter((key): key is string => key !== undefined)
-}
-
 function keyText(key: unknown): string | undefined {
   if (isScalar(key)) return String(key.value)
   return undefined
