@@ -15,45 +15,9 @@ import type {BlockCompressor, CompressorOptions} from './layer-compress.js'
 /** Blocks posted but not yet taken by zstd's stdin; enough to cover a burst of file reads. */
 const MAX_BLOCKS_IN_FLIGHT = 8
 
-const PUMP_SOURCE = `
-const {parentPort, workerData} = require('node:worker_threads')
-const {spawn} = require('node:child_process')
-const {createHash} = require('node:crypto')
-const {writeSync} = require('node:fs')
-const child = spawn(workerData.program, workerData.args, {stdio: ['pipe', 'pipe', 'pipe']})
-parentPort.postMessage({type: 'pid', pid: child.pid})
-const outputFd = workerData.outputFd
-const hash = outputFd === undefined ? undefined : createHash('sha256')
-let size = 0
-let stderr = ''
-let failed = false
-child.stderr.on('data', (d) => (stderr += d))
-child.stdout.on('data', (chunk) => {
-  if (outputFd === undefined) {
-    const own = new Uint8Array(chunk) // a copy we may transfer (reads can share memory)
-    parentPort.postMessage({type: 'data', chunk: own}, [own.buffer])
-    return
-  }
-  if (failed) return
-  try {
-    hash.update(chunk)
-    size += chunk.length
-    for (let off = 0; off < chunk.length; ) off += writeSync(outputFd, chunk, off)
-  } catch (e) {
-    failed = true
-    child.kill()
-    parentPort.postMessage({type: 'exit', code: -1, stderr: 'cannot write the layer: ' + e.message})
-  }
-})
-child.stdin.on('error', (e) => { stderr += String(e) })
-child.on('error', (e) => { if (!failed) parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}); failed = true })
-child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr, written: hash && {digest: 'sha256:' + hash.digest('hex'), size}}) })
-parentPort.on('message', (message) => {
-  // Written blocks go back to be refilled: fresh 1 MiB buffers would cost a page fault per 4 KiB.
-  if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack', block: message.data}, [message.data.buffer]))
-  else if (message.type === 'end') child.stdin.end()
-})
-`
+// The pump's program: plain CommonJS in zstd-pump-worker.cjs (type-checked with // @ts-check),
+// next to this file both in src/ (under vitest) and in dist/ (tsc emits it).
+const PUMP_URL = new URL('./zstd-pump-worker.cjs', import.meta.url)
 
 type PumpMessage =
   | {type: 'data'; chunk: Uint8Array}
@@ -79,7 +43,7 @@ export class ZstdProgram implements BlockCompressor {
     // zstd's multi-threaded output is the same for every -T value (checked in the tests).
     const args = ['-q', '-c', `-${level}`, `-T${threads}`]
     this.name = `zstd (zstd ${program.version} program, ${args.slice(2).join(' ')})`
-    this.worker = new Worker(PUMP_SOURCE, {eval: true, workerData: {program: program.path, args, outputFd: options.outputFd}})
+    this.worker = new Worker(PUMP_URL, {workerData: {program: program.path, args, outputFd: options.outputFd}})
     this.done = new Promise<void>((resolve, reject) => {
       this.worker.on('message', (message: PumpMessage) => {
         if (message.type === 'data') {
