@@ -8,8 +8,9 @@ export default class Ps extends BaseCommand {
   static override summary = 'List the kit instances on this machine.'
   static override description = `Shows the instances started with \`aegis-kit run\` (in the foreground or with --detach) that
 are still running: name, kit, status (starting, running, healthy), the process that owns the VM,
-the ports exposed on 127.0.0.1 and the UI URLs (without their token). --all adds the detached
-instances that have exited, with how they ended.`
+the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds memory, vCPUs,
+the accelerator (kvm or tcg) and the workspace. --all adds the detached instances that have
+exited, with how they ended.`
 
   static override examples = [
     {description: 'List running instances', command: '<%= config.bin %> <%= command.id %>'},

@@ -25,6 +25,8 @@ export interface InstanceState {
   workspace?: string
   memoryMib?: number
   vcpus?: number
+  /** QEMU's accelerator, once the VM runs. */
+  accel?: 'kvm' | 'tcg'
   /** The kit's UI URLs, without the `#token=` part. */
   urls: Array<{label: string; url: string}>
   exitCode?: number

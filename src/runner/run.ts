@@ -216,7 +216,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       await release(registry, name, options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(name, ended, memoryMib)})
       return ended
     })
-    await registry?.update(name, {status: 'running'})
+    await registry?.update(name, {status: 'running', accel: await accel})
 
     const urls: Array<{label: string; url: string}> = []
     const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
