@@ -42,6 +42,12 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     expect(probe.reason).toMatch(/^a test boot under TCG failed \(QEMU exit 1: .+\)$/)
   })
 
+  it('a boot that does not get to its panic in time is stopped and refused (TCG, cut at 50 ms)', async () => {
+    const probe = await probeBoot(qemu, guest.kernel, 'tcg', 50)
+    expect(probe.ok).toBe(false)
+    expect(probe.reason).toMatch(/^a test boot under TCG printed (nothing|no panic) in 0\.05 s/)
+  })
+
   it('this machine\'s /dev/kvm (nested PVM) fails the KVM probe, with a reason', async () => {
     const probe = await probeKvm(qemu, guest.kernel)
     expect(probe.ok).toBe(false)
