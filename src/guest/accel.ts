@@ -10,13 +10,13 @@
  * the first run after a reboot (or a new kernel) pays for it.
  */
 
-import {spawn} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {constants} from 'node:fs'
 import {access, mkdir, readFile, rename, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 
 import {AegisError} from '../errors.js'
+import {ChildProcessGroup} from './child-processes.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 
 export type Accel = 'kvm' | 'tcg'
@@ -127,20 +127,22 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
     '-kernel', kernel, '-append', await guestKernelCommandLine(),
   ]
   const under = `a test boot under ${accel.toUpperCase()}`
-  return new Promise((resolve) => {
-    const child = spawn(qemu, args, {stdio: ['ignore', 'pipe', 'pipe']})
+  // Started as run's other helpers are, under the watchdog: a CLI killed mid-probe leaves no QEMU behind.
+  const processes = new ChildProcessGroup()
+  const probe = await new Promise<AccelProbe>((resolve) => {
+    const child = processes.spawn(qemu, args, {stdio: ['ignore', 'pipe', 'pipe']})
     let output = ''
     let errors = ''
-    child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
       output = (output + text).slice(-16384)
     })
-    child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    child.stderr?.setEncoding('utf8').on('data', (text: string) => {
       errors = (errors + text).slice(-4096)
     })
     let timedOut = false
     const timer = setTimeout(() => {
       timedOut = true
-      child.kill('SIGKILL')
+      processes.killNow('SIGKILL')
     }, timeoutMs)
     child.once('error', (error) => {
       clearTimeout(timer)
@@ -154,4 +156,6 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
       resolve({ok: false, reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`})
     })
   })
+  await processes.stopAll(0)
+  return probe
 }

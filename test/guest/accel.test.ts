@@ -1,6 +1,7 @@
 // Choosing QEMU's accelerator: KVM only when a test boot of the guest kernel works under it.
 // These machines' /dev/kvm is a nested PVM device that QEMU cannot use (REFERENCE.md), so the
 // working-KVM path is shown by the same probe under TCG, which does boot the kernel.
+import {spawn} from 'node:child_process'
 import {chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
@@ -21,6 +22,14 @@ beforeAll(async () => {
 
 function tempDir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'aegis-kit-accel-'))
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) // a zombie is gone, only not yet reaped
+  } catch {
+    return false
+  }
 }
 
 /** Real QEMU behind a script that counts its starts in `counter`. */
@@ -46,6 +55,33 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     const probe = await probeBoot(qemu, guest.kernel, 'tcg', 50)
     expect(probe.ok).toBe(false)
     expect(probe.reason).toMatch(/^a test boot under TCG printed (nothing|no panic) in 0\.05 s/)
+  })
+
+  // A stand-in for the one fault this machine cannot cause for real: a KVM on which the kernel
+  // hangs without output (here QEMU aborts at once instead). The "QEMU" only sleeps.
+  it('a CLI killed mid-probe leaves no QEMU behind (a stand-in QEMU that hangs)', async () => {
+    const dir = tempDir()
+    const pidFile = path.join(dir, 'qemu.pid')
+    const hanging = path.join(dir, 'qemu-system-x86_64')
+    writeFileSync(hanging, `#!/bin/sh\necho $$ > '${pidFile}'\nexec sleep 600\n`)
+    chmodSync(hanging, 0o755)
+    const accelModule = path.resolve(import.meta.dirname, '../../dist/guest/accel.js')
+    const cli = spawn(process.execPath, ['--input-type=module', '-e', `const {probeKvm} = await import(${JSON.stringify(accelModule)}); await probeKvm(${JSON.stringify(hanging)}, ${JSON.stringify(guest.kernel)}, 600000)`], {stdio: 'ignore'})
+    const deadline = Date.now() + 20_000
+    while (!existsSync(pidFile) || readFileSync(pidFile, 'utf8').trim() === '') {
+      if (Date.now() > deadline) throw new Error('the stand-in QEMU did not start')
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    const qemuPid = Number(readFileSync(pidFile, 'utf8'))
+    try {
+      expect(isAlive(qemuPid)).toBe(true)
+      cli.kill('SIGKILL')
+      const gone = Date.now() + 10_000
+      while (isAlive(qemuPid) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(isAlive(qemuPid)).toBe(false)
+    } finally {
+      if (isAlive(qemuPid)) process.kill(qemuPid, 'SIGKILL')
+    }
   })
 
   it('this machine\'s /dev/kvm (nested PVM) fails the KVM probe, with a reason', async () => {
