@@ -7,7 +7,7 @@
  * probe boots the guest kernel itself, with the CPU model a run uses, without an initramfs: a
  * working KVM reaches "Kernel panic - not syncing: VFS" in well under a second, and panic=-1
  * with -no-reboot makes QEMU exit 0. The outcome is kept per host boot, kernel and QEMU, so only
- * the first run after a reboot (or a new kernel) pays for it.
+ * the first run after a reboot (or a new kernel) pays for it; a timeout only for an hour.
  */
 
 import {createHash} from 'node:crypto'
@@ -30,7 +30,12 @@ export interface AccelProbe {
   ok: boolean
   /** Why KVM cannot be used, in a few words, when it cannot. */
   reason?: string
+  /** The boot neither panicked nor failed in time: maybe a hang, maybe a host too busy. */
+  timedOut?: boolean
 }
+
+/** A timed-out probe is believed this long (a host busy for a moment must not cost KVM until reboot). */
+const TIMED_OUT_KEPT_MS = 60 * 60 * 1000
 
 export interface ChooseAccelOptions {
   choice: AccelChoice
@@ -83,7 +88,8 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
   const key = await probeKey(options, device)
   const file = path.join(options.cacheDir, 'accel-probe.json')
   const kept = await readKept(file)
-  if (kept?.key === key && kept.probe !== undefined) return kept.probe
+  const fresh = !kept?.probe?.timedOut || Date.now() - Date.parse(kept.checkedAt ?? '') < TIMED_OUT_KEPT_MS
+  if (kept?.key === key && kept.probe !== undefined && fresh) return kept.probe
   options.onStatus(`checking whether KVM boots the guest (once per host boot)`)
   const probe = await probeKvm(options.qemu, options.kernel)
   await mkdir(options.cacheDir, {recursive: true})
@@ -94,9 +100,9 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
 }
 
 /** The kept outcome; a missing or unreadable file is no outcome (the probe runs again). */
-async function readKept(file: string): Promise<{key?: string; probe?: AccelProbe} | undefined> {
+async function readKept(file: string): Promise<{key?: string; probe?: AccelProbe; checkedAt?: string} | undefined> {
   try {
-    return JSON.parse(await readFile(file, 'utf8')) as {key?: string; probe?: AccelProbe}
+    return JSON.parse(await readFile(file, 'utf8')) as {key?: string; probe?: AccelProbe; checkedAt?: string}
   } catch {
     return undefined
   }
@@ -151,7 +157,7 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
     child.once('close', (code, signal) => {
       clearTimeout(timer)
       if (code === 0 && /Kernel panic/.test(output)) return resolve({ok: true})
-      if (timedOut) return resolve({ok: false, reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`})
+      if (timedOut) return resolve({ok: false, timedOut: true, reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`})
       const said = errors.split('\n').map((line) => line.trim()).find((line) => /error/i.test(line)) ?? errors.trim().split('\n')[0] ?? ''
       resolve({ok: false, reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`})
     })

@@ -116,6 +116,28 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     expect(readFileSync(counter, 'utf8')).toBe('start\nstart\n')
   })
 
+  // The stand-in QEMU again (a KVM that hangs cannot be caused here): it counts its starts and sleeps.
+  it('a probe that timed out is believed for an hour, then tried again', async () => {
+    const dir = tempDir()
+    const counter = path.join(dir, 'starts')
+    const hanging = path.join(dir, 'qemu-system-x86_64')
+    writeFileSync(hanging, `#!/bin/sh\necho start >> '${counter}'\nexec sleep 600\n`)
+    chmodSync(hanging, 0o755)
+    const status: string[] = []
+    const options = {choice: 'auto' as const, qemu: hanging, kernel: guest.kernel, cacheDir: dir, onStatus: (m: string) => status.push(m)}
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(status.at(-1)).toMatch(/a test boot under KVM printed nothing in 5 s/)
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(readFileSync(counter, 'utf8')).toBe('start\n')
+
+    const file = path.join(dir, 'accel-probe.json')
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as {probe: {timedOut?: boolean}; checkedAt: string}
+    expect(kept.probe.timedOut).toBe(true)
+    writeFileSync(file, JSON.stringify({...kept, checkedAt: new Date(Date.now() - 2 * 3600_000).toISOString()}))
+    expect(await chooseAccel(options)).toBe('tcg')
+    expect(readFileSync(counter, 'utf8')).toBe('start\nstart\n')
+  })
+
   it('--accel kvm where KVM cannot boot is an error pointing at --accel tcg', async () => {
     const error = await chooseAccel({choice: 'kvm', qemu, kernel: guest.kernel, cacheDir: tempDir(), onStatus: () => undefined}).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AegisError)
