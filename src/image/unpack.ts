@@ -33,6 +33,7 @@ import type {Readable} from 'node:stream'
 import {extract, type Header} from 'tar-stream'
 
 import {AegisError, isAegisError, messageOf} from '../errors.js'
+import {errorCode} from '../store/fs-util.js'
 import {OPAQUE_WHITEOUT, WHITEOUT_PREFIX} from './layer-entries.js'
 import {UnpackRoot, type ResolvedPath} from './unpack-root.js'
 import {openTarSource, type LayerEncoding} from './unpack-source.js'
@@ -255,7 +256,7 @@ class LayerApplier {
     try {
       mkdirSync(target.hostPath, {mode: 0o700})
     } catch (error) {
-      if (!isExists(error)) throw error
+      if (errorCode(error) !== 'EEXIST') throw error
       made = this.clear(target, true) !== 'directory'
       if (made) mkdirSync(target.hostPath, {mode: 0o700})
     }
@@ -360,7 +361,7 @@ class LayerApplier {
     try {
       return create()
     } catch (error) {
-      if (!isExists(error)) throw error
+      if (errorCode(error) !== 'EEXIST') throw error
     }
     this.clear(target, false)
     return create()
@@ -403,10 +404,6 @@ function entryComponents(name: string, entryName: string, what = 'path'): string
   const parts = name.split('/').filter((part) => part !== '' && part !== '.')
   if (parts.includes('..')) throw new AegisError(`layer entry "${entryName}": ${what} "${name}" contains ".."`)
   return parts
-}
-
-function isExists(error: unknown): boolean {
-  return (error as NodeJS.ErrnoException).code === 'EEXIST'
 }
 
 function isRealDirectory(hostPath: string): boolean {
