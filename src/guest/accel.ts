@@ -12,10 +12,12 @@
 
 import {createHash} from 'node:crypto'
 import {constants} from 'node:fs'
-import {access, mkdir, readFile, rename, stat, writeFile} from 'node:fs/promises'
+import {access, readFile, stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {AegisError} from '../errors.js'
+import {remembered} from '../remembered.js'
+import {errorCode} from '../store/fs-util.js'
 import {ChildProcessGroup} from './child-processes.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 
@@ -82,30 +84,13 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
   try {
     await access(device, constants.R_OK | constants.W_OK)
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    return {ok: false, reason: code === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`}
+    return {ok: false, reason: errorCode(error) === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`}
   }
   const key = await probeKey(options, device)
-  const file = path.join(options.cacheDir, 'accel-probe.json')
-  const kept = await readKept(file)
-  const fresh = !kept?.probe?.timedOut || Date.now() - Date.parse(kept.checkedAt ?? '') < TIMED_OUT_KEPT_MS
-  if (kept?.key === key && kept.probe !== undefined && fresh) return kept.probe
-  options.onStatus(`checking whether KVM boots the guest (once per host boot)`)
-  const probe = await probeKvm(options.qemu, options.kernel)
-  await mkdir(options.cacheDir, {recursive: true})
-  const temp = `${file}.${process.pid}.tmp`
-  await writeFile(temp, JSON.stringify({key, probe, checkedAt: new Date().toISOString()}) + '\n')
-  await rename(temp, file)
-  return probe
-}
-
-/** The kept outcome; a missing or unreadable file is no outcome (the probe runs again). */
-async function readKept(file: string): Promise<{key?: string; probe?: AccelProbe; checkedAt?: string} | undefined> {
-  try {
-    return JSON.parse(await readFile(file, 'utf8')) as {key?: string; probe?: AccelProbe; checkedAt?: string}
-  } catch {
-    return undefined
-  }
+  return remembered(path.join(options.cacheDir, 'accel-probe.json'), key, () => {
+    options.onStatus('checking whether KVM boots the guest (once per host boot)')
+    return probeKvm(options.qemu, options.kernel)
+  }, {stillValid: (probe, savedAt) => !probe.timedOut || Date.now() - savedAt < TIMED_OUT_KEPT_MS})
 }
 
 /** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */

@@ -15,6 +15,7 @@ import {gzipSync} from 'node:zlib'
 
 import {AegisError, messageOf} from '../errors.js'
 import {execFileText, findOnPath} from '../exec.js'
+import {remembered} from '../remembered.js'
 import {buildCpio, type CpioEntry} from './cpio.js'
 import {extractVmlinux} from './kernel-image.js'
 import {GUEST_MODULES, resolveModuleOrder} from './modules.js'
@@ -58,24 +59,6 @@ async function run(file: string, args: string[], options: {cwd?: string; what: s
   // apt prints warnings (W:) around the line that says what failed (E:): keep that one.
   const detail = stderr.split('\n').find((line) => line.startsWith('E: ')) ?? (stderr.split('\n').slice(-3).join(' ') || `exit code ${result.exitCode ?? result.signal}`)
   throw new AegisError(`${options.what} failed: ${detail.replace(/\s+/g, ' ')}`, {hint: options.hint})
-}
-
-/**
- * `compute()`, remembered in `memoFile` for as long as `stamp` (what the answer depends on: file
- * sizes and times) stays the same. For answers that cost a process or more on every boot.
- */
-async function remembered<T>(memoFile: string, stamp: string, compute: () => Promise<T>): Promise<T> {
-  try {
-    const saved = JSON.parse(await readFile(memoFile, 'utf8')) as {stamp: string; value: T}
-    if (saved.stamp === stamp && saved.value !== undefined) return saved.value
-  } catch {
-    // not computed yet, or unreadable: compute it
-  }
-  const value = await compute()
-  await mkdir(path.dirname(memoFile), {recursive: true})
-  await writeFile(`${memoFile}.${process.pid}`, JSON.stringify({stamp, value}))
-  await rename(`${memoFile}.${process.pid}`, memoFile)
-  return value
 }
 
 /**

@@ -101,8 +101,8 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     expect(await chooseAccel(options)).toBe('tcg')
     expect(status.at(-1)).toMatch(/^warning: running under TCG software emulation .*: a test boot under KVM .*; --accel tcg skips this check$/)
     expect(readFileSync(counter, 'utf8')).toBe('start\n')
-    const kept = JSON.parse(readFileSync(path.join(dir, 'accel-probe.json'), 'utf8')) as {probe: {ok: boolean}}
-    expect(kept.probe.ok).toBe(false)
+    const kept = JSON.parse(readFileSync(path.join(dir, 'accel-probe.json'), 'utf8')) as {value: {ok: boolean}}
+    expect(kept.value.ok).toBe(false)
 
     status.length = 0
     expect(await chooseAccel(options)).toBe('tcg')
@@ -131,9 +131,9 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     expect(readFileSync(counter, 'utf8')).toBe('start\n')
 
     const file = path.join(dir, 'accel-probe.json')
-    const kept = JSON.parse(readFileSync(file, 'utf8')) as {probe: {timedOut?: boolean}; checkedAt: string}
-    expect(kept.probe.timedOut).toBe(true)
-    writeFileSync(file, JSON.stringify({...kept, checkedAt: new Date(Date.now() - 2 * 3600_000).toISOString()}))
+    const kept = JSON.parse(readFileSync(file, 'utf8')) as {value: {timedOut?: boolean}; savedAt: number}
+    expect(kept.value.timedOut).toBe(true)
+    writeFileSync(file, JSON.stringify({...kept, savedAt: Date.now() - 2 * 3600_000}))
     expect(await chooseAccel(options)).toBe('tcg')
     expect(readFileSync(counter, 'utf8')).toBe('start\nstart\n')
   })
