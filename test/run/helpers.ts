@@ -114,13 +114,11 @@ function processesWithEnv(entry: string): number[] {
 }
 
 /**
- * processesWithEnv(entry) once it is empty, or after `graceMs`: a helper's own children die with
- * its process group, but are reaped a moment after the CLI has seen the helper exit.
+ * The processes with `entry` in their environment that are still alive after `graceMs`: a
+ * helper's own children die with its process group, but a moment after the CLI saw it exit.
  */
-export async function lingeringWithEnv(entry: string, graceMs = 2000): Promise<number[]> {
-  const deadline = Date.now() + graceMs
-  while (processesWithEnv(entry).length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100))
-  return processesWithEnv(entry)
+export function lingeringWithEnv(entry: string, graceMs = 2000): Promise<number[]> {
+  return waitGone(processesWithEnv(entry), graceMs)
 }
 
 export {execa}
