@@ -11,6 +11,7 @@ import {accelArgs, chooseAccel, probeBoot, probeKvm} from '../../src/guest/accel
 import {assembleGuest, type GuestImage} from '../../src/guest/assemble.js'
 import {AegisError} from '../../src/errors.js'
 import {findOnPath} from '../../src/exec.js'
+import {alive, waitGone} from '../run/helpers.js'
 
 const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
 const qemu = findOnPath('qemu-system-x86_64')!
@@ -22,14 +23,6 @@ beforeAll(async () => {
 
 function tempDir(): string {
   return mkdtempSync(path.join(os.tmpdir(), 'aegis-kit-accel-'))
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    return !/\) Z /.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) // a zombie is gone, only not yet reaped
-  } catch {
-    return false
-  }
 }
 
 /** Real QEMU behind a script that counts its starts in `counter`. */
@@ -74,13 +67,11 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     }
     const qemuPid = Number(readFileSync(pidFile, 'utf8'))
     try {
-      expect(isAlive(qemuPid)).toBe(true)
+      expect(alive([qemuPid])).toEqual([qemuPid])
       cli.kill('SIGKILL')
-      const gone = Date.now() + 10_000
-      while (isAlive(qemuPid) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 100))
-      expect(isAlive(qemuPid)).toBe(false)
+      expect(await waitGone([qemuPid], 10_000)).toEqual([])
     } finally {
-      if (isAlive(qemuPid)) process.kill(qemuPid, 'SIGKILL')
+      if (alive([qemuPid]).length > 0) process.kill(qemuPid, 'SIGKILL')
     }
   })
 
