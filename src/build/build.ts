@@ -25,7 +25,7 @@ import {prepareTargetNode} from './target-node.js'
 /** What `build` can make: the Debian archive's and the Node packages' architectures. */
 export const SUPPORTED_PLATFORMS = ['linux/amd64', 'linux/arm64']
 
-export const DEFAULT_PATH = `${NPM_PREFIX}/bin:${NODE_HOME}/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`
+const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 const TOOL = 'aegis-kit'
 
 export type BuildEvent =
@@ -227,23 +227,25 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     if (!image.node) throw new AegisError('image.npm needs image.node: the packages are installed with the kit\'s own Node', {hint: 'add image.node, e.g. node: 24.21.0'})
     const node = image.node
     const allow = npm.allow_scripts ?? []
+    const prefix = npm.prefix ?? NPM_PREFIX
     // Another platform's install scripts run with that platform's Node, emulated (target-node.ts).
     const emulatedScripts = platform !== hostPlatform() && allow.length > 0
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
       // The host platform's key is unchanged: its layer is built exactly as before.
-      key: {step: 'npm', v: 3, packages: npm.packages, allow, patches: npm.patches ?? [], node, platform, epoch, ...(emulatedScripts ? {scripts: 'target-node-v1'} : {})},
+      key: {step: 'npm', v: 3, packages: npm.packages, allow, patches: npm.patches ?? [], node, platform, epoch, ...(emulatedScripts ? {scripts: 'target-node-v1'} : {}), ...(prefix !== NPM_PREFIX ? {prefix} : {})},
       produce: async (writer, scratch) => {
         const onLine = (line: string) => emit({type: 'log', platform, step: 'npm', line})
         // Checked first: a missing emulator fails before any download.
         const target = emulatedScripts ? await prepareTargetNode(node, platform, {cacheDir: options.cacheDir, packages: allow, onLine}) : undefined
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
-        const prefix = path.join(scratch, 'prefix')
-        const packages = await installNpmPackages(npm, {prefix, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, ...(target ? {target} : {}), onLine})
-        for (const applied of await applyNpmPatches(prefix, npm.patches ?? [])) emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
-        writer.addTree(prefix, {at: NPM_PREFIX.slice(1)})
+        // Staged on the host, then placed at the image's prefix: npm's bin links are relative.
+        const staging = path.join(scratch, 'prefix')
+        const packages = await installNpmPackages(npm, {prefix: staging, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, ...(target ? {target} : {}), onLine})
+        for (const applied of await applyNpmPatches(staging, npm.patches ?? [])) emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
+        writer.addTree(staging, {at: prefix.slice(1)})
         return packages
       },
     })
@@ -375,7 +377,9 @@ function imageConfig(kit: Kit, platform: string, created: string, diffIds: strin
     const at = entry.indexOf('=')
     if (at > 0) env.set(entry.slice(0, at), entry.slice(at + 1))
   }
-  env.set('PATH', env.has('PATH') ? `${NPM_PREFIX}/bin:${NODE_HOME}/bin:${env.get('PATH')}` : DEFAULT_PATH)
+  // Also without image.npm: images that install nothing keep the PATH (and digest) they always had.
+  const npmBin = `${image.npm?.prefix ?? NPM_PREFIX}/bin`
+  env.set('PATH', `${npmBin}:${NODE_HOME}/bin:${env.get('PATH') ?? SYSTEM_PATH}`)
   for (const [name, value] of Object.entries(image.env ?? {})) env.set(name, value)
   const argv = (command: string | string[] | undefined) => (command === undefined ? undefined : typeof command === 'string' ? ['/bin/sh', '-c', command] : command)
   const ports = (kit.manifest.routing?.expose ?? []).map((entry) => `${entry.port}/tcp`)

@@ -14,6 +14,7 @@ import {nodeArch} from './node-runtime.js'
 import type {TargetNode} from './target-node.js'
 import {runTool} from './tools.js'
 
+/** Where the packages go in the image unless the kit sets image.npm.prefix. */
 export const NPM_PREFIX = '/opt/aegis/npm'
 
 /** The host's npm CLI script, so any Node can run it. */

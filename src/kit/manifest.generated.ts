@@ -163,7 +163,7 @@ export interface NpmPackages {
    */
   allow_scripts?: string[]
   /**
-   * Install prefix in the image (default /opt/aegis/npm).
+   * Install prefix in the image, an absolute path (default /opt/aegis/npm): the packages go to PREFIX/lib/node_modules, their programs to PREFIX/bin, which the image's PATH lists first.
    */
   prefix?: string
   /**
