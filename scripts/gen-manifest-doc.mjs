@@ -1,6 +1,9 @@
 // Writes docs/manifest.md, the manifest reference, from schemas/aegis-kit.schema.json so the docs
-// cannot drift from the schema. `--check` fails when the committed file is stale.
+// cannot drift from the schema. `--check` fails when the committed file is stale. Fields
+// aegis-kit accepts but does not act on yet are marked from src/kit/unhonoured.ts (built into
+// dist/ before this runs in `npm run build`), the list `validate` warns from.
 import {readFile, writeFile} from 'node:fs/promises'
+import {UNHONOURED_FIELDS} from '../dist/kit/unhonoured.js'
 
 const root = new URL('..', import.meta.url)
 const schema = JSON.parse(await readFile(new URL('schemas/aegis-kit.schema.json', root), 'utf8'))
@@ -27,7 +30,8 @@ function walk(node, path, required) {
   if (path) {
     const description = (node.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ')
     const example = node.examples ? ` e.g. \`${JSON.stringify(node.examples[0])}\`` : ''
-    rows.push(`| \`${path}\` | ${typeOf(node)} | ${required ? 'yes' : ''} | ${description}${example} |`)
+    const unhonoured = UNHONOURED_FIELDS[path] === undefined ? '' : ` **Accepted, not acted on yet** (what would act on it: ${UNHONOURED_FIELDS[path].replace(/\|/g, '\\|')}).`
+    rows.push(`| \`${path}\` | ${typeOf(node)} | ${required ? 'yes' : ''} | ${description}${example}${unhonoured} |`)
   }
   if (node.properties) {
     for (const [key, child] of Object.entries(node.properties)) walk(child, path ? `${path}.${key}` : key, (node.required ?? []).includes(key))
@@ -45,6 +49,9 @@ Generated from \`schemas/aegis-kit.schema.json\` (\`$id\` ${schema.$id}) by
 Unknown keys are errors. \`aegis-kit validate\` also checks what a schema cannot: exposed ports
 unique, secret names unique and not \`AEGIS_*\`, sizes that parse and are positive, hook and
 image files that exist inside the kit, profiles using only declared secrets and exposed ports.
+Fields marked **accepted, not acted on yet** validate, but aegis-kit does nothing with them yet
+(they describe what the Aegis platform does: idle pausing, warm pools, sessions, routing):
+\`validate\`, \`build\` and \`run\` print a warning for each one a manifest sets.
 
 | field | type | required | description |
 | --- | --- | --- | --- |

@@ -1,9 +1,11 @@
 import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
+import {describeSourceDate} from '../build/source-date.js'
 import {BaseCommand} from '../cli/base-command.js'
 import {formatBytes, shortDigest} from '../cli/format.js'
 import {loadKit} from '../kit/kit.js'
+import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
 import {defaultStoreRoot} from '../store/paths.js'
 import {openStore} from '../store/open.js'
 
@@ -13,9 +15,12 @@ export default class Build extends BaseCommand {
 concern: the base (a Debian root from Debian's archive, or an image reference), the Node.js
 runtime, the npm packages (installed now, not on first boot), the kit's files, and the aegis
 runtime layer. Each layer is cached by a hash of its inputs: a rebuild with nothing changed
-reuses every layer, and changing one kit file rebuilds only its layer. Timestamps are clamped to
-SOURCE_DATE_EPOCH (default 0), so two clean builds give the same digests. An SPDX SBOM of the
-Debian and npm packages is stored with the image (as a referrer).
+reuses every layer, and changing one kit file rebuilds only its layer. Nothing depends on when
+the build runs, so two clean builds give the same digests: file times in the layers are 0, and
+the image's created time is the kit's own: its last commit when the kit is in a git checkout
+with nothing uncommitted (aegis-kit.lock.json aside), else its newest file's modification time.
+SOURCE_DATE_EPOCH, when set, is both (as ko and apko). An SPDX SBOM of the Debian and npm
+packages is stored with the image (as a referrer).
 What the base resolved to (each Debian package's exact version, or a registry base's digest) is
 recorded in aegis-kit.lock.json beside the manifest on the first build, and later builds install
 exactly that; --update-lock resolves the base again and rewrites the lock.
@@ -49,6 +54,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
   async run(): Promise<unknown> {
     const {args, flags} = await this.parse(Build)
     const kit = await loadKit(args.kit)
+    for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     const storeRoot = defaultStoreRoot()
     const store = openStore(storeRoot)
     const quiet = this.jsonEnabled()
@@ -75,7 +81,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         const cached = result.platforms.flatMap((p) => p.layers).filter((l) => l.cached).length
         const total = result.platforms.flatMap((p) => p.layers).length
         if (result.lockWritten) this.log(`wrote ${result.lockWritten}`)
-        this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s)`)
+        this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s), created ${describeSourceDate(result.created, result.createdFrom)}`)
       }
       return result
     } finally {

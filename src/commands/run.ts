@@ -6,6 +6,7 @@ import {gvproxyNetwork, hostGuestArch, type AccelChoice} from '../guest/index.js
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
+import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
 import {isSupervisor, launchDetached, openSupervisorChannel} from '../runner/detach.js'
 import {InstanceRegistry} from '../runner/instances.js'
 import {describeExit, startInstance} from '../runner/run.js'
@@ -67,6 +68,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     if (command !== undefined && command.length === 0) throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
 
     const kit = await loadKit(args.kit)
+    // A detached supervisor is this command run again: the user saw the warnings from the launcher.
+    if (!isSupervisor()) for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     const storeRoot = defaultStoreRoot()
     const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
     const name = flags.name ?? kit.manifest.name

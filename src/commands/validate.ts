@@ -2,6 +2,7 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {validateKit} from '../kit/kit.js'
 import {formatProblem} from '../kit/problems.js'
+import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
 
 export default class Validate extends BaseCommand {
   static override summary = 'Check a kit manifest (aegis-kit.yaml) and the files it names.'
@@ -9,6 +10,8 @@ export default class Validate extends BaseCommand {
 the rules a schema cannot express: exposed ports unique, secret names usable as environment
 variables, sizes that parse, hook files present, profiles using only declared secrets.
 Each problem names file:line:column, the field, what was expected, and a hint. Exit 1 on any problem.
+Fields the manifest sets that aegis-kit accepts but does not act on yet (docs/manifest.md marks
+them) are warnings: located the same way, printed on stderr, never a failure.
 
 KIT is a kit name (looked up in ./kits and in the kits bundled with aegis-kit), a kit directory,
 or a manifest file; the default is the current directory.`
@@ -25,21 +28,23 @@ or a manifest file; the default is the current directory.`
 
   static override enableJsonFlag = true
 
-  async run(): Promise<{valid: boolean; file: string; name?: string; version?: string; problems: object[]}> {
+  async run(): Promise<{valid: boolean; file: string; name?: string; version?: string; problems: object[]; warnings: object[]}> {
     const {args} = await this.parse(Validate)
     const result = await validateKit(args.kit)
     const file = result.location.displayFile
+    const {warnings} = result
+    if (!this.jsonEnabled()) for (const warning of warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     if (result.manifest) {
       this.log(`${file}: valid kit ${result.manifest.name} ${result.manifest.version}`)
-      return {valid: true, file, name: result.manifest.name, version: result.manifest.version, problems: []}
+      return {valid: true, file, name: result.manifest.name, version: result.manifest.version, problems: [], warnings}
     }
     if (this.jsonEnabled()) {
-      this.logJson({valid: false, file, problems: result.problems})
+      this.logJson({valid: false, file, problems: result.problems, warnings})
     } else {
       for (const problem of result.problems) process.stderr.write(`${formatProblem(problem)}\n`)
       process.stderr.write(`${file}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}\n`)
     }
     this.exit(1)
-    return {valid: false, file, problems: result.problems}
+    return {valid: false, file, problems: result.problems, warnings}
   }
 }

@@ -12,6 +12,7 @@ import type {AegisKitManifest} from './manifest.generated.js'
 import {formatProblem, sortProblems, type Problem} from './problems.js'
 import {findPulledKit} from './pulled.js'
 import {schemaProblems} from './schema.js'
+import {unhonouredFieldWarnings, type UnhonouredFieldWarning} from './unhonoured.js'
 
 export const MANIFEST_NAMES = ['aegis-kit.yaml', 'aegis-kit.yml'] as const
 
@@ -26,6 +27,8 @@ export interface KitLocation {
 
 export interface Kit extends KitLocation {
   manifest: AegisKitManifest
+  /** Fields the manifest sets that aegis-kit does not act on yet (commands print them). */
+  warnings: UnhonouredFieldWarning[]
 }
 
 export interface KitValidation {
@@ -33,6 +36,8 @@ export interface KitValidation {
   problems: Problem[]
   /** Present when there are no problems. */
   manifest?: AegisKitManifest
+  /** Fields set but not acted on yet; empty when the YAML could not be read. */
+  warnings: UnhonouredFieldWarning[]
 }
 
 /** Problems in a kit, bundled into one error for commands that need a valid kit. */
@@ -105,21 +110,22 @@ export function bundledKitNames(): string[] {
 export async function validateKit(kit: string | undefined, cwd = process.cwd()): Promise<KitValidation> {
   const location = locateKit(kit, cwd)
   const parsed = await readManifestDocument(location.manifestFile)
-  if (!parsed.ok) return {location, problems: withDisplayFile(parsed.problems, location)}
+  if (!parsed.ok) return {location, problems: withDisplayFile(parsed.problems, location), warnings: []}
   const document = {...parsed.document, file: location.displayFile}
+  const warnings = unhonouredFieldWarnings(document)
   const problems = schemaProblems(document)
-  if (problems.length > 0) return {location, problems: sortProblems(problems)}
+  if (problems.length > 0) return {location, problems: sortProblems(problems), warnings}
   const manifest = document.data as AegisKitManifest
   const semantic = semanticProblems(document, manifest, location.dir)
-  if (semantic.length > 0) return {location, problems: sortProblems(semantic)}
-  return {location, problems: [], manifest}
+  if (semantic.length > 0) return {location, problems: sortProblems(semantic), warnings}
+  return {location, problems: [], manifest, warnings}
 }
 
 /** A valid kit, or an InvalidKitError listing its problems. */
 export async function loadKit(kit: string | undefined, cwd = process.cwd()): Promise<Kit> {
   const result = await validateKit(kit, cwd)
   if (!result.manifest) throw new InvalidKitError(result.problems, result.location)
-  return {...result.location, manifest: result.manifest}
+  return {...result.location, manifest: result.manifest, warnings: result.warnings}
 }
 
 function withDisplayFile(problems: Problem[], location: KitLocation): Problem[] {

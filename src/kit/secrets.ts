@@ -6,6 +6,7 @@
 import {randomBytes} from 'node:crypto'
 import {AegisError} from '../errors.js'
 import type {Kit} from './kit.js'
+import type {Secret} from './manifest.generated.js'
 import {closest} from './suggest.js'
 
 export interface SecretRequest {
@@ -26,11 +27,25 @@ export function parseSecretFlag(flag: string): SecretRequest {
   return {name: match[1], sourceEnv: match[2] ?? match[1]}
 }
 
+/** Generated values of scope `per_workspace`, kept by the runner (src/runner/workspace-secrets.ts). */
+export interface WorkspaceSecretStore {
+  /** The value kept for secret `name`; on first use, `generate()`'s, then kept. */
+  valueFor(name: string, generate: () => string): string
+}
+
+export interface ResolveOptions {
+  env?: NodeJS.ProcessEnv
+  profile?: string
+  /** Where `per_workspace` values are kept; without one (e.g. `hooks render-env`) they are fresh. */
+  workspace?: WorkspaceSecretStore
+  onWarning?: (message: string) => void
+}
+
 /**
- * The values a run receives: the requested ones (from `env`), plus a fresh random value for
- * every generated secret. Only secrets the kit declares (and the profile lists) are allowed.
+ * The values a run receives: the requested ones (from `env`), plus a value for every generated
+ * secret, per its scope. Only secrets the kit declares (and the profile lists) are allowed.
  */
-export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: {env?: NodeJS.ProcessEnv; profile?: string} = {}): Record<string, string> {
+export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: ResolveOptions = {}): Record<string, string> {
   const env = options.env ?? process.env
   const declared = kit.manifest.secrets?.required ?? []
   const names = declared.map((secret) => secret.name)
@@ -57,18 +72,31 @@ export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: {en
     values[request.name] = value
   }
 
-  const missing: string[] = []
+  const missing: typeof declared = []
   for (const secret of declared) {
     if (!allowed.includes(secret.name) || secret.name in values) continue
-    if (secret.generated) values[secret.name] = randomBytes(32).toString('hex')
-    else if (!secret.optional) missing.push(secret.name)
+    if (secret.generated) values[secret.name] = generatedValue(secret, options)
+    else if (!secret.optional) missing.push(secret)
   }
   if (missing.length > 0) {
-    throw new AegisError(`kit ${kit.manifest.name} needs secret${missing.length > 1 ? 's' : ''} ${missing.join(', ')}`, {
-      hint: `export ${missing[0]}=… and pass ${missing.map((name) => `--secret ${name}`).join(' ')}`,
+    // The kit's description of a secret tells the user which value to fetch.
+    const named = missing.map((secret) => (secret.description ? `${secret.name} (${secret.description})` : secret.name))
+    throw new AegisError(`kit ${kit.manifest.name} needs secret${missing.length > 1 ? 's' : ''} ${named.join(', ')}`, {
+      hint: `export ${missing[0].name}=… and pass ${missing.map((secret) => `--secret ${secret.name}`).join(' ')}`,
     })
   }
   return values
+}
+
+/**
+ * `per_workspace`: kept with the workspace; `per_instance` (also when no scope is given): new
+ * each boot. Sessions do not exist in aegis-kit yet, so `per_session` is honestly per_instance.
+ */
+function generatedValue(secret: Secret, options: ResolveOptions): string {
+  const generate = () => randomBytes(32).toString('hex')
+  if (secret.scope === 'per_workspace' && options.workspace) return options.workspace.valueFor(secret.name, generate)
+  if (secret.scope === 'per_session') options.onWarning?.(`secret ${secret.name} is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance`)
+  return generate()
 }
 
 /** Replaces every secret value (and its JSON-escaped form) in `text` with `****`. */
