@@ -1,7 +1,8 @@
 /**
  * `aegis-kit build`: bakes a kit's image recipe into the local store, one cached layer per
  * concern (base, Node runtime, npm packages, kit files, aegis runtime), then an image config and
- * manifest whose digests depend only on those inputs (`created` is SOURCE_DATE_EPOCH, never now).
+ * manifest whose digests depend only on those inputs (`created` is the kit's own time, see
+ * source-date.ts, never now).
  */
 import {createHash} from 'node:crypto'
 import {createReadStream, statSync} from 'node:fs'
@@ -20,6 +21,7 @@ import {LockState, type DebPackage} from './lock.js'
 import {fetchNodeRuntime, NODE_HOME} from './node-runtime.js'
 import {applyNpmPatches, installNpmPackages, NPM_PREFIX} from './npm-packages.js'
 import {spdxDocument} from './sbom.js'
+import {kitSourceDate, type SourceDate, type SourceDateOrigin} from './source-date.js'
 import {prepareTargetNode} from './target-node.js'
 
 /** What `build` can make: the Debian archive's and the Node packages' architectures. */
@@ -47,7 +49,11 @@ export interface BuildOptions {
   locked?: boolean
   compression?: LayerCompression
   platforms?: string[]
-  /** Seconds; clamps every mtime and is the image's `created` (default 0, as ko). */
+  /**
+   * Seconds; clamps every mtime and is the image's `created`. Without it mtimes are clamped to 0
+   * and `created` is the kit's last commit or newest file (source-date.ts): a commit does not
+   * rebuild every cached layer, and the image still says when its kit was made.
+   */
   sourceDateEpoch?: number
   onEvent?: (event: BuildEvent) => void
   signal?: AbortSignal
@@ -86,6 +92,9 @@ export interface BuildResult {
   ms: number
   /** The kit's lock file, when this build wrote it (first build, a changed base, --update-lock). */
   lockWritten?: string
+  /** The image's `created` (ISO 8601) and where that time came from. */
+  created: string
+  createdFrom: SourceDateOrigin
 }
 
 interface LayerStep {
@@ -125,6 +134,10 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
   }
   if (new Set(platforms).size !== platforms.length) throw new AegisError(`a platform is listed twice: ${platforms.join(',')}`)
   const epoch = options.sourceDateEpoch ?? 0
+  const sourceDate: Promise<SourceDate> = options.sourceDateEpoch === undefined ? kitSourceDate(kit.dir) : Promise.resolve({epoch, from: 'SOURCE_DATE_EPOCH'})
+  // Asked of git alongside the layers' cache lookups and awaited for the config; a build that
+  // fails before then must not leave its rejection unhandled.
+  sourceDate.catch(() => undefined)
   const reference = `${kit.manifest.name}:${options.tag ?? kit.manifest.version}`
   const store = options.store
   const cache = new LayerCache(path.join(options.cacheDir, 'layers'), store)
@@ -140,7 +153,7 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
     const built: BuiltPlatform[] = []
     const tags: Array<{desc: Descriptor; reference: string}> = []
     for (const platform of platforms) {
-      const result = await buildPlatform(kit, platform, epoch, cache, lock, options)
+      const result = await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options)
       built.push(result.platform)
       tags.push(...result.referrerTags.map((desc) => ({desc, reference: `${kit.manifest.name}:${desc.annotations!['aegis.referrers-tag']}`})))
     }
@@ -152,18 +165,18 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
         schemaVersion: 2,
         mediaType: MediaType.ImageIndex,
         manifests: built.map((entry) => ({...entry.manifest, platform: platformOf(entry.platform)})),
-        annotations: imageAnnotations(kit, epoch),
+        annotations: imageAnnotations(kit, isoTime((await sourceDate).epoch)),
       }
       root = await putJson(store, MediaType.ImageIndex, index)
     }
     // Only a build that got this far records what it resolved: a failed one leaves the lock as it was.
     const lockWritten = (await lock.state.save()) ? lock.state.displayFile : undefined
     await store.setTags([...tags.map((tag) => ({desc: stripInternal(tag.desc), reference: tag.reference})), {desc: root, reference}])
-    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started, ...(lockWritten ? {lockWritten} : {})}
+    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started, ...(lockWritten ? {lockWritten} : {}), created: isoTime((await sourceDate).epoch), createdFrom: (await sourceDate).from}
   })
 }
 
-async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
+async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDate: Promise<SourceDate>, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
   const store = options.store
   const image = kit.manifest.image!
   const emit = (event: BuildEvent) => options.onEvent?.(event)
@@ -304,7 +317,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     builtLayers.push({step: step.step, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, cached, ms})
   }
 
-  const created = new Date(epoch * 1000).toISOString()
+  const created = isoTime((await sourceDate).epoch)
   const config = imageConfig(kit, platform, created, diffIds, base, builtLayers)
   const configDesc = await putJson(store, MediaType.ImageConfig, config)
   const manifest: ImageManifest = {
@@ -313,7 +326,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, cache: L
     config: configDesc,
     layers,
     annotations: {
-      ...imageAnnotations(kit, epoch),
+      ...imageAnnotations(kit, created),
       'org.opencontainers.image.base.name': typeof image.base === 'string' ? image.base : `debian:${image.base.debian.suite}`,
       ...(base ? {'org.opencontainers.image.base.digest': base.manifestDescriptor.digest} : {}),
     },
@@ -406,11 +419,15 @@ function imageConfig(kit: Kit, platform: string, created: string, diffIds: strin
   }
 }
 
-function imageAnnotations(kit: Kit, epoch: number): Record<string, string> {
+function isoTime(epoch: number): string {
+  return new Date(epoch * 1000).toISOString()
+}
+
+function imageAnnotations(kit: Kit, created: string): Record<string, string> {
   return {
     'org.opencontainers.image.title': kit.manifest.name,
     'org.opencontainers.image.version': kit.manifest.version,
-    'org.opencontainers.image.created': new Date(epoch * 1000).toISOString(),
+    'org.opencontainers.image.created': created,
     ...(kit.manifest.description ? {'org.opencontainers.image.description': kit.manifest.description} : {}),
     ...(kit.manifest.homepage ? {'org.opencontainers.image.source': kit.manifest.homepage} : {}),
   }

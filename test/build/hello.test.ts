@@ -34,7 +34,9 @@ describe('build hello', () => {
     const info = JSON.parse(inspect.stdout) as {Digest: string; Layers: string[]; Env: string[]; Created: string}
     expect(info.Digest).toBe(report.digest)
     expect(info.Layers).toHaveLength(3)
-    expect(info.Created).toBe('1970-01-01T00:00:00Z')
+    // The kit's last commit (the checkout's kits/hello is committed), not the time of the build.
+    const committed = await execa('git', ['log', '-1', '--format=%ct', '--', 'kits/hello'], {cwd: repoRoot})
+    expect(info.Created).toBe(new Date(Number(committed.stdout) * 1000).toISOString().replace('.000Z', 'Z'))
     const unpacked = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-unpack-')), 'bundle')
     await execa('umoci', ['unpack', '--image', `${store}:hello:0.1.0`, unpacked])
     const rootfs = path.join(unpacked, 'rootfs')
