@@ -79,7 +79,8 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<Accel> {
   return 'tcg'
 }
 
-async function cachedProbe(options: ChooseAccelOptions, device: string): Promise<AccelProbe> {
+/** Whether KVM boots the guest here: the kept outcome, else a probe (`run`, and `doctor`'s report). */
+export async function cachedProbe(options: Omit<ChooseAccelOptions, 'choice'>, device: string): Promise<AccelProbe> {
   // No usable device is decided at once, and not kept: a user may fix the permission.
   try {
     await access(device, constants.R_OK | constants.W_OK)
@@ -94,7 +95,7 @@ async function cachedProbe(options: ChooseAccelOptions, device: string): Promise
 }
 
 /** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */
-async function probeKey(options: ChooseAccelOptions, device: string): Promise<string> {
+async function probeKey(options: Omit<ChooseAccelOptions, 'choice'>, device: string): Promise<string> {
   const bootId = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => 'unknown')
   // By what does not change with use: the device's number (opening it updates its times), the
   // kernel's path and size (a store blob's path is its digest, and the store touches it on use).

@@ -44,7 +44,7 @@ export interface StoredGuest extends GuestImage {
 }
 
 /** The store tag of the guest assembled from `inputs`. */
-function guestReference(inputs: GuestInputs): string {
+export function guestReference(inputs: GuestInputs): string {
   // Debian versions may hold characters a tag may not (epoch colon, +, ~).
   const version = inputs.kernelPackage.version.replace(/[^\w.-]/g, '_')
   return `${GUEST_REPOSITORY}:${version}-${inputs.arch}-${inputs.key.slice(0, 12)}`

@@ -34,7 +34,7 @@ export const GVPROXY_HOST_LOOPBACK = '192.168.127.254'
 const HOST_LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', 'host.containers.internal', 'host.docker.internal', GVPROXY_HOST_LOOPBACK])
 /** Where podman's packages put gvproxy; AEGIS_KIT_HELPER_DIRS (colon-separated) replaces the list. */
 const SEARCH_DIRS = ['/usr/libexec/podman', '/usr/lib/podman', '/usr/local/libexec/podman']
-const INSTALL_HINT = 'run scripts/install-gvproxy (on Debian 12 it installs Debian 13\'s gvproxy package), or install podman\'s gvproxy'
+const INSTALL_HINT = 'run scripts/install-gvproxy (on Debian 12 it installs Debian 13\'s gvproxy package), or install podman\'s gvproxy; run `aegis-kit doctor` to check the rest'
 
 export interface GvproxyOptions {
   /** Host ports to forward to the guest; on 127.0.0.1 (only loopback host addresses are accepted). */

@@ -78,8 +78,8 @@ export interface RunningVm {
 }
 
 const CONSOLE_KEEP = 64 * 1024
-const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
-const QEMU = 'qemu-system-x86_64'
+export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
+export const QEMU = 'qemu-system-x86_64'
 
 /** Parses the harness's report lines ("AEGIS_EXIT=3") from a stream of text. */
 class ReportReader {
@@ -105,8 +105,8 @@ export function checkVmTools(): string {
     throw new AegisError(`run needs a Linux host (this is ${process.platform}): the VM's root and workspace are shared by QEMU's virtiofsd, which is Linux-only`, {hint: 'build, validate and push work here; run kits on a Linux machine or in a Linux VM'})
   }
   const qemu = findOnPath(QEMU)
-  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86'})
-  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU)'})
+  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86; run `aegis-kit doctor` to check the rest'})
+  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU); run `aegis-kit doctor` to check the rest'})
   return qemu
 }
 
@@ -225,7 +225,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
 
     let killedByHost = false
     const result = new Promise<VmResult>((resolve, reject) => {
-      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: 'install it: apt-get install qemu-system-x86'})))
+      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: 'install it: apt-get install qemu-system-x86; run `aegis-kit doctor` to check the rest'})))
       qemu.once('exit', (code, signal) => {
         clearTimeout(bootTimer)
         timings.exitedMs = Date.now() - startedAt

@@ -100,6 +100,12 @@ export class DockerCredentials {
     return erased
   }
 
+  /** The helpers the config names (`credsStore` and every `credHelpers` entry), each once. */
+  async helperNames(): Promise<string[]> {
+    const config = await this.readConfig()
+    return [...new Set([config.credsStore, ...Object.values(config.credHelpers ?? {})].filter((name): name is string => typeof name === 'string' && name !== ''))]
+  }
+
   private async readConfig(): Promise<DockerConfig> {
     let text: string
     try {
@@ -154,7 +160,7 @@ export class DockerCredentials {
     const result = await execa(program, [action], {input, env: this.env, reject: false, timeout: 30_000})
     if (result.failed && (result as {code?: string}).code === 'ENOENT') {
       throw new AegisError(`The credential helper ${program} named in ${this.configPath} is not installed.`, {
-        hint: `Install ${program} or remove it from ${this.configPath}.`,
+        hint: `Install ${program} or remove it from ${this.configPath}; run \`aegis-kit doctor\` to check the rest.`,
       })
     }
     const ok = !result.failed && result.exitCode === 0
