@@ -1,6 +1,7 @@
 /** Parsing and checking what `aegis-kit run` is given, each with a one-line error that says the fix. */
 import {statSync} from 'node:fs'
 import {AegisError} from '../errors.js'
+import type {Profile} from '../kit/manifest.generated.js'
 import {sizeToMiB} from '../kit/units.js'
 
 export interface ExposeMapping {
@@ -17,6 +18,11 @@ export function parseExpose(text: string): ExposeMapping {
     throw new AegisError(`--expose ${text}: expected HOST[:GUEST] ports (1-65535)`, {hint: 'e.g. --expose 18789 or --expose 8080:18789'})
   }
   return {hostPort, guestPort}
+}
+
+/** A profile's `exposes`, each published on the host port of the same number (as `--expose PORT`). */
+export function profilePorts(profile: Profile | undefined): ExposeMapping[] {
+  return (profile?.exposes ?? []).map((port) => ({hostPort: port, guestPort: port}))
 }
 
 function validPort(port: number): boolean {

@@ -18,8 +18,9 @@ import {parseDuration} from '../kit/units.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime, type InstanceRegistry} from './instances.js'
-import {checkMemory, checkWorkspace, type ExposeMapping} from './options.js'
+import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs} from './rootfs.js'
+import {workspaceSecretStore} from './workspace-secrets.js'
 
 export interface RunOptions {
   kit: Kit
@@ -28,6 +29,7 @@ export interface RunOptions {
   dataDir: string
   name?: string
   profile?: string
+  /** --expose: replaces the profile's `exposes` when given. */
   expose: ExposeMapping[]
   secrets: SecretRequest[]
   env: Record<string, string>
@@ -79,28 +81,35 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const building = import('../build/build.js')
   building.catch(() => undefined) // awaited below; a failure must not count as unhandled meanwhile
 
+  const profile = options.profile === undefined ? undefined : manifest.profiles?.[options.profile]
+  const expose = options.expose.length > 0 ? options.expose : profilePorts(profile)
+
   // Cheap checks first: a wrong flag or a missing tool should not cost a build.
   const qemu = checkVmTools()
-  const network = options.network(options.expose)
+  const network = options.network(expose)
   await network.check?.()
   if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
   if (options.initrd !== undefined) await checkInitrdFile(options.initrd, '--initrd')
   const chosenGuest = options.guest === undefined ? undefined : await loadGuest(store, options.guest)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
-  const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: options.expose})
+  const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: expose})
   const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
   checkMemory(memoryMib, `the memory of ${name}`)
   app.resources.memory_mb = memoryMib
   app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1
-  const secrets = resolveSecrets(kit, options.secrets, {profile: options.profile})
+  const secrets = resolveSecrets(kit, options.secrets, {
+    profile: options.profile,
+    workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
+    onWarning: (message) => options.onStatus(`warning: ${message}`),
+  })
   const secretValues = Object.values(secrets)
 
   // The name is ours from here on: a second instance of it would share the workspace.
   const registry = options.registry
   await registry?.claim({
     name, kit: manifest.name, pid: process.pid, pidStart: processStartTime(process.pid), startedAt: new Date().toISOString(),
-    status: 'starting', detached: options.detached ?? false, ports: options.expose, workspace, memoryMib, vcpus: app.resources.vcpus, urls: [],
+    status: 'starting', detached: options.detached ?? false, ports: expose, workspace, memoryMib, vcpus: app.resources.vcpus, urls: [],
   })
   try {
     return await bootInstance()
@@ -165,7 +174,6 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       const imageConfig = rootfs.config.config ?? {}
       const user = await resolveImageUser(rootfs.dir, imageConfig.User)
       await prepareWorkspace(workspace, rendered.files, user, manifest.name)
-      const profile = options.profile ? manifest.profiles?.[options.profile] : undefined
       const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
       const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
       if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
@@ -177,13 +185,14 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
         if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
       }
       const guestSecrets: Record<string, string> = {...secrets}
-      for (const [key, value] of Object.entries({...rendered.env, ...options.env})) {
+      // The profile's env is the manifest's word for this instance, so render_env cannot undo it; --env can.
+      for (const [key, value] of Object.entries({...rendered.env, ...profile?.env, ...options.env})) {
         if (secretValues.includes(value)) guestSecrets[key] = value
         else env[key] = value
       }
       const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
       options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, ${accelerator}, workspace ${workspace}`)
-      return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: options.expose.map((m) => m.guestPort), hostname: name}
+      return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: expose.map((m) => m.guestPort), hostname: name}
     })
     spec.catch(() => undefined) // startVm awaits it
 
@@ -219,7 +228,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     await registry?.update(name, {status: 'running', accel: await accel})
 
     const urls: Array<{label: string; url: string}> = []
-    const hostPortFor = (guestPort: number) => options.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
+    const hostPortFor = (guestPort: number) => expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
     for (const entry of manifest.routing?.expose ?? []) {
       const hostPort = hostPortFor(entry.port)
       if (!entry.ui || hostPort === undefined) continue
