@@ -12,7 +12,8 @@ describe('supported Node versions', () => {
     it(`validate and hooks run on Node ${version}`, async () => {
       const node = path.join(await nodeRuntime(version), 'bin', 'node')
       const validate = await runCli(['validate', 'openclaw'], {node})
-      expect(validate.stderr).toBe('')
+      // Warnings for fields not acted on yet are checked in unhonoured.test.ts; nothing else.
+      expect(validate.stderr.split('\n').filter((line) => line !== '' && !line.startsWith('warning: '))).toEqual([])
       expect(validate.stdout).toMatch(/valid kit openclaw/)
       const hooks = await runCli(['hooks', 'render-env', 'hello', '--json'], {node})
       expect(hooks.exitCode).toBe(0)
