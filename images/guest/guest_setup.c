@@ -49,8 +49,54 @@ int write_file(const char *path, const char *content, mode_t mode) {
 	return n == (ssize_t)len ? 0 : -1;
 }
 
-/* The image's share (or disk) read-only, under a tmpfs upper layer: the host copy is never modified. */
-void mount_root(const char *root) {
+/* Names in `path`, space-separated, for error messages. */
+static const char *list_dir(const char *path) {
+	static char names[512];
+	size_t used = 0;
+	names[0] = '\0';
+	DIR *dir = opendir(path);
+	struct dirent *entry;
+	while (dir && (entry = readdir(dir)))
+		if (entry->d_name[0] != '.' && used + strlen(entry->d_name) + 2 < sizeof names)
+			used += snprintf(names + used, sizeof names - used, "%s ", entry->d_name);
+	if (dir) closedir(dir);
+	return names[0] ? names : "(none)";
+}
+
+/* The virtio-blk disk QEMU gave `serial` (no udev here to make /dev/disk/by-id): "/dev/vdX". */
+static void find_disk_by_serial(const char *serial, char *device, size_t size) {
+	double deadline = now_seconds() + 5;
+	do {
+		DIR *dir = opendir("/sys/block");
+		struct dirent *entry;
+		while (dir && (entry = readdir(dir))) {
+			if (entry->d_name[0] == '.') continue;
+			char path[300], found[64] = "";
+			snprintf(path, sizeof path, "/sys/block/%s/serial", entry->d_name);
+			FILE *f = fopen(path, "re");
+			if (!f) continue;
+			if (fgets(found, sizeof found, f)) found[strcspn(found, "\n")] = '\0';
+			fclose(f);
+			if (strcmp(found, serial) != 0) continue;
+			snprintf(device, size, "/dev/%s", entry->d_name);
+			closedir(dir);
+			if (access(device, F_OK) == 0) return;
+			break; /* devtmpfs has not made the node yet */
+		}
+		if (dir) closedir(dir);
+		usleep(10000);
+	} while (now_seconds() < deadline);
+	fail("no disk with serial %s (block devices: %s)", serial, list_dir("/sys/block"));
+}
+
+/*
+ * The image's share (or disk) read-only under an overlay: the host copy is never modified.
+ * The writable layer is the instance's scratch disk when the kit sets resources.disk (ext4,
+ * made on the host at exactly that size: writes past it fail with ENOSPC, and they fill neither
+ * guest memory nor more host disk than that), else a tmpfs (bounded by the VM's memory only).
+ */
+void mount_root(const struct spec *spec) {
+	const char *root = spec->root;
 	mkdir_p("/lower", 0755);
 	if (!strncmp(root, "virtiofs:", 9)) {
 		if (mount(root + 9, "/lower", "virtiofs", MS_RDONLY, NULL) != 0)
@@ -63,7 +109,15 @@ void mount_root(const char *root) {
 	} else {
 		fail("unknown root kind %s", root);
 	}
-	mount_or_fail("tmpfs", "/rw", "tmpfs", 0, "mode=0755");
+	if (spec->rw_disk[0]) {
+		char device[300];
+		find_disk_by_serial(spec->rw_disk, device, sizeof device);
+		/* discard: what the workload deletes goes back to the host's sparse file. noinit_itable: the
+		 * fresh file's inode tables are holes, zeros already; zeroing them would only grow it. */
+		mount_or_fail(device, "/rw", "ext4", MS_NOATIME, "discard,noinit_itable");
+	} else {
+		mount_or_fail("tmpfs", "/rw", "tmpfs", 0, "mode=0755");
+	}
 	mkdir_p("/rw/upper", 0755);
 	mkdir_p("/rw/work", 0755);
 	mount_or_fail("overlay", NEWROOT, "overlay", 0,
@@ -116,26 +170,20 @@ void write_etc(const struct spec *spec) {
 		snprintf(buf, sizeof buf, "nameserver %s\n", spec->dns);
 		if (write_file(NEWROOT "/etc/resolv.conf", buf, 0644) != 0) say("aegis: cannot write /etc/resolv.conf");
 	}
-	snprintf(buf, sizeof buf,
+	/* The kit's internal_hosts names, each pointing where the network backend reaches that service. */
+	static char hosts[MAX_ITEMS * 300 + 256];
+	size_t used = snprintf(hosts, sizeof hosts,
 		"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t%s\n", spec->hostname);
-	if (write_file(NEWROOT "/etc/hosts", buf, 0644) != 0) say("aegis: cannot write /etc/hosts");
+	for (int i = 0; i < spec->nhosts && used < sizeof hosts; i++) {
+		const char *space = strchr(spec->hosts[i], ' ');
+		if (!space) fail("bad host record %s", spec->hosts[i]);
+		used += snprintf(hosts + used, sizeof hosts - used, "%.*s\t%s\n", (int)(space - spec->hosts[i]), spec->hosts[i], space + 1);
+	}
+	if (used >= sizeof hosts) fail("the /etc/hosts entries do not fit in %zu bytes", sizeof hosts);
+	if (write_file(NEWROOT "/etc/hosts", hosts, 0644) != 0) say("aegis: cannot write /etc/hosts");
 	snprintf(buf, sizeof buf, "%s\n", spec->hostname);
 	if (write_file(NEWROOT "/etc/hostname", buf, 0644) != 0) say("aegis: cannot write /etc/hostname");
 	if (sethostname(spec->hostname, strlen(spec->hostname)) != 0) say("aegis: sethostname: %s", strerror(errno));
-}
-
-/* Names in `path`, space-separated, for error messages. */
-static const char *list_dir(const char *path) {
-	static char names[512];
-	size_t used = 0;
-	names[0] = '\0';
-	DIR *dir = opendir(path);
-	struct dirent *entry;
-	while (dir && (entry = readdir(dir)))
-		if (entry->d_name[0] != '.' && used + strlen(entry->d_name) + 2 < sizeof names)
-			used += snprintf(names + used, sizeof names - used, "%s ", entry->d_name);
-	if (dir) closedir(dir);
-	return names[0] ? names : "(none)";
 }
 
 static void set_flags_up(int sock, const char *ifname) {

@@ -4,7 +4,8 @@
  * Built static (gcc -static -Os) so it depends on nothing in the image: it works the same
  * on glibc, musl and distroless roots. It loads the kernel modules shipped beside it in the
  * initramfs, reads its run spec from the control channel, builds the workload's root (the
- * image share read-only under a tmpfs overlay), sets up network and secrets, runs the
+ * image read-only under an overlay whose writable layer is a disk of the kit's resources.disk,
+ * or a tmpfs), sets up network and secrets, runs the
  * workload as the image's user, relays exposed ports that the app binds only on loopback,
  * stays PID 1 reaping orphans, reports the exit code and powers the VM off.
  *
@@ -188,6 +189,7 @@ static void read_spec(int fd, struct spec *spec) {
 	spec->workdir = "/";
 	spec->hostname = "aegis";
 	spec->root = "virtiofs:root";
+	spec->rw_disk = "";
 	spec->net_addr = spec->net_gw = spec->dns = "";
 	for (char *record = body, *next; record < body + size; record = next) {
 		next = record + strlen(record) + 1;
@@ -204,7 +206,9 @@ static void read_spec(int fd, struct spec *spec) {
 		else if (!strcmp(record, "user")) parse_ids(value, spec);
 		else if (!strcmp(record, "workdir")) spec->workdir = value;
 		else if (!strcmp(record, "hostname")) spec->hostname = value;
+		else if (!strcmp(record, "host")) { FULL(spec->nhosts); spec->hosts[spec->nhosts++] = value; }
 		else if (!strcmp(record, "root")) spec->root = value;
+		else if (!strcmp(record, "rwdisk")) spec->rw_disk = value;
 		else if (!strcmp(record, "net")) spec->net_addr = value;
 		else if (!strcmp(record, "gateway")) spec->net_gw = value;
 		else if (!strcmp(record, "dns")) spec->dns = value;
@@ -355,7 +359,7 @@ int main(void) {
 
 	struct spec spec;
 	read_spec(ctl_fd, &spec);
-	mount_root(spec.root);
+	mount_root(&spec);
 	mount_system(&spec);
 	write_etc(&spec);
 	write_secrets(&spec);

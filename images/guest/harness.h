@@ -26,6 +26,9 @@ struct spec {
 	const char *workdir;
 	const char *hostname;
 	const char *root;     /* "virtiofs:<tag>" or "block:<device>" */
+	const char *rw_disk;  /* the writable layer's virtio-blk serial; empty: a tmpfs */
+	char *hosts[MAX_ITEMS]; /* "address name" lines added to /etc/hosts */
+	int nhosts;
 	const char *net_addr; /* a.b.c.d/prefix; empty: no network */
 	const char *net_gw;
 	const char *dns;
@@ -43,7 +46,7 @@ double now_seconds(void);
 void mkdir_p(const char *path, mode_t mode);
 void mount_or_fail(const char *src, const char *target, const char *type, unsigned long flags, const char *data);
 int write_file(const char *path, const char *content, mode_t mode);
-void mount_root(const char *root);
+void mount_root(const struct spec *spec);
 void mount_system(const struct spec *spec);
 void write_etc(const struct spec *spec);
 void write_secrets(const struct spec *spec);

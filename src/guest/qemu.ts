@@ -5,7 +5,7 @@
  */
 
 import {existsSync} from 'node:fs'
-import {mkdtemp, rm} from 'node:fs/promises'
+import {mkdir, mkdtemp, rm} from 'node:fs/promises'
 import net from 'node:net'
 import os from 'node:os'
 import path from 'node:path'
@@ -18,6 +18,7 @@ import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 import {startVirtiofsd} from './virtiofsd.js'
+import {makeWritableLayerDisk, WRITABLE_LAYER_SERIAL} from './writable-layer.js'
 
 /**
  * What to boot. The kernel, initramfs, root disk and spec may be promises: startVm starts the
@@ -28,8 +29,8 @@ export interface VmOptions {
   kernel: string | Promise<string>
   initrd: string | Promise<string>
   /**
-   * The image's root filesystem, shared by virtiofs; the guest sees it read-only under a
-   * tmpfs overlay. Give this or rootDisk.
+   * The image's root filesystem, shared by virtiofs; the guest sees it read-only under an
+   * overlay (see writableLayer). Give this or rootDisk.
    */
   rootDir?: string
   /**
@@ -39,6 +40,11 @@ export interface VmOptions {
   rootDisk?: string | Promise<string>
   /** Shared writable at /workspace when given. */
   workspaceDir?: string
+  /**
+   * The size limit of the workload's writable layer: an ext4 disk of `bytes`, a sparse file made
+   * in `dir` and deleted once QEMU holds it open (writable-layer.ts). Default: a tmpfs in guest memory.
+   */
+  writableLayer?: {bytes: number; dir: string}
   memoryMib?: number
   vcpus?: number
   spec: RunSpec | Promise<RunSpec>
@@ -126,6 +132,8 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     throw new AegisError(`the temporary directory ${os.tmpdir()} is too deep for the VM's sockets (unix socket paths hold at most 107 bytes)`, {hint: 'set TMPDIR to a shorter path, e.g. TMPDIR=/tmp'})
   }
   const processes = new ChildProcessGroup()
+  const layer = options.writableLayer
+  const layerDisk = layer && path.join(layer.dir, `${path.basename(runDir)}.rw.ext4`)
   let network: AttachedNetwork | undefined
   let control: net.Server | undefined
   let cleaned: Promise<void> | undefined
@@ -133,6 +141,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     await processes.stopAll()
     await network?.detach()
     control?.close()
+    if (layerDisk !== undefined) await rm(layerDisk, {force: true})
     await rm(runDir, {recursive: true, force: true})
   })()
 
@@ -142,14 +151,15 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
     // The helpers start side by side (each waits for its socket) while the caller may still be
     // working out the files; all settle before any error is thrown, so cleanup sees every process.
-    const [shared, attached, files] = await Promise.allSettled([
+    const [shared, attached, files, layerMade] = await Promise.allSettled([
       Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)}))),
       (options.network ?? noNetwork()).attach({runDir, processes}),
       given.files,
+      layer && layerDisk !== undefined ? mkdir(layer.dir, {recursive: true}).then(() => makeWritableLayerDisk(layerDisk, layer.bytes)) : undefined,
     ])
     if (attached.status === 'fulfilled') network = attached.value
     // The caller's failure first: it is the cause when helpers fail on being abandoned.
-    for (const outcome of [files, shared, attached]) if (outcome.status === 'rejected') throw outcome.reason
+    for (const outcome of [files, shared, attached, layerMade]) if (outcome.status === 'rejected') throw outcome.reason
     const sockets = (shared as PromiseFulfilledResult<string[]>).value
     const nic = (attached as PromiseFulfilledResult<AttachedNetwork>).value
     const [kernel, initrd, rootDisk, accel] = (files as PromiseFulfilledResult<[string, string, string | undefined, Accel]>).value
@@ -159,6 +169,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     const plumbing: GuestPlumbing = {
       root: rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
       mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
+      writableLayerDisk: layerDisk === undefined ? undefined : {serial: WRITABLE_LAYER_SERIAL},
       network: nic.guest,
     }
     const specBytes = given.spec.then((spec) => encodeRunSpec(spec, plumbing))
@@ -184,6 +195,10 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       ...(rootDisk === undefined ? [] : [
         '-drive', `file=${rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
       ]),
+      // After the root disk, which stays /dev/vda; the harness finds this one by its serial anyway.
+      ...(layerDisk === undefined ? [] : [
+        '-drive', `file=${layerDisk},if=none,id=rwdisk,format=raw,discard=unmap`, '-device', `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
+      ]),
       ...nic.qemuArgs,
     ]
     const startedAt = Date.now()
@@ -202,6 +217,8 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       if (key === 'AEGIS_READY') {
         timings.readyMs = Date.now() - startedAt
         clearTimeout(bootTimer)
+        // QEMU opened its disks before the guest ran: the name can go, the space stays QEMU's until it exits.
+        if (layerDisk !== undefined) rm(layerDisk, {force: true}).catch(() => undefined)
       }
       if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
     })

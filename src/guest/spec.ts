@@ -26,12 +26,24 @@ export interface GuestPlumbing {
   root: {kind: 'virtiofs'; tag: string} | {kind: 'block'; device: string}
   /** Extra virtiofs shares: tag → absolute guest path. */
   mounts: {tag: string; guestPath: string}[]
-  network?: {address: string; prefixLength: number; gateway: string; dns: string}
+  /** The writable layer's disk, found by its virtio serial; without it the layer is a tmpfs. */
+  writableLayerDisk?: {serial: string}
+  network?: {
+    address: string
+    prefixLength: number
+    gateway: string
+    dns: string
+    /** Names added to the guest's /etc/hosts (e.g. internal_hosts names), each with its IPv4 address. */
+    hosts?: {name: string; address: string}[]
+  }
 }
 
 export const CONTROL_PORT_NAME = 'aegis.ctl'
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+/** A DNS name as /etc/hosts takes it: dot-separated labels of letters, digits and inner hyphens. */
+export const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$/
 
 function checkValue(what: string, value: string): string {
   if (value.includes('\0')) throw new AegisError(`${what} contains a NUL byte`, {hint: 'remove the NUL byte; environment values cannot carry one'})
@@ -62,12 +74,18 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
     add('port', String(port))
   }
   add('root', plumbing.root.kind === 'virtiofs' ? `virtiofs:${plumbing.root.tag}` : `block:${plumbing.root.device}`)
+  if (plumbing.writableLayerDisk) add('rwdisk', checkValue('the writable layer\'s disk serial', plumbing.writableLayerDisk.serial))
   for (const mount of plumbing.mounts) add('mount', `${mount.tag}:${mount.guestPath}`)
   if (plumbing.network) {
     const net = plumbing.network
     add('net', `${net.address}/${net.prefixLength}`)
     add('gateway', net.gateway)
     add('dns', net.dns)
+    for (const host of net.hosts ?? []) {
+      if (!HOST_NAME.test(host.name)) throw new AegisError(`bad host name ${JSON.stringify(host.name)}`, {hint: 'use letters, digits, hyphens and dots, e.g. coordinator.internal'})
+      if (!IPV4.test(host.address)) throw new AegisError(`bad address ${JSON.stringify(host.address)} for host ${host.name}`, {hint: 'give an IPv4 address'})
+      add('host', `${host.address} ${host.name}`)
+    }
   }
   const body = Buffer.from(records.map((record) => record + '\0').join(''), 'utf8')
   return Buffer.concat([Buffer.from(`AEGIS-SPEC/1 ${body.length}\n`, 'ascii'), body])

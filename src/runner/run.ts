@@ -1,20 +1,21 @@
 /**
  * `aegis-kit run`: a built kit as a running, isolated instance. Builds when the image is missing
  * or stale, validates the config, renders the environment, boots the microVM with the image's
- * root read-only under a tmpfs overlay, waits for the healthcheck and hands back the URLs.
+ * root read-only under an overlay (its writable layer a disk of resources.disk, or a tmpfs),
+ * waits for the healthcheck and hands back the URLs.
  */
 import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../build/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkInitrdFile, checkKernelFile, checkVmTools, chooseAccel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
 import type {RenderEnvResult, ResolvedFile} from '../hooks/contract.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
-import {parseDuration} from '../kit/units.js'
+import {parseDuration, parseSize} from '../kit/units.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime, type InstanceRegistry} from './instances.js'
@@ -98,6 +99,9 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   checkMemory(memoryMib, `the memory of ${name}`)
   app.resources.memory_mb = memoryMib
   app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1
+  // validate has checked that it parses; undefined keeps the tmpfs layer (see guest/writable-layer.ts).
+  const writableLayerBytes = manifest.resources?.disk === undefined ? undefined : parseSize(manifest.resources.disk)
+  if (writableLayerBytes !== undefined) await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
   const secrets = resolveSecrets(kit, options.secrets, {
     profile: options.profile,
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
@@ -204,6 +208,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       rootDisk: files.then(([{rootDisk}]) => rootDisk),
       accel,
       workspaceDir: workspace,
+      writableLayer: writableLayerBytes === undefined ? undefined : {bytes: writableLayerBytes, dir: path.join(options.dataDir, 'scratch')},
       memoryMib,
       vcpus: app.resources.vcpus ?? 1,
       spec,
