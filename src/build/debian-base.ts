@@ -52,7 +52,7 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
     const problem = await emulationProblem(arch)
     if (problem) {
       throw new AegisError(`cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`, {
-        hint: `install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or use variant: extract (no maintainer scripts, no emulation)`,
+        hint: `install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; \`aegis-kit doctor\` shows how), or use variant: extract (no maintainer scripts, no emulation)`,
       })
     }
   }

@@ -39,7 +39,7 @@ export async function prepareTargetNode(version: string, platform: string, optio
   const problem = await emulationProblem(arch, options.binfmtDir ?? BINFMT_DIR)
   if (problem) {
     throw new AegisError(`cannot run the install scripts of ${options.packages.join(', ')} for ${platform}: they run with the ${arch} Node under qemu-user emulation, and ${problem}`, {
-      hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or build for this machine\'s platform only',
+      hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; `aegis-kit doctor` shows how), or build for this machine\'s platform only',
     })
   }
   const runtime = await fetchNodeRuntime(version, platform, path.join(options.cacheDir, 'downloads'))

@@ -21,7 +21,7 @@ export async function runTool(command: string, args: string[], options: ToolOpti
   }
   const result = await child
   if ((result as {code?: string}).code === 'ENOENT') {
-    throw new AegisError(`${command} is not installed`, {hint: options.hint})
+    throw new AegisError(`${command} is not installed`, {hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`})
   }
   if (result.isCanceled) throw new AegisError(`${command} was interrupted`)
   if (result.exitCode !== 0) {

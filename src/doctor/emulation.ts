@@ -1,7 +1,7 @@
 /**
  * qemu-user through binfmt_misc, which builds for the other architecture need (an arm64 image's
  * install scripts and Debian maintainer scripts run emulated). The registration is read the way
- * a build reads it (emulationProblem), then proven: a 136-byte static program for the other
+ * a build reads it (emulationProblem), then proven: a 132-byte static program for the other
  * architecture, which only exits with code 42, is run.
  */
 import {existsSync} from 'node:fs'

@@ -8,7 +8,7 @@ import path from 'node:path'
 
 import {isAegisError, messageOf} from '../errors.js'
 import {execFileText, findOnPath} from '../exec.js'
-import {cachedProbe, KVM_DEVICE} from '../guest/accel.js'
+import {cachedProbe, KVM_DEVICE, kvmDeviceProblem} from '../guest/accel.js'
 import {guestInputs, type GuestInputs} from '../guest/assemble.js'
 import {guestReference, loadGuest, type StoredGuest} from '../guest/guest-store.js'
 import {QEMU} from '../guest/qemu.js'
@@ -85,10 +85,14 @@ async function anyStoredGuest(store: LocalStore): Promise<StoredGuest | undefine
 export async function checkAccelerator(guest: StoredGuest | undefined, cacheDir: string, kvmDevice = KVM_DEVICE): Promise<Check> {
   const qemu = findOnPath(QEMU)
   if (!qemu) return warn('accelerator', `not probed: ${QEMU} is missing`, 'install QEMU (see the qemu line), then run doctor again')
+  const tcg = (reason: string) => warn('accelerator', `TCG software emulation, not KVM: ${reason}`, 'none needed: run works under TCG (Node workloads start 8-14x slower); for KVM, a host with hardware virtualization (modprobe kvm_intel or kvm_amd) or, in a VM, nested virtualization QEMU can use')
+  // Without a usable device there is nothing to boot; with one, only a test boot tells.
+  const deviceProblem = await kvmDeviceProblem(kvmDevice)
+  if (deviceProblem) return tcg(deviceProblem)
   if (!guest) {
-    return warn('accelerator', 'not probed yet: a test boot needs the guest kernel, and the store has none yet', 'the first `aegis-kit run` assembles it and probes KVM (e.g. aegis-kit run hello -- true); run doctor again after it')
+    return warn('accelerator', `not probed yet: ${kvmDevice} opens, but whether QEMU can use it takes a test boot of the guest kernel, and the store has none yet`, 'the first `aegis-kit run` assembles it and probes KVM (e.g. aegis-kit run hello -- true); run doctor again after it')
   }
   const probe = await cachedProbe({qemu, kernel: guest.kernel, cacheDir, onStatus: () => undefined, kvmDevice}, kvmDevice)
   if (probe.ok) return ok('accelerator', `KVM (a test boot of ${guest.kernelRelease || 'the guest kernel'} under KVM reached its panic)`)
-  return warn('accelerator', `TCG software emulation, not KVM: ${probe.reason}`, 'none needed: run works under TCG, Node workloads start 8-14x slower; for KVM, use a host whose /dev/kvm QEMU can use (bare metal, or a VM with working nested virtualization)')
+  return tcg(probe.reason ?? 'the test boot failed')
 }

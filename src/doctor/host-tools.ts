@@ -81,3 +81,12 @@ export async function checkMmdebstrap(): Promise<Check> {
   const result = await versionOf(binary, ['--version'])
   return 'version' in result ? ok('mmdebstrap', `${result.version} (${binary})`) : missing('mmdebstrap', result.error, fix)
 }
+
+/** `run` makes the image's root disk with mke2fs. */
+export async function checkMke2fs(): Promise<Check> {
+  const fix = 'apt-get install e2fsprogs'
+  const binary = findOnPath('mke2fs')
+  if (!binary) return missing('mke2fs', 'mke2fs is not on PATH (run makes the root disk with it)', fix)
+  const result = await versionOf(binary, ['-V'])
+  return 'version' in result ? ok('mke2fs', `${result.version} (${binary})`) : missing('mke2fs', result.error, fix)
+}

@@ -11,7 +11,7 @@ import type {Check} from './check.js'
 import {checkCredentialHelpers, checkDisk, checkInstances, checkStore} from './data.js'
 import {checkEmulation} from './emulation.js'
 import {checkAccelerator, checkAptLists, checkGuestKernel} from './guest.js'
-import {checkGvproxy, checkMmdebstrap, checkNode, checkQemu, checkVirtiofsd} from './host-tools.js'
+import {checkGvproxy, checkMke2fs, checkMmdebstrap, checkNode, checkQemu, checkVirtiofsd} from './host-tools.js'
 
 export type {Check, CheckStatus} from './check.js'
 
@@ -32,6 +32,7 @@ export async function runDoctor(): Promise<DoctorReport> {
     guest.then(({guest: found}) => checkAccelerator(found, cacheDir)),
     checkVirtiofsd(),
     checkGvproxy(),
+    checkMke2fs(),
     checkMmdebstrap(),
     checkEmulation(),
     checkAptLists(),

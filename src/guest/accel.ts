@@ -82,16 +82,23 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<Accel> {
 /** Whether KVM boots the guest here: the kept outcome, else a probe (`run`, and `doctor`'s report). */
 export async function cachedProbe(options: Omit<ChooseAccelOptions, 'choice'>, device: string): Promise<AccelProbe> {
   // No usable device is decided at once, and not kept: a user may fix the permission.
-  try {
-    await access(device, constants.R_OK | constants.W_OK)
-  } catch (error) {
-    return {ok: false, reason: errorCode(error) === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`}
-  }
+  const problem = await kvmDeviceProblem(device)
+  if (problem) return {ok: false, reason: problem}
   const key = await probeKey(options, device)
   return remembered(path.join(options.cacheDir, 'accel-probe.json'), key, () => {
     options.onStatus('checking whether KVM boots the guest (once per host boot)')
     return probeKvm(options.qemu, options.kernel)
   }, {stillValid: (probe, savedAt) => !probe.timedOut || Date.now() - savedAt < TIMED_OUT_KEPT_MS})
+}
+
+/** Why this user cannot use `device` for KVM, or undefined when it opens for reading and writing. */
+export async function kvmDeviceProblem(device: string): Promise<string | undefined> {
+  try {
+    await access(device, constants.R_OK | constants.W_OK)
+    return undefined
+  } catch (error) {
+    return errorCode(error) === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`
+  }
 }
 
 /** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */

@@ -89,7 +89,7 @@ async function resolveKernelPackage(metaPackage: string): Promise<{name: string;
  * dpkg costs two processes, so the answer is remembered until either file changes.
  */
 async function toolchainVersion(triplet: string, cacheDir: string): Promise<string> {
-  const hint = 'install the compiler: apt-get install gcc libc6-dev'
+  const hint = 'install the compiler: apt-get install gcc libc6-dev; run `aegis-kit doctor` to check the rest'
   const libc = `/usr/lib/${triplet}/libc.a`
   const gcc = findOnPath('gcc')
   if (!existsSync(libc)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})

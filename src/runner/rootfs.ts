@@ -78,7 +78,7 @@ export async function prepareRootDisk(rootfs: Rootfs, onProgress?: (message: str
   onProgress?.(`making the root disk (${sizeMiB} MiB, once per image)`)
   try {
     const made = await execFileText('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.dir, '-L', 'aegis-root', '-O', '^has_journal', '-E', 'root_owner=0:0', temp, `${sizeMiB}M`]).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does)'})
+      if (error.code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does); run `aegis-kit doctor` to check the rest'})
       throw new AegisError(`could not make the root disk: ${messageOf(error)}`)
     })
     if (made.exitCode !== 0) throw new AegisError(`could not make the root disk: mke2fs failed: ${made.stderr.trim().split('\n').slice(-2).join(' ') || `exit code ${made.exitCode ?? made.signal}`}`)
