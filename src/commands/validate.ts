@@ -2,7 +2,11 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {validateKit} from '../kit/kit.js'
 import {formatProblem} from '../kit/problems.js'
-import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
+import {formatUnhonouredFieldWarning, type UnhonouredFieldWarning} from '../kit/unhonoured.js'
+
+function printWarnings(warnings: UnhonouredFieldWarning[]): void {
+  for (const warning of warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
+}
 
 export default class Validate extends BaseCommand {
   static override summary = 'Check a kit manifest (aegis-kit.yaml) and the files it names.'
@@ -33,15 +37,17 @@ or a manifest file; the default is the current directory.`
     const result = await validateKit(args.kit)
     const file = result.location.displayFile
     const {warnings} = result
-    if (!this.jsonEnabled()) for (const warning of warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     if (result.manifest) {
+      if (!this.jsonEnabled()) printWarnings(warnings)
       this.log(`${file}: valid kit ${result.manifest.name} ${result.manifest.version}`)
       return {valid: true, file, name: result.manifest.name, version: result.manifest.version, problems: [], warnings}
     }
     if (this.jsonEnabled()) {
       this.logJson({valid: false, file, problems: result.problems, warnings})
     } else {
+      // Problems first: they are why the kit is refused.
       for (const problem of result.problems) process.stderr.write(`${formatProblem(problem)}\n`)
+      printWarnings(warnings)
       process.stderr.write(`${file}: ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'}\n`)
     }
     this.exit(1)
