@@ -134,7 +134,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         signal: controller.signal,
       })
       if (controller.signal.aborted) onSignal()
-      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU TCG)`)
+      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU ${instance.accel.toUpperCase()})`)
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
       const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
       // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.

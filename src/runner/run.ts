@@ -8,7 +8,7 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../build/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -68,6 +68,8 @@ export interface RunningInstance {
   vm: RunningVm
   result: Promise<VmResult>
   memoryMib: number
+  /** The accelerator QEMU really runs the guest with (auto resolves to one of these). */
+  accel: Accel
 }
 
 const DEFAULT_MEMORY_MIB = 512
@@ -230,7 +232,8 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       await release(registry, name, options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(name, ended, memoryMib)})
       return ended
     })
-    await registry?.update(name, {status: 'running', accel: await accel})
+    const usedAccel = await accel
+    await registry?.update(name, {status: 'running', accel: usedAccel})
 
     const urls: Array<{label: string; url: string}> = []
     const hostPortFor = (guestPort: number) => expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
@@ -256,13 +259,13 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
         })
       } catch (error) {
         if (!exited) await vm.stop(5000)
-        if (options.signal.aborted || exited) return {name, workspace, urls, vm, result, memoryMib}
+        if (options.signal.aborted || exited) return {name, workspace, urls, vm, result, memoryMib, accel: usedAccel}
         throw error
       }
       // Kept without the token: the state file is for `ps`, and the token is a secret.
       if (!exited) await registry?.update(name, {status: 'healthy', urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')}))})
     }
-    return {name, workspace, urls, healthyMs, vm, result, memoryMib}
+    return {name, workspace, urls, healthyMs, vm, result, memoryMib, accel: usedAccel}
   }
 }
 

@@ -91,6 +91,9 @@ describe('run --profile and secret scopes', () => {
     const [, url] = await run.waitFor(/UI: (http:\/\/127\.0\.0\.1:\d+\/)/, 150_000)
     expect(url).toBe(`http://127.0.0.1:${port}/`)
     expect((await fetch(url)).status).toBe(200)
+    // The healthy line names the accelerator the boot line does (TCG on these machines).
+    const accelerator = run.output().match(/booting scoped: .*, (KVM|TCG), workspace /)?.[1]
+    expect(run.output()).toMatch(new RegExp(`scoped is healthy after [\\d.]+s \\(linux/\\w+, QEMU ${accelerator}\\)`))
     const state = readFileSync(path.join(home, 'instances/scoped/state.json'), 'utf8')
     expect(JSON.parse(state)).toMatchObject({ports: [{hostPort: port, guestPort: port}]})
     run.child.kill('SIGINT')
