@@ -202,7 +202,7 @@ export interface Secret {
   name: EnvName
   description?: string
   /**
-   * How widely one value is shared.
+   * How widely one generated value is shared. `per_workspace`: generated on first use and kept for the workspace (in aegis-kit's data directory, mode 0600, never inside the workspace the guest sees); `per_instance` (also when absent): new each boot; `per_session`: aegis-kit has no sessions yet, so new each boot, with a warning.
    */
   scope?: 'per_workspace' | 'per_session' | 'per_instance'
   /**
@@ -210,7 +210,7 @@ export interface Secret {
    */
   user_provided?: boolean
   /**
-   * aegis-kit generates a random value (32 random bytes, hex) per scope.
+   * aegis-kit generates a random value (32 random bytes, hex) per `scope`, unless `--secret` gives one.
    */
   generated?: boolean
   /**
@@ -308,7 +308,7 @@ export interface Hooks {
   timeout?: string
 }
 /**
- * A named instance: what runs and with what resources.
+ * A named instance: what runs and with what resources. Its `env` goes into the workload's environment over `image.env` and render_env's, under `run --env`.
  */
 export interface Profile {
   description?: string
@@ -316,7 +316,7 @@ export interface Profile {
   memory_mb?: number
   vcpus?: number
   /**
-   * Ports this instance exposes.
+   * Ports `run --profile NAME` publishes on 127.0.0.1, each on the host port of the same number; `--expose` replaces them.
    */
   exposes?: Port[]
   /**
