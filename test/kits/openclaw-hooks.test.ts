@@ -1,16 +1,21 @@
 // The OpenClaw kit's hooks against the real OpenClaw: what render_env writes is accepted by
 // `openclaw config validate`, feeds provider keys the way OpenClaw reads them, and starts the
 // real gateway; no secret value is ever printed or written into the workspace.
-import {mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
+import {mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import {execa} from 'execa'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {buildAppContext, onPublish, renderEnv} from '../../dist/hooks/operations.js'
 import {loadKit} from '../../dist/kit/kit.js'
 import {hasStackTrace, runCli} from '../helpers/cli.js'
 import {freePort} from '../helpers/registry.js'
-import {openclawInstall} from '../helpers/toolchain.js'
+import {OPENCLAW_VERSION, openclawInstall} from '../helpers/toolchain.js'
+import type {Attempt, Outcome} from './openclaw-control-ui-connect.js'
+
+/** The Control UI's WebSocket handshake, run by OpenClaw's Node 24 (Node 20 has no WebSocket). */
+const controlUiConnect = fileURLToPath(new URL('openclaw-control-ui-connect.ts', import.meta.url))
 
 const ANTHROPIC = 'sk-ant-api03-KNOWNSECRETVALUE-abcdefghijklmnop'
 const TELEGRAM = '123456789:AAKNOWNTELEGRAMTOKEN-abcdefghijklmno'
@@ -55,7 +60,10 @@ describe('openclaw render_env', () => {
     expect(rendered.env.OPENCLAW_CONFIG_PATH).toBe('/workspace/.openclaw/openclaw.json')
     expect(rendered.files.map((file) => file.path)).toEqual(['/workspace/.openclaw/openclaw.json'])
     const config = readFileSync(path.join(output, 'workspace/.openclaw/openclaw.json'), 'utf8')
-    expect(config).not.toContain(ANTHROPIC)
+    // nowhere in the whole rendered tree, not only the config
+    const written = readdirSync(output, {recursive: true}).map(String).filter((entry) => statSync(path.join(output, entry)).isFile())
+    expect(written).toContain('workspace/.openclaw/openclaw.json')
+    for (const entry of written) expect(readFileSync(path.join(output, entry), 'utf8'), entry).not.toContain(ANTHROPIC)
     expect(statSync(path.join(output, 'workspace/.openclaw/openclaw.json')).mode & 0o777).toBe(0o600)
     expect(JSON.parse(config).gateway).toMatchObject({mode: 'local', port: 18789, bind: 'lan', auth: {mode: 'token', token: {source: 'env', id: 'OPENCLAW_GATEWAY_TOKEN'}}})
   })
@@ -98,16 +106,18 @@ describe('openclaw render_env', () => {
     for (const dir of [polling, webhook]) {
       const validate = await openclaw(['config', 'validate'], {...stateEnv(dir), TELEGRAM_BOT_TOKEN: TELEGRAM, TELEGRAM_WEBHOOK_SECRET: 'x'.repeat(32), OPENCLAW_GATEWAY_TOKEN: 't'})
       expect(validate.stdout + validate.stderr, dir).toMatch(/Config valid/)
+      expect(validate.exitCode, dir).toBe(0)
     }
   }, 180_000)
 
   it('the real gateway starts from what render_env renders and enforces the generated token', async () => {
+    const token = 'gateway-token-0123456789abcdef'
     const kit = await loadKit('openclaw')
     const port = await freePort()
     // as under `run --expose 8080:PORT`: the browser's origin is the host side, which OpenClaw
     // would not seed by itself (it allows only its own port's origins)
     const app = buildAppContext(kit, {config: {gateway: {port}}, published: [{guestPort: port, hostPort: 8080}]})
-    const rendered = await renderEnv(kit, app, {OPENCLAW_GATEWAY_TOKEN: 'gateway-token-0123456789abcdef'})
+    const rendered = await renderEnv(kit, app, {OPENCLAW_GATEWAY_TOKEN: token})
     const gatewayConfig = JSON.parse(rendered.files[0]?.content ?? '{}').gateway
     expect(gatewayConfig.controlUi.allowedOrigins).toEqual([`http://localhost:${port}`, `http://127.0.0.1:${port}`, 'http://localhost:8080', 'http://127.0.0.1:8080'])
     const root = mkdtempSync(path.join(tmpdir(), 'aegis-kit-gateway-'))
@@ -119,8 +129,9 @@ describe('openclaw render_env', () => {
     const env = {...openclawEnv, ...rendered.env, ...stateEnv(root)}
     const gateway = execa('openclaw', ['gateway', '--allow-unconfigured'], {env: {LANG: 'C.UTF-8', ...env}, extendEnv: false, reject: false, all: true})
     try {
+      // about 20 s on an idle machine; far longer when other suites share its two cores
       let health: Response | undefined
-      for (let attempt = 0; attempt < 120 && !health?.ok; attempt++) {
+      for (const deadline = Date.now() + 180_000; Date.now() < deadline && !health?.ok;) {
         await new Promise((resolve) => setTimeout(resolve, 500))
         health = await fetch(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)
       }
@@ -128,11 +139,53 @@ describe('openclaw render_env', () => {
       const page = await fetch(`http://127.0.0.1:${port}/`)
       expect(page.status).toBe(200)
       expect(await page.text()).toMatch(/<html/i)
+
+      // An authenticated HTTP call: /tools/invoke takes the gateway token as a bearer token.
+      const invoke = (authorization?: string) => fetch(`http://127.0.0.1:${port}/tools/invoke`, {
+        method: 'POST',
+        headers: {'content-type': 'application/json', ...(authorization ? {authorization} : {})},
+        body: JSON.stringify({tool: 'sessions_list', args: {}}),
+      })
+      for (const authorization of [undefined, 'Bearer wrong-token-0123456789abcdef', `Bearer ${token.slice(0, -1)}`]) {
+        const refused = await invoke(authorization)
+        expect(refused.status, String(authorization)).toBe(401)
+        expect(await refused.json()).toEqual({error: {message: 'Unauthorized', type: 'unauthorized'}})
+      }
+      // /healthz answers before the startup sidecars are up; until then the gateway does accept
+      // the token but answers sessions_list with a 500 ("sessions.list unavailable during gateway startup")
+      let accepted = await invoke(`Bearer ${token}`)
+      for (const deadline = Date.now() + 120_000; accepted.status === 500 && Date.now() < deadline;) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        accepted = await invoke(`Bearer ${token}`)
+      }
+      const answer = await accepted.json()
+      expect(accepted.status, JSON.stringify(answer)).toBe(200)
+      expect(answer).toMatchObject({ok: true, result: {details: {count: 0, sessions: []}}})
+
+      // The Control UI's WebSocket handshake, from the published origin: refused without the token
+      // and with a wrong one, hello-ok with the rendered one; another origin is refused even with it.
+      const attempts: Attempt[] = [
+        {origin: 'http://127.0.0.1:8080'},
+        {origin: 'http://127.0.0.1:8080', token: 'wrong-token-0123456789abcdef'},
+        {origin: 'http://127.0.0.1:8080', token},
+        {origin: `http://localhost:${port}`, token},
+        {origin: 'http://evil.example:8080', token},
+      ]
+      const connected = await execa('node', [controlUiConnect, JSON.stringify({url: `ws://127.0.0.1:${port}/`, attempts})], {env: {LANG: 'C.UTF-8', ...openclawEnv}, extendEnv: false, timeout: 120_000})
+      const outcomes = connected.stdout.trim().split('\n').map((line) => JSON.parse(line) as Outcome)
+      expect(outcomes).toMatchObject([
+        {ok: false, code: 'AUTH_TOKEN_MISSING'},
+        {ok: false, code: 'AUTH_TOKEN_MISMATCH'},
+        {ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW_VERSION},
+        {ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW_VERSION},
+        {ok: false, code: 'CONTROL_UI_ORIGIN_NOT_ALLOWED'},
+      ])
     } finally {
       gateway.kill('SIGTERM')
       await gateway
     }
-  }, 180_000)
+    expect(gateway.all).not.toContain(token)
+  }, 300_000)
 })
 
 describe('openclaw validate_config', () => {
