@@ -40,13 +40,48 @@ export function createTransferReporter(stream: NodeJS.WriteStream, mode: Progres
   return new LiveLine(stream, verb)
 }
 
+/**
+ * One line at the foot of a terminal, redrawn in place: what the transfer line and the step
+ * lines (steps.ts) both draw with. Anything else printed to the same terminal goes through
+ * `above`, so it lands on lines of its own and the live line comes back under it.
+ */
+export class TerminalLine {
+  private drawn = false
+  private text = ''
+
+  constructor(private readonly stream: NodeJS.WriteStream) {}
+
+  draw(text: string): void {
+    const columns = this.stream.columns || 100
+    this.text = text.length >= columns ? text.slice(0, columns - 1) : text
+    this.stream.write(`\r\x1b[K${this.text}`)
+    this.drawn = true
+  }
+
+  /** Clears the line (call before printing a result or an error). */
+  clear(): void {
+    if (this.drawn) this.stream.write('\r\x1b[K')
+    this.drawn = false
+  }
+
+  /** Runs `write` (whole lines, to any stream on this terminal) with the live line lifted out of the way. */
+  above(write: () => void): void {
+    const redraw = this.drawn
+    this.clear()
+    write()
+    if (redraw) this.draw(this.text)
+  }
+}
+
 class LiveLine implements TransferReporter {
   private readonly inFlight = new Map<string, {bytes: number; size: number}>()
+  private readonly line: TerminalLine
   private last?: CopyProgress['totals']
   private drawnAt = 0
-  private drawn = false
 
-  constructor(private readonly stream: NodeJS.WriteStream, private readonly verb: string) {}
+  constructor(stream: NodeJS.WriteStream, private readonly verb: string) {
+    this.line = new TerminalLine(stream)
+  }
 
   readonly progress = (event: CopyProgress): void => {
     const {digest, size} = event.descriptor
@@ -60,8 +95,7 @@ class LiveLine implements TransferReporter {
   }
 
   finish(): void {
-    if (this.drawn) this.stream.write('\r\x1b[K')
-    this.drawn = false
+    this.line.clear()
   }
 
   private draw(): void {
@@ -70,11 +104,7 @@ class LiveLine implements TransferReporter {
     const blobs = [...this.inFlight].slice(0, SHOWN_IN_FLIGHT).map(([digest, {bytes, size}]) => `${shortDigest(digest).slice(7)} ${formatBytes(bytes)}/${formatBytes(size)}`)
     const more = this.inFlight.size > SHOWN_IN_FLIGHT ? ` +${this.inFlight.size - SHOWN_IN_FLIGHT}` : ''
     const overall = `${this.verb} ${totals.nodesDone}/${totals.nodesKnown} blobs, ${formatBytes(totals.bytesDone)} of ${formatBytes(totals.bytesKnown)}`
-    let line = blobs.length > 0 ? `${overall}  [${blobs.join(', ')}${more}]` : overall
-    const columns = this.stream.columns || 100
-    if (line.length >= columns) line = line.slice(0, columns - 1)
-    this.stream.write(`\r\x1b[K${line}`)
-    this.drawn = true
+    this.line.draw(blobs.length > 0 ? `${overall}  [${blobs.join(', ')}${more}]` : overall)
   }
 }
 

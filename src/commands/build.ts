@@ -3,6 +3,8 @@ import {Args, Flags} from '@oclif/core'
 import {buildKit, hostPlatform, type BuildEvent} from '../build/build.js'
 import {describeSourceDate} from '../build/source-date.js'
 import {BaseCommand} from '../cli/base-command.js'
+import {messageOf} from '../errors.js'
+import {createStepLines, type StepLines} from '../cli/steps.js'
 import {formatBytes, shortDigest} from '../cli/format.js'
 import {loadKit} from '../kit/kit.js'
 import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
@@ -47,6 +49,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
     locked: Flags.boolean({description: 'Fail when the base cannot be built as aegis-kit.lock.json says (a locked Debian version left the archive), instead of updating the lock. For CI and releases.', exclusive: ['update-lock']}),
     'update-lock': Flags.boolean({description: 'Resolve the base again (current Debian package versions, the tag\'s current digest) and rewrite aegis-kit.lock.json.'}),
     compression: Flags.string({description: 'Layer compression.', options: ['gzip', 'zstd'], default: 'gzip'}),
+    verbose: Flags.boolean({description: 'Show the build tools\' own output (mmdebstrap, npm) as it comes. Without it a terminal shows one live line per step, and a failed step\'s last lines.'}),
   }
 
   static override enableJsonFlag = true
@@ -63,6 +66,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
     const epochText = process.env.SOURCE_DATE_EPOCH
+    const steps = !quiet && process.stderr.isTTY ? createStepLines(process.stderr, {verbose: flags.verbose}) : undefined
     try {
       const result = await buildKit(kit, {
         store,
@@ -75,8 +79,9 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         platforms: flags.platform?.split(',').map((p) => p.trim()).filter((p) => p !== ''),
         sourceDateEpoch: epochText && /^\d+$/.test(epochText) ? Number(epochText) : undefined,
         signal: controller.signal,
-        onEvent: quiet ? undefined : (event) => this.report(event),
+        onEvent: quiet ? undefined : (event) => (steps ? reportLive(event, steps) : report(event, flags.verbose)),
       })
+      steps?.finish()
       if (!quiet) {
         const cached = result.platforms.flatMap((p) => p.layers).filter((l) => l.cached).length
         const total = result.platforms.flatMap((p) => p.layers).length
@@ -84,19 +89,39 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s), created ${describeSourceDate(result.created, result.createdFrom)}`)
       }
       return result
+    } catch (error) {
+      steps?.fail(messageOf(error))
+      throw error
     } finally {
+      steps?.finish()
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
     }
   }
 
-  private report(event: BuildEvent): void {
-    const where = event.platform === hostPlatform() ? '' : ` [${event.platform}]`
-    if (event.type === 'step') process.stderr.write(`${event.step}${where}: ${event.detail}\n`)
-    else if (event.type === 'layer') {
-      const how = event.cached ? 'cached' : `built in ${(event.ms / 1000).toFixed(1)}s`
-      process.stderr.write(`  layer ${shortDigest(event.digest)} ${formatBytes(event.size)} (${formatBytes(event.uncompressedSize)} unpacked), ${how}\n`)
-    } else if (event.type === 'warning') process.stderr.write(`warning${where}: ${event.message}\n`)
-    else if (process.stderr.isTTY) process.stderr.write(`  ${event.line.slice(0, 120)}\n`)
-  }
+}
+
+/** Plain lines, one or two per step: logs and CI. */
+function report(event: BuildEvent, verbose: boolean): void {
+  if (event.type === 'step') process.stderr.write(`${event.step}${platformNote(event)}: ${event.detail}\n`)
+  else if (event.type === 'layer') process.stderr.write(`  ${describeLayer(event)}\n`)
+  else if (event.type === 'warning') process.stderr.write(`warning${platformNote(event)}: ${event.message}\n`)
+  else if (verbose) process.stderr.write(`  ${event.line}\n`)
+}
+
+/** On a terminal: a live line while a step works, then its one-line result. */
+function reportLive(event: BuildEvent, steps: StepLines): void {
+  if (event.type === 'step') steps.start(`${event.step}${platformNote(event)}: ${event.detail}`)
+  else if (event.type === 'layer') steps.done(describeLayer(event))
+  else if (event.type === 'warning') steps.note(`warning${platformNote(event)}: ${event.message}`)
+  else steps.output(event.line)
+}
+
+function platformNote(event: BuildEvent): string {
+  return event.platform === hostPlatform() ? '' : ` [${event.platform}]`
+}
+
+function describeLayer(event: Extract<BuildEvent, {type: 'layer'}>): string {
+  const how = event.cached ? 'cached' : `built in ${(event.ms / 1000).toFixed(1)}s`
+  return `layer ${shortDigest(event.digest)} ${formatBytes(event.size)} (${formatBytes(event.uncompressedSize)} unpacked), ${how}`
 }
