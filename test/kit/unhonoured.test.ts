@@ -1,9 +1,11 @@
 // Every manifest field is acted on by aegis-kit or warned about: the schema walk, the warnings
-// validate prints, and the kit READMEs that must not promise what the warned fields would do.
+// validate prints, and the READMEs and docs that must not promise what the warned fields would do.
 import {mkdtempSync, readFileSync, readdirSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
+import type {Kit} from '../../src/kit/kit.js'
+import {resolveSecrets} from '../../src/kit/secrets.js'
 import {UNHONOURED_FIELDS} from '../../src/kit/unhonoured.js'
 import {repoRoot, runCli} from '../helpers/cli.js'
 import {analyseManifestConsumers, type SchemaField} from './manifest-consumers.js'
@@ -62,6 +64,13 @@ describe('the schema walk: every field is acted on or warned about', () => {
   })
 })
 
+describe('secrets.required[].description is acted on', () => {
+  it("a missing secret's error says what it is", () => {
+    const kit: Kit = {dir: '/k', manifestFile: '/k/aegis-kit.yaml', displayFile: 'aegis-kit.yaml', warnings: [], manifest: {name: 'k', version: '1.0.0', secrets: {required: [{name: 'API_KEY', description: 'the provider key'}, {name: 'OTHER'}]}}}
+    expect(() => resolveSecrets(kit, [], {env: {}})).toThrow('kit k needs secrets API_KEY (the provider key), OTHER')
+  })
+})
+
 describe('validate warns about fields it does not act on', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'aegis-unhonoured-'))
   const manifest = path.join(dir, 'aegis-kit.yaml')
@@ -114,11 +123,14 @@ describe('validate warns about fields it does not act on', () => {
   }
 })
 
-describe('kit READMEs claim only what works', () => {
+describe('READMEs and docs claim only what works', () => {
   // Words for what the warned fields would do; a README using them must say, in the same
-  // paragraph, that the field is "not acted on yet".
-  const behaviour = /\b(idle|paus(e|es|ed|ing)|wak(e|es|ing)|warm[ -]pool|always[ -]on|egress|sleep)\b/i
-  const readmes = readdirSync(path.join(repoRoot, 'kits')).map((kit) => path.join('kits', kit, 'README.md')).filter((file) => {
+  // paragraph, that the field is "not acted on yet". (docs/performance*.md are left out: there
+  // "idle" is the benchmark machine. Plain "egress" is allowed: the guest has it; a policy on it
+  // is what is not acted on.)
+  const behaviour = /\b(idle|paus(e|es|ed|ing)|wak(e|es|ing)|warm[ -]pool|always[ -]on|sleep|egress (policy|rules?|filter)|networking\.egress|egress: deny)\b/i
+  const kitReadmes = readdirSync(path.join(repoRoot, 'kits')).map((kit) => path.join('kits', kit, 'README.md'))
+  const readmes = [...kitReadmes, 'README.md', 'docs/architecture.md', 'docs/hooks.md', 'docs/lock.md'].filter((file) => {
     try {
       readFileSync(path.join(repoRoot, file))
       return true
@@ -127,12 +139,12 @@ describe('kit READMEs claim only what works', () => {
     }
   })
 
-  it('the guard sees the READMEs', () => {
-    expect(readmes).toContain('kits/openclaw/README.md')
+  it('the guard sees the READMEs and docs', () => {
+    expect(readmes).toEqual(expect.arrayContaining(['kits/openclaw/README.md', 'README.md', 'docs/hooks.md']))
   })
 
   for (const file of readmes) {
-    it(`${file}: idle, pause, warm pool, always-on and egress are mentioned only as not acted on yet`, () => {
+    it(`${file}: idle, pausing, warm pools, always-on and egress policy are mentioned only as not acted on yet`, () => {
       const paragraphs = readFileSync(path.join(repoRoot, file), 'utf8').split(/\n\s*\n/)
       const claims = paragraphs.filter((paragraph) => behaviour.test(paragraph) && !/not acted on yet/.test(paragraph))
       expect(claims).toEqual([])
