@@ -9,7 +9,8 @@ const root = new URL('..', import.meta.url)
 const schema = JSON.parse(await readFile(new URL('schemas/aegis-kit.schema.json', root), 'utf8'))
 const outPath = new URL('docs/manifest.md', root)
 
-const resolve = (node) => (node?.$ref ? schema.$defs[node.$ref.split('/').pop()] : node)
+// A description beside a $ref says what this field is, so it wins over the definition's (what the type is).
+const resolve = (node) => (node?.$ref ? {...schema.$defs[node.$ref.split('/').pop()], ...(node.description === undefined ? {} : {description: node.description})} : node)
 
 function typeOf(node) {
   node = resolve(node)

@@ -12,6 +12,14 @@
  * gvproxy (0.8.1) cannot turn either off itself. Egress and gvproxy's DNS (which also
  * answers host.containers.internal → .254) pass.
  *
+ * A hostname in internal_hosts (`coordinator.internal:9000`) is the name the guest uses for a
+ * service on the host's loopback, as a kit written for the Aegis platform names its session
+ * coordinator: the harness writes it into the guest's /etc/hosts as 192.168.127.254, and that
+ * port is allowed. The name is not looked up on the host: it need not exist there, and a host
+ * resolver's answer cannot send the guest anywhere else. /etc/hosts rather than a zone in
+ * gvproxy's DNS: a zone answers for every name under it, and the guest's resolver reads
+ * /etc/hosts first anyway.
+ *
  * Install gvproxy with scripts/install-gvproxy (Debian 13's package, on Debian 12).
  */
 
@@ -27,6 +35,7 @@ import {AegisError, messageOf} from '../errors.js'
 import type {ChildProcessGroup} from './child-processes.js'
 import {startFrameFilter, type FrameFilter, type GuestPacketPolicy} from './gvproxy-filter.js'
 import {GUEST_MAC, GUEST_NETWORK, type AttachedNetwork, type NetworkBackend, type PortForward} from './network.js'
+import {HOST_NAME} from './spec.js'
 
 /** gvproxy's fixed address for the host's 127.0.0.1. */
 export const GVPROXY_HOST_LOOPBACK = '192.168.127.254'
@@ -42,7 +51,9 @@ export interface GvproxyOptions {
   /**
    * Host services the guest may reach, as in `networking.internal_hosts`: "host:port" or a
    * bare port. 127.0.0.1, localhost and host.containers.internal mean the host's loopback,
-   * which the guest reaches at 192.168.127.254:port (or host.containers.internal:port).
+   * which the guest reaches at 192.168.127.254:port (or host.containers.internal:port); any
+   * other hostname is a name the guest gets for the host's loopback (see the top of this file);
+   * another IPv4 address is one of the host's own.
    */
   allowHostLoopback?: (string | number)[]
   /** Called for each guest packet the filter drops, with what it was ("tcp to 192.168.127.254:5432"). */
@@ -76,10 +87,14 @@ export function findGvproxy(): string {
   throw new AegisError(`gvproxy is not installed (looked ${where})`, {hint: INSTALL_HINT})
 }
 
-/** Splits `networking.internal_hosts` entries into loopback ports and other host endpoints. */
-export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts: Set<number>; endpoints: Set<string>} {
+/**
+ * Splits `networking.internal_hosts` entries into loopback ports, endpoints on the host's own
+ * addresses, and the hostnames the guest is to resolve to the host's loopback.
+ */
+export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts: Set<number>; endpoints: Set<string>; loopbackNames: Set<string>} {
   const loopbackPorts = new Set<number>()
   const endpoints = new Set<string>()
+  const loopbackNames = new Set<string>()
   for (const entry of entries) {
     const text = String(entry).trim()
     const match = /^(?:(.+):)?(\d+)$/.exec(text)
@@ -88,10 +103,18 @@ export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts
       throw new AegisError(`bad internal host ${JSON.stringify(text)}`, {hint: 'write host:port (e.g. 127.0.0.1:7000) or a port'})
     }
     const host = match[1]?.toLowerCase()
-    if (host === undefined || HOST_LOOPBACK_NAMES.has(host)) loopbackPorts.add(port)
-    else endpoints.add(`${host}:${port}`)
+    if (host === undefined || HOST_LOOPBACK_NAMES.has(host)) {
+      loopbackPorts.add(port)
+    } else if (net.isIPv4(host)) {
+      endpoints.add(`${host}:${port}`)
+    } else if (HOST_NAME.test(host)) {
+      loopbackPorts.add(port)
+      loopbackNames.add(host)
+    } else {
+      throw new AegisError(`bad internal host ${JSON.stringify(text)}: ${JSON.stringify(host)} is neither an IPv4 address nor a hostname`, {hint: 'write host:port with a name of letters, digits, hyphens and dots (e.g. coordinator.internal:9000) or an IPv4 address'})
+    }
   }
-  return {loopbackPorts, endpoints}
+  return {loopbackPorts, endpoints, loopbackNames}
 }
 
 function hostAddresses(): Set<string> {
@@ -283,7 +306,7 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
           '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
           '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
         ],
-        guest: {...GUEST_NETWORK},
+        guest: {...GUEST_NETWORK, hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK}))},
         async detach() {
           apiSocket = undefined
           filter.close()

@@ -251,7 +251,7 @@ export interface Networking {
    */
   egress?: 'allow' | 'deny'
   /**
-   * Host-side services the guest may reach (`host:port`), e.g. a session coordinator.
+   * Host-side services the guest may reach (`host:port`), e.g. a session coordinator. `127.0.0.1`, `localhost` or `host.containers.internal` mean the host's loopback (the guest reaches it at 192.168.127.254 or host.containers.internal); an IPv4 address of the host's own means that address; any other hostname (`coordinator.internal:9000`) is the name the guest uses for a service on the host's loopback: it goes into the guest's /etc/hosts, is not looked up on the host, and only that port is let through.
    */
   internal_hosts?: string[]
   /**
@@ -276,7 +276,10 @@ export interface Resources {
    * vCPUs.
    */
   cpu?: number
-  disk?: Size
+  /**
+   * A size: a number with a unit b, kb, mb, gb, tb (powers of 1024; kib, mib, gib also accepted).
+   */
+  disk?: string
   max_agents_per_session?: number
   max_sessions_per_workspace?: number
 }

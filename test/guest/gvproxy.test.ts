@@ -219,9 +219,12 @@ describe('the guest packet filter', () => {
   })
 
   it('reads internal_hosts entries', () => {
-    const parsed = parseInternalHosts(['127.0.0.1:7000', 'localhost:7001', 7002, 'host.containers.internal:7003', '10.0.0.5:8080'])
-    expect([...parsed.loopbackPorts]).toEqual([7000, 7001, 7002, 7003])
+    const parsed = parseInternalHosts(['127.0.0.1:7000', 'localhost:7001', 7002, 'host.containers.internal:7003', '10.0.0.5:8080', 'Coordinator.Internal:9000'])
+    expect([...parsed.loopbackPorts]).toEqual([7000, 7001, 7002, 7003, 9000])
     expect([...parsed.endpoints]).toEqual(['10.0.0.5:8080'])
+    // A hostname is the guest's name for the host's loopback; the builtin names need no entry.
+    expect([...parsed.loopbackNames]).toEqual(['coordinator.internal'])
+    expect(() => parseInternalHosts(['a..b:80'])).toThrow(/neither an IPv4 address nor a hostname/)
     expect(() => parseInternalHosts(['coordinator'])).toThrow(AegisError)
     expect(() => parseInternalHosts(['x:70000'])).toThrow(/bad internal host/)
   })

@@ -37,11 +37,27 @@ describe('encodeRunSpec', () => {
     ])
   })
 
+  it('names the writable layer\'s disk and the /etc/hosts entries when the plumbing has them', () => {
+    const bytes = encodeRunSpec({command: ['true']}, {
+      ...plumbing,
+      writableLayerDisk: {serial: 'aegis-rw'},
+      network: {...plumbing.network!, hosts: [{name: 'coordinator.internal', address: '192.168.127.254'}]},
+    })
+    const written = records(bytes)
+    expect(written).toContain('rwdisk aegis-rw')
+    expect(written.at(-1)).toBe('host 192.168.127.254 coordinator.internal')
+    expect(records(encodeRunSpec({command: ['true']}, plumbing)).some((record) => /^(rwdisk|host) /.test(record))).toBe(false)
+  })
+
   it('rejects what the guest could not represent', () => {
     expect(() => encodeRunSpec({command: []}, plumbing)).toThrow(AegisError)
     expect(() => encodeRunSpec({command: ['a\0b']}, plumbing)).toThrow(/NUL/)
     expect(() => encodeRunSpec({command: ['x'], env: {'A-B': '1'}}, plumbing)).toThrow(/variable name/)
     expect(() => encodeRunSpec({command: ['x'], secrets: {'../x': '1'}}, plumbing)).toThrow(/secret name/)
     expect(() => encodeRunSpec({command: ['x'], ports: [70000]}, plumbing)).toThrow(/port/)
+    const withHost = (name: string, address = '192.168.127.254') => encodeRunSpec({command: ['x']}, {...plumbing, network: {...plumbing.network!, hosts: [{name, address}]}})
+    expect(() => withHost('bad name')).toThrow(/bad host name/)
+    expect(() => withHost('-x.internal')).toThrow(/bad host name/)
+    expect(() => withHost('ok.internal', '192.168.127.254 evil')).toThrow(/bad address/)
   })
 })
