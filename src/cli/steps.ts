@@ -23,6 +23,8 @@ export interface StepLines {
    * out those the error message (`reported`) already quotes.
    */
   fail(reported?: string): void
+  /** Ends the current step, if any, with its time, and stops the clock: the long work is over. */
+  close(): void
   /** Clears the live line and stops its clock. */
   finish(): void
 }
@@ -74,6 +76,11 @@ class LiveSteps implements StepLines {
 
   above(write: () => void): void {
     this.line.above(write)
+  }
+
+  close(): void {
+    if (this.current) this.done(this.elapsed())
+    this.finish()
   }
 
   fail(reported = ''): void {

@@ -1,7 +1,8 @@
 import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
-import {AegisError} from '../errors.js'
+import {createStepLines, type StepLines} from '../cli/steps.js'
+import {AegisError, messageOf} from '../errors.js'
 import {gvproxyNetwork, hostGuestArch, type AccelChoice} from '../guest/index.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
@@ -52,6 +53,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
     backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
     accel: Flags.string({description: "QEMU's accelerator: auto is KVM when a test boot shows it works (checked once per host boot), else TCG with a warning.", options: ['auto', 'kvm', 'tcg'], default: 'auto'}),
+    verbose: Flags.boolean({description: "Show the build tools' own output (mmdebstrap, npm) when the image needs building. Without it a terminal shows one live line per start-up step, and a failed step's last lines."}),
     detach: Flags.boolean({char: 'd', description: 'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.'}),
     kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
     initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
@@ -74,18 +76,22 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
     const name = flags.name ?? kit.manifest.name
     const controller = new AbortController()
-    if (flags.detach && !isSupervisor()) return this.launch(registry, name, controller)
+    if (flags.detach && !isSupervisor()) return this.launch(registry, name, controller, flags.verbose)
     // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
     const channel = isSupervisor() ? openSupervisorChannel() : undefined
+    // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
+    let steps = channel === undefined && process.stderr.isTTY ? createStepLines(process.stderr, {verbose: flags.verbose}) : undefined
     const status = (message: string) => {
-      process.stderr.write(`aegis-kit: ${message}\n`)
+      if (steps) showStatus(steps, message)
+      else process.stderr.write(`aegis-kit: ${message}\n`)
       channel?.status(message)
     }
     const prefix = `${name} | `
     const output = (line: string) => {
       // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
       if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) return
-      process.stdout.write(`${prefix}${line}\n`)
+      if (steps) steps.above(() => process.stdout.write(`${prefix}${line}\n`))
+      else process.stdout.write(`${prefix}${line}\n`)
     }
     let instance: Awaited<ReturnType<typeof startInstance>> | undefined
     let interrupts = 0
@@ -128,12 +134,16 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         onBuild: (event) => {
           if (event.type === 'layer' && !event.cached) status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
           else if (event.type === 'warning') status(`warning: ${event.message}`)
+          else if (event.type === 'log' && steps) steps.output(event.line)
+          else if (event.type === 'log' && flags.verbose) process.stderr.write(`  ${event.line}\n`)
         },
         onStatus: status,
         onOutput: output,
         signal: controller.signal,
       })
       if (controller.signal.aborted) onSignal()
+      steps?.close()
+      steps = undefined
       if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU ${instance.accel.toUpperCase()})`)
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
       const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
@@ -143,6 +153,9 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       const result = await instance.result
       status(describeExit(instance.name, result, instance.memoryMib))
       if (result.exitCode !== 0) this.exit(result.exitCode)
+    } catch (error) {
+      steps?.fail(messageOf(error))
+      throw error
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
@@ -150,7 +163,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   }
 
   /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
-  private async launch(registry: InstanceRegistry, name: string, controller: AbortController): Promise<void> {
+  private async launch(registry: InstanceRegistry, name: string, controller: AbortController, verbose: boolean): Promise<void> {
+    const steps = process.stderr.isTTY ? createStepLines(process.stderr, {verbose}) : undefined
     const onSignal = () => controller.abort()
     process.on('SIGINT', onSignal)
     process.on('SIGTERM', onSignal)
@@ -158,12 +172,23 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       const dash = this.argv.indexOf('--')
       const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
       const args = [...ours.filter((arg) => arg !== '--detach' && arg !== '-d'), ...(dash >= 0 ? this.argv.slice(dash) : [])]
-      const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus: (message) => process.stderr.write(`aegis-kit: ${message}\n`)})
+      const onStatus = (message: string) => (steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`))
+      const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus})
+      steps?.close()
       for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
       process.stderr.write(`aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`)
+    } catch (error) {
+      steps?.fail(messageOf(error))
+      throw error
     } finally {
       process.off('SIGINT', onSignal)
       process.off('SIGTERM', onSignal)
     }
   }
+}
+
+/** A start-up status on a terminal: a new step's live line, or (warnings, built layers) a line of its own. */
+function showStatus(steps: StepLines, message: string): void {
+  if (message.startsWith('warning:') || message.startsWith(' ')) steps.note(`aegis-kit: ${message}`)
+  else steps.start(`aegis-kit: ${message}`)
 }
