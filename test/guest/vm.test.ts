@@ -6,7 +6,7 @@
 
 import {execFileSync, spawn} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
-import {mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -65,6 +65,19 @@ describe('guest VM', {timeout: 120_000}, () => {
     const result = await runVm({...vmOptions({spec: {command: ['sh', '-c', 'echo from-disk > /tmp/x; touch /new; cat /tmp/x; exit 3']}}), rootDir: undefined, rootDisk: disk})
     expect(result.console).toContain('from-disk')
     expect(result.exitCode).toBe(3)
+  })
+
+  it('limits the writable layer to writableLayer.bytes, and leaves no disk file behind', async () => {
+    // With a virtiofs root the layer's disk is the VM's only one (vda, not vdb): the harness finds it by its serial.
+    const layerDir = mkdtempSync(path.join(scratch, 'layer-'))
+    const script = 'dd if=/dev/zero of=/big bs=1M count=100; echo "dd-rc=$?"; rm /big && echo rm-ok'
+    const result = await runVm(vmOptions({writableLayer: {bytes: 32 * 1024 ** 2, dir: layerDir}, spec: {command: ['sh', '-c', script]}}))
+    // 100 MiB fit in this VM's 256 MiB of memory: only a 32 MiB disk makes dd fail.
+    expect(result.console).toMatch(/No space left on device/)
+    expect(result.console).toContain('dd-rc=1')
+    expect(result.console).toContain('rm-ok')
+    expect(result.exitCode).toBe(0)
+    expect(readdirSync(layerDir)).toEqual([])
   })
 
   it('says plainly when the command does not exist', async () => {
