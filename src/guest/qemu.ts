@@ -18,7 +18,7 @@ import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 import {startVirtiofsd} from './virtiofsd.js'
-import {makeWritableLayerDisk, WRITABLE_LAYER_SERIAL} from './writable-layer.js'
+import {makeWritableLayerDisk, removeAbandonedLayerDisks, WRITABLE_LAYER_SERIAL, writableLayerDiskPath} from './writable-layer.js'
 
 /**
  * What to boot. The kernel, initramfs, root disk and spec may be promises: startVm starts the
@@ -133,7 +133,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
   }
   const processes = new ChildProcessGroup()
   const layer = options.writableLayer
-  const layerDisk = layer && path.join(layer.dir, `${path.basename(runDir)}.rw.ext4`)
+  const layerDisk = layer && writableLayerDiskPath(layer.dir, path.basename(runDir))
   let network: AttachedNetwork | undefined
   let control: net.Server | undefined
   let cleaned: Promise<void> | undefined
@@ -155,7 +155,11 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
       Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)}))),
       (options.network ?? noNetwork()).attach({runDir, processes}),
       given.files,
-      layer && layerDisk !== undefined ? mkdir(layer.dir, {recursive: true}).then(() => makeWritableLayerDisk(layerDisk, layer.bytes)) : undefined,
+      layer && layerDisk !== undefined ? (async () => {
+        await mkdir(layer.dir, {recursive: true})
+        await removeAbandonedLayerDisks(layer.dir)
+        await makeWritableLayerDisk(layerDisk, layer.bytes)
+      })() : undefined,
     ])
     if (attached.status === 'fulfilled') network = attached.value
     // The caller's failure first: it is the cause when helpers fail on being abandoned.

@@ -8,12 +8,14 @@
  * sees ENOSPC at the limit, and the host file cannot grow past its size (QEMU never writes
  * beyond the end of a raw image). The file is sparse and the guest mounts it with `discard`, so
  * the host pays for what the workload keeps, not for the limit. It is deleted as soon as QEMU has
- * it open (see qemu.ts), so no exit path, not even SIGKILL, leaves it behind.
+ * it open (see qemu.ts), so once the guest runs no exit path, not even SIGKILL, leaves it behind;
+ * one left by a process killed during the boot is removed by the next VM that makes a disk.
  *
  * Without `resources.disk` the writable layer stays a tmpfs: bounded by the VM's memory (the
  * kernel's tmpfs default, half of it).
  */
-import {statfs} from 'node:fs/promises'
+import {readdir, rm, statfs} from 'node:fs/promises'
+import path from 'node:path'
 
 import {AegisError, messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
@@ -45,6 +47,30 @@ export async function checkWritableLayerSize(bytes: number, dir: string, what: s
     throw new AegisError(`${what} is ${describeSize(bytes)} but only ${describeSize(free)} is free under ${dir}: the instance could fill the host's disk`, {
       hint: 'free space there, put the data directory on a larger disk (AEGIS_KIT_HOME), or lower resources.disk',
     })
+  }
+}
+
+/** Where a VM of this process, `id` unique among them, keeps its layer's disk in `dir`. */
+export function writableLayerDiskPath(dir: string, id: string): string {
+  return path.join(dir, `rw-${process.pid}-${id}.ext4`)
+}
+
+/** Deletes the disks in `dir` whose process is gone (killed before its VM's guest ran). */
+export async function removeAbandonedLayerDisks(dir: string): Promise<void> {
+  const names = await readdir(dir).catch(() => [] as string[])
+  await Promise.all(names.map(async (name) => {
+    const owner = /^rw-(\d+)-.*\.ext4$/.exec(name)?.[1]
+    if (owner === undefined || processExists(Number(owner))) return
+    await rm(path.join(dir, name), {force: true})
+  }))
+}
+
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM' // someone else's: alive
   }
 }
 

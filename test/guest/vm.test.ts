@@ -4,7 +4,7 @@
  * busybox-static gcc libc6-dev e2fsprogs, and apt lists (apt-get update). One VM at a time.
  */
 
-import {execFileSync, spawn} from 'node:child_process'
+import {execFileSync, spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
@@ -70,6 +70,10 @@ describe('guest VM', {timeout: 120_000}, () => {
   it('limits the writable layer to writableLayer.bytes, and leaves no disk file behind', async () => {
     // With a virtiofs root the layer's disk is the VM's only one (vda, not vdb): the harness finds it by its serial.
     const layerDir = mkdtempSync(path.join(scratch, 'layer-'))
+    // A disk whose process died during a boot goes; one of a live process stays.
+    const abandoned = `rw-${spawnSync('true').pid}-killed.ext4`
+    const live = `rw-${process.pid}-booting.ext4`
+    for (const name of [abandoned, live]) writeFileSync(path.join(layerDir, name), '')
     const script = 'dd if=/dev/zero of=/big bs=1M count=100; echo "dd-rc=$?"; rm /big && echo rm-ok'
     const result = await runVm(vmOptions({writableLayer: {bytes: 32 * 1024 ** 2, dir: layerDir}, spec: {command: ['sh', '-c', script]}}))
     // 100 MiB fit in this VM's 256 MiB of memory: only a 32 MiB disk makes dd fail.
@@ -77,7 +81,7 @@ describe('guest VM', {timeout: 120_000}, () => {
     expect(result.console).toContain('dd-rc=1')
     expect(result.console).toContain('rm-ok')
     expect(result.exitCode).toBe(0)
-    expect(readdirSync(layerDir)).toEqual([])
+    expect(readdirSync(layerDir)).toEqual([live])
   })
 
   it('says plainly when the command does not exist', async () => {
