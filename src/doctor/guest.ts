@@ -3,25 +3,24 @@
  * apt's package lists, assembled into the store by the first run) and the accelerator it boots
  * under, by the same probe `run` uses (its kept outcome, or a short test boot).
  */
-import {readdir, stat} from 'node:fs/promises'
+import {stat} from 'node:fs/promises'
 import path from 'node:path'
 
 import {isAegisError, messageOf} from '../errors.js'
 import {execFileText, findOnPath} from '../exec.js'
 import {cachedProbe, KVM_DEVICE, kvmDeviceProblem} from '../guest/accel.js'
-import {guestInputs, type GuestInputs} from '../guest/assemble.js'
+import {APT_LISTS_DIR, aptPackageLists, guestInputs, type GuestInputs} from '../guest/assemble.js'
 import {guestReference, loadGuest, type StoredGuest} from '../guest/guest-store.js'
 import {QEMU} from '../guest/qemu.js'
 import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
 import {missing, ok, warn, type Check} from './check.js'
 
-const APT_LISTS = '/var/lib/apt/lists'
 /** Debian drops superseded kernel versions at point releases; lists older than this may name one. */
 const LISTS_STALE_DAYS = 30
 const DAY_MS = 86_400_000
 
-export async function checkAptLists(listsDir = APT_LISTS): Promise<Check> {
-  const lists = (await readdir(listsDir).catch(() => [] as string[])).filter((name) => /_Packages(\.\w+)?$/.test(name)) // plain, or compressed (.lz4, .gz) by apt's configuration
+export async function checkAptLists(listsDir = APT_LISTS_DIR): Promise<Check> {
+  const lists = await aptPackageLists(listsDir)
   if (lists.length === 0) return missing('apt lists', `no package lists in ${listsDir} (run finds and downloads the guest kernel through them)`, 'apt-get update')
   const newest = Math.max(...await Promise.all(lists.map(async (name) => (await stat(path.join(listsDir, name))).mtimeMs)))
   const days = Math.floor((Date.now() - newest) / DAY_MS)

@@ -66,13 +66,23 @@ async function run(file: string, args: string[], options: {cwd?: string; what: s
  * about a second, and this runs before every boot.
  */
 async function resolveKernelPackageCached(metaPackage: string, cacheDir: string): Promise<{name: string; version: string}> {
-  const listsDir = '/var/lib/apt/lists'
-  const lists = await readdir(listsDir).catch(() => [] as string[])
-  const stamp = JSON.stringify(await Promise.all(lists.filter((name) => name.endsWith('_Packages')).sort().map(async (name) => {
-    const info = await stat(path.join(listsDir, name))
+  const lists = await aptPackageLists()
+  const stamp = JSON.stringify(await Promise.all(lists.sort().map(async (name) => {
+    const info = await stat(path.join(APT_LISTS_DIR, name))
     return [name, info.size, info.mtimeMs]
   })))
   return remembered(path.join(cacheDir, `kernel-${metaPackage}.json`), stamp, () => resolveKernelPackage(metaPackage))
+}
+
+export const APT_LISTS_DIR = '/var/lib/apt/lists'
+
+/**
+ * apt's package lists (file names in APT_LISTS_DIR): plain `*_Packages`, or compressed
+ * (`.lz4`, `.gz`, ...) when apt is configured to keep them so, as on these machines.
+ */
+export async function aptPackageLists(listsDir = APT_LISTS_DIR): Promise<string[]> {
+  const names = await readdir(listsDir).catch(() => [] as string[])
+  return names.filter((name) => /_Packages(\.\w+)?$/.test(name))
 }
 
 /** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
