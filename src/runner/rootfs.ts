@@ -1,7 +1,7 @@
 /**
  * The root filesystem an instance boots: the image's layers unpacked once per manifest digest
- * into a cache that no instance ever writes to (the guest mounts it read-only under a tmpfs
- * overlay). Unpacked into a temporary directory and renamed, so a directory that exists is
+ * into a cache that no instance ever writes to (the guest mounts it read-only under an overlay
+ * whose writable layer is the instance's own: a disk of resources.disk, or a tmpfs). Unpacked into a temporary directory and renamed, so a directory that exists is
  * complete.
  */
 import {existsSync} from 'node:fs'
