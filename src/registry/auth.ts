@@ -6,7 +6,7 @@
 import {AegisError} from '../errors.js'
 import type {Credential, CredentialSource} from './credentials.js'
 import type {HttpResult, RegistryRequest} from './http.js'
-import {errorFromResponse, redactUrl} from './registry-error.js'
+import {RegistryError, errorFromResponse, redactUrl} from './registry-error.js'
 import {DEFAULT_RETRY_POLICY, hasCode, sendWithRetry, type RetryPolicy} from './retry.js'
 
 export interface Challenge {
@@ -77,6 +77,8 @@ interface CachedToken {
 }
 
 interface HostAuth {
+  /** The registry API's hostname, the one host besides TLS endpoints its credentials may go to. */
+  hostname: string
   scheme?: 'basic' | 'bearer'
   realm?: string
   service?: string
@@ -183,7 +185,7 @@ export class RegistryClient {
   private hostAuth(apiHost: string): HostAuth {
     let host = this.hosts.get(apiHost)
     if (!host) {
-      host = {tokens: new Map(), pending: new Map()}
+      host = {hostname: new URL(`http://${apiHost}`).hostname, tokens: new Map(), pending: new Map()}
       this.hosts.set(apiHost, host)
     }
     return host
@@ -217,10 +219,14 @@ export class RegistryClient {
 
   /** `insecure`: the token service gets the registry's TLS leniency (as in docker and skopeo). */
   private async requestToken(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string> {
-    const credential = await this.credentialFor(host, registry)
-    if (credential?.registryToken) return credential.registryToken
-    host.refreshToken ??= credential?.identityToken
+    const stored = await this.credentialFor(host, registry)
+    if (stored?.registryToken) return stored.registryToken
     const realm = new URL(host.realm!)
+    // The registry names the realm: one on another host over plain HTTP would expose the stored
+    // credentials to anyone on the way (or be the registry's way of collecting them), so it is asked anonymously.
+    const withheld = stored !== undefined && realm.protocol !== 'https:' && realm.hostname !== host.hostname
+    const credential = withheld ? undefined : stored
+    host.refreshToken ??= credential?.identityToken
     const what = `Authentication to ${registry} failed${credential?.username ? ` for user ${credential.username}` : ''}`
     let request: RegistryRequest = {
       ...(host.refreshToken ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken) : this.getTokenRequest(realm, host, scopes, credential)),
@@ -234,7 +240,12 @@ export class RegistryClient {
       request = {...this.getTokenRequest(realm, host, scopes, credential), insecure}
       ;({response, attempts} = await sendWithRetry(request, this.retryPolicy))
     }
-    if (!response.ok) throw await errorFromResponse(request.method, request.url, response, {what, attempts})
+    if (!response.ok) {
+      const error = await errorFromResponse(request.method, request.url, response, {what, attempts})
+      if (!withheld) throw error
+      const hint = `The credentials for ${registry} were not sent to its token service ${realm.host}: another host over plain HTTP only gets them over HTTPS.`
+      throw new RegistryError(error.message, {method: error.method, url: error.url, status: error.status, code: error.code, hint})
+    }
     let body: {token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown}
     try {
       body = await response.json<typeof body>(1024 * 1024)
