@@ -1,12 +1,12 @@
 // image.npm.prefix: the packages are installed at the kit's prefix in the image, and the image's
 // PATH finds their programs there. Checked on the unpacked image, as skopeo and umoci give it.
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, symlinkSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, symlinkSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
 import {runCli} from '../helpers/cli.js'
-import {testCache} from '../helpers/toolchain.js'
+import {nodeKit, testCache} from '../helpers/toolchain.js'
 
 const PREFIX = '/usr/local/lib/custom'
 
@@ -14,21 +14,6 @@ function tempDir(prefix: string): string {
   return mkdtempSync(path.join(tmpdir(), prefix))
 }
 
-/** A kit with Node 24 and one small npm package with a program (semver) on a tiny Debian root. */
-function prefixKit(npm: string): string {
-  const kit = path.join(tempDir('aegis-kit-kit-'), 'prefixed')
-  mkdirSync(kit)
-  writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
-    'name: prefixed',
-    'version: 0.1.0',
-    'image:',
-    '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
-    '  node: 24.21.0',
-    `  npm: ${npm}`,
-    '',
-  ].join('\n'))
-  return kit
-}
 
 describe('image.npm.prefix', () => {
   it('installs the packages at the prefix, and the image PATH finds their programs there', async () => {
@@ -37,7 +22,7 @@ describe('image.npm.prefix', () => {
     mkdirSync(path.join(home, 'cache'), {recursive: true})
     mkdirSync(path.join(testCache, 'build-downloads'), {recursive: true})
     symlinkSync(path.join(testCache, 'build-downloads'), path.join(home, 'cache', 'downloads'))
-    const kit = prefixKit(`{packages: [semver@7.6.3], prefix: ${PREFIX}}`)
+    const kit = nodeKit('prefixed', `{packages: [semver@7.6.3], prefix: ${PREFIX}}`)
     const built = await runCli(['build', kit, '--json'], {env: {AEGIS_KIT_HOME: home}, timeout: 600_000})
     expect(built.exitCode, built.stderr).toBe(0)
 
@@ -61,7 +46,7 @@ describe('image.npm.prefix', () => {
   }, 600_000)
 
   it('a prefix that is not a plain absolute path is a located manifest problem', async () => {
-    const kit = prefixKit('{packages: [semver@7.6.3], prefix: /opt/../etc}')
+    const kit = nodeKit('prefixed', '{packages: [semver@7.6.3], prefix: /opt/../etc}')
     const result = await runCli(['validate', kit], {env: {AEGIS_KIT_HOME: tempDir('aegis-kit-prefix-')}})
     expect(result.exitCode).not.toBe(0)
     expect(result.stdout + result.stderr).toMatch(/aegis-kit\.yaml:\d+:\d+.*image\.npm\.prefix/)

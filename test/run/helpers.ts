@@ -121,6 +121,20 @@ export function lingeringWithEnv(entry: string, graceMs = 2000): Promise<number[
   return waitGone(processesWithEnv(entry), graceMs)
 }
 
+/** Every file under `dir` containing `needle` (binary-safe): where a secret must never be. */
+export function filesContaining(dir: string, needle: string): string[] {
+  const found: string[] = []
+  const walk = (current: string) => {
+    for (const entry of readdirSync(current, {withFileTypes: true})) {
+      const full = path.join(current, entry.name)
+      if (entry.isDirectory()) walk(full)
+      else if (entry.isFile() && readFileSync(full).includes(needle)) found.push(full)
+    }
+  }
+  walk(dir)
+  return found
+}
+
 export {execa}
 
 export {freePort} from '../helpers/registry.js'

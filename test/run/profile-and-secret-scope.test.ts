@@ -2,12 +2,12 @@
 // unless --expose replaces them, its env sits over the image's and render_env's and under --env,
 // and generated secrets follow their scope: per_workspace kept for the workspace (outside it,
 // 0600), per_instance new each boot, per_session new each boot with a warning (no sessions yet).
-import {cpSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync} from 'node:fs'
+import {cpSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {repoRoot, runCli} from '../helpers/cli.js'
-import {freePort, startRun} from './helpers.js'
+import {filesContaining, freePort, startRun} from './helpers.js'
 
 let home: string
 let kit: string
@@ -53,20 +53,6 @@ const RECORD = [
 
 function recorded(workspace: string): Record<string, string> {
   return Object.fromEntries(SECRET_NAMES.map((name) => [name, readFileSync(path.join(workspace, name), 'utf8')]))
-}
-
-/** Every file under `dir` whose content includes `needle`. */
-function filesContaining(dir: string, needle: string): string[] {
-  const found: string[] = []
-  const walk = (current: string) => {
-    for (const entry of readdirSync(current, {withFileTypes: true})) {
-      const full = path.join(current, entry.name)
-      if (entry.isDirectory()) walk(full)
-      else if (entry.isFile() && readFileSync(full).includes(needle)) found.push(full)
-    }
-  }
-  walk(dir)
-  return found
 }
 
 function workspace(): string {
