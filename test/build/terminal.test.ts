@@ -4,21 +4,9 @@
 import {cpSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
-import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
-import {binRun, repoRoot, runCli} from '../helpers/cli.js'
+import {finalLines, onTerminal, repoRoot, runCli} from '../helpers/cli.js'
 
-/** Runs the CLI on a pseudo-terminal; returns what the terminal received, with \r\n as \n. */
-async function onTerminal(args: string[], home: string): Promise<{exitCode: number; screen: string}> {
-  const command = [process.execPath, binRun, ...args].map((word) => `'${word}'`).join(' ')
-  const result = await execa('script', ['-qfec', command, '/dev/null'], {cwd: repoRoot, env: {AEGIS_KIT_HOME: home}, reject: false, timeout: 300_000})
-  return {exitCode: result.exitCode ?? -1, screen: String(result.stdout).replaceAll('\r\n', '\n')}
-}
-
-/** The lines left on screen once every live line has been redrawn over. */
-function finalLines(screen: string): string[] {
-  return screen.split('\n').map((line) => line.split('\r').at(-1)!.replace(/^\x1b\[K/, ''))
-}
 
 const mmdebstrapChatter = /^\s*[IW]: /m
 

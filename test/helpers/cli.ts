@@ -23,3 +23,15 @@ export async function runCli(args: string[], options: Omit<Options, 'node'> & {n
 export function hasStackTrace(text: string): boolean {
   return /^\s+at .+(\(|:\d+:\d+)/m.test(text) || /node:internal/.test(text)
 }
+
+/** Runs the CLI on a pseudo-terminal (script(1)); returns what the terminal received, with \r\n as \n. */
+export async function onTerminal(args: string[], home: string, timeoutMs = 300_000): Promise<{exitCode: number; screen: string}> {
+  const command = [process.execPath, binRun, ...args].map((word) => `'${word}'`).join(' ')
+  const result = await execa('script', ['-qfec', command, '/dev/null'], {cwd: repoRoot, env: {AEGIS_KIT_HOME: home}, reject: false, timeout: timeoutMs})
+  return {exitCode: result.exitCode ?? -1, screen: String(result.stdout).replaceAll('\r\n', '\n')}
+}
+
+/** The lines left on a terminal once every live line has been redrawn over. */
+export function finalLines(screen: string): string[] {
+  return screen.split('\n').map((line) => line.split('\r').at(-1)!.replace(/^\x1b\[K/, ''))
+}

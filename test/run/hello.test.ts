@@ -7,7 +7,7 @@ import {createServer, type Server} from 'node:http'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
-import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
+import {finalLines, hasStackTrace, onTerminal, repoRoot, runCli} from '../helpers/cli.js'
 import {startRegistry} from '../helpers/registry.js'
 import {alive, descendants, emptyDir, execa, filesContaining, freePort, lingeringWithEnv, pathWithout, startRun, waitGone} from './helpers.js'
 
@@ -179,6 +179,23 @@ describe('run hello', () => {
     expect(oom.exitCode).toBe(137)
     expect(oom.stderr).toMatch(/killed because the VM ran out of memory \(160 MiB\).*--memory/)
   }, 400_000)
+
+  it('on a terminal, shows each start-up step as a live line, then its time, and the workload\'s output', async () => {
+    const {exitCode, screen} = await onTerminal(['run', 'hello', '--', 'busybox', 'uname', '-m'], home, 180_000)
+    expect(exitCode, screen).toBe(0)
+    // Live: a spinner and the time so far, redrawn in place.
+    expect(screen).toMatch(/\x1b\[K[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] aegis-kit: building hello \(cached layers are reused\)\s+\d+\.\ds/)
+    // What stays on screen: each step's one line with its time (a first run in this home also
+    // assembles the guest: a step of its own), then the workload's output and how it ended.
+    const lines = finalLines(screen).filter((line) => line !== '' && !/^(aegis-kit: )?warning:/.test(line))
+    expect(lines[0]).toMatch(/^aegis-kit: building hello \(cached layers are reused\): \d+\.\ds$/)
+    expect(lines.slice(-3)).toEqual([
+      expect.stringMatching(/^aegis-kit: booting hello: 256 MiB, 1 vCPU, (TCG|KVM), workspace .*: \d+\.\ds$/),
+      'hello | x86_64',
+      'aegis-kit: hello: the workload exited with code 0',
+    ])
+    expect(lines.every((line) => !line.includes('\x1b'))).toBe(true)
+  }, 200_000)
 })
 
 describe('run rejects bad input with a one-line error and the fix', () => {
