@@ -9,8 +9,9 @@ import {copyGraph, formatReference, isManifest, manifestReference, transferFaile
 import {fetchManifest} from '../registry/copy.js'
 import {isIndex, parseManifest} from '../registry/manifest.js'
 import type {LocalStore} from '../store/index.js'
-import {findKitDescriptor} from './artifact.js'
+import {findKitDescriptor, kitArtifactLayers} from './artifact.js'
 import {installKit, type InstalledKit} from './install.js'
+import {MAX_KIT_BYTES} from './layer.js'
 
 export interface PullKitOptions {
   /** The reference to tag in the local store. */
@@ -46,6 +47,8 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
       hint: 'pull images with `aegis-kit images pull`',
     })
   }
+  const kitBytes = kitArtifact.digest === published.digest ? rootBytes : await fetchManifest(repository, kitArtifact).catch(failed)
+  checkKitLayerSize(kitArtifact, kitBytes)
   const root = options.kitOnly ? kitArtifact : published
   const images = root === published && isIndex(published) ? imagesOf(rootBytes, published, kitArtifact) : []
   return store.withWriteLease(async () => {
@@ -54,6 +57,18 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
     // Tagged last: a kit that failed to unpack is not in the list of images.
     await store.tag(root, options.localReference)
     return {reference: formatReference({...repository.reference, digest: root.digest}), root, kitArtifact, images, kit, copy}
+  })
+}
+
+/** A gzip'd tar of a kit within MAX_KIT_BYTES: gzip's worst case adds under 0.1%, the tar headers of MAX_KIT_BYTES / 16 cover the rest. */
+const MAX_KIT_LAYER_BYTES = MAX_KIT_BYTES + MAX_KIT_BYTES / 16
+
+/** Refuses a kit layer too large for a kit from its descriptor, before it is downloaded. */
+function checkKitLayerSize(kitArtifact: Descriptor, bytes: Buffer): void {
+  const {layer} = kitArtifactLayers(bytes, kitArtifact)
+  if (layer.size <= MAX_KIT_LAYER_BYTES) return
+  throw new AegisError(`The kit layer ${layer.digest} is ${layer.size} bytes: more than the ${MAX_KIT_LAYER_BYTES} a kit may have (${MAX_KIT_BYTES / 1024 / 1024} MiB unpacked).`, {
+    hint: 'The registry holds a malformed or hostile kit: nothing of it was downloaded.',
   })
 }
 

@@ -10,7 +10,7 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
 import type {ContentStore, Descriptor, ImageIndex, Platform} from '../oci/types.js'
 import {
-  MAX_MANIFEST_BYTES, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, referrerDescriptor, subjectDigest, successors,
+  MAX_MANIFEST_BYTES, checkSuccessorSizes, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, referrerDescriptor, subjectDigest, successors,
 } from './manifest.js'
 import {RESUME_HINT} from './registry-error.js'
 import {isTransientError} from './retry.js'
@@ -226,6 +226,7 @@ class GraphCopier {
     }
     if (isManifest(desc)) {
       const bytes = knownBytes ?? (await this.manifestBytes(desc))
+      checkSuccessorSizes(desc, bytes)
       await Promise.all(successors(desc, bytes).map((child) => this.visit(child)))
       if (!skipPush) await this.dst.push(desc, bytes)
       this.copied.push(desc.digest)
@@ -331,6 +332,11 @@ async function downloadBesides(
 
 /** A manifest's bytes from `store`, checked against its descriptor. */
 export async function fetchManifest(store: ContentStore, desc: Descriptor): Promise<Buffer> {
+  if (desc.size > MAX_MANIFEST_BYTES) {
+    throw new AegisError(`Manifest ${desc.digest} is ${desc.size} bytes: more than the ${MAX_MANIFEST_BYTES} a manifest may have.`, {
+      hint: 'The registry holds malformed or hostile content: it was not downloaded.',
+    })
+  }
   const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_BYTES, `Manifest ${desc.digest}`)
   verifyBytes(bytes, desc)
   return bytes

@@ -18,6 +18,36 @@ export const MANIFEST_ACCEPT = [...MANIFEST_MEDIA_TYPES].join(', ')
 /** distribution's limit; a manifest larger than this is refused rather than buffered. */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 
+/** Image configs are a page of JSON (a long history makes a few hundred KiB): far above that is not a config. */
+export const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+/** Far beyond any real layer: a descriptor claiming more is a hostile registry's way to fill the disk. */
+export const MAX_LAYER_BYTES = 64 * 1024 ** 3
+
+/**
+ * Refuses a manifest or index that names content larger than its kind may be (or a size that is
+ * not a byte count), before any of that content is downloaded.
+ */
+export function checkSuccessorSizes(desc: Descriptor, bytes: Buffer): void {
+  const parsed = parseManifest<ImageManifest & ImageIndex>(bytes, desc)
+  const check = (child: Descriptor | undefined, kind: 'manifest' | 'config' | 'layer' | 'subject'): void => {
+    if (child === undefined) return
+    const [limit, limitKind] = isManifest(child) || kind === 'subject' ? [MAX_MANIFEST_BYTES, 'manifest'] : kind === 'config' ? [MAX_CONFIG_BYTES, 'config'] : [MAX_LAYER_BYTES, 'layer']
+    const problem = !Number.isSafeInteger(child.size) || child.size < 0
+      ? `has size ${JSON.stringify(child.size)}, not a byte count`
+      : child.size > limit ? `is ${child.size} bytes: more than the ${limit} a ${limitKind} may have` : undefined
+    if (problem === undefined) return
+    throw new AegisError(`${desc.digest} lists ${kind} ${child.digest}, which ${problem}.`, {
+      hint: 'The registry holds malformed or hostile content: nothing it names was downloaded.',
+    })
+  }
+  if (isIndex(desc)) for (const child of parsed.manifests ?? []) check(child, 'manifest')
+  else {
+    check(parsed.config, 'config')
+    for (const layer of parsed.layers ?? []) check(layer, 'layer')
+  }
+  check(parsed.subject, 'subject')
+}
+
 export function isManifest(desc: Pick<Descriptor, 'mediaType'>): boolean {
   return MANIFEST_MEDIA_TYPES.has(desc.mediaType)
 }

@@ -9,8 +9,14 @@ import {createServer, type IncomingMessage, type Server, type ServerResponse} fr
 import {createServer as createHttpsServer} from 'node:https'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
-import {afterEach, describe, expect, it} from 'vitest'
-import {MediaType, type ImageManifest} from '../../src/oci/types.js'
+import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
+import {Readable} from 'node:stream'
+import {AegisError} from '../../src/errors.js'
+import {pullKit} from '../../src/kit-artifact/pull.js'
+import {MediaType, type ImageIndex, type ImageManifest} from '../../src/oci/types.js'
+import {pullImage} from '../../src/registry/push-pull.js'
+import {LocalStore} from '../../src/store/local-store.js'
+import {LayoutStore} from './layout-store.js'
 import {RegistryClient} from '../../src/registry/auth.js'
 import {RegistryError} from '../../src/registry/registry-error.js'
 import {RemoteRepository} from '../../src/registry/repository.js'
@@ -60,6 +66,56 @@ function manifestBytes(manifest: ImageManifest): {bytes: Buffer; digest: string}
 }
 
 const EMPTY_CONFIG = {mediaType: MediaType.Empty, digest: sha256Digest(Buffer.from('{}')), size: 2}
+const GIB = 1024 ** 3
+
+interface Content {
+  mediaType: string
+  bytes: Buffer
+}
+
+/**
+ * A registry serving `manifests` (by tag or digest) and `blobs` (by digest), HEAD and GET, on
+ * 127.0.0.1; `blob` may answer a blob request itself (returning true), as a hostile registry would.
+ */
+async function fakeRegistry(options: {
+  manifests: Record<string, Content>
+  blobs?: Record<string, Buffer>
+  blob?: (digest: string, request: IncomingMessage, response: ServerResponse) => boolean
+}): Promise<TestServer> {
+  const byDigest = new Map(Object.values(options.manifests).map((content) => [sha256Digest(content.bytes), content]))
+  return serve('127.0.0.1', (request, response) => {
+    const [, kind, reference] = /^\/v2\/.+\/(manifests|blobs)\/([^/?]+)$/.exec(request.url ?? '') ?? []
+    const head = request.method === 'HEAD'
+    if (kind === 'manifests') {
+      const content = options.manifests[reference!] ?? byDigest.get(reference!)
+      if (content) {
+        response.writeHead(200, {'content-type': content.mediaType, 'content-length': content.bytes.length, 'docker-content-digest': sha256Digest(content.bytes)})
+        response.end(head ? undefined : content.bytes)
+        return
+      }
+    } else if (kind === 'blobs') {
+      if (options.blob?.(reference!, request, response)) return
+      const bytes = options.blobs?.[reference!] ?? (reference === EMPTY_CONFIG.digest ? Buffer.from('{}') : undefined)
+      if (bytes) {
+        response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': bytes.length, 'docker-content-digest': reference})
+        response.end(head ? undefined : bytes)
+        return
+      }
+    }
+    response.writeHead(404, {'content-type': 'application/json'}).end('{"errors":[{"code":"NOT_FOUND","message":"unknown"}]}')
+  })
+}
+
+/** Answers a blob GET with `size` zero bytes, as fast as the client reads them. */
+function streamZeros(response: ServerResponse, size: number): void {
+  response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': size})
+  const chunk = Buffer.alloc(1024 * 1024)
+  Readable.from((function* () {
+    for (let sent = 0; sent < size; sent += chunk.length) yield chunk.subarray(0, Math.min(chunk.length, size - sent))
+  })()).pipe(response)
+}
+
+const blobGets = (server: TestServer) => server.seen.filter((r) => r.method === 'GET' && r.path.includes('/blobs/')).map((r) => r.path.replace(/.*\/blobs\//, ''))
 
 describe('a Bearer realm on another host', () => {
   /**
@@ -145,5 +201,49 @@ describe('a Bearer realm on another host', () => {
     const registry = await registryWithRealm(realm.host)
     await new RemoteRepository(`${registry.host}/kits/hello:1`, {client: client()}).fetchManifest('1')
     expect(realm.seen[0]!.headers.authorization).toBe(`Basic ${Buffer.from(`${CREDENTIAL.username}:${CREDENTIAL.password}`).toString('base64')}`)
+  })
+})
+
+describe('sizes checked before a download starts', () => {
+  let work: string
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'aegis-hostile-'))
+  })
+  afterAll(async () => {
+    await rm(work, {recursive: true, force: true})
+  })
+
+  it('refuses a kit layer whose descriptor says 1 GiB (the kit limit is 256 MiB) without downloading it', async () => {
+    const layer = {mediaType: MediaType.KitLayer, digest: `sha256:${'ab'.repeat(32)}`, size: GIB}
+    const kit = manifestBytes({schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.KitArtifact, config: EMPTY_CONFIG, layers: [layer]})
+    const registry = await fakeRegistry({
+      manifests: {'0.1.0': {mediaType: MediaType.ImageManifest, bytes: kit.bytes}},
+      blob: (digest, _request, response) => digest === layer.digest && (streamZeros(response, GIB), true),
+    })
+    const store = new LocalStore(join(work, 'kit-store'))
+    const error = await pullKit(store, new RemoteRepository(`${registry.host}/kits/big:0.1.0`, {client: new RegistryClient({retry: fastRetry})}), {localReference: 'big:0.1.0'})
+      .then(() => undefined, (e: unknown) => e)
+    expect(blobGets(registry)).not.toContain(layer.digest)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toMatch(/kit layer sha256:(ab)+ is 1073741824 bytes: more than .* a kit may have \(256 MiB unpacked\)/)
+    await expect(store.resolve('big:0.1.0')).rejects.toThrow()
+  }, 120_000)
+
+  const tooLarge: Array<[string, (ImageManifest | ImageIndex) & {mediaType: string}, RegExp]> = [
+    ['an image config of 100 MiB', {schemaVersion: 2, mediaType: MediaType.ImageManifest, config: {mediaType: MediaType.ImageConfig, digest: `sha256:${'cd'.repeat(32)}`, size: 100 * 1024 * 1024}, layers: []}, /config sha256:(cd)+, which is 104857600 bytes: more than the 16777216 a config may have/],
+    ['a layer of 100 TiB', {schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [{mediaType: MediaType.LayerTarGzip, digest: `sha256:${'ef'.repeat(32)}`, size: 100 * 1024 ** 4}]}, /layer sha256:(ef)+, which is 109951162777600 bytes: more than/],
+    ['a layer of a negative size', {schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [{mediaType: MediaType.LayerTarGzip, digest: `sha256:${'ef'.repeat(32)}`, size: -1}]}, /layer sha256:(ef)+, which has size -1, not a byte count/],
+    ['a manifest of 5 MiB in an index', {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [{mediaType: MediaType.ImageManifest, digest: `sha256:${'12'.repeat(32)}`, size: 5 * 1024 * 1024}]}, /manifest sha256:(12)+, which is 5242880 bytes: more than the 4194304 a manifest may have/],
+  ]
+  it.each(tooLarge)('refuses %s before any blob or child manifest is fetched', async (_what, manifest, message) => {
+    const {bytes} = manifestBytes(manifest as ImageManifest)
+    const registry = await fakeRegistry({manifests: {'1': {mediaType: manifest.mediaType, bytes}}})
+    const store = await LayoutStore.create(join(work, `store-${Math.random().toString(36).slice(2)}`))
+    const error = await pullImage(new RemoteRepository(`${registry.host}/big/app:1`, {client: new RegistryClient({retry: fastRetry})}), store, {localReference: 'x'})
+      .then(() => undefined, (e: unknown) => e)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toMatch(message)
+    expect(blobGets(registry)).toEqual([])
+    expect(registry.seen.filter((r) => r.method === 'GET' && r.path.includes('/manifests/sha256:12'))).toEqual([])
   })
 })
