@@ -5,6 +5,7 @@
  * for `psuh` that would be a push.
  */
 import {toConfiguredId, type Hook} from '@oclif/core'
+import {editDistance} from '../kit/suggest.js'
 
 const hook: Hook.CommandNotFound = async function (options) {
   const visible = options.config.commands.filter((command) => !command.hidden)
@@ -36,18 +37,4 @@ export function closestCommand(id: string, ids: string[]): {typed: string; id: s
     }
   }
   return best && {typed: best.typed, id: best.id}
-}
-
-/** Levenshtein distance, with a transposition (`biuld`) counted as one edit. */
-function editDistance(a: string, b: string): number {
-  const rows: number[][] = Array.from({length: a.length + 1}, (_, i) => Array.from({length: b.length + 1}, (_, j) => (i === 0 ? j : j === 0 ? i : 0)))
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const substitution = rows[i - 1][j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1)
-      let distance = Math.min(rows[i - 1][j] + 1, rows[i][j - 1] + 1, substitution)
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) distance = Math.min(distance, rows[i - 2][j - 2] + 1)
-      rows[i][j] = distance
-    }
-  }
-  return rows[a.length][b.length]
 }
