@@ -26,6 +26,8 @@ export interface PullKitReport {
   bytesTransferred: number
   /** Digests of the referrers (the image's SBOM) pulled along or already in the store. */
   referrers: string[]
+  /** Short names (NAME:VERSION) that name another kit and were left on it. */
+  keptShortNames: string[]
 }
 
 export default class Pull extends BaseCommand {
@@ -35,7 +37,7 @@ artifact and, unless --kit-only, the image published with it (every platform). E
 verified against its digest; the kit layer is unpacked under the store (refusing absolute paths,
 ".." and links) into <store>/kits/NAME/VERSION-DIGEST before anything is tagged. Afterwards REF
 (as typed, as registry/repository:tag, and as NAME:VERSION) works as KIT in \`validate\` and
-\`hooks ...\`.`
+\`hooks ...\`, except that a short name (NAME:VERSION) that already names another kit keeps it.`
 
   static override examples = [
     {description: 'Pull a kit, then render its environment', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 && <%= config.bin %> hooks render-env 127.0.0.1:5000/kits/hello:0.1.0'},
@@ -69,6 +71,12 @@ verified against its digest; the kit layer is unpacked under the store (refusing
     const {copy, kit} = result
     const platforms = result.images.flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : []))
     if (kit.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(kit.report, null, 2)}`)
+    // A --tag (or typed reference) that is itself a kept short name leaves only the directory.
+    const usable = kit.keptShortNames.some((short) => short.reference === localReference) ? kit.dir : localReference
+    for (const short of kit.keptShortNames) {
+      // Still on stderr under --json: a script that goes on to use the short name should be told.
+      process.stderr.write(`aegis-kit: ${short.reference} still names the kit ${short.origin} (${short.dir}), not this one: use ${usable} for this one\n`)
+    }
     const referrers = copy.referrers.map((referrer) => referrer.digest)
     const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store${referrerCount({referrers})}`
     this.log(`Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`)
@@ -87,6 +95,7 @@ verified against its digest; the kit layer is unpacked under the store (refusing
       skipped: copy.skipped,
       bytesTransferred: copy.bytesTransferred,
       referrers,
+      keptShortNames: kit.keptShortNames.map((short) => short.reference),
     }
   }
 }

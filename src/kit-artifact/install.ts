@@ -7,7 +7,8 @@
 import {mkdir, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
-import {pulledKitsRoot, recordPulledKit} from '../kit/pulled.js'
+import {pulledKitsRoot, recordPulledKit, type KeptShortName} from '../kit/pulled.js'
+import {describeOrigin, readKitRecord, recordKitSource, type KitRecord, type KitSource} from '../kit/trust.js'
 import type {Descriptor} from '../oci/types.js'
 import {readAll, verifyBytes} from '../registry/verify.js'
 import type {LocalStore} from '../store/index.js'
@@ -24,13 +25,18 @@ export interface InstalledKit {
   dir: string
   /** The on_publish report attached to the kit, when there is one. */
   report?: unknown
+  /** Where it came from and whether it is trusted (see src/kit/trust.ts). */
+  record?: KitRecord
+  /** Short names (NAME:VERSION) that name another kit and were left on it, with where that one came from. */
+  keptShortNames: Array<KeptShortName & {origin: string}>
 }
 
 /**
  * Unpacks the kit artifact `kit` (stored with its layers in `store`) and records `references`
- * for it, and `NAME:VERSION` (the latest kit of that name and version pulled or pushed wins).
+ * for it, and `NAME:VERSION`, and where it came from (`source`: none for a pulled kit pushed
+ * again). A short name that names another kit moves only on a push of the user's own kit.
  */
-export async function installKit(store: LocalStore, kit: Descriptor, references: string[]): Promise<InstalledKit> {
+export async function installKit(store: LocalStore, kit: Descriptor, references: string[], source?: KitSource): Promise<InstalledKit> {
   const bytes = await store.readManifest(kit)
   if (bytes === undefined) throw store.missingBlob(kit)
   const {layer, report, annotations} = kitArtifactLayers(bytes, kit)
@@ -40,8 +46,10 @@ export async function installKit(store: LocalStore, kit: Descriptor, references:
   const dir = path.join(root, name, `${version}-${layer.digest.replace(/^sha256:/, '').slice(0, 12)}`)
   if ((await statIfExists(dir))?.isDirectory() !== true) await unpackInto(store, layer, dir, root)
   const byName = name === annotations[Annotation.Title] && version === annotations[Annotation.Version] ? [`${name}:${version}`] : []
-  await recordPulledKit([...new Set([...references, ...byName])], dir, store.root)
-  return {name, version, dir, ...(report ? {report: await readReport(store, report)} : {})}
+  const record = source ? await recordKitSource(dir, {name, version, layer: layer.digest}, source, store.root) : readKitRecord(dir, store.root)
+  const kept = await recordPulledKit([...new Set([...references, ...byName])], dir, store.root, {moveShortNames: source?.via === 'push'})
+  const keptShortNames = kept.map((short) => ({...short, origin: describeOrigin(readKitRecord(short.dir, store.root))}))
+  return {name, version, dir, keptShortNames, ...(record ? {record} : {}), ...(report ? {report: await readReport(store, report)} : {})}
 }
 
 async function unpackInto(store: LocalStore, layer: Descriptor, dir: string, root: string): Promise<void> {

@@ -7,6 +7,7 @@
 import {AegisError} from '../errors.js'
 import {buildAppContext, onPublish} from '../hooks/operations.js'
 import type {Kit} from '../kit/kit.js'
+import {storeKitOf} from '../kit/pulled.js'
 import type {Descriptor, Platform} from '../oci/types.js'
 import {copyGraph, formatPlatform, formatReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
 import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
@@ -73,7 +74,9 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
       throw transferFailed(`Push of kit ${manifest.name} ${manifest.version} to ${reference}`, error)
     })
     await store.tag(root.descriptor, reference)
-    await installKit(store, artifact.descriptor, [reference])
+    // A kit from the store (pulled) is not the user's own: pushing it again records no new source.
+    const own = storeKitOf(kit.dir, store.root) === undefined
+    await installKit(store, artifact.descriptor, [reference], own ? {via: 'push', reference: `${reference}@${root.descriptor.digest}`, kitArtifact: artifact.descriptor.digest, directory: kit.dir} : undefined)
     return {
       reference,
       root: root.descriptor,

@@ -8,6 +8,7 @@ import {MediaType, type Descriptor, type ImageIndex, type ImageManifest} from '.
 import {copyGraph, formatReference, isManifest, manifestReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
 import {fetchManifest} from '../registry/copy.js'
 import {isIndex, parseManifest} from '../registry/manifest.js'
+import type {KitVerification} from '../kit/trust.js'
 import type {LocalStore} from '../store/index.js'
 import {findKitDescriptor, kitArtifactLayers} from './artifact.js'
 import {installKit, type InstalledKit} from './install.js'
@@ -20,6 +21,11 @@ export interface PullKitOptions {
   aliases?: string[]
   /** Only the kit artifact, not the image next to it. */
   kitOnly?: boolean
+  /**
+   * Checks the signature of what is about to be pulled (the resolved root) before anything is
+   * written, throwing to refuse it; what it returns is recorded with the kit, which is then trusted.
+   */
+  verify?: (root: Descriptor) => Promise<KitVerification>
   progress?: (event: CopyProgress) => void
 }
 
@@ -51,9 +57,12 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
   checkKitLayerSize(kitArtifact, kitBytes)
   const root = options.kitOnly ? kitArtifact : published
   const images = root === published && isIndex(published) ? imagesOf(rootBytes, published, kitArtifact) : []
+  const verified = options.verify ? await options.verify(published) : undefined
   return store.withWriteLease(async () => {
     const copy = await copyGraph(repository, store, root, {referrers: {reference: options.localReference}, ...(options.progress ? {progress: options.progress} : {})}).catch(failed)
-    const kit = await installKit(store, kitArtifact, [options.localReference, ...(options.aliases ?? [])])
+    // The source is what the reference resolved to (what a signature covers), also with --kit-only.
+    const source = {via: 'pull' as const, reference: formatReference({...repository.reference, digest: published.digest}), kitArtifact: kitArtifact.digest, ...(verified ? {verified} : {})}
+    const kit = await installKit(store, kitArtifact, [options.localReference, ...(options.aliases ?? [])], source)
     // Tagged last: a kit that failed to unpack is not in the list of images.
     await store.tag(root, options.localReference)
     return {reference: formatReference({...repository.reference, digest: root.digest}), root, kitArtifact, images, kit, copy}

@@ -3,8 +3,12 @@
  * found again by the references they were pulled (or pushed) as, through `<store>/kits/refs.json`
  * (`{"refs": {"127.0.0.1:5000/kits/hello:0.1.0": "hello/0.1.0-0123456789ab", ...}}`). The file
  * is replaced atomically under a lock, so concurrent pulls keep each other's references.
+ *
+ * A short name (a reference without a registry, `NAME:VERSION`) never silently changes owner:
+ * once it names a kit, only a push of the user's own kit directory may point it at another, so a
+ * pulled kit annotated with the name of the user's kit cannot take over what that name runs.
  */
-import {existsSync, readFileSync} from 'node:fs'
+import {existsSync, readFileSync, realpathSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
 import {writeFileAtomically} from '../store/fs-util.js'
@@ -20,6 +24,18 @@ export function pulledKitsRoot(storeRoot: string = defaultStoreRoot()): string {
   return path.join(storeRoot, 'kits')
 }
 
+/**
+ * The directory (relative to pulledKitsRoot) of the store's kit that holds `dir`, when `dir` is
+ * one: found by path, however KIT was given (a reference, the directory, a symlink to it).
+ */
+export function storeKitOf(dir: string, storeRoot?: string): string | undefined {
+  const root = pulledKitsRoot(storeRoot)
+  if (!existsSync(root) || !existsSync(dir)) return undefined
+  const inside = path.relative(realpathSync(root), realpathSync(dir)).split(path.sep)
+  if (inside[0] === '..' || inside[0] === '.tmp' || inside.length < 2) return undefined
+  return inside.slice(0, 2).join('/')
+}
+
 /** The directory a reference was pulled into, when it was and the directory is still there. */
 export function findPulledKit(reference: string, storeRoot?: string): string | undefined {
   const root = pulledKitsRoot(storeRoot)
@@ -31,16 +47,41 @@ export function findPulledKit(reference: string, storeRoot?: string): string | u
   return dir
 }
 
-/** Points each of `references` at `dir` (a directory under pulledKitsRoot). */
-export async function recordPulledKit(references: string[], dir: string, storeRoot?: string): Promise<void> {
+/** A short name left on the kit it named when another kit was recorded. */
+export interface KeptShortName {
+  reference: string
+  /** The directory (under pulledKitsRoot) it still names. */
+  dir: string
+}
+
+/** Short names carry no registry: `hello:0.1.0`, as opposed to `ghcr.io/acme/hello:0.1.0`. */
+export function isShortName(reference: string): boolean {
+  return !reference.includes('/')
+}
+
+/**
+ * Points each of `references` at `dir` (a directory under pulledKitsRoot), except short names
+ * that already name another kit, unless `moveShortNames` (a push of the user's own kit): those
+ * are kept and returned.
+ */
+export async function recordPulledKit(references: string[], dir: string, storeRoot?: string, options: {moveShortNames?: boolean} = {}): Promise<KeptShortName[]> {
   const root = pulledKitsRoot(storeRoot)
   await mkdir(root, {recursive: true})
   const relative = path.relative(root, dir).split(path.sep).join('/')
-  await withFileLock(path.join(root, 'refs.json.lock'), async () => {
+  return withFileLock(path.join(root, 'refs.json.lock'), async () => {
     const current = readRefs(root)
-    for (const reference of references) current.refs[reference] = relative
+    const kept: KeptShortName[] = []
+    for (const reference of references) {
+      const previous = current.refs[reference]
+      if (previous !== undefined && previous !== relative && isShortName(reference) && options.moveShortNames !== true) {
+        kept.push({reference, dir: path.resolve(root, previous)})
+        continue
+      }
+      current.refs[reference] = relative
+    }
     const sorted = Object.fromEntries(Object.entries(current.refs).sort(([a], [b]) => a.localeCompare(b)))
     await writeFileAtomically(path.join(root, 'refs.json'), `${JSON.stringify({refs: sorted}, null, 2)}\n`)
+    return kept
   })
 }
 
