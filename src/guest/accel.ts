@@ -72,9 +72,7 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<Accel> {
   const device = options.kvmDevice ?? KVM_DEVICE
   const probe = await cachedProbe(options, device)
   if (probe.ok) return 'kvm'
-  if (options.choice === 'kvm') {
-    throw new AegisError(`--accel kvm: KVM cannot boot the guest here: ${probe.reason}`, {hint: 'use --accel tcg (software emulation, slower) or --accel auto, which falls back to it'})
-  }
+  if (options.choice === 'kvm') throw kvmRefused(probe.reason)
   options.onStatus(`warning: running under TCG software emulation (Node workloads start 8-14x slower): ${probe.reason}; --accel tcg skips this check`)
   return 'tcg'
 }
@@ -89,6 +87,20 @@ export async function cachedProbe(options: Omit<ChooseAccelOptions, 'choice'>, d
     options.onStatus('checking whether KVM boots the guest (once per host boot)')
     return probeKvm(options.qemu, options.kernel)
   }, {stillValid: (probe, savedAt) => !probe.timedOut || Date.now() - savedAt < TIMED_OUT_KEPT_MS})
+}
+
+/**
+ * `--accel kvm` on a host without a usable KVM device fails at once, among run's cheap checks,
+ * before any build or guest assembly (the probe boot, which needs the guest kernel, comes later).
+ */
+export async function checkAccelChoice(choice: AccelChoice, device = KVM_DEVICE): Promise<void> {
+  if (choice !== 'kvm') return
+  const problem = await kvmDeviceProblem(device)
+  if (problem) throw kvmRefused(problem)
+}
+
+function kvmRefused(reason: string | undefined): AegisError {
+  return new AegisError(`--accel kvm: KVM cannot boot the guest here: ${reason}`, {hint: 'use --accel tcg (software emulation, slower) or --accel auto, which falls back to it'})
 }
 
 /** Why this user cannot use `device` for KVM, or undefined when it opens for reading and writing. */

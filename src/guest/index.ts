@@ -3,7 +3,7 @@
  * harness reads, and a bare QEMU boot (startVm/runVm) with a pluggable network backend.
  */
 
-export {chooseAccel, type Accel, type AccelChoice} from './accel.js'
+export {checkAccelChoice, chooseAccel, type Accel, type AccelChoice} from './accel.js'
 export {assembleGuest, hostGuestArch, type GuestArch, type GuestImage} from './assemble.js'
 export {checkInitrdFile, checkKernelFile} from './boot-files.js'
 export {loadGuest, resolveGuest, type StoredGuest} from './guest-store.js'

@@ -8,7 +8,7 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../build/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -89,6 +89,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
 
   // Cheap checks first: a wrong flag or a missing tool should not cost a build.
   const qemu = checkVmTools()
+  await checkAccelChoice(options.accel ?? 'auto')
   const network = options.network(expose)
   await network.check?.()
   if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
