@@ -1,17 +1,17 @@
 /**
- * Runs a kit's hook in a separate Node process with a time limit, a clean environment (no
- * variable of the caller's leaks in; secrets arrive only as the hook's arguments), and a JSON
- * contract on stdin/stdout. Every failure becomes one clear error naming the hook and the kit,
- * with secret values masked.
+ * Runs a kit's hook in a separate Node process, inside the hook sandbox (sandbox.ts), with a
+ * time limit, a clean environment (no variable of the caller's leaks in; secrets arrive only as
+ * the hook's arguments), and a JSON contract on stdin/stdout. Every failure becomes one clear
+ * error naming the hook and the kit, with secret values masked.
  */
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {AegisError} from '../errors.js'
-import {execFileText} from '../exec.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
 import {contractViolation, type HookName} from './contract.js'
+import {runSandboxed} from './sandbox.js'
 
 const CHILD = fileURLToPath(new URL('./child.js', import.meta.url))
 export const DEFAULT_HOOK_TIMEOUT_MS = 30_000
@@ -42,12 +42,20 @@ export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], opti
   const timeoutMs = options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS
   const mask = (text: string) => maskSecrets(text, options.secretValues ?? [])
 
-  const child = await execFileText(process.execPath, [`--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
-    cwd: kit.dir,
+  const network = kit.manifest.hooks?.network === true
+  // Printed here, whichever command runs the hook: the user must see every hook that gets the
+  // network, and stderr keeps --json output intact.
+  if (network) process.stderr.write(`hook ${hook} of kit ${kit.manifest.name} runs with network access (hooks.network in its aegis-kit.yaml)\n`)
+  const child = await runSandboxed([process.execPath, `--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
+    kitDir: path.resolve(kit.dir),
+    files: [CHILD],
+    network,
     input: JSON.stringify({module: modulePath, hook, args}),
-    // Only what Node itself needs: the caller's API keys and tokens stay out of the hook.
-    env: {PATH: process.env.PATH ?? '/usr/bin:/bin', LANG: 'C.UTF-8', TZ: 'UTC', AEGIS_KIT_HOOK: hook},
+    // Only what Node itself needs: the caller's API keys and tokens stay out of the hook. HOME is
+    // the sandbox's private /tmp, for os.homedir() (there is no /etc/passwd to look it up in).
+    env: {PATH: '/usr/local/bin:/usr/bin:/bin', LANG: 'C.UTF-8', TZ: 'UTC', HOME: '/tmp', AEGIS_KIT_HOOK: hook},
     timeoutMs,
+    what,
   })
   const log = mask(child.stderr)
   const lastLog = summarizeLog(log)

@@ -290,7 +290,7 @@ export interface Workspace {
   mode?: 'isolated' | 'shared'
 }
 /**
- * JavaScript modules in the kit, run in a separate Node process with a time limit.
+ * JavaScript modules in the kit, each run in a sandbox (bubblewrap: its own user, PID, mount, IPC and network namespaces; the kit read-only, a private /tmp; docs/hooks.md) with a time limit.
  */
 export interface Hooks {
   /**
@@ -309,6 +309,10 @@ export interface Hooks {
    * A duration: a number with a unit ms, s, m or h.
    */
   timeout?: string
+  /**
+   * Whether the hooks may use the network (default false: they run without any, not even loopback). When true they share the host's network, with /etc/resolv.conf, /etc/hosts and /etc/ssl to use it, and each run prints a line saying so.
+   */
+  network?: boolean
 }
 /**
  * A named instance: what runs and with what resources. Its `env` goes into the workload's environment over `image.env` and render_env's, under `run --env`.
