@@ -11,8 +11,6 @@ export type ProgressMode = 'tty' | 'lines' | 'silent'
 export interface TransferReporter {
   /** Pass to copyGraph/pushImage/pullImage as `progress`. */
   readonly progress: (event: CopyProgress) => void
-  /** Pass to RemoteRepository as `notify`: prints a status line (a registry's Retry-After wait) on a line of its own. */
-  readonly notice: (line: string) => void
   /** Clears the live line (call before printing the result or an error). */
   finish(): void
 }
@@ -28,7 +26,7 @@ export function progressMode(stream: NodeJS.WriteStream, json: boolean): Progres
 
 /** `verb` names what happens to a blob: `pushed`, `pulled`. */
 export function createTransferReporter(stream: NodeJS.WriteStream, mode: ProgressMode, verb: string): TransferReporter {
-  if (mode === 'silent') return {progress: () => undefined, notice: () => undefined, finish: () => undefined}
+  if (mode === 'silent') return {progress: () => undefined, finish: () => undefined}
   if (mode === 'lines') {
     return {
       progress: (event) => {
@@ -36,7 +34,6 @@ export function createTransferReporter(stream: NodeJS.WriteStream, mode: Progres
         if (outcome === undefined) return
         stream.write(`${outcome.padEnd(8)} ${shortDigest(event.descriptor.digest)}  ${formatBytes(event.descriptor.size).padStart(8)}  ${kindOf(event.descriptor.mediaType)}\n`)
       },
-      notice: (line) => stream.write(`${line}\n`),
       finish: () => undefined,
     }
   }
@@ -82,12 +79,8 @@ class LiveLine implements TransferReporter {
   private last?: CopyProgress['totals']
   private drawnAt = 0
 
-  constructor(private readonly stream: NodeJS.WriteStream, private readonly verb: string) {
+  constructor(stream: NodeJS.WriteStream, private readonly verb: string) {
     this.line = new TerminalLine(stream)
-  }
-
-  readonly notice = (line: string): void => {
-    this.line.above(() => this.stream.write(`${line}\n`))
   }
 
   readonly progress = (event: CopyProgress): void => {

@@ -1,8 +1,9 @@
 /**
  * `aegis-kit push`: a kit, and its image when one is built, published under one reference. The
- * kit is packed and wrapped as an artifact, on_publish runs and its report joins the artifact,
- * everything is written to the local store (tagged as the destination) and copied to the
- * registry by the same graph copy images use, manifests last, so a failed push leaves no tag.
+ * kit is packed and wrapped as an artifact, on_publish runs (never for a pulled kit: someone
+ * else's code) and its report joins the artifact, everything is written to the local store
+ * (tagged as the destination) and copied to the registry by the same graph copy images use,
+ * manifests last, so a failed push leaves no tag.
  */
 import {AegisError} from '../errors.js'
 import {buildAppContext, onPublish} from '../hooks/operations.js'
@@ -33,8 +34,10 @@ export interface PublishResult {
   kitArtifact: Descriptor
   /** The local image published with the kit, and its manifests (one per platform). */
   image?: {reference: string; manifests: Descriptor[]}
-  /** What on_publish returned, when the kit has the hook. */
+  /** What on_publish returned, when the kit has the hook and it ran. */
   report?: unknown
+  /** The kit has on_publish but it was not run: the kit was pulled (someone else's code). */
+  onPublishSkipped?: boolean
   copy: CopyResult
 }
 
@@ -51,9 +54,12 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
   const imageReference = await chooseImage(store, kit, options.image)
   const images = imageReference === undefined ? [] : await imageManifests(store, imageReference)
 
+  // A pulled kit pushed again is someone else's code: its on_publish never runs here.
+  const pulled = storeKitOf(kit.dir, store.root) !== undefined
+  const onPublishSkipped = manifest.hooks?.on_publish !== undefined && pulled
   let report: Blob | undefined
   let reportValue: unknown
-  if (manifest.hooks?.on_publish) {
+  if (manifest.hooks?.on_publish && !pulled) {
     const release = {name: manifest.name, version: manifest.version, reference, registry: ref.registry, repository: ref.repository, tag}
     const artifacts = [
       {kind: 'kit', mediaType: layer.descriptor.mediaType, digest: layer.descriptor.digest, size: layer.descriptor.size},
@@ -75,14 +81,14 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
     })
     await store.tag(root.descriptor, reference)
     // A kit from the store (pulled) is not the user's own: pushing it again records no new source.
-    const own = storeKitOf(kit.dir, store.root) === undefined
-    await installKit(store, artifact.descriptor, [reference], own ? {via: 'push', reference: `${reference}@${root.descriptor.digest}`, kitArtifact: artifact.descriptor.digest, directory: kit.dir} : undefined)
+    await installKit(store, artifact.descriptor, [reference], pulled ? undefined : {via: 'push', reference: `${reference}@${root.descriptor.digest}`, kitArtifact: artifact.descriptor.digest, directory: kit.dir})
     return {
       reference,
       root: root.descriptor,
       kitArtifact: artifact.descriptor,
       ...(imageReference === undefined ? {} : {image: {reference: imageReference, manifests: images}}),
       ...(report ? {report: reportValue} : {}),
+      ...(onPublishSkipped ? {onPublishSkipped} : {}),
       copy,
     }
   })

@@ -1,5 +1,8 @@
 /** A kit's on_publish hook on `aegis-kit push`: its report is printed, attached to the kit artifact, and pulled back. */
+import {randomBytes} from 'node:crypto'
+import {existsSync} from 'node:fs'
 import {rm} from 'node:fs/promises'
+import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {hasStackTrace} from '../helpers/cli.js'
@@ -17,17 +20,22 @@ let registry: TestRegistry
 let sandbox: CliSandbox
 let kitDir: string
 let failingDir: string
+let markingDir: string
+const marker = join(tmpdir(), `aegis-on-publish-ran-${randomBytes(4).toString('hex')}`)
 
 beforeAll(async () => {
   registry = await startRegistry()
   sandbox = await createSandbox()
   kitDir = await copyHello({'hooks/on_publish.mjs': HOOK}, '  on_publish: hooks/on_publish.mjs\n')
   failingDir = await copyHello({'hooks/on_publish.mjs': 'export function on_publish() { throw new Error("release blocked: changelog missing") }\n'}, '  on_publish: hooks/on_publish.mjs\n')
+  const marking = `import {writeFileSync} from 'node:fs'\nexport function on_publish() {\n  writeFileSync(${JSON.stringify(marker)}, 'ran')\n  return {ran: true}\n}\n`
+  markingDir = await copyHello({'hooks/on_publish.mjs': marking}, '  on_publish: hooks/on_publish.mjs\n')
 })
 afterAll(async () => {
   await registry?.stop()
   await sandbox?.cleanup()
-  for (const dir of [kitDir, failingDir]) if (dir) await rm(join(dir, '..'), {recursive: true, force: true})
+  await rm(marker, {force: true})
+  for (const dir of [kitDir, failingDir, markingDir]) if (dir) await rm(join(dir, '..'), {recursive: true, force: true})
 })
 
 describe('on_publish', () => {
@@ -72,5 +80,26 @@ describe('on_publish', () => {
     expect(result.stderr).toContain('release blocked: changelog missing')
     expect(hasStackTrace(result.all)).toBe(false)
     expect((await registryGet(registry.url, 'kits/blocked/manifests/1')).status).toBe(404)
+  })
+
+  it("pushing a pulled kit elsewhere never runs its on_publish: the push succeeds without a report and says so", async () => {
+    const published = await sandbox.run(['push', markingDir, `${registry.host}/kits/marking:1`])
+    expect(published.exitCode, published.all).toBe(0)
+    // The publisher's own push ran it (where a hook can write the host's /tmp); only the re-push matters.
+    await rm(marker, {force: true})
+
+    const consumer = await createSandbox()
+    try {
+      expect((await consumer.run(['pull', `${registry.host}/kits/marking:1`])).exitCode).toBe(0)
+      const pushed = await consumer.run(['push', `${registry.host}/kits/marking:1`, `${registry.host}/mirror/marking:1`])
+      expect(pushed.exitCode, pushed.all).toBe(0)
+      expect(existsSync(marker)).toBe(false)
+      expect(pushed.stdout).not.toContain('on_publish report:')
+      expect(pushed.stderr).toContain('aegis-kit: on_publish of kit hello 0.1.0 was not run: it is a pulled kit')
+      const manifest = await registryJson<{layers: Array<{mediaType: string}>}>(registry.url, 'mirror/marking/manifests/1')
+      expect(manifest.layers.map((layer) => layer.mediaType)).toEqual(['application/vnd.aegis.kit.layer.v1.tar+gzip'])
+    } finally {
+      await consumer.cleanup()
+    }
   })
 })
