@@ -11,6 +11,8 @@ export type ProgressMode = 'tty' | 'lines' | 'silent'
 export interface TransferReporter {
   /** Pass to copyGraph/pushImage/pullImage as `progress`. */
   readonly progress: (event: CopyProgress) => void
+  /** Pass to RemoteRepository as `notify`: prints a status line (a registry's Retry-After wait) on a line of its own. */
+  readonly notice: (line: string) => void
   /** Clears the live line (call before printing the result or an error). */
   finish(): void
 }
@@ -26,7 +28,7 @@ export function progressMode(stream: NodeJS.WriteStream, json: boolean): Progres
 
 /** `verb` names what happens to a blob: `pushed`, `pulled`. */
 export function createTransferReporter(stream: NodeJS.WriteStream, mode: ProgressMode, verb: string): TransferReporter {
-  if (mode === 'silent') return {progress: () => undefined, finish: () => undefined}
+  if (mode === 'silent') return {progress: () => undefined, notice: () => undefined, finish: () => undefined}
   if (mode === 'lines') {
     return {
       progress: (event) => {
@@ -34,6 +36,7 @@ export function createTransferReporter(stream: NodeJS.WriteStream, mode: Progres
         if (outcome === undefined) return
         stream.write(`${outcome.padEnd(8)} ${shortDigest(event.descriptor.digest)}  ${formatBytes(event.descriptor.size).padStart(8)}  ${kindOf(event.descriptor.mediaType)}\n`)
       },
+      notice: (line) => stream.write(`${line}\n`),
       finish: () => undefined,
     }
   }
@@ -79,8 +82,12 @@ class LiveLine implements TransferReporter {
   private last?: CopyProgress['totals']
   private drawnAt = 0
 
-  constructor(stream: NodeJS.WriteStream, private readonly verb: string) {
+  constructor(private readonly stream: NodeJS.WriteStream, private readonly verb: string) {
     this.line = new TerminalLine(stream)
+  }
+
+  readonly notice = (line: string): void => {
+    this.line.above(() => this.stream.write(`${line}\n`))
   }
 
   readonly progress = (event: CopyProgress): void => {

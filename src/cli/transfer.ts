@@ -8,7 +8,7 @@ import {AegisError} from '../errors.js'
 import type {Platform} from '../oci/types.js'
 import {
   RemoteRepository, formatReference, parsePlatform, parseReference as parseRemoteReference, pullImage, pushImage,
-  type CopyProgress, type Reference, type TransferResult,
+  type CopyProgress, type Reference, type RemoteRepositoryOptions, type TransferResult,
 } from '../registry/index.js'
 import {transferFailed} from '../registry/registry-error.js'
 import {parseReference as parseLocalReference, type LocalStore} from '../store/index.js'
@@ -46,7 +46,7 @@ export async function pushToRegistry(
   store: LocalStore,
   localRef: string,
   destination: string | undefined,
-  flags: RegistryFlags,
+  flags: RegistryFlags & Pick<RemoteRepositoryOptions, 'notify'>,
   progress?: (event: CopyProgress) => void,
 ): Promise<TransferReport> {
   const local = parseLocalReference(localRef)
@@ -69,7 +69,7 @@ export async function pushToRegistry(
 export async function pullFromRegistry(
   store: LocalStore,
   remoteRef: string,
-  options: RegistryFlags & {platform?: string; localTag?: string},
+  options: RegistryFlags & Pick<RemoteRepositoryOptions, 'notify'> & {platform?: string; localTag?: string},
   progress?: (event: CopyProgress) => void,
 ): Promise<TransferReport> {
   const repository = new RemoteRepository(remoteRef, options)

@@ -5,6 +5,7 @@ import {formatBytes} from '../cli/format.js'
 import {createTransferReporter, progressMode} from '../cli/progress.js'
 import {defaultLocalReference, referrerCount} from '../cli/transfer.js'
 import {pullKit} from '../kit-artifact/index.js'
+import type {KitVerification} from '../kit/trust.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
 import {parseReference as parseLocalReference} from '../store/index.js'
 import {openStore} from '../store/open.js'
@@ -28,6 +29,10 @@ export interface PullKitReport {
   referrers: string[]
   /** Short names (NAME:VERSION) that name another kit and were left on it. */
   keptShortNames: string[]
+  /** The signature check of the pull (--verify), or null. */
+  verified: KitVerification | null
+  /** Whether its code (hooks, image) may run without asking: its signature was verified, it is the user's own, or the user said so before. */
+  trusted: boolean
 }
 
 export default class Pull extends BaseCommand {
@@ -80,6 +85,9 @@ verified against its digest; the kit layer is unpacked under the store (refusing
     const referrers = copy.referrers.map((referrer) => referrer.digest)
     const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store${referrerCount({referrers})}`
     this.log(`Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`)
+    const trusted = kit.record?.trusted !== undefined
+    if (!trusted) this.log('Not verified: `hooks` and `run` ask before running its code (or take --trust), once for this kit.')
+    const source = kit.record?.sources.at(-1)
     return {
       kit: kit.name,
       version: kit.version,
@@ -96,6 +104,8 @@ verified against its digest; the kit layer is unpacked under the store (refusing
       bytesTransferred: copy.bytesTransferred,
       referrers,
       keptShortNames: kit.keptShortNames.map((short) => short.reference),
+      verified: source?.via === 'pull' ? source.verified ?? null : null,
+      trusted,
     }
   }
 }

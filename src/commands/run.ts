@@ -2,6 +2,7 @@ import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createStepLines, type StepLines} from '../cli/steps.js'
+import {confirmTrust, trustFlag} from '../cli/trust.js'
 import {AegisError, messageOf} from '../errors.js'
 import {gvproxyNetwork, hostGuestArch, type AccelChoice} from '../guest/index.js'
 import {readConfigFile} from '../hooks/operations.js'
@@ -58,6 +59,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
     initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
     guest: Flags.string({description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.'}),
+    trust: trustFlag,
   }
 
   async run(): Promise<void> {
@@ -70,6 +72,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     if (command !== undefined && command.length === 0) throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
 
     const kit = await loadKit(args.kit)
+    // Before --detach hands over: the supervisor finds the decision in the store.
+    await confirmTrust(kit, flags.trust)
     // A detached supervisor is this command run again: the user saw the warnings from the launcher.
     if (!isSupervisor()) for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     const storeRoot = defaultStoreRoot()

@@ -33,8 +33,8 @@ export interface TrustDecision {
 export interface KitRecord {
   name: string
   version: string
-  /** The kit layer's digest: the code in the directory. */
-  layer: string
+  /** The kit layer's digest: the code in the directory (unknown for kits unpacked before records were kept). */
+  layer?: string
   sources: KitSource[]
   trusted?: TrustDecision
 }
@@ -62,6 +62,21 @@ export async function recordKitSource(dir: string, kit: {name: string; version: 
   })
 }
 
+/**
+ * Records the user's decision to run the code of the kit in `dir` (a directory under
+ * pulledKitsRoot): asked once per kit, since the directory is its layer's content.
+ */
+export async function trustKit(dir: string, by: 'flag' | 'prompt', storeRoot?: string): Promise<void> {
+  const [name = 'kit', versionDigest = ''] = keyOf(pulledKitsRoot(storeRoot), dir).split('/')
+  const version = versionDigest.replace(/-[0-9a-f]{12}$/, '')
+  await updateRecord(dir, {name, version}, storeRoot, (record) => ({...record, trusted: record.trusted ?? {by, at: new Date().toISOString()}}))
+}
+
+/** Where trust decisions are kept, for messages. */
+export function trustFile(storeRoot?: string): string {
+  return path.join(pulledKitsRoot(storeRoot), 'trust.json')
+}
+
 /** What a record says about where its kit came from, for messages: `pulled from REF` or `pushed from DIR`. */
 export function describeOrigin(record: KitRecord | undefined): string {
   const source = record?.sources.at(-1)
@@ -69,7 +84,7 @@ export function describeOrigin(record: KitRecord | undefined): string {
   return source.via === 'push' ? `pushed from ${source.directory}` : `pulled from ${source.reference}${source.verified ? ' (signature verified)' : ''}`
 }
 
-async function updateRecord(dir: string, kit: {name: string; version: string; layer: string}, storeRoot: string | undefined, change: (record: KitRecord) => KitRecord): Promise<KitRecord> {
+async function updateRecord(dir: string, kit: {name: string; version: string; layer?: string}, storeRoot: string | undefined, change: (record: KitRecord) => KitRecord): Promise<KitRecord> {
   const root = pulledKitsRoot(storeRoot)
   await mkdir(root, {recursive: true})
   return withFileLock(path.join(root, 'trust.json.lock'), async () => {
@@ -77,7 +92,7 @@ async function updateRecord(dir: string, kit: {name: string; version: string; la
     const key = keyOf(root, dir)
     const record = change(file.kits[key] ?? {...kit, sources: []})
     file.kits[key] = record
-    await writeFileAtomically(path.join(root, 'trust.json'), `${JSON.stringify(file, null, 2)}\n`)
+    await writeFileAtomically(trustFile(storeRoot), `${JSON.stringify(file, null, 2)}\n`)
     return record
   })
 }

@@ -106,6 +106,12 @@ export interface RegistryClientOptions {
 const EXPIRY_MARGIN_MS = 10_000
 
 /**
+ * What a token request takes from the registry request it serves: its TLS leniency (`insecure`,
+ * as in docker and skopeo) and where its status lines go.
+ */
+type TokenRequestTraits = Pick<RegistryRequest, 'insecure' | 'notify'>
+
+/**
  * The authenticating HTTP client the repositories share: one per process keeps the token cache
  * and connections warm across repositories on the same registry.
  */
@@ -149,14 +155,14 @@ export class RegistryClient {
   async authorize(request: RegistryRequest, registry: string, scopes: string[]): Promise<RegistryRequest> {
     const host = this.hostAuth(request.url.host)
     const url = host.plainHttp && request.url.protocol === 'https:' ? withProtocol(request.url, 'http:') : request.url
-    const authorization = await this.cachedAuthorization(host, registry, scopes, request.insecure)
+    const authorization = await this.cachedAuthorization(host, registry, scopes, request)
     const headers = {'user-agent': this.userAgent, ...request.headers}
     return {...request, url, headers: authorization ? {...headers, authorization} : headers}
   }
 
   private async sendAuthenticated(request: RegistryRequest, host: HostAuth, registry: string, scopes: string[]): Promise<HttpResult> {
     const headers = {'user-agent': this.userAgent, ...request.headers}
-    const authorization = await this.cachedAuthorization(host, registry, scopes, request.insecure)
+    const authorization = await this.cachedAuthorization(host, registry, scopes, request)
     const first = await sendWithRetry({...request, headers: authorization ? {...headers, authorization} : headers}, this.retryPolicy)
     if (first.response.status !== 401) return first
 
@@ -175,7 +181,7 @@ export class RegistryClient {
       host.realm = challenge.params.realm
       host.service = challenge.params.service
       const wanted = mergeScopes(scopes, challenge.params.scope ? challenge.params.scope.split(' ') : [])
-      retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted, request.insecure)}`
+      retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted, request)}`
     }
     first.response.discard()
     const second = await sendWithRetry({...request, headers: {...headers, authorization: retryAuthorization}}, this.retryPolicy)
@@ -197,28 +203,28 @@ export class RegistryClient {
   }
 
   /** The Authorization header from what the host asked for before, without a round trip when possible. */
-  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string | undefined> {
+  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[], from: TokenRequestTraits): Promise<string | undefined> {
     if (host.scheme === 'basic') return basicAuthorization(await this.credentialFor(host, registry))
     if (host.scheme !== 'bearer') return undefined
     const wanted = mergeScopes(scopes)
     const cached = host.tokens.get(wanted.join(' ')) ?? findCoveringToken(host.tokens, wanted)
     if (cached && cached.expiresAt > Date.now()) return `Bearer ${cached.token}`
-    return `Bearer ${await this.fetchToken(host, registry, mergeScopes(scopes), insecure)}`
+    return `Bearer ${await this.fetchToken(host, registry, mergeScopes(scopes), from)}`
   }
 
   /** A token for `scopes`; concurrent requests for the same scopes share one token request. */
-  private fetchToken(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string> {
+  private fetchToken(host: HostAuth, registry: string, scopes: string[], from: TokenRequestTraits): Promise<string> {
     const key = scopes.join(' ')
     let pending = host.pending.get(key)
     if (!pending) {
-      pending = this.requestToken(host, registry, scopes, insecure).finally(() => host.pending.delete(key))
+      pending = this.requestToken(host, registry, scopes, from).finally(() => host.pending.delete(key))
       host.pending.set(key, pending)
     }
     return pending
   }
 
-  /** `insecure`: the token service gets the registry's TLS leniency (as in docker and skopeo). */
-  private async requestToken(host: HostAuth, registry: string, scopes: string[], insecure?: boolean): Promise<string> {
+  private async requestToken(host: HostAuth, registry: string, scopes: string[], from: TokenRequestTraits): Promise<string> {
+    const {insecure, notify} = from
     const stored = await this.credentialFor(host, registry)
     if (stored?.registryToken) return stored.registryToken
     const realm = new URL(host.realm!)
@@ -231,13 +237,14 @@ export class RegistryClient {
     let request: RegistryRequest = {
       ...(host.refreshToken ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken) : this.getTokenRequest(realm, host, scopes, credential)),
       insecure,
+      notify,
     }
     let {response, attempts} = await sendWithRetry(request, this.retryPolicy)
     if (!response.ok && request.method === 'POST' && credential?.username && response.status < 500) {
       // The refresh token was refused or the service has no OAuth2 POST: fall back to the password.
       response.discard()
       host.refreshToken = undefined
-      request = {...this.getTokenRequest(realm, host, scopes, credential), insecure}
+      request = {...this.getTokenRequest(realm, host, scopes, credential), insecure, notify}
       ;({response, attempts} = await sendWithRetry(request, this.retryPolicy))
     }
     if (!response.ok) {

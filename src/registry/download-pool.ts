@@ -6,7 +6,7 @@
  * At most two workers, started on the first large blob, so commands without one pay nothing.
  */
 import {Worker} from 'node:worker_threads'
-import type {RegistryRequest} from './http.js'
+import {deadlineError, deadlineFor, registryTimeouts, type RegistryRequest} from './http.js'
 
 const POOL_SIZE = 2
 
@@ -35,6 +35,9 @@ interface WorkerJob {
   tempPath: string
   size: number
   digest: string
+  idleMs: number
+  /** The whole download's time, from when the worker takes it. */
+  deadlineMs: number
 }
 
 type WorkerMessage =
@@ -69,7 +72,7 @@ interface Slot {
 class DownloadPool {
   private readonly slots: Slot[] = []
   private readonly queue: Queued[] = []
-  private readonly running = new Map<number, Waiter & {slot: Slot}>()
+  private readonly running = new Map<number, Queued & {slot: Slot}>()
   private nextId = 0
 
   run(job: WorkerJob, onBytes: (bytes: number) => void): Promise<DownloadOutcome> {
@@ -123,6 +126,7 @@ class DownloadPool {
       }
       this.release(message.id, slot)
       if ('outcome' in message) waiter.resolve(message.outcome)
+      else if (message.error.code === 'EDEADLINE') waiter.reject(deadlineError('GET', new URL(waiter.job.url), waiter.job.deadlineMs))
       else waiter.reject(Object.assign(new Error(message.error.message), message.error.code === undefined ? {} : {code: message.error.code}))
       this.dispatch()
     })
@@ -169,5 +173,7 @@ export function prewarmDownloadWorkers(): void {
 export function downloadInWorker(job: DownloadJob, onBytes: (bytes: number) => void): Promise<DownloadOutcome> {
   pool ??= new DownloadPool()
   const {request, tempPath, size, digest} = job
-  return pool.run({url: request.url.href, headers: request.headers ?? {}, insecure: request.insecure === true, tempPath, size, digest}, onBytes)
+  const timeouts = registryTimeouts()
+  const deadlineMs = deadlineFor(size, timeouts)
+  return pool.run({url: request.url.href, headers: request.headers ?? {}, insecure: request.insecure === true, tempPath, size, digest, idleMs: timeouts.idleMs, deadlineMs}, onBytes)
 }

@@ -16,6 +16,8 @@
  * @property {string} tempPath
  * @property {number} size
  * @property {string} digest
+ * @property {number} idleMs
+ * @property {number} deadlineMs
  */
 
 /**
@@ -56,7 +58,6 @@ const DIRECT_WRITE = 256 * 1024
 // and counting writes could leave a 5 MiB blob with no report before its end.
 const PROGRESS_EVERY = 4 * 1024 * 1024
 const SYNC_EVERY = 16 * 1024 * 1024
-const IDLE_TIMEOUT_MS = 300000
 const MAX_HEAD_BYTES = 64 * 1024
 const REDIRECTS = new Set([301, 302, 303, 307, 308])
 // One read buffer per worker, reused for every socket read of the plain-HTTP path (see rawGet).
@@ -79,7 +80,10 @@ function agentFor(url, insecure) {
   if (insecure) return (agents.insecure ??= new tls.Agent({keepAlive: true, rejectUnauthorized: false}))
   return (agents.https ??= new tls.Agent({keepAlive: true}))
 }
-const timeoutError = () => /** @type {CodedError} */ (Object.assign(new Error('no data for ' + IDLE_TIMEOUT_MS / 1000 + ' s'), {code: 'ETIMEDOUT'}))
+/** @param {number} idleMs */
+const timeoutError = (idleMs) => /** @type {CodedError} */ (Object.assign(new Error('no data for ' + idleMs / 1000 + ' s'), {code: 'ETIMEDOUT'}))
+// What download-pool.ts turns into its deadline error (it knows the URL to name, redacted).
+const deadlineError = () => /** @type {CodedError} */ (Object.assign(new Error('the download did not finish within its deadline'), {code: 'EDEADLINE'}))
 
 /**
  * The temp file being filled: hashed as it arrives and written at once (synchronous writes: a
@@ -179,16 +183,21 @@ class Sink {
  * @param {URL} url
  * @param {Record<string, string>} headers
  * @param {boolean} insecure
+ * @param {number} idleMs
+ * @param {AbortSignal} deadline aborted when the download's time is up
  * @returns {Promise<Response>}
  */
-function get(url, headers, insecure) {
+function get(url, headers, insecure, idleMs, deadline) {
   return new Promise((resolve, reject) => {
     const agent = agentFor(url, insecure)
     // https is loaded by agentFor() for an https: URL.
     /** @type {typeof http.request} */
     const send = url.protocol === 'https:' ? /** @type {typeof import('node:https')} */ (https).request : http.request
-    const request = send(url, {method: 'GET', headers, agent, timeout: IDLE_TIMEOUT_MS})
-    request.on('timeout', () => request.destroy(timeoutError()))
+    const request = send(url, {method: 'GET', headers, agent, timeout: idleMs})
+    const onDeadline = () => request.destroy(deadline.reason)
+    deadline.addEventListener('abort', onDeadline, {once: true})
+    request.on('close', () => deadline.removeEventListener('abort', onDeadline))
+    request.on('timeout', () => request.destroy(timeoutError(idleMs)))
     request.on('error', reject)
     request.on('response', (response) => resolve({
       status: /** @type {number} */ (response.statusCode), // always set on a client's response
@@ -214,9 +223,11 @@ function get(url, headers, insecure) {
  * Content-Length; anything else is asked again through get().
  * @param {URL} url
  * @param {Record<string, string>} headers
+ * @param {number} idleMs
+ * @param {AbortSignal} deadline aborted when the download's time is up
  * @returns {Promise<Response>}
  */
-function rawGet(url, headers) {
+function rawGet(url, headers, idleMs, deadline) {
   for (const [name, value] of Object.entries(headers)) {
     if (/[\r\n]/.test(name + value)) return Promise.reject(new Error('header ' + name + ' holds a line break'))
   }
@@ -264,12 +275,15 @@ function rawGet(url, headers) {
         }),
       },
     })
-    socket.setTimeout(IDLE_TIMEOUT_MS, () => socket.destroy(timeoutError()))
+    socket.setTimeout(idleMs, () => socket.destroy(timeoutError(idleMs)))
+    const onDeadline = () => socket.destroy(deadline.reason)
+    deadline.addEventListener('abort', onDeadline, {once: true})
     socket.on('connect', () => socket.write(lines.join('\r\n') + '\r\n\r\n'))
     socket.on('error', (error) => {
       failure = error
     })
     socket.on('close', () => {
+      deadline.removeEventListener('abort', onDeadline)
       closed = true
       if (!answered) reject(failure ?? Object.assign(new Error('the connection closed before the response'), {code: 'ECONNRESET'}))
       onEnd()
@@ -339,13 +353,32 @@ function parseHead(text) {
  * @returns {Promise<Outcome>}
  */
 async function download(id, job) {
+  // One timer for the whole download, redirects included: a trickling registry is never idle.
+  const controller = new AbortController()
+  const timer = setTimeout(() => controller.abort(deadlineError()), job.deadlineMs)
+  try {
+    return await downloadBefore(controller.signal, id, job)
+  } catch (error) {
+    throw controller.signal.aborted ? controller.signal.reason : error
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/**
+ * @param {AbortSignal} deadline
+ * @param {number} id
+ * @param {WorkerJob} job
+ * @returns {Promise<Outcome>}
+ */
+async function downloadBefore(deadline, id, job) {
   let url = new URL(job.url)
   let headers = job.headers
   for (let redirects = 0; ; redirects++) {
-    let response = url.protocol === 'http:' ? await rawGet(url, headers) : await get(url, headers, job.insecure)
+    let response = url.protocol === 'http:' ? await rawGet(url, headers, job.idleMs, deadline) : await get(url, headers, job.insecure, job.idleMs, deadline)
     if (response.chunked && response.status === 200) {
       response.discard()
-      response = await get(url, headers, job.insecure)
+      response = await get(url, headers, job.insecure, job.idleMs, deadline)
     }
     const {status, location} = response
     if (REDIRECTS.has(status) && location && redirects < 10) {
@@ -362,6 +395,8 @@ async function download(id, job) {
     const sink = new Sink(id, job)
     try {
       await response.save(sink)
+      // A body cut short by the deadline may end without an error of its own.
+      if (deadline.aborted) throw deadline.reason
       return await sink.finish()
     } finally {
       await sink.close()

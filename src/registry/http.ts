@@ -8,6 +8,7 @@ import {Agent as HttpAgent, request as httpRequest, type IncomingMessage, type O
 import {Agent as HttpsAgent, request as httpsRequest} from 'node:https'
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
+import {redactUrl} from './registry-error.js'
 
 /**
  * A body that can be sent again: bytes, or a factory that opens a fresh stream each call. A
@@ -22,6 +23,10 @@ export interface RegistryRequest {
   body?: RequestBody
   /** HTTPS without verifying the server's certificate (`--insecure`). */
   insecure?: boolean
+  /** Where a line for the user goes when the exchange has to wait (a `Retry-After`): the command's status channel. */
+  notify?: (line: string) => void
+  /** Bytes the response is expected to carry (a blob's size): the exchange's deadline grows with them, as with an upload's Content-Length. */
+  size?: number
 }
 
 export interface HttpResult {
@@ -34,9 +39,46 @@ export interface HttpResult {
 
 /** Bodies up to this size are read to the end when discarded, so the connection can be reused. */
 const DRAIN_LIMIT = 64 * 1024
-/** A connection that sends or receives nothing for this long is given up (and retried). */
-const IDLE_TIMEOUT_MS = 300_000
 const MAX_REDIRECTS = 10
+
+/**
+ * How long an exchange with a registry may take. A registry that trickles a byte now and then is
+ * never idle, so every exchange also has a deadline: a base plus its bytes at a slow but
+ * reasonable rate. Read from the environment at each request (a few lookups per request, none per
+ * chunk), so a slow link can allow more and tests can allow less.
+ */
+export interface RegistryTimeouts {
+  /** A connection that sends or receives nothing for this long is given up (and retried). */
+  idleMs: number
+  /** Every exchange may take this long, plus the time its bytes take at `minBytesPerSecond`. */
+  baseMs: number
+  minBytesPerSecond: number
+}
+
+export function registryTimeouts(env: NodeJS.ProcessEnv = process.env): RegistryTimeouts {
+  return {
+    idleMs: positiveNumber(env.AEGIS_REGISTRY_IDLE_TIMEOUT, 300) * 1000,
+    baseMs: positiveNumber(env.AEGIS_REGISTRY_DEADLINE, 120) * 1000,
+    minBytesPerSecond: positiveNumber(env.AEGIS_REGISTRY_MIN_RATE, 64 * 1024),
+  }
+}
+
+/** Milliseconds an exchange moving `bytes` (up and down) may take. */
+export function deadlineFor(bytes: number, timeouts: RegistryTimeouts): number {
+  return timeouts.baseMs + (bytes / timeouts.minBytesPerSecond) * 1000
+}
+
+/** The error of an exchange past its deadline: not retried (a stalling registry would stall again). */
+export function deadlineError(method: string, url: URL, deadlineMs: number): AegisError {
+  return new AegisError(`${method} ${redactUrl(url)} did not finish within ${(deadlineMs / 1000).toFixed(1)} s.`, {
+    hint: 'The registry is stalling or very slow. On a slow link, allow more: AEGIS_REGISTRY_DEADLINE (seconds per request, default 120) and AEGIS_REGISTRY_MIN_RATE (bytes per second expected, default 65536).',
+  })
+}
+
+function positiveNumber(text: string | undefined, fallback: number): number {
+  const value = Number(text)
+  return text !== undefined && Number.isFinite(value) && value > 0 ? value : fallback
+}
 
 /** A response whose body is a Node stream. Every response must be read to the end or discarded. */
 export class RegistryResponse {
@@ -130,7 +172,7 @@ export async function sendOnce(request: RegistryRequest): Promise<HttpResult> {
   let headers: Record<string, string> = {...request.headers}
   let body = request.body
   for (let redirects = 0; ; redirects++) {
-    const response = await exchange(method, url, headers, await openBody(body), request.insecure === true)
+    const response = await exchange(method, url, headers, await openBody(body), request.insecure === true, request.size ?? 0)
     const location = response.header('location')
     if (!isRedirect(response.status) || location === null) return {response, url, attempts: 1}
     response.discard()
@@ -156,34 +198,47 @@ function agentFor(url: URL, insecure: boolean): HttpAgent | HttpsAgent {
   return (agents.https ??= new HttpsAgent({keepAlive: true}))
 }
 
-/** One request and its response head; a stream body is piped and stopped if the server answers early. */
-function exchange(method: string, url: URL, headers: Record<string, string>, body: Buffer | string | Readable | undefined, insecure: boolean): Promise<RegistryResponse> {
+/**
+ * One request and its response head; a stream body is piped and stopped if the server answers
+ * early. One timer bounds the whole exchange, the response body included (`downloadBytes` scale it).
+ */
+function exchange(method: string, url: URL, headers: Record<string, string>, body: Buffer | string | Readable | undefined, insecure: boolean, downloadBytes: number): Promise<RegistryResponse> {
   return new Promise((resolve, reject) => {
     const outgoing: OutgoingHttpHeaders = {...headers}
     if ((typeof body === 'string' || Buffer.isBuffer(body)) && !hasHeader(headers, 'content-length')) outgoing['content-length'] = Buffer.byteLength(body)
+    const timeouts = registryTimeouts()
+    const uploadBytes = Number(outgoing['content-length'] ?? headerValue(headers, 'content-length') ?? 0) || 0
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
-    const request = send(url, {method, headers: outgoing, agent: agentFor(url, insecure), timeout: IDLE_TIMEOUT_MS})
+    const request = send(url, {method, headers: outgoing, agent: agentFor(url, insecure), timeout: timeouts.idleMs})
     const stream = body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body) ? body : undefined
     let uploaded = stream === undefined
+    let message: IncomingMessage | undefined
+    const deadlineMs = deadlineFor(uploadBytes + downloadBytes, timeouts)
+    // The body's reader gets this error (destroying the request would turn it into a bare "aborted").
+    const deadline = setTimeout(() => (message ?? request).destroy(deadlineError(method, url, deadlineMs)), deadlineMs)
+    deadline.unref()
     request.on('timeout', () => {
-      request.destroy(Object.assign(new Error(`no data for ${IDLE_TIMEOUT_MS / 1000} s`), {code: 'ETIMEDOUT'}))
+      request.destroy(Object.assign(new Error(`no data for ${timeouts.idleMs / 1000} s`), {code: 'ETIMEDOUT'}))
     })
     request.on('error', (error) => {
+      clearTimeout(deadline)
       stream?.destroy()
       reject(error)
     })
     request.on('finish', () => {
       uploaded = true
     })
-    request.on('response', (message) => {
+    request.on('response', (answer) => {
+      message = answer
+      answer.on('close', () => clearTimeout(deadline))
       if (!uploaded && stream) {
         // Answered before the upload ended (an error, a redirect): stop sending. The connection is
         // not reusable mid-body, so it closes once the answer has been read or given up.
         stream.unpipe(request)
         stream.destroy()
-        message.on('end', () => request.destroy())
+        answer.on('end', () => request.destroy())
       }
-      resolve(new RegistryResponse(message, () => {
+      resolve(new RegistryResponse(answer, () => {
         if (!uploaded) request.destroy()
       }))
     })
@@ -197,7 +252,11 @@ function exchange(method: string, url: URL, headers: Record<string, string>, bod
 }
 
 function hasHeader(headers: Record<string, string>, name: string): boolean {
-  return Object.keys(headers).some((key) => key.toLowerCase() === name)
+  return headerValue(headers, name) !== undefined
+}
+
+function headerValue(headers: Record<string, string>, name: string): string | undefined {
+  return Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1]
 }
 
 function isRedirect(status: number): boolean {

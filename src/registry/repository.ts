@@ -22,6 +22,8 @@ export interface RemoteRepositoryOptions extends ReferenceOptions {
   uploadMode?: UploadMode
   /** PATCH size for chunked uploads. */
   chunkSize?: number
+  /** Where status lines go (a registry's `Retry-After` wait beginning); none: not shown. */
+  notify?: (line: string) => void
 }
 
 const DEFAULT_CHUNK_SIZE = 8 * 1024 * 1024
@@ -39,6 +41,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   private readonly client: RegistryClient
   private readonly uploadMode: UploadMode
   private readonly chunkSize: number
+  private readonly notify?: (line: string) => void
   /** Ask for pull and push on every request, so a push needs one token rather than two. */
   private writing = false
   /** Whether the registry has the referrers API (OCI 1.1), once a response has said. */
@@ -49,6 +52,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     this.client = options.client ?? defaultRegistryClient()
     this.uploadMode = options.uploadMode ?? 'auto'
     this.chunkSize = options.chunkSize ?? DEFAULT_CHUNK_SIZE
+    this.notify = options.notify
   }
 
   /** Called by copyGraph when this repository is the destination. */
@@ -80,7 +84,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   }
 
   async fetch(desc: Descriptor): Promise<Readable> {
-    const result = await this.request('GET', this.contentUrl(desc), 'pull', {accept: acceptFor(desc)})
+    const result = await this.request('GET', this.contentUrl(desc), 'pull', {accept: acceptFor(desc), size: desc.size})
     if (result.response.status !== 200) {
       throw await errorFromResponse('GET', result.url, result.response, {what: `Fetching ${desc.digest} from ${this.name}`, attempts: result.attempts})
     }
@@ -120,7 +124,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   }
 
   private readonly sendForPush: SendForPush = (method, url, init = {}) =>
-    this.client.send({method, url, headers: init.headers, body: init.body, insecure: this.reference.insecure}, this.reference.registry, [
+    this.client.send({method, url, headers: init.headers, body: init.body, insecure: this.reference.insecure, notify: this.notify}, this.reference.registry, [
       repositoryScope(this.reference.repository, 'pull', 'push'),
       ...(init.extraScopes ?? []),
     ])
@@ -296,11 +300,11 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     method: string,
     url: URL,
     access: 'pull' | 'push' | 'delete',
-    init: {accept?: string; headers?: Record<string, string>; body?: RequestBody} = {},
+    init: {accept?: string; headers?: Record<string, string>; body?: RequestBody; size?: number} = {},
   ): Promise<HttpResult> {
     const headers = {...init.headers, ...(init.accept ? {accept: init.accept} : {})}
     const actions = access === 'delete' ? (['delete'] as const) : access === 'push' || this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
-    return this.client.send({method, url, headers, body: init.body, insecure: this.reference.insecure}, this.reference.registry, [
+    return this.client.send({method, url, headers, body: init.body, insecure: this.reference.insecure, size: init.size, notify: this.notify}, this.reference.registry, [
       repositoryScope(this.reference.repository, ...actions),
     ])
   }

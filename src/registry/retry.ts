@@ -14,7 +14,7 @@ export interface RetryPolicy {
   /** Backoff before the second try; doubles each time, with jitter. */
   minDelayMs: number
   maxDelayMs: number
-  /** A `Retry-After` longer than this is not waited for: the last answer is returned instead. */
+  /** A `Retry-After` longer than this is not waited for: it is an error saying how long the registry asked for. */
   maxRetryAfterMs: number
 }
 
@@ -75,8 +75,18 @@ export async function sendWithRetry(request: RegistryRequest, policy: RetryPolic
     const {response} = result
     if (!isRetriableStatus(response.status) || attempt >= policy.maxAttempts) return {...result, attempts: attempt}
     const retryAfter = parseRetryAfter(response.header('retry-after'))
-    if (retryAfter !== undefined && retryAfter > policy.maxRetryAfterMs) return {...result, attempts: attempt}
     response.discard()
+    if (retryAfter !== undefined && retryAfter > 0) {
+      const answer = `answered ${response.status}${response.statusText ? ` ${response.statusText}` : ''} and asked to wait ${Math.ceil(retryAfter / 1000)} s`
+      if (retryAfter > policy.maxRetryAfterMs) {
+        const url = redactUrl(request.url)
+        throw new RegistryError(`${request.method} ${url}: the registry ${answer}, longer than the ${policy.maxRetryAfterMs / 1000} s aegis-kit waits.`, {
+          method: request.method, url, status: response.status, hint: `Try again later: ${request.url.host} is throttling or down for maintenance.`,
+        })
+      }
+      // Said before the wait: a registry asking for a minute must not look like a hang.
+      request.notify?.(`${request.url.host} ${answer}: retrying at ${new Date(Date.now() + retryAfter).toTimeString().slice(0, 8)}`)
+    }
     await sleep(retryAfter ?? backoffDelay(attempt, policy))
   }
 }

@@ -146,11 +146,12 @@ describe('pull REF', () => {
     expect(images).toEqual([expect.objectContaining({name: `${registry.host}/kits/hello`, platforms: ['linux/amd64']})])
   })
 
-  it('validate and hooks render-env accept the pulled reference, and NAME:VERSION', async () => {
+  it('validate and hooks render-env (with --trust) accept the pulled reference, and NAME:VERSION', async () => {
     const validated = await consumer.json<{valid: boolean; name: string}>(['validate', `${registry.host}/kits/hello:0.1.0`])
     expect(validated).toMatchObject({valid: true, name: 'hello'})
     expect(await consumer.json(['validate', 'hello:0.1.0'])).toMatchObject({valid: true, name: 'hello'})
-    const rendered = await consumer.json<{kit: string; env: Record<string, string>}>(['hooks', 'render-env', `${registry.host}/kits/hello:0.1.0`])
+    // A pulled kit's hooks are someone else's code: they run once the user trusts the kit.
+    const rendered = await consumer.json<{kit: string; env: Record<string, string>}>(['hooks', 'render-env', `${registry.host}/kits/hello:0.1.0`, '--trust'])
     expect(rendered).toMatchObject({kit: 'hello', env: {HELLO_TITLE: 'Hello from aegis-kit'}})
     const missing = await consumer.run(['validate', `${registry.host}/kits/never-pulled:1`])
     expect(missing.exitCode).toBe(1)

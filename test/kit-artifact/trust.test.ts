@@ -2,14 +2,17 @@
  * Pulled kits are other people's code: a pull never takes over a short name (NAME:VERSION) that
  * names another kit, and running a pulled kit's hooks needs a decision, remembered per kit.
  */
-import {readFile, rm} from 'node:fs/promises'
+import {readFile, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {binRun, hasStackTrace, repoRoot} from '../helpers/cli.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {createSandbox, type CliSandbox} from '../cli-images/helpers.js'
 import {copyHello} from './helpers.js'
 
 interface Rendered {kit: string; env: Record<string, string>}
+interface TrustRecord {sources: Array<{via: string; reference: string; kitArtifact: string}>; trusted?: {by: string}}
 
 const IMPOSTOR_HOOK = `export function render_env() {
   return {env: {HELLO_TITLE: 'impostor'}, files: []}
@@ -60,5 +63,84 @@ describe('short names never change owner', () => {
     // And the pull said so.
     expect(pulled.stderr).toContain(`hello:0.1.0 still names the kit pushed from`)
     expect(pulled.stderr).toContain(`use ${registry.host}/other/hello:0.1.0 for this one`)
+  })
+})
+
+async function trustRecords(sandbox: CliSandbox): Promise<Record<string, TrustRecord>> {
+  return (JSON.parse(await readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits', 'trust.json'), 'utf8')) as {kits: Record<string, TrustRecord>}).kits
+}
+
+/** The CLI on a pseudo-terminal (script(1)) with `input` typed into it. */
+async function onTerminalTyping(sandbox: CliSandbox, args: string[], input: string): Promise<{exitCode: number; screen: string}> {
+  const command = [process.execPath, binRun, ...args].map((word) => `'${word}'`).join(' ')
+  const result = await execa('script', ['-qfec', command, '/dev/null'], {cwd: repoRoot, env: sandbox.env, input, reject: false, timeout: 60_000})
+  return {exitCode: result.exitCode ?? -1, screen: String(result.stdout).replaceAll('\r\n', '\n')}
+}
+
+describe('trust on pull', () => {
+  let reference: string
+  let config: string
+  beforeAll(async () => {
+    reference = `${registry.host}/other/hello:0.1.0`
+    config = join(user.dir, 'config.json')
+    await writeFile(config, '{}\n')
+  })
+
+  it('records where a pulled kit came from, unverified and untrusted', async () => {
+    const pulled = await user.json<{trusted: boolean; verified: unknown; kitArtifact: string; dir: string}>(['pull', reference, '--kit-only'])
+    expect(pulled).toMatchObject({trusted: false, verified: null})
+    const record = (await trustRecords(user))[pulled.dir.split('/store/kits/')[1]!]
+    expect(record?.sources).toEqual([{via: 'pull', reference: expect.stringMatching(new RegExp(`^${reference}@sha256:[0-9a-f]{64}$`)), kitArtifact: pulled.kitArtifact}])
+    expect(record?.trusted).toBeUndefined()
+    const text = await user.run(['pull', reference, '--kit-only'])
+    expect(text.stdout).toContain('Not verified: `hooks` and `run` ask before running its code (or take --trust)')
+  })
+
+  it('without a terminal, its hooks and its boot are refused with an error naming --trust', async () => {
+    for (const args of [['hooks', 'render-env', reference], ['hooks', 'validate-config', reference, config], ['run', reference, '--', 'true']]) {
+      const refused = await user.run(args)
+      expect(refused.exitCode, refused.all).toBe(1)
+      expect(refused.stderr).toMatch(/^Error: kit hello 0\.1\.0 \(hello\/0\.1\.0-[0-9a-f]{12}\), pulled from \S+, is not trusted yet: its hooks and image are code from a registry\n  hint: pass --trust to run it/)
+      expect(refused.stdout).not.toContain('impostor')
+      expect(hasStackTrace(refused.all)).toBe(false)
+    }
+  })
+
+  it('on a terminal it asks: no refuses and remembers nothing', async () => {
+    const answered = await onTerminalTyping(user, ['hooks', 'render-env', reference], 'n\n')
+    expect(answered.screen).toMatch(/is not trusted yet: run its code \(hooks, image\) on this machine\? \[y\/N\] /)
+    expect(answered.exitCode).toBe(1)
+    expect(answered.screen).toContain('you did not trust it')
+    expect(answered.screen).not.toContain('impostor')
+    expect(Object.values(await trustRecords(user)).filter((record) => record.trusted?.by === 'prompt')).toEqual([])
+  })
+
+  it('--trust runs it and is remembered for the kit: later runs need no flag', async () => {
+    const trusted = await user.run(['hooks', 'render-env', reference, '--trust'])
+    expect(trusted.exitCode, trusted.all).toBe(0)
+    expect(trusted.stderr).toContain('aegis-kit: trusting kit hello 0.1.0')
+    expect(trusted.stdout).toContain('HELLO_TITLE=impostor')
+    const again = await user.json<Rendered>(['hooks', 'render-env', reference])
+    expect(again.env.HELLO_TITLE).toBe('impostor')
+    expect(Object.values(await trustRecords(user)).map((record) => record.trusted?.by).sort()).toEqual(['flag', 'own'])
+  })
+
+  it('on a terminal, yes runs it and is remembered', async () => {
+    const other = await copyHello({'www/other.html': 'another kit\n'})
+    try {
+      expect((await attacker.run(['push', other, `${registry.host}/other/hello-two:1`])).exitCode).toBe(0)
+      expect((await user.run(['pull', `${registry.host}/other/hello-two:1`, '--kit-only'])).exitCode).toBe(0)
+      const answered = await onTerminalTyping(user, ['hooks', 'render-env', `${registry.host}/other/hello-two:1`], 'y\n')
+      expect(answered.exitCode, answered.screen).toBe(0)
+      expect(answered.screen).toContain('HELLO_TITLE=Hello from aegis-kit')
+      expect(Object.values(await trustRecords(user)).map((record) => record.trusted?.by).sort()).toEqual(['flag', 'own', 'prompt'])
+    } finally {
+      await rm(join(other, '..'), {recursive: true, force: true})
+    }
+  })
+
+  it("the user's own kit directory needs no decision", async () => {
+    const rendered = await user.json<Rendered>(['hooks', 'render-env', impostorDir])
+    expect(rendered.env.HELLO_TITLE).toBe('impostor')
   })
 })

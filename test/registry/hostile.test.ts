@@ -4,7 +4,8 @@
  * purpose (a Bearer realm on another host over plain HTTP, ...).
  */
 import {execFileSync} from 'node:child_process'
-import {mkdtemp, readFile, rm} from 'node:fs/promises'
+import {randomBytes} from 'node:crypto'
+import {mkdtemp, readFile, readdir, rm} from 'node:fs/promises'
 import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
 import {createServer as createHttpsServer} from 'node:https'
 import {tmpdir} from 'node:os'
@@ -16,6 +17,7 @@ import {pullKit} from '../../src/kit-artifact/pull.js'
 import {MediaType, type ImageIndex, type ImageManifest} from '../../src/oci/types.js'
 import {pullImage} from '../../src/registry/push-pull.js'
 import {LocalStore} from '../../src/store/local-store.js'
+import {createSandbox} from '../cli-images/helpers.js'
 import {LayoutStore} from './layout-store.js'
 import {RegistryClient} from '../../src/registry/auth.js'
 import {RegistryError} from '../../src/registry/registry-error.js'
@@ -81,9 +83,12 @@ async function fakeRegistry(options: {
   manifests: Record<string, Content>
   blobs?: Record<string, Buffer>
   blob?: (digest: string, request: IncomingMessage, response: ServerResponse) => boolean
+  /** Answers any request first when it returns true. */
+  intercept?: (request: IncomingMessage, response: ServerResponse) => boolean
 }): Promise<TestServer> {
   const byDigest = new Map(Object.values(options.manifests).map((content) => [sha256Digest(content.bytes), content]))
   return serve('127.0.0.1', (request, response) => {
+    if (options.intercept?.(request, response)) return
     const [, kind, reference] = /^\/v2\/.+\/(manifests|blobs)\/([^/?]+)$/.exec(request.url ?? '') ?? []
     const head = request.method === 'HEAD'
     if (kind === 'manifests') {
@@ -246,4 +251,161 @@ describe('sizes checked before a download starts', () => {
     expect(blobGets(registry)).toEqual([])
     expect(registry.seen.filter((r) => r.method === 'GET' && r.path.includes('/manifests/sha256:12'))).toEqual([])
   })
+})
+
+describe('deadlines: a body trickled to keep a pull alive', () => {
+  const saved = {...process.env}
+  beforeAll(() => {
+    // Small limits, so a trickle is caught in seconds: every exchange gets 1.5 s plus its bytes at 1 MiB/s.
+    process.env.AEGIS_REGISTRY_DEADLINE = '1.5'
+    process.env.AEGIS_REGISTRY_MIN_RATE = String(1024 * 1024)
+  })
+  afterAll(() => {
+    process.env = saved
+  })
+  let work: string
+  beforeAll(async () => {
+    work = await mkdtemp(join(tmpdir(), 'aegis-hostile-deadline-'))
+  })
+  afterAll(async () => {
+    await rm(work, {recursive: true, force: true})
+  })
+
+  /** Sends `body`'s first `fast` bytes at once, then one byte every 100 ms (a trickle the idle timeout never sees). */
+  function trickle(response: ServerResponse, body: Buffer, fast: number, headers: Record<string, string | number> = {}): void {
+    response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': body.length, ...headers})
+    response.write(body.subarray(0, fast))
+    let offset = fast
+    const timer = setInterval(() => {
+      if (response.destroyed || offset >= body.length) {
+        clearInterval(timer)
+        response.end()
+        return
+      }
+      response.write(body.subarray(offset, ++offset))
+    }, 100)
+  }
+
+  /** `promise`'s error, or 'still running' when it has not settled within `ms`. */
+  async function errorWithin(promise: Promise<unknown>, ms: number): Promise<unknown> {
+    return Promise.race([promise.then(() => 'succeeded', (e: unknown) => e), new Promise((resolve) => setTimeout(() => resolve('still running'), ms))])
+  }
+
+  async function trickledLayerPull(layerSize: number, fast: number): Promise<{error: unknown; store: LocalStore; seconds: number}> {
+    const layerBytes = randomBytes(layerSize)
+    const layer = {mediaType: MediaType.LayerTarGzip, digest: sha256Digest(layerBytes), size: layerSize}
+    const image = manifestBytes({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: [layer]})
+    const registry = await fakeRegistry({
+      manifests: {'1': {mediaType: MediaType.ImageManifest, bytes: image.bytes}},
+      blob: (digest, request, response) => digest === layer.digest && request.method === 'GET' && (trickle(response, layerBytes, fast), true),
+    })
+    const store = new LocalStore(join(work, `store-${layerSize}`))
+    const started = Date.now()
+    const pull = pullImage(new RemoteRepository(`${registry.host}/slow/app:1`, {client: new RegistryClient({retry: fastRetry})}), store, {localReference: 'slow:1'})
+    const error = await errorWithin(pull, 12_000)
+    return {error, store, seconds: (Date.now() - started) / 1000}
+  }
+
+  it('ends a small blob\'s download (main thread) at its deadline, keeping nothing', async () => {
+    const {error, store, seconds} = await trickledLayerPull(64 * 1024, 1024)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toMatch(/GET http:\/\/127\.0\.0\.1:\d+\/v2\/slow\/app\/blobs\/sha256:[0-9a-f]{64} did not finish within 1\.6 s/)
+    expect((error as AegisError).hint).toMatch(/AEGIS_REGISTRY_DEADLINE/)
+    expect(seconds).toBeLessThan(6)
+    await expect(store.resolve('slow:1')).rejects.toThrow()
+    expect(await readdir(store.paths.tmpDir)).toEqual([])
+  }, 20_000)
+
+  it('ends a large blob\'s download (worker thread) at its deadline, keeping nothing', async () => {
+    const {error, store, seconds} = await trickledLayerPull(5 * 1024 * 1024, 1024 * 1024)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toMatch(/GET http:\/\/127\.0\.0\.1:\d+\/v2\/slow\/app\/blobs\/sha256:[0-9a-f]{64} did not finish within 6\.5 s/)
+    expect(seconds).toBeLessThan(12)
+    await expect(store.resolve('slow:1')).rejects.toThrow()
+    expect(await readdir(store.paths.tmpDir)).toEqual([])
+  }, 20_000)
+
+  it('ends a manifest request at its deadline', async () => {
+    const image = manifestBytes({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: []})
+    const registry = await serve('127.0.0.1', (_request, response) => trickle(response, image.bytes, 10, {'content-type': MediaType.ImageManifest}))
+    const error = await errorWithin(new RemoteRepository(`${registry.host}/slow/app:1`, {client: new RegistryClient({retry: fastRetry})}).fetchManifest('1'), 12_000)
+    expect(error).toBeInstanceOf(AegisError)
+    expect((error as Error).message).toMatch(/GET http:\/\/127\.0\.0\.1:\d+\/v2\/slow\/app\/manifests\/1 did not finish within 1\.5 s/)
+  }, 20_000)
+
+  it('gives up a silent connection after AEGIS_REGISTRY_IDLE_TIMEOUT', async () => {
+    process.env.AEGIS_REGISTRY_IDLE_TIMEOUT = '0.3'
+    process.env.AEGIS_REGISTRY_DEADLINE = '60'
+    try {
+      const registry = await serve('127.0.0.1', () => undefined)
+      const error = await errorWithin(new RemoteRepository(`${registry.host}/silent/app:1`, {client: new RegistryClient({retry: fastRetry})}).fetchManifest('1'), 8_000)
+      expect(error).toBeInstanceOf(AegisError)
+      expect((error as Error).message).toMatch(/failed after 2 attempts: no data for 0\.3 s/)
+    } finally {
+      process.env.AEGIS_REGISTRY_DEADLINE = '1.5'
+      delete process.env.AEGIS_REGISTRY_IDLE_TIMEOUT
+    }
+  }, 20_000)
+})
+
+describe('Retry-After', () => {
+  /** A registry whose first manifest GET is answered 429 with `Retry-After: retryAfter`, the next ones with the manifest. */
+  async function throttling(retryAfter: string): Promise<TestServer> {
+    const {bytes} = manifestBytes({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: EMPTY_CONFIG, layers: []})
+    let answered = 0
+    return serve('127.0.0.1', (_request, response) => {
+      if (answered++ === 0) {
+        response.writeHead(429, {'retry-after': retryAfter, 'content-type': 'application/json'}).end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}')
+        return
+      }
+      response.writeHead(200, {'content-type': MediaType.ImageManifest}).end(bytes)
+    })
+  }
+
+  it('says so on the status channel when a wait begins, then waits', async () => {
+    const registry = await throttling('1')
+    const lines: string[] = []
+    const started = Date.now()
+    await new RemoteRepository(`${registry.host}/busy/app:1`, {client: new RegistryClient({retry: fastRetry}), notify: (line) => lines.push(line)}).fetchManifest('1')
+    expect(Date.now() - started).toBeGreaterThanOrEqual(950)
+    expect(lines).toEqual([expect.stringMatching(/^127\.0\.0\.1:\d+ answered 429 Too Many Requests and asked to wait 1 s: retrying at \d\d:\d\d:\d\d$/)])
+  })
+
+  it('refuses to wait longer than 60 s: an error saying how long the registry asked for', async () => {
+    const registry = await throttling('3600')
+    const started = Date.now()
+    const error = await new RemoteRepository(`${registry.host}/busy/app:1`, {client: new RegistryClient({retry: fastRetry})}).fetchManifest('1').then(() => undefined, (e: unknown) => e)
+    expect(Date.now() - started).toBeLessThan(2000)
+    expect(error).toBeInstanceOf(RegistryError)
+    expect((error as Error).message).toMatch(/^GET http:\/\/127\.0\.0\.1:\d+\/v2\/busy\/app\/manifests\/1: the registry answered 429 Too Many Requests and asked to wait 3600 s, longer than the 60 s aegis-kit waits\.$/)
+    expect((error as RegistryError).hint).toMatch(/later/)
+    expect(registry.seen).toHaveLength(1)
+  })
+})
+
+describe('Retry-After in the CLI', () => {
+  it('images pull prints the wait on stderr when it begins', async () => {
+    const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', rootfs: {type: 'layers', diff_ids: []}}))
+    const configDesc = {mediaType: MediaType.ImageConfig, digest: sha256Digest(config), size: config.length}
+    const image = manifestBytes({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: configDesc, layers: []})
+    let throttled = false
+    const registry = await fakeRegistry({
+      manifests: {'1': {mediaType: MediaType.ImageManifest, bytes: image.bytes}},
+      blobs: {[configDesc.digest]: config},
+      intercept: (_request, response) => {
+        if (throttled) return false
+        throttled = true
+        response.writeHead(429, {'retry-after': '1', 'content-type': 'application/json'}).end('{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}')
+        return true
+      },
+    })
+    const sandbox = await createSandbox()
+    try {
+      const result = await sandbox.run(['images', 'pull', `${registry.host}/busy/app:1`, '--plain-http'])
+      expect(result.exitCode).toBe(0)
+      expect(result.stderr).toMatch(/^127\.0\.0\.1:\d+ answered 429 Too Many Requests and asked to wait 1 s: retrying at \d\d:\d\d:\d\d$/m)
+    } finally {
+      await sandbox.cleanup()
+    }
+  }, 60_000)
 })

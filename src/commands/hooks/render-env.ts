@@ -2,6 +2,7 @@ import {mkdir, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {confirmTrust, trustFlag} from '../../cli/trust.js'
 import {loadKit} from '../../kit/kit.js'
 import {maskSecrets, parseSecretFlag, resolveSecrets} from '../../kit/secrets.js'
 import {buildAppContext, readConfigFile, renderEnv} from '../../hooks/operations.js'
@@ -31,6 +32,7 @@ secrets the kit marks as generated get fresh random values. --output writes the 
     config: Flags.string({description: "App config file (JSON or YAML) merged over the kit's config."}),
     instance: Flags.string({description: 'Instance name passed to the hook.'}),
     output: Flags.string({char: 'o', description: 'Write the rendered files under this directory.'}),
+    trust: trustFlag,
   }
 
   static override enableJsonFlag = true
@@ -38,6 +40,7 @@ secrets the kit marks as generated get fresh random values. --output writes the 
   async run(): Promise<unknown> {
     const {args, flags} = await this.parse(HooksRenderEnv)
     const kit = await loadKit(args.kit)
+    await confirmTrust(kit, flags.trust)
     const userConfig = flags.config ? await readConfigFile(flags.config) : undefined
     const app = buildAppContext(kit, {profile: flags.profile, instance: flags.instance, config: userConfig})
     const secrets = resolveSecrets(kit, flags.secret.map(parseSecretFlag), {profile: flags.profile})

@@ -1,5 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../../cli/base-command.js'
+import {confirmTrust, trustFlag} from '../../cli/trust.js'
 import {loadKit} from '../../kit/kit.js'
 import {buildAppContext, readConfigFile, validateConfig} from '../../hooks/operations.js'
 
@@ -21,6 +22,7 @@ problem with its path; exit 1 when there are problems.`
 
   static override flags = {
     profile: Flags.string({description: 'Instance profile whose ports and resources the check uses.'}),
+    trust: trustFlag,
   }
 
   static override enableJsonFlag = true
@@ -28,6 +30,7 @@ problem with its path; exit 1 when there are problems.`
   async run(): Promise<unknown> {
     const {args, flags} = await this.parse(HooksValidateConfig)
     const kit = await loadKit(args.kit)
+    await confirmTrust(kit, flags.trust)
     const config = await readConfigFile(args.config)
     const app = buildAppContext(kit, {profile: flags.profile, config})
     const result = await validateConfig(kit, app.config, app)

@@ -39,7 +39,7 @@ already in the store are skipped, so an interrupted pull resumes when re-run.`
     let result: TransferReport
     try {
       result = await pullFromRegistry(openStore(), args.ref, {
-        plainHttp: flags['plain-http'], insecure: flags.insecure, platform: flags.platform, localTag: flags.tag,
+        plainHttp: flags['plain-http'], insecure: flags.insecure, platform: flags.platform, localTag: flags.tag, notify: reporter.notice,
       }, reporter.progress)
     } finally {
       reporter.finish()

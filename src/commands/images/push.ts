@@ -39,7 +39,7 @@ HTTP unless --insecure.`
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pushed')
     let result: TransferReport
     try {
-      result = await pushToRegistry(openStore(), args.ref, args.dest, {plainHttp: flags['plain-http'], insecure: flags.insecure, chunked: flags.chunked}, reporter.progress)
+      result = await pushToRegistry(openStore(), args.ref, args.dest, {plainHttp: flags['plain-http'], insecure: flags.insecure, chunked: flags.chunked, notify: reporter.notice}, reporter.progress)
     } finally {
       reporter.finish()
     }
