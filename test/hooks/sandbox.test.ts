@@ -146,6 +146,13 @@ export function render_env() {
     expect(processesWith(`sleep ${duration}`)).toEqual([])
   }, 120_000)
 
+  it("a hook killed by a signal is reported as killed, not as the sandbox init's exit code 128+N", async () => {
+    const dir = kitWithHook("export function render_env() { process.kill(process.pid, 'SIGKILL') }\n")
+    const result = await runCli(['hooks', 'render-env', dir])
+    expect(result.exitCode).toBe(1)
+    expect(result.stderr).toMatch(/hook render_env of kit intruder \(hooks\/render_env\.mjs\) was killed by SIGKILL before returning a result/)
+  }, 120_000)
+
   it('a kit that declares hooks.network reaches the network, and the user is told', async () => {
     const {server, port, received} = await listener()
     servers.push(server)
