@@ -5,8 +5,10 @@ import {formatBytes} from '../cli/format.js'
 import {createTransferReporter, progressMode} from '../cli/progress.js'
 import {defaultLocalReference, referrerCount} from '../cli/transfer.js'
 import {pullKit} from '../kit-artifact/index.js'
+import type {Descriptor} from '../oci/types.js'
 import type {KitVerification} from '../kit/trust.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
+import {keyHint, loadVerificationKey, verifySignatures} from '../signing/index.js'
 import {parseReference as parseLocalReference} from '../store/index.js'
 import {openStore} from '../store/open.js'
 
@@ -42,7 +44,10 @@ artifact and, unless --kit-only, the image published with it (every platform). E
 verified against its digest; the kit layer is unpacked under the store (refusing absolute paths,
 ".." and links) into <store>/kits/NAME/VERSION-DIGEST before anything is tagged. Afterwards REF
 (as typed, as registry/repository:tag, and as NAME:VERSION) works as KIT in \`validate\` and
-\`hooks ...\`, except that a short name (NAME:VERSION) that already names another kit keeps it.`
+\`hooks ...\`, except that a short name (NAME:VERSION) that already names another kit keeps it.
+With --verify PUB, what REF resolves to must carry a signature that verifies with PUB (a Sigstore
+bundle, as \`aegis-kit sign\`, \`push --sign\` and \`cosign sign\` store it) before anything is
+written to the store.`
 
   static override examples = [
     {description: 'Pull a kit, then render its environment', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 && <%= config.bin %> hooks render-env 127.0.0.1:5000/kits/hello:0.1.0'},
@@ -57,6 +62,7 @@ verified against its digest; the kit layer is unpacked under the store (refusing
     ...registryFlags,
     'kit-only': Flags.boolean({description: 'Pull only the kit artifact, not the image published with it.'}),
     tag: Flags.string({char: 't', description: 'Store it as NAME[:TAG] instead of its registry reference.'}),
+    verify: Flags.string({description: 'Public key (PEM, e.g. cosign.pub) the kit must be signed with: checked before anything is downloaded into the store.'}),
   }
 
   static override enableJsonFlag = true
@@ -66,10 +72,16 @@ verified against its digest; the kit layer is unpacked under the store (refusing
     const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure})
     const localReference = flags.tag ?? defaultLocalReference(repository.reference)
     parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
+    const publicKey = flags.verify === undefined ? undefined : await loadVerificationKey(flags.verify)
+    // What the reference resolved to must carry a signature by the key, before the copy starts.
+    const verify = publicKey && (async (root: Descriptor) => {
+      await verifySignatures(repository, root, publicKey)
+      return {keyFingerprint: keyHint(publicKey)}
+    })
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
     let result
     try {
-      result = await pullKit(openStore(), repository, {localReference, aliases: [args.ref], kitOnly: flags['kit-only'], progress: reporter.progress})
+      result = await pullKit(openStore(), repository, {localReference, aliases: [args.ref], kitOnly: flags['kit-only'], verify, progress: reporter.progress})
     } finally {
       reporter.finish()
     }
