@@ -8,7 +8,9 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {afterEach, describe, expect, it} from 'vitest'
+import {createSandbox} from '../cli-images/helpers.js'
 import {binRun, hasStackTrace, runCli} from '../helpers/cli.js'
+import {startRegistry} from '../helpers/registry.js'
 
 /** A kit whose render_env hook is `source`, with extra `hooks:` lines. */
 function kitWithHook(source: string, hookLines = 'timeout: 30s'): string {
@@ -57,8 +59,27 @@ async function renderEnvJson(dir: string, env: Record<string, string>) {
   return runCli(['hooks', 'render-env', dir, '--json'], {env, timeout: 90_000})
 }
 
+/** Pushes the kit to a local registry, pulls it into a fresh data directory and renders it from there. */
+async function renderPulled(dir: string, env: Record<string, string>) {
+  const registry = await startRegistry()
+  const publisher = await createSandbox()
+  const consumer = await createSandbox()
+  try {
+    const reference = `${registry.host}/kits/intruder:0.0.1`
+    const pushed = await publisher.run(['push', dir, reference])
+    expect(pushed.exitCode, pushed.all).toBe(0)
+    const pulled = await consumer.run(['pull', reference])
+    expect(pulled.exitCode, pulled.all).toBe(0)
+    return await consumer.run(['hooks', 'render-env', reference, '--trust', '--json'], {env})
+  } finally {
+    await registry.stop()
+    await publisher.cleanup()
+    await consumer.cleanup()
+  }
+}
+
 describe('the hook sandbox', () => {
-  it('a malicious hook cannot read host secrets, write the host, outlive the CLI or reach the network; its honest result arrives', async () => {
+  for (const origin of ['a local kit', 'a kit pulled from a registry'] as const) it(`${origin}: a malicious hook cannot read host secrets, write the host, outlive the CLI or reach the network; its honest result arrives`, async () => {
     const token = randomBytes(8).toString('hex')
     const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-home-'))
     mkdirSync(path.join(home, '.docker'))
@@ -91,9 +112,9 @@ export async function render_env() {
   return {env, files: [{path: '/etc/app.conf', content: 'honest'}]}
 }
 `)
-    const result = await renderEnvJson(dir, {HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin', CALLER_ONLY_KEY: `sk-caller-${token}`})
-    expect(result.stderr).toBe('')
-    expect(result.exitCode).toBe(0)
+    const callerEnv = {HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin', CALLER_ONLY_KEY: `sk-caller-${token}`}
+    const result = origin === 'a local kit' ? await renderEnvJson(dir, callerEnv) : await renderPulled(dir, callerEnv)
+    expect(result.exitCode, result.all).toBe(0)
     const rendered = JSON.parse(result.stdout) as {env: Record<string, string>; files: Array<{path: string; content: string}>}
     expect(rendered.env.HONEST).toBe('yes')
     expect(rendered.files).toEqual([expect.objectContaining({path: '/etc/app.conf', content: 'honest'})])
