@@ -1,17 +1,25 @@
 // The real thing, end to end: `aegis-kit build openclaw` (Debian from Debian's archive, Node 24
 // and OpenClaw from npm) checked with umoci, a chroot, skopeo and a real registry; then
 // `aegis-kit run openclaw --expose` boots it in a microVM (TCG here: about two minutes) and the
-// gateway answers through the exposed port; then a second clean build for reproducibility.
+// gateway answers through the exposed port, and the printed Control UI URL's token authenticates
+// there (the Control UI's WebSocket handshake and an HTTP call); then a second clean build for
+// reproducibility.
 // Slow (several minutes), and part of the suite on purpose.
 import {createHash} from 'node:crypto'
 import {existsSync, mkdtempSync, readdirSync, readFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
+import {fileURLToPath} from 'node:url'
 import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {runCli} from '../helpers/cli.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
+import {NODE24_VERSION, nodeRuntime} from '../helpers/toolchain.js'
+import type {Attempt, Outcome} from '../kits/openclaw-control-ui-connect.js'
 import {descendants, freePort, startRun, waitGone} from '../run/helpers.js'
+
+/** The Control UI's WebSocket handshake, run by Node 24 (Node 20 has no WebSocket). */
+const controlUiConnect = fileURLToPath(new URL('../kits/openclaw-control-ui-connect.ts', import.meta.url))
 
 const OPENCLAW = '2026.9.6'
 const NODE = 'v24.21.0'
@@ -43,11 +51,31 @@ afterAll(async () => {
 })
 
 describe('build openclaw', () => {
-  it(`puts openclaw:${OPENCLAW} in the store with base, node, npm and aegis layers and an SBOM`, () => {
+  it(`puts openclaw:${OPENCLAW} in the store with base, node, npm and aegis layers`, () => {
     expect(reportA.reference).toBe(`openclaw:${OPENCLAW}`)
     expect(reportA.platforms[0].layers.map((layer) => layer.step)).toEqual(['base', 'node', 'npm', 'aegis'])
     expect(reportA.platforms[0].packages.deb).toBeGreaterThan(50)
     expect(reportA.platforms[0].packages.npm).toBeGreaterThan(100)
+  })
+
+  it('its SBOM is an SPDX document filed as a referrer of the image manifest, listing the openclaw npm package', async () => {
+    const inspected = await runCli(['images', 'inspect', `openclaw:${OPENCLAW}`, '--json'], {env: {AEGIS_KIT_HOME: homeA}})
+    expect(inspected.exitCode, inspected.stderr).toBe(0)
+    const {images, referrers} = JSON.parse(inspected.stdout) as {images: Array<{digest: string}>; referrers: Array<{digest: string; artifactType?: string; subject: string}>}
+    expect(images).toHaveLength(1)
+    const sboms = referrers.filter((referrer) => referrer.artifactType === 'application/spdx+json')
+    expect(sboms.map((referrer) => referrer.subject)).toEqual([images[0].digest])
+    const blob = (digest: string) => JSON.parse(readFileSync(path.join(homeA, 'store/blobs/sha256', digest.slice('sha256:'.length)), 'utf8'))
+    const manifest = blob(sboms[0].digest) as {artifactType: string; subject: {digest: string}; layers: Array<{mediaType: string; digest: string}>}
+    expect(manifest.artifactType).toBe('application/spdx+json')
+    expect(manifest.subject.digest).toBe(images[0].digest)
+    expect(manifest.layers.map((layer) => layer.mediaType)).toEqual(['application/spdx+json'])
+    const sbom = blob(manifest.layers[0].digest) as {spdxVersion: string; packages: Array<{name: string; versionInfo: string; externalRefs?: Array<{referenceLocator: string}>}>}
+    expect(sbom.spdxVersion).toBe('SPDX-2.3')
+    const purls = sbom.packages.flatMap((entry) => entry.externalRefs ?? []).map((ref) => ref.referenceLocator)
+    expect(purls).toContain(`pkg:npm/openclaw@${OPENCLAW}`)
+    expect(purls.filter((purl) => purl.startsWith('pkg:npm/')).length).toBeGreaterThan(100)
+    expect(purls.filter((purl) => purl.startsWith('pkg:deb/debian/')).length).toBeGreaterThan(50)
   })
 
   it('unpacked with umoci, its root runs node and openclaw at the pinned versions', async () => {
@@ -78,7 +106,8 @@ describe('build openclaw', () => {
 
   // Under TCG (no usable KVM here) the gateway takes minutes: the kit patches OpenClaw's 5 s
   // worker start-up limit (image.npm.patches) and allows its healthcheck 600 s.
-  it('run openclaw --expose: /healthz answers 200 and / serves the Control UI from inside the VM', async () => {
+  it('run openclaw --expose: /healthz answers 200, / serves the Control UI and the token in the printed URL authenticates, from inside the VM', async () => {
+    const node24 = await nodeRuntime(NODE24_VERSION)
     const port = await freePort()
     const key = 'sk-ant-api03-E2E-KNOWN-SECRET-9f8e7d6c5b4a'
     const workspace = mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-ws-'))
@@ -92,6 +121,35 @@ describe('build openclaw', () => {
       const page = await fetch(url)
       expect(page.status).toBe(200)
       expect(await page.text()).toMatch(/<html/i)
+
+      // The printed token authenticates through the exposed port. Over HTTP: /tools/invoke takes
+      // it as a bearer token (refused without it; a 500 while the gateway's startup sidecars come up).
+      const invoke = (authorization?: string) => fetch(`${url}tools/invoke`, {
+        method: 'POST',
+        headers: {'content-type': 'application/json', ...(authorization ? {authorization} : {})},
+        body: JSON.stringify({tool: 'sessions_list', args: {}}),
+      })
+      const refused = await invoke()
+      expect(refused.status).toBe(401)
+      let accepted = await invoke(`Bearer ${token}`)
+      for (const deadline = Date.now() + 120_000; accepted.status === 500 && Date.now() < deadline;) {
+        await new Promise((resolve) => setTimeout(resolve, 1000))
+        accepted = await invoke(`Bearer ${token}`)
+      }
+      const answer = await accepted.json()
+      expect(accepted.status, JSON.stringify(answer)).toBe(200)
+      expect(answer).toMatchObject({ok: true})
+      // And the Control UI's WebSocket handshake from the URL's origin: hello-ok with the printed
+      // token, refused without it or with another.
+      const origin = `http://127.0.0.1:${port}`
+      const attempts: Attempt[] = [{origin}, {origin, token: 'f'.repeat(64)}, {origin, token}]
+      const connected = await execa(path.join(node24, 'bin', 'node'), [controlUiConnect, JSON.stringify({url: `ws://127.0.0.1:${port}/`, attempts})], {env: {LANG: 'C.UTF-8'}, extendEnv: false, timeout: 120_000})
+      expect(connected.stdout.trim().split('\n').map((line) => JSON.parse(line) as Outcome)).toMatchObject([
+        {ok: false, code: 'AUTH_TOKEN_MISSING'},
+        {ok: false, code: 'AUTH_TOKEN_MISMATCH'},
+        {ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW},
+      ])
+
       // The workload writes its state into /workspace: it appears in the host directory.
       expect(existsSync(path.join(workspace, '.openclaw/openclaw.json'))).toBe(true)
       const written = readdirSync(path.join(workspace, '.openclaw'), {recursive: true}).map(String)
