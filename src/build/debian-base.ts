@@ -8,7 +8,7 @@ import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import {lockMismatch, type DebianSpec, type DebPackage} from './lock.js'
-import {runTool} from './tools.js'
+import {runMmdebstrap, runTool} from './tools.js'
 
 export const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc'
@@ -81,7 +81,7 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
     rootDir,
     base.snapshot ? `http://snapshot.debian.org/archive/debian/${base.snapshot}` : DEBIAN_MIRROR,
   ]
-  await runTool('mmdebstrap', args, {
+  await runMmdebstrap(args, {
     env: {SOURCE_DATE_EPOCH: String(options.sourceDateEpoch)},
     hint: 'install it: apt-get install mmdebstrap (scripts/setup does)',
     onLine: options.onLine,

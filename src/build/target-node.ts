@@ -12,7 +12,7 @@ import path from 'node:path'
 import {AegisError} from '../errors.js'
 import {BINFMT_DIR, DEBIAN_MIRROR, debianArch, emulationProblem} from './debian-base.js'
 import {fetchNodeRuntime} from './node-runtime.js'
-import {runTool} from './tools.js'
+import {runMmdebstrap} from './tools.js'
 
 /** Node's Linux builds need glibc 2.28 or newer; bookworm has 2.36. */
 const SYSROOT_SUITE = 'bookworm'
@@ -57,7 +57,7 @@ export async function targetSysroot(platform: string, dir: string, onLine?: (lin
   try {
     const root = path.join(work, 'root')
     // extract unpacks the packages without running anything: no emulation for this step.
-    await runTool('mmdebstrap', ['--quiet', '--variant=extract', `--architectures=${arch}`, '--include=libstdc++6', SYSROOT_SUITE, root, DEBIAN_MIRROR], {
+    await runMmdebstrap(['--quiet', '--variant=extract', `--architectures=${arch}`, '--include=libstdc++6', SYSROOT_SUITE, root, DEBIAN_MIRROR], {
       hint: 'install it: apt-get install mmdebstrap (scripts/setup does); the image\'s Node needs its own architecture\'s libraries to run the install scripts',
       onLine,
     })

@@ -10,18 +10,52 @@ export interface ToolOptions {
   signal?: AbortSignal
 }
 
-export async function runTool(command: string, args: string[], options: ToolOptions = {}): Promise<string> {
+/**
+ * mmdebstrap, which as root bind-mounts the host's /dev/shm, a devpts, /proc and /sys into the
+ * new root for the maintainer scripts, in the host's mount namespace: killed before it unmounted
+ * them, it left them under the data directory, where `rm -rf` would reach the host's files.
+ * Here it runs in a private mount namespace (its mounts never reach the host's) and a PID
+ * namespace whose first process dies with this one (PR_SET_PDEATHSIG, set by setpriv and by
+ * unshare's --kill-child): whatever kills aegis-kit, even SIGKILL, kills every process of the
+ * base with it, and the mounts go with the last of them. As another user mmdebstrap's unshare
+ * mode makes namespaces of its own, so it runs as it is.
+ */
+export function runMmdebstrap(args: string[], options: ToolOptions = {}): Promise<string> {
+  if (process.getuid?.() !== 0) return runTool('mmdebstrap', args, options)
+  return runTool('mmdebstrap', args, {
+    ...options,
+    wrapper: ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '--'],
+  })
+}
+
+interface WrappedToolOptions extends ToolOptions {
+  /** A command that runs `command` (namespaces): exit 127 from it means `command` is missing. */
+  wrapper?: string[]
+}
+
+export async function runTool(command: string, args: string[], options: WrappedToolOptions = {}): Promise<string> {
   // Loaded on the first tool run: `run` checks a cached build on its critical path and runs none.
   const {execa} = await import('execa')
-  const child = execa(command, args, {env: options.env, cwd: options.cwd, all: true, reject: false, cancelSignal: options.signal, buffer: true})
+  const [file, ...fileArgs] = [...(options.wrapper ?? []), command, ...args]
+  const child = execa(file, fileArgs, {
+    env: options.env,
+    cwd: options.cwd,
+    all: true,
+    reject: false,
+    cancelSignal: options.signal,
+    // unshare ignores SIGTERM while its child runs; killed, it takes its namespace's processes along.
+    ...(options.wrapper ? {killSignal: 'SIGKILL' as const} : {}),
+    buffer: true,
+  })
   if (options.onLine) {
     child.all?.on('data', (chunk: Buffer) => {
       for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') options.onLine!(line)
     })
   }
   const result = await child
-  if ((result as {code?: string}).code === 'ENOENT') {
-    throw new AegisError(`${command} is not installed`, {hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`})
+  if ((result as {code?: string}).code === 'ENOENT' || (options.wrapper && result.exitCode === 127)) {
+    const missing = (result as {code?: string}).code === 'ENOENT' ? file : command
+    throw new AegisError(`${missing} is not installed`, {hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`})
   }
   if (result.isCanceled) throw new AegisError(`${command} was interrupted`)
   if (result.exitCode !== 0) {
