@@ -45,7 +45,7 @@ export async function loadSigningKey(path: string, env: NodeJS.ProcessEnv = proc
   return {privateKey, publicKey: createPublicKey(privateKey)}
 }
 
-/** Reads a PEM public key (cosign.pub). */
+/** Reads a PEM public key (cosign.pub); given a private key PEM, its public half. */
 export async function loadVerificationKey(path: string): Promise<KeyObject> {
   const pem = await readKeyFile(path, 'public')
   let key: KeyObject
@@ -54,7 +54,6 @@ export async function loadVerificationKey(path: string): Promise<KeyObject> {
   } catch (error) {
     throw new AegisError(`${path} is not a public key aegis-kit can read: ${messageOf(error)}.`, {hint: 'Give the PEM public key, e.g. the cosign.pub `cosign generate-key-pair` wrote.'})
   }
-  if (key.type !== 'public') throw new AegisError(`${path} holds a private key; verification takes the public one.`, {hint: 'Give the .pub file of the key pair.'})
   requireP256(key, path)
   return key
 }
