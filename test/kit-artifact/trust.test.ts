@@ -143,4 +143,25 @@ describe('trust on pull', () => {
     const rendered = await user.json<Rendered>(['hooks', 'render-env', impostorDir])
     expect(rendered.env.HELLO_TITLE).toBe('impostor')
   })
+
+  it('a pull whose signature verifies with the given key is trusted: its hooks run without asking', async () => {
+    const signer = await createSandbox()
+    const puller = await createSandbox()
+    try {
+      await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(signer.dir, 'cosign')], {env: {COSIGN_PASSWORD: 'pw'}})
+      const signedRef = `${registry.host}/signed/hello:0.1.0`
+      const pushed = await signer.run(['push', impostorDir, signedRef, '--sign', join(signer.dir, 'cosign.key')], {env: {COSIGN_PASSWORD: 'pw'}})
+      expect(pushed.exitCode, pushed.all).toBe(0)
+      const pulled = await puller.json<{trusted: boolean; verified: {keyFingerprint: string} | null}>(['pull', signedRef, '--kit-only', '--verify', join(signer.dir, 'cosign.pub')])
+      expect(pulled.trusted).toBe(true)
+      expect(pulled.verified?.keyFingerprint).toEqual(expect.any(String))
+      expect(Object.values(await trustRecords(puller)).map((record) => record.trusted?.by)).toEqual(['signature'])
+      const rendered = await puller.run(['hooks', 'render-env', signedRef])
+      expect(rendered.exitCode, rendered.all).toBe(0)
+      expect(rendered.stdout).toContain('HELLO_TITLE=impostor')
+    } finally {
+      await signer.cleanup()
+      await puller.cleanup()
+    }
+  })
 })
