@@ -5,6 +5,7 @@
  */
 import {Command, Errors, Flags, type Interfaces} from '@oclif/core'
 import {isAegisError, messageOf} from '../errors.js'
+import {printable} from '../printable.js'
 
 export abstract class BaseCommand extends Command {
   static override baseFlags = {
@@ -20,8 +21,9 @@ export abstract class BaseCommand extends Command {
     if (error instanceof Errors.ExitError) throw error
     const aegis = isAegisError(error)
     const exitCode = aegis ? error.exitCode : (error as {oclif?: {exit?: number}}).oclif?.exit ?? 1
-    const message = messageOf(error).replace(/\n*See more help with --help$/, '')
-    const hint = aegis ? error.hint : undefined
+    // Messages quote archive entry names, registry answers and hook errors: nothing from outside reaches the terminal raw.
+    const message = printable(messageOf(error).replace(/\n*See more help with --help$/, ''), {multiline: true})
+    const hint = aegis && error.hint !== undefined ? printable(error.hint, {multiline: true}) : undefined
     if (this.jsonEnabled()) {
       this.logJson({error: {message, ...(hint ? {hint} : {})}})
     } else {

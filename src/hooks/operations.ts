@@ -2,11 +2,12 @@
  * The three hook calls as the rest of aegis-kit uses them: build the app context for a kit
  * (profile, resources, merged config), run the hook, and hand back a checked, typed result.
  */
-import {readFile} from 'node:fs/promises'
 import path from 'node:path'
 import {parse as parseYaml} from 'yaml'
 import {AegisError, messageOf} from '../errors.js'
 import type {Kit} from '../kit/kit.js'
+import {readRegularFile} from '../local-file.js'
+import {printable} from '../printable.js'
 import {closest} from '../kit/suggest.js'
 import {sizeToMiB} from '../kit/units.js'
 import type {AppContext, RenderedFile, RenderEnvResult, ValidateConfigResult} from './contract.js'
@@ -57,12 +58,15 @@ export async function renderEnv(kit: Kit, app: AppContext, secrets: Record<strin
     const secret = Boolean(file.secret) || carriesSecret
     return {...file, secret, mode: file.mode ?? (secret ? 0o600 : 0o644)}
   })
-  return {env: result.env ?? {}, files, warnings: result.warnings ?? [], urls: result.urls ?? []}
+  return {env: result.env ?? {}, files, warnings: (result.warnings ?? []).map((warning) => printable(warning)), urls: result.urls ?? []}
 }
 
 export async function validateConfig(kit: Kit, config: Record<string, unknown>, app: AppContext): Promise<ValidateConfigResult> {
   const {result} = await runHook<ValidateConfigResult>(kit, 'validate_config', [config, app])
-  return {ok: result.ok, problems: result.problems ?? []}
+  // Problems are printed one per line by whoever shows them: a hook's text must not steer the
+  // terminal. The contract checks only that message is a string; a missing path means the whole config.
+  const problems = (result.problems ?? []).map((problem) => ({...problem, path: printable(String(problem.path ?? '')), message: printable(problem.message)}))
+  return {ok: result.ok, problems}
 }
 
 export async function onPublish(kit: Kit, app: AppContext, release: Record<string, unknown>, artifacts: unknown[]): Promise<unknown> {
@@ -70,14 +74,12 @@ export async function onPublish(kit: Kit, app: AppContext, release: Record<strin
   return result
 }
 
+/** App configs are small JSON or YAML documents; anything larger is not one. */
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024
+
 /** Reads an app config file (JSON or YAML: JSON is YAML) into an object. */
 export async function readConfigFile(file: string): Promise<Record<string, unknown>> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    throw new AegisError(`cannot read config ${file}: ${messageOf(error)}`)
-  }
+  const text = (await readRegularFile(file, {what: 'config', maxBytes: MAX_CONFIG_BYTES})).toString('utf8')
   let data: unknown
   try {
     data = parseYaml(text, {maxAliasCount: 50, prettyErrors: false})

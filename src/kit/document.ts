@@ -1,10 +1,11 @@
 /**
  * Reads a manifest file into a YAML document that remembers where every node came from, so
  * schema and semantic problems can name `file:line:column`. Hostile input (binary, non-UTF-8,
- * alias bombs, huge files) is refused early with a located problem instead of being parsed.
+ * alias bombs) is refused early with a located problem instead of being parsed; a file that is too
+ * large, a FIFO or a device is refused before it is read (an AegisError from readRegularFile).
  */
-import {readFile, stat} from 'node:fs/promises'
 import {Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, visit, type Node, type Pair} from 'yaml'
+import {readRegularFile} from '../local-file.js'
 import type {PathSegment, Problem} from './problems.js'
 
 /** A manifest has no business being larger than this; bigger input is refused before parsing. */
@@ -23,12 +24,9 @@ export interface ManifestDocument {
 
 export type ParseResult = {ok: true; document: ManifestDocument} | {ok: false; problems: Problem[]}
 
+/** Parses the manifest at `file`; a FIFO, a device or a file over MAX_MANIFEST_BYTES is an AegisError. */
 export async function readManifestDocument(file: string): Promise<ParseResult> {
-  const info = await stat(file)
-  if (info.size > MAX_MANIFEST_BYTES) {
-    return fail(file, 1, 1, `file is ${info.size} bytes; a kit manifest is at most ${MAX_MANIFEST_BYTES} bytes`, 'check that this is the aegis-kit.yaml you meant')
-  }
-  return parseManifestText(file, await readFile(file))
+  return parseManifestText(file, await readRegularFile(file, {what: 'kit manifest', maxBytes: MAX_MANIFEST_BYTES}))
 }
 
 export function parseManifestText(file: string, bytes: Uint8Array): ParseResult {

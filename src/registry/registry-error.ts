@@ -3,6 +3,7 @@
  * back (status, the registry's error code and message) and what to do next.
  */
 import {AegisError, isAegisError, messageOf} from '../errors.js'
+import {printable} from '../printable.js'
 import type {RegistryResponse} from './http.js'
 
 export const RESUME_HINT = 'Re-run the same command to resume: content already at the destination is skipped.'
@@ -55,7 +56,10 @@ interface RegistryErrorBody {
   error_description?: unknown
 }
 
-/** `CODE: message` pairs from a distribution-spec (or OAuth2) JSON error body. */
+/**
+ * `CODE: message` pairs from a distribution-spec (or OAuth2) JSON error body, made printable: the
+ * registry may be hostile, and its words end up on the user's terminal.
+ */
 export function describeErrorBody(text: string): {code?: string; text?: string} {
   let body: RegistryErrorBody
   try {
@@ -66,11 +70,11 @@ export function describeErrorBody(text: string): {code?: string; text?: string} 
   if (Array.isArray(body.errors) && body.errors.length > 0) {
     const parts = body.errors.map((e) => [e.code, e.message].filter((p) => typeof p === 'string' && p).join(': '))
     const first = body.errors[0]?.code
-    return {code: typeof first === 'string' ? first : undefined, text: parts.filter(Boolean).join('; ')}
+    return {code: typeof first === 'string' ? printable(first) : undefined, text: printable(parts.filter(Boolean).join('; '))}
   }
   if (typeof body.error === 'string') {
     const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : ''
-    return {code: body.error, text: `${body.error}${description}`}
+    return {code: printable(body.error), text: printable(`${body.error}${description}`)}
   }
   return {}
 }

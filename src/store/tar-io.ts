@@ -4,14 +4,15 @@
  * beside the target and is renamed into place, so a failed export leaves no half archive.
  */
 import {createReadStream, createWriteStream} from 'node:fs'
-import {open, rename, unlink} from 'node:fs/promises'
+import {open, rename, unlink, type FileHandle} from 'node:fs/promises'
 import {basename, dirname, join} from 'node:path'
 import {Readable} from 'node:stream'
 import {finished, pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 import tar from 'tar-stream'
 import {AegisError, messageOf} from '../errors.js'
-import {errorCode, syncDirectory, tempFileName} from './fs-util.js'
+import {notRegularFile, openRegularFile} from '../local-file.js'
+import {statIfExists, syncDirectory, tempFileName} from './fs-util.js'
 
 export interface TarFileEntry {
   /** Normalised relative path: no leading `./` or `/`, no `.` or `..` segments. */
@@ -25,8 +26,15 @@ export interface TarFileEntry {
  * links, devices, fifos and unsafe names are refused. `onFile` must consume or drain `content`.
  */
 export async function readTarFiles(file: string, onFile: (entry: TarFileEntry) => Promise<void>): Promise<void> {
-  const gzipped = await startsWithGzipMagic(file)
-  const source = createReadStream(file)
+  const {handle} = await openRegularFile(file, {what: 'archive'})
+  let gzipped: boolean
+  try {
+    gzipped = await startsWithGzipMagic(handle)
+  } catch (error) {
+    await handle.close()
+    throw new AegisError(`cannot read ${file}: ${messageOf(error)}`, {cause: error})
+  }
+  const source = handle.createReadStream({start: 0})
   const extract = tar.extract()
   const feeding = (gzipped ? pipeline(source, createGunzip(), extract) : pipeline(source, extract)).catch((error: unknown) => error)
   try {
@@ -79,6 +87,7 @@ const ENTRY_DEFAULTS = {mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: ''
 
 /** Writes a tar to `file` through a temp file in the same directory; `fill` adds the entries. */
 export async function writeTarAtomically(file: string, fill: (tar: TarWriter) => Promise<void>): Promise<void> {
+  await refuseNonRegularTarget(file)
   const temp = join(dirname(file), `.${basename(file)}.${tempFileName('.part')}`)
   const output = createWriteStream(temp, {flags: 'wx', mode: 0o644})
   try {
@@ -118,6 +127,8 @@ export async function writeTarAtomically(file: string, fill: (tar: TarWriter) =>
     if (error) throw error
     const handle = await open(temp, 'r')
     await handle.sync().finally(() => handle.close())
+    // Again: the export may have taken minutes, and a FIFO or device may have appeared meanwhile.
+    await refuseNonRegularTarget(file)
     await rename(temp, file)
     await syncDirectory(dirname(file))
   } catch (error) {
@@ -129,20 +140,18 @@ export async function writeTarAtomically(file: string, fill: (tar: TarWriter) =>
   }
 }
 
-async function startsWithGzipMagic(file: string): Promise<boolean> {
-  let handle
-  try {
-    handle = await open(file, 'r')
-  } catch (error) {
-    if (errorCode(error) === 'ENOENT') throw new AegisError(`${file} does not exist`, {hint: 'check the path of the archive'})
-    throw new AegisError(`cannot read ${file}: ${messageOf(error)}`, {cause: error})
-  }
-  try {
-    const {buffer, bytesRead} = await handle.read(Buffer.alloc(2), 0, 2, 0)
-    return bytesRead === 2 && buffer[0] === 0x1f && buffer[1] === 0x8b
-  } finally {
-    await handle.close()
-  }
+async function startsWithGzipMagic(handle: FileHandle): Promise<boolean> {
+  const {buffer, bytesRead} = await handle.read(Buffer.alloc(2), 0, 2, 0)
+  return bytesRead === 2 && buffer[0] === 0x1f && buffer[1] === 0x8b
+}
+
+/**
+ * The rename that puts an archive in place would replace whatever is at `file`: fine for an old
+ * archive, not for a device node (/dev/full), a FIFO or a directory, or a symlink to one.
+ */
+async function refuseNonRegularTarget(file: string): Promise<void> {
+  const info = await statIfExists(file)
+  if (info && !info.isFile()) throw notRegularFile(file, info, 'output (-o)')
 }
 
 function wrapTarError(file: string, error: unknown): AegisError {
