@@ -6,14 +6,16 @@
  */
 import {createHash} from 'node:crypto'
 import {createReadStream, statSync} from 'node:fs'
-import {mkdir, mkdtemp, readFile, readdir, rm, stat} from 'node:fs/promises'
+import {mkdir, readFile, readdir, rm, stat} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {LayerCompression, LayerWriter} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
+import {pulledKitsRoot} from '../kit/pulled.js'
 import {MediaType, sha256Digest, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
 import {parsePlatform} from '../registry/manifest.js'
 import type {LocalStore} from '../store/index.js'
+import {ownedTempName, sweepStaleTempDirs} from '../store/owned-temp.js'
 import {isRegistryReference, loadBaseImage, type BaseImage} from './base-image.js'
 import {buildDebianRoot} from './debian-base.js'
 import {cacheKey, LayerCache, type CachedLayer, type PackageRecord} from './layer-cache.js'
@@ -140,6 +142,7 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
   sourceDate.catch(() => undefined)
   const reference = `${kit.manifest.name}:${options.tag ?? kit.manifest.version}`
   const store = options.store
+  await sweepKilledBuilds(options)
   const cache = new LayerCache(path.join(options.cacheDir, 'layers'), store)
   const kitShown = path.dirname(kit.displayFile)
   const lock: LockContext = {
@@ -365,10 +368,25 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
   }
 }
 
+/**
+ * Removes the scratch directories (a Debian base's is ~118 MB) and kit unpacks that killed
+ * commands left: those of dead owners, unless something is mounted under one.
+ */
+async function sweepKilledBuilds(options: BuildOptions): Promise<void> {
+  const swept = await Promise.all([sweepStaleTempDirs(scratchRoot(options.cacheDir)), sweepStaleTempDirs(path.join(pulledKitsRoot(options.store.root), '.tmp'))])
+  for (const kept of swept.flatMap((result) => result.kept)) {
+    options.onEvent?.({type: 'warning', platform: hostPlatform(), step: 'cleanup', message: `left ${kept.path} of a killed command: ${kept.reason}`})
+  }
+}
+
+/** Where steps make their layers: `<label>-<pid>@<start>-<random>` directories (see owned-temp.ts). */
+export function scratchRoot(cacheDir: string): string {
+  return path.join(cacheDir, 'tmp')
+}
+
 async function produceLayer(step: LayerStep, store: LocalStore, options: BuildOptions): Promise<CachedLayer> {
-  const scratchRoot = path.join(options.cacheDir, 'tmp')
-  await mkdir(scratchRoot, {recursive: true})
-  const scratch = await mkdtemp(path.join(scratchRoot, `${step.step}-`))
+  const scratch = path.join(scratchRoot(options.cacheDir), ownedTempName(step.step))
+  await mkdir(scratch, {recursive: true})
   try {
     const {LayerWriter} = await import('../image/layer-writer.js') // only for a layer to make: a cached build skips it
     const writer = new LayerWriter({compression: options.compression ?? 'gzip', sourceDateEpoch: options.sourceDateEpoch ?? 0})

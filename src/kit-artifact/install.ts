@@ -12,7 +12,8 @@ import {describeOrigin, readKitRecord, recordKitSource, type KitRecord, type Kit
 import type {Descriptor} from '../oci/types.js'
 import {readAll, verifyBytes} from '../registry/verify.js'
 import type {LocalStore} from '../store/index.js'
-import {errorCode, statIfExists, tempFileName} from '../store/fs-util.js'
+import {errorCode, statIfExists} from '../store/fs-util.js'
+import {ownedTempName} from '../store/owned-temp.js'
 import {Annotation, kitArtifactLayers} from './artifact.js'
 import {unpackKitLayer} from './layer.js'
 
@@ -53,7 +54,8 @@ export async function installKit(store: LocalStore, kit: Descriptor, references:
 }
 
 async function unpackInto(store: LocalStore, layer: Descriptor, dir: string, root: string): Promise<void> {
-  const staging = path.join(root, '.tmp', tempFileName('.kit'))
+  // Named for its owner: a killed unpack's is swept by prune and the next build (owned-temp.ts).
+  const staging = path.join(root, '.tmp', ownedTempName('kit'))
   await mkdir(path.dirname(staging), {recursive: true})
   try {
     await unpackKitLayer(await store.fetch(layer), staging)

@@ -1,7 +1,8 @@
 /**
- * Garbage collection: deletes blobs no tag reaches and temp files of processes that died
- * mid-write. Runs under the index lock, so no tag can appear halfway through; blobs written under
- * a live write lease (an import or pull in progress) are kept.
+ * Garbage collection: deletes blobs no tag reaches, temp files of processes that died mid-write
+ * and kit unpacks (`kits/.tmp/`) of killed processes. Runs under the index lock, so no tag can
+ * appear halfway through; blobs written under a live write lease (an import or pull in progress)
+ * are kept.
  */
 import {readdir, stat, unlink} from 'node:fs/promises'
 import {join} from 'node:path'
@@ -13,6 +14,7 @@ import {ensureLayout, readIndexFile} from './layout.js'
 import {LEASE_SUFFIX, oldestLiveLease} from './leases.js'
 import type {LocalStore} from './local-store.js'
 import {isProcessAlive, withFileLock} from './lock.js'
+import {sweepStaleTempDirs} from './owned-temp.js'
 import type {PruneResult} from './types.js'
 
 /** Coarse filesystem timestamps: a blob written just before a lease's marker still counts as leased. */
@@ -20,8 +22,15 @@ const LEASE_MTIME_SLACK_MS = 2_000
 
 export async function pruneStore(store: LocalStore): Promise<PruneResult> {
   const {paths} = store
-  const result: PruneResult = {blobs: [], tempFiles: [], bytesFreed: 0}
-  if (!(await statIfExists(paths.indexFile)) && !(await statIfExists(paths.blobsDir))) return result
+  const result: PruneResult = {blobs: [], tempFiles: [], tempDirs: [], kept: [], bytesFreed: 0}
+  // No lock needed: only a dead owner's directories go, and nothing refers to them.
+  const kitUnpacks = await sweepStaleTempDirs(join(paths.root, 'kits', '.tmp'))
+  result.tempDirs.push(...kitUnpacks.removed)
+  result.kept.push(...kitUnpacks.kept)
+  if (!(await statIfExists(paths.indexFile)) && !(await statIfExists(paths.blobsDir))) {
+    result.bytesFreed = kitUnpacks.removed.reduce((sum, dir) => sum + dir.size, 0)
+    return result
+  }
   await ensureLayout(paths)
   await withFileLock(paths.lockFile, async () => {
     const referenced = new Set<string>()
@@ -46,7 +55,7 @@ export async function pruneStore(store: LocalStore): Promise<PruneResult> {
       if (size !== undefined) result.blobs.push({digest, size})
     }
   })
-  result.bytesFreed = [...result.blobs, ...result.tempFiles].reduce((sum, item) => sum + item.size, 0)
+  result.bytesFreed = [...result.blobs, ...result.tempFiles, ...result.tempDirs].reduce((sum, item) => sum + item.size, 0)
   return result
 }
 

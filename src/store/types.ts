@@ -62,6 +62,10 @@ export interface PruneResult {
   blobs: Array<{digest: string; size: number}>
   /** Temp files of dead processes (interrupted writes) deleted. */
   tempFiles: Array<{path: string; size: number}>
+  /** Temp directories of dead processes (killed builds' scratch, kit unpacks) deleted. */
+  tempDirs: Array<{path: string; size: number}>
+  /** Temp directories of dead processes kept because something is mounted under them. */
+  kept: Array<{path: string; reason: string}>
   bytesFreed: number
 }
 

@@ -109,7 +109,7 @@ describe('LocalStore with images built by umoci', () => {
     // 2 images: each has its own manifest, config and layer; umoci's empty base shares nothing
     expect(before).toHaveLength(6)
 
-    expect(await store.prune()).toEqual({blobs: [], tempFiles: [], bytesFreed: 0})
+    expect(await store.prune()).toEqual({blobs: [], tempFiles: [], tempDirs: [], kept: [], bytesFreed: 0})
     const removed = await store.remove('openclaw:1.0.0')
     expect(removed).toEqual([{name: 'openclaw', tag: '1.0.0', digest: expect.stringMatching(/^sha256:/)}])
     expect(await blobNames(root)).toEqual(before) // remove only untags
