@@ -1,4 +1,4 @@
-import {mkdtempSync, rmSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 
@@ -13,6 +13,13 @@ export default function setup(): () => void {
   return () => {
     if (process.env.AEGIS_KIT_KEEP_TEST_TMP) {
       console.log(`test temporary files kept in ${runDir}`)
+      return
+    }
+    // A test killed mid-build could leave a mount under it (a bind of the host's /dev/shm, say):
+    // removing through it would delete the host's files, so such a directory is kept.
+    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4]).filter((point) => point?.startsWith(`${runDir}/`))
+    if (mounted.length > 0) {
+      console.log(`test temporary files kept in ${runDir}: mounts remain under it (${mounted.join(', ')})`)
       return
     }
     rmSync(runDir, {recursive: true, force: true})

@@ -4,10 +4,10 @@
  * `console.log`. `run` claims the name, `ps` lists, `stop` signals the process that owns the VM,
  * `logs` reads the console. No secret is ever written here: URLs are kept without their token.
  */
-import {readFileSync} from 'node:fs'
 import {mkdir, open, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
+import {processAlive} from '../process-identity.js'
 
 export type InstanceStatus = 'starting' | 'running' | 'healthy' | 'exited'
 
@@ -141,27 +141,6 @@ export function instanceBusy(name: string, existing?: InstanceEntry): AegisError
 }
 
 /** The start time of `pid` (field 22 of /proc/PID/stat), or undefined where there is no /proc. */
-export function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
-  } catch {
-    return undefined
-  }
-}
-
-export function processAlive(pid: number, startTime?: string): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EPERM') return false
-  }
-  if (startTime === undefined) return true
-  const now = processStartTime(pid)
-  return now === undefined || now === startTime
-}
-
 /**
  * Stops a running instance the way Ctrl-C does: SIGTERM to the process that owns its VM (which
  * gives the workload a grace period, then powers off), SIGKILL to that process if it outlives

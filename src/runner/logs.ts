@@ -1,7 +1,8 @@
 /** `aegis-kit logs`: a detached instance's console.log, optionally followed as it grows. */
 import {open, stat} from 'node:fs/promises'
 import {AegisError} from '../errors.js'
-import {processAlive, type InstanceRegistry} from './instances.js'
+import {processAlive} from '../process-identity.js'
+import type {InstanceRegistry} from './instances.js'
 
 export interface FollowOptions {
   follow: boolean

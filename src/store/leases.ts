@@ -8,7 +8,7 @@
 import {mkdir, open, readdir, stat, unlink} from 'node:fs/promises'
 import {join} from 'node:path'
 import {errorCode, tempFileName, tempFileOwner} from './fs-util.js'
-import {isProcessAlive} from './lock.js'
+import {processAlive} from '../process-identity.js'
 import type {StorePaths} from './paths.js'
 
 export const LEASE_SUFFIX = '.lease'
@@ -40,7 +40,7 @@ export async function oldestLiveLease(paths: StorePaths): Promise<number | undef
   for (const name of names.filter((entry) => entry.endsWith(LEASE_SUFFIX))) {
     const path = join(paths.tmpDir, name)
     const owner = tempFileOwner(name)
-    if (owner === undefined || !isProcessAlive(owner)) {
+    if (owner === undefined || !processAlive(owner)) {
       await unlink(path).catch(() => undefined)
       continue
     }

@@ -10,6 +10,7 @@ import {hostname} from 'node:os'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {AegisError} from '../errors.js'
 import {errorCode} from './fs-util.js'
+import {processAlive} from '../process-identity.js'
 
 export interface LockOptions {
   /** How long to wait for another command to finish before giving up. */
@@ -82,18 +83,9 @@ async function isStale(lockPath: string, holder: string): Promise<boolean> {
   const [pidText, host] = holder.trim().split(' ')
   const pid = Number(pidText)
   if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return false
-  return !isProcessAlive(pid)
+  return !processAlive(pid)
 }
 
-export function isProcessAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    // EPERM: the process exists but belongs to someone else.
-    return errorCode(error) === 'EPERM'
-  }
-}
 
 /**
  * Moves the stale file aside and checks that what moved is the stale content we saw. If another

@@ -6,12 +6,11 @@
  * removes those whose owner is gone, never a live one's, and never one with a mount under it:
  * deleting through a bind mount deletes the files of the host directory it shows.
  */
-import {readFileSync} from 'node:fs'
 import {lstat, readdir, readFile, realpath, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {randomBytes} from 'node:crypto'
 import {errorCode, tempFileOwner} from './fs-util.js'
-import {isProcessAlive} from './lock.js'
+import {processAlive, processStartTime} from '../process-identity.js'
 
 interface TempOwner {
   pid: number
@@ -38,22 +37,6 @@ function tempDirOwner(name: string): TempOwner | undefined {
   return pid === undefined ? undefined : {pid}
 }
 
-function ownerAlive(owner: TempOwner): boolean {
-  if (!isProcessAlive(owner.pid)) return false
-  if (owner.start === undefined) return true
-  const now = processStartTime(owner.pid)
-  return now === undefined || now === owner.start
-}
-
-function processStartTime(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    // The command name (field 2) may hold spaces and parentheses: count fields after its last ')'.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
-  } catch {
-    return undefined
-  }
-}
 
 /**
  * Removes the entries of `parent` whose owner is dead. Entries that name no owner are left
@@ -70,7 +53,7 @@ export async function sweepStaleTempDirs(parent: string): Promise<SweptTempDirs>
   }
   const stale = names.filter((name) => {
     const owner = tempDirOwner(name)
-    return owner !== undefined && !ownerAlive(owner)
+    return owner !== undefined && !processAlive(owner.pid, owner.start)
   })
   if (stale.length === 0) return swept
   const mountPoints = await readMountPoints()

@@ -13,7 +13,8 @@ import {walkGraph} from './graph.js'
 import {ensureLayout, readIndexFile} from './layout.js'
 import {LEASE_SUFFIX, oldestLiveLease} from './leases.js'
 import type {LocalStore} from './local-store.js'
-import {isProcessAlive, withFileLock} from './lock.js'
+import {processAlive} from '../process-identity.js'
+import {withFileLock} from './lock.js'
 import {sweepStaleTempDirs} from './owned-temp.js'
 import type {PruneResult} from './types.js'
 
@@ -40,7 +41,7 @@ export async function pruneStore(store: LocalStore): Promise<PruneResult> {
     const leaseStart = await oldestLiveLease(paths)
     for (const name of await readdir(paths.tmpDir)) {
       const owner = tempFileOwner(name)
-      if (name.endsWith(LEASE_SUFFIX) || (owner !== undefined && isProcessAlive(owner))) continue
+      if (name.endsWith(LEASE_SUFFIX) || (owner !== undefined && processAlive(owner))) continue
       const path = join(paths.tmpDir, name)
       const size = await removeFile(path)
       if (size !== undefined) result.tempFiles.push({path, size})
