@@ -69,7 +69,8 @@ written to the store.`
 
   async run(): Promise<PullKitReport> {
     const {args, flags} = await this.parse(Pull)
-    const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure})
+    const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
+    const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure, notify: reporter.notice})
     const localReference = flags.tag ?? defaultLocalReference(repository.reference)
     parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
     const publicKey = flags.verify === undefined ? undefined : await loadVerificationKey(flags.verify)
@@ -78,7 +79,6 @@ written to the store.`
       await verifySignatures(repository, root, publicKey)
       return {keyFingerprint: keyHint(publicKey)}
     })
-    const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
     let result
     try {
       result = await pullKit(openStore(), repository, {localReference, aliases: [args.ref], kitOnly: flags['kit-only'], verify, progress: reporter.progress})
