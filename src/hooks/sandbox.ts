@@ -73,8 +73,9 @@ function sandboxArgs(program: string, run: SandboxedRun): string[] {
   if (run.network) for (const file of NETWORK_FILES) args.push('--ro-bind-try', file, file)
   // A Node outside /usr (nvm, /opt): that one file, not the directory it came from.
   const realProgram = realpathSync(program)
-  if (!realProgram.startsWith('/usr/')) args.push('--ro-bind', realProgram, program)
+  // /tmp first: a bind under /tmp made before it (Node in a checkout there) would be hidden by it.
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp')
+  if (!realProgram.startsWith('/usr/')) args.push('--ro-bind', realProgram, program)
   // After /tmp: a kit or child.js under /tmp is mounted over the private /tmp, not hidden by it.
   for (const file of run.files) args.push('--ro-bind', file, file)
   args.push('--ro-bind', run.kitDir, run.kitDir, '--chdir', run.kitDir)

@@ -132,7 +132,12 @@ describe('build openclaw', () => {
         const connected = await execa(path.join(node24, 'bin', 'node'), [controlUiConnect, JSON.stringify({url: `ws://127.0.0.1:${port}/`, attempts})], {env: {LANG: 'C.UTF-8'}, extendEnv: false, timeout: 120_000})
         return connected.stdout.trim().split('\n').map((line) => JSON.parse(line) as Outcome)
       }
-      const withToken = await handshakes([{origin, token}])
+      // The gateway answers UNAVAILABLE ("gateway starting; retry shortly") for a while after /healthz.
+      let withToken = await handshakes([{origin, token}])
+      for (const deadline = Date.now() + 120_000; withToken[0]?.code === 'UNAVAILABLE' && Date.now() < deadline;) {
+        await new Promise((resolve) => setTimeout(resolve, 2000))
+        withToken = await handshakes([{origin, token}])
+      }
       expect(withToken, JSON.stringify(withToken)).toMatchObject([{ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW}])
       const invoke = (authorization?: string) => fetch(`${url}tools/invoke`, {
         method: 'POST',

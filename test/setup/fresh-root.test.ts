@@ -99,7 +99,7 @@ async function seedAptCache(): Promise<void> {
 /** Clones the checkout as it is now: HEAD plus uncommitted changes to tracked files. */
 async function cloneCheckout(): Promise<void> {
   const target = path.join(root, CHECKOUT)
-  const worktree = execFileSync('git', ['stash', 'create'], {cwd: repoRoot, encoding: 'utf8'}).trim()
+  const worktree = execFileSync('git', ['-c', 'user.name=aegis-kit test', '-c', 'user.email=test@localhost', 'stash', 'create'], {cwd: repoRoot, encoding: 'utf8'}).trim()
   await execa('git', ['clone', '--quiet', '--no-checkout', repoRoot, target])
   await execa('git', ['-C', target, 'checkout', '--quiet', '--detach', worktree === '' ? 'HEAD' : worktree])
 }
