@@ -1,7 +1,9 @@
 // Connects to a running OpenClaw gateway's WebSocket the way its Control UI does in a browser:
 // an Origin header, a fresh Ed25519 device identity signing the server's challenge (the v3 device
 // payload of OpenClaw's gateway client), and the gateway token in the `connect` frame's
-// auth.token, or none. Prints, per attempt, the gateway's answer to `connect` as JSON lines.
+// auth.token, or none, and the build id of the Control UI the gateway serves (the gateway refuses a
+// Control UI of another build: "protocol mismatch: Control UI updated"). Prints, per attempt, the
+// gateway's answer to `connect` as JSON lines.
 //
 // Run by Node 24 (the runtime OpenClaw requires), not by vitest: Node 20 has no global WebSocket,
 // and Node 24 runs this file directly (type stripping), so it uses erasable TypeScript only.
@@ -48,7 +50,31 @@ type WebSocketConstructor = new (url: string, options: {headers: Record<string, 
 const CLIENT = {id: 'openclaw-control-ui', version: 'aegis-kit-test', platform: 'linux', mode: 'webchat'}
 const SCOPES = ['operator.read']
 
-function connect(url: string, attempt: Attempt): Promise<Outcome> {
+/**
+ * The build id the served Control UI sends in `connect`, read as a browser meets it: from the
+ * page's module scripts and the modules they import, until one holds the compiled `buildId`.
+ */
+async function servedControlUiBuildId(pageUrl: string): Promise<string> {
+  const page = await (await fetch(pageUrl)).text()
+  const queue = [...page.matchAll(/<script[^>]*\ssrc="([^"]+\.js)"/g)].map((match) => new URL(match[1]!, pageUrl).href)
+  const seen = new Set(queue)
+  for (let fetched = 0; queue.length > 0 && fetched < 300; fetched++) {
+    const moduleUrl = queue.shift()!
+    const source = await (await fetch(moduleUrl)).text()
+    const buildId = /buildId:`([^`]+)`/.exec(source)?.[1]
+    if (buildId) return buildId
+    for (const match of source.matchAll(/(?:from|import\()\s*"(\.\/[^"]+\.js)"/g)) {
+      const next = new URL(match[1]!, moduleUrl).href
+      if (!seen.has(next)) {
+        seen.add(next)
+        queue.push(next)
+      }
+    }
+  }
+  throw new Error(`no Control UI build id in the modules served at ${pageUrl}`)
+}
+
+function connect(url: string, buildId: string, attempt: Attempt): Promise<Outcome> {
   const WebSocketClass = (globalThis as {WebSocket?: WebSocketConstructor}).WebSocket
   if (!WebSocketClass) throw new Error(`no global WebSocket in Node ${process.version}: run this with Node 22 or newer`)
   const {publicKey, privateKey} = crypto.generateKeyPairSync('ed25519')
@@ -81,7 +107,7 @@ function connect(url: string, attempt: Attempt): Promise<Outcome> {
           params: {
             minProtocol: 4,
             maxProtocol: 4,
-            client: CLIENT,
+            client: {...CLIENT, buildId},
             role: 'operator',
             scopes: SCOPES,
             ...(attempt.token === undefined ? {} : {auth: {token: attempt.token}}),
@@ -98,4 +124,5 @@ function connect(url: string, attempt: Attempt): Promise<Outcome> {
 }
 
 const request = JSON.parse(process.argv[2] ?? '{}') as {url: string; attempts: Attempt[]}
-for (const attempt of request.attempts) console.log(JSON.stringify(await connect(request.url, attempt)))
+const buildId = await servedControlUiBuildId(request.url.replace(/^ws/, 'http'))
+for (const attempt of request.attempts) console.log(JSON.stringify(await connect(request.url, buildId, attempt)))

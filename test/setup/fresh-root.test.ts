@@ -96,12 +96,26 @@ async function seedAptCache(): Promise<void> {
   await execa('cp', ['-al', '--', ...debs.map((name) => path.join(host, name)), cache]).catch(() => undefined)
 }
 
-/** Clones the checkout as it is now: HEAD plus uncommitted changes to tracked files. */
+/**
+ * Clones the checkout as it is now: HEAD plus uncommitted changes to tracked files. A CI checkout
+ * may belong to another user (git then refuses it as "dubious ownership" unless told it is safe)
+ * or may not be a git repository at all: then the tree is copied as it is, without what
+ * .gitignore leaves out, which is what a clone would hold.
+ */
 async function cloneCheckout(): Promise<void> {
   const target = path.join(root, CHECKOUT)
-  const worktree = execFileSync('git', ['-c', 'user.name=aegis-kit test', '-c', 'user.email=test@localhost', 'stash', 'create'], {cwd: repoRoot, encoding: 'utf8'}).trim()
-  await execa('git', ['clone', '--quiet', '--no-checkout', repoRoot, target])
-  await execa('git', ['-C', target, 'checkout', '--quiet', '--detach', worktree === '' ? 'HEAD' : worktree])
+  const git = ['-c', 'safe.directory=*', '-c', 'user.name=aegis-kit test', '-c', 'user.email=test@localhost']
+  const stash = await execa('git', [...git, 'stash', 'create'], {cwd: repoRoot, reject: false})
+  if (stash.exitCode === 0) {
+    const worktree = stash.stdout.trim()
+    await execa('git', [...git, 'clone', '--quiet', '--no-checkout', repoRoot, target])
+    await execa('git', [...git, '-C', target, 'checkout', '--quiet', '--detach', worktree === '' ? 'HEAD' : worktree])
+    return
+  }
+  console.warn(`fresh-root: git stash create failed (${stash.stderr.trim()}); copying the tree instead of cloning it`)
+  await mkdir(target, {recursive: true})
+  await execa('tar', ['-C', repoRoot, '--exclude=./node_modules', '--exclude=./dist', '--exclude=*.tsbuildinfo', '--exclude=./tmp', '--exclude=./.git', '-cf', '-', '.'])
+    .pipe('tar', ['-C', target, '-xf', '-'])
 }
 
 /** The interpreters of the binfmt_misc registrations set-up makes (qemu-aarch64 on x86_64). */
