@@ -11,7 +11,7 @@ import path from 'node:path'
 
 import {messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
-import {BINFMT_DIR, emulationProblem, hostDebianArch} from '../build/debian-base.js'
+import {BINFMT_DIR, emulationProblem, hostDebianArch} from '../builder/debian-base.js'
 import {ok, warn, type Check} from './check.js'
 
 const EXIT_CODE = 42

@@ -6,7 +6,7 @@
  */
 import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
-import type {BuildEvent} from '../build/build.js'
+import type {BuildEvent} from '../builder/build.js'
 import {AegisError, messageOf} from '../errors.js'
 import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
@@ -82,7 +82,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const architecture = hostGuestArch()
   // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
   // checks and hooks below run, instead of before the CLI can do anything.
-  const building = import('../build/build.js')
+  const building = import('../builder/build.js')
   building.catch(() => undefined) // awaited below; a failure must not count as unhandled meanwhile
 
   const profile = options.profile === undefined ? undefined : manifest.profiles?.[options.profile]

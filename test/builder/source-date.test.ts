@@ -5,7 +5,7 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
-import {kitSourceDate} from '../../src/build/source-date.js'
+import {kitSourceDate} from '../../src/builder/source-date.js'
 
 const COMMITTED = 1_750_000_000
 

@@ -4,7 +4,7 @@ import {existsSync, mkdirSync, mkdtempSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {installArgs, pruneForeignPackages, rebuildArgs} from '../../dist/build/npm-packages.js'
+import {installArgs, pruneForeignPackages, rebuildArgs} from '../../dist/builder/npm-packages.js'
 import type {NpmPackages} from '../../dist/kit/manifest.generated.js'
 
 function prefixWith(packages: Record<string, {os?: string[]; cpu?: string[]}>): string {

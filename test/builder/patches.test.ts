@@ -3,7 +3,7 @@ import {mkdirSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {applyNpmPatches} from '../../dist/build/npm-packages.js'
+import {applyNpmPatches} from '../../dist/builder/npm-packages.js'
 
 function prefixWith(files: Record<string, string>): string {
   const prefix = mkdtempSync(path.join(tmpdir(), 'aegis-kit-patch-'))
