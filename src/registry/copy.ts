@@ -6,14 +6,13 @@
  * checked against its digest and size while it streams, before the destination keeps it.
  */
 import type {Readable} from 'node:stream'
-import {setTimeout as sleep} from 'node:timers/promises'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
 import type {ContentStore, Descriptor, ImageIndex, Platform} from '../oci/types.js'
 import {
   MAX_MANIFEST_BYTES, checkSuccessorSizes, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, referrerDescriptor, subjectDigest, successors,
 } from './manifest.js'
 import {RESUME_HINT} from './registry-error.js'
-import {isTransientError} from './retry.js'
+import {DEFAULT_RETRY_POLICY, retryTransient, type RetryPolicy} from './retry.js'
 import {
   announcesWrites, canAddReferrers, canDownloadDirect, canListReferrers, canPeekTag, canPushBlobSource, canPushFilled, canPushManifest, canPushVerifying,
   type DirectDownloadSource, type ReferrerSink, type ReferrerSource, type TempFileSink,
@@ -47,7 +46,10 @@ export interface CopyOptions {
   concurrency?: number
   /** Repositories on the destination registry to mount blobs from instead of uploading. */
   mountFrom?: string[]
-  /** Tries per blob when the connection drops mid-stream (the source is read again). */
+  /**
+   * Tries per blob when the connection drops mid-stream (the source is read again), with the
+   * registry client's backoff (retry.ts). Default 3: each request of a try is already retried.
+   */
   blobAttempts?: number
   /**
    * Also copy the referrers of every manifest in the graph (manifests whose `subject` names it:
@@ -245,7 +247,7 @@ class GraphCopier {
 
   private async transferBlob(desc: Descriptor, viaWorker: boolean): Promise<void> {
     if (this.failure !== undefined) throw this.failure // Another node failed: start nothing new.
-    const attempts = this.options.blobAttempts ?? 3
+    const policy: RetryPolicy = {...DEFAULT_RETRY_POLICY, maxAttempts: this.options.blobAttempts ?? 3}
     let sent = 0
     const onBytes = (bytes: number) => {
       sent += bytes
@@ -259,8 +261,8 @@ class GraphCopier {
       return this.src.fetch(desc)
     }
     const open = async (): Promise<Readable> => verifying(await fetchSource(), desc, onBytes)
-    for (let attempt = 1; ; attempt++) {
-      try {
+    try {
+      await retryTransient(async () => {
         this.emit('start', desc, 0)
         if (viaWorker && canDownloadDirect(this.src) && canPushFilled(this.dst)) {
           const stored = await downloadBesides(this.src, this.dst, desc, () => {
@@ -284,15 +286,10 @@ class GraphCopier {
         if (outcome === 'mounted') this.mounted.push(desc.digest)
         else this.copied.push(desc.digest)
         this.finish(desc, outcome === 'mounted' ? 'mounted' : 'done', sent)
-        return
-      } catch (error) {
-        if (attempt < attempts && isTransientError(error)) {
-          await sleep(250 * 2 ** (attempt - 1))
-          continue
-        }
-        if (isAegisError(error)) throw error
-        throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {hint: RESUME_HINT, cause: error})
-      }
+      }, policy)
+    } catch (error) {
+      if (isAegisError(error)) throw error
+      throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {hint: RESUME_HINT, cause: error})
     }
   }
 

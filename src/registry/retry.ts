@@ -56,6 +56,23 @@ export function backoffDelay(attempt: number, policy: RetryPolicy): number {
   return ceiling / 2 + Math.random() * (ceiling / 2)
 }
 
+/**
+ * Runs `task` until it succeeds, fails with an error that is not transient (isTransientError), or
+ * has been tried `policy.maxAttempts` times, waiting the policy's backoff between tries. For work
+ * above a single request (a blob's whole transfer, whose source is read again): each of its
+ * requests already went through sendWithRetry, Retry-After and deadlines included.
+ */
+export async function retryTransient<T>(task: (attempt: number) => Promise<T>, policy: RetryPolicy = DEFAULT_RETRY_POLICY): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await task(attempt)
+    } catch (error) {
+      if (attempt >= policy.maxAttempts || !isTransientError(error)) throw error
+      await sleep(backoffDelay(attempt, policy))
+    }
+  }
+}
+
 /** Sends with retries. Resolves with the last response (maybe an error status); rejects on network failure. */
 export async function sendWithRetry(request: RegistryRequest, policy: RetryPolicy = DEFAULT_RETRY_POLICY): Promise<HttpResult> {
   let lastError: unknown
