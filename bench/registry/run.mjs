@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
- * Registry benchmark: aegis-kit `images push`/`images pull` against `skopeo copy`, the same
- * multi-layer image (>= 200 MB of random, incompressible data) and the same local
+ * Registry benchmark: aegis-kit `images push`/`images pull` against `skopeo copy`, and against
+ * the Go clients `oras cp` and `crane push`/`crane pull` when installed (scripts/install-bench-peers):
+ * the same multi-layer image (>= 200 MB of random, incompressible data) and the same local
  * docker-registry, timed one after another in a single run.
  *
  *   npm run build                            # the CLI runs from dist/
@@ -160,59 +161,91 @@ console.log(`  ${(image.bytes / 1e6).toFixed(1)} MB, layers ${image.layers.map((
 const SAME_BYTES = ['--preserve-digests']
 const importHome = join(benchDir, 'home-push')
 const aegis = (home, ...rest) => ['node', [cli, ...rest], {AEGIS_KIT_HOME: home}]
+const installed = (command) => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], {stdio: 'ignore'})
+    return true
+  } catch {
+    return false
+  }
+}
+// The Go registry clients, when installed (scripts/install-bench-peers): oras and crane move an
+// OCI layout's blobs as they are, as aegis-kit does.
+const peers = ['skopeo', ...['oras', 'crane'].filter((tool) => installed(tool) || (console.log(`${tool} is not installed (scripts/install-bench-peers): left out`), false))]
+const tools = ['ours', ...peers]
+const version = {
+  skopeo: () => execFileSync('skopeo', ['--version']).toString().trim(),
+  oras: () => `oras ${execFileSync('oras', ['version']).toString().match(/Version:\s*(\S+)/)?.[1]}`,
+  crane: () => `crane ${execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'crane']).toString()}`,
+}
+const startArgs = {skopeo: ['skopeo', ['--version']], oras: ['oras', ['version']], crane: ['crane', ['version']]}
+// What each tool runs for a step; `dest` is its own repository in this round's registry.
+function commands(round, host) {
+  const dest = (tool) => `${host}/bench/${tool}-${round}:1`
+  const pulled = (tool) => join(benchDir, `${tool}-pulled-${round}`)
+  return {
+    ours: {
+      push: () => aegis(importHome, 'images', 'push', 'bench:1', dest('ours')),
+      pull: () => aegis(pulled('ours'), 'images', 'pull', dest('ours')),
+    },
+    skopeo: {
+      push: () => ['skopeo', ['copy', ...SAME_BYTES, '--dest-tls-verify=false', `oci:${layout}:bench`, `docker://${dest('skopeo')}`]],
+      pull: () => ['skopeo', ['copy', ...SAME_BYTES, '--dest-oci-accept-uncompressed-layers', '--src-tls-verify=false', `docker://${dest('skopeo')}`, `oci:${pulled('skopeo')}:bench`]],
+    },
+    oras: {
+      push: () => ['oras', ['cp', '--from-oci-layout', '--to-plain-http', `${layout}:bench`, dest('oras')]],
+      pull: () => ['oras', ['cp', '--from-plain-http', '--to-oci-layout', dest('oras'), `${pulled('oras')}:bench`]],
+    },
+    crane: {
+      push: () => ['crane', ['push', '--insecure', layout, dest('crane')]],
+      pull: () => ['crane', ['pull', '--insecure', '--format=oci', dest('crane'), pulled('crane')]],
+    },
+    dest,
+    pulled,
+  }
+}
 let registry
 try {
   execFileSync('node', [cli, 'images', 'import', `oci-layout:${layout}:bench`, '--tag', 'bench:1'], {stdio: 'ignore', env: {...process.env, AEGIS_KIT_HOME: importHome}})
-  console.log(`\naegis-kit ${readFileSync(join(repo, 'package.json'), 'utf8').match(/"version": "([^"]+)"/)[1]}, ${execFileSync('skopeo', ['--version']).toString().trim()}, node ${process.version}`)
+  console.log(`\naegis-kit ${readFileSync(join(repo, 'package.json'), 'utf8').match(/"version": "([^"]+)"/)[1]}, ${peers.map((tool) => version[tool]()).join(', ')}, node ${process.version}`)
   console.log(`load average at start: ${load()}\n`)
   const steps = ['push', 'repush', 'pull']
-  const results = {ours: {push: [], repush: [], pull: []}, skopeo: {push: [], repush: [], pull: []}, start: [], skopeoStart: []}
-  console.log('round  push ours/skopeo   re-push ours/skopeo   pull ours/skopeo   start   load')
+  const results = Object.fromEntries(tools.map((tool) => [tool, {push: [], repush: [], pull: [], start: []}]))
+  console.log(`round  ${steps.map((step) => `${step} ${tools.join('/')}`.padEnd(8 * tools.length + 8)).join('')}load`)
   for (let round = 1; round <= rounds; round++) {
     registry = await startRegistry(round)
-    const ours = `${registry.host}/bench/aegis-${round}:1`
-    const theirs = `${registry.host}/bench/skopeo-${round}:1`
-    const skopeoLayout = join(benchDir, `skopeo-pulled-${round}`)
-    const run = {
-      ours: {
-        push: () => time(...aegis(importHome, 'images', 'push', 'bench:1', ours)),
-        repush: () => time(...aegis(importHome, 'images', 'push', 'bench:1', ours)),
-        pull: () => time(...aegis(join(benchDir, `home-pull-${round}`), 'images', 'pull', ours)),
-      },
-      skopeo: {
-        push: () => time('skopeo', ['copy', ...SAME_BYTES, '--dest-tls-verify=false', `oci:${layout}:bench`, `docker://${theirs}`]),
-        repush: () => time('skopeo', ['copy', ...SAME_BYTES, '--dest-tls-verify=false', `oci:${layout}:bench`, `docker://${theirs}`]),
-        pull: () => time('skopeo', ['copy', ...SAME_BYTES, '--dest-oci-accept-uncompressed-layers', '--src-tls-verify=false', `docker://${theirs}`, `oci:${skopeoLayout}:bench`]),
-      },
+    const run = commands(round, registry.host)
+    // Rotate who goes first: the later of back-to-back runs finds warmer caches.
+    const order = tools.map((_, i) => tools[(i + round) % tools.length])
+    const row = Object.fromEntries(tools.map((tool) => [tool, {}]))
+    for (const step of steps) {
+      for (const tool of order) results[tool][step].push(row[tool][step] = time(...run[tool][step === 'repush' ? 'push' : step]()))
     }
-    // Alternate who goes first: the second of two back-to-back runs finds warmer caches.
-    const order = round % 2 ? ['ours', 'skopeo'] : ['skopeo', 'ours']
-    const row = {ours: {}, skopeo: {}}
-    for (const step of steps) for (const tool of order) results[tool][step].push(row[tool][step] = run[tool][step]())
-    const starts = Array.from({length: 5}, () => time('node', [cli, '--version']))
-    results.start.push(...starts)
-    results.skopeoStart.push(...Array.from({length: 5}, () => time('skopeo', ['--version'])))
+    results.ours.start.push(...Array.from({length: 5}, () => time('node', [cli, '--version'])))
+    for (const tool of peers) results[tool].start.push(...Array.from({length: 5}, () => time(...startArgs[tool])))
+    // Like for like: every tool pushed the same manifest, byte for byte.
     const raw = (reference) => execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reference}`]).toString()
-    if (raw(ours) !== raw(theirs)) throw new Error('aegis-kit and skopeo pushed different manifests: the comparison would not be like for like')
-    rmSync(join(benchDir, `home-pull-${round}`), {recursive: true, force: true})
-    rmSync(skopeoLayout, {recursive: true, force: true})
+    for (const tool of peers) {
+      if (raw(run.dest('ours')) !== raw(run.dest(tool))) throw new Error(`aegis-kit and ${tool} pushed different manifests: the comparison would not be like for like`)
+    }
+    for (const tool of tools) rmSync(run.pulled(tool), {recursive: true, force: true})
     registry.stop()
     registry = undefined
-    const pair = (step) => `${row.ours[step].toFixed(3)}/${row.skopeo[step].toFixed(3)}`.padEnd(20)
-    console.log(`${String(round).padEnd(6)} ${pair('push')}${pair('repush')}  ${pair('pull')}${median(starts).toFixed(3)}   ${load()}`)
+    const cell = (step) => tools.map((tool) => row[tool][step].toFixed(2)).join('/').padEnd(8 * tools.length + 8)
+    console.log(`${String(round).padEnd(6)} ${steps.map(cell).join('')}${load()}`)
   }
 
   const m = (tool, step) => median(results[tool][step])
-  const start = median(results.start)
-  console.log(`\nmedians of ${rounds} rounds   aegis-kit   skopeo   ratio ours/skopeo`)
-  for (const [name, step] of [['push', 'push'], ['unchanged re-push', 'repush'], ['pull', 'pull']]) {
-    console.log(`${name.padEnd(24)} ${m('ours', step).toFixed(3).padStart(7)} s ${m('skopeo', step).toFixed(3).padStart(7)} s   ${(m('ours', step) / m('skopeo', step)).toFixed(2)}`)
+  console.log(`\nmedians of ${rounds} rounds (s)   ${tools.map((tool) => (tool === 'ours' ? 'aegis-kit' : tool).padStart(9)).join(' ')}   ratios ours/${peers.join(', ours/')}`)
+  for (const [name, step] of [['push', 'push'], ['unchanged re-push', 'repush'], ['pull', 'pull'], ['process start', 'start']]) {
+    const ratios = peers.map((tool) => (m('ours', step) / m(tool, step)).toFixed(2)).join(', ')
+    console.log(`${name.padEnd(28)} ${tools.map((tool) => m(tool, step).toFixed(3).padStart(9)).join(' ')}   ${ratios}`)
   }
-  console.log(`CLI start (--version)    ${start.toFixed(3).padStart(7)} s   (target < 0.300 s)`)
-  console.log(`re-push minus start      ${(m('ours', 'repush') - start).toFixed(3).padStart(7)} s   (target <= 0.100 s)`)
-  // Process start is ~0.2 s of Node and oclif against ~0.02 s for skopeo (a Go binary): the rest is the transfer itself.
-  const skopeoStart = median(results.skopeoStart)
-  console.log(`pull minus start         ${(m('ours', 'pull') - start).toFixed(3).padStart(7)} s ${(m('skopeo', 'pull') - skopeoStart).toFixed(3).padStart(7)} s   ${((m('ours', 'pull') - start) / (m('skopeo', 'pull') - skopeoStart)).toFixed(2)}   (skopeo --version: ${skopeoStart.toFixed(3)} s)`)
+  // Process start is ~0.15 s of Node and oclif against a few ms for a Go binary: the rest is the transfer itself.
+  for (const step of ['push', 'pull']) {
+    const net = (tool) => m(tool, step) - m(tool, 'start')
+    console.log(`${`${step} minus process start`.padEnd(28)} ${tools.map((tool) => net(tool).toFixed(3).padStart(9)).join(' ')}   ${peers.map((tool) => (net('ours') / net(tool)).toFixed(2)).join(', ')}`)
+  }
   console.log(`load average at end: ${load()}`)
 } finally {
   registry?.stop()
