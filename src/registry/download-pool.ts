@@ -6,6 +6,8 @@
  * At most two workers, started on the first large blob, so commands without one pay nothing.
  */
 import {Worker} from 'node:worker_threads'
+import {AegisError} from '../errors.js'
+import {TOO_MANY_REDIRECTS} from './http-core.cjs'
 import {deadlineError, deadlineFor, registryTimeouts, type RegistryRequest} from './http.js'
 
 const POOL_SIZE = 2
@@ -127,6 +129,8 @@ class DownloadPool {
       this.release(message.id, slot)
       if ('outcome' in message) waiter.resolve(message.outcome)
       else if (message.error.code === 'EDEADLINE') waiter.reject(deadlineError('GET', new URL(waiter.job.url), waiter.job.deadlineMs))
+      // The error http.ts throws for the same chain: not retried, and not asked again on the main thread.
+      else if (message.error.code === TOO_MANY_REDIRECTS) waiter.reject(new AegisError(message.error.message))
       else waiter.reject(Object.assign(new Error(message.error.message), message.error.code === undefined ? {} : {code: message.error.code}))
       this.dispatch()
     })

@@ -51,6 +51,7 @@ const http = require('node:http')
 const net = require('node:net')
 const {createHash} = require('node:crypto')
 const fs = require('node:fs')
+const {TOO_MANY_REDIRECTS, idleTimeoutError, keepAliveAgents, redirectStep} = require('./http-core.cjs')
 const BATCH = 4 * 1024 * 1024
 const DIRECT_WRITE = 256 * 1024
 // Progress every 4 MiB received: a message per 1 MiB cost ~45 ms of a worker's time on a 210 MB pull.
@@ -59,29 +60,9 @@ const DIRECT_WRITE = 256 * 1024
 const PROGRESS_EVERY = 4 * 1024 * 1024
 const SYNC_EVERY = 16 * 1024 * 1024
 const MAX_HEAD_BYTES = 64 * 1024
-const REDIRECTS = new Set([301, 302, 303, 307, 308])
 // One read buffer per worker, reused for every socket read of the plain-HTTP path (see rawGet).
 const readBuffer = Buffer.allocUnsafe(1024 * 1024)
-/** @type {{http?: import('node:http').Agent, insecure?: import('node:https').Agent, https?: import('node:https').Agent}} */
-const agents = {}
-// node:https (and TLS) only when a URL needs it: a worker's start is on the pull's critical path.
-/** @type {typeof import('node:https') | undefined} */
-let https
-/**
- * @param {URL} url
- * @param {boolean} insecure
- * @returns {import('node:http').Agent}
- */
-function agentFor(url, insecure) {
-  https ??= url.protocol === 'https:' ? require('node:https') : undefined
-  if (url.protocol === 'http:') return (agents.http ??= new http.Agent({keepAlive: true}))
-  // Set above: a URL that is not http: is https: (the registry client makes no others).
-  const tls = /** @type {typeof import('node:https')} */ (https)
-  if (insecure) return (agents.insecure ??= new tls.Agent({keepAlive: true, rejectUnauthorized: false}))
-  return (agents.https ??= new tls.Agent({keepAlive: true}))
-}
-/** @param {number} idleMs */
-const timeoutError = (idleMs) => /** @type {CodedError} */ (Object.assign(new Error('no data for ' + idleMs / 1000 + ' s'), {code: 'ETIMEDOUT'}))
+const agentFor = keepAliveAgents()
 // What download-pool.ts turns into its deadline error (it knows the URL to name, redacted).
 const deadlineError = () => /** @type {CodedError} */ (Object.assign(new Error('the download did not finish within its deadline'), {code: 'EDEADLINE'}))
 
@@ -190,14 +171,14 @@ class Sink {
 function get(url, headers, insecure, idleMs, deadline) {
   return new Promise((resolve, reject) => {
     const agent = agentFor(url, insecure)
-    // https is loaded by agentFor() for an https: URL.
+    // node:https (and TLS) only when a URL needs it: a worker's start is on the pull's critical path.
     /** @type {typeof http.request} */
-    const send = url.protocol === 'https:' ? /** @type {typeof import('node:https')} */ (https).request : http.request
+    const send = url.protocol === 'https:' ? /** @type {typeof import('node:https')} */ (require('node:https')).request : http.request
     const request = send(url, {method: 'GET', headers, agent, timeout: idleMs})
     const onDeadline = () => request.destroy(deadline.reason)
     deadline.addEventListener('abort', onDeadline, {once: true})
     request.on('close', () => deadline.removeEventListener('abort', onDeadline))
-    request.on('timeout', () => request.destroy(timeoutError(idleMs)))
+    request.on('timeout', () => request.destroy(idleTimeoutError(idleMs)))
     request.on('error', reject)
     request.on('response', (response) => resolve({
       status: /** @type {number} */ (response.statusCode), // always set on a client's response
@@ -275,7 +256,7 @@ function rawGet(url, headers, idleMs, deadline) {
         }),
       },
     })
-    socket.setTimeout(idleMs, () => socket.destroy(timeoutError(idleMs)))
+    socket.setTimeout(idleMs, () => socket.destroy(idleTimeoutError(idleMs)))
     const onDeadline = () => socket.destroy(deadline.reason)
     deadline.addEventListener('abort', onDeadline, {once: true})
     socket.on('connect', () => socket.write(lines.join('\r\n') + '\r\n\r\n'))
@@ -346,7 +327,6 @@ function parseHead(text) {
   return {status: Number(match[1]), location: header.location, length}
 }
 
-// Redirects are followed as http.ts does: Authorization never goes to another origin.
 /**
  * @param {number} id
  * @param {WorkerJob} job
@@ -372,20 +352,25 @@ async function download(id, job) {
  * @returns {Promise<Outcome>}
  */
 async function downloadBefore(deadline, id, job) {
-  let url = new URL(job.url)
-  let headers = job.headers
+  /** @type {import('./http-core.cjs').RedirectableRequest} */
+  let request = {method: 'GET', url: new URL(job.url), headers: job.headers}
+  // Redirects as http.ts follows them (http-core.cjs): the same hosts, headers and limit.
   for (let redirects = 0; ; redirects++) {
+    const {url, headers} = request
     let response = url.protocol === 'http:' ? await rawGet(url, headers, job.idleMs, deadline) : await get(url, headers, job.insecure, job.idleMs, deadline)
     if (response.chunked && response.status === 200) {
       response.discard()
       response = await get(url, headers, job.insecure, job.idleMs, deadline)
     }
     const {status, location} = response
-    if (REDIRECTS.has(status) && location && redirects < 10) {
+    const step = redirectStep(request, status, location, redirects)
+    if (step.kind === 'too-many') {
       response.discard()
-      const next = new URL(location, url)
-      if (next.origin !== url.origin) headers = Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'))
-      url = next
+      throw Object.assign(new Error(step.message), {code: TOO_MANY_REDIRECTS})
+    }
+    if (step.kind === 'follow') {
+      response.discard()
+      request = step.request
       continue
     }
     if (status !== 200) {

@@ -2,12 +2,14 @@
  * One HTTP exchange with a registry over node:http and node:https with keep-alive agents. Bodies
  * stay Node streams end to end (fetch's web streams and parser cost ~150 ms on a 210 MB pull, and
  * loading undici ~50 ms on every command). Redirects are followed by hand so that credentials
- * never travel to another host.
+ * never travel to another host; that rule, the agents and the idle timeout live in http-core.cjs,
+ * shared with the download worker.
  */
-import {Agent as HttpAgent, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders} from 'node:http'
-import {Agent as HttpsAgent, request as httpsRequest} from 'node:https'
+import {request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders} from 'node:http'
+import {request as httpsRequest} from 'node:https'
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
+import {idleTimeoutError, keepAliveAgents, redirectStep, type RedirectableRequest} from './http-core.cjs'
 import {redactUrl} from './registry-error.js'
 
 /**
@@ -39,7 +41,6 @@ export interface HttpResult {
 
 /** Bodies up to this size are read to the end when discarded, so the connection can be reused. */
 const DRAIN_LIMIT = 64 * 1024
-const MAX_REDIRECTS = 10
 
 /**
  * How long an exchange with a registry may take. A registry that trickles a byte now and then is
@@ -168,35 +169,21 @@ export async function openBody(body: RequestBody | undefined): Promise<Buffer | 
 
 /** Sends `request` once (plus redirects). Network failures reject, HTTP statuses resolve. */
 export async function sendOnce(request: RegistryRequest): Promise<HttpResult> {
-  let {method, url} = request
-  let headers: Record<string, string> = {...request.headers}
+  let current: RedirectableRequest = {method: request.method, url: request.url, headers: {...request.headers}}
   let body = request.body
   for (let redirects = 0; ; redirects++) {
+    const {method, url, headers} = current
     const response = await exchange(method, url, headers, await openBody(body), request.insecure === true, request.size ?? 0)
-    const location = response.header('location')
-    if (!isRedirect(response.status) || location === null) return {response, url, attempts: 1}
+    const step = redirectStep(current, response.status, response.header('location'), redirects)
+    if (step.kind === 'final') return {response, url, attempts: 1}
     response.discard()
-    if (redirects >= MAX_REDIRECTS) {
-      throw new AegisError(`${method} ${url.origin}${url.pathname} redirected more than ${MAX_REDIRECTS} times.`)
-    }
-    const next = new URL(location, url)
-    if (next.origin !== url.origin) headers = withoutAuthorization(headers)
-    if (response.status === 303 || ((response.status === 301 || response.status === 302) && method === 'POST')) {
-      method = 'GET'
-      body = undefined
-      headers = Object.fromEntries(Object.entries(headers).filter(([k]) => !/^content-(type|length)$/i.test(k)))
-    }
-    url = next
+    if (step.kind === 'too-many') throw new AegisError(step.message)
+    if (step.dropBody) body = undefined
+    current = step.request
   }
 }
 
-const agents: {http?: HttpAgent; https?: HttpsAgent; insecure?: HttpsAgent} = {}
-
-function agentFor(url: URL, insecure: boolean): HttpAgent | HttpsAgent {
-  if (url.protocol === 'http:') return (agents.http ??= new HttpAgent({keepAlive: true}))
-  if (insecure) return (agents.insecure ??= new HttpsAgent({keepAlive: true, rejectUnauthorized: false}))
-  return (agents.https ??= new HttpsAgent({keepAlive: true}))
-}
+const agentFor = keepAliveAgents()
 
 /**
  * One request and its response head; a stream body is piped and stopped if the server answers
@@ -218,7 +205,7 @@ function exchange(method: string, url: URL, headers: Record<string, string>, bod
     const deadline = setTimeout(() => (message ?? request).destroy(deadlineError(method, url, deadlineMs)), deadlineMs)
     deadline.unref()
     request.on('timeout', () => {
-      request.destroy(Object.assign(new Error(`no data for ${timeouts.idleMs / 1000} s`), {code: 'ETIMEDOUT'}))
+      request.destroy(idleTimeoutError(timeouts.idleMs))
     })
     request.on('error', (error) => {
       clearTimeout(deadline)
@@ -257,12 +244,4 @@ function hasHeader(headers: Record<string, string>, name: string): boolean {
 
 function headerValue(headers: Record<string, string>, name: string): string | undefined {
   return Object.entries(headers).find(([key]) => key.toLowerCase() === name)?.[1]
-}
-
-function isRedirect(status: number): boolean {
-  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308
-}
-
-function withoutAuthorization(headers: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'))
 }
