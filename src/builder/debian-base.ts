@@ -7,20 +7,13 @@
 import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
+import {fromPlatform, hostArchitecture, toDebianArch, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
 import {lockMismatch, type DebianSpec, type DebPackage} from './lock.js'
 import {runMmdebstrap, runTool} from './tools.js'
 
 export const DEBIAN_MIRROR = 'http://deb.debian.org/debian'
 export const BINFMT_DIR = '/proc/sys/fs/binfmt_misc'
 const PIN_FILE = 'etc/apt/preferences.d/aegis-kit-lock.pref'
-
-export function debianArch(platform: string): 'amd64' | 'arm64' {
-  return platform === 'linux/arm64' ? 'arm64' : 'amd64'
-}
-
-export function hostDebianArch(): 'amd64' | 'arm64' {
-  return process.arch === 'arm64' ? 'arm64' : 'amd64'
-}
 
 export interface DebianRootOptions {
   platform: string
@@ -46,9 +39,9 @@ export interface DebianRootOptions {
 export async function buildDebianRoot(base: DebianSpec, rootDir: string, options: DebianRootOptions): Promise<DebPackage[]> {
   assertDebianHost()
   const variant = base.variant ?? 'minbase'
-  const arch = debianArch(options.platform)
+  const arch = fromPlatform(options.platform)
   // Every variant but extract configures packages: their maintainer scripts run in the new root.
-  if (variant !== 'extract' && arch !== hostDebianArch()) {
+  if (variant !== 'extract' && arch !== hostArchitecture()) {
     const problem = await emulationProblem(arch)
     if (problem) {
       throw new AegisError(`cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`, {
@@ -66,7 +59,7 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
   }
   const args = [
     `--variant=${variant}`,
-    `--architectures=${arch}`,
+    `--architectures=${toDebianArch(arch)}`,
     // Documentation and translations are dead weight in a VM image.
     '--dpkgopt=path-exclude=/usr/share/doc/*',
     '--dpkgopt=path-include=/usr/share/doc/*/copyright',
@@ -136,10 +129,12 @@ function parsePackageLines(out: string): Array<DebPackage & {status: string}> {
  * needs a binfmt_misc handler for the architecture's ELF header with the F flag (the kernel
  * opens the interpreter at registration, so the chroot needs no copy of it).
  */
-export async function emulationProblem(arch: 'amd64' | 'arm64', binfmtDir = BINFMT_DIR): Promise<string | undefined> {
-  // ELF64 little-endian, then e_machine (little-endian) at byte 18: x86-64 is 62, AArch64 183.
-  const machine = arch === 'arm64' ? 'b700' : '3e00'
-  const qemu = arch === 'arm64' ? 'qemu-aarch64' : 'qemu-x86_64'
+export async function emulationProblem(arch: Architecture, binfmtDir = BINFMT_DIR): Promise<string | undefined> {
+  // ELF64 little-endian, then e_machine (16 bits, little-endian) at byte 18, as hex in the magic.
+  const machineBytes = Buffer.alloc(2)
+  machineBytes.writeUInt16LE(toElfMachine(arch))
+  const machine = machineBytes.toString('hex')
+  const qemu = toQemuUser(arch)
   let entries: string[]
   try {
     if ((await readFile(path.join(binfmtDir, 'status'), 'utf8')).trim() !== 'enabled') return 'binfmt_misc is disabled'

@@ -5,23 +5,21 @@
 import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, readdir, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
+import {toNodePackage, type Architecture} from '../oci/platform.js'
 import {runTool} from './tools.js'
 
 export const NODE_HOME = '/opt/aegis/node'
 
-export function nodeArch(platform: string): 'x64' | 'arm64' {
-  return platform === 'linux/arm64' ? 'arm64' : 'x64'
-}
-
 /** The extracted package directory (holding `bin/node`) for a Node release, cached under `downloadDir`. */
-export async function fetchNodeRuntime(version: string, platform: string, downloadDir: string): Promise<string> {
-  const target = path.join(downloadDir, `node-linux-${nodeArch(platform)}-${version}`)
+export async function fetchNodeRuntime(version: string, arch: Architecture, downloadDir: string): Promise<string> {
+  const nodePackage = toNodePackage(arch)
+  const target = path.join(downloadDir, `${nodePackage}-${version}`)
   if (existsSync(path.join(target, 'bin', 'node'))) return target
   await mkdir(downloadDir, {recursive: true})
   const work = await mkdtemp(path.join(downloadDir, '.fetch-'))
   try {
-    await runTool('npm', ['pack', `node-linux-${nodeArch(platform)}@${version}`, '--pack-destination', work, '--silent'], {
-      hint: `check that Node ${version} exists: npm view node-linux-${nodeArch(platform)} versions`,
+    await runTool('npm', ['pack', `${nodePackage}@${version}`, '--pack-destination', work, '--silent'], {
+      hint: `check that Node ${version} exists: npm view ${nodePackage} versions`,
     })
     const tarball = (await readdir(work)).find((name) => name.endsWith('.tgz'))!
     await runTool('tar', ['xzf', path.join(work, tarball), '-C', work])

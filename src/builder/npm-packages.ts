@@ -9,8 +9,8 @@ import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {NpmPackages} from '../kit/manifest.generated.js'
+import {fromPlatform, toNodeArch} from '../oci/platform.js'
 import type {PackageRecord} from './layer-cache.js'
-import {nodeArch} from './node-runtime.js'
 import type {TargetNode} from './target-node.js'
 import {runTool} from './tools.js'
 
@@ -46,7 +46,7 @@ export function installArgs(npm: NpmPackages, prefix: string, platform: string, 
     'install', '--global', '--prefix', prefix,
     '--no-audit', '--no-fund', '--no-update-notifier', '--omit=dev', '--loglevel=warn',
     // Native modules' optional binaries for the image's platform, not the host's.
-    `--os=linux`, `--cpu=${nodeArch(platform)}`,
+    `--os=linux`, `--cpu=${toNodeArch(fromPlatform(platform))}`,
     ...(allow.length > 0 && scripts === 'now' ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
     ...npm.packages,
   ]
@@ -59,7 +59,7 @@ export function rebuildArgs(npm: NpmPackages, prefix: string, platform: string):
     'rebuild', '--global', '--prefix', prefix,
     '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=warn',
     // Exported to the scripts' environment: an `npm install` they run picks the same platform.
-    `--os=linux`, `--cpu=${nodeArch(platform)}`,
+    `--os=linux`, `--cpu=${toNodeArch(fromPlatform(platform))}`,
     `--allow-scripts=${allow.join(',')}`,
     ...allow,
   ]
@@ -100,7 +100,7 @@ export async function installNpmPackages(npm: NpmPackages, options: InstallOptio
     // (node-gyp, prebuild-install) gets the target's.
     await runTool(target.node, [cli, ...rebuildArgs(npm, options.prefix, options.platform)], {
       env: {...env(target.node), ...target.env},
-      hint: `the install scripts of ${(npm.allow_scripts ?? []).join(', ')} failed when run with the ${nodeArch(options.platform)} Node under emulation; see the output above`,
+      hint: `the install scripts of ${(npm.allow_scripts ?? []).join(', ')} failed when run with the ${toNodeArch(fromPlatform(options.platform))} Node under emulation; see the output above`,
       onLine: options.onLine,
     })
   }
@@ -125,7 +125,7 @@ function allows(list: unknown, value: string): boolean {
  * Returns what it removed.
  */
 export async function pruneForeignPackages(prefix: string, platform: string): Promise<string[]> {
-  const cpu = nodeArch(platform)
+  const cpu = toNodeArch(fromPlatform(platform))
   const removed: string[] = []
   const visit = async (modulesDir: string): Promise<void> => {
     for (const name of (await readdir(modulesDir).catch(() => [] as string[])).sort()) {

@@ -10,7 +10,8 @@ import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, readdir, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
-import {BINFMT_DIR, DEBIAN_MIRROR, debianArch, emulationProblem} from './debian-base.js'
+import {fromPlatform, toDebianArch} from '../oci/platform.js'
+import {BINFMT_DIR, DEBIAN_MIRROR, emulationProblem} from './debian-base.js'
 import {fetchNodeRuntime} from './node-runtime.js'
 import {runMmdebstrap} from './tools.js'
 
@@ -35,21 +36,21 @@ export interface TargetNodeOptions {
 
 /** The Node `version` built for `platform`, ready to run on this machine under emulation. */
 export async function prepareTargetNode(version: string, platform: string, options: TargetNodeOptions): Promise<TargetNode> {
-  const arch = debianArch(platform)
+  const arch = fromPlatform(platform)
   const problem = await emulationProblem(arch, options.binfmtDir ?? BINFMT_DIR)
   if (problem) {
     throw new AegisError(`cannot run the install scripts of ${options.packages.join(', ')} for ${platform}: they run with the ${arch} Node under qemu-user emulation, and ${problem}`, {
       hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; `aegis-kit doctor` shows how), or build for this machine\'s platform only',
     })
   }
-  const runtime = await fetchNodeRuntime(version, platform, path.join(options.cacheDir, 'downloads'))
+  const runtime = await fetchNodeRuntime(version, arch, path.join(options.cacheDir, 'downloads'))
   const sysroot = await targetSysroot(platform, path.join(options.cacheDir, 'sysroots'), options.onLine)
   return {node: path.join(runtime, 'bin', 'node'), env: {QEMU_LD_PREFIX: sysroot}}
 }
 
 /** The target's C and C++ runtime libraries (libc6, libstdc++6 and what they need), cached under `dir`. */
 export async function targetSysroot(platform: string, dir: string, onLine?: (line: string) => void): Promise<string> {
-  const arch = debianArch(platform)
+  const arch = toDebianArch(fromPlatform(platform))
   const target = path.join(dir, `${SYSROOT_SUITE}-${arch}`)
   if (existsSync(path.join(target, 'lib'))) return target
   await mkdir(dir, {recursive: true})

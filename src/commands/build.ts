@@ -1,6 +1,7 @@
 import path from 'node:path'
 import {Args, Flags} from '@oclif/core'
-import {buildKit, hostPlatform, type BuildEvent} from '../builder/build.js'
+import {buildKit, type BuildEvent} from '../builder/build.js'
+import {isHostPlatform} from '../oci/platform.js'
 import {describeSourceDate} from '../builder/source-date.js'
 import {BaseCommand} from '../cli/base-command.js'
 import {messageOf} from '../errors.js'
@@ -118,7 +119,7 @@ function reportLive(event: BuildEvent, steps: StepLines): void {
 }
 
 function platformNote(event: BuildEvent): string {
-  return event.platform === hostPlatform() ? '' : ` [${event.platform}]`
+  return isHostPlatform(event.platform) ? '' : ` [${event.platform}]`
 }
 
 function describeLayer(event: Extract<BuildEvent, {type: 'layer'}>): string {

@@ -4,7 +4,8 @@ import {BaseCommand} from '../cli/base-command.js'
 import {createStepLines, type StepLines} from '../cli/steps.js'
 import {confirmTrust, trustFlag} from '../cli/trust.js'
 import {AegisError, messageOf} from '../errors.js'
-import {gvproxyNetwork, hostGuestArch, type AccelChoice} from '../guest/index.js'
+import {gvproxyNetwork, type AccelChoice} from '../guest/index.js'
+import {hostArchitecture, toPlatformName} from '../oci/platform.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
@@ -148,7 +149,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       if (controller.signal.aborted) onSignal()
       steps?.close()
       steps = undefined
-      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (linux/${hostGuestArch()}, QEMU ${instance.accel.toUpperCase()})`)
+      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`)
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
       const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
       // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.

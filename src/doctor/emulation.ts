@@ -11,26 +11,19 @@ import path from 'node:path'
 
 import {messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
-import {BINFMT_DIR, emulationProblem, hostDebianArch} from '../builder/debian-base.js'
+import {BINFMT_DIR, emulationProblem} from '../builder/debian-base.js'
+import {fromNodeArch, otherArchitecture, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
 import {ok, warn, type Check} from './check.js'
 
 const EXIT_CODE = 42
 
-/** The other architecture, its qemu-user name, e_machine and the code for exit(42). */
-const FOREIGN = {
-  arm64: {
-    qemu: 'qemu-aarch64',
-    machine: 183,
-    // movz x0, #42; movz x8, #93 (exit); svc #0
-    code: Buffer.from([0x40, 0x05, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4]),
-  },
-  amd64: {
-    qemu: 'qemu-x86_64',
-    machine: 62,
-    // mov edi, 42; mov eax, 60 (exit); syscall
-    code: Buffer.from([0xbf, EXIT_CODE, 0, 0, 0, 0xb8, 60, 0, 0, 0, 0x0f, 0x05]),
-  },
-} as const
+/** Each architecture's machine code for exit(42). */
+const EXIT_CODE_PROGRAM: Record<Architecture, Buffer> = {
+  // movz x0, #42; movz x8, #93 (exit); svc #0
+  arm64: Buffer.from([0x40, 0x05, 0x80, 0xd2, 0xa8, 0x0b, 0x80, 0xd2, 0x01, 0x00, 0x00, 0xd4]),
+  // mov edi, 42; mov eax, 60 (exit); syscall
+  amd64: Buffer.from([0xbf, EXIT_CODE, 0, 0, 0, 0xb8, 60, 0, 0, 0, 0x0f, 0x05]),
+}
 
 /** A static ELF64 executable: one loadable segment holding the header and `code`, entered at `code`. */
 export function tinyElf(machine: number, code: Buffer): Buffer {
@@ -60,11 +53,11 @@ export function tinyElf(machine: number, code: Buffer): Buffer {
 }
 
 /** Runs the tiny program for `arch`: undefined when it exits 42, else what happened. */
-async function runForeignProgram(arch: keyof typeof FOREIGN): Promise<string | undefined> {
+async function runForeignProgram(arch: Architecture): Promise<string | undefined> {
   const dir = await mkdtemp(path.join(os.tmpdir(), 'aegis-kit-doctor-'))
   try {
     const program = path.join(dir, `exit-${EXIT_CODE}-${arch}`)
-    await writeFile(program, tinyElf(FOREIGN[arch].machine, FOREIGN[arch].code), {mode: 0o755})
+    await writeFile(program, tinyElf(toElfMachine(arch), EXIT_CODE_PROGRAM[arch]), {mode: 0o755})
     const result = await execFileText(program, [], {timeoutMs: 10_000})
     if (result.exitCode === EXIT_CODE) return undefined
     return `a test ${arch} program exited with ${result.exitCode ?? result.signal} instead of ${EXIT_CODE}${result.stderr ? `: ${result.stderr.split('\n')[0]}` : ''}`
@@ -76,8 +69,9 @@ async function runForeignProgram(arch: keyof typeof FOREIGN): Promise<string | u
 }
 
 export async function checkEmulation(binfmtDir = BINFMT_DIR): Promise<Check> {
-  const arch = hostDebianArch() === 'amd64' ? 'arm64' : 'amd64'
-  const {qemu} = FOREIGN[arch]
+  // An unsupported host (neither amd64 nor arm64) is checked as amd64 is: for arm64 emulation.
+  const arch = otherArchitecture(fromNodeArch(process.arch) ?? 'amd64')
+  const qemu = toQemuUser(arch)
   const part = `${arch} emulation`
   const problem = await emulationProblem(arch, binfmtDir)
   const fix = `scripts/setup from the checkout, or by hand: ${handFix(problem ?? '', qemu, binfmtDir)} (only ${arch} builds need it)`

@@ -5,7 +5,7 @@ import {fileURLToPath} from 'node:url'
 import {isAegisError, messageOf} from '../errors.js'
 import {execFileText, findOnPath} from '../exec.js'
 import {findGvproxy} from '../guest/gvproxy.js'
-import {QEMU, VIRTIOFSD} from '../guest/qemu.js'
+import {QEMU, QEMU_PACKAGE, VIRTIOFSD} from '../guest/qemu.js'
 import {firstLine, missing, ok, type Check} from './check.js'
 
 /** This file is src/doctor/ or dist/doctor/: the package root is two up. */
@@ -41,14 +41,14 @@ export function checkNode(): Check {
 export async function checkQemu(): Promise<Check> {
   if (process.platform !== 'linux') return missing('qemu', `this is ${process.platform}: run needs a Linux host (QEMU's virtiofsd is Linux-only)`, 'run kits on a Linux machine or in a Linux VM; build, validate and push work here')
   const binary = findOnPath(QEMU)
-  const fix = 'apt-get install qemu-system-x86'
+  const fix = `apt-get install ${QEMU_PACKAGE}`
   if (!binary) return missing('qemu', `${QEMU} is not on PATH`, fix)
   const result = await versionOf(binary, ['--version'])
   return 'version' in result ? ok('qemu', `${result.version} (${binary})`) : missing('qemu', result.error, fix)
 }
 
 export async function checkVirtiofsd(): Promise<Check> {
-  const fix = 'apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU)'
+  const fix = `apt-get install ${QEMU_PACKAGE} (Debian 12 ships virtiofsd with QEMU)`
   if (!existsSync(VIRTIOFSD)) return missing('virtiofsd', `${VIRTIOFSD} does not exist`, fix)
   const result = await versionOf(VIRTIOFSD, ['--version'])
   return 'version' in result ? ok('virtiofsd', `${result.version} (${VIRTIOFSD})`) : missing('virtiofsd', result.error, fix)

@@ -15,12 +15,14 @@ import {gzipSync} from 'node:zlib'
 
 import {AegisError, messageOf} from '../errors.js'
 import {execFileText, findOnPath} from '../exec.js'
+import {hostArchitecture, toDebianArch, toGnuTriplet, type Architecture} from '../oci/platform.js'
 import {remembered} from '../remembered.js'
 import {buildCpio, type CpioEntry} from './cpio.js'
 import {extractVmlinux} from './kernel-image.js'
 import {GUEST_MODULES, resolveModuleOrder} from './modules.js'
 
-export type GuestArch = 'amd64' | 'arm64'
+/** A guest runs the host's own architecture, one of those aegis-kit supports. */
+export type GuestArch = Architecture
 
 export interface GuestImage {
   /** Kernel to pass to QEMU's -kernel: the ELF vmlinux (PVH boot) when it could be extracted. */
@@ -38,17 +40,6 @@ const ASSEMBLY_FORMAT = 1
 
 export const HARNESS_SOURCE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../images/guest')
 const HARNESS_SOURCES = ['harness.c', 'harness.h', 'guest_setup.c', 'port_proxy.c', 'port_proxy.h']
-
-const ARCHES: Record<GuestArch, {kernelMetaPackage: string; nodeArch: string; triplet: string}> = {
-  amd64: {kernelMetaPackage: 'linux-image-cloud-amd64', nodeArch: 'x64', triplet: 'x86_64-linux-gnu'},
-  arm64: {kernelMetaPackage: 'linux-image-cloud-arm64', nodeArch: 'arm64', triplet: 'aarch64-linux-gnu'},
-}
-
-export function hostGuestArch(): GuestArch {
-  if (process.arch === 'x64') return 'amd64'
-  if (process.arch === 'arm64') return 'arm64'
-  throw new AegisError(`no guest kernel for host architecture ${process.arch}`, {hint: 'run on an x86_64 or arm64 Linux host'})
-}
 
 async function run(file: string, args: string[], options: {cwd?: string; what: string; hint: string}): Promise<string> {
   const result = await execFileText(file, args, {cwd: options.cwd}).catch((error: unknown) => {
@@ -206,11 +197,15 @@ export interface GuestInputs {
  * answers that cost a process are remembered in `cacheDir`, so this is a few file reads.
  */
 export async function guestInputs(options: {cacheDir: string; arch?: GuestArch}): Promise<GuestInputs> {
-  const arch = options.arch ?? hostGuestArch()
-  const {kernelMetaPackage, nodeArch, triplet} = ARCHES[arch]
-  if (nodeArch !== process.arch) {
+  const host = hostArchitecture()
+  const arch = options.arch ?? host
+  // The harness is compiled by the host's gcc against the host's static libc: another
+  // architecture's guest would need a cross toolchain.
+  if (arch !== host) {
     throw new AegisError(`cannot assemble an ${arch} guest on a ${process.arch} host yet`, {hint: `assemble on an ${arch} machine`})
   }
+  const kernelMetaPackage = `linux-image-cloud-${toDebianArch(arch)}`
+  const triplet = toGnuTriplet(arch)
   const [kernelPackage, harness, toolchain] = await Promise.all([resolveKernelPackageCached(kernelMetaPackage, options.cacheDir), harnessHash(), toolchainVersion(triplet, options.cacheDir)])
   const keyed = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
   const key = createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16)

@@ -12,6 +12,7 @@ import path from 'node:path'
 
 import {AegisError} from '../errors.js'
 import {findOnPath} from '../exec.js'
+import {fromNodeArch, toQemuSystem, toQemuSystemPackage} from '../oci/platform.js'
 import {accelArgs, type Accel} from './accel.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 import {ChildProcessGroup} from './child-processes.js'
@@ -85,7 +86,14 @@ export interface RunningVm {
 
 const CONSOLE_KEEP = 64 * 1024
 export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
-export const QEMU = 'qemu-system-x86_64'
+/**
+ * The host's own system emulator: guests run the host's architecture (KVM needs that). An
+ * unsupported host gets amd64's names so this module still loads there, for checks to report.
+ */
+const QEMU_ARCH = fromNodeArch(process.arch) ?? 'amd64'
+export const QEMU = toQemuSystem(QEMU_ARCH)
+/** The Debian package that installs QEMU (and virtiofsd with it), for hints. */
+export const QEMU_PACKAGE = toQemuSystemPackage(QEMU_ARCH)
 
 /** Parses the harness's report lines ("AEGIS_EXIT=3") from a stream of text. */
 class ReportReader {
@@ -111,8 +119,8 @@ export function checkVmTools(): string {
     throw new AegisError(`run needs a Linux host (this is ${process.platform}): the VM's root and workspace are shared by QEMU's virtiofsd, which is Linux-only`, {hint: 'build, validate and push work here; run kits on a Linux machine or in a Linux VM'})
   }
   const qemu = findOnPath(QEMU)
-  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: 'install it: apt-get install qemu-system-x86; run `aegis-kit doctor` to check the rest'})
-  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: 'install it: apt-get install qemu-system-x86 (Debian 12 ships virtiofsd with QEMU); run `aegis-kit doctor` to check the rest'})
+  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})
+  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: `install it: apt-get install ${QEMU_PACKAGE} (Debian 12 ships virtiofsd with QEMU); run \`aegis-kit doctor\` to check the rest`})
   return qemu
 }
 
@@ -246,7 +254,7 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
 
     let killedByHost = false
     const result = new Promise<VmResult>((resolve, reject) => {
-      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: 'install it: apt-get install qemu-system-x86; run `aegis-kit doctor` to check the rest'})))
+      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})))
       qemu.once('exit', (code, signal) => {
         clearTimeout(bootTimer)
         timings.exitedMs = Date.now() - startedAt

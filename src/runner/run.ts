@@ -8,7 +8,7 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../builder/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, hostGuestArch, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -16,6 +16,7 @@ import type {RenderEnvResult, ResolvedFile} from '../hooks/contract.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
 import {parseDuration, parseSize} from '../kit/units.js'
+import {hostArchitecture} from '../oci/platform.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
@@ -79,7 +80,7 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const {kit, store} = options
   const manifest = kit.manifest
   const name = options.name ?? manifest.name
-  const architecture = hostGuestArch()
+  const architecture = hostArchitecture()
   // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
   // checks and hooks below run, instead of before the CLI can do anything.
   const building = import('../builder/build.js')
