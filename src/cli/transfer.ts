@@ -3,15 +3,15 @@
  * and local references, the platform, the upload mode, a write lease against a concurrent prune,
  * and errors that say what failed and that re-running resumes.
  */
-import {arch} from 'node:os'
 import {AegisError} from '../errors.js'
+import {hostOciPlatform} from '../oci/platform.js'
+import {formatReference, parseLocalReference, parseReference as parseRemoteReference, type Reference} from '../oci/reference.js'
 import type {Platform} from '../oci/types.js'
 import {
-  RemoteRepository, formatReference, parsePlatform, parseReference as parseRemoteReference, pullImage, pushImage,
-  type CopyProgress, type Reference, type RemoteRepositoryOptions, type TransferResult,
+  RemoteRepository, parsePlatform, pullImage, pushImage, type CopyProgress, type RemoteRepositoryOptions, type TransferResult,
 } from '../registry/index.js'
 import {transferFailed} from '../registry/registry-error.js'
-import {parseReference as parseLocalReference, type LocalStore} from '../store/index.js'
+import type {LocalStore} from '../store/index.js'
 
 export interface RegistryFlags {
   plainHttp?: boolean
@@ -84,15 +84,9 @@ export async function pullFromRegistry(
   }
 }
 
-/** `linux/amd64` on an x86-64 machine, and so on: the platform a pull picks by default. */
-export function hostPlatform(): Platform {
-  const architectures: Record<string, string> = {x64: 'amd64', arm64: 'arm64', arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64'}
-  return {os: 'linux', architecture: architectures[arch()] ?? arch()}
-}
-
 function pullPlatform(flag: string | undefined): Platform | undefined {
   if (flag === 'all') return undefined
-  return flag ? parsePlatform(flag) : hostPlatform()
+  return flag ? parsePlatform(flag) : hostOciPlatform()
 }
 
 /** `registry/repo:tag`, or `registry/repo:digest-<12 hex>` for a digest without a tag: how a pull is stored. */

@@ -9,7 +9,7 @@ import type {Descriptor} from '../oci/types.js'
 import type {KitVerification} from '../kit/trust.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
 import {keyHint, loadVerificationKey, verifySignatures} from '../signing/index.js'
-import {parseReference as parseLocalReference} from '../store/index.js'
+import {parseLocalReference} from '../oci/reference.js'
 import {openStore} from '../store/open.js'
 
 export interface PullKitReport {

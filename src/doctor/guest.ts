@@ -12,7 +12,9 @@ import {cachedProbe, KVM_DEVICE, kvmDeviceProblem} from '../guest/accel.js'
 import {APT_LISTS_DIR, aptPackageLists, guestInputs, type GuestInputs} from '../guest/assemble.js'
 import {guestReference, loadGuest, type StoredGuest} from '../guest/guest-store.js'
 import {QEMU} from '../guest/qemu.js'
-import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
+import {fromNodeArch} from '../oci/platform.js'
+import {REF_NAME_ANNOTATION} from '../oci/reference.js'
+import type {LocalStore} from '../store/index.js'
 import {missing, ok, warn, type Check} from './check.js'
 
 /** Debian drops superseded kernel versions at point releases; lists older than this may name one. */
@@ -70,7 +72,8 @@ async function storedGuest(store: LocalStore, reference: string): Promise<Stored
 
 /** A guest for this host's architecture that the store holds, newest tag last. */
 async function anyStoredGuest(store: LocalStore): Promise<StoredGuest | undefined> {
-  const arch = process.arch === 'arm64' ? 'arm64' : 'amd64'
+  const arch = fromNodeArch(process.arch)
+  if (!arch) return undefined // no guest boots on a host aegis-kit does not support
   const index = await store.readIndex().catch(() => undefined)
   const references = (index?.manifests ?? []).map((desc) => desc.annotations?.[REF_NAME_ANNOTATION] ?? '').filter((ref) => ref.startsWith('aegis-guest:') && ref.includes(`-${arch}-`))
   for (const reference of references.reverse()) {

@@ -8,7 +8,7 @@ import {mkdir, readFile, rename, writeFile} from 'node:fs/promises'
 import {homedir} from 'node:os'
 import {dirname, join} from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
-import {DOCKER_HUB} from './reference.js'
+import {DOCKER_HUB} from '../oci/reference.js'
 
 export interface Credential {
   username?: string

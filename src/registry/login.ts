@@ -5,7 +5,7 @@
  */
 import {AegisError, isAegisError, messageOf} from '../errors.js'
 import {RegistryClient} from './auth.js'
-import {baseUrl, parseReference, type ReferenceOptions} from './reference.js'
+import {baseUrl, parseReference, type ReferenceOptions} from '../oci/reference.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
 
 export interface RegistryHost {

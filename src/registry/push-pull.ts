@@ -4,7 +4,7 @@
 import {AegisError} from '../errors.js'
 import type {ContentStore} from '../oci/types.js'
 import {copyGraph, type CopyOptions, type CopyResult} from './copy.js'
-import {formatReference, manifestReference} from './reference.js'
+import {formatReference, manifestReference} from '../oci/reference.js'
 import {RemoteRepository, type RemoteRepositoryOptions} from './repository.js'
 import {canPushFilled} from './types.js'
 

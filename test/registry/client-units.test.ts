@@ -9,7 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {AegisError} from '../../src/errors.js'
 import {mergeScopes, parseChallenges} from '../../src/registry/auth.js'
 import {DockerCredentials} from '../../src/registry/credentials.js'
-import {parseReference} from '../../src/registry/reference.js'
+import {parseReference} from '../../src/oci/reference.js'
 import {describeErrorBody, redactUrl} from '../../src/registry/registry-error.js'
 import {isTransientError, parseRetryAfter} from '../../src/registry/retry.js'
 

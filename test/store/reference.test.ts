@@ -1,12 +1,13 @@
 import {describe, expect, it} from 'vitest'
 import {AegisError} from '../../src/errors.js'
-import {defaultStoreRoot, parseReference, parseTagReference} from '../../src/store/index.js'
+import {parseLocalReference, parseTagReference} from '../../src/oci/reference.js'
+import {defaultStoreRoot} from '../../src/store/index.js'
 import {describeStore} from '../../src/store/paths.js'
 import {safeEntryName} from '../../src/store/tar-io.js'
 
 const digest = `sha256:${'ab'.repeat(32)}`
 
-describe('parseReference', () => {
+describe('parseLocalReference', () => {
   it.each([
     ['openclaw', {kind: 'tag', name: 'openclaw', tag: 'latest', explicitTag: false}],
     ['openclaw:1.0.0', {kind: 'tag', name: 'openclaw', tag: '1.0.0', explicitTag: true}],
@@ -15,13 +16,13 @@ describe('parseReference', () => {
     [digest, {kind: 'digest', digest}],
     [`openclaw@${digest}`, {kind: 'digest', digest, name: 'openclaw'}],
   ])('%s', (reference, expected) => {
-    expect(parseReference(reference)).toEqual(expected)
+    expect(parseLocalReference(reference)).toEqual(expected)
   })
 
   it.each(['', 'OpenClaw', 'open claw', 'openclaw:', 'openclaw:-x', 'a//b', `openclaw@sha256:abc`, '../x', 'x:_tag'])(
     'refuses %j with an AegisError',
     (reference) => {
-      expect(() => parseReference(reference)).toThrow(AegisError)
+      expect(() => parseLocalReference(reference)).toThrow(AegisError)
     },
   )
 
