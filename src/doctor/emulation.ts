@@ -12,7 +12,7 @@ import path from 'node:path'
 import {messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
 import {BINFMT_DIR, emulationProblem} from '../builder/debian-base.js'
-import {fromNodeArch, otherArchitecture, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
+import {otherArchitecture, supportedHostArchitecture, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
 import {ok, warn, type Check} from './check.js'
 
 const EXIT_CODE = 42
@@ -70,7 +70,7 @@ async function runForeignProgram(arch: Architecture): Promise<string | undefined
 
 export async function checkEmulation(binfmtDir = BINFMT_DIR): Promise<Check> {
   // An unsupported host (neither amd64 nor arm64) is checked as amd64 is: for arm64 emulation.
-  const arch = otherArchitecture(fromNodeArch(process.arch) ?? 'amd64')
+  const arch = otherArchitecture(supportedHostArchitecture() ?? 'amd64')
   const qemu = toQemuUser(arch)
   const part = `${arch} emulation`
   const problem = await emulationProblem(arch, binfmtDir)

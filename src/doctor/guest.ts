@@ -12,7 +12,7 @@ import {cachedProbe, KVM_DEVICE, kvmDeviceProblem} from '../guest/accel.js'
 import {APT_LISTS_DIR, aptPackageLists, guestInputs, type GuestInputs} from '../guest/assemble.js'
 import {guestReference, loadGuest, type StoredGuest} from '../guest/guest-store.js'
 import {QEMU} from '../guest/qemu.js'
-import {fromNodeArch} from '../oci/platform.js'
+import {supportedHostArchitecture} from '../oci/platform.js'
 import {REF_NAME_ANNOTATION} from '../oci/reference.js'
 import type {LocalStore} from '../store/index.js'
 import {missing, ok, warn, type Check} from './check.js'
@@ -72,7 +72,7 @@ async function storedGuest(store: LocalStore, reference: string): Promise<Stored
 
 /** A guest for this host's architecture that the store holds, newest tag last. */
 async function anyStoredGuest(store: LocalStore): Promise<StoredGuest | undefined> {
-  const arch = fromNodeArch(process.arch)
+  const arch = supportedHostArchitecture()
   if (!arch) return undefined // no guest boots on a host aegis-kit does not support
   const index = await store.readIndex().catch(() => undefined)
   const references = (index?.manifests ?? []).map((desc) => desc.annotations?.[REF_NAME_ANNOTATION] ?? '').filter((ref) => ref.startsWith('aegis-guest:') && ref.includes(`-${arch}-`))

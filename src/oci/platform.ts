@@ -54,12 +54,17 @@ export function fromNodeArch(nodeArch: string): Architecture | undefined {
   return ARCHITECTURES.find((arch) => NAMES[arch].node === nodeArch)
 }
 
+/** This machine's architecture, or undefined when it is not one aegis-kit supports. */
+export function supportedHostArchitecture(): Architecture | undefined {
+  return fromNodeArch(process.arch)
+}
+
 /**
  * This machine's architecture. Only amd64 and arm64 hosts build natively and boot guests, so any
  * other one is an error that says so, not a silent amd64.
  */
 export function hostArchitecture(): Architecture {
-  const arch = fromNodeArch(process.arch)
+  const arch = supportedHostArchitecture()
   if (!arch) throw new AegisError(`this host's architecture (${process.arch}) is not one aegis-kit supports`, {hint: 'run on an x86_64 or arm64 Linux host'})
   return arch
 }
@@ -69,7 +74,7 @@ export function hostArchitecture(): Architecture {
  * exporting an image works on any host, and picks the host's image by default.
  */
 export function hostOciPlatform(): Platform {
-  const arch = fromNodeArch(process.arch)
+  const arch = supportedHostArchitecture()
   return {os: 'linux', architecture: arch ?? OTHER_NODE_ARCHITECTURES[process.arch] ?? process.arch}
 }
 
@@ -103,7 +108,7 @@ export function fromPlatform(platform: string | Pick<Platform, 'os' | 'architect
 
 /** True when `platform` (`linux/arm64`) is this machine's own, so nothing for it needs emulation. */
 export function isHostPlatform(platform: string): boolean {
-  const host = fromNodeArch(process.arch)
+  const host = supportedHostArchitecture()
   return host !== undefined && platform === toPlatformName(host)
 }
 
