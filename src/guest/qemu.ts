@@ -4,6 +4,7 @@
  * the console streamed back. KVM or TCG, as the caller chose (see accel.ts).
  */
 
+import type {ChildProcess} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, rm} from 'node:fs/promises'
 import net from 'node:net'
@@ -12,7 +13,8 @@ import path from 'node:path'
 
 import {AegisError} from '../errors.js'
 import {findOnPath} from '../exec.js'
-import {fromNodeArch, toQemuSystem, toQemuSystemPackage} from '../oci/platform.js'
+import {awaitedLater, settleAll, UndoStack} from '../undo-stack.js'
+import {supportedHostArchitecture, toQemuSystem, toQemuSystemPackage} from '../oci/platform.js'
 import {accelArgs, type Accel} from './accel.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 import {ChildProcessGroup} from './child-processes.js'
@@ -90,7 +92,7 @@ export const VIRTIOFSD = '/usr/lib/qemu/virtiofsd'
  * The host's own system emulator: guests run the host's architecture (KVM needs that). An
  * unsupported host gets amd64's names so this module still loads there, for checks to report.
  */
-const QEMU_ARCH = fromNodeArch(process.arch) ?? 'amd64'
+const QEMU_ARCH = supportedHostArchitecture() ?? 'amd64'
 export const QEMU = toQemuSystem(QEMU_ARCH)
 /** The Debian package that installs QEMU (and virtiofsd with it), for hints. */
 export const QEMU_PACKAGE = toQemuSystemPackage(QEMU_ARCH)
@@ -124,192 +126,268 @@ export function checkVmTools(): string {
   return qemu
 }
 
-/** Boots a VM running `options.spec`, returning once QEMU runs and the spec is known; `result` gives the outcome. */
+/**
+ * Boots a VM running `options.spec`, returning once QEMU runs and the spec is known; `result`
+ * gives the outcome. In order: the VM's private directory, the host side (virtiofsd, the network,
+ * the writable layer's disk), the control socket, QEMU itself, and the spec handed over. Each
+ * step pushes its undo; a failure unwinds them all, and QEMU's exit unwinds them after a run.
+ */
 export async function startVm(options: VmOptions): Promise<RunningVm> {
   // Taken at once: a promise the caller gave must not reject unobserved while the helpers start.
-  const given = {files: Promise.all([options.kernel, options.initrd, options.rootDisk, options.accel ?? 'tcg']), spec: Promise.resolve(options.spec)}
-  given.files.catch(() => undefined)
-  given.spec.catch(() => undefined)
+  const files = awaitedLater(Promise.all([options.kernel, options.initrd, options.rootDisk, options.accel ?? 'tcg']))
+  const spec = awaitedLater(Promise.resolve(options.spec))
   const qemuBinary = checkVmTools()
   if ((options.rootDir === undefined) === (options.rootDisk === undefined)) throw new Error('startVm needs exactly one of rootDir and rootDisk')
-  const memoryMib = options.memoryMib ?? 512
+  const undo = new UndoStack()
+  try {
+    const runDir = await makeRunDir(undo)
+    const processes = new ChildProcessGroup()
+    undo.defer(() => processes.stopAll())
+    const host = await startHostSide(options, files, {runDir, processes}, undo)
+    const controlPath = path.join(runDir, 'ctl.sock')
+    const control = await listenForControl(controlPath, undo)
+    const specBytes = awaitedLater(spec.then((value) => encodeRunSpec(value, host.plumbing)))
+    const args = await qemuArguments(options, host, controlPath)
+    const vm = launchQemu(qemuBinary, args, {options, processes, control, specBytes, layerDisk: host.layerDisk, cleanup: () => undo.unwind()})
+    await handOverSpec(vm, [specBytes, host.nic.ready], processes)
+    return vm
+  } catch (error) {
+    return undo.failWith(error)
+  }
+}
+
+/** A directory of this VM's own for its sockets and logs, removed last. */
+async function makeRunDir(undo: UndoStack): Promise<string> {
   const runDir = await mkdtemp(path.join(os.tmpdir(), 'aegis-vm-'))
+  undo.defer(() => rm(runDir, {recursive: true, force: true}))
   // The deepest of the VM's sockets (workspace.fs.sock is as long); a unix socket path holds 107 bytes.
   if (Buffer.byteLength(path.join(runDir, 'gvproxy', 'qemu.sock')) > 107) {
-    await rm(runDir, {recursive: true, force: true})
     throw new AegisError(`the temporary directory ${os.tmpdir()} is too deep for the VM's sockets (unix socket paths hold at most 107 bytes)`, {hint: 'set TMPDIR to a shorter path, e.g. TMPDIR=/tmp'})
   }
-  const processes = new ChildProcessGroup()
+  return runDir
+}
+
+interface HostSide {
+  shares: Array<{tag: string; socket: string}>
+  nic: AttachedNetwork
+  kernel: string
+  initrd: string
+  rootDisk: string | undefined
+  accel: Accel
+  layerDisk: string | undefined
+  plumbing: GuestPlumbing
+}
+
+/**
+ * Starts what QEMU connects to (a virtiofsd per shared directory, the network backend) and makes
+ * the writable layer's disk, while the caller may still be working out the files.
+ */
+async function startHostSide(options: VmOptions, files: Promise<[string, string, string | undefined, Accel]>, context: {runDir: string; processes: ChildProcessGroup}, undo: UndoStack): Promise<HostSide> {
+  const shares: {tag: string; dir: string; cache: 'always' | 'auto'}[] = []
+  if (options.rootDir !== undefined) shares.push({tag: 'root', dir: options.rootDir, cache: 'always'})
+  if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
   const layer = options.writableLayer
-  const layerDisk = layer && writableLayerDiskPath(layer.dir, path.basename(runDir))
-  let network: AttachedNetwork | undefined
-  let control: net.Server | undefined
-  let cleaned: Promise<void> | undefined
-  const cleanup = (): Promise<void> => cleaned ??= (async () => {
-    await processes.stopAll()
-    await network?.detach()
-    control?.close()
-    if (layerDisk !== undefined) await rm(layerDisk, {force: true})
-    await rm(runDir, {recursive: true, force: true})
-  })()
+  const layerDisk = layer && writableLayerDiskPath(layer.dir, path.basename(context.runDir))
+  if (layerDisk !== undefined) undo.defer(() => rm(layerDisk, {force: true}))
+  // All settle before any error is thrown, so the undo stack holds every helper that started.
+  // The caller's failure first: it is the cause when helpers fail on being abandoned.
+  const [[kernel, initrd, rootDisk, accel], sockets, nic] = await settleAll([
+    files,
+    Promise.all(shares.map((share) => startVirtiofsd(context.processes, VIRTIOFSD, {...share, socketPath: path.join(context.runDir, `${share.tag}.fs.sock`)}))),
+    (options.network ?? noNetwork()).attach(context).then((attached) => {
+      undo.defer(() => attached.detach())
+      return attached
+    }),
+    layer && layerDisk !== undefined ? (async () => {
+      await mkdir(layer.dir, {recursive: true})
+      await removeAbandonedLayerDisks(layer.dir)
+      await makeWritableLayerDisk(layerDisk, layer.bytes)
+    })() : undefined,
+  ])
+  for (const [what, file] of Object.entries({kernel, initrd, 'root disk': rootDisk})) {
+    if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
+  }
+  const plumbing: GuestPlumbing = {
+    root: rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
+    mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
+    writableLayerDisk: layerDisk === undefined ? undefined : {serial: WRITABLE_LAYER_SERIAL},
+    network: nic.guest,
+  }
+  return {shares: shares.map((share, i) => ({tag: share.tag, socket: sockets[i]!})), nic, kernel, initrd, rootDisk, accel, layerDisk, plumbing}
+}
 
-  try {
-    const shares: {tag: string; dir: string; cache: 'always' | 'auto'}[] = []
-    if (options.rootDir !== undefined) shares.push({tag: 'root', dir: options.rootDir, cache: 'always'})
-    if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
-    // The helpers start side by side (each waits for its socket) while the caller may still be
-    // working out the files; all settle before any error is thrown, so cleanup sees every process.
-    const [shared, attached, files, layerMade] = await Promise.allSettled([
-      Promise.all(shares.map((share) => startVirtiofsd(processes, VIRTIOFSD, {...share, socketPath: path.join(runDir, `${share.tag}.fs.sock`)}))),
-      (options.network ?? noNetwork()).attach({runDir, processes}),
-      given.files,
-      layer && layerDisk !== undefined ? (async () => {
-        await mkdir(layer.dir, {recursive: true})
-        await removeAbandonedLayerDisks(layer.dir)
-        await makeWritableLayerDisk(layerDisk, layer.bytes)
-      })() : undefined,
-    ])
-    if (attached.status === 'fulfilled') network = attached.value
-    // The caller's failure first: it is the cause when helpers fail on being abandoned.
-    for (const outcome of [files, shared, attached, layerMade]) if (outcome.status === 'rejected') throw outcome.reason
-    const sockets = (shared as PromiseFulfilledResult<string[]>).value
-    const nic = (attached as PromiseFulfilledResult<AttachedNetwork>).value
-    const [kernel, initrd, rootDisk, accel] = (files as PromiseFulfilledResult<[string, string, string | undefined, Accel]>).value
-    for (const [what, file] of Object.entries({kernel, initrd, 'root disk': rootDisk})) {
-      if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
+/** The unix socket behind the guest's virtio-serial control port. */
+async function listenForControl(controlPath: string, undo: UndoStack): Promise<net.Server> {
+  const server = net.createServer()
+  undo.defer(() => server.close())
+  await new Promise<void>((resolve, reject) => server.once('error', reject).listen(controlPath, resolve))
+  return server
+}
+
+/** QEMU's command line: a microvm with the host side's sockets, disks and NIC. */
+async function qemuArguments(options: VmOptions, host: HostSide, controlPath: string): Promise<string[]> {
+  const memoryMib = options.memoryMib ?? 512
+  return [
+    '-M', 'microvm,acpi=on,memory-backend=mem', ...accelArgs(host.accel, memoryMib),
+    '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
+    '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
+    '-global', 'virtio-mmio.force-legacy=false',
+    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
+    '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
+    '-kernel', host.kernel, '-initrd', host.initrd, '-append', await guestKernelCommandLine(options.extraKernelArgs ?? []),
+    '-device', 'virtio-rng-device',
+    '-device', 'virtio-serial-device',
+    '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
+    ...host.shares.flatMap((share, i) => ['-chardev', `socket,id=fs${i},path=${share.socket}`, '-device', `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`]),
+    ...(host.rootDisk === undefined ? [] : [
+      '-drive', `file=${host.rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
+    ]),
+    // After the root disk, which stays /dev/vda; the harness finds this one by its serial anyway.
+    ...(host.layerDisk === undefined ? [] : [
+      '-drive', `file=${host.layerDisk},if=none,id=rwdisk,format=raw,discard=unmap`, '-device', `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
+    ]),
+    ...host.nic.qemuArgs,
+  ]
+}
+
+interface QemuContext {
+  options: VmOptions
+  processes: ChildProcessGroup
+  control: net.Server
+  specBytes: Promise<Buffer>
+  layerDisk: string | undefined
+  /** Gives back everything the VM's start acquired; runs once QEMU has exited. */
+  cleanup: () => Promise<void>
+}
+
+/** Spawns QEMU and watches it: the boot deadline, the console, the control port, its exit. */
+function launchQemu(binary: string, args: string[], context: QemuContext): RunningVm {
+  const {options, processes} = context
+  const startedAt = Date.now()
+  const qemu = processes.spawn(binary, args, {stdio: ['pipe', 'pipe', 'pipe']})
+  options.onStarted?.()
+
+  const timings: VmResult['timings'] = {exitedMs: 0}
+  const bootTimeoutMs = options.bootTimeoutMs ?? 60_000
+  let bootTimedOut = false
+  const bootTimer = setTimeout(() => {
+    bootTimedOut = true
+    processes.killNow('SIGKILL')
+  }, bootTimeoutMs)
+  const fromControl = new ReportReader((key) => {
+    if (key === 'AEGIS_READY') {
+      timings.readyMs = Date.now() - startedAt
+      clearTimeout(bootTimer)
+      // QEMU opened its disks before the guest ran: the name can go, the space stays QEMU's until
+      // it exits. A failure here is not worth stopping the run for: the cleanup removes it again.
+      if (context.layerDisk !== undefined) rm(context.layerDisk, {force: true}).catch(() => undefined)
     }
-    const plumbing: GuestPlumbing = {
-      root: rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
-      mounts: options.workspaceDir ? [{tag: 'workspace', guestPath: '/workspace'}] : [],
-      writableLayerDisk: layerDisk === undefined ? undefined : {serial: WRITABLE_LAYER_SERIAL},
-      network: nic.guest,
-    }
-    const specBytes = given.spec.then((spec) => encodeRunSpec(spec, plumbing))
-    specBytes.catch(() => undefined) // awaited below, once QEMU runs
+    if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
+  })
+  const output = captureOutput(qemu, options.onConsole)
+  const controlSocket = serveControl(context.control, fromControl, context.specBytes)
 
-    const controlPath = path.join(runDir, 'ctl.sock')
-    const server = net.createServer()
-    control = server
-    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(controlPath, resolve))
-
-    const args = [
-      '-M', 'microvm,acpi=on,memory-backend=mem', ...accelArgs(accel, memoryMib),
-      '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
-      '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
-      '-global', 'virtio-mmio.force-legacy=false',
-      '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-      '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-      '-kernel', kernel, '-initrd', initrd, '-append', await guestKernelCommandLine(options.extraKernelArgs ?? []),
-      '-device', 'virtio-rng-device',
-      '-device', 'virtio-serial-device',
-      '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
-      ...shares.flatMap((share, i) => ['-chardev', `socket,id=fs${i},path=${sockets[i]}`, '-device', `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`]),
-      ...(rootDisk === undefined ? [] : [
-        '-drive', `file=${rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
-      ]),
-      // After the root disk, which stays /dev/vda; the harness finds this one by its serial anyway.
-      ...(layerDisk === undefined ? [] : [
-        '-drive', `file=${layerDisk},if=none,id=rwdisk,format=raw,discard=unmap`, '-device', `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
-      ]),
-      ...nic.qemuArgs,
-    ]
-    const startedAt = Date.now()
-    const qemu = processes.spawn(qemuBinary, args, {stdio: ['pipe', 'pipe', 'pipe']})
-    options.onStarted?.()
-
-    let consoleText = ''
-    let qemuErrors = ''
-    const timings: VmResult['timings'] = {exitedMs: 0}
-    let bootTimedOut = false
-    const bootTimer = setTimeout(() => {
-      bootTimedOut = true
-      processes.killNow('SIGKILL')
-    }, options.bootTimeoutMs ?? 60_000)
-    const fromControl = new ReportReader((key) => {
-      if (key === 'AEGIS_READY') {
-        timings.readyMs = Date.now() - startedAt
-        clearTimeout(bootTimer)
-        // QEMU opened its disks before the guest ran: the name can go, the space stays QEMU's until it exits.
-        if (layerDisk !== undefined) rm(layerDisk, {force: true}).catch(() => undefined)
-      }
-      if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
-    })
-    const fromConsole = new ReportReader()
-    qemu.stdout?.setEncoding('utf8').on('data', (text: string) => {
-      consoleText = (consoleText + text).slice(-CONSOLE_KEEP)
-      fromConsole.push(text)
-      options.onConsole?.(text)
-    })
-    qemu.stderr?.setEncoding('utf8').on('data', (text: string) => {
-      qemuErrors = (qemuErrors + text).slice(-8192)
-    })
-
-    let controlSocket: net.Socket | undefined
-    server.on('connection', (socket) => {
-      controlSocket = socket
-      socket.on('error', () => {})
-      socket.setEncoding('utf8').on('data', (text: string) => fromControl.push(text))
-      specBytes.then((bytes) => socket.write(bytes), () => undefined)
-    })
-
-    let killedByHost = false
-    const result = new Promise<VmResult>((resolve, reject) => {
-      qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})))
-      qemu.once('exit', (code, signal) => {
-        clearTimeout(bootTimer)
-        timings.exitedMs = Date.now() - startedAt
-        if (bootTimedOut) {
-          reject(new AegisError(`the VM did not boot within ${(options.bootTimeoutMs ?? 60_000) / 1000} s`, {
-            hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
-          }))
-          return
-        }
-        // Trust the control channel first: the console also carries the workload's own output.
-        const reports = fromControl.reports.has('AEGIS_EXIT') ? fromControl.reports : fromConsole.reports
-        const exit = reports.get('AEGIS_EXIT')
-        if (exit !== undefined || killedByHost) {
-          resolve({
-            exitCode: exit === undefined ? 137 : Number(exit),
-            oomKilled: reports.has('AEGIS_OOM'),
-            harnessError: reports.get('AEGIS_ERROR'),
-            killedByHost,
-            timings,
-            console: consoleText,
-          })
-          return
-        }
-        const how = signal ? `was killed by ${signal}` : `exited with code ${code}`
-        const tail = (qemuErrors.trim() || consoleText.trim()).split('\n').slice(-5).join('\n')
-        reject(new AegisError(`the VM stopped before the workload finished: QEMU ${how}\n${tail}`, {
-          hint: 'check the console output above; a kernel panic or a missing share shows there',
+  const host = {killedByHost: false}
+  const result = awaitedLater(new Promise<VmResult>((resolve, reject) => {
+    qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})))
+    qemu.once('exit', (code, signal) => {
+      clearTimeout(bootTimer)
+      timings.exitedMs = Date.now() - startedAt
+      if (bootTimedOut) {
+        reject(new AegisError(`the VM did not boot within ${bootTimeoutMs / 1000} s`, {
+          hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
         }))
-      })
-    }).finally(cleanup)
-
-    const stop = async (graceMs = 10_000): Promise<VmResult> => {
-      controlSocket?.write('signal TERM\n')
-      const timer = setTimeout(() => {
-        killedByHost = true
-        processes.killNow('SIGKILL')
-      }, graceMs)
-      try {
-        return await result
-      } finally {
-        clearTimeout(timer)
+        return
       }
-    }
-    // A spec the caller could not finish stops the VM before any workload runs.
-    result.catch(() => undefined) // the caller gets `result`; until then an early exit is not "unhandled"
-    try {
-      await Promise.all([specBytes, nic.ready])
-    } catch (error) {
+      const outcome = vmOutcome({code, signal, fromControl, output, killedByHost: host.killedByHost, timings})
+      if (outcome instanceof Error) reject(outcome)
+      else resolve(outcome)
+    })
+  }).finally(context.cleanup))
+
+  const stop = async (graceMs = 10_000): Promise<VmResult> => {
+    controlSocket()?.write('signal TERM\n')
+    const timer = setTimeout(() => {
+      host.killedByHost = true
       processes.killNow('SIGKILL')
-      await result.catch(() => undefined)
-      throw error
+    }, graceMs)
+    try {
+      return await result
+    } finally {
+      clearTimeout(timer)
     }
-    return {result, stop}
+  }
+  return {result, stop}
+}
+
+/** QEMU's console (kept, its last 64 KiB, and passed on) and its own error output. */
+function captureOutput(qemu: ChildProcess, onConsole: ((text: string) => void) | undefined): {console: () => string; errors: () => string; reports: ReportReader} {
+  let consoleText = ''
+  let qemuErrors = ''
+  const reports = new ReportReader()
+  qemu.stdout?.setEncoding('utf8').on('data', (text: string) => {
+    consoleText = (consoleText + text).slice(-CONSOLE_KEEP)
+    reports.push(text)
+    onConsole?.(text)
+  })
+  qemu.stderr?.setEncoding('utf8').on('data', (text: string) => {
+    qemuErrors = (qemuErrors + text).slice(-8192)
+  })
+  return {console: () => consoleText, errors: () => qemuErrors, reports}
+}
+
+/** Answers the harness's connection with the spec and reads its reports; returns the connection once there is one. */
+function serveControl(server: net.Server, reports: ReportReader, specBytes: Promise<Buffer>): () => net.Socket | undefined {
+  let controlSocket: net.Socket | undefined
+  server.on('connection', (socket) => {
+    controlSocket = socket
+    // The connection breaks when QEMU exits; the exit handler reports how the VM ended.
+    socket.on('error', () => {})
+    socket.setEncoding('utf8').on('data', (text: string) => reports.push(text))
+    // A spec that could not be made stops the VM (handOverSpec): the guest gets nothing.
+    specBytes.then((bytes) => socket.write(bytes), () => undefined)
+  })
+  return () => controlSocket
+}
+
+/** How the VM ended, from the harness's reports, or why it ended without them. */
+function vmOutcome(ended: {
+  code: number | null
+  signal: NodeJS.Signals | null
+  fromControl: ReportReader
+  output: ReturnType<typeof captureOutput>
+  killedByHost: boolean
+  timings: VmResult['timings']
+}): VmResult | AegisError {
+  const {output, killedByHost} = ended
+  // Trust the control channel first: the console also carries the workload's own output.
+  const reports = ended.fromControl.reports.has('AEGIS_EXIT') ? ended.fromControl.reports : output.reports.reports
+  const exit = reports.get('AEGIS_EXIT')
+  if (exit !== undefined || killedByHost) {
+    return {
+      exitCode: exit === undefined ? 137 : Number(exit),
+      oomKilled: reports.has('AEGIS_OOM'),
+      harnessError: reports.get('AEGIS_ERROR'),
+      killedByHost,
+      timings: ended.timings,
+      console: output.console(),
+    }
+  }
+  const how = ended.signal ? `was killed by ${ended.signal}` : `exited with code ${ended.code}`
+  const tail = (output.errors().trim() || output.console().trim()).split('\n').slice(-5).join('\n')
+  return new AegisError(`the VM stopped before the workload finished: QEMU ${how}\n${tail}`, {
+    hint: 'check the console output above; a kernel panic or a missing share shows there',
+  })
+}
+
+/** Waits for the spec and the network; when either fails, the VM stops before any workload runs. */
+async function handOverSpec(vm: RunningVm, waits: Array<Promise<unknown> | undefined>, processes: ChildProcessGroup): Promise<void> {
+  try {
+    await Promise.all(waits)
   } catch (error) {
-    await cleanup()
+    processes.killNow('SIGKILL')
+    // Only waits for QEMU to be gone (and cleaned up): how it ended is moot beside `error`.
+    await vm.result.catch(() => undefined)
     throw error
   }
 }
