@@ -3,9 +3,10 @@
  * registry reference) into the store, then its layers are reused as they are (never unpacked at
  * build time, so hostile base layers cannot touch the build machine).
  */
+import {openImage} from '../oci/image.js'
+import {parsePlatform} from '../oci/manifest.js'
 import type {Descriptor, ImageConfig, ImageManifest} from '../oci/types.js'
-import {parsePlatform} from '../registry/manifest.js'
-import {formatReference, parseReference} from '../registry/reference.js'
+import {formatReference, parseReference} from '../oci/reference.js'
 import {importSource} from '../store/open.js'
 import type {LocalStore} from '../store/index.js'
 import {AegisError, messageOf} from '../errors.js'
@@ -43,12 +44,10 @@ export async function loadBaseImage(store: LocalStore, reference: string, platfo
       })
     }
   }
-  const manifestBytes = await store.readManifest(root)
-  const manifest = manifestBytes ? (JSON.parse(manifestBytes.toString('utf8')) as ImageManifest) : undefined
-  if (!manifest || !('layers' in manifest)) {
-    throw new AegisError(`base ${reference} is not a single-platform image for ${platform}`, {hint: 'give a reference to an image (or an index that has this platform)'})
-  }
-  const config = await store.readImageConfig(manifest.config)
-  if (!config) throw store.missingBlob(manifest.config)
-  return {name: reference, manifestDescriptor: root, manifest, config}
+  // A pull has already picked the platform; an imported index is picked from here.
+  const image = await openImage(store, root, {
+    platform: parsePlatform(platform),
+    noPlatform: () => new AegisError(`base ${reference} is not a single-platform image for ${platform}`, {hint: 'give a reference to an image (or an index that has this platform)'}),
+  })
+  return {name: reference, manifestDescriptor: image.descriptor, manifest: image.manifest, config: await image.config()}
 }

@@ -12,8 +12,11 @@ import {AegisError} from '../errors.js'
 import type {LayerCompression, LayerWriter} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
 import {pulledKitsRoot} from '../kit/pulled.js'
-import {MediaType, sha256Digest, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest, type Platform} from '../oci/types.js'
-import {parsePlatform} from '../registry/manifest.js'
+import {ARCHITECTURES, fromPlatform, hostArchitecture, isHostPlatform, toNodePackage, toPlatformName} from '../oci/platform.js'
+import {artifactManifest, emptyConfig, imageIndex, jsonBlob, type Blob} from '../oci/artifact.js'
+import {parsePlatform} from '../oci/manifest.js'
+import {Annotation, MediaType} from '../oci/media-types.js'
+import type {Descriptor, ImageConfig, ImageManifest, Platform} from '../oci/types.js'
 import type {LocalStore} from '../store/index.js'
 import {ownedTempName, sweepStaleTempDirs} from '../store/owned-temp.js'
 import {isRegistryReference, loadBaseImage, type BaseImage} from './base-image.js'
@@ -27,7 +30,7 @@ import {kitSourceDate, type SourceDate, type SourceDateOrigin} from './source-da
 import {prepareTargetNode} from './target-node.js'
 
 /** What `build` can make: the Debian archive's and the Node packages' architectures. */
-export const SUPPORTED_PLATFORMS = ['linux/amd64', 'linux/arm64']
+export const SUPPORTED_PLATFORMS = ARCHITECTURES.map(toPlatformName)
 
 const SYSTEM_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 const TOOL = 'aegis-kit'
@@ -121,15 +124,11 @@ interface LockContext {
   updateLockHint: string
 }
 
-export function hostPlatform(): string {
-  return process.arch === 'arm64' ? 'linux/arm64' : 'linux/amd64'
-}
-
 export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildResult> {
   const started = Date.now()
   const image = kit.manifest.image
   if (!image) throw new AegisError(`kit ${kit.manifest.name} has no image recipe`, {hint: `add an image: section with at least base: to ${kit.displayFile}`})
-  const platforms = options.platforms ?? image.platforms ?? [hostPlatform()]
+  const platforms = options.platforms ?? image.platforms ?? [toPlatformName(hostArchitecture())]
   if (platforms.length === 0) throw new AegisError('no platform to build', {hint: `give --platform ${SUPPORTED_PLATFORMS.join(',')} or a part of it`})
   for (const platform of platforms) {
     if (!SUPPORTED_PLATFORMS.includes(platform)) throw new AegisError(`cannot build for ${platform}`, {hint: `platforms are ${SUPPORTED_PLATFORMS.join(' and ')}`})
@@ -154,32 +153,24 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
 
   return store.withWriteLease(async () => {
     const built: BuiltPlatform[] = []
-    const tags: Array<{desc: Descriptor; reference: string}> = []
-    for (const platform of platforms) {
-      const result = await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options)
-      built.push(result.platform)
-      tags.push(...result.referrerTags.map((desc) => ({desc, reference: `${kit.manifest.name}:${desc.annotations!['aegis.referrers-tag']}`})))
-    }
+    for (const platform of platforms) built.push(await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options))
     let root: Descriptor
     if (built.length === 1) {
       root = built[0].manifest
     } else {
-      const index: ImageIndex = {
-        schemaVersion: 2,
-        mediaType: MediaType.ImageIndex,
-        manifests: built.map((entry) => ({...entry.manifest, platform: platformOf(entry.platform)})),
-        annotations: imageAnnotations(kit, isoTime((await sourceDate).epoch)),
-      }
-      root = await putJson(store, MediaType.ImageIndex, index)
+      const manifests = built.map((entry) => ({...entry.manifest, platform: platformOf(entry.platform)}))
+      root = await put(store, imageIndex(manifests, imageAnnotations(kit, isoTime((await sourceDate).epoch))))
     }
     // Only a build that got this far records what it resolved: a failed one leaves the lock as it was.
     const lockWritten = (await lock.state.save()) ? lock.state.displayFile : undefined
-    await store.setTags([...tags.map((tag) => ({desc: stripInternal(tag.desc), reference: tag.reference})), {desc: root, reference}])
+    // Each SBOM is filed under its image as a pull files referrers (`NAME:sha256-<hex>`), before the tag.
+    for (const entry of built) await store.addReferrers(entry.manifest, [{...entry.sbom, artifactType: MediaType.SpdxJson}], reference)
+    await store.setTags([{desc: root, reference}])
     return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started, ...(lockWritten ? {lockWritten} : {}), created: isoTime((await sourceDate).epoch), createdFrom: (await sourceDate).from}
   })
 }
 
-async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDate: Promise<SourceDate>, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<{platform: BuiltPlatform; referrerTags: Descriptor[]}> {
+async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDate: Promise<SourceDate>, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<BuiltPlatform> {
   const store = options.store
   const image = kit.manifest.image!
   const emit = (event: BuildEvent) => options.onEvent?.(event)
@@ -230,11 +221,11 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
       detail: `Node.js ${version}`,
       key: {step: 'node', v: 1, version, platform, epoch},
       produce: async (writer) => {
-        const runtime = await fetchNodeRuntime(version, platform, path.join(options.cacheDir, 'downloads'))
+        const runtime = await fetchNodeRuntime(version, fromPlatform(platform), path.join(options.cacheDir, 'downloads'))
         writer.addFile(`${NODE_HOME}/bin/node`, path.join(runtime, 'bin', 'node'), {mode: 0o755})
         writer.addFile(`${NODE_HOME}/LICENSE`, path.join(runtime, 'LICENSE'), {mode: 0o644})
         writer.addSymlink('usr/local/bin/node', `${NODE_HOME}/bin/node`)
-        return [{kind: 'npm', name: `node-linux-${platform.endsWith('arm64') ? 'arm64' : 'x64'}`, version}]
+        return [{kind: 'npm', name: toNodePackage(fromPlatform(platform)), version}]
       },
     })
   }
@@ -245,7 +236,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     const allow = npm.allow_scripts ?? []
     const prefix = npm.prefix ?? NPM_PREFIX
     // Another platform's install scripts run with that platform's Node, emulated (target-node.ts).
-    const emulatedScripts = platform !== hostPlatform() && allow.length > 0
+    const emulatedScripts = !isHostPlatform(platform) && allow.length > 0
     steps.push({
       step: 'npm',
       detail: npm.packages.join(', '),
@@ -256,7 +247,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
         // Checked first: a missing emulator fails before any download.
         const target = emulatedScripts ? await prepareTargetNode(node, platform, {cacheDir: options.cacheDir, packages: allow, onLine}) : undefined
         // npm runs on the host: with the host's build of the kit's Node version.
-        const runtime = await fetchNodeRuntime(node, hostPlatform(), path.join(options.cacheDir, 'downloads'))
+        const runtime = await fetchNodeRuntime(node, hostArchitecture(), path.join(options.cacheDir, 'downloads'))
         // Staged on the host, then placed at the image's prefix: npm's bin links are relative.
         const staging = path.join(scratch, 'prefix')
         const packages = await installNpmPackages(npm, {prefix: staging, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, ...(target ? {target} : {}), onLine})
@@ -322,7 +313,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
 
   const created = isoTime((await sourceDate).epoch)
   const config = imageConfig(kit, platform, created, diffIds, base, builtLayers)
-  const configDesc = await putJson(store, MediaType.ImageConfig, config)
+  const configDesc = await put(store, jsonBlob(MediaType.ImageConfig, config))
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.ImageManifest,
@@ -330,41 +321,23 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     layers,
     annotations: {
       ...imageAnnotations(kit, created),
-      'org.opencontainers.image.base.name': typeof image.base === 'string' ? image.base : `debian:${image.base.debian.suite}`,
-      ...(base ? {'org.opencontainers.image.base.digest': base.manifestDescriptor.digest} : {}),
+      [Annotation.BaseName]: typeof image.base === 'string' ? image.base : `debian:${image.base.debian.suite}`,
+      ...(base ? {[Annotation.BaseDigest]: base.manifestDescriptor.digest} : {}),
     },
   }
-  const manifestDesc = await putJson(store, MediaType.ImageManifest, manifest)
+  const manifestDesc = await put(store, jsonBlob(MediaType.ImageManifest, manifest))
 
   const sbom = spdxDocument({name: kit.manifest.name, version: kit.manifest.version, platform, configDigest: configDesc.digest, created, tool: TOOL}, packages)
-  const sbomBlob = await putJson(store, MediaType.SpdxJson, sbom)
-  const empty = await putBytes(store, MediaType.Empty, Buffer.from('{}'))
-  const sbomManifest = await putJson(store, MediaType.ImageManifest, {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
-    artifactType: MediaType.SpdxJson,
-    config: empty,
-    layers: [sbomBlob],
-    subject: manifestDesc,
-    annotations: {'org.opencontainers.image.created': created},
-  })
-  // The referrers tag schema (distribution-spec 1.1): an index at `sha256-<hex>` of the subject.
-  const referrers = await putJson(store, MediaType.ImageIndex, {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageIndex,
-    manifests: [{...sbomManifest, artifactType: MediaType.SpdxJson}],
-  })
-  const referrersTag = `sha256-${manifestDesc.digest.slice('sha256:'.length)}`
+  const sbomBlob = jsonBlob(MediaType.SpdxJson, sbom)
+  const sbomArtifact = artifactManifest(MediaType.SpdxJson, [sbomBlob.descriptor], {subject: manifestDesc, annotations: {[Annotation.Created]: created}})
+  for (const blob of [sbomBlob, emptyConfig(), sbomArtifact]) await put(store, blob)
   return {
-    platform: {
-      platform,
-      manifest: manifestDesc,
-      config: configDesc,
-      layers: builtLayers,
-      sbom: sbomManifest,
-      packages: {deb: packages.filter((p) => p.kind === 'deb').length, npm: packages.filter((p) => p.kind === 'npm').length},
-    },
-    referrerTags: [{...referrers, annotations: {'aegis.referrers-tag': referrersTag}}],
+    platform,
+    manifest: manifestDesc,
+    config: configDesc,
+    layers: builtLayers,
+    sbom: sbomArtifact.descriptor,
+    packages: {deb: packages.filter((p) => p.kind === 'deb').length, npm: packages.filter((p) => p.kind === 'npm').length},
   }
 }
 
@@ -375,7 +348,7 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
 async function sweepKilledBuilds(options: BuildOptions): Promise<void> {
   const swept = await Promise.all([sweepStaleTempDirs(scratchRoot(options.cacheDir)), sweepStaleTempDirs(path.join(pulledKitsRoot(options.store.root), '.tmp'))])
   for (const kept of swept.flatMap((result) => result.kept)) {
-    options.onEvent?.({type: 'warning', platform: hostPlatform(), step: 'cleanup', message: `left ${kept.path} of a killed command: ${kept.reason}`})
+    options.onEvent?.({type: 'warning', platform: toPlatformName(hostArchitecture()), step: 'cleanup', message: `left ${kept.path} of a killed command: ${kept.reason}`})
   }
 }
 
@@ -443,11 +416,11 @@ function isoTime(epoch: number): string {
 
 function imageAnnotations(kit: Kit, created: string): Record<string, string> {
   return {
-    'org.opencontainers.image.title': kit.manifest.name,
-    'org.opencontainers.image.version': kit.manifest.version,
-    'org.opencontainers.image.created': created,
-    ...(kit.manifest.description ? {'org.opencontainers.image.description': kit.manifest.description} : {}),
-    ...(kit.manifest.homepage ? {'org.opencontainers.image.source': kit.manifest.homepage} : {}),
+    [Annotation.Title]: kit.manifest.name,
+    [Annotation.Version]: kit.manifest.version,
+    [Annotation.Created]: created,
+    ...(kit.manifest.description ? {[Annotation.Description]: kit.manifest.description} : {}),
+    ...(kit.manifest.homepage ? {[Annotation.Source]: kit.manifest.homepage} : {}),
   }
 }
 
@@ -480,18 +453,8 @@ async function hashKitFiles(kitDir: string, sources: string[]): Promise<string> 
   return hash.digest('hex')
 }
 
-async function putJson(store: LocalStore, mediaType: string, value: unknown): Promise<Descriptor> {
-  return putBytes(store, mediaType, Buffer.from(JSON.stringify(value)))
-}
-
-async function putBytes(store: LocalStore, mediaType: string, bytes: Buffer): Promise<Descriptor> {
-  const desc: Descriptor = {mediaType, digest: sha256Digest(bytes), size: bytes.length}
-  await store.push(desc, bytes)
-  return desc
-}
-
-function stripInternal(desc: Descriptor): Descriptor {
-  const {annotations: _annotations, ...rest} = desc
-  return rest
+async function put(store: LocalStore, blob: Blob): Promise<Descriptor> {
+  await store.push(blob.descriptor, blob.bytes)
+  return blob.descriptor
 }
 

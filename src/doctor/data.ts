@@ -11,10 +11,11 @@ import {findOnPath} from '../exec.js'
 import type {Descriptor} from '../oci/types.js'
 import {DockerCredentials} from '../registry/credentials.js'
 import {InstanceRegistry} from '../runner/instances.js'
-import {sha256Hex, shortDigest} from '../store/digest.js'
+import {sha256Hex, shortDigest} from '../oci/digest.js'
 import {statIfExists} from '../store/fs-util.js'
 import {walkGraph} from '../store/graph.js'
-import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
+import {REF_NAME_ANNOTATION} from '../oci/reference.js'
+import type {LocalStore} from '../store/index.js'
 import {missing, ok, warn, type Check} from './check.js'
 
 /** A cold OpenClaw build, its unpacked root and root disk take a few GB; less than this is a warning. */

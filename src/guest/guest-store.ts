@@ -16,25 +16,13 @@ import {readFile, mkdir, mkdtemp, rm} from 'node:fs/promises'
 import path from 'node:path'
 
 import {AegisError} from '../errors.js'
-import {MediaType, sha256Digest, type Descriptor, type ImageManifest} from '../oci/types.js'
-import {sha256Hex} from '../store/digest.js'
-import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
+import {artifactManifest, blobOf, emptyConfig, titled} from '../oci/artifact.js'
+import {openImage} from '../oci/image.js'
+import {Annotation, MediaType} from '../oci/media-types.js'
+import type {LocalStore} from '../store/index.js'
 import {assembleGuestFiles, guestInputs, type GuestImage, type GuestInputs} from './assemble.js'
 
-const GUEST_ARTIFACT_TYPE = 'application/vnd.aegis.guest.v1'
-const GUEST_KERNEL_MEDIA_TYPE = 'application/vnd.aegis.guest.kernel.v1'
-const GUEST_INITRD_MEDIA_TYPE = 'application/vnd.aegis.guest.initrd.v1.cpio+gzip'
 const GUEST_REPOSITORY = 'aegis-guest'
-
-const TITLE = 'org.opencontainers.image.title'
-const GuestAnnotation = {
-  kernelPackage: 'io.aegis.guest.kernel.package',
-  kernelVersion: 'io.aegis.guest.kernel.version',
-  kernelRelease: 'io.aegis.guest.kernel.release',
-  harness: 'io.aegis.guest.harness',
-  toolchain: 'io.aegis.guest.toolchain',
-  arch: 'io.aegis.guest.arch',
-} as const
 
 export interface StoredGuest extends GuestImage {
   /** The reference it was loaded by, e.g. aegis-guest:6.1.192-2-amd64-3f2a9c1b0d4e. */
@@ -57,20 +45,18 @@ export async function loadGuest(store: LocalStore, reference: string): Promise<S
     hint: `give a guest listed by \`aegis-kit images\` (${GUEST_REPOSITORY}:...), or one pulled with \`aegis-kit images pull\``,
   })
   if (desc.mediaType !== MediaType.ImageManifest) throw notGuest(`it is a ${desc.mediaType === MediaType.ImageIndex ? 'multi-platform image index' : desc.mediaType}`)
-  const bytes = await store.readManifest(desc)
-  if (!bytes) throw store.missingBlob(desc)
-  const manifest = JSON.parse(bytes.toString('utf8')) as ImageManifest
-  if (manifest.artifactType !== GUEST_ARTIFACT_TYPE) throw notGuest(manifest.artifactType ? `its artifactType is ${manifest.artifactType}` : 'it is a container image')
-  const kernel = manifest.layers.find((layer) => layer.mediaType === GUEST_KERNEL_MEDIA_TYPE)
-  const initrd = manifest.layers.find((layer) => layer.mediaType === GUEST_INITRD_MEDIA_TYPE)
+  const {manifest} = await openImage(store, desc)
+  if (manifest.artifactType !== MediaType.GuestArtifact) throw notGuest(manifest.artifactType ? `its artifactType is ${manifest.artifactType}` : 'it is a container image')
+  const kernel = manifest.layers.find((layer) => layer.mediaType === MediaType.GuestKernel)
+  const initrd = manifest.layers.find((layer) => layer.mediaType === MediaType.GuestInitrd)
   if (!kernel || !initrd) throw notGuest('it has no kernel or no initramfs layer')
   for (const layer of [kernel, initrd]) if (!(await store.exists(layer))) throw store.missingBlob(layer)
   const annotations = manifest.annotations ?? {}
   return {
-    kernel: store.paths.blob(sha256Hex(kernel.digest)),
-    initrd: store.paths.blob(sha256Hex(initrd.digest)),
-    version: `${annotations[GuestAnnotation.kernelPackage] ?? 'unknown kernel'} ${annotations[GuestAnnotation.kernelVersion] ?? ''}, harness ${(annotations[GuestAnnotation.harness] ?? 'unknown').slice(0, 12)}`,
-    kernelRelease: annotations[GuestAnnotation.kernelRelease] ?? '',
+    kernel: store.blobPath(kernel),
+    initrd: store.blobPath(initrd),
+    version: `${annotations[Annotation.GuestKernelPackage] ?? 'unknown kernel'} ${annotations[Annotation.GuestKernelVersion] ?? ''}, harness ${(annotations[Annotation.GuestHarness] ?? 'unknown').slice(0, 12)}`,
+    kernelRelease: annotations[Annotation.GuestKernelRelease] ?? '',
     reference,
     digest: desc.digest,
   }
@@ -84,8 +70,7 @@ export async function resolveGuest(options: {store: LocalStore; cacheDir: string
   const {store, cacheDir} = options
   const inputs = await guestInputs({cacheDir})
   const reference = guestReference(inputs)
-  const index = await store.readIndex()
-  if (index.manifests.some((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === reference)) return loadGuest(store, reference)
+  if ((await store.lookup(reference)) !== undefined) return loadGuest(store, reference)
 
   await options.beforeWork?.() // as a build's: `run` assembles nothing for a config its check rejects
   options.onStatus?.(`assembling the guest kernel and initramfs (${inputs.version}; once per version)`)
@@ -102,38 +87,23 @@ export async function resolveGuest(options: {store: LocalStore; cacheDir: string
 
 /** Writes the kernel and initramfs into the store as a guest artifact tagged `reference`. */
 async function putGuest(store: LocalStore, image: GuestImage, inputs: GuestInputs, reference: string): Promise<void> {
-  const blob = (mediaType: string, data: Buffer, annotations?: Record<string, string>): Descriptor =>
-    ({mediaType, digest: sha256Digest(data), size: data.length, ...(annotations ? {annotations} : {})})
-  const kernelBytes = await readFile(image.kernel)
-  const initrdBytes = await readFile(image.initrd)
-  const emptyBytes = Buffer.from('{}')
-  const kernel = blob(GUEST_KERNEL_MEDIA_TYPE, kernelBytes, {[TITLE]: path.basename(image.kernel)})
-  const initrd = blob(GUEST_INITRD_MEDIA_TYPE, initrdBytes, {[TITLE]: 'initrd.img'})
-  const config = blob(MediaType.Empty, emptyBytes)
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
-    artifactType: GUEST_ARTIFACT_TYPE,
-    config,
-    layers: [kernel, initrd],
+  const kernel = blobOf(MediaType.GuestKernel, await readFile(image.kernel), {annotations: titled(path.basename(image.kernel))})
+  const initrd = blobOf(MediaType.GuestInitrd, await readFile(image.initrd), {annotations: titled('initrd.img')})
+  const config = emptyConfig()
+  const manifest = artifactManifest(MediaType.GuestArtifact, [kernel.descriptor, initrd.descriptor], {
     annotations: {
-      [TITLE]: `aegis-kit guest: ${inputs.kernelPackage.name} ${inputs.kernelPackage.version}`,
-      [GuestAnnotation.kernelPackage]: inputs.kernelPackage.name,
-      [GuestAnnotation.kernelVersion]: inputs.kernelPackage.version,
-      [GuestAnnotation.kernelRelease]: image.kernelRelease,
-      [GuestAnnotation.harness]: inputs.harness,
-      [GuestAnnotation.toolchain]: inputs.toolchain,
-      [GuestAnnotation.arch]: inputs.arch,
+      [Annotation.Title]: `aegis-kit guest: ${inputs.kernelPackage.name} ${inputs.kernelPackage.version}`,
+      [Annotation.GuestKernelPackage]: inputs.kernelPackage.name,
+      [Annotation.GuestKernelVersion]: inputs.kernelPackage.version,
+      [Annotation.GuestKernelRelease]: image.kernelRelease,
+      [Annotation.GuestHarness]: inputs.harness,
+      [Annotation.GuestToolchain]: inputs.toolchain,
+      [Annotation.GuestArch]: inputs.arch,
     },
-  }
-  const manifestBytes = Buffer.from(JSON.stringify(manifest))
-  const root = blob(MediaType.ImageManifest, manifestBytes)
+  })
   // Under a write lease: a prune running meanwhile must not take the blobs before the tag exists.
   await store.withWriteLease(async () => {
-    await store.push(kernel, kernelBytes)
-    await store.push(initrd, initrdBytes)
-    await store.push(config, emptyBytes)
-    await store.push(root, manifestBytes)
-    await store.tag({...root, artifactType: GUEST_ARTIFACT_TYPE}, reference)
+    for (const blob of [kernel, initrd, config, manifest]) await store.push(blob.descriptor, blob.bytes)
+    await store.tag({...manifest.descriptor, artifactType: MediaType.GuestArtifact}, reference)
   })
 }

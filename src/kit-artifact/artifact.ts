@@ -7,54 +7,24 @@
  */
 import {AegisError} from '../errors.js'
 import type {AegisKitManifest} from '../kit/manifest.generated.js'
-import {MediaType, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
-import {sha256Digest} from '../registry/verify.js'
-
-export const Annotation = {
-  Title: 'org.opencontainers.image.title',
-  Version: 'org.opencontainers.image.version',
-  Source: 'org.opencontainers.image.source',
-  KitSchemaVersion: 'io.aegis.kit.schema-version',
-} as const
-
-/** Content addressed by its bytes: what goes into the store and the registry. */
-export interface Blob {
-  descriptor: Descriptor
-  bytes: Buffer
-}
-
-export function jsonBlob(mediaType: string, value: unknown, extra: Partial<Descriptor> = {}): Blob {
-  return blobOf(mediaType, Buffer.from(JSON.stringify(value)), extra)
-}
-
-export function blobOf(mediaType: string, bytes: Buffer, extra: Partial<Descriptor> = {}): Blob {
-  return {descriptor: {mediaType, digest: sha256Digest(bytes), size: bytes.length, ...extra}, bytes}
-}
-
-/** `{}`: the config of every OCI artifact. */
-export function emptyConfig(): Blob {
-  return blobOf(MediaType.Empty, Buffer.from('{}'))
-}
+import {artifactManifest, blobOf, imageIndex, jsonBlob, titled, type Blob} from '../oci/artifact.js'
+import type {ParsedManifest} from '../oci/manifest.js'
+import {Annotation, MediaType} from '../oci/media-types.js'
+import type {Descriptor} from '../oci/types.js'
 
 export function kitLayerBlob(manifest: AegisKitManifest, layer: Buffer): Blob {
-  return blobOf(MediaType.KitLayer, layer, {annotations: {[Annotation.Title]: `${manifest.name}-${manifest.version}.tar.gz`}})
+  return blobOf(MediaType.KitLayer, layer, {annotations: titled(`${manifest.name}-${manifest.version}.tar.gz`)})
 }
 
 export function reportBlob(report: unknown): Blob {
-  return jsonBlob(MediaType.KitReport, report, {annotations: {[Annotation.Title]: 'on_publish.json'}})
+  return jsonBlob(MediaType.KitReport, report, {annotations: titled('on_publish.json')})
 }
 
 /** The kit artifact manifest: empty config, the kit layer, then the report when there is one. */
 export function kitArtifactManifest(manifest: AegisKitManifest, layer: Descriptor, report?: Descriptor): Blob {
-  const body: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
-    artifactType: MediaType.KitArtifact,
-    config: emptyConfig().descriptor,
-    layers: report ? [layer, report] : [layer],
-    annotations: kitAnnotations(manifest),
-  }
-  return jsonBlob(MediaType.ImageManifest, body, {artifactType: MediaType.KitArtifact})
+  const artifact = artifactManifest(MediaType.KitArtifact, report ? [layer, report] : [layer], {annotations: kitAnnotations(manifest)})
+  // Its descriptor carries the artifactType, as the release index and the store's tag list it.
+  return {...artifact, descriptor: {...artifact.descriptor, artifactType: MediaType.KitArtifact}}
 }
 
 export function kitAnnotations(manifest: AegisKitManifest): Record<string, string> {
@@ -74,27 +44,20 @@ export function releaseIndex(manifest: AegisKitManifest, images: Descriptor[], k
   for (const image of images) {
     if (!image.platform) throw new AegisError(`image manifest ${image.digest} has no platform`, {hint: 'every image in a kit release says which platform it is for'})
   }
-  const body: ImageIndex = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageIndex,
-    manifests: [...images, {mediaType: kit.mediaType, digest: kit.digest, size: kit.size, artifactType: MediaType.KitArtifact}],
-    annotations: {[Annotation.Title]: manifest.name, [Annotation.Version]: manifest.version},
-  }
-  return jsonBlob(MediaType.ImageIndex, body)
+  const kitEntry: Descriptor = {mediaType: kit.mediaType, digest: kit.digest, size: kit.size, artifactType: MediaType.KitArtifact}
+  return imageIndex([...images, kitEntry], {[Annotation.Title]: manifest.name, [Annotation.Version]: manifest.version})
 }
 
 /** The kit artifact in a pulled root: the root itself, or the index entry carrying the kit's artifactType. */
-export function findKitDescriptor(root: Descriptor, rootBytes: Buffer): Descriptor | undefined {
-  const parsed = parseJson(rootBytes) as Partial<ImageManifest & ImageIndex>
-  if (Array.isArray(parsed.manifests)) return parsed.manifests.find((entry) => entry.artifactType === MediaType.KitArtifact)
-  if (parsed.artifactType === MediaType.KitArtifact || parsed.config?.mediaType === MediaType.KitArtifact) return root
+export function findKitDescriptor(root: Descriptor, parsed: ParsedManifest): Descriptor | undefined {
+  if (parsed.kind === 'index') return parsed.index.manifests.find((entry) => entry.artifactType === MediaType.KitArtifact)
+  if (parsed.manifest.artifactType === MediaType.KitArtifact || parsed.manifest.config.mediaType === MediaType.KitArtifact) return root
   return undefined
 }
 
 /** A kit artifact manifest's layers, checked: exactly one kit layer, at most one report. */
-export function kitArtifactLayers(bytes: Buffer, desc: Descriptor): {layer: Descriptor; report?: Descriptor; annotations: Record<string, string>} {
-  const manifest = parseJson(bytes) as Partial<ImageManifest>
-  const layers = Array.isArray(manifest.layers) ? manifest.layers : []
+export function kitArtifactLayers(parsed: ParsedManifest, desc: Descriptor): {layer: Descriptor; report?: Descriptor; annotations: Record<string, string>} {
+  const layers = parsed.kind === 'manifest' ? parsed.manifest.layers : []
   const kitLayers = layers.filter((layer) => layer.mediaType === MediaType.KitLayer)
   const reports = layers.filter((layer) => layer.mediaType === MediaType.KitReport)
   if (kitLayers.length !== 1 || reports.length > 1) {
@@ -102,14 +65,6 @@ export function kitArtifactLayers(bytes: Buffer, desc: Descriptor): {layer: Desc
       hint: `a kit artifact has exactly one ${MediaType.KitLayer} layer`,
     })
   }
-  return {layer: kitLayers[0] as Descriptor, ...(reports[0] ? {report: reports[0]} : {}), annotations: manifest.annotations ?? {}}
-}
-
-function parseJson(bytes: Buffer): Record<string, unknown> {
-  try {
-    const value: unknown = JSON.parse(bytes.toString('utf8'))
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {}
-  } catch {
-    return {}
-  }
+  const annotations = parsed.kind === 'manifest' ? parsed.manifest.annotations ?? {} : {}
+  return {layer: kitLayers[0] as Descriptor, ...(reports[0] ? {report: reports[0]} : {}), annotations}
 }

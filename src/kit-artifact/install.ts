@@ -9,12 +9,13 @@ import path from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
 import {pulledKitsRoot, recordPulledKit, type KeptShortName} from '../kit/pulled.js'
 import {describeOrigin, readKitRecord, recordKitSource, type KitRecord, type KitSource} from '../kit/trust.js'
+import {parseManifest} from '../oci/manifest.js'
+import {Annotation} from '../oci/media-types.js'
 import type {Descriptor} from '../oci/types.js'
 import {readAll, verifyBytes} from '../registry/verify.js'
-import type {LocalStore} from '../store/index.js'
-import {errorCode, statIfExists} from '../store/fs-util.js'
+import {errorCode, statIfExists, type LocalStore} from '../store/index.js'
 import {ownedTempName} from '../store/owned-temp.js'
-import {Annotation, kitArtifactLayers} from './artifact.js'
+import {kitArtifactLayers} from './artifact.js'
 import {unpackKitLayer} from './layer.js'
 
 const MAX_REPORT_BYTES = 4 * 1024 * 1024
@@ -40,7 +41,7 @@ export interface InstalledKit {
 export async function installKit(store: LocalStore, kit: Descriptor, references: string[], source?: KitSource): Promise<InstalledKit> {
   const bytes = await store.readManifest(kit)
   if (bytes === undefined) throw store.missingBlob(kit)
-  const {layer, report, annotations} = kitArtifactLayers(bytes, kit)
+  const {layer, report, annotations} = kitArtifactLayers(parseManifest(kit, bytes), kit)
   const name = safeSegment(annotations[Annotation.Title], /^[a-z0-9][a-z0-9-]{0,62}$/, 'kit')
   const version = safeSegment(annotations[Annotation.Version], /^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$/, 'unversioned')
   const root = pulledKitsRoot(store.root)

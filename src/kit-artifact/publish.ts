@@ -9,11 +9,13 @@ import {AegisError} from '../errors.js'
 import {buildAppContext, onPublish} from '../hooks/operations.js'
 import type {Kit} from '../kit/kit.js'
 import {storeKitOf} from '../kit/pulled.js'
+import {formatPlatform, parseManifest} from '../oci/manifest.js'
+import {formatReference} from '../oci/reference.js'
 import type {Descriptor, Platform} from '../oci/types.js'
-import {copyGraph, formatPlatform, formatReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
-import {REF_NAME_ANNOTATION, type LocalStore} from '../store/index.js'
-import {parseManifest} from '../store/graph.js'
-import {emptyConfig, kitArtifactManifest, kitLayerBlob, releaseIndex, reportBlob, type Blob} from './artifact.js'
+import {copyGraph, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import type {LocalStore} from '../store/index.js'
+import {emptyConfig, type Blob} from '../oci/artifact.js'
+import {kitArtifactManifest, kitLayerBlob, releaseIndex, reportBlob} from './artifact.js'
 import {installKit} from './install.js'
 import {packKitLayer} from './layer.js'
 
@@ -99,8 +101,8 @@ async function chooseImage(store: LocalStore, kit: Kit, image: string | false | 
   if (image === false) return undefined
   if (image !== undefined) return image
   const wanted = `${kit.manifest.name}:${kit.manifest.version}`
-  const index = await store.readIndex()
-  return index.manifests.some((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === wanted) ? wanted : undefined
+  // A name or version that is no valid tag cannot name a stored image: the kit goes alone.
+  return (await store.lookup(wanted).catch(() => undefined)) === undefined ? undefined : wanted
 }
 
 /** The image's manifests, each with its platform (from the index, or from the config of a single manifest). */

@@ -4,10 +4,12 @@
  * malicious kit layer leaves no tag and no files outside its staging directory.
  */
 import {AegisError} from '../errors.js'
-import {MediaType, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
-import {copyGraph, formatReference, isManifest, manifestReference, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import {isManifest, parseManifest, type ParsedManifest} from '../oci/manifest.js'
+import {MediaType} from '../oci/media-types.js'
+import {formatReference, manifestReference} from '../oci/reference.js'
+import type {Descriptor} from '../oci/types.js'
+import {copyGraph, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
 import {fetchManifest} from '../registry/copy.js'
-import {isIndex, parseManifest} from '../registry/manifest.js'
 import type {KitVerification} from '../kit/trust.js'
 import type {LocalStore} from '../store/index.js'
 import {findKitDescriptor, kitArtifactLayers} from './artifact.js'
@@ -47,16 +49,17 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
   }
   const published = await repository.resolve(manifestReference(repository.reference)).catch(failed)
   const rootBytes = await fetchManifest(repository, published).catch(failed)
-  const kitArtifact = findKitDescriptor(published, rootBytes) ?? (await probeIndex(repository, published, rootBytes).catch(failed))
+  const rootParsed = parseManifest(published, rootBytes)
+  const kitArtifact = findKitDescriptor(published, rootParsed) ?? (await probeIndex(repository, rootParsed).catch(failed))
   if (!kitArtifact) {
     throw new AegisError(`${formatReference(repository.reference)} is not a kit: it holds no ${MediaType.KitArtifact} artifact`, {
       hint: 'pull images with `aegis-kit images pull`',
     })
   }
-  const kitBytes = kitArtifact.digest === published.digest ? rootBytes : await fetchManifest(repository, kitArtifact).catch(failed)
-  checkKitLayerSize(kitArtifact, kitBytes)
+  const kitParsed = kitArtifact.digest === published.digest ? rootParsed : parseManifest(kitArtifact, await fetchManifest(repository, kitArtifact).catch(failed))
+  checkKitLayerSize(kitArtifact, kitParsed)
   const root = options.kitOnly ? kitArtifact : published
-  const images = root === published && isIndex(published) ? imagesOf(rootBytes, published, kitArtifact) : []
+  const images = root === published && rootParsed.kind === 'index' ? rootParsed.index.manifests.filter((entry) => entry.digest !== kitArtifact.digest) : []
   const verified = options.verify ? await options.verify(published) : undefined
   return store.withWriteLease(async () => {
     const copy = await copyGraph(repository, store, root, {referrers: {reference: options.localReference}, ...(options.progress ? {progress: options.progress} : {})}).catch(failed)
@@ -73,8 +76,8 @@ export async function pullKit(store: LocalStore, repository: RemoteRepository, o
 const MAX_KIT_LAYER_BYTES = MAX_KIT_BYTES + MAX_KIT_BYTES / 16
 
 /** Refuses a kit layer too large for a kit from its descriptor, before it is downloaded. */
-function checkKitLayerSize(kitArtifact: Descriptor, bytes: Buffer): void {
-  const {layer} = kitArtifactLayers(bytes, kitArtifact)
+function checkKitLayerSize(kitArtifact: Descriptor, parsed: ParsedManifest): void {
+  const {layer} = kitArtifactLayers(parsed, kitArtifact)
   if (layer.size <= MAX_KIT_LAYER_BYTES) return
   throw new AegisError(`The kit layer ${layer.digest} is ${layer.size} bytes: more than the ${MAX_KIT_LAYER_BYTES} a kit may have (${MAX_KIT_BYTES / 1024 / 1024} MiB unpacked).`, {
     hint: 'The registry holds a malformed or hostile kit: nothing of it was downloaded.',
@@ -82,16 +85,12 @@ function checkKitLayerSize(kitArtifact: Descriptor, bytes: Buffer): void {
 }
 
 /** For indexes written by other tools: a manifest without a platform whose own artifactType is the kit's. */
-async function probeIndex(repository: RemoteRepository, root: Descriptor, bytes: Buffer): Promise<Descriptor | undefined> {
-  if (!isIndex(root)) return undefined
-  for (const entry of parseManifest<ImageIndex>(bytes, root).manifests ?? []) {
+async function probeIndex(repository: RemoteRepository, root: ParsedManifest): Promise<Descriptor | undefined> {
+  if (root.kind !== 'index') return undefined
+  for (const entry of root.index.manifests) {
     if (entry.platform || !isManifest(entry)) continue
-    const manifest = parseManifest<ImageManifest>(await fetchManifest(repository, entry), entry)
-    if (manifest.artifactType === MediaType.KitArtifact) return entry
+    const parsed = parseManifest(entry, await fetchManifest(repository, entry))
+    if ((parsed.kind === 'manifest' ? parsed.manifest : parsed.index).artifactType === MediaType.KitArtifact) return entry
   }
   return undefined
-}
-
-function imagesOf(bytes: Buffer, root: Descriptor, kit: Descriptor): Descriptor[] {
-  return (parseManifest<ImageIndex>(bytes, root).manifests ?? []).filter((entry) => entry.digest !== kit.digest)
 }

@@ -11,9 +11,7 @@
 import {existsSync, readFileSync, realpathSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
-import {writeFileAtomically} from '../store/fs-util.js'
-import {withFileLock} from '../store/lock.js'
-import {defaultStoreRoot} from '../store/paths.js'
+import {defaultStoreRoot, withFileLock, writeFileAtomically} from '../store/index.js'
 
 interface RefsFile {
   refs: Record<string, string>

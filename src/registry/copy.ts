@@ -7,10 +7,8 @@
  */
 import type {Readable} from 'node:stream'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
-import type {ContentStore, Descriptor, ImageIndex, Platform} from '../oci/types.js'
-import {
-  MAX_MANIFEST_BYTES, checkSuccessorSizes, formatPlatform, isIndex, isManifest, matchesPlatform, parseManifest, referrerDescriptor, subjectDigest, successors,
-} from './manifest.js'
+import {MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor, selectPlatform as selectInIndex, subjectOf, successors} from '../oci/manifest.js'
+import type {ContentStore, Descriptor, Platform} from '../oci/types.js'
 import {RESUME_HINT} from './registry-error.js'
 import {DEFAULT_RETRY_POLICY, retryTransient, type RetryPolicy} from './retry.js'
 import {
@@ -172,7 +170,8 @@ class GraphCopier {
   /** `root` and, when it is an index, the manifests under it. */
   async graphManifests(root: Descriptor): Promise<Descriptor[]> {
     if (!isIndex(root)) return [root]
-    const children = (parseManifest<ImageIndex>(await this.manifestBytes(root), root).manifests ?? []).filter(isManifest)
+    const parsed = parseManifest(root, await this.manifestBytes(root))
+    const children = parsed.kind === 'index' ? parsed.index.manifests.filter(isManifest) : []
     return [root, ...(await Promise.all(children.map((child) => this.graphManifests(child)))).flat()]
   }
 
@@ -192,10 +191,11 @@ class GraphCopier {
     for (const [subject, referrer] of found) {
       if (this.referrers.has(referrer.digest)) continue
       const bytes = await this.manifestBytes(referrer)
+      const parsed = parseManifest(referrer, bytes)
       // A referrers list is only a claim: copy what really names this subject.
-      if (subjectDigest(referrer, bytes) !== subject.digest) continue
+      if (subjectOf(parsed)?.digest !== subject.digest) continue
       await this.visit(referrer, bytes)
-      const entry = referrerDescriptor(referrer, bytes)
+      const entry = referrerDescriptor(referrer, parsed)
       this.referrers.set(referrer.digest, entry)
       const group = bySubject.get(subject.digest) ?? {subject, entries: []}
       group.entries.push(entry)
@@ -228,8 +228,8 @@ class GraphCopier {
     }
     if (isManifest(desc)) {
       const bytes = knownBytes ?? (await this.manifestBytes(desc))
-      checkSuccessorSizes(desc, bytes)
-      await Promise.all(successors(desc, bytes).map((child) => this.visit(child)))
+      // Parsing refuses children larger than their kind may be before any is fetched.
+      await Promise.all(successors(parseManifest(desc, bytes)).map((child) => this.visit(child)))
       if (!skipPush) await this.dst.push(desc, bytes)
       this.copied.push(desc.digest)
       this.totals.bytesDone += desc.size
@@ -341,13 +341,9 @@ export async function fetchManifest(store: ContentStore, desc: Descriptor): Prom
 
 /** The manifest in `index` (recursively) for `platform`. */
 export async function selectPlatform(store: ContentStore, index: Descriptor, platform: Platform): Promise<Descriptor> {
-  const bytes = await fetchManifest(store, index)
-  const manifests = parseManifest<ImageIndex>(bytes, index).manifests ?? []
-  const match = manifests.find((m) => matchesPlatform(m.platform, platform))
-  if (!match) {
-    const available = manifests.map((m) => (m.platform ? formatPlatform(m.platform) : 'unspecified')).join(', ')
-    throw new AegisError(`Index ${index.digest} has no manifest for ${formatPlatform(platform)} (it has: ${available || 'none'}).`)
-  }
+  const parsed = parseManifest(index, await fetchManifest(store, index))
+  if (parsed.kind !== 'index') return index
+  const match = selectInIndex(index, parsed.index, platform)
   return isIndex(match) ? selectPlatform(store, match, platform) : match
 }
 

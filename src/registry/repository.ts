@@ -4,13 +4,16 @@
  */
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {MediaType, referrersTag, type ContentStore, type Descriptor, type ImageIndex, type ImageManifest} from '../oci/types.js'
+import {referrersTag} from '../oci/artifact.js'
+import {isSha256Digest} from '../oci/digest.js'
+import {declaredMediaType, isIndex, isManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest, referrerDescriptor, subjectOf} from '../oci/manifest.js'
+import {MediaType} from '../oci/media-types.js'
+import {baseUrl, formatReference, parseReference, type Reference, type ReferenceOptions} from '../oci/reference.js'
+import type {ContentStore, Descriptor, ImageIndex} from '../oci/types.js'
 import {RegistryClient, repositoryScope} from './auth.js'
 import {tryMount, uploadBlob, type SendForPush, type UploadMode, type UploadOutcome} from './blob-upload.js'
 import {DockerCredentials} from './credentials.js'
 import {onceBody, type HttpResult, type RegistryRequest, type RequestBody} from './http.js'
-import {MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor} from './manifest.js'
-import {baseUrl, formatReference, isDigest, parseReference, type Reference, type ReferenceOptions} from './reference.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
 import type {BlobSourcePusher, DirectDownloadSource, ManifestPusher, ReferrerSink, ReferrerSource, TagPeeker, WriteIntent} from './types.js'
 import {readAll, sha256Digest, verifyBytes} from './verify.js'
@@ -133,7 +136,7 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     const found = await this.headManifest(reference)
     if (found === 'absent') {
       const url = this.url(`manifests/${reference}`)
-      throw new RegistryError(`Resolving ${this.name}${isDigest(reference) ? '@' : ':'}${reference}: not found.`, {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'})
+      throw new RegistryError(`Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}: not found.`, {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'})
     }
     // Registries that omit headers on HEAD: read the manifest itself.
     return found ?? (await this.fetchManifest(reference)).descriptor
@@ -147,12 +150,12 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
 
   /** The manifest's descriptor from a HEAD, 'absent' on 404, undefined when the answer lacks headers. */
   private async headManifest(reference: string): Promise<Descriptor | 'absent' | undefined> {
-    const what = `Resolving ${this.name}${isDigest(reference) ? '@' : ':'}${reference}`
+    const what = `Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}`
     const head = await this.request('HEAD', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
     head.response.discard()
     if (head.response.status === 404) return 'absent'
     if (head.response.status !== 200) throw await errorFromResponse('HEAD', head.url, head.response, {what, attempts: head.attempts})
-    const digest = head.response.header('docker-content-digest') ?? (isDigest(reference) ? reference : undefined)
+    const digest = head.response.header('docker-content-digest') ?? (isSha256Digest(reference) ? reference : undefined)
     const mediaType = head.response.header('content-type')?.split(';')[0]?.trim()
     const size = Number(head.response.header('content-length'))
     if (digest && mediaType && isManifest({mediaType}) && Number.isInteger(size) && size > 0) return {mediaType, digest, size}
@@ -167,8 +170,8 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     const bytes = await result.response.bytes(MAX_MANIFEST_BYTES)
     if (bytes.length > MAX_MANIFEST_BYTES) throw new AegisError(`${what}: it is larger than ${MAX_MANIFEST_BYTES} bytes.`)
     const digest = sha256Digest(bytes)
-    if (isDigest(reference) && digest !== reference) throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
-    const mediaType = result.response.header('content-type')?.split(';')[0]?.trim() || parseManifest<ImageManifest>(bytes, {mediaType: 'unknown', digest, size: bytes.length}).mediaType
+    if (isSha256Digest(reference) && digest !== reference) throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
+    const mediaType = result.response.header('content-type')?.split(';')[0]?.trim() || declaredMediaType(bytes) || 'unknown'
     return {descriptor: {mediaType, digest, size: bytes.length}, bytes}
   }
 
@@ -186,12 +189,13 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     result.response.discard()
     const stored = result.response.header('docker-content-digest')
     if (stored && stored !== desc.digest) throw new AegisError(`${what}: the registry stored it as ${stored}, so it changed the bytes.`)
-    const subject = parseManifest<ImageManifest | ImageIndex>(bytes, desc).subject
+    const parsed = parseManifest(desc, bytes)
+    const subject = subjectOf(parsed)
     if (!subject) return
     // A registry with the referrers API says so with OCI-Subject; without it, the referrer is
     // findable only through the `sha256-<hex>` tag, which we keep up to date.
     this.referrersApi = result.response.header('oci-subject') !== null
-    if (!this.referrersApi) await this.updateReferrersTag(subject, [referrerDescriptor(desc, bytes)])
+    if (!this.referrersApi) await this.updateReferrersTag(subject, [referrerDescriptor(desc, parsed)])
   }
 
   async tag(desc: Descriptor, reference: string): Promise<void> {

@@ -5,29 +5,11 @@
 import {createHash} from 'node:crypto'
 import {Transform, type Readable, type TransformCallback} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {sha256Digest, type Descriptor} from '../oci/types.js'
+import {checkDigestAlgorithm, sha256Digest, verificationError, verifyBytes} from '../oci/digest.js'
+import type {Descriptor} from '../oci/types.js'
 
-export {sha256Digest}
+export {sha256Digest, verificationError, verifyBytes}
 
-
-export function verificationError(desc: Descriptor, problem: string): AegisError {
-  return new AegisError(`Content ${desc.digest} failed verification: ${problem}.`, {
-    hint: 'The source has corrupt or altered content for this digest; nothing of it was kept. Repair or re-push the source.',
-  })
-}
-
-function checkAlgorithm(desc: Descriptor): void {
-  if (!desc.digest.startsWith('sha256:')) {
-    throw new AegisError(`Content ${desc.digest} uses an unsupported digest algorithm (only sha256 is supported).`)
-  }
-}
-
-export function verifyBytes(bytes: Buffer, desc: Descriptor): void {
-  checkAlgorithm(desc)
-  if (bytes.length !== desc.size) throw verificationError(desc, `expected ${desc.size} bytes, got ${bytes.length}`)
-  const actual = sha256Digest(bytes)
-  if (actual !== desc.digest) throw verificationError(desc, `its content hashes to ${actual}`)
-}
 
 /** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
 export class VerifyingStream extends Transform {
@@ -39,7 +21,7 @@ export class VerifyingStream extends Transform {
     private readonly onBytes?: (bytes: number) => void,
   ) {
     super()
-    checkAlgorithm(desc)
+    checkDigestAlgorithm(desc)
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {

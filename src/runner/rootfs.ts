@@ -9,7 +9,8 @@ import {mkdir, mkdtemp, rename, rm} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
-import {MediaType, type Descriptor, type ImageConfig, type ImageIndex, type ImageManifest} from '../oci/types.js'
+import {openImage, type ImageView} from '../oci/image.js'
+import type {Descriptor, ImageConfig} from '../oci/types.js'
 import type {LocalStore} from '../store/index.js'
 
 export interface Rootfs {
@@ -18,28 +19,18 @@ export interface Rootfs {
   config: ImageConfig
 }
 
-export async function readJsonBlob<T>(store: LocalStore, desc: Descriptor): Promise<T> {
-  const bytes = await store.readManifest(desc)
-  if (!bytes) throw store.missingBlob(desc)
-  return JSON.parse(bytes.toString('utf8')) as T
-}
-
-/** The image manifest for this machine's platform under `reference` (which may name an index). */
-export async function resolveImageManifest(store: LocalStore, reference: string, architecture: string): Promise<{desc: Descriptor; manifest: ImageManifest}> {
-  let desc = await store.resolve(reference)
-  if (desc.mediaType === MediaType.ImageIndex || desc.mediaType === MediaType.DockerManifestList) {
-    const index = await readJsonBlob<ImageIndex>(store, desc)
-    const match = index.manifests.find((entry) => entry.platform?.os === 'linux' && entry.platform.architecture === architecture)
-    if (!match) throw new AegisError(`${reference} has no linux/${architecture} image`, {hint: `rebuild it for this machine: aegis-kit build --platform linux/${architecture}`})
-    desc = match
-  }
-  return {desc, manifest: await readJsonBlob<ImageManifest>(store, desc)}
+/** The image under `reference` (which may name an index) for this machine's architecture. */
+export async function openHostImage(store: LocalStore, reference: string, architecture: string): Promise<ImageView> {
+  return openImage(store, reference, {
+    platform: {os: 'linux', architecture},
+    noPlatform: () => new AegisError(`${reference} has no linux/${architecture} image`, {hint: `rebuild it for this machine: aegis-kit build --platform linux/${architecture}`}),
+  })
 }
 
 export async function prepareRootfs(store: LocalStore, reference: string, cacheDir: string, architecture: string, onProgress?: (message: string) => void): Promise<Rootfs> {
-  const {desc, manifest} = await resolveImageManifest(store, reference, architecture)
-  const config = await store.readImageConfig(manifest.config)
-  if (!config) throw store.missingBlob(manifest.config)
+  const image = await openHostImage(store, reference, architecture)
+  const desc = image.descriptor
+  const config = await image.config()
   const rootsDir = path.join(cacheDir, 'rootfs')
   const dir = path.join(rootsDir, desc.digest.replace('sha256:', ''))
   if (existsSync(dir)) return {dir, manifest: desc, config}
@@ -47,11 +38,11 @@ export async function prepareRootfs(store: LocalStore, reference: string, cacheD
   await mkdir(rootsDir, {recursive: true})
   const work = await mkdtemp(path.join(rootsDir, '.unpack-'))
   try {
-    onProgress?.(`unpacking ${manifest.layers.length} layers of ${reference} (once per image)`)
+    onProgress?.(`unpacking ${image.layers.length} layers of ${reference} (once per image)`)
     const {unpackImage} = await import('../image/unpack.js') // only here: a warm start never unpacks
     // Layers are untrusted input: unpackImage keeps every entry inside `work`. Setuid bits are
     // kept (a bootable root needs su and friends); device nodes are skipped (devtmpfs has them).
-    await unpackImage(manifest.layers.map((layer) => () => store.fetch(layer)), work, {preserveSetuid: true, preserveOwners: true, diffIds: config.rootfs.diff_ids})
+    await unpackImage(image.layers.map((layer) => () => image.open(layer)), work, {preserveSetuid: true, preserveOwners: true, diffIds: config.rootfs.diff_ids})
     await rename(work, dir).catch(async (error: NodeJS.ErrnoException) => {
       if (!existsSync(dir)) throw error // else another run unpacked the same image first
     })

@@ -7,9 +7,11 @@
  */
 import type {KeyObject} from 'node:crypto'
 import {AegisError, messageOf} from '../errors.js'
-import {MediaType, sha256Digest, type ContentStore, type Descriptor, type ImageManifest} from '../oci/types.js'
+import {sha256Digest} from '../oci/digest.js'
+import {isManifest, parseManifest} from '../oci/manifest.js'
+import {MediaType} from '../oci/media-types.js'
+import type {ContentStore, Descriptor, ImageManifest} from '../oci/types.js'
 import {fetchManifest} from '../registry/copy.js'
-import {isManifest, parseManifest} from '../registry/manifest.js'
 import type {ReferrerSource} from '../registry/types.js'
 import {readAll, verifyBytes} from '../registry/verify.js'
 import {BundleMediaType, COSIGN_SIGN_PREDICATE, verifyBundle} from './bundle.js'
@@ -84,7 +86,9 @@ export async function verifySignatures(store: ContentStore & ReferrerSource, sub
 
 /** The bundle a referrer holds, undefined for a referrer that is not a signature (an SBOM). */
 async function bundleOf(store: ContentStore, subject: Descriptor, candidate: Descriptor): Promise<Buffer | undefined> {
-  const manifest = parseManifest<ImageManifest>(await fetchManifest(store, candidate), candidate)
+  const parsed = parseManifest(candidate, await fetchManifest(store, candidate))
+  if (parsed.kind !== 'manifest') return undefined
+  const manifest = parsed.manifest
   const layer = manifest.layers?.[0]
   // cosign's own test for a bundle referrer: exactly one layer of a Sigstore bundle type.
   if (manifest.layers?.length !== 1 || !layer?.mediaType?.startsWith('application/vnd.dev.sigstore.bundle')) return undefined

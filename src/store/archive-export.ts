@@ -12,19 +12,22 @@ import {Transform} from 'node:stream'
 import {createHash} from 'node:crypto'
 import {createGunzip} from 'node:zlib'
 import {AegisError} from '../errors.js'
-import {MediaType, type Descriptor, type ImageManifest} from '../oci/types.js'
-import {sha256Hex, shortDigest} from './digest.js'
+import {sha256Hex, shortDigest} from '../oci/digest.js'
+import {formatPlatform} from '../oci/manifest.js'
+import {MediaType} from '../oci/media-types.js'
+import {hostOciPlatform} from '../oci/platform.js'
+import {formatRefName, parseLocalReference, REF_NAME_ANNOTATION} from '../oci/reference.js'
+import type {Descriptor, ImageManifest} from '../oci/types.js'
 import {tempFileName} from './fs-util.js'
-import {formatPlatform, walkGraph} from './graph.js'
+import {walkGraph} from './graph.js'
 import {OCI_LAYOUT_VERSION} from './layout.js'
 import type {LocalStore} from './local-store.js'
-import {formatRefName, parseReference, REF_NAME_ANNOTATION} from './reference.js'
 import {writeTarAtomically} from './tar-io.js'
 import type {DockerExportOptions} from './types.js'
 
 export async function exportOciArchive(store: LocalStore, reference: string, file: string): Promise<Descriptor> {
   const desc = await store.resolve(reference)
-  const parsed = parseReference(reference)
+  const parsed = parseLocalReference(reference)
   const annotations = parsed.kind === 'tag' ? {[REF_NAME_ANNOTATION]: formatRefName(parsed.name, parsed.tag)} : undefined
   const nodes: Descriptor[] = []
   await walkGraph(desc, (d) => store.readManifest(d), (node) => void nodes.push(node.desc))
@@ -36,7 +39,7 @@ export async function exportOciArchive(store: LocalStore, reference: string, fil
     await tar.addDirectory('blobs/sha256')
     for (const node of nodes) {
       if (!(await store.exists(node))) throw store.missingBlob(node)
-      await tar.addFile(`blobs/sha256/${sha256Hex(node.digest)}`, store.paths.blob(sha256Hex(node.digest)), node.size)
+      await tar.addFile(`blobs/sha256/${sha256Hex(node.digest)}`, store.blobPath(node), node.size)
     }
   })
   return desc
@@ -49,8 +52,8 @@ export async function exportDockerArchive(
   options: DockerExportOptions = {},
 ): Promise<Descriptor> {
   const resolved = await store.resolve(reference)
-  const parsed = parseReference(reference)
-  const {desc, manifest} = await pickImage(store, resolved, options.platform ?? hostPlatform(), reference)
+  const parsed = parseLocalReference(reference)
+  const {desc, manifest} = await pickImage(store, resolved, options.platform ?? formatPlatform(hostOciPlatform()), reference)
   const config = await store.readImageConfig(manifest.config)
   if (!config) {
     throw new AegisError(`${reference} is not a container image (config ${manifest.config.mediaType})`, {
@@ -74,7 +77,7 @@ export async function exportDockerArchive(
       written.add(name)
       await addUncompressedLayer(store, layer, diffIds[i] as string, (path, size) => tar.addFile(name, path, size))
     }
-    await tar.addFile(configName, store.paths.blob(sha256Hex(manifest.config.digest)), manifest.config.size)
+    await tar.addFile(configName, store.blobPath(manifest.config), manifest.config.size)
     await tar.addBytes('manifest.json', JSON.stringify([{Config: configName, RepoTags: repoTags, Layers: layerNames}]))
   })
   return desc
@@ -113,8 +116,8 @@ async function addUncompressedLayer(
   add: (path: string, size: number) => Promise<void>,
 ): Promise<void> {
   if (!(await store.exists(layer))) throw store.missingBlob(layer)
-  const blobPath = store.paths.blob(sha256Hex(layer.digest))
-  if (layer.mediaType.endsWith('.tar') || layer.mediaType === 'application/vnd.docker.image.rootfs.diff.tar') {
+  const blobPath = store.blobPath(layer)
+  if (layer.mediaType.endsWith('.tar') || layer.mediaType === MediaType.DockerLayer) {
     return add(blobPath, layer.size)
   }
   if (!layer.mediaType.endsWith('+gzip') && layer.mediaType !== MediaType.DockerLayerGzip) {
@@ -144,10 +147,4 @@ async function addUncompressedLayer(
   } finally {
     await unlink(temp).catch(() => undefined)
   }
-}
-
-/** The host as an OCI platform, e.g. `linux/amd64`. */
-function hostPlatform(): string {
-  const arch: Record<string, string> = {x64: 'amd64', ia32: '386', arm64: 'arm64', arm: 'arm', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64'}
-  return `linux/${arch[process.arch] ?? process.arch}`
 }

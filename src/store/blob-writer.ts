@@ -12,7 +12,7 @@ import type {Readable} from 'node:stream'
 import {finished} from 'node:stream/promises'
 import {AegisError, messageOf} from '../errors.js'
 import type {Descriptor} from '../oci/types.js'
-import {sha256Hex, shortDigest} from './digest.js'
+import {sha256Hex, shortDigest} from '../oci/digest.js'
 import {statIfExists, tempFileName} from './fs-util.js'
 import type {StorePaths} from './paths.js'
 

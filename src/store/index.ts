@@ -4,7 +4,10 @@
  */
 export {LocalStore} from './local-store.js'
 export {defaultStoreRoot, describeStore} from './paths.js'
-export {parseReference, parseTagReference, REF_NAME_ANNOTATION, DEFAULT_TAG, type ImageReference} from './reference.js'
+// For the directories beside the layout that other modules own (`kits/`, see README.md): the same
+// lock and atomic replace the store uses for index.json.
+export {withFileLock} from './lock.js'
+export {errorCode, statIfExists, writeFileAtomically} from './fs-util.js'
 export type {
   DockerExportOptions, ImageSummary, ImportedImage, ImportOptions, InspectResult, PruneResult, Referrer, RemovedTag, StoreEntry,
 } from './types.js'

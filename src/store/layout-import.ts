@@ -9,12 +9,13 @@ import {readFile, stat} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
 import type {Descriptor, ImageIndex} from '../oci/types.js'
-import {sha256Hex, shortDigest} from './digest.js'
+import {sha256Hex, shortDigest} from '../oci/digest.js'
+import {MAX_MANIFEST_BYTES} from '../oci/manifest.js'
+import {DEFAULT_TAG, parseLocalReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from '../oci/reference.js'
 import {errorCode} from './fs-util.js'
-import {MAX_MANIFEST_BYTES, walkGraph} from './graph.js'
+import {walkGraph} from './graph.js'
 import {parseIndexJson} from './layout.js'
 import type {LocalStore} from './local-store.js'
-import {DEFAULT_TAG, parseReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from './reference.js'
 import {readTarFiles} from './tar-io.js'
 import type {ImportedImage, ImportOptions} from './types.js'
 
@@ -151,7 +152,7 @@ function destination(refName: string | undefined, defaultName: string, source: s
   }
   const reference = `${defaultName}:${sourceTag ?? DEFAULT_TAG}`
   try {
-    const target = parseReference(reference)
+    const target = parseLocalReference(reference)
     if (target.kind === 'tag' && defaultName !== '') return {name: target.name, tag: target.tag}
   } catch {
     // fall through to the clearer error below

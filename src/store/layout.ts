@@ -5,9 +5,10 @@
  */
 import {mkdir, readFile} from 'node:fs/promises'
 import {AegisError, messageOf} from '../errors.js'
-import {MediaType, type ImageIndex} from '../oci/types.js'
+import {isRecord, MAX_MANIFEST_BYTES, validateDescriptor} from '../oci/manifest.js'
+import {MediaType} from '../oci/media-types.js'
+import type {ImageIndex} from '../oci/types.js'
 import {errorCode, syncDirectory, writeFileAtomically} from './fs-util.js'
-import {validateDescriptor, isRecord, MAX_MANIFEST_BYTES} from './graph.js'
 import {withFileLock} from './lock.js'
 import type {StorePaths} from './paths.js'
 
@@ -38,7 +39,7 @@ export function parseIndexJson(text: string, source: string): ImageIndex {
     throw corruptIndex(source, messageOf(error))
   }
   if (!isRecord(json) || !Array.isArray(json.manifests)) throw corruptIndex(source, 'no manifests array')
-  const manifests = json.manifests.map((entry, i) => validateDescriptor(entry, `${source} manifests[${i}]`))
+  const manifests = json.manifests.map((entry: unknown) => validateDescriptor(entry, source))
   return {...(json as unknown as ImageIndex), schemaVersion: 2, manifests}
 }
 

@@ -6,25 +6,25 @@
 import {open, readFile, utimes} from 'node:fs/promises'
 import type {Readable} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
-import {isReferrersTag, MediaType, type ContentStore, type Descriptor, type ImageConfig, type ImageIndex} from '../oci/types.js'
+import {isReferrersTag} from '../oci/artifact.js'
+import {sha256Digest, sha256Hex, shortDigest} from '../oci/digest.js'
+import {declaredMediaType, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseManifest, validateDescriptor} from '../oci/manifest.js'
+import {IMAGE_CONFIG_MEDIA_TYPES} from '../oci/media-types.js'
+import {formatRefName, parseLocalReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from '../oci/reference.js'
+import type {ContentStore, Descriptor, ImageConfig, ImageIndex} from '../oci/types.js'
 import {writeBlob, writeBlobWith} from './blob-writer.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
-import {sha256Digest, sha256Hex, shortDigest} from './digest.js'
 import {errorCode, statIfExists} from './fs-util.js'
-import {declaredMediaType, MAX_MANIFEST_BYTES, parseManifest, validateDescriptor, walkGraph} from './graph.js'
+import {walkGraph} from './graph.js'
 import {ensureLayout, readIndexFile, updateIndex} from './layout.js'
 import {withWriteLease} from './leases.js'
 import {describeStore, StorePaths} from './paths.js'
-import {formatRefName, parseReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from './reference.js'
 import {addReferrers, listReferrers} from './referrers.js'
 import type {
   DockerExportOptions, ImportedImage, ImportOptions, InspectResult, PruneResult, RemovedTag, StoreEntry,
 } from './types.js'
 
-/** Configs are read whole for `list`/`inspect`; anything bigger is not a real image config. */
-const MAX_CONFIG_BYTES = 16 * 1024 * 1024
 const READ_CHUNK_BYTES = 1024 * 1024
-const IMAGE_CONFIG_TYPES = new Set<string>([MediaType.ImageConfig, MediaType.DockerConfig])
 
 export class LocalStore implements ContentStore {
   readonly paths: StorePaths
@@ -44,7 +44,7 @@ export class LocalStore implements ContentStore {
    * that skips pushing a present blob under a write lease needs it protected from prune too.
    */
   async exists(desc: Descriptor): Promise<boolean> {
-    const path = this.paths.blob(sha256Hex(desc.digest))
+    const path = this.blobPath(desc)
     const info = await statIfExists(path)
     if (info?.isFile() !== true || info.size !== desc.size) return false
     const now = new Date()
@@ -54,7 +54,7 @@ export class LocalStore implements ContentStore {
 
   async fetch(desc: Descriptor): Promise<Readable> {
     try {
-      const handle = await open(this.paths.blob(sha256Hex(desc.digest)), 'r')
+      const handle = await open(this.blobPath(desc), 'r')
       // 1 MiB reads: the default 64 KiB makes a push of a large layer thousands of reads and socket writes.
       return handle.createReadStream({highWaterMark: READ_CHUNK_BYTES})
     } catch (error) {
@@ -81,21 +81,16 @@ export class LocalStore implements ContentStore {
   }
 
   async resolve(reference: string): Promise<Descriptor> {
-    const parsed = parseReference(reference)
-    const index = await this.readIndex()
+    const found = await this.lookup(reference)
+    if (found) return found
+    const parsed = parseLocalReference(reference)
     if (parsed.kind === 'digest') {
-      const entry = index.manifests.find((desc) => desc.digest === parsed.digest)
-      if (entry) return untagged(entry)
-      const stored = await this.untaggedManifest(parsed.digest)
-      if (stored) return stored
       throw new AegisError(`no image ${reference} in the ${describeStore(this.root)}`, {
         hint: 'run `aegis-kit images` to list the images in the store',
       })
     }
     const refName = formatRefName(parsed.name, parsed.tag)
-    const entry = index.manifests.find((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === refName)
-    if (entry) return untagged(entry)
-    const otherTags = index.manifests
+    const otherTags = (await this.readIndex()).manifests
       .map((desc) => splitRefName(desc.annotations?.[REF_NAME_ANNOTATION] ?? ''))
       .filter((split) => split.name === parsed.name && !isReferrersTag(split.tag))
       .map((split) => split.tag)
@@ -105,6 +100,22 @@ export class LocalStore implements ContentStore {
         ? `${parsed.name} has the tags ${otherTags.join(', ')}, e.g. ${parsed.name}:${otherTags[0]}`
         : 'run `aegis-kit images` to list the images in the store',
     })
+  }
+
+  /**
+   * `resolve` for a caller that asks whether the store has an image: the descriptor `reference`
+   * (`name:tag`, `name`, a digest) names, or undefined when there is none.
+   */
+  async lookup(reference: string): Promise<Descriptor | undefined> {
+    const parsed = parseLocalReference(reference)
+    const index = await this.readIndex()
+    if (parsed.kind === 'digest') {
+      const entry = index.manifests.find((desc) => desc.digest === parsed.digest)
+      return entry ? untagged(entry) : this.untaggedManifest(parsed.digest)
+    }
+    const refName = formatRefName(parsed.name, parsed.tag)
+    const entry = index.manifests.find((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === refName)
+    return entry ? untagged(entry) : undefined
   }
 
   async tag(desc: Descriptor, reference: string): Promise<void> {
@@ -132,7 +143,7 @@ export class LocalStore implements ContentStore {
   async setTags(tags: Array<{desc: Descriptor; reference: string}>): Promise<void> {
     const entries = tags.map(({desc, reference}) => {
       const {name, tag} = parseTagReference(reference)
-      return {desc: validateDescriptor(desc, `descriptor for ${reference}`), refName: formatRefName(name, tag)}
+      return {desc: validateDescriptor(desc, `the descriptor for ${reference}`), refName: formatRefName(name, tag)}
     })
     // Every tag already points there (a warm build re-tags what it tagged before): nothing to
     // lock, check or rewrite. Their content was checked when they were set.
@@ -186,7 +197,7 @@ export class LocalStore implements ContentStore {
    * is instant and an image shared by another tag is untouched.
    */
   async remove(reference: string): Promise<RemovedTag[]> {
-    const parsed = parseReference(reference)
+    const parsed = parseLocalReference(reference)
     const removed = await updateIndex(this.paths, (index) => {
       const matches = (desc: Descriptor): boolean =>
         parsed.kind === 'digest'
@@ -245,10 +256,18 @@ export class LocalStore implements ContentStore {
 
   // ---- Reading helpers (also used by import/export) ----
 
+  /**
+   * Where a stored blob is on disk, for readers that open the file themselves (QEMU boots the
+   * guest's kernel and initramfs in place). The file is never written again once there.
+   */
+  blobPath(desc: Pick<Descriptor, 'digest'>): string {
+    return this.paths.blob(sha256Hex(desc.digest))
+  }
+
   /** Verified bytes of a stored manifest or index; undefined when absent. */
   async readManifest(desc: Descriptor): Promise<Buffer | undefined> {
     if (desc.size > MAX_MANIFEST_BYTES) throw new AegisError(`manifest ${shortDigest(desc.digest)} is larger than 4 MiB`)
-    const bytes = await readFile(this.paths.blob(sha256Hex(desc.digest))).catch((error: unknown) => {
+    const bytes = await readFile(this.blobPath(desc)).catch((error: unknown) => {
       if (errorCode(error) === 'ENOENT') return undefined
       throw new AegisError(`cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`, {cause: error})
     })
@@ -262,8 +281,8 @@ export class LocalStore implements ContentStore {
 
   /** The parsed image config, or undefined when it is not an image config or not stored. */
   async readImageConfig(desc: Descriptor): Promise<ImageConfig | undefined> {
-    if (!IMAGE_CONFIG_TYPES.has(desc.mediaType) || desc.size > MAX_CONFIG_BYTES) return undefined
-    const bytes = await readFile(this.paths.blob(sha256Hex(desc.digest))).catch(() => undefined)
+    if (!IMAGE_CONFIG_MEDIA_TYPES.has(desc.mediaType) || desc.size > MAX_CONFIG_BYTES) return undefined
+    const bytes = await readFile(this.blobPath(desc)).catch(() => undefined)
     if (bytes === undefined || sha256Digest(bytes) !== desc.digest) return undefined
     try {
       return JSON.parse(bytes.toString('utf8')) as ImageConfig
@@ -307,9 +326,9 @@ export class LocalStore implements ContentStore {
 
   /** Descriptor of a stored but untagged manifest (e.g. one platform of an index). */
   private async untaggedManifest(digest: string): Promise<Descriptor | undefined> {
-    const info = await statIfExists(this.paths.blob(sha256Hex(digest)))
+    const info = await statIfExists(this.blobPath({digest}))
     if (!info?.isFile() || info.size > MAX_MANIFEST_BYTES) return undefined
-    const bytes = await readFile(this.paths.blob(sha256Hex(digest)))
+    const bytes = await readFile(this.blobPath({digest}))
     const mediaType = declaredMediaType(bytes)
     if (mediaType === undefined) return undefined
     const desc = {mediaType, digest, size: bytes.length}

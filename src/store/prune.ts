@@ -7,7 +7,7 @@
 import {readdir, stat, unlink} from 'node:fs/promises'
 import {join} from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
-import {isSha256Digest} from './digest.js'
+import {isSha256Digest} from '../oci/digest.js'
 import {errorCode, statIfExists, tempFileOwner} from './fs-util.js'
 import {walkGraph} from './graph.js'
 import {ensureLayout, readIndexFile} from './layout.js'

@@ -4,13 +4,14 @@
  * `aegis-kit build` files its SBOM that way under the kit's name, a pull under the pulled name.
  */
 import {AegisError} from '../errors.js'
-import {MediaType, referrersTag, sha256Digest, type Descriptor, type ImageIndex} from '../oci/types.js'
+import {imageIndex, referrersTag} from '../oci/artifact.js'
+import {shortDigest} from '../oci/digest.js'
+import {parseManifest} from '../oci/manifest.js'
+import {formatRefName, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from '../oci/reference.js'
+import type {Descriptor, ImageIndex} from '../oci/types.js'
 import {writeBlob} from './blob-writer.js'
-import {shortDigest} from './digest.js'
-import {parseManifest} from './graph.js'
 import {updateIndex} from './layout.js'
 import type {LocalStore} from './local-store.js'
-import {formatRefName, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from './reference.js'
 
 /** Every referrer of `subject` listed by a `*:sha256-<hex>` tag in `index`, once each. */
 export async function listReferrers(store: LocalStore, subject: Pick<Descriptor, 'digest'>, index?: ImageIndex): Promise<Descriptor[]> {
@@ -41,8 +42,7 @@ export async function addReferrers(store: LocalStore, subject: Descriptor, refer
     const known = new Set(listed.map((entry) => entry.digest))
     const added = referrers.filter((referrer) => !known.has(referrer.digest))
     if (added.length === 0) return {index, result: undefined}
-    const bytes = Buffer.from(JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...listed, ...added]}))
-    const desc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256Digest(bytes), size: bytes.length}
+    const {descriptor: desc, bytes} = imageIndex([...listed, ...added])
     await writeBlob(store.paths, desc, bytes)
     const kept = index.manifests.filter((entry) => entry !== current)
     return {index: {...index, manifests: [...kept, {...desc, annotations: {[REF_NAME_ANNOTATION]: refName}}]}, result: undefined}

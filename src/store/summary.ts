@@ -1,6 +1,7 @@
 /** What `list` and `inspect` report about an image: its platforms' manifests, configs and sizes. */
+import {formatPlatform} from '../oci/manifest.js'
 import type {Descriptor, ImageIndex, Platform} from '../oci/types.js'
-import {formatPlatform, walkGraph} from './graph.js'
+import {walkGraph} from './graph.js'
 import type {LocalStore} from './local-store.js'
 import type {ImageSummary, InspectResult} from './types.js'
 

@@ -3,7 +3,7 @@ import {BaseCommand} from '../../cli/base-command.js'
 import {formatAge, formatBytes, renderTable, shortDigest} from '../../cli/format.js'
 import {openStore} from '../../store/open.js'
 import type {StoreEntry} from '../../store/index.js'
-import {isReferrersTag} from '../../oci/types.js'
+import {isReferrersTag} from '../../oci/artifact.js'
 
 export default class Images extends BaseCommand {
   static override summary = 'List the images in the local store.'
