@@ -212,17 +212,19 @@ export interface FrameFilter {
   close(): void
 }
 
-/**
- * Listens on `listenPath` for QEMU's one stream connection, connects it to gvproxy's
- * `-listen-qemu` socket at `upstreamPath`, and forwards only the guest frames `policy` allows.
- */
-export async function startFrameFilter(options: {
+interface FrameFilterOptions {
   listenPath: string
   /** gvproxy's QEMU socket; a promise when gvproxy is still starting (QEMU's connection waits, paused). */
   upstreamPath: string | Promise<string>
   policy: GuestPacketPolicy
   onBlocked?: (reason: string) => void
-}): Promise<FrameFilter> {
+}
+
+/**
+ * Listens on `listenPath` for QEMU's one stream connection, connects it to gvproxy's
+ * `-listen-qemu` socket at `upstreamPath`, and forwards only the guest frames `policy` allows.
+ */
+export async function startFrameFilter(options: FrameFilterOptions): Promise<FrameFilter> {
   const sockets: net.Socket[] = []
   let closed = false
   const upstreamPath = Promise.resolve(options.upstreamPath)
@@ -241,47 +243,7 @@ export async function startFrameFilter(options: {
     if (closed) return
     const upstream = net.createConnection(upstreamSocket)
     sockets.push(upstream)
-    const teardown = () => {
-      guest.destroy()
-      upstream.destroy()
-    }
-    guest.on('error', teardown).on('close', teardown)
-    upstream.on('error', teardown).on('close', teardown)
-    upstream.once('connect', () => {
-      // Both directions are cut into whole frames, so a rejection can be slipped in between two.
-      const relay = (from: net.Socket, to: net.Socket, handle: (frame: Buffer) => boolean) => {
-        const reader = new FrameReader()
-        from.on('data', (chunk: Buffer) => {
-          let frames: Buffer[]
-          try {
-            frames = reader.push(chunk)
-          } catch (error) {
-            options.onBlocked?.(`stream: ${(error as Error).message}`)
-            teardown()
-            return
-          }
-          let writable = true
-          for (const frame of frames) writable = handle(frame) && writable
-          if (!writable) {
-            from.pause()
-            to.once('drain', () => from.resume())
-          }
-        })
-      }
-      const inbound = new InboundFlows(options.policy.gateway)
-      relay(upstream, guest, (frame) => {
-        inbound.noteToGuest(frame)
-        return guest.write(framed(frame))
-      })
-      relay(guest, upstream, (frame) => {
-        const verdict = judgeGuestFrame(frame, options.policy, inbound)
-        if (verdict.pass) return upstream.write(framed(frame))
-        if (!verdict.quiet) options.onBlocked?.(verdict.reason)
-        const rejection = rejectionFor(frame)
-        return rejection === undefined ? true : guest.write(framed(rejection))
-      })
-      guest.resume()
-    })
+    filterConnection(guest, upstream, options)
   })
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(options.listenPath, resolve))
   return {
@@ -291,4 +253,56 @@ export async function startFrameFilter(options: {
       for (const socket of sockets) socket.destroy()
     },
   }
+}
+
+/** Relays frames between QEMU's connection (`guest`) and gvproxy's, judging each one the guest sends. */
+function filterConnection(guest: net.Socket, upstream: net.Socket, options: FrameFilterOptions): void {
+  const teardown = () => {
+    guest.destroy()
+    upstream.destroy()
+  }
+  guest.on('error', teardown).on('close', teardown)
+  upstream.on('error', teardown).on('close', teardown)
+  upstream.once('connect', () => {
+    const onBadStream = (error: Error) => {
+      options.onBlocked?.(`stream: ${error.message}`)
+      teardown()
+    }
+    const inbound = new InboundFlows(options.policy.gateway)
+    relayFrames(upstream, guest, onBadStream, (frame) => {
+      inbound.noteToGuest(frame)
+      return guest.write(framed(frame))
+    })
+    relayFrames(guest, upstream, onBadStream, (frame) => {
+      const verdict = judgeGuestFrame(frame, options.policy, inbound)
+      if (verdict.pass) return upstream.write(framed(frame))
+      if (!verdict.quiet) options.onBlocked?.(verdict.reason)
+      const rejection = rejectionFor(frame)
+      return rejection === undefined ? true : guest.write(framed(rejection))
+    })
+    guest.resume()
+  })
+}
+
+/**
+ * Cuts `from`'s stream into whole frames for `handle` (false: `to` is full), so a rejection can
+ * be slipped in between two; pauses `from` until `to` drains.
+ */
+function relayFrames(from: net.Socket, to: net.Socket, onBadStream: (error: Error) => void, handle: (frame: Buffer) => boolean): void {
+  const reader = new FrameReader()
+  from.on('data', (chunk: Buffer) => {
+    let frames: Buffer[]
+    try {
+      frames = reader.push(chunk)
+    } catch (error) {
+      onBadStream(error as Error)
+      return
+    }
+    let writable = true
+    for (const frame of frames) writable = handle(frame) && writable
+    if (!writable) {
+      from.pause()
+      to.once('drain', () => from.resume())
+    }
+  })
 }

@@ -240,78 +240,39 @@ async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: s
   }
 }
 
+/** The forwards are sane and free, and gvproxy is installed: returns its path. */
+async function checkGvproxy(forwards: PortForward[], binary: string | undefined): Promise<string> {
+  for (const forward of forwards) checkForward(forward)
+  const seen = new Set<number>()
+  for (const forward of forwards) {
+    if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
+    seen.add(forward.hostPort)
+  }
+  const found = binary ?? findGvproxy()
+  await Promise.all(forwards.map((forward) => checkHostPortFree(forward)))
+  return found
+}
+
 /** gvproxy networking: see the top of this file. */
 export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
   const forwards = options.forwards ?? []
   const internal = parseInternalHosts(options.allowHostLoopback ?? [])
-  let apiSocket: string | undefined
+  /** gvproxy's API while a VM is attached and its forwards are exposed. */
+  const state: {apiSocket?: string} = {}
 
   const attachedApi = (): string => {
-    if (apiSocket === undefined) throw new Error('gvproxy is not running: attach the backend to a VM first')
-    return apiSocket
-  }
-
-  /** The forwards are sane and free, and gvproxy is installed: returns its path. */
-  const check = async (): Promise<string> => {
-    for (const forward of forwards) checkForward(forward)
-    const seen = new Set<number>()
-    for (const forward of forwards) {
-      if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
-      seen.add(forward.hostPort)
-    }
-    const binary = options.binary ?? findGvproxy()
-    await Promise.all(forwards.map((forward) => checkHostPortFree(forward)))
-    return binary
+    if (state.apiSocket === undefined) throw new Error('gvproxy is not running: attach the backend to a VM first')
+    return state.apiSocket
   }
 
   return {
     async check() {
-      await check()
+      await checkGvproxy(forwards, options.binary)
     },
-    async attach({runDir, processes}): Promise<AttachedNetwork> {
+    async attach(context): Promise<AttachedNetwork> {
       // Before anything starts, so the error is about the port and not a half-booted VM.
-      const binary = await check()
-
-      const dir = path.join(runDir, 'gvproxy')
-      await mkdir(dir, {mode: 0o700})
-      // QEMU connects to the frame filter, which reaches gvproxy once it is up: the VM boots meanwhile.
-      const started = startGvproxy(processes, binary, dir)
-      started.catch(() => undefined) // `ready` carries the failure
-
-      const addresses = hostAddresses()
-      const policy: GuestPacketPolicy = {
-        gateway: GUEST_NETWORK.gateway,
-        hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
-        subnetPrefix: GUEST_NETWORK.address.split('.').slice(0, 3).join('.'),
-        allowedLoopbackPorts: internal.loopbackPorts,
-        hostAddresses: addresses,
-        allowedHostEndpoints: internal.endpoints,
-      }
-      const listenPath = path.join(dir, 'net.sock')
-      let filter: FrameFilter
-      try {
-        filter = await startFrameFilter({listenPath, upstreamPath: started.then(({qemuSocket}) => qemuSocket), policy, onBlocked: options.onBlocked})
-      } catch (error) {
-        throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {hint: 'check the run directory is writable'})
-      }
-      const ready = (async () => {
-        const {apiSocket: api} = await started
-        for (const forward of forwards) await exposeThrough(api, forward)
-        apiSocket = api
-      })()
-      ready.catch(() => filter.close())
-      return {
-        ready,
-        qemuArgs: [
-          '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
-          '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
-        ],
-        guest: {...GUEST_NETWORK, hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK}))},
-        async detach() {
-          apiSocket = undefined
-          filter.close()
-        },
-      }
+      const binary = await checkGvproxy(forwards, options.binary)
+      return attachGvproxy(context, binary, {forwards, internal, onBlocked: options.onBlocked, state})
     },
     async listForwards() {
       return listThrough(attachedApi())
@@ -320,6 +281,58 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
       checkForward(forward)
       await checkHostPortFree(forward)
       await exposeThrough(attachedApi(), forward)
+    },
+  }
+}
+
+/**
+ * Starts gvproxy and the frame filter in front of it for one VM. QEMU connects to the filter,
+ * which reaches gvproxy once it is up: the VM boots meanwhile, and `ready` says when the
+ * forwards are exposed.
+ */
+async function attachGvproxy({runDir, processes}: {runDir: string; processes: ChildProcessGroup}, binary: string, options: {
+  forwards: PortForward[]
+  internal: ReturnType<typeof parseInternalHosts>
+  onBlocked: ((reason: string) => void) | undefined
+  state: {apiSocket?: string}
+}): Promise<AttachedNetwork> {
+  const {forwards, internal, state} = options
+  const dir = path.join(runDir, 'gvproxy')
+  await mkdir(dir, {mode: 0o700})
+  const started = startGvproxy(processes, binary, dir)
+  started.catch(() => undefined) // `ready` carries the failure
+
+  const policy: GuestPacketPolicy = {
+    gateway: GUEST_NETWORK.gateway,
+    hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
+    subnetPrefix: GUEST_NETWORK.address.split('.').slice(0, 3).join('.'),
+    allowedLoopbackPorts: internal.loopbackPorts,
+    hostAddresses: hostAddresses(),
+    allowedHostEndpoints: internal.endpoints,
+  }
+  const listenPath = path.join(dir, 'net.sock')
+  let filter: FrameFilter
+  try {
+    filter = await startFrameFilter({listenPath, upstreamPath: started.then(({qemuSocket}) => qemuSocket), policy, onBlocked: options.onBlocked})
+  } catch (error) {
+    throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {hint: 'check the run directory is writable'})
+  }
+  const ready = (async () => {
+    const {apiSocket} = await started
+    for (const forward of forwards) await exposeThrough(apiSocket, forward)
+    state.apiSocket = apiSocket
+  })()
+  ready.catch(() => filter.close())
+  return {
+    ready,
+    qemuArgs: [
+      '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
+      '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
+    ],
+    guest: {...GUEST_NETWORK, hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK}))},
+    async detach() {
+      state.apiSocket = undefined
+      filter.close()
     },
   }
 }
