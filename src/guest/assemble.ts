@@ -2,13 +2,13 @@
  * The guest kernel and initramfs, assembled from Debian's packages: the cloud kernel and
  * its modules from `linux-image-cloud-<arch>`, and the harness (images/guest/*.c) built
  * static with the host's gcc and libc6-dev, under a key made of every input (package versions,
- * harness sources, compiler). `run` keeps the result in the image store (guest-store.ts);
- * assembleGuest keeps it in a cache directory, for the tests that boot bare VMs.
+ * harness sources, compiler). The result is kept in the image store, the one place `run` and the
+ * tests boot guests from (guest-store.ts).
  */
 
-import {createHash, randomBytes} from 'node:crypto'
+import {createHash} from 'node:crypto'
 import {existsSync} from 'node:fs'
-import {mkdir, readdir, readFile, realpath, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {readdir, readFile, realpath, rm, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {gzipSync} from 'node:zlib'
@@ -202,7 +202,7 @@ export async function guestInputs(options: {cacheDir: string; arch?: GuestArch})
   // The harness is compiled by the host's gcc against the host's static libc: another
   // architecture's guest would need a cross toolchain.
   if (arch !== host) {
-    throw new AegisError(`cannot assemble an ${arch} guest on a ${process.arch} host yet`, {hint: `assemble on an ${arch} machine`})
+    throw new AegisError(`cannot assemble an ${arch} guest on an ${host} host yet`, {hint: `assemble on an ${arch} machine`})
   }
   const kernelMetaPackage = `linux-image-cloud-${toDebianArch(arch)}`
   const triplet = toGnuTriplet(arch)
@@ -210,38 +210,4 @@ export async function guestInputs(options: {cacheDir: string; arch?: GuestArch})
   const keyed = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
   const key = createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16)
   return {arch, kernelPackage, harness, toolchain, key, version: `${kernelPackage.name} ${kernelPackage.version}, harness ${harness.slice(0, 12)}`}
-}
-
-/**
- * The guest kernel and initramfs for `arch` (or for `inputs`), from `cacheDir` when the same
- * inputs were assembled before. Needs a Debian host with apt lists, gcc and libc6-dev.
- */
-export async function assembleGuest(options: {cacheDir: string; arch?: GuestArch; inputs?: GuestInputs}): Promise<GuestImage> {
-  const inputs = options.inputs ?? await guestInputs(options)
-  const finalDir = path.join(options.cacheDir, `guest-${inputs.arch}-${inputs.key}`)
-  const manifestPath = path.join(finalDir, 'guest.json')
-
-  if (!existsSync(manifestPath)) {
-    await mkdir(options.cacheDir, {recursive: true})
-    const workDir = path.join(options.cacheDir, `.tmp-guest-${randomBytes(6).toString('hex')}`)
-    await mkdir(workDir)
-    try {
-      const built = await assembleGuestFiles(workDir, inputs)
-      const saved = {kernelFile: path.basename(built.kernel), kernelRelease: built.kernelRelease, version: inputs.version, inputs}
-      await writeFile(path.join(workDir, 'guest.json'), JSON.stringify(saved, null, 2) + '\n')
-      await rename(workDir, finalDir).catch(async (error: NodeJS.ErrnoException) => {
-        // Another process assembled the same inputs first; its result is as good as ours.
-        if (error.code !== 'ENOTEMPTY' && error.code !== 'EEXIST') throw error
-      })
-    } finally {
-      await rm(workDir, {recursive: true, force: true})
-    }
-  }
-  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as {kernelFile: string; kernelRelease: string; version: string}
-  return {
-    kernel: path.join(finalDir, manifest.kernelFile),
-    initrd: path.join(finalDir, 'initrd.img'),
-    version: manifest.version,
-    kernelRelease: manifest.kernelRelease,
-  }
 }

@@ -4,7 +4,7 @@
  */
 
 export {checkAccelChoice, chooseAccel, type Accel, type AccelChoice} from './accel.js'
-export {assembleGuest, type GuestArch, type GuestImage} from './assemble.js'
+export {type GuestArch, type GuestImage} from './assemble.js'
 export {checkInitrdFile, checkKernelFile} from './boot-files.js'
 export {loadGuest, resolveGuest, type StoredGuest} from './guest-store.js'
 export {resolveImageUser, type ImageUser} from './image-user.js'

@@ -8,21 +8,22 @@ import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 
 import {accelArgs, chooseAccel, probeBoot, probeKvm} from '../../src/guest/accel.js'
-import {assembleGuest, type GuestImage} from '../../src/guest/assemble.js'
+import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {AegisError} from '../../src/errors.js'
 import {findOnPath} from '../../src/exec.js'
+import {QEMU} from '../../src/guest/qemu.js'
 import {alive, waitGone} from '../run/helpers.js'
+import {hostGuest} from './helpers.js'
 
-const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
-const qemu = findOnPath('qemu-system-x86_64')!
+const qemu = findOnPath(QEMU)!
 // Some of these machines have the nested /dev/kvm, some none at all. Without one, run decides at
 // once (no probe); the probe's own path is still taken with a stand-in device that opens, and
 // QEMU's real KVM boot then fails, as the nested device's does.
 const kvmDevice = existsSync('/dev/kvm') ? '/dev/kvm' : '/dev/null'
-let guest: GuestImage
+let guest: StoredGuest
 
 beforeAll(async () => {
-  guest = await assembleGuest({cacheDir})
+  guest = await hostGuest()
 }, 600_000)
 
 function tempDir(): string {

@@ -17,15 +17,14 @@ import path from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
 import {AegisError} from '../../src/errors.js'
-import {assembleGuest, type GuestImage} from '../../src/guest/assemble.js'
+import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {FrameReader, InboundFlows, judgeGuestFrame, rejectionFor, type GuestPacketPolicy} from '../../src/guest/gvproxy-filter.js'
 import {findGvproxy, gvproxyNetwork, parseInternalHosts} from '../../src/guest/gvproxy.js'
 import {GUEST_MAC, GUEST_NETWORK, userNetwork, type NetworkBackend} from '../../src/guest/network.js'
 import {startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, freePort, processesMentioning, waitFor} from './helpers.js'
+import {buildTestRoot, hostGuest, freePort, processesMentioning, waitFor} from './helpers.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
-const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-gvproxy-test-'))
 // Every VM's run dir (and so gvproxy's command line) lands under scratch: leftovers are easy to find.
 const runTmp = path.join(scratch, 'tmp')
@@ -33,7 +32,7 @@ mkdirSync(runTmp)
 process.env.TMPDIR = runTmp
 const marker = `aegis.test=${randomBytes(6).toString('hex')}`
 const rootDir = path.join(scratch, 'root')
-let guest: GuestImage
+let guest: StoredGuest
 let hostService: http.Server
 let hostServicePort: number
 let otherService: http.Server
@@ -100,7 +99,7 @@ function attackScript(stolenPort: number): string {
 
 beforeAll(async () => {
   findGvproxy() // fails early with the install hint
-  guest = await assembleGuest({cacheDir})
+  guest = await hostGuest()
   buildTestRoot(rootDir)
   for (const applet of ['wget', 'nslookup', 'timeout']) symlinkSync('busybox', path.join(rootDir, 'bin', applet))
   ;[hostService, hostServicePort] = await serve('host-loopback-service\n')

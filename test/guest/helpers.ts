@@ -1,10 +1,23 @@
-/** Roots, ports and process checks for the guest tests. */
+/** The guest, roots, ports and process checks for the guest tests. */
 
 import {execFileSync} from 'node:child_process'
 import {copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync} from 'node:fs'
 import {createHash} from 'node:crypto'
 import net from 'node:net'
+import os from 'node:os'
 import path from 'node:path'
+
+import {resolveGuest, type StoredGuest} from '../../src/guest/guest-store.js'
+import {LocalStore} from '../../src/store/index.js'
+
+/**
+ * This host's guest, got the way `run` gets it: from a store, assembled and stored the first time.
+ * The store lives in AEGIS_GUEST_CACHE (or a directory in /tmp), so test runs share one assembly.
+ */
+export async function hostGuest(): Promise<StoredGuest> {
+  const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
+  return resolveGuest({store: new LocalStore(path.join(cacheDir, 'store')), cacheDir})
+}
 
 const BUSYBOX_APPLETS = ['sh', 'echo', 'cat', 'ls', 'id', 'httpd', 'sleep', 'mkdir', 'stat', 'sha256sum', 'grep', 'rm', 'true', 'dd', 'head', 'printf', 'touch']
 

@@ -1,7 +1,7 @@
 /**
- * Real microVMs under TCG: assembly from Debian's packages, then boots of a tiny root
- * (static busybox plus a glibc program). Needs: apt-get install qemu-system-x86
- * busybox-static gcc libc6-dev e2fsprogs, and apt lists (apt-get update). One VM at a time.
+ * Real microVMs under TCG: the guest as `run` gets it (assembled from Debian's packages into a
+ * store), then boots of a tiny root (static busybox plus a glibc program). Needs: apt-get install
+ * qemu-system-x86 busybox-static gcc libc6-dev e2fsprogs, and apt lists (apt-get update). One VM at a time.
  */
 
 import {execFileSync, spawn, spawnSync} from 'node:child_process'
@@ -12,18 +12,17 @@ import path from 'node:path'
 
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
-import {assembleGuest, type GuestImage} from '../../src/guest/assemble.js'
+import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {userNetwork} from '../../src/guest/network.js'
 import {runVm, startVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
+import {buildTestRoot, hostGuest, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
-const cacheDir = process.env.AEGIS_GUEST_CACHE ?? path.join(os.tmpdir(), 'aegis-kit-guest-cache')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-vm-test-'))
 /** On every QEMU command line of this file, to find leftover processes. */
 const marker = `aegis.test=${randomBytes(6).toString('hex')}`
 const rootDir = path.join(scratch, 'root')
-let guest: GuestImage
+let guest: StoredGuest
 
 function vmOptions(options: Partial<VmOptions> & Pick<VmOptions, 'spec'>): VmOptions {
   return {kernel: guest.kernel, initrd: guest.initrd, rootDir, memoryMib: 256, extraKernelArgs: [marker], ...options}
@@ -31,8 +30,8 @@ function vmOptions(options: Partial<VmOptions> & Pick<VmOptions, 'spec'>): VmOpt
 
 beforeAll(async () => {
   const started = Date.now()
-  guest = await assembleGuest({cacheDir})
-  console.log(`guest assembled in ${Date.now() - started} ms: ${guest.version}`)
+  guest = await hostGuest()
+  console.log(`guest resolved (assembled and stored the first time) in ${Date.now() - started} ms: ${guest.version}`)
   buildTestRoot(rootDir)
 })
 
