@@ -8,7 +8,7 @@
 import {constants, type Stats} from 'node:fs'
 import {open, type FileHandle} from 'node:fs/promises'
 import {AegisError, messageOf} from './errors.js'
-import {errorCode} from './store/fs-util.js'
+import {errorCode} from './fs-util.js'
 
 export interface LocalFileOptions {
   /** What the file is to the user, for errors: "config", "archive", "manifest". */

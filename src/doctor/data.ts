@@ -11,11 +11,10 @@ import {findOnPath} from '../exec.js'
 import type {Descriptor} from '../oci/types.js'
 import {DockerCredentials} from '../registry/credentials.js'
 import {InstanceRegistry} from '../runner/instances.js'
-import {sha256Hex, shortDigest} from '../oci/digest.js'
-import {statIfExists} from '../store/fs-util.js'
-import {walkGraph} from '../store/graph.js'
+import {shortDigest} from '../oci/digest.js'
+import {statIfExists} from '../fs-util.js'
 import {REF_NAME_ANNOTATION} from '../oci/reference.js'
-import type {LocalStore} from '../store/index.js'
+import {walkGraph, type LocalStore} from '../store/index.js'
 import {missing, ok, warn, type Check} from './check.js'
 
 /** A cold OpenClaw build, its unpacked root and root disk take a few GB; less than this is a warning. */
@@ -65,7 +64,7 @@ async function graphProblem(store: LocalStore, root: Descriptor): Promise<string
     await walkGraph(root, (desc) => store.readManifest(desc), async (node) => {
       if (node.role !== 'blob') return
       // Present at its size, as LocalStore.exists checks, but without touching its time.
-      const info = await statIfExists(store.paths.blob(sha256Hex(node.desc.digest)))
+      const info = await statIfExists(store.blobPath(node.desc))
       if (info?.isFile() !== true || info.size !== node.desc.size) absent.push(node.desc)
     }, (desc) => void absent.push(desc))
   } catch (error) {

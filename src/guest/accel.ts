@@ -17,7 +17,7 @@ import path from 'node:path'
 
 import {AegisError} from '../errors.js'
 import {remembered} from '../remembered.js'
-import {errorCode} from '../store/fs-util.js'
+import {errorCode} from '../fs-util.js'
 import {ChildProcessGroup} from './child-processes.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 

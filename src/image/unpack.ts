@@ -33,7 +33,7 @@ import type {Readable} from 'node:stream'
 import {extract, type Header} from 'tar-stream'
 
 import {AegisError, isAegisError, messageOf} from '../errors.js'
-import {errorCode} from '../store/fs-util.js'
+import {errorCode} from '../fs-util.js'
 import {OPAQUE_WHITEOUT, WHITEOUT_PREFIX} from './layer-entries.js'
 import {UnpackRoot, type ResolvedPath} from './unpack-root.js'
 import {openTarSource, type LayerEncoding} from './unpack-source.js'

@@ -11,7 +11,8 @@
 import {existsSync, readFileSync, realpathSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
-import {defaultStoreRoot, withFileLock, writeFileAtomically} from '../store/index.js'
+import {writeFileAtomically} from '../fs-util.js'
+import {defaultStoreRoot, withFileLock} from '../store/index.js'
 
 interface RefsFile {
   refs: Record<string, string>

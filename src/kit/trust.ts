@@ -8,7 +8,7 @@
 import {readFileSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
-import {writeFileAtomically} from '../store/fs-util.js'
+import {writeFileAtomically} from '../fs-util.js'
 import {withFileLock} from '../store/lock.js'
 import {pulledKitsRoot} from './pulled.js'
 

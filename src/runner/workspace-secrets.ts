@@ -14,7 +14,7 @@ import {linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync} from 'node
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {WorkspaceSecretStore} from '../kit/secrets.js'
-import {errorCode} from '../store/fs-util.js'
+import {errorCode} from '../fs-util.js'
 
 /** Where the secrets kept for `workspace` (an absolute path) live under the data directory. */
 export function workspaceSecretsDir(dataDir: string, workspace: string, kitName: string): string {

@@ -13,7 +13,7 @@ import {finished} from 'node:stream/promises'
 import {AegisError, messageOf} from '../errors.js'
 import type {Descriptor} from '../oci/types.js'
 import {sha256Hex, shortDigest} from '../oci/digest.js'
-import {statIfExists, tempFileName} from './fs-util.js'
+import {statIfExists, tempFileName} from '../fs-util.js'
 import type {StorePaths} from './paths.js'
 
 export type BlobWriteResult = 'written' | 'already-present'

@@ -4,10 +4,11 @@
  */
 export {LocalStore} from './local-store.js'
 export {defaultStoreRoot, describeStore} from './paths.js'
-// For the directories beside the layout that other modules own (`kits/`, see README.md): the same
-// lock and atomic replace the store uses for index.json.
+// For the directories beside the layout that other modules own (`kits/`, see README.md): the
+// same lock the store takes for index.json.
 export {withFileLock} from './lock.js'
-export {errorCode, statIfExists, writeFileAtomically} from './fs-util.js'
+// For walking an image's graph in the store (doctor checks every tag's content is there).
+export {walkGraph, type GraphNode} from './graph.js'
 export type {
   DockerExportOptions, ImageSummary, ImportedImage, ImportOptions, InspectResult, PruneResult, Referrer, RemovedTag, StoreEntry,
 } from './types.js'

@@ -8,7 +8,7 @@ import {AegisError, messageOf} from '../errors.js'
 import {isRecord, MAX_MANIFEST_BYTES, validateDescriptor} from '../oci/manifest.js'
 import {MediaType} from '../oci/media-types.js'
 import type {ImageIndex} from '../oci/types.js'
-import {errorCode, syncDirectory, writeFileAtomically} from './fs-util.js'
+import {errorCode, syncDirectory, writeFileAtomically} from '../fs-util.js'
 import {withFileLock} from './lock.js'
 import type {StorePaths} from './paths.js'
 

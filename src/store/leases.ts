@@ -7,7 +7,7 @@
  */
 import {mkdir, open, readdir, stat, unlink} from 'node:fs/promises'
 import {join} from 'node:path'
-import {errorCode, tempFileName, tempFileOwner} from './fs-util.js'
+import {errorCode, tempFileName, tempFileOwner} from '../fs-util.js'
 import {processAlive} from '../process-identity.js'
 import type {StorePaths} from './paths.js'
 

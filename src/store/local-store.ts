@@ -14,7 +14,7 @@ import {formatRefName, parseLocalReference, parseTagReference, REF_NAME_ANNOTATI
 import type {ContentStore, Descriptor, ImageConfig, ImageIndex} from '../oci/types.js'
 import {writeBlob, writeBlobWith} from './blob-writer.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
-import {errorCode, statIfExists} from './fs-util.js'
+import {errorCode, statIfExists} from '../fs-util.js'
 import {walkGraph} from './graph.js'
 import {ensureLayout, readIndexFile, updateIndex} from './layout.js'
 import {withWriteLease} from './leases.js'

@@ -9,7 +9,7 @@ import {link, open, readFile, rename, stat, unlink} from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {setTimeout as sleep} from 'node:timers/promises'
 import {AegisError} from '../errors.js'
-import {errorCode} from './fs-util.js'
+import {errorCode} from '../fs-util.js'
 import {processAlive} from '../process-identity.js'
 
 export interface LockOptions {

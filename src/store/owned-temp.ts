@@ -9,7 +9,7 @@
 import {lstat, readdir, readFile, realpath, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 import {randomBytes} from 'node:crypto'
-import {errorCode, tempFileOwner} from './fs-util.js'
+import {errorCode, tempFileOwner} from '../fs-util.js'
 import {processAlive, processStartTime} from '../process-identity.js'
 
 interface TempOwner {

@@ -12,7 +12,7 @@ import {createGunzip} from 'node:zlib'
 import tar from 'tar-stream'
 import {AegisError, messageOf} from '../errors.js'
 import {notRegularFile, openRegularFile} from '../local-file.js'
-import {statIfExists, syncDirectory, tempFileName} from './fs-util.js'
+import {statIfExists, syncDirectory, tempFileName} from '../fs-util.js'
 
 export interface TarFileEntry {
   /** Normalised relative path: no leading `./` or `/`, no `.` or `..` segments. */

@@ -1,4 +1,4 @@
-/** Small filesystem helpers shared by the store's modules. */
+/** Small filesystem helpers shared by the store and the modules beside it (errors, atomic writes, pid-named temp files). */
 import type {Stats} from 'node:fs'
 import {open, rename, stat, unlink} from 'node:fs/promises'
 import {dirname} from 'node:path'
