@@ -11,7 +11,7 @@ import {AegisError} from '../errors.js'
 import type {Kit} from '../kit/kit.js'
 import {pulledKitsRoot, storeKitOf} from '../kit/pulled.js'
 import {describeOrigin, readKitRecord, trustFile, trustKit} from '../kit/trust.js'
-import {defaultStoreRoot} from '../store/paths.js'
+import {defaultStoreRoot} from '../paths.js'
 
 export const trustFlag = Flags.boolean({
   description: "Run a pulled kit's code (hooks, image) without asking; remembered for this kit (its digest) in the store.",

@@ -9,7 +9,7 @@ import {createStepLines, type StepLines} from '../cli/steps.js'
 import {formatBytes, shortDigest} from '../cli/format.js'
 import {loadKit} from '../kit/kit.js'
 import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
-import {defaultStoreRoot} from '../store/paths.js'
+import {defaultStoreRoot} from '../paths.js'
 import {openStore} from '../store/open.js'
 
 export default class Build extends BaseCommand {

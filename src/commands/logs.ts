@@ -2,7 +2,7 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {followLog} from '../runner/logs.js'
 import {InstanceRegistry} from '../runner/instances.js'
-import {defaultDataDir} from '../store/paths.js'
+import {defaultDataDir} from '../paths.js'
 
 export default class Logs extends BaseCommand {
   static override summary = "Print a detached instance's output."

@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {formatAge, renderTable} from '../cli/format.js'
 import {InstanceRegistry, type InstanceEntry} from '../runner/instances.js'
-import {defaultDataDir} from '../store/paths.js'
+import {defaultDataDir} from '../paths.js'
 
 export default class Ps extends BaseCommand {
   static override summary = 'List the kit instances on this machine.'

@@ -14,7 +14,7 @@ import {isSupervisor, launchDetached, openSupervisorChannel} from '../runner/det
 import {InstanceRegistry} from '../runner/instances.js'
 import {describeExit, startInstance} from '../runner/run.js'
 import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
-import {defaultStoreRoot} from '../store/paths.js'
+import {defaultStoreRoot} from '../paths.js'
 import {openStore} from '../store/open.js'
 
 export default class Run extends BaseCommand {

@@ -3,7 +3,7 @@ import {BaseCommand} from '../cli/base-command.js'
 import {parseDuration} from '../kit/units.js'
 import {AegisError} from '../errors.js'
 import {InstanceRegistry, stopInstance, type InstanceEntry} from '../runner/instances.js'
-import {defaultDataDir} from '../store/paths.js'
+import {defaultDataDir} from '../paths.js'
 
 export default class Stop extends BaseCommand {
   static override summary = 'Stop running kit instances.'

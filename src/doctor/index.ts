@@ -6,7 +6,7 @@
 import path from 'node:path'
 
 import {LocalStore} from '../store/index.js'
-import {defaultDataDir, defaultStoreRoot} from '../store/paths.js'
+import {defaultDataDir, defaultStoreRoot} from '../paths.js'
 import type {Check} from './check.js'
 import {checkCredentialHelpers, checkDisk, checkInstances, checkStore} from './data.js'
 import {checkEmulation} from './emulation.js'

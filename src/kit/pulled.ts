@@ -11,8 +11,9 @@
 import {existsSync, readFileSync, realpathSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
+import {withFileLock} from '../file-lock.js'
 import {writeFileAtomically} from '../fs-util.js'
-import {defaultStoreRoot, withFileLock} from '../store/index.js'
+import {defaultStoreRoot} from '../paths.js'
 
 interface RefsFile {
   refs: Record<string, string>

@@ -9,7 +9,7 @@ import {readFileSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
 import {writeFileAtomically} from '../fs-util.js'
-import {withFileLock} from '../store/lock.js'
+import {withFileLock} from '../file-lock.js'
 import {pulledKitsRoot} from './pulled.js'
 
 /** A signature over the kit's release, verified with the user's key (see src/signing/). */

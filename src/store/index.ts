@@ -3,10 +3,8 @@
  * `LocalStore` at `defaultStoreRoot()` (or a root it was given) and calls its methods.
  */
 export {LocalStore} from './local-store.js'
-export {defaultStoreRoot, describeStore} from './paths.js'
-// For the directories beside the layout that other modules own (`kits/`, see README.md): the
-// same lock the store takes for index.json.
-export {withFileLock} from './lock.js'
+export {defaultDataDir, defaultStoreRoot} from '../paths.js'
+export {describeStore} from './paths.js'
 // For walking an image's graph in the store (doctor checks every tag's content is there).
 export {walkGraph, type GraphNode} from './graph.js'
 export type {

@@ -9,7 +9,7 @@ import {isRecord, MAX_MANIFEST_BYTES, validateDescriptor} from '../oci/manifest.
 import {MediaType} from '../oci/media-types.js'
 import type {ImageIndex} from '../oci/types.js'
 import {errorCode, syncDirectory, writeFileAtomically} from '../fs-util.js'
-import {withFileLock} from './lock.js'
+import {withFileLock} from '../file-lock.js'
 import type {StorePaths} from './paths.js'
 
 export const OCI_LAYOUT_VERSION = '1.0.0'

@@ -4,7 +4,7 @@
  */
 import {AegisError} from '../errors.js'
 import {LocalStore} from './local-store.js'
-import {defaultStoreRoot} from './paths.js'
+import {defaultStoreRoot} from '../paths.js'
 import type {ImportedImage} from './types.js'
 
 /** The store at `defaultStoreRoot()` (AEGIS_KIT_HOME, else the user's data directory). */

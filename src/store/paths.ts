@@ -1,32 +1,8 @@
 /**
- * Where the store lives and where each file sits inside it. The CLI resolves the root once
- * (`defaultStoreRoot()` or a flag) and passes it to `LocalStore`.
+ * Where each file sits inside the store. The CLI resolves the root once (`defaultStoreRoot()` in
+ * src/paths.ts, or a flag) and passes it to `LocalStore`.
  */
-import {homedir} from 'node:os'
-import {dirname, isAbsolute, join, resolve} from 'node:path'
-
-/**
- * `$AEGIS_KIT_HOME/store` when AEGIS_KIT_HOME is set, else the platform's per-user data directory:
- * `$XDG_DATA_HOME/aegis-kit/store` (XDG only counts when absolute, as the spec says),
- * `~/.local/share/aegis-kit/store`, or `~/Library/Application Support/aegis-kit/store` on macOS.
- */
-export function defaultStoreRoot(
-  env: NodeJS.ProcessEnv = process.env,
-  platform: NodeJS.Platform = process.platform,
-  home: string = homedir(),
-): string {
-  const kitHome = env.AEGIS_KIT_HOME
-  if (kitHome) return resolve(kitHome, 'store')
-  if (platform === 'darwin') return join(home, 'Library', 'Application Support', 'aegis-kit', 'store')
-  if (platform === 'win32') return join(env.LOCALAPPDATA || join(home, 'AppData', 'Local'), 'aegis-kit', 'store')
-  const dataHome = env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(home, '.local', 'share')
-  return join(dataHome, 'aegis-kit', 'store')
-}
-
-/** aegis-kit's data directory, the store's parent: build cache, unpacked roots, instances, workspaces. */
-export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return dirname(defaultStoreRoot(env))
-}
+import {join, resolve} from 'node:path'
 
 /**
  * How error messages name a store, e.g. "no image x:1 in the store (AEGIS_KIT_HOME=/srv/kits)":

@@ -14,7 +14,7 @@ import {ensureLayout, readIndexFile} from './layout.js'
 import {LEASE_SUFFIX, oldestLiveLease} from './leases.js'
 import type {LocalStore} from './local-store.js'
 import {processAlive} from '../process-identity.js'
-import {withFileLock} from './lock.js'
+import {withFileLock} from '../file-lock.js'
 import {sweepStaleTempDirs} from './owned-temp.js'
 import type {PruneResult} from './types.js'
 

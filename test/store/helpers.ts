@@ -64,7 +64,7 @@ export function compiledStoreModule(): Promise<string> {
     const out = await tempDir('compiled-')
     await writeFile(join(out, 'package.json'), '{"type":"module"}')
     await symlink(join(repoRoot, 'node_modules'), join(out, 'node_modules'))
-    for (const file of ['src/errors.ts', 'src/fs-util.ts', 'src/process-identity.ts', ...(await listTs('src/oci')), ...(await listTs('src/store'))]) {
+    for (const file of ['src/errors.ts', 'src/file-lock.ts', 'src/fs-util.ts', 'src/paths.ts', 'src/process-identity.ts', ...(await listTs('src/oci')), ...(await listTs('src/store'))]) {
       const source = await readFile(join(repoRoot, file), 'utf8')
       const {outputText} = ts.transpileModule(source, {
         compilerOptions: {module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, esModuleInterop: true},

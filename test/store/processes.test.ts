@@ -12,7 +12,7 @@ import {AegisError} from '../../src/errors.js'
 import {MediaType} from '../../src/oci/media-types.js'
 import type {Descriptor} from '../../src/oci/types.js'
 import {LocalStore} from '../../src/store/index.js'
-import {withFileLock} from '../../src/store/lock.js'
+import {withFileLock} from '../../src/file-lock.js'
 import {blobNames, compiledStoreModule, makeUmociImage, removeTempDirs, run, tempDir, tempFiles} from './helpers.js'
 
 let storeModule: string
@@ -44,7 +44,7 @@ beforeAll(async () => {
   // Takes the store lock and never lets go.
   await writeFile(join(scripts, 'hold-lock.mjs'), `
     const [module, lockPath] = process.argv.slice(2)
-    const {withFileLock} = await import(module.replace(/index\\.js$/, 'lock.js'))
+    const {withFileLock} = await import(module.replace(/store\\/index\\.js$/, 'file-lock.js'))
     await withFileLock(lockPath, () => { console.log('locked'); return new Promise(() => {}) })
   `)
 })

@@ -4,7 +4,7 @@ import {formatBytes} from '../../cli/format.js'
 import {scratchRoot} from '../../builder/build.js'
 import {openStore} from '../../store/open.js'
 import {sweepStaleTempDirs} from '../../store/owned-temp.js'
-import {defaultStoreRoot} from '../../store/paths.js'
+import {defaultStoreRoot} from '../../paths.js'
 import type {PruneResult} from '../../store/index.js'
 
 export default class ImagesPrune extends BaseCommand {

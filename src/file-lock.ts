@@ -1,16 +1,16 @@
 /**
- * A cross-process lock around index.json updates: a lock file created with O_EXCL that holds
- * `pid hostname nonce`. A lock whose process is gone (killed mid-command) is stale and is broken
- * by the next command. Locks held on another host (a shared filesystem) are never broken
- * automatically; the error names the file to delete.
+ * A cross-process lock (the store's index.json, kits/refs.json, trust records): a lock file
+ * created with O_EXCL that holds `pid hostname nonce`. A lock whose process is gone (killed
+ * mid-command) is stale and is broken by the next command. Locks held on another host (a shared
+ * filesystem) are never broken automatically; the error names the file to delete.
  */
 import {randomUUID} from 'node:crypto'
 import {link, open, readFile, rename, stat, unlink} from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {setTimeout as sleep} from 'node:timers/promises'
-import {AegisError} from '../errors.js'
-import {errorCode} from '../fs-util.js'
-import {processAlive} from '../process-identity.js'
+import {AegisError} from './errors.js'
+import {errorCode} from './fs-util.js'
+import {processAlive} from './process-identity.js'
 
 export interface LockOptions {
   /** How long to wait for another command to finish before giving up. */
