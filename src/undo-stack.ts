@@ -1,14 +1,14 @@
 /**
  * Cleanup for work that starts several things in a row (a VM's helpers, an instance's record):
  * each step, once it has acquired something, pushes how to give it back; a failure anywhere
- * unwinds the stack once, last acquired first. The shape of TC39's AsyncDisposableStack (`defer`,
- * `move`), which Node 20 lacks, plus the reason for the unwinding, which an undo may report.
+ * unwinds the stack once, last acquired first. The shape of TC39's AsyncDisposableStack's `defer`
+ * (Node 20 lacks it), plus the reason for the unwinding, which an undo may report.
  */
 
 type Undo = (reason: unknown) => unknown
 
 export class UndoStack {
-  private undos: Undo[] = []
+  private readonly undos: Undo[] = []
   private unwound: Promise<void> | undefined
 
   /** Adds `undo`, to run before every undo added earlier. */
@@ -18,24 +18,12 @@ export class UndoStack {
   }
 
   /**
-   * A new stack holding this one's undos, this one left empty: the start succeeded and what it
-   * acquired now belongs to whoever unwinds the new stack (e.g. when the VM exits).
-   */
-  move(): UndoStack {
-    const moved = new UndoStack()
-    moved.undos = this.undos
-    this.undos = []
-    return moved
-  }
-
-  /**
    * Runs every undo, last added first, each once even when called again. An undo that fails does
    * not stop the ones before it; the first failure is thrown after all of them ran.
    */
   unwind(reason?: unknown): Promise<void> {
     this.unwound ??= (async () => {
-      const undos = this.undos.reverse()
-      this.undos = []
+      const undos = this.undos.splice(0).reverse()
       let failed: {error: unknown} | undefined
       for (const undo of undos) {
         try {

@@ -91,9 +91,10 @@ export class ChildProcessGroup {
     const gone = new Promise<void>((resolve) => this.watchdog.once('exit', () => resolve()))
     this.watchdog.stdin?.end('exit\n')
     let timer: NodeJS.Timeout | undefined
+    // The timer is what keeps Node running meanwhile (the watchdog is unref'd): an unref'd one
+    // would let a CLI with nothing else left exit with this wait unsettled (exit code 13).
     await Promise.race([gone, new Promise<void>((resolve) => {
       timer = setTimeout(resolve, 1000)
-      timer.unref()
     })])
     clearTimeout(timer)
   }

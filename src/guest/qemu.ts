@@ -128,8 +128,8 @@ export function checkVmTools(): string {
 
 /**
  * Boots a VM running `options.spec`, returning once QEMU runs and the spec is known; `result`
- * gives the outcome. In order: the VM's private directory, the host side (virtiofsd, the network,
- * the writable layer's disk), the control socket, QEMU itself, and the spec handed over. Each
+ * gives the outcome. In order: the VM's private directory, the control socket, the host side
+ * (virtiofsd, the network, the writable layer's disk), QEMU itself, and the spec handed over. Each
  * step pushes its undo; a failure unwinds them all, and QEMU's exit unwinds them after a run.
  */
 export async function startVm(options: VmOptions): Promise<RunningVm> {
@@ -141,11 +141,11 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
   const undo = new UndoStack()
   try {
     const runDir = await makeRunDir(undo)
+    const controlPath = path.join(runDir, 'ctl.sock')
+    const control = await listenForControl(controlPath, undo)
     const processes = new ChildProcessGroup()
     undo.defer(() => processes.stopAll())
     const host = await startHostSide(options, files, {runDir, processes}, undo)
-    const controlPath = path.join(runDir, 'ctl.sock')
-    const control = await listenForControl(controlPath, undo)
     const specBytes = awaitedLater(spec.then((value) => encodeRunSpec(value, host.plumbing)))
     const args = await qemuArguments(options, host, controlPath)
     const vm = launchQemu(qemuBinary, args, {options, processes, control, specBytes, layerDisk: host.layerDisk, cleanup: () => undo.unwind()})

@@ -12,17 +12,19 @@ import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkW
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
-import type {RenderEnvResult, ResolvedFile} from '../hooks/contract.js'
+import type {AppContext, RenderEnvResult, ResolvedFile} from '../hooks/contract.js'
 import type {Kit} from '../kit/kit.js'
+import type {Profile} from '../kit/manifest.generated.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
 import {parseDuration, parseSize} from '../kit/units.js'
-import {hostArchitecture} from '../oci/platform.js'
+import {hostArchitecture, type Architecture} from '../oci/platform.js'
+import {awaitedLater, settleAll, UndoStack} from '../undo-stack.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
 import type {InstanceRegistry} from './instances.js'
 import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
-import {prepareRootDisk, prepareRootfs} from './rootfs.js'
+import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
 import {workspaceSecretStore} from './workspace-secrets.js'
 
 export interface RunOptions {
@@ -76,35 +78,89 @@ export interface RunningInstance {
 
 const DEFAULT_MEMORY_MIB = 512
 
+/**
+ * Starts the instance in stages: the checks that cost nothing and the plan they settle, the name
+ * claimed, the image and guest prepared while the hooks render the environment, the VM booted
+ * with the workload's spec, the instance recorded as running, its health awaited. What a stage
+ * acquires goes on one undo stack, which a failure unwinds once, last acquired first.
+ */
 export async function startInstance(options: RunOptions): Promise<RunningInstance> {
-  const {kit, store} = options
+  // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
+  // checks and hooks below run, instead of before the CLI can do anything.
+  const building = awaitedLater(import('../builder/build.js'))
+  const plan = await planInstance(options)
+  const undo = new UndoStack()
+  try {
+    await claimName(plan, undo)
+    const boot = prepareBoot(plan, building)
+    const consoleLines = lineMasker(plan.secretValues, options.onOutput)
+    const vm = await bootVm(plan, boot, consoleLines)
+    const {rendered} = await boot.prepared
+    const ended = watchExit(plan, vm, consoleLines)
+    undo.defer(async () => {
+      if (!ended.exited()) await vm.stop(5000)
+      // The record says how the VM ended before the claim's undo says why the start failed.
+      await ended.result
+    })
+    const accel = await boot.accel
+    await plan.registry?.update(plan.name, {status: 'running', accel})
+    const urls = instanceUrls(plan, rendered)
+    const healthyMs = await waitUntilHealthy(plan, vm, ended, urls)
+    return {name: plan.name, workspace: plan.workspace, urls, healthyMs, vm, result: ended.result, memoryMib: plan.memoryMib, accel}
+  } catch (error) {
+    return undo.failWith(error)
+  }
+}
+
+/** What the checks settled before anything starts: who the instance is and what it gets. */
+interface InstancePlan {
+  options: RunOptions
+  kit: Kit
+  name: string
+  /** The guest's, which is the host's: the image's platform to run. */
+  architecture: Architecture
+  profile: Profile | undefined
+  expose: ExposeMapping[]
+  /** QEMU's path, checked. */
+  qemu: string
+  network: NetworkBackend
+  /** The --guest artifact, checked; undefined: this host's own guest. */
+  chosenGuest: StoredGuest | undefined
+  workspace: string
+  app: AppContext
+  memoryMib: number
+  vcpus: number
+  /** undefined keeps the tmpfs layer (see guest/writable-layer.ts). */
+  writableLayerBytes: number | undefined
+  secrets: Record<string, string>
+  secretValues: string[]
+  registry: InstanceRegistry | undefined
+  cacheDir: string
+}
+
+/** Cheap checks first: a wrong flag or a missing tool should not cost a build. */
+async function planInstance(options: RunOptions): Promise<InstancePlan> {
+  const {kit} = options
   const manifest = kit.manifest
   const name = options.name ?? manifest.name
   const architecture = hostArchitecture()
-  // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
-  // checks and hooks below run, instead of before the CLI can do anything.
-  const building = import('../builder/build.js')
-  building.catch(() => undefined) // awaited below; a failure must not count as unhandled meanwhile
-
   const profile = options.profile === undefined ? undefined : manifest.profiles?.[options.profile]
   const expose = options.expose.length > 0 ? options.expose : profilePorts(profile)
-
-  // Cheap checks first: a wrong flag or a missing tool should not cost a build.
   const qemu = checkVmTools()
   await checkAccelChoice(options.accel ?? 'auto')
   const network = options.network(expose)
   await network.check?.()
   if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
   if (options.initrd !== undefined) await checkInitrdFile(options.initrd, '--initrd')
-  const chosenGuest = options.guest === undefined ? undefined : await loadGuest(store, options.guest)
+  const chosenGuest = options.guest === undefined ? undefined : await loadGuest(options.store, options.guest)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
   const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: expose})
   const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
   checkMemory(memoryMib, `the memory of ${name}`)
   app.resources.memory_mb = memoryMib
-  app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1
-  // validate has checked that it parses; undefined keeps the tmpfs layer (see guest/writable-layer.ts).
+  const vcpus = (app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1)
+  // validate has checked that it parses.
   const writableLayerBytes = manifest.resources?.disk === undefined ? undefined : parseSize(manifest.resources.disk)
   if (writableLayerBytes !== undefined) await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
   const secrets = resolveSecrets(kit, options.secrets, {
@@ -112,164 +168,238 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
     onWarning: (message) => options.onStatus(`warning: ${message}`),
   })
-  const secretValues = Object.values(secrets)
+  return {
+    options, kit, name, architecture, profile, expose, qemu, network, chosenGuest, workspace, app, memoryMib, vcpus, writableLayerBytes,
+    secrets, secretValues: Object.values(secrets), registry: options.registry, cacheDir: path.join(options.dataDir, 'cache'),
+  }
+}
 
-  // The name is ours from here on: a second instance of it would share the workspace.
-  const registry = options.registry
-  await registry?.claim({
-    name, kit: manifest.name, pid: process.pid, pidStart: processStartTime(process.pid), startedAt: new Date().toISOString(),
-    status: 'starting', detached: options.detached ?? false, ports: expose, workspace, memoryMib, vcpus: app.resources.vcpus, urls: [],
+/** The name is ours from here on (a second instance of it would share the workspace), until a failed start gives it back. */
+async function claimName(plan: InstancePlan, undo: UndoStack): Promise<void> {
+  const {registry, name, options} = plan
+  if (!registry) return
+  await registry.claim({
+    name, kit: plan.kit.manifest.name, pid: process.pid, pidStart: processStartTime(process.pid), startedAt: new Date().toISOString(),
+    status: 'starting', detached: options.detached ?? false, ports: plan.expose, workspace: plan.workspace, memoryMib: plan.memoryMib, vcpus: plan.vcpus, urls: [],
   })
+  undo.defer((failure) => release(registry, name, options.detached, {message: `${name} did not start: ${maskSecrets(messageOf(failure), plan.secretValues)}`}))
+}
+
+/** The kit's image, built or found cached, and its root ready to boot. */
+interface PreparedImage {
+  reference: string
+  rootfs: Rootfs
+  rootDisk: string
+}
+
+interface GuestFiles {
+  kernel: string
+  initrd: string
+}
+
+/** What the VM and its spec wait for: the image, the guest's files, the hooks' answers. */
+interface Prepared extends PreparedImage {
+  guest: GuestFiles
+  rendered: RenderEnvResult
+}
+
+interface BootInputs {
+  files: Promise<[PreparedImage, GuestFiles]>
+  accel: Promise<Accel>
+  /** Settles once the files and the hooks have: nothing of them outlives it. */
+  prepared: Promise<Prepared>
+  spec: Promise<RunSpec>
+  /** QEMU is spawned (or could not be): the hooks may start. */
+  launched: () => void
+}
+
+/**
+ * Starts the work the VM waits for. The VM boots as soon as the image (a cached build, checked
+ * here) and the guest's files are known. The hooks, each a Node process of its own, start once
+ * QEMU is spawned, while the guest kernel boots (1 s and more under TCG), so they do not compete
+ * with the boot path for the CPU; the workload waits for them, and a failed check stops the VM
+ * before it starts anything. Work that costs (a layer to build, the guest to assemble) waits for
+ * the config check: a bad config costs no build. See docs/architecture.md, "What run does, in order".
+ */
+function prepareBoot(plan: InstancePlan, building: Promise<typeof import('../builder/build.js')>): BootInputs {
+  const {options} = plan
+  const hooks = lazyHooks(plan)
+  options.onStatus(`building ${plan.kit.manifest.name} (cached layers are reused)`)
+  const guestFiles = bootFiles(options, plan.chosenGuest, plan.cacheDir, hooks.configGate)
+  const files = awaitedLater(settleAll([prepareImage(plan, building, hooks.configGate), guestFiles]))
+  // Probed (once per host boot) while the build is checked and the root prepared.
+  const accel = awaitedLater(guestFiles.then(({kernel}) => chooseAccel({choice: options.accel ?? 'auto', qemu: plan.qemu, kernel, cacheDir: plan.cacheDir, onStatus: options.onStatus})))
+  let launched!: () => void
+  const vmLaunched = new Promise<void>((resolve) => {
+    launched = resolve
+  })
+  const prepared = awaitedLater(settleHooksAfterLaunch(files, vmLaunched, hooks))
+  const spec = awaitedLater(prepared.then((ready) => workloadSpec(plan, ready, accel)))
+  return {files, accel, prepared, spec, launched}
+}
+
+interface LazyHooks {
+  /** Starts render_env and validate_config, once. */
+  start(): {rendering: Promise<RenderEnvResult>; configChecked: Promise<void>}
+  /** Resolves once the config check passed (starting the hooks if need be). */
+  configGate(): Promise<void>
+}
+
+function lazyHooks(plan: InstancePlan): LazyHooks {
+  const {kit, app, secrets} = plan
+  let hooks: ReturnType<LazyHooks['start']> | undefined
+  const start = () => {
+    if (hooks) return hooks
+    const rendering = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve<RenderEnvResult>({env: {}, files: [], warnings: [], urls: []})
+    return (hooks = {rendering: awaitedLater(rendering), configChecked: awaitedLater(checkConfigOrThrow(kit, app))})
+  }
+  return {start, configGate: () => start().configChecked}
+}
+
+/** The kit's image, built (or found cached), its root unpacked and made a disk. */
+async function prepareImage(plan: InstancePlan, building: Promise<typeof import('../builder/build.js')>, configGate: () => Promise<void>): Promise<PreparedImage> {
+  const {options, cacheDir} = plan
+  const {buildKit} = await building
+  const built = await buildKit(plan.kit, {store: options.store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: configGate})
+  const rootfs = await prepareRootfs(options.store, built.reference, cacheDir, plan.architecture, options.onStatus)
+  return {reference: built.reference, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
+}
+
+/**
+ * Waits for the files and, once QEMU runs, for the hooks. The hooks run even when the files
+ * failed: the error a user fixes first may be the config.
+ */
+async function settleHooksAfterLaunch(files: BootInputs['files'], vmLaunched: Promise<void>, hooks: LazyHooks): Promise<Prepared> {
+  const booting = await files.then((value) => ({value}), (error: unknown) => ({error}))
+  if ('value' in booting) await vmLaunched
+  const {rendering, configChecked} = hooks.start()
+  const [, rendered] = await settleAll([configChecked, rendering])
+  if (!('value' in booting)) throw booting.error
+  const [image, guest] = booting.value
+  return {...image, guest, rendered}
+}
+
+/** The workload's spec: its user, command and environment, and the workspace with the rendered files in it. */
+async function workloadSpec(plan: InstancePlan, prepared: Prepared, accel: Promise<Accel>): Promise<RunSpec> {
+  const {options, name} = plan
+  const {reference, rootfs, rendered} = prepared
+  for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, plan.secretValues)}`)
+  const imageConfig = rootfs.config.config ?? {}
+  const user = await resolveImageUser(rootfs.dir, imageConfig.User)
+  await prepareWorkspace(plan.workspace, rendered.files, user, plan.kit.manifest.name)
+  const profileCommand = plan.profile?.command === undefined ? undefined : typeof plan.profile.command === 'string' ? ['/bin/sh', '-c', plan.profile.command] : plan.profile.command
+  const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
+  if (command.length === 0) throw new AegisError(`the ${reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
+  const {env, secrets} = workloadEnv(plan, imageConfig.Env ?? [], rendered.env)
+  const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
+  options.onStatus(`booting ${name}: ${plan.memoryMib} MiB, ${plan.vcpus} vCPU, ${accelerator}, workspace ${plan.workspace}`)
+  return {command, env, secrets, user, workdir: imageConfig.WorkingDir || '/', ports: plan.expose.map((m) => m.guestPort), hostname: name}
+}
+
+/** Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env. */
+function workloadEnv(plan: InstancePlan, imageEnv: string[], renderedEnv: Record<string, string>): {env: Record<string, string>; secrets: Record<string, string>} {
+  const env: Record<string, string> = {}
+  for (const entry of imageEnv) {
+    const at = entry.indexOf('=')
+    if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
+  }
+  const secrets: Record<string, string> = {...plan.secrets}
+  // The profile's env is the manifest's word for this instance, so render_env cannot undo it; --env can.
+  for (const [key, value] of Object.entries({...renderedEnv, ...plan.profile?.env, ...plan.options.env})) {
+    if (plan.secretValues.includes(value)) secrets[key] = value
+    else env[key] = value
+  }
+  return {env, secrets}
+}
+
+/** Boots the VM with the files and spec as they become known; on failure, waits for the build and hooks to settle. */
+async function bootVm(plan: InstancePlan, boot: BootInputs, consoleLines: (text: string) => void): Promise<RunningVm> {
+  const {options, workspace} = plan
+  await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
+  return startVm({
+    kernel: boot.files.then(([, guest]) => guest.kernel),
+    initrd: boot.files.then(([, guest]) => guest.initrd),
+    rootDisk: boot.files.then(([{rootDisk}]) => rootDisk),
+    accel: boot.accel,
+    workspaceDir: workspace,
+    writableLayer: plan.writableLayerBytes === undefined ? undefined : {bytes: plan.writableLayerBytes, dir: path.join(options.dataDir, 'scratch')},
+    memoryMib: plan.memoryMib,
+    vcpus: plan.vcpus,
+    spec: boot.spec,
+    network: plan.network,
+    onConsole: consoleLines,
+    bootTimeoutMs: 120_000,
+    onStarted: boot.launched,
+  }).catch(async (error: unknown) => {
+    boot.launched()
+    // No hook or build outlives the error; a failed config check is the error to show first.
+    throw await boot.prepared.then(() => error, (failure: unknown) => failure)
+  })
+}
+
+interface Ending {
+  /** The VM's outcome, once the instance's record says how it ended. */
+  result: Promise<VmResult>
+  exited(): boolean
+}
+
+/** When the VM ends: the console's last line out, the record released with how it ended. */
+function watchExit(plan: InstancePlan, vm: RunningVm, consoleLines: {flush: () => void}): Ending {
+  let exited = false
+  const result = vm.result.finally(() => {
+    exited = true
+    consoleLines.flush()
+  }).then(async (ended) => {
+    await release(plan.registry, plan.name, plan.options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(plan.name, ended, plan.memoryMib)})
+    return ended
+  })
+  return {result, exited: () => exited}
+}
+
+/** URLs of the exposed UI ports, with the token render_env names for one. */
+function instanceUrls(plan: InstancePlan, rendered: RenderEnvResult): Array<{label: string; url: string}> {
+  const urls: Array<{label: string; url: string}> = []
+  for (const entry of plan.kit.manifest.routing?.expose ?? []) {
+    const hostPort = hostPortFor(plan, entry.port)
+    if (!entry.ui || hostPort === undefined) continue
+    const named = rendered.urls.find((candidate) => candidate.port === entry.port)
+    const token = named?.token_env ? plan.secrets[named.token_env] ?? rendered.env[named.token_env] : undefined
+    urls.push({label: named?.label ?? entry.name ?? 'UI', url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`})
+  }
+  return urls
+}
+
+function hostPortFor(plan: InstancePlan, guestPort: number): number | undefined {
+  return plan.expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
+}
+
+/**
+ * Waits for the kit's healthcheck, when it has one on an exposed port, and records the instance
+ * healthy. Milliseconds until healthy; undefined without a check, or when the instance was
+ * stopped (Ctrl-C) or ended while waiting, which is no error.
+ */
+async function waitUntilHealthy(plan: InstancePlan, vm: RunningVm, ended: Ending, urls: Array<{label: string; url: string}>): Promise<number | undefined> {
+  const {options} = plan
+  const health = plan.kit.manifest.healthcheck
+  const healthPort = health ? hostPortFor(plan, health.port) : undefined
+  if (!health || healthPort === undefined) return undefined
+  options.onStatus(`waiting for http://127.0.0.1:${healthPort}${health.path ?? '/'}`)
+  let healthyMs: number
   try {
-    return await bootInstance()
+    healthyMs = await waitHealthy(`http://127.0.0.1:${healthPort}${health.path ?? '/'}`, {
+      timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
+      intervalMs: parseDuration(health.interval ?? '') ?? 1000,
+      signal: options.signal,
+      stillRunning: () => !ended.exited(),
+    })
   } catch (error) {
-    await release(registry, name, options.detached, {message: `${name} did not start: ${maskSecrets(messageOf(error), secretValues)}`})
+    if (!ended.exited()) await vm.stop(5000)
+    if (options.signal.aborted || ended.exited()) return undefined
     throw error
   }
-
-  async function bootInstance(): Promise<RunningInstance> {
-
-    // The VM boots as soon as the image (a cached build, checked here) and the guest's files are
-    // known. The hooks, each a Node process of its own, start once QEMU is spawned, while the
-    // guest kernel boots (1 s and more under TCG), so they do not compete with the boot path for
-    // the CPU; the workload waits for them, and a failed check stops the VM before it starts
-    // anything. Work that costs (a layer to build, the guest to assemble) waits for the config
-    // check: a bad config costs no build. See docs/architecture.md, "What run does, in order".
-    let hooks: {rendering: Promise<RenderEnvResult>; configChecked: Promise<void>} | undefined
-    const startHooks = () => {
-      if (hooks) return hooks
-      const rendering: Promise<RenderEnvResult> = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve({env: {}, files: [], warnings: [], urls: []})
-      rendering.catch(() => undefined) // awaited below; without this an early rejection would be "unhandled"
-      const configChecked = checkConfigOrThrow(kit, app)
-      configChecked.catch(() => undefined) // awaited below
-      return (hooks = {rendering, configChecked})
-    }
-    const configGate = () => startHooks().configChecked
-    const cacheDir = path.join(options.dataDir, 'cache')
-    options.onStatus(`building ${manifest.name} (cached layers are reused)`)
-    const guestFiles = bootFiles(options, chosenGuest, cacheDir, configGate)
-    const files = settleAll([
-      (async () => {
-        const {buildKit} = await building
-        const built = await buildKit(kit, {store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: configGate})
-        const rootfs = await prepareRootfs(store, built.reference, cacheDir, architecture, options.onStatus)
-        return {built, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
-      })(),
-      guestFiles,
-    ])
-    files.catch(() => undefined) // awaited below
-    // Probed (once per host boot) while the build is checked and the root prepared.
-    const accel = guestFiles.then(({kernel}) => chooseAccel({choice: options.accel ?? 'auto', qemu, kernel, cacheDir, onStatus: options.onStatus}))
-    accel.catch(() => undefined) // startVm awaits it
-    // Resolved when QEMU is spawned, or when startVm gave up before that.
-    let launched!: () => void
-    const vmLaunched = new Promise<void>((resolve) => {
-      launched = resolve
-    })
-    const prepared = (async () => {
-      // The hooks run even when the files failed: the error a user fixes first may be the config.
-      const booting = await files.then((value) => ({value}), (error: unknown) => ({error}))
-      if ('value' in booting) await vmLaunched
-      const {rendering, configChecked} = startHooks()
-      const [, rendered] = await settleAll([configChecked, rendering])
-      if (!('value' in booting)) throw booting.error
-      const [{built, rootfs, rootDisk}, guest] = booting.value
-      return {built, rootfs, rootDisk, guest, rendered}
-    })()
-    prepared.catch(() => undefined) // awaited below
-
-    const spec = prepared.then(async ({built, rootfs, rendered}): Promise<RunSpec> => {
-      for (const warning of rendered.warnings) options.onStatus(`warning: ${maskSecrets(warning, secretValues)}`)
-      const imageConfig = rootfs.config.config ?? {}
-      const user = await resolveImageUser(rootfs.dir, imageConfig.User)
-      await prepareWorkspace(workspace, rendered.files, user, manifest.name)
-      const profileCommand = profile?.command === undefined ? undefined : typeof profile.command === 'string' ? ['/bin/sh', '-c', profile.command] : profile.command
-      const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
-      if (command.length === 0) throw new AegisError(`the ${built.reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
-
-      // Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env.
-      const env: Record<string, string> = {}
-      for (const entry of imageConfig.Env ?? []) {
-        const at = entry.indexOf('=')
-        if (at > 0) env[entry.slice(0, at)] = entry.slice(at + 1)
-      }
-      const guestSecrets: Record<string, string> = {...secrets}
-      // The profile's env is the manifest's word for this instance, so render_env cannot undo it; --env can.
-      for (const [key, value] of Object.entries({...rendered.env, ...profile?.env, ...options.env})) {
-        if (secretValues.includes(value)) guestSecrets[key] = value
-        else env[key] = value
-      }
-      const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
-      options.onStatus(`booting ${name}: ${memoryMib} MiB, ${app.resources.vcpus} vCPU, ${accelerator}, workspace ${workspace}`)
-      return {command, env, secrets: guestSecrets, user, workdir: imageConfig.WorkingDir || '/', ports: expose.map((m) => m.guestPort), hostname: name}
-    })
-    spec.catch(() => undefined) // startVm awaits it
-
-    await mkdir(workspace, {recursive: true}) // shared from the start; its files are written before the spec goes out
-    const consoleLines = lineMasker(secretValues, options.onOutput)
-    const vm = await startVm({
-      kernel: files.then(([, guest]) => guest.kernel),
-      initrd: files.then(([, guest]) => guest.initrd),
-      rootDisk: files.then(([{rootDisk}]) => rootDisk),
-      accel,
-      workspaceDir: workspace,
-      writableLayer: writableLayerBytes === undefined ? undefined : {bytes: writableLayerBytes, dir: path.join(options.dataDir, 'scratch')},
-      memoryMib,
-      vcpus: app.resources.vcpus ?? 1,
-      spec,
-      network,
-      onConsole: consoleLines,
-      bootTimeoutMs: 120_000,
-      onStarted: launched,
-    }).catch(async (error: unknown) => {
-      launched()
-      // No hook or build outlives the error; a failed config check is the error to show first.
-      throw await prepared.then(() => error, (failure: unknown) => failure)
-    })
-    const {rendered} = await prepared
-    let exited = false
-    const result = vm.result.finally(() => {
-      exited = true
-      consoleLines.flush()
-    }).then(async (ended) => {
-      await release(registry, name, options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(name, ended, memoryMib)})
-      return ended
-    })
-    const usedAccel = await accel
-    await registry?.update(name, {status: 'running', accel: usedAccel})
-
-    const urls: Array<{label: string; url: string}> = []
-    const hostPortFor = (guestPort: number) => expose.find((mapping) => mapping.guestPort === guestPort)?.hostPort
-    for (const entry of manifest.routing?.expose ?? []) {
-      const hostPort = hostPortFor(entry.port)
-      if (!entry.ui || hostPort === undefined) continue
-      const named = rendered.urls.find((candidate) => candidate.port === entry.port)
-      const token = named?.token_env ? secrets[named.token_env] ?? rendered.env[named.token_env] : undefined
-      urls.push({label: named?.label ?? entry.name ?? 'UI', url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`})
-    }
-
-    let healthyMs: number | undefined
-    const health = manifest.healthcheck
-    const healthPort = health ? hostPortFor(health.port) : undefined
-    if (health && healthPort !== undefined) {
-      options.onStatus(`waiting for http://127.0.0.1:${healthPort}${health.path ?? '/'}`)
-      try {
-        healthyMs = await waitHealthy(`http://127.0.0.1:${healthPort}${health.path ?? '/'}`, {
-          timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
-          intervalMs: parseDuration(health.interval ?? '') ?? 1000,
-          signal: options.signal,
-          stillRunning: () => !exited,
-        })
-      } catch (error) {
-        if (!exited) await vm.stop(5000)
-        if (options.signal.aborted || exited) return {name, workspace, urls, vm, result, memoryMib, accel: usedAccel}
-        throw error
-      }
-      // Kept without the token: the state file is for `ps`, and the token is a secret.
-      if (!exited) await registry?.update(name, {status: 'healthy', urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')}))})
-    }
-    return {name, workspace, urls, healthyMs, vm, result, memoryMib, accel: usedAccel}
-  }
+  // Kept without the token: the state file is for `ps`, and the token is a secret.
+  if (!ended.exited()) await plan.registry?.update(plan.name, {status: 'healthy', urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')}))})
+  return healthyMs
 }
 
 /**
@@ -290,13 +420,6 @@ async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, c
   if (options.kernel !== undefined && options.initrd !== undefined) return {kernel: options.kernel, initrd: options.initrd}
   const guest = chosen ?? await resolveGuest({store: options.store, cacheDir: path.join(cacheDir, 'guest'), onStatus: options.onStatus, beforeWork})
   return {kernel: options.kernel ?? guest.kernel, initrd: options.initrd ?? guest.initrd}
-}
-
-/** Awaits every promise, then throws the first failure in order: no work is left running behind an error. */
-async function settleAll<T extends readonly unknown[] | []>(promises: T): Promise<{-readonly [K in keyof T]: Awaited<T[K]>}> {
-  const results = await Promise.allSettled(promises)
-  for (const result of results) if (result.status === 'rejected') throw result.reason
-  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {-readonly [K in keyof T]: Awaited<T[K]>}
 }
 
 /**
