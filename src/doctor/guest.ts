@@ -62,8 +62,7 @@ export async function checkGuestKernel(store: LocalStore, cacheDir: string): Pro
 
 async function storedGuest(store: LocalStore, reference: string): Promise<StoredGuest | undefined> {
   try {
-    const index = await store.readIndex()
-    if (!index.manifests.some((desc) => desc.annotations?.[REF_NAME_ANNOTATION] === reference)) return undefined
+    if ((await store.lookup(reference)) === undefined) return undefined
     return await loadGuest(store, reference)
   } catch {
     return undefined // the store's own check reports what is wrong with it

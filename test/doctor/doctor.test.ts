@@ -11,7 +11,6 @@ import {sha256Digest} from '../../src/oci/digest.js'
 import {MediaType} from '../../src/oci/media-types.js'
 import type {Descriptor} from '../../src/oci/types.js'
 import {InstanceRegistry} from '../../src/runner/instances.js'
-import {sha256Hex} from '../../src/oci/digest.js'
 import {LocalStore} from '../../src/store/index.js'
 import {runCli} from '../helpers/cli.js'
 import {emptyDir, pathWithout} from '../run/helpers.js'
@@ -105,7 +104,7 @@ describe('aegis-kit doctor on a data directory with problems', {timeout: 120_000
     await store.push(config, configBytes)
     await store.push(manifest, manifestBytes)
     await store.tag(manifest, 'half-gone:1.0')
-    rmSync(store.paths.blob(sha256Hex(layer.digest)))
+    rmSync(store.blobPath(layer))
 
     // An instance whose process is gone without recording an end (SIGKILL, a reboot).
     const gone = spawnSync('true').pid
