@@ -115,9 +115,11 @@ export async function kvmDeviceProblem(device: string): Promise<string | undefin
 
 /** What the probe's outcome depends on: this boot of the host, the device, QEMU and the kernel. */
 async function probeKey(options: Omit<ChooseAccelOptions, 'choice'>, device: string): Promise<string> {
+  // Without /proc's boot id the answer is kept across reboots too: a stale answer only costs a failed boot's fallback.
   const bootId = await readFile('/proc/sys/kernel/random/boot_id', 'utf8').catch(() => 'unknown')
   // By what does not change with use: the device's number (opening it updates its times), the
   // kernel's path and size (a store blob's path is its digest, and the store touches it on use).
+  // A missing file keys as empty: the probe itself then reports it.
   const [deviceInfo, qemuInfo, kernelInfo] = await Promise.all([device, options.qemu, options.kernel].map((file) => stat(file).catch(() => undefined)))
   const files = [`${device}:${deviceInfo?.rdev ?? ''}`, `${options.qemu}:${qemuInfo?.size ?? ''}:${qemuInfo?.mtimeMs ?? ''}`, `${options.kernel}:${kernelInfo?.size ?? ''}`]
   return createHash('sha256').update([bootId.trim(), ...files].join('\n')).digest('hex')

@@ -72,7 +72,7 @@ export const APT_LISTS_DIR = '/var/lib/apt/lists'
  * (`.lz4`, `.gz`, ...) when apt is configured to keep them so, as on these machines.
  */
 export async function aptPackageLists(listsDir = APT_LISTS_DIR): Promise<string[]> {
-  const names = await readdir(listsDir).catch(() => [] as string[])
+  const names = await readdir(listsDir).catch(() => [] as string[]) // no apt lists: callers say to run apt-get update
   return names.filter((name) => /_Packages(\.\w+)?$/.test(name))
 }
 

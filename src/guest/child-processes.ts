@@ -35,7 +35,7 @@ export class ChildProcessGroup {
     // dash and busybox ash both take this script; `kill -SIG -PGID` is the form both parse.
     this.watchdog = spawn('/bin/sh', ['-c', WATCHDOG_SCRIPT], {detached: true, stdio: ['pipe', 'ignore', 'ignore']})
     this.watchdog.on('error', () => {}) // missing /bin/sh: the exit hook below still covers normal exits
-    this.watchdog.stdin?.on('error', () => {})
+    this.watchdog.stdin?.on('error', () => {}) // EPIPE once the watchdog is gone: nothing left to tell it
     this.watchdog.unref()
     process.once('exit', this.killOnExit)
   }

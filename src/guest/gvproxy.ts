@@ -197,6 +197,7 @@ async function listThrough(apiSocket: string): Promise<GvproxyForward[]> {
 }
 
 async function logTail(logFile: string): Promise<string> {
+  // gvproxy may die before writing its log: the caller falls back to its stderr.
   const text = await readFile(logFile, 'utf8').catch(() => '')
   return text.trim().split('\n').slice(-3).join('\n')
 }

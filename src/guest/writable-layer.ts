@@ -57,7 +57,7 @@ export function writableLayerDiskPath(dir: string, id: string): string {
 
 /** Deletes the disks in `dir` whose process is gone (killed before its VM's guest ran). */
 export async function removeAbandonedLayerDisks(dir: string): Promise<void> {
-  const names = await readdir(dir).catch(() => [] as string[])
+  const names = await readdir(dir).catch(() => [] as string[]) // no directory: nothing abandoned
   await Promise.all(names.map(async (name) => {
     const owner = /^rw-(\d+)-.*\.ext4$/.exec(name)?.[1]
     if (owner === undefined || processExists(Number(owner))) return

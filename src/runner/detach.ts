@@ -111,12 +111,13 @@ function parseMessage(line: string): ChannelMessage | undefined {
   try {
     return JSON.parse(line) as ChannelMessage
   } catch {
-    return undefined
+    return undefined // not one of ours (the channel carries only JSON lines); skipped
   }
 }
 
 /** The supervisor's own error (its `Error:` and `hint:` lines in the log), or a pointer to the log. */
 async function startupFailure(name: string, logFile: string, exitCode: number | null): Promise<AegisError> {
+  // No log (the supervisor died before writing one): the message below points at the exit code.
   const text = await readFile(logFile, 'utf8').catch(() => '')
   const lines = text.split('\n')
   const at = lines.findLastIndex((line) => line.startsWith('Error: '))

@@ -73,6 +73,7 @@ export class InstanceRegistry {
     const lock = path.join(this.dir(state.name), 'claim.lock')
     const handle = await open(lock, 'wx').catch(async (error: NodeJS.ErrnoException) => {
       if (error.code !== 'EEXIST') throw error
+      // Unreadable (its holder removed it meanwhile): no holder, so the lock is taken over below.
       const holder = Number((await readFile(lock, 'utf8').catch(() => '')).trim())
       if (holder > 0 && processAlive(holder)) throw instanceBusy(state.name)
       await rm(lock, {force: true})
@@ -102,13 +103,14 @@ export class InstanceRegistry {
     try {
       text = await readFile(path.join(this.dir(name), 'state.json'), 'utf8')
     } catch {
-      return undefined
+      return undefined // no record (never claimed, or removed meanwhile)
     }
     const state = JSON.parse(text) as InstanceState
     return {...state, alive: state.status !== 'exited' && processAlive(state.pid, state.pidStart)}
   }
 
   async list(): Promise<InstanceEntry[]> {
+    // No directory yet: no instances. A record that cannot be read (being rewritten) is left out of this listing.
     const names = await readdir(this.root).catch(() => [] as string[])
     const entries = await Promise.all(names.sort().map((name) => this.read(name).catch(() => undefined)))
     return entries.filter((entry): entry is InstanceEntry => entry !== undefined)
