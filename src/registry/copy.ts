@@ -7,7 +7,7 @@
  */
 import type {Readable} from 'node:stream'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
-import {MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor, selectPlatform as selectInIndex, subjectOf, successors} from '../oci/manifest.js'
+import {MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor, selectPlatform, subjectOf, successors} from '../oci/manifest.js'
 import type {ContentStore, Descriptor, Platform} from '../oci/types.js'
 import {RESUME_HINT} from './registry-error.js'
 import {DEFAULT_RETRY_POLICY, retryTransient, type RetryPolicy} from './retry.js'
@@ -80,7 +80,7 @@ interface Referrers {
 }
 
 export async function copyGraph(src: ContentStore, dst: ContentStore, root: Descriptor, options: CopyOptions = {}): Promise<CopyResult> {
-  if (options.platform && isIndex(root)) root = await selectPlatform(src, root, options.platform)
+  if (options.platform && isIndex(root)) root = await resolvePlatform(src, root, options.platform)
   if (announcesWrites(dst)) dst.prepareForWrite()
   const referrers: Referrers | undefined = options.referrers && canListReferrers(src) && canAddReferrers(dst)
     ? {src, dst, reference: typeof options.referrers === 'object' ? options.referrers.reference : options.tag}
@@ -339,12 +339,12 @@ export async function fetchManifest(store: ContentStore, desc: Descriptor): Prom
   return bytes
 }
 
-/** The manifest in `index` (recursively) for `platform`. */
-export async function selectPlatform(store: ContentStore, index: Descriptor, platform: Platform): Promise<Descriptor> {
+/** The manifest for `platform` under `index` in `store`, fetched and selected through nested indexes (selectPlatform picks in one). */
+export async function resolvePlatform(store: ContentStore, index: Descriptor, platform: Platform): Promise<Descriptor> {
   const parsed = parseManifest(index, await fetchManifest(store, index))
   if (parsed.kind !== 'index') return index
-  const match = selectInIndex(index, parsed.index, platform)
-  return isIndex(match) ? selectPlatform(store, match, platform) : match
+  const match = selectPlatform(index, parsed.index, platform)
+  return isIndex(match) ? resolvePlatform(store, match, platform) : match
 }
 
 /** Runs at most `limit` tasks at once, in call order. */
