@@ -287,6 +287,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
   const output = captureOutput(qemu, options.onConsole)
   const controlSocket = serveControl(context.control, fromControl, context.specBytes)
 
+  /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
   const host = {killedByHost: false}
   const result = awaitedLater(new Promise<VmResult>((resolve, reject) => {
     qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})))
@@ -305,7 +306,12 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
     })
   }).finally(context.cleanup))
 
-  const stop = async (graceMs = 10_000): Promise<VmResult> => {
+  return {result, stop: stopper(result, controlSocket, processes, host)}
+}
+
+/** RunningVm.stop: SIGTERM to the workload over the control port, the VM killed after `graceMs`. */
+function stopper(result: Promise<VmResult>, controlSocket: () => net.Socket | undefined, processes: ChildProcessGroup, host: {killedByHost: boolean}): RunningVm['stop'] {
+  return async (graceMs = 10_000) => {
     controlSocket()?.write('signal TERM\n')
     const timer = setTimeout(() => {
       host.killedByHost = true
@@ -317,7 +323,6 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
       clearTimeout(timer)
     }
   }
-  return {result, stop}
 }
 
 /** QEMU's console (kept, its last 64 KiB, and passed on) and its own error output. */
