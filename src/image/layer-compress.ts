@@ -13,6 +13,14 @@ import {ZstdProgram} from './layer-zstd.js'
 
 export type LayerCompression = 'gzip' | 'zstd' | 'none'
 
+/**
+ * How a gzip layer is framed. `blocks`: pigz-style 1 MiB blocks deflated in parallel
+ * (gzip-parallel.ts), the bytes independent of the thread count. `single-stream`: one zlib
+ * deflate stream over the whole tar on this thread, with gzip's header as zlib writes it but
+ * the OS byte "unknown": the bytes of zlib.gzipSync, which wrote the kit layer before.
+ */
+export type GzipFraming = 'blocks' | 'single-stream'
+
 export interface BlockCompressor {
   /** Which implementation runs, e.g. `gzip (parallel zlib, 2 threads)`, `zstd (zstd 1.5.4 binary)`. */
   readonly name: string
@@ -33,6 +41,8 @@ export interface BlockCompressor {
 
 export interface CompressorOptions {
   level?: number
+  /** Default `blocks`. */
+  gzipFraming?: GzipFraming
   threads?: number
   output: (chunk: Buffer) => void | Promise<void>
   /** The blob's file, when it goes to one: a compressor may write and hash it off the main thread. */
@@ -41,6 +51,12 @@ export interface CompressorOptions {
 
 export function createCompressor(kind: LayerCompression, options: CompressorOptions): BlockCompressor {
   if (kind === 'none') return new PassThroughCompressor(options.output)
+  if (kind === 'gzip' && options.gzipFraming === 'single-stream') {
+    const level = options.level ?? 6
+    return new StreamCompressor(zlib.createGzip({level}), `gzip (zlib ${process.versions.zlib}, level ${level}, single stream)`, options.output, (header) => {
+      header[GZIP_OS_OFFSET] = GZIP_OS_UNKNOWN // zlib writes the build host's OS: the bytes must not depend on it
+    })
+  }
   if (kind === 'gzip') {
     const gzip = new ParallelGzip(options)
     return {
@@ -57,7 +73,11 @@ export function createCompressor(kind: LayerCompression, options: CompressorOpti
       hint: 'Install zstd (apt-get install zstd), or use gzip compression.',
     })
   }
-  if (zstd.kind === 'node') return new NodeZstd(options)
+  if (zstd.kind === 'node') {
+    const level = options.level ?? 3
+    // ZSTD_c_compressionLevel is 100 in zstd.h; @types/node 20 lacks the constant.
+    return new StreamCompressor(nodeZstdFactory()!({params: {100: level}}), `zstd (Node.js zlib, level ${level}, single thread)`, options.output)
+  }
   return new ZstdProgram(zstd, {...options, threads: options.threads ?? availableParallelism()})
 }
 
@@ -100,22 +120,31 @@ function nodeZstdFactory(): ZstdFactory | undefined {
   return typeof api.createZstdCompress === 'function' ? api.createZstdCompress.bind(zlib) : undefined
 }
 
-class NodeZstd implements BlockCompressor {
+/** Byte 9 of a gzip header names the OS that wrote it; 0xff is "unknown", as Go writes it. */
+const GZIP_OS_OFFSET = 9
+const GZIP_OS_UNKNOWN = 0xff
+
+/** One of zlib's streaming compressors (Node's zstd, or gzip as one stream) on this thread. */
+class StreamCompressor implements BlockCompressor {
   takeBlock(): Buffer {
     return Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE) // written blocks stay referenced by the stream
   }
-  readonly name: string
-  private readonly stream: Transform
   private readonly done: Promise<void>
 
-  constructor(options: CompressorOptions) {
-    const level = options.level ?? 3
-    // ZSTD_c_compressionLevel is 100 in zstd.h; @types/node 20 lacks the constant.
-    this.stream = nodeZstdFactory()!({params: {100: level}})
-    this.name = `zstd (Node.js zlib, level ${level}, single thread)`
-    const output = options.output
+  constructor(
+    private readonly stream: Transform,
+    readonly name: string,
+    output: CompressorOptions['output'],
+    /** Edits the first chunk of output in place (zlib emits a whole gzip header in its first chunk). */
+    patchFirstChunk?: (chunk: Buffer) => void,
+  ) {
+    let first = true
     this.done = new Promise<void>((resolve, reject) => {
       this.stream.on('data', (chunk: Buffer) => {
+        if (first) {
+          first = false
+          patchFirstChunk?.(chunk)
+        }
         const pending = output(chunk)
         if (pending instanceof Promise) {
           this.stream.pause()

@@ -125,18 +125,29 @@ function inodeKey(hostPath: string): string {
 }
 
 /**
- * The entries in write order: parents implied (mode 0755), sorted by the UTF-8 bytes of the
- * path, an opaque-whiteout marker right after its directory (the image spec asks for it
+ * The order of a layer's entries, both by the UTF-8 bytes of names. `path-bytes`: whole paths
+ * compared (`a-b` before `a/x`). `depth-first`: a directory's whole contents right after it,
+ * siblings compared (`a/x` before `a-b`), as a recursive directory walk lists them; the kit
+ * layer was written so, and a kit published again must keep its digest.
+ */
+export type EntryOrder = 'path-bytes' | 'depth-first'
+
+/**
+ * The entries in write order: parents implied (mode 0755), sorted by `order`, an
+ * opaque-whiteout marker right after its directory (the image spec asks for it
  * before siblings), and later sightings of a hardlinked inode turned into hardlinks to the
  * first. Rejects layouts an unpacker would have to guess at.
  */
-export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<EntryCommon, 'path'>): LayerEntry[] {
+export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<EntryCommon, 'path'>, order: EntryOrder = 'path-bytes'): LayerEntry[] {
   for (const path of [...byPath.keys()]) {
     for (let parent = parentOf(path); parent !== '' && !byPath.has(parent); parent = parentOf(parent)) {
       byPath.set(parent, {...implied, path: parent, type: 'directory'})
     }
   }
-  const keyed = [...byPath.values()].map((entry) => ({entry, key: Buffer.from(sortKey(entry.path), 'utf8')}))
+  // A separator below every byte a name can hold (NUL is refused) sorts a directory's contents
+  // before its siblings that extend its name.
+  const keyOf = order === 'depth-first' ? (path: string) => sortKey(path).replaceAll('/', '\u0000') : sortKey
+  const keyed = [...byPath.values()].map((entry) => ({entry, key: Buffer.from(keyOf(entry.path), 'utf8')}))
   keyed.sort((a, b) => Buffer.compare(a.key, b.key))
 
   const firstPathOfInode = new Map<string, string>()

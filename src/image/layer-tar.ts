@@ -26,12 +26,25 @@ export interface TarHeader {
   linkname?: string
 }
 
+/**
+ * How headers are written. `posix`: ustar fields ended by NUL, as GNU tar and Go's archive/tar
+ * write them, and a PAX entry only for what ustar cannot hold. `tar-stream`: byte for byte as
+ * the tar-stream package (3.x) writes them, numbers ended by a space: kit layers were written by
+ * it, and a kit published again must keep its digest.
+ */
+export type TarHeaderStyle = 'posix' | 'tar-stream'
+
 const TYPE_FLAG: Record<TarEntryType, string> = {file: '0', hardlink: '1', symlink: '2', directory: '5'}
 const MAX_OCTAL_7 = 0o7777777
 const MAX_OCTAL_11 = 0o77777777777
 
-/** The header block(s) for one entry: a PAX header entry first when needed, then ustar. */
-export function encodeTarHeader(header: TarHeader): Buffer {
+/** The header block(s) for one entry in `style`. */
+export function encodeTarHeader(header: TarHeader, style: TarHeaderStyle = 'posix'): Buffer {
+  return style === 'tar-stream' ? encodeTarStreamHeader(header) : encodePosixHeader(header)
+}
+
+/** A PAX header entry first when needed, then ustar. */
+function encodePosixHeader(header: TarHeader): Buffer {
   const name = header.type === 'directory' ? `${header.path}/` : header.path
   const pax: Array<[string, string]> = []
 
@@ -150,4 +163,86 @@ function isAscii(text: string): boolean {
 /** What old readers see in the ustar field when PAX carries the real value. */
 function asciiFallback(text: string, max: number): string {
   return text.replace(/[^\u0001-\u007f]/g, '_').slice(0, max)
+}
+
+interface TarStreamFields {
+  name: string
+  mode: number
+  uid: number
+  gid: number
+  size: number
+  mtime: number
+  typeflag: string
+  linkname: string
+}
+
+/**
+ * tar-stream 3's `pack.entry` header: ustar when the name is ASCII and splits into prefix and
+ * name, else a PAX entry with `path` (and `linkpath` for a link) whose ustar header, like the
+ * entry's own after it, is named `PaxHeader` and carries the entry's mode, owner and time.
+ */
+function encodeTarStreamHeader(header: TarHeader): Buffer {
+  const fields: TarStreamFields = {
+    name: header.type === 'directory' ? `${header.path}/` : header.path,
+    mode: header.mode,
+    uid: header.uid,
+    gid: header.gid,
+    size: header.size,
+    mtime: header.mtime,
+    typeflag: TYPE_FLAG[header.type],
+    linkname: header.linkname ?? '',
+  }
+  const plain = tarStreamBlock(fields)
+  if (plain !== undefined) return plain
+  const body = Buffer.concat([paxRecord('path', fields.name), ...(fields.linkname === '' ? [] : [paxRecord('linkpath', fields.linkname)])])
+  const standIn = {...fields, name: 'PaxHeader', linkname: fields.linkname === '' ? '' : 'PaxHeader'}
+  // Both fit ustar: the name is short ASCII and the link name, if any, too.
+  const paxHeader = tarStreamBlock({...standIn, size: body.length, typeflag: 'x'})!
+  return Buffer.concat([paxHeader, body, Buffer.alloc(tarPadding(body.length)), tarStreamBlock(standIn)!])
+}
+
+/** One ustar block as tar-stream encodes it, or undefined when the name or link name does not fit. */
+function tarStreamBlock(f: TarStreamFields): Buffer | undefined {
+  if (Buffer.byteLength(f.name) !== f.name.length) return undefined
+  let name = f.name
+  let prefix = ''
+  // tar-stream's split: leading components move to the prefix until the name fits.
+  while (name.length > 100) {
+    const slash = name.indexOf('/')
+    if (slash === -1) return undefined
+    prefix += prefix === '' ? name.slice(0, slash) : `/${name.slice(0, slash)}`
+    name = name.slice(slash + 1)
+  }
+  if (prefix.length > 155 || Buffer.byteLength(f.linkname) > 100) return undefined
+  const block = Buffer.alloc(TAR_BLOCK)
+  block.write(name, 0, 'utf8')
+  block.write(spaceOctal(f.mode & 0o7777, 6), 100, 'latin1')
+  block.write(spaceOctal(f.uid, 6), 108, 'latin1')
+  block.write(spaceOctal(f.gid, 6), 116, 'latin1')
+  if (f.size.toString(8).length > 11) writeBase256(block, 124, f.size)
+  else block.write(spaceOctal(f.size, 11), 124, 'latin1')
+  block.write(spaceOctal(Math.trunc(f.mtime), 11), 136, 'latin1')
+  block.write(f.typeflag, 156, 1, 'latin1')
+  if (f.linkname !== '') block.write(f.linkname, 157, 'utf8')
+  block.write('ustar\u000000', 257, 8, 'latin1')
+  block.write(spaceOctal(0, 6), 329, 'latin1')
+  block.write(spaceOctal(0, 6), 337, 'latin1')
+  if (prefix !== '') block.write(prefix, 345, 'utf8')
+  // The checksum field counts as eight spaces; it is still all zeros here.
+  let sum = 8 * 0x20
+  for (let i = 0; i < TAR_BLOCK; i++) sum += block[i]!
+  block.write(spaceOctal(sum, 6), 148, 'latin1')
+  return block
+}
+
+/** `width` octal digits and a space; all sevens when the value does not fit (tar-stream's encodeOct). */
+function spaceOctal(value: number, width: number): string {
+  const digits = value.toString(8)
+  return `${digits.length > width ? '7'.repeat(width) : digits.padStart(width, '0')} `
+}
+
+/** A size beyond 11 octal digits: GNU's base-256 form, a 0x80 byte then the value big-endian. */
+function writeBase256(block: Buffer, offset: number, value: number): void {
+  block[offset] = 0x80
+  for (let i = 11, rest = value; i > 0; i--, rest = Math.floor(rest / 0x100)) block[offset + i] = rest % 0x100
 }

@@ -8,9 +8,10 @@
 import {statSync} from 'node:fs'
 
 import {AegisError} from '../errors.js'
-import {MediaType, type Descriptor} from '../oci/types.js'
+import {MediaType} from '../oci/media-types.js'
+import type {Descriptor} from '../oci/types.js'
 import {GZIP_BLOCK_SIZE} from './gzip-parallel.js'
-import {createCompressor, type LayerCompression} from './layer-compress.js'
+import {createCompressor, type GzipFraming, type LayerCompression} from './layer-compress.js'
 import {
   OPAQUE_WHITEOUT,
   WHITEOUT_PREFIX,
@@ -19,15 +20,17 @@ import {
   orderEntries,
   parentOf,
   walkTree,
+  type EntryOrder,
   type LayerEntry,
   type Owner,
   type TreeOptions,
 } from './layer-entries.js'
 import {BlobOutput, MAX_PENDING_BLOCKS, TarBlocks} from './layer-output.js'
-import {TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding} from './layer-tar.js'
+import {TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding, type TarHeaderStyle} from './layer-tar.js'
 
-export type {LayerCompression} from './layer-compress.js'
-export type {TreeOptions} from './layer-entries.js'
+export type {GzipFraming, LayerCompression} from './layer-compress.js'
+export type {EntryOrder, TreeOptions} from './layer-entries.js'
+export type {TarHeaderStyle} from './layer-tar.js'
 
 export interface LayerWriterOptions {
   /** Default `gzip`. */
@@ -42,6 +45,14 @@ export interface LayerWriterOptions {
   threads?: number
   /** Called for each warning (skipped sockets, devices...), which are also returned. */
   onWarning?: (message: string) => void
+  // The three below exist for the kit layer, whose bytes were fixed before it went through this
+  // writer (its digests must not change); image layers keep the defaults.
+  /** Default `path-bytes`. */
+  order?: EntryOrder
+  /** Default `posix`. */
+  tarHeaders?: TarHeaderStyle
+  /** Default `blocks` (parallel); `single-stream` also keeps the blob's bytes independent of the thread count. */
+  gzipFraming?: GzipFraming
 }
 
 export interface EntryOptions {
@@ -150,11 +161,12 @@ export class LayerWriter {
    */
   async write(destination: string | NodeJS.WritableStream): Promise<LayerBlob> {
     const implied = {...this.owner, mode: 0o755, mtime: this.epoch}
-    const ordered = orderEntries(new Map(this.entries), implied)
+    const ordered = orderEntries(new Map(this.entries), implied, this.options.order)
     const output = new BlobOutput(destination)
     const estimatedTar = ordered.reduce((sum, e) => sum + TAR_BLOCK * 2 + (e.type === 'file' ? e.size : 0), 0)
     const compressor = createCompressor(this.compression, {
       level: this.options.level,
+      gzipFraming: this.options.gzipFraming,
       threads: this.compression === 'gzip' && estimatedTar < INLINE_GZIP_LIMIT ? 0 : this.options.threads,
       output: (chunk) => output.write(chunk),
       outputFd: output.fileDescriptor,
@@ -171,7 +183,7 @@ export class LayerWriter {
           size: entry.type === 'file' ? entry.size : 0,
           mtime: Math.max(0, Math.min(entry.mtime, this.epoch)),
           ...(entry.type === 'symlink' || entry.type === 'hardlink' ? {linkname: entry.target} : {}),
-        }))
+        }, this.options.tarHeaders))
         if (entry.type === 'file' && entry.size > 0) {
           if (typeof entry.source === 'string') await tar.putFile(entry.source, entry.size)
           else tar.put(entry.source)

@@ -1,25 +1,30 @@
 /**
  * The kit layer: the kit directory (manifest, hooks, files) as one reproducible tar+gzip, and its
- * safe unpacking. Packing sorts entries, zeroes owners and times, keeps only the executable bit
- * of modes and follows symlinks that stay inside the kit, so the same kit always gives the same
- * bytes. Unpacking treats the layer as hostile: only plain files and directories, no absolute
- * names, no `..`, no links, bounded in size.
+ * safe unpacking. Packing (through the image layers' LayerWriter) sorts entries, zeroes owners
+ * and times, keeps only the executable bit of modes and follows symlinks that stay inside the
+ * kit, so the same kit always gives the same bytes. Unpacking treats the layer as hostile: only
+ * plain files and directories, no absolute names, no `..`, no links, bounded in size.
  */
-import {lstat, mkdir, open, readdir, readFile, realpath, stat} from 'node:fs/promises'
+import {lstat, mkdir, open, readdir, realpath, stat} from 'node:fs/promises'
 import path from 'node:path'
-import type {Readable} from 'node:stream'
+import {Writable, type Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
-import {createGunzip, gzipSync} from 'node:zlib'
+import {createGunzip} from 'node:zlib'
 import {AegisError, messageOf} from '../errors.js'
-import type {Header, Pack} from 'tar-stream'
+import {LayerWriter, type LayerWriterOptions} from '../image/layer-writer.js'
 
 /** Never packed: version-control metadata and desktop litter. Everything else the kit has goes in. */
 const EXCLUDED = new Set(['.git', '.hg', '.svn', '.DS_Store'])
 /** A kit is a manifest, hooks and a few files; a layer beyond this is refused both ways. */
 export const MAX_KIT_BYTES = 256 * 1024 * 1024
 const MAX_ENTRIES = 100_000
-/** The gzip header's OS byte: "unknown", as Go writes it, so the bytes do not depend on the host. */
-const GZIP_OS_UNKNOWN = 0xff
+
+/**
+ * The kit layer's format, as it was when tar-stream and zlib.gzipSync wrote it: published kits
+ * keep their digests. Depth-first order, tar-stream's headers, one gzip stream at level 9 (the
+ * OS byte "unknown"), all times 0 and owners 0:0 (LayerWriter's defaults).
+ */
+const KIT_LAYER_FORMAT: LayerWriterOptions = {compression: 'gzip', level: 9, gzipFraming: 'single-stream', order: 'depth-first', tarHeaders: 'tar-stream'}
 
 interface PackEntry {
   name: string
@@ -27,6 +32,8 @@ interface PackEntry {
   mode: number
   /** Absolute path of the content (a symlink's target, for followed links). */
   source?: string
+  /** Bytes of a file's content. */
+  size: number
 }
 
 /** The kit directory `dir` as a deterministic gzip'd tar. */
@@ -34,37 +41,21 @@ export async function packKitLayer(dir: string): Promise<Buffer> {
   const root = await realpath(dir)
   const entries: PackEntry[] = []
   await collect(root, '', entries)
-  const tar = await import('tar-stream')
-  const pack = tar.default.pack()
-  const chunks: Buffer[] = []
-  const collecting = (async () => {
-    for await (const chunk of pack as AsyncIterable<Buffer>) chunks.push(chunk)
-  })()
-  let total = 0
+  const total = entries.reduce((sum, entry) => sum + entry.size, 0)
+  if (total > MAX_KIT_BYTES) throw new AegisError(`the kit in ${dir} is larger than ${MAX_KIT_BYTES / 1024 / 1024} MiB`, {hint: 'keep large files out of the kit directory; the image builder fetches what the image needs'})
+  const writer = new LayerWriter(KIT_LAYER_FORMAT)
   for (const entry of entries) {
-    const header = {name: entry.name, mode: entry.mode, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: ''}
-    if (entry.type === 'directory') {
-      await addEntry(pack, {...header, type: 'directory'})
-      continue
-    }
-    const body = await readFile(entry.source as string)
-    total += body.length
-    if (total > MAX_KIT_BYTES) throw new AegisError(`the kit in ${dir} is larger than ${MAX_KIT_BYTES / 1024 / 1024} MiB`, {hint: 'keep large files out of the kit directory; the image builder fetches what the image needs'})
-    await addEntry(pack, {...header, type: 'file', size: body.length}, body)
+    if (entry.type === 'directory') writer.addDirectory(entry.name, {mode: entry.mode})
+    else writer.addFile(entry.name, entry.source as string, {mode: entry.mode})
   }
-  pack.finalize()
-  await collecting
-  const gzipped = gzipSync(Buffer.concat(chunks), {level: 9})
-  gzipped[9] = GZIP_OS_UNKNOWN
-  return gzipped
-}
-
-function addEntry(pack: Pack, header: Partial<Header> & {name: string}, body?: Buffer): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (error?: Error | null): void => (error ? reject(error) : resolve())
-    if (body === undefined) pack.entry(header, done)
-    else pack.entry(header, body, done)
-  })
+  const chunks: Buffer[] = []
+  await writer.write(new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      chunks.push(chunk)
+      done()
+    },
+  }))
+  return Buffer.concat(chunks)
 }
 
 async function collect(root: string, relative: string, out: PackEntry[]): Promise<void> {
@@ -74,10 +65,10 @@ async function collect(root: string, relative: string, out: PackEntry[]): Promis
     const full = path.join(root, rel)
     const info = await lstat(full)
     if (info.isDirectory()) {
-      out.push({name: `${rel}/`, type: 'directory', mode: 0o755})
+      out.push({name: rel, type: 'directory', mode: 0o755, size: 0})
       await collect(root, rel, out)
     } else if (info.isFile()) {
-      out.push({name: rel, type: 'file', mode: fileMode(info.mode), source: full})
+      out.push({name: rel, type: 'file', mode: fileMode(info.mode), source: full, size: info.size})
     } else if (info.isSymbolicLink()) {
       out.push(await followLink(root, rel, full))
     } else {
@@ -102,7 +93,7 @@ async function followLink(root: string, rel: string, full: string): Promise<Pack
   }
   const info = await stat(target)
   if (!info.isFile()) throw new AegisError(`${rel} in the kit is a symlink to a directory`, {hint: 'link files, not directories, or move the directory into place'})
-  return {name: rel, type: 'file', mode: fileMode(info.mode), source: target}
+  return {name: rel, type: 'file', mode: fileMode(info.mode), source: target, size: info.size}
 }
 
 /** 0755 when anyone may execute the file, else 0644: nothing else of the mode is reproducible. */
