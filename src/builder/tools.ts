@@ -1,5 +1,6 @@
 /** Runs the external tools a build drives (mmdebstrap, npm) with errors that say what failed and how to fix it. */
 import {AegisError} from '../errors.js'
+import {execFileText} from '../exec.js'
 
 export interface ToolOptions {
   env?: Record<string, string>
@@ -34,33 +35,31 @@ interface WrappedToolOptions extends ToolOptions {
 }
 
 export async function runTool(command: string, args: string[], options: WrappedToolOptions = {}): Promise<string> {
-  // Loaded on the first tool run: `run` checks a cached build on its critical path and runs none.
-  const {execa} = await import('execa')
   const [file, ...fileArgs] = [...(options.wrapper ?? []), command, ...args]
-  const child = execa(file, fileArgs, {
-    env: options.env,
+  const onLine = options.onLine
+  const result = await execFileText(file, fileArgs, {
+    // Added to ours: callers name only what they set (SOURCE_DATE_EPOCH, npm's config).
+    env: {...process.env, ...options.env},
     cwd: options.cwd,
     all: true,
-    reject: false,
-    cancelSignal: options.signal,
+    signal: options.signal,
     // unshare ignores SIGTERM while its child runs; killed, it takes its namespace's processes along.
-    ...(options.wrapper ? {killSignal: 'SIGKILL' as const} : {}),
-    buffer: true,
+    killSignal: options.wrapper ? 'SIGKILL' : 'SIGTERM',
+    onLine: onLine && ((line) => {
+      if (line.trim() !== '') onLine(line)
+    }),
+  }).catch((error: unknown) => {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
   })
-  if (options.onLine) {
-    child.all?.on('data', (chunk: Buffer) => {
-      for (const line of chunk.toString('utf8').split('\n')) if (line.trim() !== '') options.onLine!(line)
-    })
-  }
-  const result = await child
-  if ((result as {code?: string}).code === 'ENOENT' || (options.wrapper && result.exitCode === 127)) {
-    const missing = (result as {code?: string}).code === 'ENOENT' ? file : command
+  if (result === undefined || (options.wrapper && result.exitCode === 127)) {
+    const missing = result === undefined ? file : command
     throw new AegisError(`${missing} is not installed`, {hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`})
   }
-  if (result.isCanceled) throw new AegisError(`${command} was interrupted`)
+  if (result.canceled) throw new AegisError(`${command} was interrupted`)
   if (result.exitCode !== 0) {
-    const tail = String(result.all ?? '').trim().split('\n').slice(-6).join('\n  ')
+    const tail = (result.all ?? '').trim().split('\n').slice(-6).join('\n  ')
     throw new AegisError(`${command} failed (exit ${result.exitCode ?? result.signal}):\n  ${tail}`, {hint: options.hint})
   }
-  return String(result.stdout ?? '')
+  return result.stdout
 }

@@ -155,19 +155,22 @@ export class DockerCredentials {
   /** Runs a helper; its output is never put in an error because it may hold the secret. */
   private async runHelper(helper: string, action: 'get' | 'store' | 'erase', input: string, options: {allowFailure?: boolean} = {}) {
     const program = `docker-credential-${helper}`
-    // Loaded here, not at the top: most commands never run a helper, and execa costs ~100 ms to import.
-    const {execa} = await import('execa')
-    const result = await execa(program, [action], {input, env: this.env, reject: false, timeout: 30_000})
-    if (result.failed && (result as {code?: string}).code === 'ENOENT') {
-      throw new AegisError(`The credential helper ${program} named in ${this.configPath} is not installed.`, {
-        hint: `Install ${program} or remove it from ${this.configPath}; run \`aegis-kit doctor\` to check the rest.`,
-      })
-    }
-    const ok = !result.failed && result.exitCode === 0
+    // Loaded here, not at the top: most commands never run a helper.
+    const {execFileText} = await import('../exec.js')
+    // Ours plus this client's environment: a helper may need our PATH or HOME.
+    const result = await execFileText(program, [action], {input, env: {...process.env, ...this.env}, timeoutMs: 30_000}).catch((error: unknown) => {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new AegisError(`The credential helper ${program} named in ${this.configPath} is not installed.`, {
+          hint: `Install ${program} or remove it from ${this.configPath}; run \`aegis-kit doctor\` to check the rest.`,
+        })
+      }
+      return undefined // It could not start otherwise (not executable, say): a failure like any other.
+    })
+    const ok = result !== undefined && !result.timedOut && result.exitCode === 0
     if (!ok && !options.allowFailure) {
-      throw new AegisError(`The credential helper ${program} failed to ${action} credentials (exit code ${result.exitCode ?? 'none'}).`)
+      throw new AegisError(`The credential helper ${program} failed to ${action} credentials (exit code ${result?.exitCode ?? 'none'}).`)
     }
-    return {ok, output: String(result.stdout).trim()}
+    return {ok, output: (result?.stdout ?? '').trim()}
   }
 }
 
