@@ -7,10 +7,6 @@
  */
 import type {Readable} from 'node:stream'
 
-// Transitional: src/image/layer-writer.ts (another part of the refactor has it open) still imports
-// MediaType from here; its working-tree copy already imports media-types.ts. Remove with its commit.
-export {MediaType} from './media-types.js'
-
 export interface Platform {
   architecture: string
   os: string
