@@ -10,7 +10,13 @@ const schema = JSON.parse(await readFile(new URL('schemas/aegis-kit.schema.json'
 const outPath = new URL('docs/manifest.md', root)
 
 // A description beside a $ref says what this field is, so it wins over the definition's (what the type is).
-const resolve = (node) => (node?.$ref ? {...schema.$defs[node.$ref.split('/').pop()], ...(node.description === undefined ? {} : {description: node.description})} : node)
+const resolve = (node) =>
+  node?.$ref
+    ? {
+        ...schema.$defs[node.$ref.split('/').pop()],
+        ...(node.description === undefined ? {} : {description: node.description}),
+      }
+    : node
 
 function typeOf(node) {
   node = resolve(node)
@@ -19,7 +25,13 @@ function typeOf(node) {
   if (node.const !== undefined) return `\`${JSON.stringify(node.const)}\``
   if (node.anyOf) return node.anyOf.map(typeOf).join(' or ')
   if (node.type === 'array') return `list of ${typeOf(node.items)}`
-  if (node.type === 'object' && node.additionalProperties && typeof node.additionalProperties === 'object' && !node.properties) return `map of ${typeOf(node.additionalProperties)}`
+  if (
+    node.type === 'object' &&
+    node.additionalProperties &&
+    typeof node.additionalProperties === 'object' &&
+    !node.properties
+  )
+    return `map of ${typeOf(node.additionalProperties)}`
   if (node.type === 'object') return 'mapping'
   return node.type ?? ''
 }
@@ -31,14 +43,23 @@ function walk(node, path, required) {
   if (path) {
     const description = (node.description ?? '').replace(/\|/g, '\\|').replace(/\n/g, ' ')
     const example = node.examples ? ` e.g. \`${JSON.stringify(node.examples[0])}\`` : ''
-    const unhonoured = UNHONOURED_FIELDS[path] === undefined ? '' : ` **Accepted, not acted on yet** (what would act on it: ${UNHONOURED_FIELDS[path].replace(/\|/g, '\\|')}).`
+    const unhonoured =
+      UNHONOURED_FIELDS[path] === undefined
+        ? ''
+        : ` **Accepted, not acted on yet** (what would act on it: ${UNHONOURED_FIELDS[path].replace(/\|/g, '\\|')}).`
     rows.push(`| \`${path}\` | ${typeOf(node)} | ${required ? 'yes' : ''} | ${description}${example}${unhonoured} |`)
   }
   if (node.properties) {
-    for (const [key, child] of Object.entries(node.properties)) walk(child, path ? `${path}.${key}` : key, (node.required ?? []).includes(key))
+    for (const [key, child] of Object.entries(node.properties))
+      walk(child, path ? `${path}.${key}` : key, (node.required ?? []).includes(key))
   }
   if (node.type === 'array' && resolve(node.items)?.properties) walk(node.items, `${path}[]`, false)
-  if (node.additionalProperties && typeof node.additionalProperties === 'object' && resolve(node.additionalProperties)?.properties) walk(node.additionalProperties, `${path}.<name>`, false)
+  if (
+    node.additionalProperties &&
+    typeof node.additionalProperties === 'object' &&
+    resolve(node.additionalProperties)?.properties
+  )
+    walk(node.additionalProperties, `${path}.<name>`, false)
   for (const branch of node.anyOf ?? []) if (resolve(branch)?.properties) walk(branch, path, false)
 }
 walk(schema, '', false)

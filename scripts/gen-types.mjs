@@ -22,7 +22,13 @@ const body = await compile(schema, 'AegisKitManifest', {
 })
 
 // The options src/kit/schema.ts's messages rely on: every error at once, with its schema and data.
-const ajv = new Ajv2020({allErrors: true, verbose: true, strict: true, allowUnionTypes: true, code: {source: true, esm: true}})
+const ajv = new Ajv2020({
+  allErrors: true,
+  verbose: true,
+  strict: true,
+  allowUnionTypes: true,
+  code: {source: true, esm: true},
+})
 // Ajv's ESM output still require()s its runtime helpers (CommonJS, `exports.default = fn`):
 // import them instead. Node's ESM gives the exports object as the default import, while vitest's
 // interop gives exports.default itself; the generated code reads `.default`, so accept both.
@@ -30,7 +36,10 @@ const imports = []
 let runtimes = 0
 const validatorCode = standaloneCode(ajv, ajv.compile(schema)).replace(/require\("([^"]+)"\)/g, (_, module) => {
   const n = runtimes++
-  imports.push(`import runtime${n}Module from '${module}.js'`, `const runtime${n} = typeof runtime${n}Module === 'function' ? {default: runtime${n}Module} : runtime${n}Module`)
+  imports.push(
+    `import runtime${n}Module from '${module}.js'`,
+    `const runtime${n} = typeof runtime${n}Module === 'function' ? {default: runtime${n}Module} : runtime${n}Module`,
+  )
   return `runtime${n}`
 })
 const validator = [
@@ -41,7 +50,10 @@ const validator = [
   '',
 ].join('\n')
 
-const outputs = [[outPath, body], [new URL('src/kit/manifest-validator.generated.ts', root), validator]]
+const outputs = [
+  [outPath, body],
+  [new URL('src/kit/manifest-validator.generated.ts', root), validator],
+]
 if (process.argv.includes('--check')) {
   for (const [path, content] of outputs) {
     const current = await readFile(path, 'utf8').catch(() => '')

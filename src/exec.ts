@@ -67,10 +67,13 @@ export function execFileText(file: string, args: string[], options: ExecOptions 
     const stderr = collect(child.stderr)
     let timedOut = false
     let canceled = false
-    const timer = options.timeoutMs === undefined ? undefined : setTimeout(() => {
-      timedOut = true
-      child.kill('SIGKILL')
-    }, options.timeoutMs)
+    const timer =
+      options.timeoutMs === undefined
+        ? undefined
+        : setTimeout(() => {
+            timedOut = true
+            child.kill('SIGKILL')
+          }, options.timeoutMs)
     let forceKill: NodeJS.Timeout | undefined
     const cancel = () => {
       canceled = true
@@ -91,7 +94,15 @@ export function execFileText(file: string, args: string[], options: ExecOptions 
     })
     child.once('close', (exitCode, signal) => {
       settle()
-      resolve({stdout: stdout(), stderr: stderr(), ...(all ? {all: all.text()} : {}), exitCode, signal, timedOut, canceled})
+      resolve({
+        stdout: stdout(),
+        stderr: stderr(),
+        ...(all ? {all: all.text()} : {}),
+        exitCode,
+        signal,
+        timedOut,
+        canceled,
+      })
     })
     child.stdin?.on('error', () => undefined) // a program that exits without reading its input
     child.stdin?.end(options.input)
@@ -112,7 +123,9 @@ class OutputBuffer {
   }
 
   text(): string {
-    return Buffer.concat(this.chunks).toString('utf8').replace(/\r?\n$/, '')
+    return Buffer.concat(this.chunks)
+      .toString('utf8')
+      .replace(/\r?\n$/, '')
   }
 }
 

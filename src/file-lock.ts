@@ -20,7 +20,11 @@ export interface LockOptions {
 /** A lock file still empty after this long belongs to a process that died between create and write. */
 const EMPTY_LOCK_GRACE_MS = 5_000
 
-export async function withFileLock<T>(lockPath: string, action: () => Promise<T>, options: LockOptions = {}): Promise<T> {
+export async function withFileLock<T>(
+  lockPath: string,
+  action: () => Promise<T>,
+  options: LockOptions = {},
+): Promise<T> {
   const token = `${process.pid} ${hostname()} ${randomUUID()}\n`
   await acquire(lockPath, token, options.timeoutMs ?? 30_000)
   try {
@@ -85,7 +89,6 @@ async function isStale(lockPath: string, holder: string): Promise<boolean> {
   if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return false
   return !processAlive(pid)
 }
-
 
 /**
  * Moves the stale file aside and checks that what moved is the stale content we saw. If another

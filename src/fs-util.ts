@@ -6,7 +6,8 @@ import {randomBytes} from 'node:crypto'
 
 /** The `code` of a Node system error (`ENOENT`, `EEXIST`, ...), if any. */
 export function errorCode(error: unknown): string | undefined {
-  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string') return error.code
+  if (typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string')
+    return error.code
   return undefined
 }
 

@@ -28,7 +28,10 @@ export async function openRegularFile(path: string, options: LocalFileOptions): 
     handle = await open(path, constants.O_RDONLY | constants.O_NONBLOCK)
   } catch (error) {
     const why = errorCode(error) === 'ENOENT' ? 'it does not exist' : messageOf(error)
-    throw new AegisError(`cannot read ${options.what} ${path}: ${why}`, {hint: `check the path of the ${options.what}`, cause: error})
+    throw new AegisError(`cannot read ${options.what} ${path}: ${why}`, {
+      hint: `check the path of the ${options.what}`,
+      cause: error,
+    })
   }
   try {
     const info = await handle.stat()
@@ -66,7 +69,9 @@ export async function readRegularFile(path: string, options: LocalFileOptions & 
 
 /** The one-line refusal of a path that exists but is not a regular file. */
 export function notRegularFile(path: string, info: Stats, what: string): AegisError {
-  return new AegisError(`${path} is not a regular file (${fileKind(info)})`, {hint: `give a regular file as the ${what}`})
+  return new AegisError(`${path} is not a regular file (${fileKind(info)})`, {
+    hint: `give a regular file as the ${what}`,
+  })
 }
 
 function fileKind(info: Stats): string {

@@ -24,7 +24,8 @@ export function defaultStoreRoot(
   if (kitHome) return resolve(kitHome, 'store')
   if (platform === 'darwin') return join(home, 'Library', 'Application Support', 'aegis-kit', 'store')
   if (platform === 'win32') return join(env.LOCALAPPDATA || join(home, 'AppData', 'Local'), 'aegis-kit', 'store')
-  const dataHome = env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(home, '.local', 'share')
+  const dataHome =
+    env.XDG_DATA_HOME && isAbsolute(env.XDG_DATA_HOME) ? env.XDG_DATA_HOME : join(home, '.local', 'share')
   return join(dataHome, 'aegis-kit', 'store')
 }
 

@@ -11,10 +11,20 @@ export interface RememberOptions<T> {
  * `compute()`, remembered in `memoFile` for as long as `stamp` (what the answer depends on: file
  * sizes and times, a boot id) stays the same. An unreadable file means computing again.
  */
-export async function remembered<T>(memoFile: string, stamp: string, compute: () => Promise<T>, options: RememberOptions<T> = {}): Promise<T> {
+export async function remembered<T>(
+  memoFile: string,
+  stamp: string,
+  compute: () => Promise<T>,
+  options: RememberOptions<T> = {},
+): Promise<T> {
   try {
     const saved = JSON.parse(await readFile(memoFile, 'utf8')) as {stamp: string; value: T; savedAt?: number}
-    if (saved.stamp === stamp && saved.value !== undefined && (options.stillValid?.(saved.value, saved.savedAt ?? 0) ?? true)) return saved.value
+    if (
+      saved.stamp === stamp &&
+      saved.value !== undefined &&
+      (options.stillValid?.(saved.value, saved.savedAt ?? 0) ?? true)
+    )
+      return saved.value
   } catch {
     // not computed yet, or unreadable: compute it
   }

@@ -55,8 +55,12 @@ export function awaitedLater<T>(promise: Promise<T>): Promise<T> {
 }
 
 /** Awaits every promise, then throws the first failure in order: no work is left running behind an error. */
-export async function settleAll<T extends readonly unknown[] | []>(promises: T): Promise<{-readonly [K in keyof T]: Awaited<T[K]>}> {
+export async function settleAll<T extends readonly unknown[] | []>(
+  promises: T,
+): Promise<{-readonly [K in keyof T]: Awaited<T[K]>}> {
   const results = await Promise.allSettled(promises)
   for (const result of results) if (result.status === 'rejected') throw result.reason
-  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {-readonly [K in keyof T]: Awaited<T[K]>}
+  return results.map((result) => (result as PromiseFulfilledResult<unknown>).value) as {
+    -readonly [K in keyof T]: Awaited<T[K]>
+  }
 }

@@ -17,7 +17,10 @@ export default function setup(): () => void {
     }
     // A test killed mid-build could leave a mount under it (a bind of the host's /dev/shm, say):
     // removing through it would delete the host's files, so such a directory is kept.
-    const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((line) => line.split(' ')[4]).filter((point) => point?.startsWith(`${runDir}/`))
+    const mounted = readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .map((line) => line.split(' ')[4])
+      .filter((point) => point?.startsWith(`${runDir}/`))
     if (mounted.length > 0) {
       console.log(`test temporary files kept in ${runDir}: mounts remain under it (${mounted.join(', ')})`)
       return

@@ -46,11 +46,15 @@ describe('UndoStack', () => {
 describe('settleAll', () => {
   it('waits for every promise, then throws the first failure in order', async () => {
     let slowDone = false
-    const slow = new Promise<void>((resolve) => setTimeout(() => {
-      slowDone = true
-      resolve()
-    }, 20))
-    await expect(settleAll([Promise.reject(new Error('first')), slow, Promise.reject(new Error('second'))])).rejects.toThrow('first')
+    const slow = new Promise<void>((resolve) =>
+      setTimeout(() => {
+        slowDone = true
+        resolve()
+      }, 20),
+    )
+    await expect(
+      settleAll([Promise.reject(new Error('first')), slow, Promise.reject(new Error('second'))]),
+    ).rejects.toThrow('first')
     expect(slowDone).toBe(true)
     expect(await settleAll([Promise.resolve(1), 'two'])).toEqual([1, 'two'])
   })

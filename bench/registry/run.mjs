@@ -18,7 +18,18 @@
  */
 import {execFileSync, spawn} from 'node:child_process'
 import {createHash, randomBytes} from 'node:crypto'
-import {closeSync, mkdirSync, openSync, readFileSync, readSync, renameSync, rmSync, statSync, writeFileSync, writeSync} from 'node:fs'
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs'
 import {createServer} from 'node:net'
 import {loadavg} from 'node:os'
 import {join} from 'node:path'
@@ -47,9 +58,14 @@ function time(command, args, env = {}) {
 }
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b)
-  return sorted.length % 2 ? sorted[sorted.length >> 1] : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2
+  return sorted.length % 2
+    ? sorted[sorted.length >> 1]
+    : (sorted[sorted.length / 2 - 1] + sorted[sorted.length / 2]) / 2
 }
-const load = () => loadavg().map((n) => n.toFixed(2)).join(' ')
+const load = () =>
+  loadavg()
+    .map((n) => n.toFixed(2))
+    .join(' ')
 
 // ---- 1. The image: an OCI layout written directly, uncompressed tar layers of random bytes ----
 
@@ -58,7 +74,7 @@ function sha256File(path) {
   const fd = openSync(path, 'r')
   const buffer = Buffer.alloc(8 << 20)
   try {
-    for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0;) hash.update(buffer.subarray(0, n))
+    for (let n; (n = readSync(fd, buffer, 0, buffer.length, null)) > 0; ) hash.update(buffer.subarray(0, n))
   } finally {
     closeSync(fd)
   }
@@ -83,25 +99,60 @@ function buildImage(layout) {
     for (let left = size; left > 0; left -= 4 << 20) writeSync(fd, randomBytes(Math.min(left, 4 << 20)))
     closeSync(fd)
     const tar = join(work, `layer-${i}.tar`)
-    execFileSync('tar', ['--sort=name', '--mtime=@0', '--owner=0', '--group=0', '--numeric-owner', '-C', root, '-cf', tar, '.'])
+    execFileSync('tar', [
+      '--sort=name',
+      '--mtime=@0',
+      '--owner=0',
+      '--group=0',
+      '--numeric-owner',
+      '-C',
+      root,
+      '-cf',
+      tar,
+      '.',
+    ])
     const hex = sha256File(tar)
     renameSync(tar, join(layout, 'blobs/sha256', hex))
-    layers.push({mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: `sha256:${hex}`, size: statSync(join(layout, 'blobs/sha256', hex)).size})
+    layers.push({
+      mediaType: 'application/vnd.oci.image.layer.v1.tar',
+      digest: `sha256:${hex}`,
+      size: statSync(join(layout, 'blobs/sha256', hex)).size,
+    })
     rmSync(root, {recursive: true, force: true})
   })
-  const config = Buffer.from(JSON.stringify({
-    created: '2026-01-01T00:00:00Z', architecture: 'amd64', os: 'linux', config: {Cmd: ['/bin/true']},
-    rootfs: {type: 'layers', diff_ids: layers.map((l) => l.digest)},
-    history: layers.map(() => ({created: '2026-01-01T00:00:00Z', created_by: 'bench/registry'})),
-  }))
+  const config = Buffer.from(
+    JSON.stringify({
+      created: '2026-01-01T00:00:00Z',
+      architecture: 'amd64',
+      os: 'linux',
+      config: {Cmd: ['/bin/true']},
+      rootfs: {type: 'layers', diff_ids: layers.map((l) => l.digest)},
+      history: layers.map(() => ({created: '2026-01-01T00:00:00Z', created_by: 'bench/registry'})),
+    }),
+  )
   const configDesc = {mediaType: 'application/vnd.oci.image.config.v1+json', ...writeBlob(layout, config)}
-  const manifest = Buffer.from(JSON.stringify({schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: configDesc, layers}))
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: configDesc,
+      layers,
+    }),
+  )
   const manifestDesc = {mediaType: 'application/vnd.oci.image.manifest.v1+json', ...writeBlob(layout, manifest)}
-  writeFileSync(join(layout, 'index.json'), JSON.stringify({
-    schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json',
-    manifests: [{...manifestDesc, annotations: {'org.opencontainers.image.ref.name': 'bench'}}],
-  }))
-  return {layers, digest: manifestDesc.digest, bytes: layers.reduce((sum, l) => sum + l.size, 0) + config.length + manifest.length}
+  writeFileSync(
+    join(layout, 'index.json'),
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.index.v1+json',
+      manifests: [{...manifestDesc, annotations: {'org.opencontainers.image.ref.name': 'bench'}}],
+    }),
+  )
+  return {
+    layers,
+    digest: manifestDesc.digest,
+    bytes: layers.reduce((sum, l) => sum + l.size, 0) + config.length + manifest.length,
+  }
 }
 
 // ---- 2. A local docker-registry (the same config as test/helpers/registry.ts, no auth) ----
@@ -120,15 +171,28 @@ async function startRegistry(round) {
   const port = await freePort()
   const config = join(benchDir, 'registry.yml')
   const storage = join(benchDir, `registry-storage-${round}`)
-  writeFileSync(config, [
-    'version: 0.1', 'log:', '  level: warn', '  accesslog:', '    disabled: true',
-    'storage:', '  filesystem:', `    rootdirectory: ${storage}`,
-    '  maintenance:', '    uploadpurging:', '      enabled: false',
-    'http:', `  addr: 127.0.0.1:${port}`, '',
-  ].join('\n'))
+  writeFileSync(
+    config,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${storage}`,
+      '  maintenance:',
+      '    uploadpurging:',
+      '      enabled: false',
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
+  )
   const child = spawn('docker-registry', ['serve', config], {stdio: 'ignore'})
   const url = `http://127.0.0.1:${port}/v2/`
-  for (const deadline = Date.now() + 20_000; ;) {
+  for (const deadline = Date.now() + 20_000; ; ) {
     if (child.exitCode !== null) throw new Error('docker-registry exited')
     try {
       const response = await fetch(url)
@@ -154,7 +218,9 @@ async function startRegistry(round) {
 const layout = join(benchDir, 'layout')
 console.log(`building a ${layerSizes.length}-layer image of ${totalMb} MB of random data in ${layout} ...`)
 const image = buildImage(layout)
-console.log(`  ${(image.bytes / 1e6).toFixed(1)} MB, layers ${image.layers.map((l) => (l.size / 1e6).toFixed(0)).join('+')} MB, manifest ${image.digest}`)
+console.log(
+  `  ${(image.bytes / 1e6).toFixed(1)} MB, layers ${image.layers.map((l) => (l.size / 1e6).toFixed(0)).join('+')} MB, manifest ${image.digest}`,
+)
 
 // skopeo gzips uncompressed layers on the way to a registry (and into an oci: layout) unless told
 // not to; aegis-kit moves them as they are. Same bytes both ways: the same digests in both repositories.
@@ -171,11 +237,22 @@ const installed = (command) => {
 }
 // The Go registry clients, when installed (scripts/install-bench-peers): oras and crane move an
 // OCI layout's blobs as they are, as aegis-kit does.
-const peers = ['skopeo', ...['oras', 'crane'].filter((tool) => installed(tool) || (console.log(`${tool} is not installed (scripts/install-bench-peers): left out`), false))]
+const peers = [
+  'skopeo',
+  ...['oras', 'crane'].filter(
+    (tool) =>
+      installed(tool) || (console.log(`${tool} is not installed (scripts/install-bench-peers): left out`), false),
+  ),
+]
 const tools = ['ours', ...peers]
 const version = {
   skopeo: () => execFileSync('skopeo', ['--version']).toString().trim(),
-  oras: () => `oras ${execFileSync('oras', ['version']).toString().match(/Version:\s*(\S+)/)?.[1]}`,
+  oras: () =>
+    `oras ${
+      execFileSync('oras', ['version'])
+        .toString()
+        .match(/Version:\s*(\S+)/)?.[1]
+    }`,
   crane: () => `crane ${execFileSync('dpkg-query', ['-W', '-f', '${Version}', 'crane']).toString()}`,
 }
 const startArgs = {skopeo: ['skopeo', ['--version']], oras: ['oras', ['version']], crane: ['crane', ['version']]}
@@ -189,8 +266,21 @@ function commands(round, host) {
       pull: () => aegis(pulled('ours'), 'images', 'pull', dest('ours')),
     },
     skopeo: {
-      push: () => ['skopeo', ['copy', ...SAME_BYTES, '--dest-tls-verify=false', `oci:${layout}:bench`, `docker://${dest('skopeo')}`]],
-      pull: () => ['skopeo', ['copy', ...SAME_BYTES, '--dest-oci-accept-uncompressed-layers', '--src-tls-verify=false', `docker://${dest('skopeo')}`, `oci:${pulled('skopeo')}:bench`]],
+      push: () => [
+        'skopeo',
+        ['copy', ...SAME_BYTES, '--dest-tls-verify=false', `oci:${layout}:bench`, `docker://${dest('skopeo')}`],
+      ],
+      pull: () => [
+        'skopeo',
+        [
+          'copy',
+          ...SAME_BYTES,
+          '--dest-oci-accept-uncompressed-layers',
+          '--src-tls-verify=false',
+          `docker://${dest('skopeo')}`,
+          `oci:${pulled('skopeo')}:bench`,
+        ],
+      ],
     },
     oras: {
       push: () => ['oras', ['cp', '--from-oci-layout', '--to-plain-http', `${layout}:bench`, dest('oras')]],
@@ -206,8 +296,13 @@ function commands(round, host) {
 }
 let registry
 try {
-  execFileSync('node', [cli, 'images', 'import', `oci-layout:${layout}:bench`, '--tag', 'bench:1'], {stdio: 'ignore', env: {...process.env, AEGIS_KIT_HOME: importHome}})
-  console.log(`\naegis-kit ${readFileSync(join(repo, 'package.json'), 'utf8').match(/"version": "([^"]+)"/)[1]}, ${peers.map((tool) => version[tool]()).join(', ')}, node ${process.version}`)
+  execFileSync('node', [cli, 'images', 'import', `oci-layout:${layout}:bench`, '--tag', 'bench:1'], {
+    stdio: 'ignore',
+    env: {...process.env, AEGIS_KIT_HOME: importHome},
+  })
+  console.log(
+    `\naegis-kit ${readFileSync(join(repo, 'package.json'), 'utf8').match(/"version": "([^"]+)"/)[1]}, ${peers.map((tool) => version[tool]()).join(', ')}, node ${process.version}`,
+  )
   console.log(`load average at start: ${load()}\n`)
   const steps = ['push', 'repush', 'pull']
   const results = Object.fromEntries(tools.map((tool) => [tool, {push: [], repush: [], pull: [], start: []}]))
@@ -219,32 +314,48 @@ try {
     const order = tools.map((_, i) => tools[(i + round) % tools.length])
     const row = Object.fromEntries(tools.map((tool) => [tool, {}]))
     for (const step of steps) {
-      for (const tool of order) results[tool][step].push(row[tool][step] = time(...run[tool][step === 'repush' ? 'push' : step]()))
+      for (const tool of order)
+        results[tool][step].push((row[tool][step] = time(...run[tool][step === 'repush' ? 'push' : step]())))
     }
     results.ours.start.push(...Array.from({length: 5}, () => time('node', [cli, '--version'])))
     for (const tool of peers) results[tool].start.push(...Array.from({length: 5}, () => time(...startArgs[tool])))
     // Like for like: every tool pushed the same manifest, byte for byte.
-    const raw = (reference) => execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reference}`]).toString()
+    const raw = (reference) =>
+      execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reference}`]).toString()
     for (const tool of peers) {
-      if (raw(run.dest('ours')) !== raw(run.dest(tool))) throw new Error(`aegis-kit and ${tool} pushed different manifests: the comparison would not be like for like`)
+      if (raw(run.dest('ours')) !== raw(run.dest(tool)))
+        throw new Error(`aegis-kit and ${tool} pushed different manifests: the comparison would not be like for like`)
     }
     for (const tool of tools) rmSync(run.pulled(tool), {recursive: true, force: true})
     registry.stop()
     registry = undefined
-    const cell = (step) => tools.map((tool) => row[tool][step].toFixed(2)).join('/').padEnd(8 * tools.length + 8)
+    const cell = (step) =>
+      tools
+        .map((tool) => row[tool][step].toFixed(2))
+        .join('/')
+        .padEnd(8 * tools.length + 8)
     console.log(`${String(round).padEnd(6)} ${steps.map(cell).join('')}${load()}`)
   }
 
   const m = (tool, step) => median(results[tool][step])
-  console.log(`\nmedians of ${rounds} rounds (s)   ${tools.map((tool) => (tool === 'ours' ? 'aegis-kit' : tool).padStart(9)).join(' ')}   ratios ours/${peers.join(', ours/')}`)
-  for (const [name, step] of [['push', 'push'], ['unchanged re-push', 'repush'], ['pull', 'pull'], ['process start', 'start']]) {
+  console.log(
+    `\nmedians of ${rounds} rounds (s)   ${tools.map((tool) => (tool === 'ours' ? 'aegis-kit' : tool).padStart(9)).join(' ')}   ratios ours/${peers.join(', ours/')}`,
+  )
+  for (const [name, step] of [
+    ['push', 'push'],
+    ['unchanged re-push', 'repush'],
+    ['pull', 'pull'],
+    ['process start', 'start'],
+  ]) {
     const ratios = peers.map((tool) => (m('ours', step) / m(tool, step)).toFixed(2)).join(', ')
     console.log(`${name.padEnd(28)} ${tools.map((tool) => m(tool, step).toFixed(3).padStart(9)).join(' ')}   ${ratios}`)
   }
   // Process start is ~0.15 s of Node and oclif against a few ms for a Go binary: the rest is the transfer itself.
   for (const step of ['push', 'pull']) {
     const net = (tool) => m(tool, step) - m(tool, 'start')
-    console.log(`${`${step} minus process start`.padEnd(28)} ${tools.map((tool) => net(tool).toFixed(3).padStart(9)).join(' ')}   ${peers.map((tool) => (net('ours') / net(tool)).toFixed(2)).join(', ')}`)
+    console.log(
+      `${`${step} minus process start`.padEnd(28)} ${tools.map((tool) => net(tool).toFixed(3).padStart(9)).join(' ')}   ${peers.map((tool) => (net('ours') / net(tool)).toFixed(2)).join(', ')}`,
+    )
   }
   console.log(`load average at end: ${load()}`)
 } finally {

@@ -25,12 +25,13 @@ const kits = process.argv.includes('--skip-openclaw') ? ['hello'] : ['hello', 'o
 const runs = Number(process.argv.find((arg) => arg.startsWith('--runs='))?.slice('--runs='.length) ?? 3)
 const guestPort = {hello: 8080, openclaw: 18789}
 
-const freePort = () => new Promise((resolve) => {
-  const server = createServer().listen(0, '127.0.0.1', () => {
-    const {port} = server.address()
-    server.close(() => resolve(port))
+const freePort = () =>
+  new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const {port} = server.address()
+      server.close(() => resolve(port))
+    })
   })
-})
 
 function descendants(pid) {
   const parents = new Map()
@@ -45,7 +46,8 @@ function descendants(pid) {
   const queue = [pid]
   while (queue.length) {
     const parent = queue.shift()
-    for (const [child, ppid] of parents) if (ppid === parent && !found.includes(child)) found.push(child), queue.push(child)
+    for (const [child, ppid] of parents)
+      if (ppid === parent && !found.includes(child)) found.push(child), queue.push(child)
   }
   return found
 }
@@ -57,7 +59,13 @@ function rssOf(pids) {
       const status = readFileSync(`/proc/${pid}/status`, 'utf8')
       const name = /^Name:\s+(.*)$/m.exec(status)[1]
       const kb = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0)
-      const key = name.startsWith('qemu') ? 'qemu' : name.includes('virtiofsd') ? 'virtiofsd' : name.includes('gvproxy') ? 'gvproxy' : null
+      const key = name.startsWith('qemu')
+        ? 'qemu'
+        : name.includes('virtiofsd')
+          ? 'virtiofsd'
+          : name.includes('gvproxy')
+            ? 'gvproxy'
+            : null
       if (key) byName[key] = (byName[key] ?? 0) + kb / 1024
     } catch {}
   }
@@ -70,7 +78,10 @@ function runUntil(args, pattern, timeoutMs) {
     const started = process.hrtime.bigint()
     const child = spawn(process.execPath, [bin, 'run', ...args], {env, stdio: ['ignore', 'pipe', 'pipe']})
     let text = ''
-    const timer = setTimeout(() => reject(new Error(`timeout waiting for ${pattern}:\n${text.slice(-2000)}`)), timeoutMs)
+    const timer = setTimeout(
+      () => reject(new Error(`timeout waiting for ${pattern}:\n${text.slice(-2000)}`)),
+      timeoutMs,
+    )
     const onData = (chunk) => {
       text += chunk
       if (pattern.test(text)) {
@@ -84,11 +95,12 @@ function runUntil(args, pattern, timeoutMs) {
   })
 }
 
-const stop = (child) => new Promise((resolve) => {
-  child.removeAllListeners('exit')
-  child.on('exit', resolve)
-  child.kill('SIGINT')
-})
+const stop = (child) =>
+  new Promise((resolve) => {
+    child.removeAllListeners('exit')
+    child.on('exit', resolve)
+    child.kill('SIGINT')
+  })
 
 console.log(`load: ${readFileSync('/proc/loadavg', 'utf8').trim()}`)
 for (const kit of kits) execFileSync(process.execPath, [bin, 'build', kit], {env, stdio: 'ignore'})
@@ -101,7 +113,13 @@ for (const kit of kits) {
   console.log(`${kit}: accelerator ${/vCPU, (KVM|TCG),/.exec(text)?.[1] ?? 'not reported'}`)
   const memory = rssOf(descendants(child.pid))
   const total = Object.values(memory).reduce((a, b) => a + b, 0)
-  console.log(`${kit}: aegis-kit run to healthy ${(ms / 1000).toFixed(1)} s; host memory ${total.toFixed(0)} MB (${Object.entries(memory).map(([k, v]) => `${k} ${v.toFixed(0)} MB`).join(', ')})`)
+  console.log(
+    `${kit}: aegis-kit run to healthy ${(ms / 1000).toFixed(1)} s; host memory ${total.toFixed(0)} MB (${Object.entries(
+      memory,
+    )
+      .map(([k, v]) => `${k} ${v.toFixed(0)} MB`)
+      .join(', ')})`,
+  )
   await stop(child)
 }
 
@@ -116,28 +134,63 @@ for (let i = 0; i < runs; i++) {
   const {ms, child} = await runUntil(['hello', '--debug', '--', 'busybox', 'sleep', '30'], firstKernelLine, 120_000)
   ours.push(ms)
   if (!append) {
-    const qemuPid = descendants(child.pid).find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('qemu-system') || readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/qemu-system'))
+    const qemuPid = descendants(child.pid).find(
+      (pid) =>
+        readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('qemu-system') ||
+        readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('/qemu-system'),
+    )
     const args = readFileSync(`/proc/${qemuPid}/cmdline`, 'utf8').split('\0')
     const arg = (flag) => args[args.indexOf(flag) + 1]
     ;[kernel, initrd, append, accel, cpu] = [arg('-kernel'), arg('-initrd'), arg('-append'), arg('-accel'), arg('-cpu')]
   }
   await stop(child)
-  bare.push(await new Promise((resolve, reject) => {
-    const started = process.hrtime.bigint()
-    const qemu = spawn('qemu-system-x86_64', ['-M', 'microvm,acpi=on', '-accel', accel, '-cpu', cpu, '-m', '256M', '-smp', '1', '-nodefaults', '-no-user-config', '-nographic', '-serial', 'stdio', '-kernel', kernel, '-initrd', initrd, '-append', append, '-no-reboot'], {stdio: ['ignore', 'pipe', 'pipe']})
-    let text = ''
-    qemu.stdout.on('data', (chunk) => {
-      text += chunk
-      if (firstKernelLine.test(text)) {
-        resolve(Number(process.hrtime.bigint() - started) / 1e6)
-        qemu.kill('SIGKILL')
-      }
-    })
-    qemu.on('exit', () => reject(new Error(`bare qemu exited:\n${text.slice(-1000)}`)))
-  }))
+  bare.push(
+    await new Promise((resolve, reject) => {
+      const started = process.hrtime.bigint()
+      const qemu = spawn(
+        'qemu-system-x86_64',
+        [
+          '-M',
+          'microvm,acpi=on',
+          '-accel',
+          accel,
+          '-cpu',
+          cpu,
+          '-m',
+          '256M',
+          '-smp',
+          '1',
+          '-nodefaults',
+          '-no-user-config',
+          '-nographic',
+          '-serial',
+          'stdio',
+          '-kernel',
+          kernel,
+          '-initrd',
+          initrd,
+          '-append',
+          append,
+          '-no-reboot',
+        ],
+        {stdio: ['ignore', 'pipe', 'pipe']},
+      )
+      let text = ''
+      qemu.stdout.on('data', (chunk) => {
+        text += chunk
+        if (firstKernelLine.test(text)) {
+          resolve(Number(process.hrtime.bigint() - started) / 1e6)
+          qemu.kill('SIGKILL')
+        }
+      })
+      qemu.on('exit', () => reject(new Error(`bare qemu exited:\n${text.slice(-1000)}`)))
+    }),
+  )
 }
 const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]
-console.log(`to the guest kernel's first line (median of ${runs}): aegis-kit run ${(median(ours) / 1000).toFixed(2)} s, bare qemu ${(median(bare) / 1000).toFixed(2)} s, ratio ${(median(ours) / median(bare)).toFixed(2)} (target <= 1.1)`)
+console.log(
+  `to the guest kernel's first line (median of ${runs}): aegis-kit run ${(median(ours) / 1000).toFixed(2)} s, bare qemu ${(median(bare) / 1000).toFixed(2)} s, ratio ${(median(ours) / median(bare)).toFixed(2)} (target <= 1.1)`,
+)
 
 // What no Node.js CLI can go under: the interpreter's own start, before the first line of ours
 // runs, and our CLI's (`--version`: Node plus oclif). Added to bare QEMU, they give the ratio a
@@ -150,4 +203,6 @@ const startOf = (args) => {
 const nodeStart = median(Array.from({length: 9}, () => startOf(['-e', '0'])))
 const cliStart = median(Array.from({length: 9}, () => startOf([bin, '--version'])))
 const floor = (ms) => ((ms + median(bare)) / median(bare)).toFixed(2)
-console.log(`floor: node -e 0 ${(nodeStart / 1000).toFixed(3)} s (ratio ${floor(nodeStart)} with nothing else), aegis-kit --version ${(cliStart / 1000).toFixed(3)} s (ratio ${floor(cliStart)})`)
+console.log(
+  `floor: node -e 0 ${(nodeStart / 1000).toFixed(3)} s (ratio ${floor(nodeStart)} with nothing else), aegis-kit --version ${(cliStart / 1000).toFixed(3)} s (ratio ${floor(cliStart)})`,
+)

@@ -34,40 +34,61 @@ const out = join(benchDir, 'out')
 const cleanedMarker = join(benchDir, 'cleaned-at')
 const SETTLE_MS = 5 * 60 * 1000
 
-const sh = (command) => execSync(command, {stdio: ['ignore', 'pipe', 'inherit'], shell: '/bin/bash', maxBuffer: 1 << 26}).toString()
+const sh = (command) =>
+  execSync(command, {stdio: ['ignore', 'pipe', 'inherit'], shell: '/bin/bash', maxBuffer: 1 << 26}).toString()
 const blobPath = (root, digest) => join(root, 'blobs/sha256', digest.slice('sha256:'.length))
 const json = (file) => JSON.parse(readFileSync(file, 'utf8'))
 
-const findManifest = () => json(join(storeRoot, 'index.json')).manifests.find((m) => m.annotations?.['org.opencontainers.image.ref.name'] === ref)
+const findManifest = () =>
+  json(join(storeRoot, 'index.json')).manifests.find(
+    (m) => m.annotations?.['org.opencontainers.image.ref.name'] === ref,
+  )
 if (!existsSync(join(storeRoot, 'index.json')) || !findManifest()) {
   console.log(`building ${ref} into ${home} (one time)...`)
-  execSync(`${join(repo, 'bin/run.js')} build ${ref.split(':')[0]}`, {stdio: 'inherit', env: {...process.env, AEGIS_KIT_HOME: home}})
+  execSync(`${join(repo, 'bin/run.js')} build ${ref.split(':')[0]}`, {
+    stdio: 'inherit',
+    env: {...process.env, AEGIS_KIT_HOME: home},
+  })
 }
 const desc = findManifest()
-if (desc.mediaType !== 'application/vnd.oci.image.manifest.v1+json') throw new Error(`${ref} is not a single-platform image manifest`)
+if (desc.mediaType !== 'application/vnd.oci.image.manifest.v1+json')
+  throw new Error(`${ref} is not a single-platform image manifest`)
 const manifest = json(blobPath(storeRoot, desc.digest))
 
 if (existsSync(out)) cleanUp() // an interrupted run's trees
 const settle = existsSync(cleanedMarker) ? statSync(cleanedMarker).mtimeMs + SETTLE_MS - Date.now() : 0
 if (settle > 0) {
-  console.log(`waiting ${Math.ceil(settle / 1000)} s: the last run's trees were deleted less than 5 minutes ago (see the top of this file)`)
+  console.log(
+    `waiting ${Math.ceil(settle / 1000)} s: the last run's trees were deleted less than 5 minutes ago (see the top of this file)`,
+  )
   await new Promise((resolve) => setTimeout(resolve, settle))
 }
 const layout = join(out, 'layout')
 mkdirSync(join(layout, 'blobs/sha256'), {recursive: true})
-for (const {digest} of [desc, manifest.config, ...manifest.layers]) linkSync(blobPath(storeRoot, digest), blobPath(layout, digest))
+for (const {digest} of [desc, manifest.config, ...manifest.layers])
+  linkSync(blobPath(storeRoot, digest), blobPath(layout, digest))
 writeFileSync(join(layout, 'oci-layout'), '{"imageLayoutVersion":"1.0.0"}')
-writeFileSync(join(layout, 'index.json'), JSON.stringify({schemaVersion: 2, manifests: [{...desc, annotations: {'org.opencontainers.image.ref.name': 'bench'}}]}))
+writeFileSync(
+  join(layout, 'index.json'),
+  JSON.stringify({
+    schemaVersion: 2,
+    manifests: [{...desc, annotations: {'org.opencontainers.image.ref.name': 'bench'}}],
+  }),
+)
 
 const compressed = manifest.layers.reduce((sum, layer) => sum + layer.size, 0)
-console.log(`image: ${ref} ${desc.digest.slice(0, 19)}: ${manifest.layers.length} layers, ${(compressed / 1e6).toFixed(1)} MB compressed; ${availableParallelism()} cores; node ${process.version}; uid ${process.getuid()}`)
+console.log(
+  `image: ${ref} ${desc.digest.slice(0, 19)}: ${manifest.layers.length} layers, ${(compressed / 1e6).toFixed(1)} MB compressed; ${availableParallelism()} cores; node ${process.version}; uid ${process.getuid()}`,
+)
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 for (const layer of manifest.layers) sh(`cat ${blobPath(storeRoot, layer.digest)} > /dev/null`) // the blobs from the page cache for both
 
-const ours = (dist) => (dest) => `node ${join(repo, 'bench/unpack/unpack-image.mjs')} ${storeRoot} ${desc.digest} ${dest} ${dist}`
+const ours = (dist) => (dest) =>
+  `node ${join(repo, 'bench/unpack/unpack-image.mjs')} ${storeRoot} ${desc.digest} ${dest} ${dist}`
 const contenders = {
   'aegis-kit unpackImage': ours(join(repo, 'dist')),
-  'umoci raw unpack': (dest) => `umoci raw unpack ${process.getuid() === 0 ? '' : '--rootless '}--image ${layout}:bench ${dest}`,
+  'umoci raw unpack': (dest) =>
+    `umoci raw unpack ${process.getuid() === 0 ? '' : '--rootless '}--image ${layout}:bench ${dest}`,
   ...(baseline === undefined ? {} : {'baseline unpackImage': ours(baseline)}),
 }
 const names = Object.keys(contenders)
@@ -77,10 +98,13 @@ const describe = {}
 /** Wall and CPU seconds (user + sys of the command and its children) under bash's `time`. */
 function time(name, dest) {
   sh('sync') // the previous run's dirty pages are not this run's cost
-  const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${contenders[name](dest)} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`).trim().split('\n').at(-1)
+  const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${contenders[name](dest)} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`)
+    .trim()
+    .split('\n')
+    .at(-1)
   const [wall, user, sys] = timed.split(' ').map(Number)
   times[name].push({wall, cpu: user + sys})
-  describe[name] ??= `${sh(`du -sb ${dest}`).split('\t')[0] / 1e6 | 0} MB, ${sh(`find ${dest} | wc -l`).trim()} paths`
+  describe[name] ??= `${(sh(`du -sb ${dest}`).split('\t')[0] / 1e6) | 0} MB, ${sh(`find ${dest} | wc -l`).trim()} paths`
   console.log(`  ${name.padEnd(24)} ${wall.toFixed(2).padStart(6)} s wall ${(user + sys).toFixed(2).padStart(6)} s cpu`)
 }
 
@@ -91,7 +115,9 @@ function cleanUp() {
 
 /** Every path's type, mode, owner, size, mtime, link target and link count, and every file's content. */
 const treeOf = (dest) =>
-  sh(`cd ${dest} && find . -mindepth 1 -printf '%p %y %m %U %G %s %T@ %l %n\\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum`)
+  sh(
+    `cd ${dest} && find . -mindepth 1 -printf '%p %y %m %U %G %s %T@ %l %n\\n' | LC_ALL=C sort && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum`,
+  )
 
 for (let run = 0; run < runs; run++) {
   console.log(`run ${run + 1}/${runs}:`)
@@ -99,7 +125,8 @@ for (let run = 0; run < runs; run++) {
   const dests = {}
   for (const [index, name] of order.entries()) time(name, (dests[name] = join(out, `dest-${run}-${index}`)))
   // Not timed: the same tree as umoci's, or the figures mean nothing.
-  if (run === 0 && treeOf(dests['aegis-kit unpackImage']) !== treeOf(dests['umoci raw unpack'])) throw new Error(`the two trees differ: diff -r ${Object.values(dests).join(' ')}`)
+  if (run === 0 && treeOf(dests['aegis-kit unpackImage']) !== treeOf(dests['umoci raw unpack']))
+    throw new Error(`the two trees differ: diff -r ${Object.values(dests).join(' ')}`)
 }
 
 const median = (values) => {
@@ -107,10 +134,19 @@ const median = (values) => {
   const mid = sorted.length >> 1
   return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
-const summary = Object.fromEntries(names.map((name) => [name, {wall: median(times[name].map((t) => t.wall)), cpu: median(times[name].map((t) => t.cpu))}]))
+const summary = Object.fromEntries(
+  names.map((name) => [
+    name,
+    {wall: median(times[name].map((t) => t.wall)), cpu: median(times[name].map((t) => t.cpu))},
+  ]),
+)
 console.log(`medians of ${runs}:`)
-for (const name of names) console.log(`  ${name.padEnd(24)} ${summary[name].wall.toFixed(2).padStart(6)} s wall ${summary[name].cpu.toFixed(2).padStart(6)} s cpu  (${describe[name]})`)
-const ratio = (name) => `${(summary[name].wall / summary['umoci raw unpack'].wall).toFixed(2)} wall, ${(summary[name].cpu / summary['umoci raw unpack'].cpu).toFixed(2)} cpu`
+for (const name of names)
+  console.log(
+    `  ${name.padEnd(24)} ${summary[name].wall.toFixed(2).padStart(6)} s wall ${summary[name].cpu.toFixed(2).padStart(6)} s cpu  (${describe[name]})`,
+  )
+const ratio = (name) =>
+  `${(summary[name].wall / summary['umoci raw unpack'].wall).toFixed(2)} wall, ${(summary[name].cpu / summary['umoci raw unpack'].cpu).toFixed(2)} cpu`
 console.log(`ratio ours / umoci (target <= 1.0): ${ratio('aegis-kit unpackImage')}`)
 if (baseline !== undefined) console.log(`ratio baseline / umoci: ${ratio('baseline unpackImage')}`)
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)

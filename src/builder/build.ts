@@ -12,7 +12,14 @@ import {AegisError} from '../errors.js'
 import type {LayerCompression, LayerWriter} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
 import {pulledKitsRoot} from '../kit/pulled.js'
-import {ARCHITECTURES, fromPlatform, hostArchitecture, isHostPlatform, toNodePackage, toPlatformName} from '../oci/platform.js'
+import {
+  ARCHITECTURES,
+  fromPlatform,
+  hostArchitecture,
+  isHostPlatform,
+  toNodePackage,
+  toPlatformName,
+} from '../oci/platform.js'
 import {artifactManifest, emptyConfig, imageIndex, jsonBlob, type Blob} from '../oci/artifact.js'
 import {parsePlatform} from '../oci/manifest.js'
 import {Annotation, MediaType} from '../oci/media-types.js'
@@ -37,7 +44,16 @@ const TOOL = 'aegis-kit'
 
 export type BuildEvent =
   | {type: 'step'; platform: string; step: string; index: number; total: number; detail: string}
-  | {type: 'layer'; platform: string; step: string; cached: boolean; digest: string; size: number; uncompressedSize: number; ms: number}
+  | {
+      type: 'layer'
+      platform: string
+      step: string
+      cached: boolean
+      digest: string
+      size: number
+      uncompressedSize: number
+      ms: number
+    }
   | {type: 'log'; platform: string; step: string; line: string}
   | {type: 'warning'; platform: string; step: string; message: string}
 
@@ -127,15 +143,24 @@ interface LockContext {
 export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildResult> {
   const started = Date.now()
   const image = kit.manifest.image
-  if (!image) throw new AegisError(`kit ${kit.manifest.name} has no image recipe`, {hint: `add an image: section with at least base: to ${kit.displayFile}`})
+  if (!image)
+    throw new AegisError(`kit ${kit.manifest.name} has no image recipe`, {
+      hint: `add an image: section with at least base: to ${kit.displayFile}`,
+    })
   const platforms = options.platforms ?? image.platforms ?? [toPlatformName(hostArchitecture())]
-  if (platforms.length === 0) throw new AegisError('no platform to build', {hint: `give --platform ${SUPPORTED_PLATFORMS.join(',')} or a part of it`})
+  if (platforms.length === 0)
+    throw new AegisError('no platform to build', {
+      hint: `give --platform ${SUPPORTED_PLATFORMS.join(',')} or a part of it`,
+    })
   for (const platform of platforms) {
-    if (!SUPPORTED_PLATFORMS.includes(platform)) throw new AegisError(`cannot build for ${platform}`, {hint: `platforms are ${SUPPORTED_PLATFORMS.join(' and ')}`})
+    if (!SUPPORTED_PLATFORMS.includes(platform))
+      throw new AegisError(`cannot build for ${platform}`, {hint: `platforms are ${SUPPORTED_PLATFORMS.join(' and ')}`})
   }
-  if (new Set(platforms).size !== platforms.length) throw new AegisError(`a platform is listed twice: ${platforms.join(',')}`)
+  if (new Set(platforms).size !== platforms.length)
+    throw new AegisError(`a platform is listed twice: ${platforms.join(',')}`)
   const epoch = options.sourceDateEpoch ?? 0
-  const sourceDate: Promise<SourceDate> = options.sourceDateEpoch === undefined ? kitSourceDate(kit.dir) : Promise.resolve({epoch, from: 'SOURCE_DATE_EPOCH'})
+  const sourceDate: Promise<SourceDate> =
+    options.sourceDateEpoch === undefined ? kitSourceDate(kit.dir) : Promise.resolve({epoch, from: 'SOURCE_DATE_EPOCH'})
   // Asked of git alongside the layers' cache lookups and awaited for the config; a build that
   // fails before then must not leave its rejection unhandled.
   sourceDate.catch(() => undefined)
@@ -153,7 +178,8 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
 
   return store.withWriteLease(async () => {
     const built: BuiltPlatform[] = []
-    for (const platform of platforms) built.push(await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options))
+    for (const platform of platforms)
+      built.push(await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options))
     let root: Descriptor
     if (built.length === 1) {
       root = built[0].manifest
@@ -164,13 +190,32 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
     // Only a build that got this far records what it resolved: a failed one leaves the lock as it was.
     const lockWritten = (await lock.state.save()) ? lock.state.displayFile : undefined
     // Each SBOM is filed under its image as a pull files referrers (`NAME:sha256-<hex>`), before the tag.
-    for (const entry of built) await store.addReferrers(entry.manifest, [{...entry.sbom, artifactType: MediaType.SpdxJson}], reference)
+    for (const entry of built)
+      await store.addReferrers(entry.manifest, [{...entry.sbom, artifactType: MediaType.SpdxJson}], reference)
     await store.setTags([{desc: root, reference}])
-    return {reference, digest: root.digest, mediaType: root.mediaType, size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0), platforms: built, ms: Date.now() - started, ...(lockWritten ? {lockWritten} : {}), created: isoTime((await sourceDate).epoch), createdFrom: (await sourceDate).from}
+    return {
+      reference,
+      digest: root.digest,
+      mediaType: root.mediaType,
+      size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0),
+      platforms: built,
+      ms: Date.now() - started,
+      ...(lockWritten ? {lockWritten} : {}),
+      created: isoTime((await sourceDate).epoch),
+      createdFrom: (await sourceDate).from,
+    }
   })
 }
 
-async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDate: Promise<SourceDate>, cache: LayerCache, lock: LockContext, options: BuildOptions): Promise<BuiltPlatform> {
+async function buildPlatform(
+  kit: Kit,
+  platform: string,
+  epoch: number,
+  sourceDate: Promise<SourceDate>,
+  cache: LayerCache,
+  lock: LockContext,
+  options: BuildOptions,
+): Promise<BuiltPlatform> {
   const store = options.store
   const image = kit.manifest.image!
   const emit = (event: BuildEvent) => options.onEvent?.(event)
@@ -183,13 +228,25 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     const registry = isRegistryReference(image.base)
     const digest = registry && !lock.updateLock ? lock.state.imageDigest(platform) : undefined
     await options.beforeWork?.()
-    base = await loadBaseImage(store, image.base, platform, digest ? {digest, lockFile: lock.state.displayFile, updateLockHint: lock.updateLockHint} : undefined)
+    base = await loadBaseImage(
+      store,
+      image.base,
+      platform,
+      digest ? {digest, lockFile: lock.state.displayFile, updateLockHint: lock.updateLockHint} : undefined,
+    )
     if (registry) lock.state.setImageDigest(platform, base.manifestDescriptor.digest)
   } else {
     const debian = image.base.debian
     const locked = lock.updateLock ? undefined : lock.state.debianPackages(platform)
     // The lock is an input: a changed lock rebuilds the base, and the same lock reuses it.
-    const keyFor = (packages: DebPackage[]) => ({step: 'debian', v: 2, debian, platform, epoch, lock: packages.map((p) => `${p.name}:${p.architecture}=${p.version}`).sort()})
+    const keyFor = (packages: DebPackage[]) => ({
+      step: 'debian',
+      v: 2,
+      debian,
+      platform,
+      epoch,
+      lock: packages.map((p) => `${p.name}:${p.architecture}=${p.version}`).sort(),
+    })
     steps.push({
       step: 'base',
       detail: `debian ${debian.suite} (${debian.variant ?? 'minbase'}${debian.packages?.length ? ` + ${debian.packages.join(', ')}` : ''})${locked ? '' : ', resolving the lock'}`,
@@ -221,7 +278,11 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
       detail: `Node.js ${version}`,
       key: {step: 'node', v: 1, version, platform, epoch},
       produce: async (writer) => {
-        const runtime = await fetchNodeRuntime(version, fromPlatform(platform), path.join(options.cacheDir, 'downloads'))
+        const runtime = await fetchNodeRuntime(
+          version,
+          fromPlatform(platform),
+          path.join(options.cacheDir, 'downloads'),
+        )
         writer.addFile(`${NODE_HOME}/bin/node`, path.join(runtime, 'bin', 'node'), {mode: 0o755})
         writer.addFile(`${NODE_HOME}/LICENSE`, path.join(runtime, 'LICENSE'), {mode: 0o644})
         writer.addSymlink('usr/local/bin/node', `${NODE_HOME}/bin/node`)
@@ -231,7 +292,10 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
   }
   if (image.npm) {
     const npm = image.npm
-    if (!image.node) throw new AegisError('image.npm needs image.node: the packages are installed with the kit\'s own Node', {hint: 'add image.node, e.g. node: 24.21.0'})
+    if (!image.node)
+      throw new AegisError("image.npm needs image.node: the packages are installed with the kit's own Node", {
+        hint: 'add image.node, e.g. node: 24.21.0',
+      })
     const node = image.node
     const allow = npm.allow_scripts ?? []
     const prefix = npm.prefix ?? NPM_PREFIX
@@ -241,17 +305,38 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
       step: 'npm',
       detail: npm.packages.join(', '),
       // The host platform's key is unchanged: its layer is built exactly as before.
-      key: {step: 'npm', v: 3, packages: npm.packages, allow, patches: npm.patches ?? [], node, platform, epoch, ...(emulatedScripts ? {scripts: 'target-node-v1'} : {}), ...(prefix !== NPM_PREFIX ? {prefix} : {})},
+      key: {
+        step: 'npm',
+        v: 3,
+        packages: npm.packages,
+        allow,
+        patches: npm.patches ?? [],
+        node,
+        platform,
+        epoch,
+        ...(emulatedScripts ? {scripts: 'target-node-v1'} : {}),
+        ...(prefix !== NPM_PREFIX ? {prefix} : {}),
+      },
       produce: async (writer, scratch) => {
         const onLine = (line: string) => emit({type: 'log', platform, step: 'npm', line})
         // Checked first: a missing emulator fails before any download.
-        const target = emulatedScripts ? await prepareTargetNode(node, platform, {cacheDir: options.cacheDir, packages: allow, onLine}) : undefined
+        const target = emulatedScripts
+          ? await prepareTargetNode(node, platform, {cacheDir: options.cacheDir, packages: allow, onLine})
+          : undefined
         // npm runs on the host: with the host's build of the kit's Node version.
         const runtime = await fetchNodeRuntime(node, hostArchitecture(), path.join(options.cacheDir, 'downloads'))
         // Staged on the host, then placed at the image's prefix: npm's bin links are relative.
         const staging = path.join(scratch, 'prefix')
-        const packages = await installNpmPackages(npm, {prefix: staging, node: path.join(runtime, 'bin', 'node'), platform, cacheDir: options.cacheDir, ...(target ? {target} : {}), onLine})
-        for (const applied of await applyNpmPatches(staging, npm.patches ?? [])) emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
+        const packages = await installNpmPackages(npm, {
+          prefix: staging,
+          node: path.join(runtime, 'bin', 'node'),
+          platform,
+          cacheDir: options.cacheDir,
+          ...(target ? {target} : {}),
+          onLine,
+        })
+        for (const applied of await applyNpmPatches(staging, npm.patches ?? []))
+          emit({type: 'log', platform, step: 'npm', line: `patched ${applied}`})
         writer.addTree(staging, {at: prefix.slice(1)})
         return packages
       },
@@ -262,7 +347,16 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     steps.push({
       step: 'files',
       detail: files.map((file) => `${file.src} → ${file.dest}`).join(', '),
-      key: {step: 'files', v: 1, files, content: await hashKitFiles(kit.dir, files.map((file) => file.src)), epoch},
+      key: {
+        step: 'files',
+        v: 1,
+        files,
+        content: await hashKitFiles(
+          kit.dir,
+          files.map((file) => file.src),
+        ),
+        epoch,
+      },
       produce: async (writer) => {
         for (const file of files) {
           const source = path.resolve(kit.dir, file.src)
@@ -304,11 +398,27 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     }
     step.done?.(layer.contents ?? [])
     const ms = Date.now() - stepStarted
-    emit({type: 'layer', platform, step: step.step, cached, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, ms})
+    emit({
+      type: 'layer',
+      platform,
+      step: step.step,
+      cached,
+      digest: layer.descriptor.digest,
+      size: layer.descriptor.size,
+      uncompressedSize: layer.uncompressedSize,
+      ms,
+    })
     layers.push(layer.descriptor)
     diffIds.push(layer.diffId)
     packages.push(...(layer.contents ?? []))
-    builtLayers.push({step: step.step, digest: layer.descriptor.digest, size: layer.descriptor.size, uncompressedSize: layer.uncompressedSize, cached, ms})
+    builtLayers.push({
+      step: step.step,
+      digest: layer.descriptor.digest,
+      size: layer.descriptor.size,
+      uncompressedSize: layer.uncompressedSize,
+      cached,
+      ms,
+    })
   }
 
   const created = isoTime((await sourceDate).epoch)
@@ -327,9 +437,22 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
   }
   const manifestDesc = await put(store, jsonBlob(MediaType.ImageManifest, manifest))
 
-  const sbom = spdxDocument({name: kit.manifest.name, version: kit.manifest.version, platform, configDigest: configDesc.digest, created, tool: TOOL}, packages)
+  const sbom = spdxDocument(
+    {
+      name: kit.manifest.name,
+      version: kit.manifest.version,
+      platform,
+      configDigest: configDesc.digest,
+      created,
+      tool: TOOL,
+    },
+    packages,
+  )
   const sbomBlob = jsonBlob(MediaType.SpdxJson, sbom)
-  const sbomArtifact = artifactManifest(MediaType.SpdxJson, [sbomBlob.descriptor], {subject: manifestDesc, annotations: {[Annotation.Created]: created}})
+  const sbomArtifact = artifactManifest(MediaType.SpdxJson, [sbomBlob.descriptor], {
+    subject: manifestDesc,
+    annotations: {[Annotation.Created]: created},
+  })
   for (const blob of [sbomBlob, emptyConfig(), sbomArtifact]) await put(store, blob)
   return {
     platform,
@@ -337,7 +460,10 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
     config: configDesc,
     layers: builtLayers,
     sbom: sbomArtifact.descriptor,
-    packages: {deb: packages.filter((p) => p.kind === 'deb').length, npm: packages.filter((p) => p.kind === 'npm').length},
+    packages: {
+      deb: packages.filter((p) => p.kind === 'deb').length,
+      npm: packages.filter((p) => p.kind === 'npm').length,
+    },
   }
 }
 
@@ -346,9 +472,17 @@ async function buildPlatform(kit: Kit, platform: string, epoch: number, sourceDa
  * commands left: those of dead owners, unless something is mounted under one.
  */
 async function sweepKilledBuilds(options: BuildOptions): Promise<void> {
-  const swept = await Promise.all([sweepStaleTempDirs(scratchRoot(options.cacheDir)), sweepStaleTempDirs(path.join(pulledKitsRoot(options.store.root), '.tmp'))])
+  const swept = await Promise.all([
+    sweepStaleTempDirs(scratchRoot(options.cacheDir)),
+    sweepStaleTempDirs(path.join(pulledKitsRoot(options.store.root), '.tmp')),
+  ])
   for (const kept of swept.flatMap((result) => result.kept)) {
-    options.onEvent?.({type: 'warning', platform: toPlatformName(hostArchitecture()), step: 'cleanup', message: `left ${kept.path} of a killed command: ${kept.reason}`})
+    options.onEvent?.({
+      type: 'warning',
+      platform: toPlatformName(hostArchitecture()),
+      step: 'cleanup',
+      message: `left ${kept.path} of a killed command: ${kept.reason}`,
+    })
   }
 }
 
@@ -362,18 +496,33 @@ async function produceLayer(step: LayerStep, store: LocalStore, options: BuildOp
   await mkdir(scratch, {recursive: true})
   try {
     const {LayerWriter} = await import('../image/layer-writer.js') // only for a layer to make: a cached build skips it
-    const writer = new LayerWriter({compression: options.compression ?? 'gzip', sourceDateEpoch: options.sourceDateEpoch ?? 0})
+    const writer = new LayerWriter({
+      compression: options.compression ?? 'gzip',
+      sourceDateEpoch: options.sourceDateEpoch ?? 0,
+    })
     const contents = (await step.produce(writer, scratch)) ?? undefined
     const blobFile = path.join(scratch, 'layer.blob')
     const blob = await writer.write(blobFile)
     await store.push(blob.descriptor, createReadStream(blobFile))
-    return {descriptor: blob.descriptor, diffId: blob.diffId, uncompressedSize: blob.uncompressedSize, ...(contents ? {contents} : {})}
+    return {
+      descriptor: blob.descriptor,
+      diffId: blob.diffId,
+      uncompressedSize: blob.uncompressedSize,
+      ...(contents ? {contents} : {}),
+    }
   } finally {
     await rm(scratch, {recursive: true, force: true})
   }
 }
 
-function imageConfig(kit: Kit, platform: string, created: string, diffIds: string[], base: BaseImage | undefined, layers: BuiltLayer[]): ImageConfig {
+function imageConfig(
+  kit: Kit,
+  platform: string,
+  created: string,
+  diffIds: string[],
+  base: BaseImage | undefined,
+  layers: BuiltLayer[],
+): ImageConfig {
   const image = kit.manifest.image!
   const baseConfig = base?.config.config ?? {}
   const env = new Map<string, string>()
@@ -385,7 +534,8 @@ function imageConfig(kit: Kit, platform: string, created: string, diffIds: strin
   const npmBin = `${image.npm?.prefix ?? NPM_PREFIX}/bin`
   env.set('PATH', `${npmBin}:${NODE_HOME}/bin:${env.get('PATH') ?? SYSTEM_PATH}`)
   for (const [name, value] of Object.entries(image.env ?? {})) env.set(name, value)
-  const argv = (command: string | string[] | undefined) => (command === undefined ? undefined : typeof command === 'string' ? ['/bin/sh', '-c', command] : command)
+  const argv = (command: string | string[] | undefined) =>
+    command === undefined ? undefined : typeof command === 'string' ? ['/bin/sh', '-c', command] : command
   const ports = (kit.manifest.routing?.expose ?? []).map((entry) => `${entry.port}/tcp`)
   const {os, architecture, variant} = platformOf(platform)
   return {
@@ -394,13 +544,20 @@ function imageConfig(kit: Kit, platform: string, created: string, diffIds: strin
     os,
     ...(variant ? {variant} : {}),
     config: {
-      ...(image.user ?? baseConfig.User ? {User: image.user ?? baseConfig.User} : {}),
+      ...((image.user ?? baseConfig.User) ? {User: image.user ?? baseConfig.User} : {}),
       ...(ports.length > 0 ? {ExposedPorts: Object.fromEntries(ports.map((port) => [port, {}]))} : {}),
       Env: [...env.entries()].map(([name, value]) => `${name}=${value}`),
-      ...(argv(image.entrypoint) ?? baseConfig.Entrypoint ? {Entrypoint: argv(image.entrypoint) ?? baseConfig.Entrypoint} : {}),
-      ...(argv(image.command) ?? baseConfig.Cmd ? {Cmd: argv(image.command) ?? baseConfig.Cmd} : {}),
+      ...((argv(image.entrypoint) ?? baseConfig.Entrypoint)
+        ? {Entrypoint: argv(image.entrypoint) ?? baseConfig.Entrypoint}
+        : {}),
+      ...((argv(image.command) ?? baseConfig.Cmd) ? {Cmd: argv(image.command) ?? baseConfig.Cmd} : {}),
       WorkingDir: image.workdir ?? baseConfig.WorkingDir ?? '/',
-      Labels: {...(baseConfig.Labels ?? {}), ...(image.labels ?? {}), 'dev.aegis.kit.name': kit.manifest.name, 'dev.aegis.kit.version': kit.manifest.version},
+      Labels: {
+        ...(baseConfig.Labels ?? {}),
+        ...(image.labels ?? {}),
+        'dev.aegis.kit.name': kit.manifest.name,
+        'dev.aegis.kit.version': kit.manifest.version,
+      },
     },
     rootfs: {type: 'layers', diff_ids: diffIds},
     history: [
@@ -425,7 +582,9 @@ function imageAnnotations(kit: Kit, created: string): Record<string, string> {
 }
 
 function debPackages(contents: PackageRecord[]): DebPackage[] {
-  return contents.filter((p) => p.kind === 'deb').map((p) => ({name: p.name, version: p.version, architecture: p.architecture ?? 'unknown'}))
+  return contents
+    .filter((p) => p.kind === 'deb')
+    .map((p) => ({name: p.name, version: p.version, architecture: p.architecture ?? 'unknown'}))
 }
 
 function platformOf(platform: string): Platform {
@@ -457,4 +616,3 @@ async function put(store: LocalStore, blob: Blob): Promise<Descriptor> {
   await store.push(blob.descriptor, blob.bytes)
   return blob.descriptor
 }
-

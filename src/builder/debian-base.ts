@@ -7,7 +7,14 @@
 import {readdir, readFile, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
-import {fromPlatform, hostArchitecture, toDebianArch, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
+import {
+  fromPlatform,
+  hostArchitecture,
+  toDebianArch,
+  toElfMachine,
+  toQemuUser,
+  type Architecture,
+} from '../oci/platform.js'
 import {lockMismatch, type DebianSpec, type DebPackage} from './lock.js'
 import {runMmdebstrap, runTool} from './tools.js'
 
@@ -36,7 +43,11 @@ export interface DebianRootOptions {
 }
 
 /** Builds the root and returns every package in it (name, exact version, architecture). */
-export async function buildDebianRoot(base: DebianSpec, rootDir: string, options: DebianRootOptions): Promise<DebPackage[]> {
+export async function buildDebianRoot(
+  base: DebianSpec,
+  rootDir: string,
+  options: DebianRootOptions,
+): Promise<DebPackage[]> {
   assertDebianHost()
   const variant = base.variant ?? 'minbase'
   const arch = fromPlatform(options.platform)
@@ -44,9 +55,12 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
   if (variant !== 'extract' && arch !== hostArchitecture()) {
     const problem = await emulationProblem(arch)
     if (problem) {
-      throw new AegisError(`cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`, {
-        hint: `install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; \`aegis-kit doctor\` shows how), or use variant: extract (no maintainer scripts, no emulation)`,
-      })
+      throw new AegisError(
+        `cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`,
+        {
+          hint: `install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; \`aegis-kit doctor\` shows how), or use variant: extract (no maintainer scripts, no emulation)`,
+        },
+      )
     }
   }
   const hooks: string[] = []
@@ -54,7 +68,10 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
     // Pin every locked version above anything else (priority > 1000 may even downgrade). apt
     // falls back to another version when the archive lacks a pinned one: the check below says so.
     const pins = path.join(path.dirname(rootDir), 'lock.pref')
-    await writeFile(pins, options.locked.map((p) => `Package: ${p.name}\nPin: version ${p.version}\nPin-Priority: 1001\n`).join('\n'))
+    await writeFile(
+      pins,
+      options.locked.map((p) => `Package: ${p.name}\nPin: version ${p.version}\nPin-Priority: 1001\n`).join('\n'),
+    )
     hooks.push(`--setup-hook=mkdir -p "$1/${path.dirname(PIN_FILE)}" && cp ${shellQuote(pins)} "$1/${PIN_FILE}"`)
   }
   const args = [
@@ -82,8 +99,14 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
   const installed = variant === 'extract' ? await downloadedDebs(rootDir) : await installedDebs(rootDir)
   if (options.locked) {
     const mismatch = lockMismatch(options.locked, installed, options.lockFile)
-    if (mismatch && options.strict) throw new AegisError(mismatch, {hint: `resolve the base again and rewrite the lock: ${options.updateLockHint} (or pin image.base.debian.snapshot)`})
-    if (mismatch) options.onWarning(`${mismatch}; built with the archive's versions and updating the lock (--locked makes this an error)`)
+    if (mismatch && options.strict)
+      throw new AegisError(mismatch, {
+        hint: `resolve the base again and rewrite the lock: ${options.updateLockHint} (or pin image.base.debian.snapshot)`,
+      })
+    if (mismatch)
+      options.onWarning(
+        `${mismatch}; built with the archive's versions and updating the lock (--locked makes this an error)`,
+      )
   }
   await scrubRoot(rootDir)
   return installed
@@ -91,7 +114,19 @@ export async function buildDebianRoot(base: DebianSpec, rootDir: string, options
 
 /** Removes what differs between two builds of the same packages. */
 async function scrubRoot(rootDir: string): Promise<void> {
-  const remove = ['var/lib/apt/lists', 'var/cache/apt', 'var/cache/ldconfig/aux-cache', 'var/log', 'var/lib/dpkg/status-old', 'var/lib/dpkg/available-old', 'var/cache/debconf/templates.dat-old', 'var/cache/debconf/config.dat-old', 'etc/resolv.conf', 'etc/hostname', PIN_FILE]
+  const remove = [
+    'var/lib/apt/lists',
+    'var/cache/apt',
+    'var/cache/ldconfig/aux-cache',
+    'var/log',
+    'var/lib/dpkg/status-old',
+    'var/lib/dpkg/available-old',
+    'var/cache/debconf/templates.dat-old',
+    'var/cache/debconf/config.dat-old',
+    'etc/resolv.conf',
+    'etc/hostname',
+    PIN_FILE,
+  ]
   for (const relative of remove) await rm(path.join(rootDir, relative), {recursive: true, force: true})
   // systemd and dbus expect the file; its content identifies one machine, so empty it.
   await writeFile(path.join(rootDir, 'etc/machine-id'), '').catch(() => undefined)
@@ -101,8 +136,14 @@ const PACKAGE_FORMAT = '${Package}\\t${Version}\\t${Architecture}\\t${db:Status-
 
 /** Installed packages, by the host's dpkg-query reading the root's database (no chroot, any architecture). */
 export async function installedDebs(rootDir: string): Promise<DebPackage[]> {
-  const out = await runTool('dpkg-query', [`--admindir=${path.join(rootDir, 'var/lib/dpkg')}`, '--show', `--showformat=${PACKAGE_FORMAT}`], {hint: 'dpkg-query comes with dpkg (Debian and Ubuntu hosts)'})
-  return parsePackageLines(out).filter((entry) => entry.status.startsWith('ii')).map(({status: _status, ...p}) => p)
+  const out = await runTool(
+    'dpkg-query',
+    [`--admindir=${path.join(rootDir, 'var/lib/dpkg')}`, '--show', `--showformat=${PACKAGE_FORMAT}`],
+    {hint: 'dpkg-query comes with dpkg (Debian and Ubuntu hosts)'},
+  )
+  return parsePackageLines(out)
+    .filter((entry) => entry.status.startsWith('ii'))
+    .map(({status: _status, ...p}) => p)
 }
 
 /** The packages an `extract` build unpacked: its downloaded .debs' own control fields. */
@@ -111,17 +152,24 @@ async function downloadedDebs(rootDir: string): Promise<DebPackage[]> {
   const debs = (await readdir(dir)).filter((name) => name.endsWith('.deb')).sort()
   const packages: DebPackage[] = []
   for (const deb of debs) {
-    const out = await runTool('dpkg-deb', ['--show', `--showformat=${PACKAGE_FORMAT.replace('\\t${db:Status-Abbrev}', '')}`, path.join(dir, deb)])
+    const out = await runTool('dpkg-deb', [
+      '--show',
+      `--showformat=${PACKAGE_FORMAT.replace('\\t${db:Status-Abbrev}', '')}`,
+      path.join(dir, deb),
+    ])
     packages.push(...parsePackageLines(out))
   }
   return packages
 }
 
 function parsePackageLines(out: string): Array<DebPackage & {status: string}> {
-  return out.split('\n').filter((line) => line !== '').map((line) => {
-    const [name, version, architecture, status = ''] = line.split('\t')
-    return {name, version, architecture, status}
-  })
+  return out
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) => {
+      const [name, version, architecture, status = ''] = line.split('\t')
+      return {name, version, architecture, status}
+    })
 }
 
 /**
@@ -152,7 +200,9 @@ export async function emulationProblem(arch: Architecture, binfmtDir = BINFMT_DI
     else found = 'without F'
   }
   if (found === 'without F') return `${qemu} is registered with binfmt_misc without the F (fix-binary) flag`
-  return found === 'disabled' ? `${qemu} is registered with binfmt_misc but disabled` : `no ${qemu} is registered with binfmt_misc`
+  return found === 'disabled'
+    ? `${qemu} is registered with binfmt_misc but disabled`
+    : `no ${qemu} is registered with binfmt_misc`
 }
 
 function shellQuote(text: string): string {
@@ -161,6 +211,8 @@ function shellQuote(text: string): string {
 
 function assertDebianHost(): void {
   if (process.platform !== 'linux') {
-    throw new AegisError('a Debian base is built with mmdebstrap, which needs Linux', {hint: 'use an image reference as image.base on this machine'})
+    throw new AegisError('a Debian base is built with mmdebstrap, which needs Linux', {
+      hint: 'use an image reference as image.base on this machine',
+    })
   }
 }

@@ -34,14 +34,19 @@ export function cacheKey(inputs: Record<string, unknown>): string {
 export function stableJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(stableJson).join(',')}]`
   if (value && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${stableJson(v)}`).join(',')}}`
   }
   return JSON.stringify(value)
 }
 
 export class LayerCache {
-  constructor(private readonly dir: string, private readonly store: LocalStore) {}
+  constructor(
+    private readonly dir: string,
+    private readonly store: LocalStore,
+  ) {}
 
   async get(key: string): Promise<CachedLayer | undefined> {
     let record: CachedLayer

@@ -33,7 +33,9 @@ export interface KitLock {
 
 /** What a lock is for: the manifest's `image.base`, with defaults filled in so an explicit default is no change. */
 export function baseSpec(base: string | DebianBase): {debian: DebianSpec} | {image: string} {
-  return typeof base === 'string' ? {image: base} : {debian: {...base.debian, variant: base.debian.variant ?? 'minbase'}}
+  return typeof base === 'string'
+    ? {image: base}
+    : {debian: {...base.debian, variant: base.debian.variant ?? 'minbase'}}
 }
 
 /**
@@ -44,16 +46,30 @@ export class LockState {
   private base: BaseLock | undefined
   private readonly original: string | undefined
 
-  private constructor(readonly file: string, readonly displayFile: string, lock: KitLock | undefined, spec: ReturnType<typeof baseSpec>) {
+  private constructor(
+    readonly file: string,
+    readonly displayFile: string,
+    lock: KitLock | undefined,
+    spec: ReturnType<typeof baseSpec>,
+  ) {
     this.original = lock ? formatLock(lock) : undefined
     // A lock for another base (the manifest's image.base changed) locks nothing any more.
     const stale = !lock?.base || stableJson(specOf(lock.base)) !== stableJson(spec)
-    this.base = stale ? ('debian' in spec ? {debian: spec.debian, platforms: {}} : {image: spec.image, platforms: {}}) : lock.base
+    this.base = stale
+      ? 'debian' in spec
+        ? {debian: spec.debian, platforms: {}}
+        : {image: spec.image, platforms: {}}
+      : lock.base
   }
 
   static async load(kitDir: string, displayDir: string, base: string | DebianBase): Promise<LockState> {
     const file = path.join(kitDir, LOCK_FILE)
-    return new LockState(file, path.join(displayDir, LOCK_FILE), await readLock(file, path.join(displayDir, LOCK_FILE)), baseSpec(base))
+    return new LockState(
+      file,
+      path.join(displayDir, LOCK_FILE),
+      await readLock(file, path.join(displayDir, LOCK_FILE)),
+      baseSpec(base),
+    )
   }
 
   /** The locked Debian packages for a platform, when the lock has them. */
@@ -84,7 +100,9 @@ export class LockState {
       await writeFile(temp, text)
       await rename(temp, this.file)
     } catch (error) {
-      throw new AegisError(`cannot write ${this.displayFile}: ${messageOf(error)}`, {hint: 'build from a copy of the kit in a writable directory'})
+      throw new AegisError(`cannot write ${this.displayFile}: ${messageOf(error)}`, {
+        hint: 'build from a copy of the kit in a writable directory',
+      })
     }
     return true
   }
@@ -102,7 +120,10 @@ export async function readLock(file: string, displayFile: string): Promise<KitLo
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw new AegisError(`cannot read ${displayFile}: ${messageOf(error)}`)
   }
-  const invalid = (problem: string) => new AegisError(`${displayFile} is not a valid lock: ${problem}`, {hint: 'delete it (or rebuild with --update-lock) to resolve the base again'})
+  const invalid = (problem: string) =>
+    new AegisError(`${displayFile} is not a valid lock: ${problem}`, {
+      hint: 'delete it (or rebuild with --update-lock) to resolve the base again',
+    })
   let lock: unknown
   try {
     lock = JSON.parse(text)
@@ -117,7 +138,15 @@ export async function readLock(file: string, displayFile: string): Promise<KitLo
   for (const [platform, entry] of Object.entries(base.platforms)) {
     if (!isObject(entry)) throw invalid(`base.platforms["${platform}"] is not an object`)
     if ('debian' in base) {
-      const ok = Array.isArray(entry.packages) && entry.packages.every((p) => isObject(p) && typeof p.name === 'string' && typeof p.version === 'string' && typeof p.architecture === 'string')
+      const ok =
+        Array.isArray(entry.packages) &&
+        entry.packages.every(
+          (p) =>
+            isObject(p) &&
+            typeof p.name === 'string' &&
+            typeof p.version === 'string' &&
+            typeof p.architecture === 'string',
+        )
       if (!ok) throw invalid(`base.platforms["${platform}"].packages must list {name, version, architecture}`)
     } else if (typeof entry.digest !== 'string' || !/^sha256:[0-9a-f]{64}$/.test(entry.digest)) {
       throw invalid(`base.platforms["${platform}"].digest is not a sha256 digest`)
@@ -133,7 +162,9 @@ export function formatLock(lock: KitLock): string {
   const platforms = Object.keys(base.platforms).sort()
   const entry = (platform: string): string => {
     if ('debian' in base) {
-      const packages = base.platforms[platform].packages.map((p) => `          ${JSON.stringify({name: p.name, version: p.version, architecture: p.architecture})}`)
+      const packages = base.platforms[platform].packages.map(
+        (p) => `          ${JSON.stringify({name: p.name, version: p.version, architecture: p.architecture})}`,
+      )
       return `      ${JSON.stringify(platform)}: {\n        "packages": [\n${packages.join(',\n')}\n        ]\n      }`
     }
     return `      ${JSON.stringify(platform)}: {"digest": ${JSON.stringify(base.platforms[platform].digest)}}`
@@ -143,7 +174,9 @@ export function formatLock(lock: KitLock): string {
 }
 
 function sortPackages(packages: DebPackage[]): DebPackage[] {
-  return [...packages].sort((a, b) => (a.name === b.name ? (a.architecture < b.architecture ? -1 : 1) : a.name < b.name ? -1 : 1))
+  return [...packages].sort((a, b) =>
+    a.name === b.name ? (a.architecture < b.architecture ? -1 : 1) : a.name < b.name ? -1 : 1,
+  )
 }
 
 /**
@@ -157,14 +190,25 @@ export function lockMismatch(locked: DebPackage[], installed: DebPackage[], lock
   const problems: string[] = []
   for (const p of locked) {
     const got = have.get(key(p))
-    if (!got) problems.push(`Debian package ${p.name} ${p.version} (${p.architecture}), locked in ${lockFile}, was not installed: the archive's dependencies changed`)
-    else if (got.version !== p.version) problems.push(`Debian package ${p.name} ${p.version} (${p.architecture}), locked in ${lockFile}, is no longer in the archive (it has ${got.version})`)
+    if (!got)
+      problems.push(
+        `Debian package ${p.name} ${p.version} (${p.architecture}), locked in ${lockFile}, was not installed: the archive's dependencies changed`,
+      )
+    else if (got.version !== p.version)
+      problems.push(
+        `Debian package ${p.name} ${p.version} (${p.architecture}), locked in ${lockFile}, is no longer in the archive (it has ${got.version})`,
+      )
   }
   for (const p of installed) {
-    if (!want.has(key(p))) problems.push(`Debian package ${p.name} ${p.version} (${p.architecture}) is installed but not in ${lockFile}: the archive's dependencies changed`)
+    if (!want.has(key(p)))
+      problems.push(
+        `Debian package ${p.name} ${p.version} (${p.architecture}) is installed but not in ${lockFile}: the archive's dependencies changed`,
+      )
   }
   if (problems.length === 0) return undefined
-  return problems.length === 1 ? problems[0] : `${problems[0]} (and ${problems.length - 1} more difference${problems.length === 2 ? '' : 's'})`
+  return problems.length === 1
+    ? problems[0]
+    : `${problems[0]} (and ${problems.length - 1} more difference${problems.length === 2 ? '' : 's'})`
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {

@@ -29,7 +29,9 @@ export function hostNpmCli(): string {
       // not in this PATH entry
     }
   }
-  throw new AegisError('npm was not found on PATH', {hint: 'install Node.js with npm (the build uses npm to install the kit\'s packages)'})
+  throw new AegisError('npm was not found on PATH', {
+    hint: "install Node.js with npm (the build uses npm to install the kit's packages)",
+  })
 }
 
 export async function npmVersion(npmCli: string, node: string): Promise<string> {
@@ -37,16 +39,32 @@ export async function npmVersion(npmCli: string, node: string): Promise<string> 
 }
 
 /** `scripts: 'later'`: none run now (they run with the target's Node, see rebuildArgs). */
-export function installArgs(npm: NpmPackages, prefix: string, platform: string, npmMajor: number, scripts: 'now' | 'later' = 'now'): string[] {
+export function installArgs(
+  npm: NpmPackages,
+  prefix: string,
+  platform: string,
+  npmMajor: number,
+  scripts: 'now' | 'later' = 'now',
+): string[] {
   const allow = npm.allow_scripts ?? []
   if (allow.length > 0 && npmMajor < 11) {
-    throw new AegisError(`image.npm.allow_scripts needs npm 11 or newer (this machine has npm ${npmMajor})`, {hint: 'upgrade npm (npm install -g npm@11), or empty allow_scripts'})
+    throw new AegisError(`image.npm.allow_scripts needs npm 11 or newer (this machine has npm ${npmMajor})`, {
+      hint: 'upgrade npm (npm install -g npm@11), or empty allow_scripts',
+    })
   }
   return [
-    'install', '--global', '--prefix', prefix,
-    '--no-audit', '--no-fund', '--no-update-notifier', '--omit=dev', '--loglevel=warn',
+    'install',
+    '--global',
+    '--prefix',
+    prefix,
+    '--no-audit',
+    '--no-fund',
+    '--no-update-notifier',
+    '--omit=dev',
+    '--loglevel=warn',
     // Native modules' optional binaries for the image's platform, not the host's.
-    `--os=linux`, `--cpu=${toNodeArch(fromPlatform(platform))}`,
+    `--os=linux`,
+    `--cpu=${toNodeArch(fromPlatform(platform))}`,
     ...(allow.length > 0 && scripts === 'now' ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
     ...npm.packages,
   ]
@@ -56,10 +74,17 @@ export function installArgs(npm: NpmPackages, prefix: string, platform: string, 
 export function rebuildArgs(npm: NpmPackages, prefix: string, platform: string): string[] {
   const allow = npm.allow_scripts ?? []
   return [
-    'rebuild', '--global', '--prefix', prefix,
-    '--no-audit', '--no-fund', '--no-update-notifier', '--loglevel=warn',
+    'rebuild',
+    '--global',
+    '--prefix',
+    prefix,
+    '--no-audit',
+    '--no-fund',
+    '--no-update-notifier',
+    '--loglevel=warn',
     // Exported to the scripts' environment: an `npm install` they run picks the same platform.
-    `--os=linux`, `--cpu=${toNodeArch(fromPlatform(platform))}`,
+    `--os=linux`,
+    `--cpu=${toNodeArch(fromPlatform(platform))}`,
     `--allow-scripts=${allow.join(',')}`,
     ...allow,
   ]
@@ -89,11 +114,15 @@ export async function installNpmPackages(npm: NpmPackages, options: InstallOptio
     npm_config_update_notifier: 'false',
   })
   const deferred = options.target !== undefined && (npm.allow_scripts ?? []).length > 0
-  await runTool(options.node, [cli, ...installArgs(npm, options.prefix, options.platform, major, deferred ? 'later' : 'now')], {
-    env: env(options.node),
-    hint: 'check the package names and versions in image.npm.packages (npm view NAME versions)',
-    onLine: options.onLine,
-  })
+  await runTool(
+    options.node,
+    [cli, ...installArgs(npm, options.prefix, options.platform, major, deferred ? 'later' : 'now')],
+    {
+      env: env(options.node),
+      hint: 'check the package names and versions in image.npm.packages (npm view NAME versions)',
+      onLine: options.onLine,
+    },
+  )
   if (deferred) {
     const target = options.target!
     // npm's own JS runs on the emulated Node too: a script reading process.execPath or $NODE
@@ -104,7 +133,8 @@ export async function installNpmPackages(npm: NpmPackages, options: InstallOptio
       onLine: options.onLine,
     })
   }
-  for (const removed of await pruneForeignPackages(options.prefix, options.platform)) options.onLine?.(`removed ${removed}`)
+  for (const removed of await pruneForeignPackages(options.prefix, options.platform))
+    options.onLine?.(`removed ${removed}`)
   return installedPackages(options.prefix)
 }
 
@@ -130,7 +160,11 @@ export async function pruneForeignPackages(prefix: string, platform: string): Pr
   const visit = async (modulesDir: string): Promise<void> => {
     for (const name of (await readdir(modulesDir).catch(() => [] as string[])).sort()) {
       if (name.startsWith('.')) continue
-      const dirs = name.startsWith('@') ? (await readdir(path.join(modulesDir, name)).catch(() => [] as string[])).sort().map((scoped) => path.join(modulesDir, name, scoped)) : [path.join(modulesDir, name)]
+      const dirs = name.startsWith('@')
+        ? (await readdir(path.join(modulesDir, name)).catch(() => [] as string[]))
+            .sort()
+            .map((scoped) => path.join(modulesDir, name, scoped))
+        : [path.join(modulesDir, name)]
       for (const dir of dirs) {
         let info: {name?: string; version?: string; os?: unknown; cpu?: unknown}
         try {
@@ -142,7 +176,9 @@ export async function pruneForeignPackages(prefix: string, platform: string): Pr
           await visit(path.join(dir, 'node_modules'))
         } else {
           await rm(dir, {recursive: true, force: true})
-          removed.push(`${info.name ?? path.basename(dir)}@${info.version ?? '?'} (${path.relative(prefix, dir)}: built for another platform than ${platform})`)
+          removed.push(
+            `${info.name ?? path.basename(dir)}@${info.version ?? '?'} (${path.relative(prefix, dir)}: built for another platform than ${platform})`,
+          )
         }
       }
     }
@@ -159,7 +195,8 @@ export async function installedPackages(prefix: string): Promise<PackageRecord[]
     for (const name of names.sort()) {
       if (name.startsWith('.')) continue
       if (name.startsWith('@')) {
-        for (const scoped of (await readdir(path.join(modulesDir, name)).catch(() => [] as string[])).sort()) await visitPackage(path.join(modulesDir, name, scoped))
+        for (const scoped of (await readdir(path.join(modulesDir, name)).catch(() => [] as string[])).sort())
+          await visitPackage(path.join(modulesDir, name, scoped))
       } else {
         await visitPackage(path.join(modulesDir, name))
       }
@@ -167,9 +204,18 @@ export async function installedPackages(prefix: string): Promise<PackageRecord[]
   }
   const visitPackage = async (dir: string): Promise<void> => {
     try {
-      const info = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as {name?: string; version?: string; license?: unknown}
+      const info = JSON.parse(await readFile(path.join(dir, 'package.json'), 'utf8')) as {
+        name?: string
+        version?: string
+        license?: unknown
+      }
       if (info.name && info.version) {
-        records.set(`${info.name}@${info.version}`, {kind: 'npm', name: info.name, version: info.version, ...(typeof info.license === 'string' ? {license: info.license} : {})})
+        records.set(`${info.name}@${info.version}`, {
+          kind: 'npm',
+          name: info.name,
+          version: info.version,
+          ...(typeof info.license === 'string' ? {license: info.license} : {}),
+        })
       }
     } catch {
       return
@@ -177,7 +223,9 @@ export async function installedPackages(prefix: string): Promise<PackageRecord[]
     await visit(path.join(dir, 'node_modules'))
   }
   await visit(path.join(prefix, 'lib', 'node_modules'))
-  return [...records.values()].sort((a, b) => (a.name === b.name ? (a.version < b.version ? -1 : 1) : a.name < b.name ? -1 : 1))
+  return [...records.values()].sort((a, b) =>
+    a.name === b.name ? (a.version < b.version ? -1 : 1) : a.name < b.name ? -1 : 1,
+  )
 }
 
 export type NpmPatch = NonNullable<NpmPackages['patches']>[number]
@@ -192,14 +240,23 @@ export async function applyNpmPatches(prefix: string, patches: NpmPatch[]): Prom
   for (const patch of patches) {
     const packageDir = path.join(prefix, 'lib', 'node_modules', patch.package)
     const files = await globInside(packageDir, patch.file)
-    if (files.length === 0) throw new AegisError(`patch for ${patch.package}: no file matches ${patch.file}`, {hint: 'the package changed: update or drop the patch in image.npm.patches'})
+    if (files.length === 0)
+      throw new AegisError(`patch for ${patch.package}: no file matches ${patch.file}`, {
+        hint: 'the package changed: update or drop the patch in image.npm.patches',
+      })
     for (const file of files) {
       const text = await readFile(file, 'utf8')
       const count = text.split(patch.find).length - 1
       if (count !== 1) {
-        throw new AegisError(`patch for ${patch.package}: "${patch.find.slice(0, 60)}" occurs ${count} times in ${path.relative(packageDir, file)}, not once`, {hint: 'the package changed: update or drop the patch in image.npm.patches'})
+        throw new AegisError(
+          `patch for ${patch.package}: "${patch.find.slice(0, 60)}" occurs ${count} times in ${path.relative(packageDir, file)}, not once`,
+          {hint: 'the package changed: update or drop the patch in image.npm.patches'},
+        )
       }
-      await writeFile(file, text.replace(patch.find, () => patch.replace))
+      await writeFile(
+        file,
+        text.replace(patch.find, () => patch.replace),
+      )
       applied.push(`${patch.package}/${path.relative(packageDir, file)}: ${patch.reason}`)
     }
   }
@@ -211,10 +268,16 @@ async function globInside(root: string, pattern: string): Promise<string[]> {
   const segments = pattern.split('/')
   let matches = [root]
   for (const segment of segments) {
-    const regex = new RegExp(`^${segment.split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*')}$`)
+    const regex = new RegExp(
+      `^${segment
+        .split('*')
+        .map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&'))
+        .join('[^/]*')}$`,
+    )
     const next: string[] = []
     for (const dir of matches) {
-      for (const name of await readdir(dir).catch(() => [] as string[])) if (regex.test(name)) next.push(path.join(dir, name))
+      for (const name of await readdir(dir).catch(() => [] as string[]))
+        if (regex.test(name)) next.push(path.join(dir, name))
     }
     matches = next.sort()
   }

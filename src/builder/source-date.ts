@@ -35,14 +35,20 @@ export async function kitSourceDate(kitDir: string): Promise<SourceDate> {
 
 /** `2026-11-22T08:46:50Z (the kit's last commit)`: how build output names the time and its origin. */
 export function describeSourceDate(created: string, from: SourceDateOrigin): string {
-  const origin = {SOURCE_DATE_EPOCH: 'SOURCE_DATE_EPOCH', git: "the kit's last commit", files: "the kit's newest file"}[from]
+  const origin = {SOURCE_DATE_EPOCH: 'SOURCE_DATE_EPOCH', git: "the kit's last commit", files: "the kit's newest file"}[
+    from
+  ]
   return `${created.replace(/\.000Z$/, 'Z')} (${origin})`
 }
 
 async function lastCommitTime(kitDir: string): Promise<number | undefined> {
-  const git = async (...args: string[]) => (await promisify(execFile)('git', ['-C', kitDir, ...args], {encoding: 'utf8'})).stdout
+  const git = async (...args: string[]) =>
+    (await promisify(execFile)('git', ['-C', kitDir, ...args], {encoding: 'utf8'})).stdout
   try {
-    const [status, time] = await Promise.all([git('status', '--porcelain', '--untracked-files=all', '--', '.'), git('log', '-1', '--format=%ct', '--', '.')])
+    const [status, time] = await Promise.all([
+      git('status', '--porcelain', '--untracked-files=all', '--', '.'),
+      git('log', '-1', '--format=%ct', '--', '.'),
+    ])
     const changed = status.split('\n').filter((line) => line !== '' && path.basename(line.slice(3)) !== LOCK_FILE)
     return changed.length === 0 && /^\d+$/.test(time.trim()) ? Number(time.trim()) : undefined
   } catch {

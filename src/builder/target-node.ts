@@ -35,13 +35,20 @@ export interface TargetNodeOptions {
 }
 
 /** The Node `version` built for `platform`, ready to run on this machine under emulation. */
-export async function prepareTargetNode(version: string, platform: string, options: TargetNodeOptions): Promise<TargetNode> {
+export async function prepareTargetNode(
+  version: string,
+  platform: string,
+  options: TargetNodeOptions,
+): Promise<TargetNode> {
   const arch = fromPlatform(platform)
   const problem = await emulationProblem(arch, options.binfmtDir ?? BINFMT_DIR)
   if (problem) {
-    throw new AegisError(`cannot run the install scripts of ${options.packages.join(', ')} for ${platform}: they run with the ${arch} Node under qemu-user emulation, and ${problem}`, {
-      hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; `aegis-kit doctor` shows how), or build for this machine\'s platform only',
-    })
+    throw new AegisError(
+      `cannot run the install scripts of ${options.packages.join(', ')} for ${platform}: they run with the ${arch} Node under qemu-user emulation, and ${problem}`,
+      {
+        hint: "install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; `aegis-kit doctor` shows how), or build for this machine's platform only",
+      },
+    )
   }
   const runtime = await fetchNodeRuntime(version, arch, path.join(options.cacheDir, 'downloads'))
   const sysroot = await targetSysroot(platform, path.join(options.cacheDir, 'sysroots'), options.onLine)
@@ -58,14 +65,27 @@ export async function targetSysroot(platform: string, dir: string, onLine?: (lin
   try {
     const root = path.join(work, 'root')
     // extract unpacks the packages without running anything: no emulation for this step.
-    await runMmdebstrap(['--quiet', '--variant=extract', `--architectures=${arch}`, '--include=libstdc++6', SYSROOT_SUITE, root, DEBIAN_MIRROR], {
-      hint: 'install it: apt-get install mmdebstrap (scripts/setup does); the image\'s Node needs its own architecture\'s libraries to run the install scripts',
-      onLine,
-    })
+    await runMmdebstrap(
+      [
+        '--quiet',
+        '--variant=extract',
+        `--architectures=${arch}`,
+        '--include=libstdc++6',
+        SYSROOT_SUITE,
+        root,
+        DEBIAN_MIRROR,
+      ],
+      {
+        hint: "install it: apt-get install mmdebstrap (scripts/setup does); the image's Node needs its own architecture's libraries to run the install scripts",
+        onLine,
+      },
+    )
     // Only the libraries stay: qemu-user looks every absolute path up in the sysroot first, so
     // its /etc, /dev or /tmp would shadow the host's for the emulated scripts.
-    for (const name of await readdir(root)) if (name !== 'lib' && name !== 'usr') await rm(path.join(root, name), {recursive: true, force: true})
-    for (const name of await readdir(path.join(root, 'usr'))) if (name !== 'lib') await rm(path.join(root, 'usr', name), {recursive: true, force: true})
+    for (const name of await readdir(root))
+      if (name !== 'lib' && name !== 'usr') await rm(path.join(root, name), {recursive: true, force: true})
+    for (const name of await readdir(path.join(root, 'usr')))
+      if (name !== 'lib') await rm(path.join(root, 'usr', name), {recursive: true, force: true})
     await rename(root, target).catch(async (error: NodeJS.ErrnoException) => {
       // Another build made it at the same time: theirs is as good as ours.
       if (!existsSync(path.join(target, 'lib'))) throw error

@@ -25,7 +25,20 @@ export function runMmdebstrap(args: string[], options: ToolOptions = {}): Promis
   if (process.getuid?.() !== 0) return runTool('mmdebstrap', args, options)
   return runTool('mmdebstrap', args, {
     ...options,
-    wrapper: ['setpriv', '--pdeathsig', 'KILL', '--', 'unshare', '--mount', '--propagation', 'private', '--pid', '--fork', '--kill-child=SIGKILL', '--'],
+    wrapper: [
+      'setpriv',
+      '--pdeathsig',
+      'KILL',
+      '--',
+      'unshare',
+      '--mount',
+      '--propagation',
+      'private',
+      '--pid',
+      '--fork',
+      '--kill-child=SIGKILL',
+      '--',
+    ],
   })
 }
 
@@ -45,21 +58,27 @@ export async function runTool(command: string, args: string[], options: WrappedT
     signal: options.signal,
     // unshare ignores SIGTERM while its child runs; killed, it takes its namespace's processes along.
     killSignal: options.wrapper ? 'SIGKILL' : 'SIGTERM',
-    onLine: onLine && ((line) => {
-      if (line.trim() !== '') onLine(line)
-    }),
+    onLine:
+      onLine &&
+      ((line) => {
+        if (line.trim() !== '') onLine(line)
+      }),
   }).catch((error: unknown) => {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
     throw error
   })
   if (result === undefined || (options.wrapper && result.exitCode === 127)) {
     const missing = result === undefined ? file : command
-    throw new AegisError(`${missing} is not installed`, {hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`})
+    throw new AegisError(`${missing} is not installed`, {
+      hint: `${options.hint ? `${options.hint}; ` : ''}run \`aegis-kit doctor\` to check the rest`,
+    })
   }
   if (result.canceled) throw new AegisError(`${command} was interrupted`)
   if (result.exitCode !== 0) {
     const tail = (result.all ?? '').trim().split('\n').slice(-6).join('\n  ')
-    throw new AegisError(`${command} failed (exit ${result.exitCode ?? result.signal}):\n  ${tail}`, {hint: options.hint})
+    throw new AegisError(`${command} failed (exit ${result.exitCode ?? result.signal}):\n  ${tail}`, {
+      hint: options.hint,
+    })
   }
   return result.stdout
 }

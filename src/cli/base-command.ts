@@ -20,7 +20,7 @@ export abstract class BaseCommand extends Command {
     // oclif's own exits (this.exit) and --help pass straight through.
     if (error instanceof Errors.ExitError) throw error
     const aegis = isAegisError(error)
-    const exitCode = aegis ? error.exitCode : (error as {oclif?: {exit?: number}}).oclif?.exit ?? 1
+    const exitCode = aegis ? error.exitCode : ((error as {oclif?: {exit?: number}}).oclif?.exit ?? 1)
     // Messages quote archive entry names, registry answers and hook errors: nothing from outside reaches the terminal raw.
     const message = printable(messageOf(error).replace(/\n*See more help with --help$/, ''), {multiline: true})
     const hint = aegis && error.hint !== undefined ? printable(error.hint, {multiline: true}) : undefined
@@ -30,7 +30,8 @@ export abstract class BaseCommand extends Command {
       process.stderr.write(`Error: ${message}\n${hint ? `  hint: ${hint}\n` : ''}`)
       const isParseError = error instanceof Errors.CLIError && !aegis
       if (this.debugEnabled && error.stack) process.stderr.write(`${error.stack}\n`)
-      else if (!aegis && !isParseError) process.stderr.write('  (an internal error: run again with --debug for the stack trace)\n')
+      else if (!aegis && !isParseError)
+        process.stderr.write('  (an internal error: run again with --debug for the stack trace)\n')
     }
     this.exit(exitCode)
   }

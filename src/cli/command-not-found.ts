@@ -33,7 +33,12 @@ export function closestCommand(id: string, ids: string[]): {typed: string; id: s
     // Same number of words, and not the words themselves: `images lst` is not a typo of `images`.
     for (const candidate of ids.filter((known) => known.split(':').length === count)) {
       const distance = editDistance(typed, candidate)
-      if (distance > 0 && distance <= Math.max(2, Math.floor(typed.length / 4)) && (best === undefined || distance < best.distance)) best = {typed, id: candidate, distance}
+      if (
+        distance > 0 &&
+        distance <= Math.max(2, Math.floor(typed.length / 4)) &&
+        (best === undefined || distance < best.distance)
+      )
+        best = {typed, id: candidate, distance}
     }
   }
   return best && {typed: best.typed, id: best.id}

@@ -26,7 +26,14 @@ export function formatAge(iso: string | undefined, now: number = Date.now()): st
   if (Number.isNaN(time)) return iso
   const seconds = Math.floor((now - time) / 1000)
   if (seconds < 0) return iso
-  const steps: Array<[number, string]> = [[365 * 86_400, 'year'], [30 * 86_400, 'month'], [7 * 86_400, 'week'], [86_400, 'day'], [3600, 'hour'], [60, 'minute']]
+  const steps: Array<[number, string]> = [
+    [365 * 86_400, 'year'],
+    [30 * 86_400, 'month'],
+    [7 * 86_400, 'week'],
+    [86_400, 'day'],
+    [3600, 'hour'],
+    [60, 'minute'],
+  ]
   for (const [size, name] of steps) {
     const count = Math.floor(seconds / size)
     if (count >= 1) return `${count} ${name}${count === 1 ? '' : 's'} ago`
@@ -36,7 +43,13 @@ export function formatAge(iso: string | undefined, now: number = Date.now()): st
 
 /** Left-aligned columns separated by two spaces, with a header row. */
 export function renderTable(headers: string[], rows: string[][]): string {
-  const widths = headers.map((header, column) => Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)))
-  const line = (cells: string[]) => cells.map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0))).join('  ').trimEnd()
+  const widths = headers.map((header, column) =>
+    Math.max(header.length, ...rows.map((row) => (row[column] ?? '').length)),
+  )
+  const line = (cells: string[]) =>
+    cells
+      .map((cell, column) => (column === cells.length - 1 ? cell : cell.padEnd(widths[column] ?? 0)))
+      .join('  ')
+      .trimEnd()
   return [line(headers), ...rows.map(line)].join('\n')
 }

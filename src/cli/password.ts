@@ -11,7 +11,9 @@ export async function readPassword(stdin: NodeJS.ReadStream, fromStdin: boolean 
     })
   }
   if (stdin.isTTY) {
-    throw new AegisError('--password-stdin reads a pipe or a file, not the terminal.', {hint: 'e.g. aegis-kit login ghcr.io -u USER --password-stdin < token.txt'})
+    throw new AegisError('--password-stdin reads a pipe or a file, not the terminal.', {
+      hint: 'e.g. aegis-kit login ghcr.io -u USER --password-stdin < token.txt',
+    })
   }
   const chunks: Buffer[] = []
   let size = 0
@@ -21,7 +23,10 @@ export async function readPassword(stdin: NodeJS.ReadStream, fromStdin: boolean 
     if (size > MAX_PASSWORD_BYTES) throw new AegisError('Standard input is too long to be a password or token.')
     chunks.push(buffer)
   }
-  const password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
-  if (password === '') throw new AegisError('No password on standard input.', {hint: 'pipe the password or token into the command'})
+  const password = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '')
+  if (password === '')
+    throw new AegisError('No password on standard input.', {hint: 'pipe the password or token into the command'})
   return password
 }

@@ -32,9 +32,18 @@ export function createTransferReporter(stream: NodeJS.WriteStream, mode: Progres
   if (mode === 'lines') {
     return {
       progress: (event) => {
-        const outcome = event.kind === 'done' ? verb : event.kind === 'skipped' ? 'exists' : event.kind === 'mounted' ? 'mounted' : undefined
+        const outcome =
+          event.kind === 'done'
+            ? verb
+            : event.kind === 'skipped'
+              ? 'exists'
+              : event.kind === 'mounted'
+                ? 'mounted'
+                : undefined
         if (outcome === undefined) return
-        stream.write(`${outcome.padEnd(8)} ${shortDigest(event.descriptor.digest)}  ${formatBytes(event.descriptor.size).padStart(8)}  ${kindOf(event.descriptor.mediaType)}\n`)
+        stream.write(
+          `${outcome.padEnd(8)} ${shortDigest(event.descriptor.digest)}  ${formatBytes(event.descriptor.size).padStart(8)}  ${kindOf(event.descriptor.mediaType)}\n`,
+        )
       },
       notice: (line) => stream.write(`${line}\n`),
       finish: () => undefined,
@@ -82,7 +91,10 @@ class LiveLine implements TransferReporter {
   private last?: CopyProgress['totals']
   private drawnAt = 0
 
-  constructor(private readonly stream: NodeJS.WriteStream, private readonly verb: string) {
+  constructor(
+    private readonly stream: NodeJS.WriteStream,
+    private readonly verb: string,
+  ) {
     this.line = new TerminalLine(stream)
   }
 
@@ -108,7 +120,9 @@ class LiveLine implements TransferReporter {
   private draw(): void {
     const totals = this.last
     if (!totals) return
-    const blobs = [...this.inFlight].slice(0, SHOWN_IN_FLIGHT).map(([digest, {bytes, size}]) => `${shortDigest(digest).slice(7)} ${formatBytes(bytes)}/${formatBytes(size)}`)
+    const blobs = [...this.inFlight]
+      .slice(0, SHOWN_IN_FLIGHT)
+      .map(([digest, {bytes, size}]) => `${shortDigest(digest).slice(7)} ${formatBytes(bytes)}/${formatBytes(size)}`)
     const more = this.inFlight.size > SHOWN_IN_FLIGHT ? ` +${this.inFlight.size - SHOWN_IN_FLIGHT}` : ''
     const overall = `${this.verb} ${totals.nodesDone}/${totals.nodesKnown} blobs, ${formatBytes(totals.bytesDone)} of ${formatBytes(totals.bytesKnown)}`
     this.line.draw(blobs.length > 0 ? `${overall}  [${blobs.join(', ')}${more}]` : overall)

@@ -44,7 +44,10 @@ class LiveSteps implements StepLines {
   private timer?: NodeJS.Timeout
   private frame = 0
 
-  constructor(private readonly stream: NodeJS.WriteStream, private readonly verbose: boolean) {
+  constructor(
+    private readonly stream: NodeJS.WriteStream,
+    private readonly verbose: boolean,
+  ) {
     this.line = new TerminalLine(stream)
   }
 
@@ -88,7 +91,9 @@ class LiveSteps implements StepLines {
     this.finish()
     if (!failed || this.verbose) return
     const unseen = failed.tail.filter((line) => !reported.includes(line.trim()))
-    this.stream.write(`${failed.what}: failed after ${this.elapsed(failed.started)}${unseen.length > 0 ? '; its output before the error:' : ''}\n`)
+    this.stream.write(
+      `${failed.what}: failed after ${this.elapsed(failed.started)}${unseen.length > 0 ? '; its output before the error:' : ''}\n`,
+    )
     for (const line of unseen) this.stream.write(`  ${line}\n`)
   }
 
@@ -105,7 +110,8 @@ class LiveSteps implements StepLines {
     // The time stays in view on a narrow terminal: the description gives way.
     const suffix = `  ${this.elapsed()}`
     const room = (this.stream.columns || 100) - 3 - suffix.length
-    const what = this.current.what.length > room ? `${this.current.what.slice(0, Math.max(0, room - 1))}…` : this.current.what
+    const what =
+      this.current.what.length > room ? `${this.current.what.slice(0, Math.max(0, room - 1))}…` : this.current.what
     this.line.draw(`${FRAMES[this.frame]} ${what}${suffix}`)
   }
 

@@ -5,10 +5,21 @@
  */
 import {AegisError} from '../errors.js'
 import {hostOciPlatform} from '../oci/platform.js'
-import {formatReference, parseLocalReference, parseReference as parseRemoteReference, type Reference} from '../oci/reference.js'
+import {
+  formatReference,
+  parseLocalReference,
+  parseReference as parseRemoteReference,
+  type Reference,
+} from '../oci/reference.js'
 import type {Platform} from '../oci/types.js'
 import {
-  RemoteRepository, parsePlatform, pullImage, pushImage, type CopyProgress, type RemoteRepositoryOptions, type TransferResult,
+  RemoteRepository,
+  parsePlatform,
+  pullImage,
+  pushImage,
+  type CopyProgress,
+  type RemoteRepositoryOptions,
+  type TransferResult,
 } from '../registry/index.js'
 import {transferFailed} from '../registry/registry-error.js'
 import type {LocalStore} from '../store/index.js'
@@ -77,7 +88,9 @@ export async function pullFromRegistry(
   const localReference = options.localTag ?? defaultLocalReference(repository.reference)
   parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
   try {
-    const result = await store.withWriteLease(() => pullImage(repository, store, {localReference, progress, ...(platform ? {platform} : {})}))
+    const result = await store.withWriteLease(() =>
+      pullImage(repository, store, {localReference, progress, ...(platform ? {platform} : {})}),
+    )
     return report(localReference, result)
   } catch (error) {
     throw transferFailed(`Pull of ${formatReference(repository.reference)}`, error)
@@ -96,7 +109,12 @@ export function defaultLocalReference(reference: Reference): string {
   return `${name}:digest-${(reference.digest ?? '').replace(/^sha256:/, '').slice(0, 12)}`
 }
 
-function destinationFor(localRef: string, local: ReturnType<typeof parseLocalReference>, destination: string | undefined, flags: RegistryFlags): Reference {
+function destinationFor(
+  localRef: string,
+  local: ReturnType<typeof parseLocalReference>,
+  destination: string | undefined,
+  flags: RegistryFlags,
+): Reference {
   if (destination === undefined) {
     const name = local.name
     const first = name?.split('/')[0] ?? ''
@@ -108,7 +126,8 @@ function destinationFor(localRef: string, local: ReturnType<typeof parseLocalRef
     return parseRemoteReference(local.kind === 'tag' ? `${local.name}:${local.tag}` : name, flags)
   }
   const target = parseRemoteReference(destination, flags)
-  if (target.tag === undefined && target.digest === undefined && local.kind === 'tag') return {...target, tag: local.tag}
+  if (target.tag === undefined && target.digest === undefined && local.kind === 'tag')
+    return {...target, tag: local.tag}
   return target
 }
 

@@ -14,7 +14,8 @@ import {describeOrigin, readKitRecord, trustFile, trustKit} from '../kit/trust.j
 import {defaultStoreRoot} from '../paths.js'
 
 export const trustFlag = Flags.boolean({
-  description: "Run a pulled kit's code (hooks, image) without asking; remembered for this kit (its digest) in the store.",
+  description:
+    "Run a pulled kit's code (hooks, image) without asking; remembered for this kit (its digest) in the store.",
 })
 
 /** Returns when the kit's code may run; throws when the user has not decided (or said no). */
@@ -34,12 +35,16 @@ export async function confirmTrust(kit: Kit, trust: boolean): Promise<void> {
   }
   if (process.stdin.isTTY && process.stderr.isTTY) {
     const prompt = createInterface({input: process.stdin, output: process.stderr})
-    const answer = await prompt.question(`aegis-kit: ${what}, is not trusted yet: run its code (hooks, image) on this machine? [y/N] `).finally(() => prompt.close())
+    const answer = await prompt
+      .question(`aegis-kit: ${what}, is not trusted yet: run its code (hooks, image) on this machine? [y/N] `)
+      .finally(() => prompt.close())
     if (/^y(es)?$/i.test(answer.trim())) {
       await trustKit(dir, 'prompt', storeRoot)
       return
     }
-    throw new AegisError(`not running ${what}: you did not trust it`, {hint: 'answer y, or pass --trust, once you trust where it came from'})
+    throw new AegisError(`not running ${what}: you did not trust it`, {
+      hint: 'answer y, or pass --trust, once you trust where it came from',
+    })
   }
   throw new AegisError(`${what}, is not trusted yet: its hooks and image are code from a registry`, {
     hint: 'pass --trust to run it (remembered for this kit), once you trust where it came from',

@@ -13,8 +13,10 @@ import {defaultStoreRoot} from '../paths.js'
 import {openStore} from '../store/open.js'
 
 export default class Build extends BaseCommand {
-  static override summary = "Bake a kit's image (its software pre-installed) into the local store, without a Docker daemon."
-  static override description = `Builds the kit's image recipe (image: in aegis-kit.yaml) into reproducible OCI layers, one per
+  static override summary =
+    "Bake a kit's image (its software pre-installed) into the local store, without a Docker daemon."
+  static override description =
+    `Builds the kit's image recipe (image: in aegis-kit.yaml) into reproducible OCI layers, one per
 concern: the base (a Debian root from Debian's archive, or an image reference), the Node.js
 runtime, the npm packages (installed now, not on first boot), the kit's files, and the aegis
 runtime layer. Each layer is cached by a hash of its inputs: a rebuild with nothing changed
@@ -33,24 +35,52 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
 
   static override examples = [
     {description: 'Build the OpenClaw kit', command: '<%= config.bin %> <%= command.id %> openclaw'},
-    {description: 'Rebuild everything, tag it dev, report JSON', command: '<%= config.bin %> <%= command.id %> openclaw --no-cache --tag dev --json'},
-    {description: 'The tiny hello kit with zstd layers', command: '<%= config.bin %> <%= command.id %> hello --compression zstd'},
-    {description: 'One image for amd64 and one for arm64, under one index', command: '<%= config.bin %> <%= command.id %> hello --platform linux/amd64,linux/arm64'},
-    {description: 'Take the Debian archive\'s current packages and rewrite the lock', command: '<%= config.bin %> <%= command.id %> openclaw --update-lock'},
+    {
+      description: 'Rebuild everything, tag it dev, report JSON',
+      command: '<%= config.bin %> <%= command.id %> openclaw --no-cache --tag dev --json',
+    },
+    {
+      description: 'The tiny hello kit with zstd layers',
+      command: '<%= config.bin %> <%= command.id %> hello --compression zstd',
+    },
+    {
+      description: 'One image for amd64 and one for arm64, under one index',
+      command: '<%= config.bin %> <%= command.id %> hello --platform linux/amd64,linux/arm64',
+    },
+    {
+      description: "Take the Debian archive's current packages and rewrite the lock",
+      command: '<%= config.bin %> <%= command.id %> openclaw --update-lock',
+    },
   ]
 
   static override args = {
-    kit: Args.string({description: 'Kit name, kit directory, or aegis-kit.yaml file (default: current directory).', required: false}),
+    kit: Args.string({
+      description: 'Kit name, kit directory, or aegis-kit.yaml file (default: current directory).',
+      required: false,
+    }),
   }
 
   static override flags = {
     tag: Flags.string({char: 't', description: 'Tag in the store (default: the kit version).'}),
     'no-cache': Flags.boolean({description: 'Rebuild every layer instead of reusing cached ones.'}),
-    platform: Flags.string({description: 'Platforms, comma-separated: linux/amd64, linux/arm64 (default: the kit\'s image.platforms, else this machine\'s).'}),
-    locked: Flags.boolean({description: 'Fail when the base cannot be built as aegis-kit.lock.json says (a locked Debian version left the archive), instead of updating the lock. For CI and releases.', exclusive: ['update-lock']}),
-    'update-lock': Flags.boolean({description: 'Resolve the base again (current Debian package versions, the tag\'s current digest) and rewrite aegis-kit.lock.json.'}),
+    platform: Flags.string({
+      description:
+        "Platforms, comma-separated: linux/amd64, linux/arm64 (default: the kit's image.platforms, else this machine's).",
+    }),
+    locked: Flags.boolean({
+      description:
+        'Fail when the base cannot be built as aegis-kit.lock.json says (a locked Debian version left the archive), instead of updating the lock. For CI and releases.',
+      exclusive: ['update-lock'],
+    }),
+    'update-lock': Flags.boolean({
+      description:
+        "Resolve the base again (current Debian package versions, the tag's current digest) and rewrite aegis-kit.lock.json.",
+    }),
     compression: Flags.string({description: 'Layer compression.', options: ['gzip', 'zstd'], default: 'gzip'}),
-    verbose: Flags.boolean({description: 'Show the build tools\' own output (mmdebstrap, npm) as it comes. Without it a terminal shows one live line per step, and a failed step\'s last lines.'}),
+    verbose: Flags.boolean({
+      description:
+        "Show the build tools' own output (mmdebstrap, npm) as it comes. Without it a terminal shows one live line per step, and a failed step's last lines.",
+    }),
   }
 
   static override enableJsonFlag = true
@@ -77,7 +107,10 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         updateLock: flags['update-lock'],
         locked: flags.locked,
         compression: flags.compression as 'gzip' | 'zstd',
-        platforms: flags.platform?.split(',').map((p) => p.trim()).filter((p) => p !== ''),
+        platforms: flags.platform
+          ?.split(',')
+          .map((p) => p.trim())
+          .filter((p) => p !== ''),
         sourceDateEpoch: epochText && /^\d+$/.test(epochText) ? Number(epochText) : undefined,
         signal: controller.signal,
         onEvent: quiet ? undefined : (event) => (steps ? reportLive(event, steps) : report(event, flags.verbose)),
@@ -87,7 +120,9 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
         const cached = result.platforms.flatMap((p) => p.layers).filter((l) => l.cached).length
         const total = result.platforms.flatMap((p) => p.layers).length
         if (result.lockWritten) this.log(`wrote ${result.lockWritten}`)
-        this.log(`built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s), created ${describeSourceDate(result.created, result.createdFrom)}`)
+        this.log(
+          `built ${result.reference} ${shortDigest(result.digest)} (${formatBytes(result.size)}, ${cached}/${total} layers cached, ${(result.ms / 1000).toFixed(1)}s), created ${describeSourceDate(result.created, result.createdFrom)}`,
+        )
       }
       return result
     } catch (error) {
@@ -99,7 +134,6 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
       process.off('SIGTERM', onSignal)
     }
   }
-
 }
 
 /** Plain lines, one or two per step: logs and CI. */

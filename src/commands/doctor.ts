@@ -3,7 +3,8 @@ import {formatReport, runDoctor, type DoctorReport} from '../doctor/index.js'
 
 export default class Doctor extends BaseCommand {
   static override summary = 'Check that this machine has what run and build need.'
-  static override description = `Probes each part for real and prints one line per part: OK, WARN or MISSING, what was found
+  static override description =
+    `Probes each part for real and prints one line per part: OK, WARN or MISSING, what was found
 (version, path) and, for anything not OK, the fix on this platform. Parts: Node.js, QEMU and the
 accelerator a run would use (KVM when a test boot of the guest kernel works, else TCG, and why),
 virtiofsd, gvproxy, mmdebstrap, qemu-user emulation for the other architecture (arm64 builds),
@@ -13,7 +14,10 @@ config names. Exits 1 when a part run or build needs is MISSING; warnings do not
 
   static override examples = [
     {description: 'Check this machine', command: '<%= config.bin %> <%= command.id %>'},
-    {description: 'The same as JSON: {ok, checks: [{part, status, found, fix}]}', command: '<%= config.bin %> <%= command.id %> --json'},
+    {
+      description: 'The same as JSON: {ok, checks: [{part, status, found, fix}]}',
+      command: '<%= config.bin %> <%= command.id %> --json',
+    },
   ]
 
   static override enableJsonFlag = true

@@ -5,12 +5,16 @@ import {scaffoldKit} from '../kit/scaffold.js'
 
 export default class Init extends BaseCommand {
   static override summary = 'Create a new kit directory that validates as written.'
-  static override description = `Writes NAME/aegis-kit.yaml, two hooks (render_env, validate_config) and a tiny Node.js HTTP
+  static override description =
+    `Writes NAME/aegis-kit.yaml, two hooks (render_env, validate_config) and a tiny Node.js HTTP
 server as the workload: every part of a kit, ready to edit. It passes \`aegis-kit validate\`.`
 
   static override examples = [
     {description: 'Create ./my-agent', command: '<%= config.bin %> <%= command.id %> my-agent'},
-    {description: 'Create it in kits/my-agent', command: '<%= config.bin %> <%= command.id %> my-agent --dir kits/my-agent'},
+    {
+      description: 'Create it in kits/my-agent',
+      command: '<%= config.bin %> <%= command.id %> my-agent --dir kits/my-agent',
+    },
   ]
 
   static override args = {

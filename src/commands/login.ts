@@ -6,15 +6,22 @@ import {DockerCredentials, parseRegistryHost, verifyLogin} from '../registry/ind
 
 export default class Login extends BaseCommand {
   static override summary = 'Log in to a registry: check the credentials, then store them the way docker does.'
-  static override description = `Reads the password (or token) from standard input, checks it against the registry with an
+  static override description =
+    `Reads the password (or token) from standard input, checks it against the registry with an
 authenticated request (Basic, or the registry's token service), and only then stores it in
 docker's config.json ($DOCKER_CONFIG, else ~/.docker), through the credential helper when one
 is configured. docker, podman, skopeo and aegis-kit then share the login. The password is never
 printed, not even in errors.`
 
   static override examples = [
-    {description: 'Log in to GHCR with a token from a file', command: '<%= config.bin %> <%= command.id %> ghcr.io -u octocat --password-stdin < token.txt'},
-    {description: 'Log in to a local registry', command: 'echo "$PASSWORD" | <%= config.bin %> <%= command.id %> 127.0.0.1:5000 -u admin --password-stdin'},
+    {
+      description: 'Log in to GHCR with a token from a file',
+      command: '<%= config.bin %> <%= command.id %> ghcr.io -u octocat --password-stdin < token.txt',
+    },
+    {
+      description: 'Log in to a local registry',
+      command: 'echo "$PASSWORD" | <%= config.bin %> <%= command.id %> 127.0.0.1:5000 -u admin --password-stdin',
+    },
   ]
 
   static override args = {

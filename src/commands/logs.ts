@@ -6,13 +6,17 @@ import {defaultDataDir} from '../paths.js'
 
 export default class Logs extends BaseCommand {
   static override summary = "Print a detached instance's output."
-  static override description = `Prints what the instance started with \`aegis-kit run --detach\` has written: aegis-kit's
+  static override description =
+    `Prints what the instance started with \`aegis-kit run --detach\` has written: aegis-kit's
 progress lines and the workload's console, secrets masked. With --follow, keeps printing new
 output until the instance exits or you press Ctrl-C.`
 
   static override examples = [
     {description: 'The whole log', command: '<%= config.bin %> <%= command.id %> openclaw'},
-    {description: 'The last 20 lines, then follow', command: '<%= config.bin %> <%= command.id %> openclaw --tail 20 -f'},
+    {
+      description: 'The last 20 lines, then follow',
+      command: '<%= config.bin %> <%= command.id %> openclaw --tail 20 -f',
+    },
   ]
 
   static override args = {
@@ -31,7 +35,12 @@ output until the instance exits or you press Ctrl-C.`
     const stop = () => controller.abort()
     process.once('SIGINT', stop)
     try {
-      await followLog(registry, args.name, {follow: flags.follow, tail: flags.tail, signal: controller.signal, write: (text) => process.stdout.write(text)})
+      await followLog(registry, args.name, {
+        follow: flags.follow,
+        tail: flags.tail,
+        signal: controller.signal,
+        write: (text) => process.stdout.write(text),
+      })
     } finally {
       process.off('SIGINT', stop)
     }

@@ -39,7 +39,8 @@ export interface PullKitReport {
 
 export default class Pull extends BaseCommand {
   static override summary = 'Pull a published kit (and its image) into the local store.'
-  static override description = `Pulls REF, [registry/]repository[:tag][@digest], published with \`aegis-kit push\`: the kit
+  static override description =
+    `Pulls REF, [registry/]repository[:tag][@digest], published with \`aegis-kit push\`: the kit
 artifact and, unless --kit-only, the image published with it (every platform). Every blob is
 verified against its digest; the kit layer is unpacked under the store (refusing absolute paths,
 ".." and links) into <store>/kits/NAME/VERSION-DIGEST before anything is tagged. Afterwards REF
@@ -50,8 +51,15 @@ bundle, as \`aegis-kit sign\`, \`push --sign\` and \`cosign sign\` store it) bef
 written to the store.`
 
   static override examples = [
-    {description: 'Pull a kit, then render its environment', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 && <%= config.bin %> hooks render-env 127.0.0.1:5000/kits/hello:0.1.0'},
-    {description: 'Only the kit, as JSON', command: '<%= config.bin %> <%= command.id %> ghcr.io/acme/my-kit:stable --kit-only --json'},
+    {
+      description: 'Pull a kit, then render its environment',
+      command:
+        '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 && <%= config.bin %> hooks render-env 127.0.0.1:5000/kits/hello:0.1.0',
+    },
+    {
+      description: 'Only the kit, as JSON',
+      command: '<%= config.bin %> <%= command.id %> ghcr.io/acme/my-kit:stable --kit-only --json',
+    },
   ]
 
   static override args = {
@@ -62,7 +70,10 @@ written to the store.`
     ...registryFlags,
     'kit-only': Flags.boolean({description: 'Pull only the kit artifact, not the image published with it.'}),
     tag: Flags.string({char: 't', description: 'Store it as NAME[:TAG] instead of its registry reference.'}),
-    verify: Flags.string({description: 'Public key (PEM, e.g. cosign.pub) the kit must be signed with: checked before anything is downloaded into the store.'}),
+    verify: Flags.string({
+      description:
+        'Public key (PEM, e.g. cosign.pub) the kit must be signed with: checked before anything is downloaded into the store.',
+    }),
   }
 
   static override enableJsonFlag = true
@@ -70,18 +81,30 @@ written to the store.`
   async run(): Promise<PullKitReport> {
     const {args, flags} = await this.parse(Pull)
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
-    const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure, notify: reporter.notice})
+    const repository = new RemoteRepository(args.ref, {
+      plainHttp: flags['plain-http'],
+      insecure: flags.insecure,
+      notify: reporter.notice,
+    })
     const localReference = flags.tag ?? defaultLocalReference(repository.reference)
     parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
     const publicKey = flags.verify === undefined ? undefined : await loadVerificationKey(flags.verify)
     // What the reference resolved to must carry a signature by the key, before the copy starts.
-    const verify = publicKey && (async (root: Descriptor) => {
-      await verifySignatures(repository, root, publicKey)
-      return {keyFingerprint: keyHint(publicKey)}
-    })
-    let result
+    const verify =
+      publicKey &&
+      (async (root: Descriptor) => {
+        await verifySignatures(repository, root, publicKey)
+        return {keyFingerprint: keyHint(publicKey)}
+      })
+    let result: Awaited<ReturnType<typeof pullKit>>
     try {
-      result = await pullKit(openStore(), repository, {localReference, aliases: [args.ref], kitOnly: flags['kit-only'], verify, progress: reporter.progress})
+      result = await pullKit(openStore(), repository, {
+        localReference,
+        aliases: [args.ref],
+        kitOnly: flags['kit-only'],
+        verify,
+        progress: reporter.progress,
+      })
     } finally {
       reporter.finish()
     }
@@ -92,13 +115,18 @@ written to the store.`
     const usable = kit.keptShortNames.some((short) => short.reference === localReference) ? kit.dir : localReference
     for (const short of kit.keptShortNames) {
       // Still on stderr under --json: a script that goes on to use the short name should be told.
-      process.stderr.write(`aegis-kit: ${short.reference} still names the kit ${short.origin} (${short.dir}), not this one: use ${usable} for this one\n`)
+      process.stderr.write(
+        `aegis-kit: ${short.reference} still names the kit ${short.origin} (${short.dir}), not this one: use ${usable} for this one\n`,
+      )
     }
     const referrers = copy.referrers.map((referrer) => referrer.digest)
     const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store${referrerCount({referrers})}`
-    this.log(`Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`)
+    this.log(
+      `Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`,
+    )
     const trusted = kit.record?.trusted !== undefined
-    if (!trusted) this.log('Not verified: `hooks` and `run` ask before running its code (or take --trust), once for this kit.')
+    if (!trusted)
+      this.log('Not verified: `hooks` and `run` ask before running its code (or take --trust), once for this kit.')
     const source = kit.record?.sources.at(-1)
     return {
       kit: kit.name,
@@ -116,7 +144,7 @@ written to the store.`
       bytesTransferred: copy.bytesTransferred,
       referrers,
       keptShortNames: kit.keptShortNames.map((short) => short.reference),
-      verified: source?.via === 'pull' ? source.verified ?? null : null,
+      verified: source?.via === 'pull' ? (source.verified ?? null) : null,
       trusted,
     }
   }

@@ -34,7 +34,8 @@ export interface PushKitReport {
 
 export default class Push extends BaseCommand {
   static override summary = 'Publish a kit, with its image when built, to a registry.'
-  static override description = `Packs KIT (its manifest, hooks and files) into a reproducible layer and publishes it as an OCI
+  static override description =
+    `Packs KIT (its manifest, hooks and files) into a reproducible layer and publishes it as an OCI
 artifact (artifactType application/vnd.aegis.kit.v1) at REF, [registry/]repository[:tag] (the tag
 defaults to the kit's version). When the local store has the kit's image (NAME:VERSION, or
 --image), REF resolves to an OCI index holding the image's manifests and the kit artifact, so one
@@ -46,21 +47,32 @@ push leaves no tag: re-run to resume. With --sign KEY, the published root (the i
 artifact) is then signed as \`aegis-kit sign\` does it (KEY's password, if any, in ${PASSWORD_ENV}).`
 
   static override examples = [
-    {description: 'Publish the hello kit (and its image, when built) to a local registry', command: '<%= config.bin %> <%= command.id %> hello 127.0.0.1:5000/kits/hello'},
-    {description: 'Publish a kit directory under a tag, as JSON', command: '<%= config.bin %> <%= command.id %> ./my-kit ghcr.io/acme/my-kit:stable --json'},
+    {
+      description: 'Publish the hello kit (and its image, when built) to a local registry',
+      command: '<%= config.bin %> <%= command.id %> hello 127.0.0.1:5000/kits/hello',
+    },
+    {
+      description: 'Publish a kit directory under a tag, as JSON',
+      command: '<%= config.bin %> <%= command.id %> ./my-kit ghcr.io/acme/my-kit:stable --json',
+    },
   ]
 
   static override args = {
     kit: Args.string({description: 'Kit name, kit directory, or aegis-kit.yaml file.', required: true}),
-    ref: Args.string({description: 'Where to: [registry/]repository[:tag] (tag: the kit\'s version).', required: true}),
+    ref: Args.string({description: "Where to: [registry/]repository[:tag] (tag: the kit's version).", required: true}),
   }
 
   static override flags = {
     ...registryFlags,
-    image: Flags.string({description: 'Image in the local store to publish with the kit (default: NAME:VERSION when built).', exclusive: ['kit-only']}),
+    image: Flags.string({
+      description: 'Image in the local store to publish with the kit (default: NAME:VERSION when built).',
+      exclusive: ['kit-only'],
+    }),
     'kit-only': Flags.boolean({description: 'Publish the kit alone, even when its image is built.'}),
     chunked: Flags.boolean({description: 'Upload blobs in chunks (PATCH) instead of one request per blob.'}),
-    sign: Flags.string({description: `Sign what is published with this private key: cosign.key (password in ${PASSWORD_ENV}) or a PEM ECDSA P-256 key.`}),
+    sign: Flags.string({
+      description: `Sign what is published with this private key: cosign.key (password in ${PASSWORD_ENV}) or a PEM ECDSA P-256 key.`,
+    }),
   }
 
   static override enableJsonFlag = true
@@ -71,14 +83,24 @@ artifact) is then signed as \`aegis-kit sign\` does it (KEY's password, if any, 
     // Read (and decrypt) the key first: a wrong password should stop the push before it starts.
     const signingKey = flags.sign === undefined ? undefined : await loadSigningKey(flags.sign)
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pushed')
-    const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure, uploadMode: flags.chunked ? 'chunked' : 'auto', notify: reporter.notice})
-    let result
+    const repository = new RemoteRepository(args.ref, {
+      plainHttp: flags['plain-http'],
+      insecure: flags.insecure,
+      uploadMode: flags.chunked ? 'chunked' : 'auto',
+      notify: reporter.notice,
+    })
+    let result: Awaited<ReturnType<typeof publishKit>>
     try {
-      result = await publishKit(openStore(), kit, repository, {image: flags['kit-only'] ? false : flags.image, progress: reporter.progress})
+      result = await publishKit(openStore(), kit, repository, {
+        image: flags['kit-only'] ? false : flags.image,
+        progress: reporter.progress,
+      })
     } finally {
       reporter.finish()
     }
-    const platforms = (result.image?.manifests ?? []).flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : []))
+    const platforms = (result.image?.manifests ?? []).flatMap((image) =>
+      image.platform ? [formatPlatform(image.platform)] : [],
+    )
     const {copy} = result
     const signed = signingKey && (await signRemote(repository, signingKey, result.root))
     const report: PushKitReport = {
@@ -99,7 +121,10 @@ artifact) is then signed as \`aegis-kit sign\` does it (KEY's password, if any, 
       signature: signed?.signature.digest ?? null,
     }
     if (result.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(result.report, null, 2)}`)
-    if (result.onPublishSkipped) process.stderr.write(`aegis-kit: on_publish of kit ${kit.manifest.name} ${kit.manifest.version} was not run: it is a pulled kit (someone else's code), pushed without a report\n`)
+    if (result.onPublishSkipped)
+      process.stderr.write(
+        `aegis-kit: on_publish of kit ${kit.manifest.name} ${kit.manifest.version} was not run: it is a pulled kit (someone else's code), pushed without a report\n`,
+      )
     const what = result.image ? `with image ${result.image.reference} (${platforms.join(', ')})` : 'alone (no image)'
     const counts = `${copy.copied.length} pushed (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already there${copy.mounted.length > 0 ? `, ${copy.mounted.length} mounted` : ''}${referrerCount({referrers: report.referrers})}`
     this.log(`Pushed kit ${kit.manifest.name} ${kit.manifest.version} ${what} to ${report.remote} [${counts}]`)

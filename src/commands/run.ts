@@ -19,7 +19,8 @@ import {openStore} from '../store/open.js'
 
 export default class Run extends BaseCommand {
   static override summary = 'Boot a kit in an isolated microVM and print its URL.'
-  static override description = `Builds the kit if its image is missing or stale, checks its config (validate_config), renders
+  static override description =
+    `Builds the kit if its image is missing or stale, checks its config (validate_config), renders
 the instance environment (render_env), then boots the image in a QEMU microVM: the image's root
 read-only under a private writable layer, the workspace at /workspace, secrets only in the
 workload's environment and /run/secrets/NAME, ports exposed on 127.0.0.1 only. Waits for the
@@ -29,12 +30,33 @@ workload's. The guest kernel and initramfs are an artifact in the store (aegis-g
 from Debian's kernel package on first use); --guest, --kernel and --initrd boot others.`
 
   static override examples = [
-    {description: 'Run OpenClaw and open its Control UI', command: 'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --expose 18789 --secret ANTHROPIC_API_KEY'},
-    {description: 'The bot profile with a Telegram token, its own workspace', command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret TELEGRAM_BOT_TOKEN --workspace ./claw-bot --expose 18789'},
-    {description: 'The hello kit on host port 8080', command: '<%= config.bin %> <%= command.id %> hello --expose 8080'},
-    {description: 'A one-off command in the kit image', command: '<%= config.bin %> <%= command.id %> hello -- busybox uname -a'},
-    {description: 'Software emulation without the KVM check (e.g. where /dev/kvm is known not to work)', command: '<%= config.bin %> <%= command.id %> hello --accel tcg -- busybox uname -m'},
-    {description: 'In the background: back to the shell once healthy; then ps, logs -f, stop', command: '<%= config.bin %> <%= command.id %> openclaw --expose 18789 --detach && <%= config.bin %> logs openclaw -f'},
+    {
+      description: 'Run OpenClaw and open its Control UI',
+      command:
+        'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --expose 18789 --secret ANTHROPIC_API_KEY',
+    },
+    {
+      description: 'The bot profile with a Telegram token, its own workspace',
+      command:
+        '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret TELEGRAM_BOT_TOKEN --workspace ./claw-bot --expose 18789',
+    },
+    {
+      description: 'The hello kit on host port 8080',
+      command: '<%= config.bin %> <%= command.id %> hello --expose 8080',
+    },
+    {
+      description: 'A one-off command in the kit image',
+      command: '<%= config.bin %> <%= command.id %> hello -- busybox uname -a',
+    },
+    {
+      description: 'Software emulation without the KVM check (e.g. where /dev/kvm is known not to work)',
+      command: '<%= config.bin %> <%= command.id %> hello --accel tcg -- busybox uname -m',
+    },
+    {
+      description: 'In the background: back to the shell once healthy; then ps, logs -f, stop',
+      command:
+        '<%= config.bin %> <%= command.id %> openclaw --expose 18789 --detach && <%= config.bin %> logs openclaw -f',
+    },
   ]
 
   static override strict = false
@@ -46,20 +68,52 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   static override flags = {
     name: Flags.string({description: 'Instance name (default: the kit name); names the default workspace.'}),
     profile: Flags.string({description: 'Instance profile from the kit (e.g. bot, work).'}),
-    expose: Flags.string({description: 'Expose a guest port on 127.0.0.1: HOST[:GUEST]. Repeatable.', multiple: true, default: []}),
-    secret: Flags.string({description: 'Pass a declared secret: NAME (value from $NAME) or NAME=SOURCE_ENV. Repeatable.', multiple: true, default: []}),
-    env: Flags.string({description: 'Set an environment variable in the workload: K=V. Repeatable.', multiple: true, default: []}),
+    expose: Flags.string({
+      description: 'Expose a guest port on 127.0.0.1: HOST[:GUEST]. Repeatable.',
+      multiple: true,
+      default: [],
+    }),
+    secret: Flags.string({
+      description: 'Pass a declared secret: NAME (value from $NAME) or NAME=SOURCE_ENV. Repeatable.',
+      multiple: true,
+      default: [],
+    }),
+    env: Flags.string({
+      description: 'Set an environment variable in the workload: K=V. Repeatable.',
+      multiple: true,
+      default: [],
+    }),
     config: Flags.string({description: "App config file (JSON or YAML) merged over the kit's config."}),
-    workspace: Flags.string({description: 'Host directory mounted at /workspace (default: a per-name directory in aegis-kit\'s data dir).'}),
-    memory: Flags.string({description: 'VM memory, e.g. 2048mb or 2gb (default: the profile\'s or kit\'s).'}),
-    cpus: Flags.integer({description: 'vCPUs (default: the profile\'s or kit\'s).', min: 1, max: 64}),
+    workspace: Flags.string({
+      description: "Host directory mounted at /workspace (default: a per-name directory in aegis-kit's data dir).",
+    }),
+    memory: Flags.string({description: "VM memory, e.g. 2048mb or 2gb (default: the profile's or kit's)."}),
+    cpus: Flags.integer({description: "vCPUs (default: the profile's or kit's).", min: 1, max: 64}),
     backend: Flags.string({description: 'VM backend.', options: ['auto', 'qemu', 'krun'], default: 'auto'}),
-    accel: Flags.string({description: "QEMU's accelerator: auto is KVM when a test boot shows it works (checked once per host boot), else TCG with a warning.", options: ['auto', 'kvm', 'tcg'], default: 'auto'}),
-    verbose: Flags.boolean({description: "Show the build tools' own output (mmdebstrap, npm) when the image needs building. Without it a terminal shows one live line per start-up step, and a failed step's last lines."}),
-    detach: Flags.boolean({char: 'd', description: 'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.'}),
-    kernel: Flags.string({description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.'}),
-    initrd: Flags.string({description: 'Boot this initramfs instead of the guest\'s (it holds the harness and the kernel\'s modules).'}),
-    guest: Flags.string({description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.'}),
+    accel: Flags.string({
+      description:
+        "QEMU's accelerator: auto is KVM when a test boot shows it works (checked once per host boot), else TCG with a warning.",
+      options: ['auto', 'kvm', 'tcg'],
+      default: 'auto',
+    }),
+    verbose: Flags.boolean({
+      description:
+        "Show the build tools' own output (mmdebstrap, npm) when the image needs building. Without it a terminal shows one live line per start-up step, and a failed step's last lines.",
+    }),
+    detach: Flags.boolean({
+      char: 'd',
+      description:
+        'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.',
+    }),
+    kernel: Flags.string({
+      description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.',
+    }),
+    initrd: Flags.string({
+      description: "Boot this initramfs instead of the guest's (it holds the harness and the kernel's modules).",
+    }),
+    guest: Flags.string({
+      description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.',
+    }),
     trust: trustFlag,
   }
 
@@ -68,15 +122,23 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     const dash = this.argv.indexOf('--')
     const command = dash >= 0 ? this.argv.slice(dash + 1) : undefined
     const {args, flags, argv} = await this.parse(Run, dash >= 0 ? this.argv.slice(0, dash) : [...this.argv])
-    if (argv.length > 1) throw new AegisError(`unexpected argument ${String(argv[1])}`, {hint: 'put the command to run after --, e.g. aegis-kit run hello -- busybox uname -a'})
-    if (flags.backend === 'krun') throw new AegisError('the krun backend needs libkrun, which is not installed here (Debian does not package it)', {hint: 'use --backend qemu (the default on Linux)'})
-    if (command !== undefined && command.length === 0) throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
+    if (argv.length > 1)
+      throw new AegisError(`unexpected argument ${String(argv[1])}`, {
+        hint: 'put the command to run after --, e.g. aegis-kit run hello -- busybox uname -a',
+      })
+    if (flags.backend === 'krun')
+      throw new AegisError('the krun backend needs libkrun, which is not installed here (Debian does not package it)', {
+        hint: 'use --backend qemu (the default on Linux)',
+      })
+    if (command !== undefined && command.length === 0)
+      throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
 
     const kit = await loadKit(args.kit)
     // Before --detach hands over: the supervisor finds the decision in the store.
     await confirmTrust(kit, flags.trust)
     // A detached supervisor is this command run again: the user saw the warnings from the launcher.
-    if (!isSupervisor()) for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
+    if (!isSupervisor())
+      for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     const storeRoot = defaultStoreRoot()
     const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
     const name = flags.name ?? kit.manifest.name
@@ -85,7 +147,10 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
     const channel = isSupervisor() ? openSupervisorChannel() : undefined
     // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
-    let steps = channel === undefined && process.stderr.isTTY ? createStepLines(process.stderr, {verbose: flags.verbose}) : undefined
+    let steps =
+      channel === undefined && process.stderr.isTTY
+        ? createStepLines(process.stderr, {verbose: flags.verbose})
+        : undefined
     const status = (message: string) => {
       if (steps) showStatus(steps, message)
       else process.stderr.write(`aegis-kit: ${message}\n`)
@@ -104,7 +169,11 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       interrupts++
       controller.abort()
       if (!instance) return
-      status(interrupts === 1 ? `stopping ${instance.name} (Ctrl-C again to power off now)` : `powering off ${instance.name}`)
+      status(
+        interrupts === 1
+          ? `stopping ${instance.name} (Ctrl-C again to power off now)`
+          : `powering off ${instance.name}`,
+      )
       void instance.vm.stop(interrupts === 1 ? 10_000 : 0)
     }
     process.on('SIGINT', onSignal)
@@ -130,14 +199,18 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         config: flags.config ? await readConfigFile(flags.config) : undefined,
         registry,
         detached: channel !== undefined,
-        network: (forwards) => gvproxyNetwork({
-          forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
-          // Host services the kit declares; every other host address stays unreachable.
-          allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
-          onBlocked: this.debugEnabled ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`) : undefined,
-        }),
+        network: (forwards) =>
+          gvproxyNetwork({
+            forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
+            // Host services the kit declares; every other host address stays unreachable.
+            allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
+            onBlocked: this.debugEnabled
+              ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
+              : undefined,
+          }),
         onBuild: (event) => {
-          if (event.type === 'layer' && !event.cached) status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
+          if (event.type === 'layer' && !event.cached)
+            status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
           else if (event.type === 'warning') status(`warning: ${event.message}`)
           else if (event.type === 'log' && steps) steps.output(event.line)
           else if (event.type === 'log' && flags.verbose) process.stderr.write(`  ${event.line}\n`)
@@ -149,7 +222,10 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       if (controller.signal.aborted) onSignal()
       steps?.close()
       steps = undefined
-      if (instance.healthyMs !== undefined) status(`${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`)
+      if (instance.healthyMs !== undefined)
+        status(
+          `${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`,
+        )
       // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
       const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
       // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
@@ -168,7 +244,12 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   }
 
   /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
-  private async launch(registry: InstanceRegistry, name: string, controller: AbortController, verbose: boolean): Promise<void> {
+  private async launch(
+    registry: InstanceRegistry,
+    name: string,
+    controller: AbortController,
+    verbose: boolean,
+  ): Promise<void> {
     const steps = process.stderr.isTTY ? createStepLines(process.stderr, {verbose}) : undefined
     const onSignal = () => controller.abort()
     process.on('SIGINT', onSignal)
@@ -176,12 +257,18 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     try {
       const dash = this.argv.indexOf('--')
       const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
-      const args = [...ours.filter((arg) => arg !== '--detach' && arg !== '-d'), ...(dash >= 0 ? this.argv.slice(dash) : [])]
-      const onStatus = (message: string) => (steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`))
+      const args = [
+        ...ours.filter((arg) => arg !== '--detach' && arg !== '-d'),
+        ...(dash >= 0 ? this.argv.slice(dash) : []),
+      ]
+      const onStatus = (message: string) =>
+        steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`)
       const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus})
       steps?.close()
       for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
-      process.stderr.write(`aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`)
+      process.stderr.write(
+        `aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`,
+      )
     } catch (error) {
       steps?.fail(messageOf(error))
       throw error

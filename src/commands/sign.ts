@@ -14,7 +14,8 @@ export interface SignReport {
 
 export default class Sign extends BaseCommand {
   static override summary = 'Sign a kit or image in a registry, the way cosign does.'
-  static override description = `Resolves REF to its manifest digest, signs that digest with KEY and stores the signature in
+  static override description =
+    `Resolves REF to its manifest digest, signs that digest with KEY and stores the signature in
 the same repository as cosign 3 does: a Sigstore bundle (DSSE, in-toto statement) as an OCI
 referrer of the manifest, listed in the registry's referrers API or, on registries without it,
 in the sha256-<hex> tag. \`aegis-kit verify\`, \`pull --verify\` and \`cosign verify --key\` check it.
@@ -22,7 +23,10 @@ KEY is cosign.key from \`cosign generate-key-pair\` (its password in ${PASSWORD_
 ECDSA P-256 private key. No transparency log: signing works offline.`
 
   static override examples = [
-    {description: 'Sign a pushed kit with a cosign key pair', command: `${PASSWORD_ENV}=… <%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 --key cosign.key`},
+    {
+      description: 'Sign a pushed kit with a cosign key pair',
+      command: `${PASSWORD_ENV}=… <%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 --key cosign.key`,
+    },
   ]
 
   static override args = {
@@ -31,7 +35,10 @@ ECDSA P-256 private key. No transparency log: signing works offline.`
 
   static override flags = {
     ...registryFlags,
-    key: Flags.string({description: `Private key: cosign.key (password in ${PASSWORD_ENV}) or a PEM ECDSA P-256 key.`, required: true}),
+    key: Flags.string({
+      description: `Private key: cosign.key (password in ${PASSWORD_ENV}) or a PEM ECDSA P-256 key.`,
+      required: true,
+    }),
   }
 
   static override enableJsonFlag = true

@@ -7,12 +7,16 @@ import {defaultDataDir} from '../paths.js'
 
 export default class Stop extends BaseCommand {
   static override summary = 'Stop running kit instances.'
-  static override description = `Stops each named instance the way Ctrl-C stops \`aegis-kit run\`: SIGTERM to the workload, a
+  static override description =
+    `Stops each named instance the way Ctrl-C stops \`aegis-kit run\`: SIGTERM to the workload, a
 grace period (10 s), then power off; no qemu, gvproxy or virtiofsd is left behind. Stopping an
 instance that is not running is not an error.`
 
   static override examples = [
-    {description: 'Stop the instance started with run openclaw --detach', command: '<%= config.bin %> <%= command.id %> openclaw'},
+    {
+      description: 'Stop the instance started with run openclaw --detach',
+      command: '<%= config.bin %> <%= command.id %> openclaw',
+    },
   ]
 
   static override strict = false
@@ -23,13 +27,17 @@ instance that is not running is not an error.`
   }
 
   static override flags = {
-    timeout: Flags.string({description: 'How long to wait for a clean stop before killing the instance.', default: '30s'}),
+    timeout: Flags.string({
+      description: 'How long to wait for a clean stop before killing the instance.',
+      default: '30s',
+    }),
   }
 
   async run(): Promise<{stopped: InstanceEntry[]}> {
     const {argv, flags} = await this.parse(Stop)
     const timeoutMs = parseDuration(flags.timeout)
-    if (timeoutMs === undefined) throw new AegisError(`--timeout ${flags.timeout} is not a duration`, {hint: 'e.g. 30s or 2m'})
+    if (timeoutMs === undefined)
+      throw new AegisError(`--timeout ${flags.timeout} is not a duration`, {hint: 'e.g. 30s or 2m'})
     const registry = InstanceRegistry.forDataDir(defaultDataDir())
     const stopped: InstanceEntry[] = []
     for (const name of argv as string[]) {

@@ -10,7 +10,8 @@ function printWarnings(warnings: UnhonouredFieldWarning[]): void {
 
 export default class Validate extends BaseCommand {
   static override summary = 'Check a kit manifest (aegis-kit.yaml) and the files it names.'
-  static override description = `Checks the manifest against the aegis-kit JSON Schema (schemas/aegis-kit.schema.json) and
+  static override description =
+    `Checks the manifest against the aegis-kit JSON Schema (schemas/aegis-kit.schema.json) and
 the rules a schema cannot express: exposed ports unique, secret names usable as environment
 variables, sizes that parse, hook files present, profiles using only declared secrets.
 Each problem names file:line:column, the field, what was expected, and a hint. Exit 1 on any problem.
@@ -23,16 +24,29 @@ or a manifest file; the default is the current directory.`
   static override examples = [
     {description: 'Validate the bundled OpenClaw kit', command: '<%= config.bin %> <%= command.id %> openclaw'},
     {description: 'Validate the kit in the current directory', command: '<%= config.bin %> <%= command.id %>'},
-    {description: 'Validate a manifest file and get the result as JSON', command: '<%= config.bin %> <%= command.id %> ./my-kit/aegis-kit.yaml --json'},
+    {
+      description: 'Validate a manifest file and get the result as JSON',
+      command: '<%= config.bin %> <%= command.id %> ./my-kit/aegis-kit.yaml --json',
+    },
   ]
 
   static override args = {
-    kit: Args.string({description: 'Kit name, kit directory, or aegis-kit.yaml file (default: current directory).', required: false}),
+    kit: Args.string({
+      description: 'Kit name, kit directory, or aegis-kit.yaml file (default: current directory).',
+      required: false,
+    }),
   }
 
   static override enableJsonFlag = true
 
-  async run(): Promise<{valid: boolean; file: string; name?: string; version?: string; problems: object[]; warnings: object[]}> {
+  async run(): Promise<{
+    valid: boolean
+    file: string
+    name?: string
+    version?: string
+    problems: object[]
+    warnings: object[]
+  }> {
     const {args} = await this.parse(Validate)
     const result = await validateKit(args.kit)
     const file = result.location.displayFile

@@ -23,7 +23,10 @@ statement names the digest. Offline: no transparency log or certificate is consu
 key. Exits 1 when no signature verifies, saying why each one found was refused.`
 
   static override examples = [
-    {description: 'Verify a kit against the publisher\'s public key', command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 --key cosign.pub'},
+    {
+      description: "Verify a kit against the publisher's public key",
+      command: '<%= config.bin %> <%= command.id %> 127.0.0.1:5000/kits/hello:0.1.0 --key cosign.pub',
+    },
   ]
 
   static override args = {
@@ -43,6 +46,11 @@ key. Exits 1 when no signature verifies, saying why each one found was refused.`
     const repository = new RemoteRepository(args.ref, {plainHttp: flags['plain-http'], insecure: flags.insecure})
     const verified = await verifyRemote(repository, publicKey)
     this.log(`Verified ${verified.reference}: signed by ${flags.key} (signature ${verified.signature.digest})`)
-    return {reference: verified.reference, digest: verified.subject.digest, signature: verified.signature.digest, key: keyHint(publicKey)}
+    return {
+      reference: verified.reference,
+      digest: verified.subject.digest,
+      signature: verified.signature.digest,
+      key: keyHint(publicKey),
+    }
   }
 }

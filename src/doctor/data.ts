@@ -31,7 +31,12 @@ export async function checkDisk(dataDir: string): Promise<Check> {
   const info = await statfs(dir)
   const free = info.bavail * info.bsize
   const found = `${gigabytes(free)} free of ${gigabytes(info.blocks * info.bsize)} under ${dataDir}`
-  if (free < LOW_DISK_BYTES) return warn('disk', found, `free space there (aegis-kit images prune drops unused layers), or set AEGIS_KIT_HOME to a larger disk; builds and runs need ${gigabytes(LOW_DISK_BYTES)} or more`)
+  if (free < LOW_DISK_BYTES)
+    return warn(
+      'disk',
+      found,
+      `free space there (aegis-kit images prune drops unused layers), or set AEGIS_KIT_HOME to a larger disk; builds and runs need ${gigabytes(LOW_DISK_BYTES)} or more`,
+    )
   return ok('disk', found)
 }
 
@@ -43,35 +48,53 @@ export async function checkStore(store: LocalStore): Promise<Check> {
     manifests = (await store.readIndex()).manifests
   } catch (error) {
     if (!isAegisError(error)) throw error
-    return missing('store', error.message, `move the unreadable index aside (mv ${store.paths.indexFile} ${store.paths.indexFile}.bad), then build or pull your images again`)
+    return missing(
+      'store',
+      error.message,
+      `move the unreadable index aside (mv ${store.paths.indexFile} ${store.paths.indexFile}.bad), then build or pull your images again`,
+    )
   }
   const broken: string[] = []
-  await Promise.all(manifests.map(async (desc) => {
-    const name = desc.annotations?.[REF_NAME_ANNOTATION] ?? desc.digest
-    const problem = await graphProblem(store, desc)
-    if (problem) broken.push(`${name} (${problem})`)
-  }))
+  await Promise.all(
+    manifests.map(async (desc) => {
+      const name = desc.annotations?.[REF_NAME_ANNOTATION] ?? desc.digest
+      const problem = await graphProblem(store, desc)
+      if (problem) broken.push(`${name} (${problem})`)
+    }),
+  )
   const found = `${manifests.length} tag${manifests.length === 1 ? '' : 's'} in ${store.root}`
   if (broken.length === 0) return ok('store', `${found}, every one complete`)
   const names = broken.map((entry) => entry.slice(0, entry.indexOf(' (')))
-  return warn('store', `${found}; ${broken.length} point at missing content: ${broken.sort().join(', ')}`, `aegis-kit images rm ${names.sort().join(' ')}, then build or pull them again`)
+  return warn(
+    'store',
+    `${found}; ${broken.length} point at missing content: ${broken.sort().join(', ')}`,
+    `aegis-kit images rm ${names.sort().join(' ')}, then build or pull them again`,
+  )
 }
 
 /** What is missing or corrupt in the graph under `root`, or undefined when it is complete. */
 async function graphProblem(store: LocalStore, root: Descriptor): Promise<string | undefined> {
   const absent: Descriptor[] = []
   try {
-    await walkGraph(root, (desc) => store.readManifest(desc), async (node) => {
-      if (node.role !== 'blob') return
-      // Present at its size, as LocalStore.exists checks, but without touching its time.
-      const info = await statIfExists(store.blobPath(node.desc))
-      if (info?.isFile() !== true || info.size !== node.desc.size) absent.push(node.desc)
-    }, (desc) => void absent.push(desc))
+    await walkGraph(
+      root,
+      (desc) => store.readManifest(desc),
+      async (node) => {
+        if (node.role !== 'blob') return
+        // Present at its size, as LocalStore.exists checks, but without touching its time.
+        const info = await statIfExists(store.blobPath(node.desc))
+        if (info?.isFile() !== true || info.size !== node.desc.size) absent.push(node.desc)
+      },
+      (desc) => void absent.push(desc),
+    )
   } catch (error) {
     return messageOf(error)
   }
   const first = absent[0]
-  return first && `${shortDigest(first.digest)} ${first.mediaType} is missing${absent.length > 1 ? `, and ${absent.length - 1} more` : ''}`
+  return (
+    first &&
+    `${shortDigest(first.digest)} ${first.mediaType} is missing${absent.length > 1 ? `, and ${absent.length - 1} more` : ''}`
+  )
 }
 
 /** Records of instances whose process died without recording an end (SIGKILL, a reboot). */
@@ -101,7 +124,11 @@ export async function checkCredentialHelpers(): Promise<Check> {
     return warn('credential helpers', error.message, error.hint ?? `fix or remove ${config}`)
   }
   if (names.length === 0) return ok('credential helpers', `none named in ${config}`)
-  const programs = names.map((name) => ({program: `docker-credential-${name}`, name, at: findOnPath(`docker-credential-${name}`)}))
+  const programs = names.map((name) => ({
+    program: `docker-credential-${name}`,
+    name,
+    at: findOnPath(`docker-credential-${name}`),
+  }))
   const absent = programs.filter((entry) => entry.at === undefined)
   const found = programs.map((entry) => entry.at ?? `${entry.program} not on PATH`).join(', ')
   if (absent.length === 0) return ok('credential helpers', `${found} (named in ${config})`)

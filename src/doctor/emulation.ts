@@ -12,7 +12,13 @@ import path from 'node:path'
 import {messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
 import {BINFMT_DIR, emulationProblem} from '../builder/debian-base.js'
-import {otherArchitecture, supportedHostArchitecture, toElfMachine, toQemuUser, type Architecture} from '../oci/platform.js'
+import {
+  otherArchitecture,
+  supportedHostArchitecture,
+  toElfMachine,
+  toQemuUser,
+  type Architecture,
+} from '../oci/platform.js'
 import {ok, warn, type Check} from './check.js'
 
 const EXIT_CODE = 42
@@ -80,7 +86,12 @@ export async function checkEmulation(binfmtDir = BINFMT_DIR): Promise<Check> {
   const interpreter = /^interpreter (.+)$/m.exec(registration)?.[1]
   // With the F flag the kernel holds the interpreter open, so it runs even when the file is gone,
   // but only until the next registration (a reboot): a missing file is a warning of its own.
-  if (interpreter && !existsSync(interpreter)) return warn(part, `${qemu} is registered with ${interpreter}, which no longer exists`, `apt-get install --reinstall qemu-user-static (only ${arch} builds need it)`)
+  if (interpreter && !existsSync(interpreter))
+    return warn(
+      part,
+      `${qemu} is registered with ${interpreter}, which no longer exists`,
+      `apt-get install --reinstall qemu-user-static (only ${arch} builds need it)`,
+    )
   const failure = await runForeignProgram(arch)
   if (failure) return warn(part, failure, fix)
   return ok(part, `${qemu} through binfmt_misc (${interpreter ?? 'registered'}, F flag); a test ${arch} program ran`)
@@ -89,8 +100,10 @@ export async function checkEmulation(binfmtDir = BINFMT_DIR): Promise<Check> {
 /** The commands that register `qemu` as scripts/setup does, from where `problem` says things stand. */
 function handFix(problem: string, qemu: string, binfmtDir: string): string {
   const register = `cat /usr/lib/binfmt.d/${qemu}.conf > ${binfmtDir}/register`
-  if (/not mounted/.test(problem)) return `apt-get install qemu-user-static && mount -t binfmt_misc binfmt_misc ${binfmtDir} && ${register}`
-  if (/disabled/.test(problem)) return `echo 1 > ${/binfmt_misc is disabled/.test(problem) ? `${binfmtDir}/status` : `${binfmtDir}/${qemu}`}`
+  if (/not mounted/.test(problem))
+    return `apt-get install qemu-user-static && mount -t binfmt_misc binfmt_misc ${binfmtDir} && ${register}`
+  if (/disabled/.test(problem))
+    return `echo 1 > ${/binfmt_misc is disabled/.test(problem) ? `${binfmtDir}/status` : `${binfmtDir}/${qemu}`}`
   if (/without the F/.test(problem)) return `echo -1 > ${binfmtDir}/${qemu} && ${register}`
   return `apt-get install qemu-user-static && ${register}`
 }

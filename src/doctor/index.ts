@@ -53,6 +53,11 @@ export function formatReport(report: DoctorReport): string {
     ...(check.fix ? [`${' '.repeat(9 + width + 2)}fix: ${check.fix}`] : []),
   ])
   const missingParts = report.checks.filter((check) => check.status === 'MISSING').map((check) => check.part)
-  lines.push('', missingParts.length > 0 ? `run or build cannot work until these are fixed: ${missingParts.join(', ')}` : 'run and build have every part they need')
+  lines.push(
+    '',
+    missingParts.length > 0
+      ? `run or build cannot work until these are fixed: ${missingParts.join(', ')}`
+      : 'run and build have every part they need',
+  )
   return lines.join('\n')
 }

@@ -73,7 +73,9 @@ export async function chooseAccel(options: ChooseAccelOptions): Promise<Accel> {
   const probe = await cachedProbe(options, device)
   if (probe.ok) return 'kvm'
   if (options.choice === 'kvm') throw kvmRefused(probe.reason)
-  options.onStatus(`warning: running under TCG software emulation (Node workloads start 8-14x slower): ${probe.reason}; --accel tcg skips this check`)
+  options.onStatus(
+    `warning: running under TCG software emulation (Node workloads start 8-14x slower): ${probe.reason}; --accel tcg skips this check`,
+  )
   return 'tcg'
 }
 
@@ -83,10 +85,15 @@ export async function cachedProbe(options: Omit<ChooseAccelOptions, 'choice'>, d
   const problem = await kvmDeviceProblem(device)
   if (problem) return {ok: false, reason: problem}
   const key = await probeKey(options, device)
-  return remembered(path.join(options.cacheDir, 'accel-probe.json'), key, () => {
-    options.onStatus('checking whether KVM boots the guest (once per host boot)')
-    return probeKvm(options.qemu, options.kernel)
-  }, {stillValid: (probe, savedAt) => !probe.timedOut || Date.now() - savedAt < TIMED_OUT_KEPT_MS})
+  return remembered(
+    path.join(options.cacheDir, 'accel-probe.json'),
+    key,
+    () => {
+      options.onStatus('checking whether KVM boots the guest (once per host boot)')
+      return probeKvm(options.qemu, options.kernel)
+    },
+    {stillValid: (probe, savedAt) => !probe.timedOut || Date.now() - savedAt < TIMED_OUT_KEPT_MS},
+  )
 }
 
 /**
@@ -100,7 +107,9 @@ export async function checkAccelChoice(choice: AccelChoice, device = KVM_DEVICE)
 }
 
 function kvmRefused(reason: string | undefined): AegisError {
-  return new AegisError(`--accel kvm: KVM cannot boot the guest here: ${reason}`, {hint: 'use --accel tcg (software emulation, slower) or --accel auto, which falls back to it'})
+  return new AegisError(`--accel kvm: KVM cannot boot the guest here: ${reason}`, {
+    hint: 'use --accel tcg (software emulation, slower) or --accel auto, which falls back to it',
+  })
 }
 
 /** Why this user cannot use `device` for KVM, or undefined when it opens for reading and writing. */
@@ -109,7 +118,9 @@ export async function kvmDeviceProblem(device: string): Promise<string | undefin
     await access(device, constants.R_OK | constants.W_OK)
     return undefined
   } catch (error) {
-    return errorCode(error) === 'ENOENT' ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)` : `${device} is not readable and writable by this user (add it to the kvm group)`
+    return errorCode(error) === 'ENOENT'
+      ? `${device} does not exist (no KVM on this host, or the kvm module is not loaded)`
+      : `${device} is not readable and writable by this user (add it to the kvm group)`
   }
 }
 
@@ -120,9 +131,17 @@ async function probeKey(options: Omit<ChooseAccelOptions, 'choice'>, device: str
   // By what does not change with use: the device's number (opening it updates its times), the
   // kernel's path and size (a store blob's path is its digest, and the store touches it on use).
   // A missing file keys as empty: the probe itself then reports it.
-  const [deviceInfo, qemuInfo, kernelInfo] = await Promise.all([device, options.qemu, options.kernel].map((file) => stat(file).catch(() => undefined)))
-  const files = [`${device}:${deviceInfo?.rdev ?? ''}`, `${options.qemu}:${qemuInfo?.size ?? ''}:${qemuInfo?.mtimeMs ?? ''}`, `${options.kernel}:${kernelInfo?.size ?? ''}`]
-  return createHash('sha256').update([bootId.trim(), ...files].join('\n')).digest('hex')
+  const [deviceInfo, qemuInfo, kernelInfo] = await Promise.all(
+    [device, options.qemu, options.kernel].map((file) => stat(file).catch(() => undefined)),
+  )
+  const files = [
+    `${device}:${deviceInfo?.rdev ?? ''}`,
+    `${options.qemu}:${qemuInfo?.size ?? ''}:${qemuInfo?.mtimeMs ?? ''}`,
+    `${options.kernel}:${kernelInfo?.size ?? ''}`,
+  ]
+  return createHash('sha256')
+    .update([bootId.trim(), ...files].join('\n'))
+    .digest('hex')
 }
 
 /** Boots `kernel` under KVM without an initramfs and says whether it got as far as its panic. */
@@ -133,11 +152,26 @@ export function probeKvm(qemu: string, kernel: string, timeoutMs = PROBE_TIMEOUT
 /** Boots `kernel` under `accel` with no root: ok once it panics and QEMU exits cleanly. */
 export async function probeBoot(qemu: string, kernel: string, accel: Accel, timeoutMs: number): Promise<AccelProbe> {
   const args = [
-    '-M', 'microvm', ...accelArgs(accel, 64), '-m', '64M', '-smp', '1',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot', '-serial', 'stdio',
+    '-M',
+    'microvm',
+    ...accelArgs(accel, 64),
+    '-m',
+    '64M',
+    '-smp',
+    '1',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-serial',
+    'stdio',
     // A real boot's command line (panic=-1 and the TSC rate included): without an initramfs it
     // stops at "VFS: Unable to mount root fs".
-    '-kernel', kernel, '-append', await guestKernelCommandLine(),
+    '-kernel',
+    kernel,
+    '-append',
+    await guestKernelCommandLine(),
   ]
   const under = `a test boot under ${accel.toUpperCase()}`
   // Started as run's other helpers are, under the watchdog: a CLI killed mid-probe leaves no QEMU behind.
@@ -164,9 +198,23 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
     child.once('close', (code, signal) => {
       clearTimeout(timer)
       if (code === 0 && /Kernel panic/.test(output)) return resolve({ok: true})
-      if (timedOut) return resolve({ok: false, timedOut: true, reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`})
-      const said = errors.split('\n').map((line) => line.trim()).find((line) => /error/i.test(line)) ?? errors.trim().split('\n')[0] ?? ''
-      resolve({ok: false, reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`})
+      if (timedOut)
+        return resolve({
+          ok: false,
+          timedOut: true,
+          reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`,
+        })
+      const said =
+        errors
+          .split('\n')
+          .map((line) => line.trim())
+          .find((line) => /error/i.test(line)) ??
+        errors.trim().split('\n')[0] ??
+        ''
+      resolve({
+        ok: false,
+        reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`,
+      })
     })
   })
   await processes.stopAll(0)

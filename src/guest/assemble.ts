@@ -48,7 +48,9 @@ async function run(file: string, args: string[], options: {cwd?: string; what: s
   if (result.exitCode === 0) return result.stdout
   const stderr = result.stderr.trim()
   // apt prints warnings (W:) around the line that says what failed (E:): keep that one.
-  const detail = stderr.split('\n').find((line) => line.startsWith('E: ')) ?? (stderr.split('\n').slice(-3).join(' ') || `exit code ${result.exitCode ?? result.signal}`)
+  const detail =
+    stderr.split('\n').find((line) => line.startsWith('E: ')) ??
+    (stderr.split('\n').slice(-3).join(' ') || `exit code ${result.exitCode ?? result.signal}`)
   throw new AegisError(`${options.what} failed: ${detail.replace(/\s+/g, ' ')}`, {hint: options.hint})
 }
 
@@ -56,12 +58,19 @@ async function run(file: string, args: string[], options: {cwd?: string; what: s
  * resolveKernelPackage, remembered until apt's package lists change: `apt-cache show` costs
  * about a second, and this runs before every boot.
  */
-async function resolveKernelPackageCached(metaPackage: string, cacheDir: string): Promise<{name: string; version: string}> {
+async function resolveKernelPackageCached(
+  metaPackage: string,
+  cacheDir: string,
+): Promise<{name: string; version: string}> {
   const lists = await aptPackageLists()
-  const stamp = JSON.stringify(await Promise.all(lists.sort().map(async (name) => {
-    const info = await stat(path.join(APT_LISTS_DIR, name))
-    return [name, info.size, info.mtimeMs]
-  })))
+  const stamp = JSON.stringify(
+    await Promise.all(
+      lists.sort().map(async (name) => {
+        const info = await stat(path.join(APT_LISTS_DIR, name))
+        return [name, info.size, info.mtimeMs]
+      }),
+    ),
+  )
   return remembered(path.join(cacheDir, `kernel-${metaPackage}.json`), stamp, () => resolveKernelPackage(metaPackage))
 }
 
@@ -79,7 +88,10 @@ export async function aptPackageLists(listsDir = APT_LISTS_DIR): Promise<string[
 /** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
 async function resolveKernelPackage(metaPackage: string): Promise<{name: string; version: string}> {
   const hint = 'on a Debian host run: apt-get update'
-  const show = await run('apt-cache', ['show', '--no-all-versions', metaPackage], {what: `apt-cache show ${metaPackage}`, hint})
+  const show = await run('apt-cache', ['show', '--no-all-versions', metaPackage], {
+    what: `apt-cache show ${metaPackage}`,
+    hint,
+  })
   const depends = /^Depends: (linux-image-[^\s,]+) \(= ([^)]+)\)/m.exec(show)
   if (!depends) throw new AegisError(`cannot tell which kernel ${metaPackage} depends on`, {hint})
   return {name: depends[1]!, version: depends[2]!}
@@ -95,10 +107,14 @@ async function toolchainVersion(triplet: string, cacheDir: string): Promise<stri
   const gcc = findOnPath('gcc')
   if (!existsSync(libc)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
   if (!gcc) throw new AegisError('gcc is not installed', {hint})
-  const stamp = JSON.stringify(await Promise.all([gcc, libc].map(async (file) => {
-    const info = await stat(file)
-    return [await realpath(file), info.size, info.mtimeMs]
-  })))
+  const stamp = JSON.stringify(
+    await Promise.all(
+      [gcc, libc].map(async (file) => {
+        const info = await stat(file)
+        return [await realpath(file), info.size, info.mtimeMs]
+      }),
+    ),
+  )
   return remembered(path.join(cacheDir, `toolchain-${triplet}.json`), stamp, async () => {
     const [gccVersion, libcVersion] = await Promise.all([
       run('gcc', ['-dumpfullversion'], {what: 'gcc', hint}),
@@ -130,9 +146,12 @@ async function listModuleFiles(dir: string): Promise<Map<string, string>> {
 
 async function buildHarness(workDir: string): Promise<Buffer> {
   const output = path.join(workDir, 'init')
-  const sources = HARNESS_SOURCES.filter((file) => file.endsWith('.c')).map((file) => path.join(HARNESS_SOURCE_DIR, file))
+  const sources = HARNESS_SOURCES.filter((file) => file.endsWith('.c')).map((file) =>
+    path.join(HARNESS_SOURCE_DIR, file),
+  )
   await run('gcc', ['-static', '-Os', '-s', '-Wall', '-o', output, ...sources], {
-    what: 'building the guest harness', hint: 'install the compiler: apt-get install gcc libc6-dev',
+    what: 'building the guest harness',
+    hint: 'install the compiler: apt-get install gcc libc6-dev',
   })
   return readFile(output)
 }
@@ -143,15 +162,19 @@ export async function assembleGuestFiles(workDir: string, inputs: GuestInputs): 
   await run('apt-get', ['download', `${kernelPackage.name}=${kernelPackage.version}`], {
     cwd: workDir,
     what: `downloading the guest kernel (apt-get download ${kernelPackage.name}=${kernelPackage.version})`,
-    hint: 'check that Debian\'s package archive is reachable and run apt-get update, or boot files you have: --kernel FILE --initrd FILE',
+    hint: "check that Debian's package archive is reachable and run apt-get update, or boot files you have: --kernel FILE --initrd FILE",
   })
   const deb = (await readdir(workDir)).find((name) => name.endsWith('.deb'))
-  if (!deb) throw new AegisError(`apt-get download left no .deb for ${kernelPackage.name}`, {hint: 'run apt-get update and retry'})
+  if (!deb)
+    throw new AegisError(`apt-get download left no .deb for ${kernelPackage.name}`, {
+      hint: 'run apt-get update and retry',
+    })
   const unpacked = path.join(workDir, 'kernel')
   await run('dpkg-deb', ['-x', path.join(workDir, deb), unpacked], {what: 'dpkg-deb -x', hint: 'install dpkg'})
 
   const [kernelRelease] = await readdir(path.join(unpacked, 'lib/modules'))
-  if (!kernelRelease) throw new AegisError(`${kernelPackage.name} has no modules directory`, {hint: 'report this kernel package'})
+  if (!kernelRelease)
+    throw new AegisError(`${kernelPackage.name} has no modules directory`, {hint: 'report this kernel package'})
   const moduleDir = path.join(unpacked, 'lib/modules', kernelRelease)
   const modules = await resolveModuleOrder(moduleDir, await listModuleFiles(moduleDir), GUEST_MODULES)
 
@@ -160,10 +183,20 @@ export async function assembleGuestFiles(workDir: string, inputs: GuestInputs): 
     {path: 'dev/console', type: 'chardev', mode: 0o600, major: 5, minor: 1},
     {path: 'proc', type: 'dir', mode: 0o755},
     {path: 'sys', type: 'dir', mode: 0o755},
-    {path: 'modules/order', type: 'file', mode: 0o644, data: Buffer.from(modules.map((m) => `${m.name}.ko\n`).join(''))},
+    {
+      path: 'modules/order',
+      type: 'file',
+      mode: 0o644,
+      data: Buffer.from(modules.map((m) => `${m.name}.ko\n`).join('')),
+    },
   ]
   for (const module of modules) {
-    entries.push({path: `modules/${module.name}.ko`, type: 'file', mode: 0o644, data: await readFile(path.join(moduleDir, module.file))})
+    entries.push({
+      path: `modules/${module.name}.ko`,
+      type: 'file',
+      mode: 0o644,
+      data: await readFile(path.join(moduleDir, module.file)),
+    })
   }
   await writeFile(path.join(workDir, 'initrd.img'), gzipSync(buildCpio(entries), {level: 9}))
 
@@ -202,12 +235,25 @@ export async function guestInputs(options: {cacheDir: string; arch?: GuestArch})
   // The harness is compiled by the host's gcc against the host's static libc: another
   // architecture's guest would need a cross toolchain.
   if (arch !== host) {
-    throw new AegisError(`cannot assemble an ${arch} guest on an ${host} host yet`, {hint: `assemble on an ${arch} machine`})
+    throw new AegisError(`cannot assemble an ${arch} guest on an ${host} host yet`, {
+      hint: `assemble on an ${arch} machine`,
+    })
   }
   const kernelMetaPackage = `linux-image-cloud-${toDebianArch(arch)}`
   const triplet = toGnuTriplet(arch)
-  const [kernelPackage, harness, toolchain] = await Promise.all([resolveKernelPackageCached(kernelMetaPackage, options.cacheDir), harnessHash(), toolchainVersion(triplet, options.cacheDir)])
+  const [kernelPackage, harness, toolchain] = await Promise.all([
+    resolveKernelPackageCached(kernelMetaPackage, options.cacheDir),
+    harnessHash(),
+    toolchainVersion(triplet, options.cacheDir),
+  ])
   const keyed = {format: ASSEMBLY_FORMAT, arch, kernelPackage, harness, toolchain, modules: GUEST_MODULES}
   const key = createHash('sha256').update(JSON.stringify(keyed)).digest('hex').slice(0, 16)
-  return {arch, kernelPackage, harness, toolchain, key, version: `${kernelPackage.name} ${kernelPackage.version}, harness ${harness.slice(0, 12)}`}
+  return {
+    arch,
+    kernelPackage,
+    harness,
+    toolchain,
+    key,
+    version: `${kernelPackage.name} ${kernelPackage.version}, harness ${harness.slice(0, 12)}`,
+  }
 }

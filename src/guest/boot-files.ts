@@ -34,7 +34,12 @@ async function openFile(file: string, flag: string, hint: string): Promise<FileH
     handle = await open(file, 'r')
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code
-    const why = code === 'ENOENT' ? 'does not exist' : code === 'EACCES' ? 'is not readable' : `cannot be opened (${messageOf(error)})`
+    const why =
+      code === 'ENOENT'
+        ? 'does not exist'
+        : code === 'EACCES'
+          ? 'is not readable'
+          : `cannot be opened (${messageOf(error)})`
     throw new AegisError(`${flag} ${file} ${why}`, {hint})
   }
   if (!(await handle.stat()).isFile()) {
@@ -61,7 +66,7 @@ async function hasPvhNote(handle: FileHandle, header: Buffer): Promise<boolean> 
     if (entry.readUInt32LE(0) !== PT_NOTE) continue
     const size = Number(entry.readBigUInt64LE(0x20))
     const notes = await readAt(handle, Number(entry.readBigUInt64LE(0x08)), Math.min(size, 1 << 20))
-    for (let at = 0; at + 12 <= notes.length;) {
+    for (let at = 0; at + 12 <= notes.length; ) {
       const nameSize = notes.readUInt32LE(at)
       const descSize = notes.readUInt32LE(at + 4)
       const type = notes.readUInt32LE(at + 8)
@@ -83,8 +88,13 @@ export async function checkKernelFile(file: string, flag: string): Promise<void>
   try {
     const header = await readAt(handle, 0, 0x240)
     if (header.toString('latin1', 0, 4) === ELF_MAGIC && header.length >= 64) {
-      if (header[4] !== 2 || header.readUInt16LE(0x12) !== EM_X86_64) throw new AegisError(`${flag} ${file} is an ELF file for another machine, not an x86-64 kernel`, {hint})
-      if (!(await hasPvhNote(handle, header))) throw new AegisError(`${flag} ${file} is an ELF file but not a kernel QEMU can boot (it has no PVH entry note)`, {hint: 'give a kernel built with CONFIG_PVH=y, or its bzImage (vmlinuz)'})
+      if (header[4] !== 2 || header.readUInt16LE(0x12) !== EM_X86_64)
+        throw new AegisError(`${flag} ${file} is an ELF file for another machine, not an x86-64 kernel`, {hint})
+      if (!(await hasPvhNote(handle, header)))
+        throw new AegisError(
+          `${flag} ${file} is an ELF file but not a kernel QEMU can boot (it has no PVH entry note)`,
+          {hint: 'give a kernel built with CONFIG_PVH=y, or its bzImage (vmlinuz)'},
+        )
       return
     }
     if (header.toString('latin1', 0x202, 0x206) === 'HdrS') return

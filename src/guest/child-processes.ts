@@ -64,11 +64,18 @@ export class ChildProcessGroup {
 
   /** Stops every helper (TERM, then KILL after `graceMs`) and retires the watchdog. */
   async stopAll(graceMs = 2000): Promise<void> {
-    const running = this.children.filter((child) => child.exitCode === null && child.signalCode === null && child.pid !== undefined)
-    const exited = Promise.all(running.map((child) => new Promise<void>((resolve) => {
-      if (child.exitCode !== null || child.signalCode !== null) resolve()
-      else child.once('exit', () => resolve())
-    })))
+    const running = this.children.filter(
+      (child) => child.exitCode === null && child.signalCode === null && child.pid !== undefined,
+    )
+    const exited = Promise.all(
+      running.map(
+        (child) =>
+          new Promise<void>((resolve) => {
+            if (child.exitCode !== null || child.signalCode !== null) resolve()
+            else child.once('exit', () => resolve())
+          }),
+      ),
+    )
     this.killNow('SIGTERM')
     let timer: NodeJS.Timeout | undefined
     const timedOut = new Promise<'timeout'>((resolve) => {
@@ -93,9 +100,12 @@ export class ChildProcessGroup {
     let timer: NodeJS.Timeout | undefined
     // The timer is what keeps Node running meanwhile (the watchdog is unref'd): an unref'd one
     // would let a CLI with nothing else left exit with this wait unsettled (exit code 13).
-    await Promise.race([gone, new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, 1000)
-    })])
+    await Promise.race([
+      gone,
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, 1000)
+      }),
+    ])
     clearTimeout(timer)
   }
 }

@@ -23,11 +23,29 @@ function pad4(length: number): Buffer {
   return Buffer.alloc((4 - (length % 4)) % 4)
 }
 
-function record(ino: number, name: string, mode: number, data: Uint8Array, rdev: {major: number; minor: number}, mtime: number): Buffer[] {
+function record(
+  ino: number,
+  name: string,
+  mode: number,
+  data: Uint8Array,
+  rdev: {major: number; minor: number},
+  mtime: number,
+): Buffer[] {
   const nameBytes = Buffer.from(name + '\0', 'utf8')
   const fields = [
-    ino, mode, 0 /* uid */, 0 /* gid */, 1 /* nlink */, mtime, data.length,
-    0, 0 /* dev major, minor */, rdev.major, rdev.minor, nameBytes.length, 0 /* check */,
+    ino,
+    mode,
+    0 /* uid */,
+    0 /* gid */,
+    1 /* nlink */,
+    mtime,
+    data.length,
+    0,
+    0 /* dev major, minor */,
+    rdev.major,
+    rdev.minor,
+    nameBytes.length,
+    0 /* check */,
   ]
   const header = Buffer.from('070701' + fields.map(hex8).join(''), 'ascii')
   return [header, nameBytes, pad4(header.length + nameBytes.length), Buffer.from(data), pad4(data.length)]

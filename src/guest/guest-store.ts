@@ -41,12 +41,15 @@ export function guestReference(inputs: GuestInputs): string {
 /** The guest artifact `reference` names in the store, checked, with its two blobs' paths. */
 export async function loadGuest(store: LocalStore, reference: string): Promise<StoredGuest> {
   const desc = await store.resolve(reference)
-  const notGuest = (why: string) => new AegisError(`${reference} is not an aegis-kit guest: ${why}`, {
-    hint: `give a guest listed by \`aegis-kit images\` (${GUEST_REPOSITORY}:...), or one pulled with \`aegis-kit images pull\``,
-  })
-  if (desc.mediaType !== MediaType.ImageManifest) throw notGuest(`it is a ${desc.mediaType === MediaType.ImageIndex ? 'multi-platform image index' : desc.mediaType}`)
+  const notGuest = (why: string) =>
+    new AegisError(`${reference} is not an aegis-kit guest: ${why}`, {
+      hint: `give a guest listed by \`aegis-kit images\` (${GUEST_REPOSITORY}:...), or one pulled with \`aegis-kit images pull\``,
+    })
+  if (desc.mediaType !== MediaType.ImageManifest)
+    throw notGuest(`it is a ${desc.mediaType === MediaType.ImageIndex ? 'multi-platform image index' : desc.mediaType}`)
   const {manifest} = await openImage(store, desc)
-  if (manifest.artifactType !== MediaType.GuestArtifact) throw notGuest(manifest.artifactType ? `its artifactType is ${manifest.artifactType}` : 'it is a container image')
+  if (manifest.artifactType !== MediaType.GuestArtifact)
+    throw notGuest(manifest.artifactType ? `its artifactType is ${manifest.artifactType}` : 'it is a container image')
   const kernel = manifest.layers.find((layer) => layer.mediaType === MediaType.GuestKernel)
   const initrd = manifest.layers.find((layer) => layer.mediaType === MediaType.GuestInitrd)
   if (!kernel || !initrd) throw notGuest('it has no kernel or no initramfs layer')
@@ -66,7 +69,12 @@ export async function loadGuest(store: LocalStore, reference: string): Promise<S
  * This host's guest from the store; when the store lacks it, assembled (in a scratch directory
  * under `cacheDir`, which also remembers the answers of apt and gcc), stored and tagged.
  */
-export async function resolveGuest(options: {store: LocalStore; cacheDir: string; onStatus?: (message: string) => void; beforeWork?: () => Promise<void>}): Promise<StoredGuest> {
+export async function resolveGuest(options: {
+  store: LocalStore
+  cacheDir: string
+  onStatus?: (message: string) => void
+  beforeWork?: () => Promise<void>
+}): Promise<StoredGuest> {
   const {store, cacheDir} = options
   const inputs = await guestInputs({cacheDir})
   const reference = guestReference(inputs)
@@ -87,7 +95,9 @@ export async function resolveGuest(options: {store: LocalStore; cacheDir: string
 
 /** Writes the kernel and initramfs into the store as a guest artifact tagged `reference`. */
 async function putGuest(store: LocalStore, image: GuestImage, inputs: GuestInputs, reference: string): Promise<void> {
-  const kernel = blobOf(MediaType.GuestKernel, await readFile(image.kernel), {annotations: titled(path.basename(image.kernel))})
+  const kernel = blobOf(MediaType.GuestKernel, await readFile(image.kernel), {
+    annotations: titled(path.basename(image.kernel)),
+  })
   const initrd = blobOf(MediaType.GuestInitrd, await readFile(image.initrd), {annotations: titled('initrd.img')})
   const config = emptyConfig()
   const manifest = artifactManifest(MediaType.GuestArtifact, [kernel.descriptor, initrd.descriptor], {

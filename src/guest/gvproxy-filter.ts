@@ -44,7 +44,9 @@ export interface GuestPacketPolicy {
 }
 
 /** `quiet`: noise every Linux guest sends (IPv6 neighbour discovery), not worth reporting. */
-export type FrameVerdict = {pass: true; reason?: undefined; quiet?: undefined} | {pass: false; reason: string; quiet?: boolean}
+export type FrameVerdict =
+  | {pass: true; reason?: undefined; quiet?: undefined}
+  | {pass: false; reason: string; quiet?: boolean}
 
 const ETHERTYPE_IPV4 = 0x0800
 const ETHERTYPE_ARP = 0x0806
@@ -59,7 +61,13 @@ function ipv4(bytes: Buffer, offset: number): string {
 }
 
 function protocolName(protocol: number): string {
-  return protocol === PROTO_TCP ? 'tcp' : protocol === PROTO_UDP ? 'udp' : protocol === PROTO_ICMP ? 'icmp' : `ip proto ${protocol}`
+  return protocol === PROTO_TCP
+    ? 'tcp'
+    : protocol === PROTO_UDP
+      ? 'udp'
+      : protocol === PROTO_ICMP
+        ? 'icmp'
+        : `ip proto ${protocol}`
 }
 
 /**
@@ -68,7 +76,10 @@ function protocolName(protocol: number): string {
  */
 export class InboundFlows {
   private readonly flows = new Set<string>()
-  constructor(private readonly gateway: string, private readonly limit = 8192) {}
+  constructor(
+    private readonly gateway: string,
+    private readonly limit = 8192,
+  ) {}
 
   /** Looks at a frame going to the guest and remembers a SYN from the gateway. */
   noteToGuest(frame: Buffer): void {
@@ -95,13 +106,19 @@ export function judgeGuestFrame(frame: Buffer, policy: GuestPacketPolicy, inboun
   if (frame.length < 14) return {pass: false, reason: 'runt frame'}
   const ethertype = frame.readUInt16BE(12)
   if (ethertype === ETHERTYPE_ARP) return PASS
-  if (ethertype !== ETHERTYPE_IPV4) return {pass: false, reason: `ethertype 0x${ethertype.toString(16).padStart(4, '0')}`, quiet: ethertype === ETHERTYPE_IPV6}
+  if (ethertype !== ETHERTYPE_IPV4)
+    return {
+      pass: false,
+      reason: `ethertype 0x${ethertype.toString(16).padStart(4, '0')}`,
+      quiet: ethertype === ETHERTYPE_IPV6,
+    }
 
   const ip = 14
   if (frame.length < ip + 20) return {pass: false, reason: 'short IPv4 header'}
   const versionIhl = frame[ip]!
   const headerLength = (versionIhl & 0x0f) * 4
-  if (versionIhl >> 4 !== 4 || headerLength < 20 || frame.length < ip + headerLength) return {pass: false, reason: 'bad IPv4 header'}
+  if (versionIhl >> 4 !== 4 || headerLength < 20 || frame.length < ip + headerLength)
+    return {pass: false, reason: 'bad IPv4 header'}
   const protocol = frame[ip + 9]!
   const flagsFragment = frame.readUInt16BE(ip + 6)
   const fragmented = (flagsFragment & 0x2000) !== 0 || (flagsFragment & 0x1fff) !== 0
@@ -121,9 +138,12 @@ export function judgeGuestFrame(frame: Buffer, policy: GuestPacketPolicy, inboun
   if (destination === '255.255.255.255') return checked(protocol === PROTO_UDP && port === 67)
   if (destination === policy.gateway) {
     const answering = protocol === PROTO_TCP && port !== undefined && inbound?.has(sourcePort!, port) === true
-    return checked(protocol === PROTO_ICMP || (hasPorts && port === 53) || (protocol === PROTO_UDP && port === 67) || answering)
+    return checked(
+      protocol === PROTO_ICMP || (hasPorts && port === 53) || (protocol === PROTO_UDP && port === 67) || answering,
+    )
   }
-  if (destination === policy.hostLoopbackAlias) return checked(hasPorts && port !== undefined && policy.allowedLoopbackPorts.has(port))
+  if (destination === policy.hostLoopbackAlias)
+    return checked(hasPorts && port !== undefined && policy.allowedLoopbackPorts.has(port))
   if (destination.startsWith(`${policy.subnetPrefix}.`)) return {pass: false, reason: what}
   if (octets[0] === 127 || octets[0] === 0 || octets[0] >= 224) return {pass: false, reason: what}
   if (policy.hostAddresses.has(destination)) {
@@ -147,7 +167,8 @@ function checksum(bytes: Buffer, initial = 0): number {
  */
 export function rejectionFor(frame: Buffer): Buffer | undefined {
   const ip = 14
-  if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4 || frame[ip + 9] !== PROTO_TCP) return undefined
+  if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4 || frame[ip + 9] !== PROTO_TCP)
+    return undefined
   const headerLength = (frame[ip]! & 0x0f) * 4
   const tcp = ip + headerLength
   if (headerLength < 20 || frame.length < tcp + 20 || (frame.readUInt16BE(ip + 6) & 0x3fff) !== 0) return undefined
@@ -288,7 +309,12 @@ function filterConnection(guest: net.Socket, upstream: net.Socket, options: Fram
  * Cuts `from`'s stream into whole frames for `handle` (false: `to` is full), so a rejection can
  * be slipped in between two; pauses `from` until `to` drains.
  */
-function relayFrames(from: net.Socket, to: net.Socket, onBadStream: (error: Error) => void, handle: (frame: Buffer) => boolean): void {
+function relayFrames(
+  from: net.Socket,
+  to: net.Socket,
+  onBadStream: (error: Error) => void,
+  handle: (frame: Buffer) => boolean,
+): void {
   const reader = new FrameReader()
   from.on('data', (chunk: Buffer) => {
     let frames: Buffer[]

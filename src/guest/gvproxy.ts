@@ -40,10 +40,17 @@ import {HOST_NAME} from './spec.js'
 /** gvproxy's fixed address for the host's 127.0.0.1. */
 export const GVPROXY_HOST_LOOPBACK = '192.168.127.254'
 /** Names gvproxy's DNS answers with GVPROXY_HOST_LOOPBACK. */
-const HOST_LOOPBACK_NAMES = new Set(['127.0.0.1', 'localhost', 'host.containers.internal', 'host.docker.internal', GVPROXY_HOST_LOOPBACK])
+const HOST_LOOPBACK_NAMES = new Set([
+  '127.0.0.1',
+  'localhost',
+  'host.containers.internal',
+  'host.docker.internal',
+  GVPROXY_HOST_LOOPBACK,
+])
 /** Where podman's packages put gvproxy; AEGIS_KIT_HELPER_DIRS (colon-separated) replaces the list. */
 const SEARCH_DIRS = ['/usr/libexec/podman', '/usr/lib/podman', '/usr/local/libexec/podman']
-const INSTALL_HINT = 'run scripts/install-gvproxy (on Debian 12 it installs Debian 13\'s gvproxy package), or install podman\'s gvproxy; run `aegis-kit doctor` to check the rest'
+const INSTALL_HINT =
+  "run scripts/install-gvproxy (on Debian 12 it installs Debian 13's gvproxy package), or install podman's gvproxy; run `aegis-kit doctor` to check the rest"
 
 export interface GvproxyOptions {
   /** Host ports to forward to the guest; on 127.0.0.1 (only loopback host addresses are accepted). */
@@ -78,7 +85,8 @@ export interface GvproxyBackend extends NetworkBackend {
 /** The gvproxy binary: on PATH, or where podman's packages put it (or AEGIS_KIT_HELPER_DIRS says). */
 export function findGvproxy(): string {
   const {PATH, AEGIS_KIT_HELPER_DIRS} = process.env
-  const helperDirs = AEGIS_KIT_HELPER_DIRS === undefined ? SEARCH_DIRS : AEGIS_KIT_HELPER_DIRS.split(':').filter(Boolean)
+  const helperDirs =
+    AEGIS_KIT_HELPER_DIRS === undefined ? SEARCH_DIRS : AEGIS_KIT_HELPER_DIRS.split(':').filter(Boolean)
   for (const dir of [...(PATH ?? '').split(':').filter(Boolean), ...helperDirs]) {
     const candidate = path.join(dir, 'gvproxy')
     if (existsSync(candidate)) return candidate
@@ -91,7 +99,11 @@ export function findGvproxy(): string {
  * Splits `networking.internal_hosts` entries into loopback ports, endpoints on the host's own
  * addresses, and the hostnames the guest is to resolve to the host's loopback.
  */
-export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts: Set<number>; endpoints: Set<string>; loopbackNames: Set<string>} {
+export function parseInternalHosts(entries: (string | number)[]): {
+  loopbackPorts: Set<number>
+  endpoints: Set<string>
+  loopbackNames: Set<string>
+} {
   const loopbackPorts = new Set<number>()
   const endpoints = new Set<string>()
   const loopbackNames = new Set<string>()
@@ -100,7 +112,9 @@ export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts
     const match = /^(?:(.+):)?(\d+)$/.exec(text)
     const port = match ? Number(match[2]) : Number.NaN
     if (!match || !Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new AegisError(`bad internal host ${JSON.stringify(text)}`, {hint: 'write host:port (e.g. 127.0.0.1:7000) or a port'})
+      throw new AegisError(`bad internal host ${JSON.stringify(text)}`, {
+        hint: 'write host:port (e.g. 127.0.0.1:7000) or a port',
+      })
     }
     const host = match[1]?.toLowerCase()
     if (host === undefined || HOST_LOOPBACK_NAMES.has(host)) {
@@ -111,7 +125,12 @@ export function parseInternalHosts(entries: (string | number)[]): {loopbackPorts
       loopbackPorts.add(port)
       loopbackNames.add(host)
     } else {
-      throw new AegisError(`bad internal host ${JSON.stringify(text)}: ${JSON.stringify(host)} is neither an IPv4 address nor a hostname`, {hint: 'write host:port with a name of letters, digits, hyphens and dots (e.g. coordinator.internal:9000) or an IPv4 address'})
+      throw new AegisError(
+        `bad internal host ${JSON.stringify(text)}: ${JSON.stringify(host)} is neither an IPv4 address nor a hostname`,
+        {
+          hint: 'write host:port with a name of letters, digits, hyphens and dots (e.g. coordinator.internal:9000) or an IPv4 address',
+        },
+      )
     }
   }
   return {loopbackPorts, endpoints, loopbackNames}
@@ -144,8 +163,18 @@ export async function checkHostPortFree(forward: PortForward): Promise<void> {
     const server = net.createServer()
     server.once('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') reject(portInUse(forward, address))
-      else if (error.code === 'EACCES') reject(new AegisError(`not allowed to listen on host port ${forward.hostPort}`, {hint: 'ports below 1024 need root; expose a port of 1024 or more'}))
-      else reject(new AegisError(`cannot listen on ${address}:${forward.hostPort}: ${error.message}`, {hint: 'pick another host port'}))
+      else if (error.code === 'EACCES')
+        reject(
+          new AegisError(`not allowed to listen on host port ${forward.hostPort}`, {
+            hint: 'ports below 1024 need root; expose a port of 1024 or more',
+          }),
+        )
+      else
+        reject(
+          new AegisError(`cannot listen on ${address}:${forward.hostPort}: ${error.message}`, {
+            hint: 'pick another host port',
+          }),
+        )
     })
     server.listen({port: forward.hostPort, host: address, exclusive: true}, () => server.close(() => resolve()))
   })
@@ -154,28 +183,49 @@ export async function checkHostPortFree(forward: PortForward): Promise<void> {
 function checkForward(forward: PortForward): void {
   const address = forward.hostAddress ?? '127.0.0.1'
   if (!isLoopback(address)) {
-    throw new AegisError(`cannot expose port ${forward.hostPort} on ${address}: gvproxy networking exposes ports on 127.0.0.1 only`, {
-      hint: 'drop the address (127.0.0.1 is the default), or put a reverse proxy in front of it',
-    })
+    throw new AegisError(
+      `cannot expose port ${forward.hostPort} on ${address}: gvproxy networking exposes ports on 127.0.0.1 only`,
+      {
+        hint: 'drop the address (127.0.0.1 is the default), or put a reverse proxy in front of it',
+      },
+    )
   }
   for (const port of [forward.hostPort, forward.guestPort]) {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
   }
 }
 
 /** One request to gvproxy's API on its unix socket. */
-async function apiRequest(socketPath: string, method: 'GET' | 'POST', urlPath: string, body?: unknown): Promise<{status: number; text: string}> {
+async function apiRequest(
+  socketPath: string,
+  method: 'GET' | 'POST',
+  urlPath: string,
+  body?: unknown,
+): Promise<{status: number; text: string}> {
   const payload = body === undefined ? undefined : JSON.stringify(body)
   return new Promise((resolve, reject) => {
-    const request = http.request({
-      socketPath, method, path: urlPath, timeout: 5000,
-      headers: payload === undefined ? {} : {'content-type': 'application/json', 'content-length': Buffer.byteLength(payload)},
-    }, (response) => {
-      let text = ''
-      response.setEncoding('utf8').on('data', (chunk: string) => {
-        text += chunk
-      }).on('end', () => resolve({status: response.statusCode ?? 0, text}))
-    })
+    const request = http.request(
+      {
+        socketPath,
+        method,
+        path: urlPath,
+        timeout: 5000,
+        headers:
+          payload === undefined
+            ? {}
+            : {'content-type': 'application/json', 'content-length': Buffer.byteLength(payload)},
+      },
+      (response) => {
+        let text = ''
+        response
+          .setEncoding('utf8')
+          .on('data', (chunk: string) => {
+            text += chunk
+          })
+          .on('end', () => resolve({status: response.statusCode ?? 0, text}))
+      },
+    )
     request.on('timeout', () => request.destroy(new Error('gvproxy API timed out')))
     request.once('error', reject)
     request.end(payload)
@@ -184,10 +234,16 @@ async function apiRequest(socketPath: string, method: 'GET' | 'POST', urlPath: s
 
 async function exposeThrough(apiSocket: string, forward: PortForward): Promise<void> {
   const local = `${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}`
-  const response = await apiRequest(apiSocket, 'POST', '/services/forwarder/expose', {local, remote: `${GUEST_NETWORK.address}:${forward.guestPort}`, protocol: 'tcp'})
+  const response = await apiRequest(apiSocket, 'POST', '/services/forwarder/expose', {
+    local,
+    remote: `${GUEST_NETWORK.address}:${forward.guestPort}`,
+    protocol: 'tcp',
+  })
   if (response.status === 200) return
   if (/address already in use/i.test(response.text)) throw portInUse(forward, forward.hostAddress ?? '127.0.0.1')
-  throw new AegisError(`gvproxy could not expose ${local}: ${response.text.trim() || `HTTP ${response.status}`}`, {hint: 'pick another host port'})
+  throw new AegisError(`gvproxy could not expose ${local}: ${response.text.trim() || `HTTP ${response.status}`}`, {
+    hint: 'pick another host port',
+  })
 }
 
 async function listThrough(apiSocket: string): Promise<GvproxyForward[]> {
@@ -203,14 +259,30 @@ async function logTail(logFile: string): Promise<string> {
 }
 
 /** Starts gvproxy in `dir` and resolves once its API answers. */
-async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: string): Promise<{apiSocket: string; qemuSocket: string}> {
+async function startGvproxy(
+  processes: ChildProcessGroup,
+  binary: string,
+  dir: string,
+): Promise<{apiSocket: string; qemuSocket: string}> {
   const apiSocket = path.join(dir, 'api.sock')
   const qemuSocket = path.join(dir, 'qemu.sock')
   const logFile = path.join(dir, 'gvproxy.log')
-  const child = processes.spawn(binary, [
-    '-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`,
-    '-ssh-port', '-1', '-pid-file', path.join(dir, 'gvproxy.pid'), '-log-file', logFile,
-  ], {stdio: ['ignore', 'ignore', 'pipe']})
+  const child = processes.spawn(
+    binary,
+    [
+      '-listen-qemu',
+      `unix://${qemuSocket}`,
+      '-listen',
+      `unix://${apiSocket}`,
+      '-ssh-port',
+      '-1',
+      '-pid-file',
+      path.join(dir, 'gvproxy.pid'),
+      '-log-file',
+      logFile,
+    ],
+    {stdio: ['ignore', 'ignore', 'pipe']},
+  )
   let errors = ''
   child.stderr?.setEncoding('utf8').on('data', (text: string) => {
     errors = (errors + text).slice(-4096)
@@ -226,7 +298,9 @@ async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: s
   for (;;) {
     if (exited !== undefined) {
       const why = (await logTail(logFile)) || errors.trim() || exited
-      throw new AegisError(`gvproxy did not start: ${why}`, {hint: `check that ${binary} is gvproxy 0.7 or newer; ${INSTALL_HINT}`})
+      throw new AegisError(`gvproxy did not start: ${why}`, {
+        hint: `check that ${binary} is gvproxy 0.7 or newer; ${INSTALL_HINT}`,
+      })
     }
     if (existsSync(apiSocket) && existsSync(qemuSocket)) {
       try {
@@ -236,7 +310,10 @@ async function startGvproxy(processes: ChildProcessGroup, binary: string, dir: s
         // Not serving yet.
       }
     }
-    if (Date.now() > deadline) throw new AegisError(`gvproxy did not answer on ${apiSocket} within 10 s`, {hint: 'a heavily loaded host slows it down: retry'})
+    if (Date.now() > deadline)
+      throw new AegisError(`gvproxy did not answer on ${apiSocket} within 10 s`, {
+        hint: 'a heavily loaded host slows it down: retry',
+      })
     await sleep(10)
   }
 }
@@ -246,7 +323,10 @@ async function checkGvproxy(forwards: PortForward[], binary: string | undefined)
   for (const forward of forwards) checkForward(forward)
   const seen = new Set<number>()
   for (const forward of forwards) {
-    if (seen.has(forward.hostPort)) throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {hint: 'give each --expose its own host port'})
+    if (seen.has(forward.hostPort))
+      throw new AegisError(`host port ${forward.hostPort} is exposed twice`, {
+        hint: 'give each --expose its own host port',
+      })
     seen.add(forward.hostPort)
   }
   const found = binary ?? findGvproxy()
@@ -291,12 +371,16 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
  * which reaches gvproxy once it is up: the VM boots meanwhile, and `ready` says when the
  * forwards are exposed.
  */
-async function attachGvproxy({runDir, processes}: {runDir: string; processes: ChildProcessGroup}, binary: string, options: {
-  forwards: PortForward[]
-  internal: ReturnType<typeof parseInternalHosts>
-  onBlocked: ((reason: string) => void) | undefined
-  state: {apiSocket?: string}
-}): Promise<AttachedNetwork> {
+async function attachGvproxy(
+  {runDir, processes}: {runDir: string; processes: ChildProcessGroup},
+  binary: string,
+  options: {
+    forwards: PortForward[]
+    internal: ReturnType<typeof parseInternalHosts>
+    onBlocked: ((reason: string) => void) | undefined
+    state: {apiSocket?: string}
+  },
+): Promise<AttachedNetwork> {
   const {forwards, internal, state} = options
   const dir = path.join(runDir, 'gvproxy')
   await mkdir(dir, {mode: 0o700})
@@ -314,9 +398,16 @@ async function attachGvproxy({runDir, processes}: {runDir: string; processes: Ch
   const listenPath = path.join(dir, 'net.sock')
   let filter: FrameFilter
   try {
-    filter = await startFrameFilter({listenPath, upstreamPath: started.then(({qemuSocket}) => qemuSocket), policy, onBlocked: options.onBlocked})
+    filter = await startFrameFilter({
+      listenPath,
+      upstreamPath: started.then(({qemuSocket}) => qemuSocket),
+      policy,
+      onBlocked: options.onBlocked,
+    })
   } catch (error) {
-    throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {hint: 'check the run directory is writable'})
+    throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {
+      hint: 'check the run directory is writable',
+    })
   }
   const ready = (async () => {
     const {apiSocket} = await started
@@ -327,10 +418,15 @@ async function attachGvproxy({runDir, processes}: {runDir: string; processes: Ch
   return {
     ready,
     qemuArgs: [
-      '-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
-      '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
+      '-netdev',
+      `stream,id=net0,server=off,addr.type=unix,addr.path=${listenPath}`,
+      '-device',
+      `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
     ],
-    guest: {...GUEST_NETWORK, hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK}))},
+    guest: {
+      ...GUEST_NETWORK,
+      hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK})),
+    },
     async detach() {
       state.apiSocket = undefined
       filter.close()

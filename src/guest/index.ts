@@ -8,9 +8,25 @@ export {type GuestArch, type GuestImage} from './assemble.js'
 export {checkInitrdFile, checkKernelFile} from './boot-files.js'
 export {loadGuest, resolveGuest, type StoredGuest} from './guest-store.js'
 export {resolveImageUser, type ImageUser} from './image-user.js'
-export {GUEST_MAC, GUEST_NETWORK, noNetwork, userNetwork, type AttachedNetwork, type GuestNetwork, type NetworkBackend, type PortForward} from './network.js'
+export {
+  GUEST_MAC,
+  GUEST_NETWORK,
+  noNetwork,
+  userNetwork,
+  type AttachedNetwork,
+  type GuestNetwork,
+  type NetworkBackend,
+  type PortForward,
+} from './network.js'
 export {checkVmTools, runVm, startVm, type RunningVm, type VmOptions, type VmResult} from './qemu.js'
 export {encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 export {checkWritableLayerSize} from './writable-layer.js'
 export {ChildProcessGroup} from './child-processes.js'
-export {checkHostPortFree, findGvproxy, gvproxyNetwork, parseInternalHosts, type GvproxyBackend, type GvproxyOptions} from './gvproxy.js'
+export {
+  checkHostPortFree,
+  findGvproxy,
+  gvproxyNetwork,
+  parseInternalHosts,
+  type GvproxyBackend,
+  type GvproxyOptions,
+} from './gvproxy.js'

@@ -8,10 +8,13 @@ let hostTscKhz: Promise<number | undefined> | undefined
  * that hangs ~60% of boots under load with TCG ("Unable to calibrate against PIT").
  */
 function readHostTscKhz(): Promise<number | undefined> {
-  hostTscKhz ??= readFile('/proc/cpuinfo', 'utf8').then((cpuinfo) => {
-    const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)
-    return mhz ? Math.round(Number(mhz[1]) * 1000) : undefined
-  }, () => undefined)
+  hostTscKhz ??= readFile('/proc/cpuinfo', 'utf8').then(
+    (cpuinfo) => {
+      const mhz = /^cpu MHz\s*:\s*([\d.]+)/m.exec(cpuinfo)
+      return mhz ? Math.round(Number(mhz[1]) * 1000) : undefined
+    },
+    () => undefined,
+  )
   return hostTscKhz
 }
 

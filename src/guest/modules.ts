@@ -9,8 +9,14 @@ import path from 'node:path'
 
 /** What the harness needs: virtio transports, net, rng, serial ports, virtiofs, overlay, block. */
 export const GUEST_MODULES = [
-  'virtio_mmio', 'virtio_pci', 'virtio_net', 'virtio-rng', 'virtio_console',
-  'virtiofs', 'overlay', 'virtio_blk',
+  'virtio_mmio',
+  'virtio_pci',
+  'virtio_net',
+  'virtio-rng',
+  'virtio_console',
+  'virtiofs',
+  'overlay',
+  'virtio_blk',
 ] as const
 
 export interface KernelModule {
@@ -31,7 +37,11 @@ export function readModinfo(elf: Buffer): Map<string, string[]> {
   const namesIndex = elf.readUInt16LE(0x3e)
   const section = (index: number) => {
     const at = sectionTable + index * entrySize
-    return {name: elf.readUInt32LE(at), offset: Number(elf.readBigUInt64LE(at + 0x18)), size: Number(elf.readBigUInt64LE(at + 0x20))}
+    return {
+      name: elf.readUInt32LE(at),
+      offset: Number(elf.readBigUInt64LE(at + 0x18)),
+      size: Number(elf.readBigUInt64LE(at + 0x20)),
+    }
   }
   const names = section(namesIndex)
   const fields = new Map<string, string[]>()
@@ -58,7 +68,11 @@ function canonical(name: string): string {
  * The modules `wanted` need, dependencies first. `files` maps a canonical module name to
  * its path under `moduleDir`; built-in modules (not in the map) are skipped.
  */
-export async function resolveModuleOrder(moduleDir: string, files: Map<string, string>, wanted: readonly string[]): Promise<KernelModule[]> {
+export async function resolveModuleOrder(
+  moduleDir: string,
+  files: Map<string, string>,
+  wanted: readonly string[],
+): Promise<KernelModule[]> {
   const ordered: KernelModule[] = []
   const visiting = new Set<string>()
   const done = new Set<string>()

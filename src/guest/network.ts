@@ -10,7 +10,12 @@ import type {GuestPlumbing} from './spec.js'
 
 export type GuestNetwork = NonNullable<GuestPlumbing['network']>
 
-export const GUEST_NETWORK: GuestNetwork = {address: '192.168.127.2', prefixLength: 24, gateway: '192.168.127.1', dns: '192.168.127.1'}
+export const GUEST_NETWORK: GuestNetwork = {
+  address: '192.168.127.2',
+  prefixLength: 24,
+  gateway: '192.168.127.1',
+  dns: '192.168.127.1',
+}
 /** gvproxy hands this MAC the .2 lease; kept the same for every backend. */
 export const GUEST_MAC = '5a:94:ef:e4:0c:ee'
 
@@ -53,8 +58,10 @@ function nicArgs(netdev: string): string[] {
 export function userNetwork(options: {forwards?: PortForward[]} = {}): NetworkBackend {
   return {
     async attach() {
-      const forwards = (options.forwards ?? []).map((forward) =>
-        `,hostfwd=tcp:${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}-${GUEST_NETWORK.address}:${forward.guestPort}`)
+      const forwards = (options.forwards ?? []).map(
+        (forward) =>
+          `,hostfwd=tcp:${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}-${GUEST_NETWORK.address}:${forward.guestPort}`,
+      )
       // slirp refuses a DNS address equal to its gateway's, so its resolver sits at .3.
       const guest = {...GUEST_NETWORK, dns: '192.168.127.3'}
       const netdev = `user,id=net0,net=192.168.127.0/24,host=${guest.gateway},dns=${guest.dns}${forwards.join('')}`

@@ -21,7 +21,12 @@ import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 import {startVirtiofsd} from './virtiofsd.js'
-import {makeWritableLayerDisk, removeAbandonedLayerDisks, WRITABLE_LAYER_SERIAL, writableLayerDiskPath} from './writable-layer.js'
+import {
+  makeWritableLayerDisk,
+  removeAbandonedLayerDisks,
+  WRITABLE_LAYER_SERIAL,
+  writableLayerDiskPath,
+} from './writable-layer.js'
 
 /**
  * What to boot. The kernel, initramfs, root disk and spec may be promises: startVm starts the
@@ -118,11 +123,20 @@ class ReportReader {
 export function checkVmTools(): string {
   // HVF on macOS would need another machine type and a virtiofs daemon that macOS does not have.
   if (process.platform !== 'linux') {
-    throw new AegisError(`run needs a Linux host (this is ${process.platform}): the VM's root and workspace are shared by QEMU's virtiofsd, which is Linux-only`, {hint: 'build, validate and push work here; run kits on a Linux machine or in a Linux VM'})
+    throw new AegisError(
+      `run needs a Linux host (this is ${process.platform}): the VM's root and workspace are shared by QEMU's virtiofsd, which is Linux-only`,
+      {hint: 'build, validate and push work here; run kits on a Linux machine or in a Linux VM'},
+    )
   }
   const qemu = findOnPath(QEMU)
-  if (!qemu) throw new AegisError(`${QEMU} is not installed`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})
-  if (!existsSync(VIRTIOFSD)) throw new AegisError(`${VIRTIOFSD} is missing`, {hint: `install it: apt-get install ${QEMU_PACKAGE} (Debian 12 ships virtiofsd with QEMU); run \`aegis-kit doctor\` to check the rest`})
+  if (!qemu)
+    throw new AegisError(`${QEMU} is not installed`, {
+      hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`,
+    })
+  if (!existsSync(VIRTIOFSD))
+    throw new AegisError(`${VIRTIOFSD} is missing`, {
+      hint: `install it: apt-get install ${QEMU_PACKAGE} (Debian 12 ships virtiofsd with QEMU); run \`aegis-kit doctor\` to check the rest`,
+    })
   return qemu
 }
 
@@ -137,7 +151,8 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
   const files = awaitedLater(Promise.all([options.kernel, options.initrd, options.rootDisk, options.accel ?? 'tcg']))
   const spec = awaitedLater(Promise.resolve(options.spec))
   const qemuBinary = checkVmTools()
-  if ((options.rootDir === undefined) === (options.rootDisk === undefined)) throw new Error('startVm needs exactly one of rootDir and rootDisk')
+  if ((options.rootDir === undefined) === (options.rootDisk === undefined))
+    throw new Error('startVm needs exactly one of rootDir and rootDisk')
   const undo = new UndoStack()
   try {
     const runDir = await makeRunDir(undo)
@@ -148,7 +163,14 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     const host = await startHostSide(options, files, {runDir, processes}, undo)
     const specBytes = awaitedLater(spec.then((value) => encodeRunSpec(value, host.plumbing)))
     const args = await qemuArguments(options, host, controlPath)
-    const vm = launchQemu(qemuBinary, args, {options, processes, control, specBytes, layerDisk: host.layerDisk, cleanup: () => undo.unwind()})
+    const vm = launchQemu(qemuBinary, args, {
+      options,
+      processes,
+      control,
+      specBytes,
+      layerDisk: host.layerDisk,
+      cleanup: () => undo.unwind(),
+    })
     await handOverSpec(vm, [specBytes, host.nic.ready], processes)
     return vm
   } catch (error) {
@@ -162,7 +184,10 @@ async function makeRunDir(undo: UndoStack): Promise<string> {
   undo.defer(() => rm(runDir, {recursive: true, force: true}))
   // The deepest of the VM's sockets (workspace.fs.sock is as long); a unix socket path holds 107 bytes.
   if (Buffer.byteLength(path.join(runDir, 'gvproxy', 'qemu.sock')) > 107) {
-    throw new AegisError(`the temporary directory ${os.tmpdir()} is too deep for the VM's sockets (unix socket paths hold at most 107 bytes)`, {hint: 'set TMPDIR to a shorter path, e.g. TMPDIR=/tmp'})
+    throw new AegisError(
+      `the temporary directory ${os.tmpdir()} is too deep for the VM's sockets (unix socket paths hold at most 107 bytes)`,
+      {hint: 'set TMPDIR to a shorter path, e.g. TMPDIR=/tmp'},
+    )
   }
   return runDir
 }
@@ -182,7 +207,12 @@ interface HostSide {
  * Starts what QEMU connects to (a virtiofsd per shared directory, the network backend) and makes
  * the writable layer's disk, while the caller may still be working out the files.
  */
-async function startHostSide(options: VmOptions, files: Promise<[string, string, string | undefined, Accel]>, context: {runDir: string; processes: ChildProcessGroup}, undo: UndoStack): Promise<HostSide> {
+async function startHostSide(
+  options: VmOptions,
+  files: Promise<[string, string, string | undefined, Accel]>,
+  context: {runDir: string; processes: ChildProcessGroup},
+  undo: UndoStack,
+): Promise<HostSide> {
   const shares: {tag: string; dir: string; cache: 'always' | 'auto'}[] = []
   if (options.rootDir !== undefined) shares.push({tag: 'root', dir: options.rootDir, cache: 'always'})
   if (options.workspaceDir) shares.push({tag: 'workspace', dir: options.workspaceDir, cache: 'auto'})
@@ -193,19 +223,29 @@ async function startHostSide(options: VmOptions, files: Promise<[string, string,
   // The caller's failure first: it is the cause when helpers fail on being abandoned.
   const [[kernel, initrd, rootDisk, accel], sockets, nic] = await settleAll([
     files,
-    Promise.all(shares.map((share) => startVirtiofsd(context.processes, VIRTIOFSD, {...share, socketPath: path.join(context.runDir, `${share.tag}.fs.sock`)}))),
+    Promise.all(
+      shares.map((share) =>
+        startVirtiofsd(context.processes, VIRTIOFSD, {
+          ...share,
+          socketPath: path.join(context.runDir, `${share.tag}.fs.sock`),
+        }),
+      ),
+    ),
     (options.network ?? noNetwork()).attach(context).then((attached) => {
       undo.defer(() => attached.detach())
       return attached
     }),
-    layer && layerDisk !== undefined ? (async () => {
-      await mkdir(layer.dir, {recursive: true})
-      await removeAbandonedLayerDisks(layer.dir)
-      await makeWritableLayerDisk(layerDisk, layer.bytes)
-    })() : undefined,
+    layer && layerDisk !== undefined
+      ? (async () => {
+          await mkdir(layer.dir, {recursive: true})
+          await removeAbandonedLayerDisks(layer.dir)
+          await makeWritableLayerDisk(layerDisk, layer.bytes)
+        })()
+      : undefined,
   ])
   for (const [what, file] of Object.entries({kernel, initrd, 'root disk': rootDisk})) {
-    if (file !== undefined && !existsSync(file)) throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
+    if (file !== undefined && !existsSync(file))
+      throw new AegisError(`the ${what} ${file} does not exist`, {hint: 'assemble the guest again or check the path'})
   }
   const plumbing: GuestPlumbing = {
     root: rootDisk === undefined ? {kind: 'virtiofs', tag: 'root'} : {kind: 'block', device: '/dev/vda'},
@@ -213,7 +253,16 @@ async function startHostSide(options: VmOptions, files: Promise<[string, string,
     writableLayerDisk: layerDisk === undefined ? undefined : {serial: WRITABLE_LAYER_SERIAL},
     network: nic.guest,
   }
-  return {shares: shares.map((share, i) => ({tag: share.tag, socket: sockets[i]!})), nic, kernel, initrd, rootDisk, accel, layerDisk, plumbing}
+  return {
+    shares: shares.map((share, i) => ({tag: share.tag, socket: sockets[i]!})),
+    nic,
+    kernel,
+    initrd,
+    rootDisk,
+    accel,
+    layerDisk,
+    plumbing,
+  }
 }
 
 /** The unix socket behind the guest's virtio-serial control port. */
@@ -228,24 +277,63 @@ async function listenForControl(controlPath: string, undo: UndoStack): Promise<n
 async function qemuArguments(options: VmOptions, host: HostSide, controlPath: string): Promise<string[]> {
   const memoryMib = options.memoryMib ?? 512
   return [
-    '-M', 'microvm,acpi=on,memory-backend=mem', ...accelArgs(host.accel, memoryMib),
-    '-m', `${memoryMib}M`, '-smp', String(options.vcpus ?? 1),
-    '-object', `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
-    '-global', 'virtio-mmio.force-legacy=false',
-    '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
-    '-chardev', 'stdio,id=console,signal=off', '-serial', 'chardev:console',
-    '-kernel', host.kernel, '-initrd', host.initrd, '-append', await guestKernelCommandLine(options.extraKernelArgs ?? []),
-    '-device', 'virtio-rng-device',
-    '-device', 'virtio-serial-device',
-    '-chardev', `socket,id=ctl,path=${controlPath}`, '-device', `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
-    ...host.shares.flatMap((share, i) => ['-chardev', `socket,id=fs${i},path=${share.socket}`, '-device', `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`]),
-    ...(host.rootDisk === undefined ? [] : [
-      '-drive', `file=${host.rootDisk},if=none,id=rootdisk,format=raw,readonly=on`, '-device', 'virtio-blk-device,drive=rootdisk',
+    '-M',
+    'microvm,acpi=on,memory-backend=mem',
+    ...accelArgs(host.accel, memoryMib),
+    '-m',
+    `${memoryMib}M`,
+    '-smp',
+    String(options.vcpus ?? 1),
+    '-object',
+    `memory-backend-memfd,id=mem,size=${memoryMib}M,share=on`,
+    '-global',
+    'virtio-mmio.force-legacy=false',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-chardev',
+    'stdio,id=console,signal=off',
+    '-serial',
+    'chardev:console',
+    '-kernel',
+    host.kernel,
+    '-initrd',
+    host.initrd,
+    '-append',
+    await guestKernelCommandLine(options.extraKernelArgs ?? []),
+    '-device',
+    'virtio-rng-device',
+    '-device',
+    'virtio-serial-device',
+    '-chardev',
+    `socket,id=ctl,path=${controlPath}`,
+    '-device',
+    `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
+    ...host.shares.flatMap((share, i) => [
+      '-chardev',
+      `socket,id=fs${i},path=${share.socket}`,
+      '-device',
+      `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`,
     ]),
+    ...(host.rootDisk === undefined
+      ? []
+      : [
+          '-drive',
+          `file=${host.rootDisk},if=none,id=rootdisk,format=raw,readonly=on`,
+          '-device',
+          'virtio-blk-device,drive=rootdisk',
+        ]),
     // After the root disk, which stays /dev/vda; the harness finds this one by its serial anyway.
-    ...(host.layerDisk === undefined ? [] : [
-      '-drive', `file=${host.layerDisk},if=none,id=rwdisk,format=raw,discard=unmap`, '-device', `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
-    ]),
+    ...(host.layerDisk === undefined
+      ? []
+      : [
+          '-drive',
+          `file=${host.layerDisk},if=none,id=rwdisk,format=raw,discard=unmap`,
+          '-device',
+          `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
+        ]),
     ...host.nic.qemuArgs,
   ]
 }
@@ -289,28 +377,43 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
 
   /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
   const host = {killedByHost: false}
-  const result = awaitedLater(new Promise<VmResult>((resolve, reject) => {
-    qemu.once('error', (error) => reject(new AegisError(`cannot start ${QEMU}: ${error.message}`, {hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`})))
-    qemu.once('exit', (code, signal) => {
-      clearTimeout(bootTimer)
-      timings.exitedMs = Date.now() - startedAt
-      if (bootTimedOut) {
-        reject(new AegisError(`the VM did not boot within ${bootTimeoutMs / 1000} s`, {
-          hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
-        }))
-        return
-      }
-      const outcome = vmOutcome({code, signal, fromControl, output, killedByHost: host.killedByHost, timings})
-      if (outcome instanceof Error) reject(outcome)
-      else resolve(outcome)
-    })
-  }).finally(context.cleanup))
+  const result = awaitedLater(
+    new Promise<VmResult>((resolve, reject) => {
+      qemu.once('error', (error) =>
+        reject(
+          new AegisError(`cannot start ${QEMU}: ${error.message}`, {
+            hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`,
+          }),
+        ),
+      )
+      qemu.once('exit', (code, signal) => {
+        clearTimeout(bootTimer)
+        timings.exitedMs = Date.now() - startedAt
+        if (bootTimedOut) {
+          reject(
+            new AegisError(`the VM did not boot within ${bootTimeoutMs / 1000} s`, {
+              hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
+            }),
+          )
+          return
+        }
+        const outcome = vmOutcome({code, signal, fromControl, output, killedByHost: host.killedByHost, timings})
+        if (outcome instanceof Error) reject(outcome)
+        else resolve(outcome)
+      })
+    }).finally(context.cleanup),
+  )
 
   return {result, stop: stopper(result, controlSocket, processes, host)}
 }
 
 /** RunningVm.stop: SIGTERM to the workload over the control port, the VM killed after `graceMs`. */
-function stopper(result: Promise<VmResult>, controlSocket: () => net.Socket | undefined, processes: ChildProcessGroup, host: {killedByHost: boolean}): RunningVm['stop'] {
+function stopper(
+  result: Promise<VmResult>,
+  controlSocket: () => net.Socket | undefined,
+  processes: ChildProcessGroup,
+  host: {killedByHost: boolean},
+): RunningVm['stop'] {
   return async (graceMs = 10_000) => {
     controlSocket()?.write('signal TERM\n')
     const timer = setTimeout(() => {
@@ -326,7 +429,10 @@ function stopper(result: Promise<VmResult>, controlSocket: () => net.Socket | un
 }
 
 /** QEMU's console (kept, its last 64 KiB, and passed on) and its own error output. */
-function captureOutput(qemu: ChildProcess, onConsole: ((text: string) => void) | undefined): {console: () => string; errors: () => string; reports: ReportReader} {
+function captureOutput(
+  qemu: ChildProcess,
+  onConsole: ((text: string) => void) | undefined,
+): {console: () => string; errors: () => string; reports: ReportReader} {
   let consoleText = ''
   let qemuErrors = ''
   const reports = new ReportReader()
@@ -342,7 +448,11 @@ function captureOutput(qemu: ChildProcess, onConsole: ((text: string) => void) |
 }
 
 /** Answers the harness's connection with the spec and reads its reports; returns the connection once there is one. */
-function serveControl(server: net.Server, reports: ReportReader, specBytes: Promise<Buffer>): () => net.Socket | undefined {
+function serveControl(
+  server: net.Server,
+  reports: ReportReader,
+  specBytes: Promise<Buffer>,
+): () => net.Socket | undefined {
   let controlSocket: net.Socket | undefined
   server.on('connection', (socket) => {
     controlSocket = socket
@@ -350,7 +460,10 @@ function serveControl(server: net.Server, reports: ReportReader, specBytes: Prom
     socket.on('error', () => {})
     socket.setEncoding('utf8').on('data', (text: string) => reports.push(text))
     // A spec that could not be made stops the VM (handOverSpec): the guest gets nothing.
-    specBytes.then((bytes) => socket.write(bytes), () => undefined)
+    specBytes.then(
+      (bytes) => socket.write(bytes),
+      () => undefined,
+    )
   })
   return () => controlSocket
 }
@@ -386,7 +499,11 @@ function vmOutcome(ended: {
 }
 
 /** Waits for the spec and the network; when either fails, the VM stops before any workload runs. */
-async function handOverSpec(vm: RunningVm, waits: Array<Promise<unknown> | undefined>, processes: ChildProcessGroup): Promise<void> {
+async function handOverSpec(
+  vm: RunningVm,
+  waits: Array<Promise<unknown> | undefined>,
+  processes: ChildProcessGroup,
+): Promise<void> {
   try {
     await Promise.all(waits)
   } catch (error) {

@@ -42,26 +42,35 @@ export const CONTROL_PORT_NAME = 'aegis.ctl'
 
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 /** A DNS name as /etc/hosts takes it: dot-separated labels of letters, digits and inner hyphens. */
-export const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
+export const HOST_NAME =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$/
 
 function checkValue(what: string, value: string): string {
-  if (value.includes('\0')) throw new AegisError(`${what} contains a NUL byte`, {hint: 'remove the NUL byte; environment values cannot carry one'})
+  if (value.includes('\0'))
+    throw new AegisError(`${what} contains a NUL byte`, {
+      hint: 'remove the NUL byte; environment values cannot carry one',
+    })
   return value
 }
 
 /** The bytes the harness reads: a header line, then NUL-terminated "key value" records. */
 export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
-  if (spec.command.length === 0) throw new AegisError('the run spec has no command', {hint: 'give the command to run in the VM'})
+  if (spec.command.length === 0)
+    throw new AegisError('the run spec has no command', {hint: 'give the command to run in the VM'})
   const records: string[] = []
   const add = (key: string, value: string) => records.push(`${key} ${value}`)
   for (const arg of spec.command) add('arg', checkValue('a command argument', arg))
   for (const [name, value] of Object.entries(spec.env ?? {})) {
-    if (!ENV_NAME.test(name)) throw new AegisError(`bad environment variable name ${JSON.stringify(name)}`, {hint: 'use letters, digits and _ only'})
+    if (!ENV_NAME.test(name))
+      throw new AegisError(`bad environment variable name ${JSON.stringify(name)}`, {
+        hint: 'use letters, digits and _ only',
+      })
     add('env', `${name}=${checkValue(`environment variable ${name}`, value)}`)
   }
   for (const [name, value] of Object.entries(spec.secrets ?? {})) {
-    if (!ENV_NAME.test(name)) throw new AegisError(`bad secret name ${JSON.stringify(name)}`, {hint: 'use letters, digits and _ only'})
+    if (!ENV_NAME.test(name))
+      throw new AegisError(`bad secret name ${JSON.stringify(name)}`, {hint: 'use letters, digits and _ only'})
     add('secret', `${name}=${checkValue(`secret ${name}`, value)}`)
   }
   const user = spec.user ?? {uid: 0, gid: 0}
@@ -70,11 +79,13 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
   add('workdir', checkValue('the workdir', spec.workdir ?? '/'))
   add('hostname', checkValue('the hostname', spec.hostname ?? 'aegis'))
   for (const port of spec.ports ?? []) {
-    if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
+    if (!Number.isInteger(port) || port < 1 || port > 65535)
+      throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
     add('port', String(port))
   }
   add('root', plumbing.root.kind === 'virtiofs' ? `virtiofs:${plumbing.root.tag}` : `block:${plumbing.root.device}`)
-  if (plumbing.writableLayerDisk) add('rwdisk', checkValue('the writable layer\'s disk serial', plumbing.writableLayerDisk.serial))
+  if (plumbing.writableLayerDisk)
+    add('rwdisk', checkValue("the writable layer's disk serial", plumbing.writableLayerDisk.serial))
   for (const mount of plumbing.mounts) add('mount', `${mount.tag}:${mount.guestPath}`)
   if (plumbing.network) {
     const net = plumbing.network
@@ -82,8 +93,14 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
     add('gateway', net.gateway)
     add('dns', net.dns)
     for (const host of net.hosts ?? []) {
-      if (!HOST_NAME.test(host.name)) throw new AegisError(`bad host name ${JSON.stringify(host.name)}`, {hint: 'use letters, digits, hyphens and dots, e.g. coordinator.internal'})
-      if (!IPV4.test(host.address)) throw new AegisError(`bad address ${JSON.stringify(host.address)} for host ${host.name}`, {hint: 'give an IPv4 address'})
+      if (!HOST_NAME.test(host.name))
+        throw new AegisError(`bad host name ${JSON.stringify(host.name)}`, {
+          hint: 'use letters, digits, hyphens and dots, e.g. coordinator.internal',
+        })
+      if (!IPV4.test(host.address))
+        throw new AegisError(`bad address ${JSON.stringify(host.address)} for host ${host.name}`, {
+          hint: 'give an IPv4 address',
+        })
       add('host', `${host.address} ${host.name}`)
     }
   }

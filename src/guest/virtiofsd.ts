@@ -16,10 +16,23 @@ export interface Share {
 
 /** Starts virtiofsd for `share` and resolves once its socket exists. */
 export async function startVirtiofsd(processes: ChildProcessGroup, binary: string, share: Share): Promise<string> {
-  if (!existsSync(share.dir)) throw new AegisError(`the directory to share as ${share.tag} does not exist: ${share.dir}`, {hint: 'create it or fix the path'})
-  const child = processes.spawn(binary, [
-    `--socket-path=${share.socketPath}`, '-o', `source=${share.dir}`, '-o', `cache=${share.cache}`, '-o', 'sandbox=chroot',
-  ], {stdio: ['ignore', 'ignore', 'pipe']})
+  if (!existsSync(share.dir))
+    throw new AegisError(`the directory to share as ${share.tag} does not exist: ${share.dir}`, {
+      hint: 'create it or fix the path',
+    })
+  const child = processes.spawn(
+    binary,
+    [
+      `--socket-path=${share.socketPath}`,
+      '-o',
+      `source=${share.dir}`,
+      '-o',
+      `cache=${share.cache}`,
+      '-o',
+      'sandbox=chroot',
+    ],
+    {stdio: ['ignore', 'ignore', 'pipe']},
+  )
   let errors = ''
   child.stderr?.setEncoding('utf8').on('data', (text: string) => {
     errors = (errors + text).slice(-4096)

@@ -38,15 +38,26 @@ function describeSize(bytes: number): string {
  */
 export async function checkWritableLayerSize(bytes: number, dir: string, what: string): Promise<void> {
   if (bytes < MIN_WRITABLE_LAYER_BYTES) {
-    throw new AegisError(`${what} is ${describeSize(bytes)}; the writable layer needs at least ${describeSize(MIN_WRITABLE_LAYER_BYTES)}`, {hint: 'give it more, e.g. disk: 1gb'})
+    throw new AegisError(
+      `${what} is ${describeSize(bytes)}; the writable layer needs at least ${describeSize(MIN_WRITABLE_LAYER_BYTES)}`,
+      {hint: 'give it more, e.g. disk: 1gb'},
+    )
   }
-  const free = await statfs(dir).then((info) => info.bavail * info.bsize, (error: unknown) => {
-    throw new AegisError(`cannot read the free space under ${dir}: ${messageOf(error)}`, {hint: 'check that the data directory (AEGIS_KIT_HOME) exists and is readable'})
-  })
+  const free = await statfs(dir).then(
+    (info) => info.bavail * info.bsize,
+    (error: unknown) => {
+      throw new AegisError(`cannot read the free space under ${dir}: ${messageOf(error)}`, {
+        hint: 'check that the data directory (AEGIS_KIT_HOME) exists and is readable',
+      })
+    },
+  )
   if (bytes > free) {
-    throw new AegisError(`${what} is ${describeSize(bytes)} but only ${describeSize(free)} is free under ${dir}: the instance could fill the host's disk`, {
-      hint: 'free space there, put the data directory on a larger disk (AEGIS_KIT_HOME), or lower resources.disk',
-    })
+    throw new AegisError(
+      `${what} is ${describeSize(bytes)} but only ${describeSize(free)} is free under ${dir}: the instance could fill the host's disk`,
+      {
+        hint: 'free space there, put the data directory on a larger disk (AEGIS_KIT_HOME), or lower resources.disk',
+      },
+    )
   }
 }
 
@@ -58,11 +69,13 @@ export function writableLayerDiskPath(dir: string, id: string): string {
 /** Deletes the disks in `dir` whose process is gone (killed before its VM's guest ran). */
 export async function removeAbandonedLayerDisks(dir: string): Promise<void> {
   const names = await readdir(dir).catch(() => [] as string[]) // no directory: nothing abandoned
-  await Promise.all(names.map(async (name) => {
-    const owner = /^rw-(\d+)-.*\.ext4$/.exec(name)?.[1]
-    if (owner === undefined || processExists(Number(owner))) return
-    await rm(path.join(dir, name), {force: true})
-  }))
+  await Promise.all(
+    names.map(async (name) => {
+      const owner = /^rw-(\d+)-.*\.ext4$/.exec(name)?.[1]
+      if (owner === undefined || processExists(Number(owner))) return
+      await rm(path.join(dir, name), {force: true})
+    }),
+  )
 }
 
 function processExists(pid: number): boolean {
@@ -80,14 +93,30 @@ export async function makeWritableLayerDisk(file: string, bytes: number): Promis
   // reserved blocks: the limit is the workload's, all of it. Lazy inode tables: the new file's
   // are holes (zeros) already, so neither mke2fs nor the guest (noinit_itable) writes them.
   const made = await execFileText('mke2fs', [
-    '-q', '-t', 'ext4', '-O', '^has_journal', '-m', '0', '-L', 'aegis-rw',
-    '-E', 'lazy_itable_init=1,root_owner=0:0', file, `${Math.floor(bytes / 1024)}k`,
+    '-q',
+    '-t',
+    'ext4',
+    '-O',
+    '^has_journal',
+    '-m',
+    '0',
+    '-L',
+    'aegis-rw',
+    '-E',
+    'lazy_itable_init=1,root_owner=0:0',
+    file,
+    `${Math.floor(bytes / 1024)}k`,
   ]).catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does)'})
+    if (error.code === 'ENOENT')
+      throw new AegisError('mke2fs is not installed', {
+        hint: 'install it: apt-get install e2fsprogs (scripts/setup does)',
+      })
     throw new AegisError(`could not make the writable layer's disk: ${messageOf(error)}`)
   })
   if (made.exitCode !== 0) {
     const detail = made.stderr.trim().split('\n').slice(-2).join(' ') || `exit code ${made.exitCode ?? made.signal}`
-    throw new AegisError(`could not make the writable layer's disk ${file}: mke2fs failed: ${detail}`, {hint: 'check the free space and permissions under the data directory'})
+    throw new AegisError(`could not make the writable layer's disk ${file}: mke2fs failed: ${detail}`, {
+      hint: 'check the free space and permissions under the data directory',
+    })
   }
 }

@@ -10,7 +10,10 @@ export async function checkConfigOrThrow(kit: Kit, app: AppContext): Promise<voi
   const result = await validateConfig(kit, app.config, app)
   if (result.ok) return
   const lines = result.problems.map((problem) => `  ${problem.path || '(config)'}: ${problem.message}`).join('\n')
-  throw new AegisError(`the ${kit.manifest.name} config has ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'} (validate_config):\n${lines}`, {
-    hint: `fix them in the config file, then check again with \`aegis-kit hooks validate-config ${kit.manifest.name} FILE\``,
-  })
+  throw new AegisError(
+    `the ${kit.manifest.name} config has ${result.problems.length} problem${result.problems.length === 1 ? '' : 's'} (validate_config):\n${lines}`,
+    {
+      hint: `fix them in the config file, then check again with \`aegis-kit hooks validate-config ${kit.manifest.name} FILE\``,
+    },
+  )
 }

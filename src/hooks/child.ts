@@ -24,16 +24,25 @@ for (const method of ['log', 'info', 'debug'] as const) console[method] = consol
 try {
   const module = (await import(pathToFileURL(request.module).href)) as Record<string, unknown>
   const camel = request.hook.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase())
-  const hook = [module[request.hook], module[camel], module.default].find((candidate) => typeof candidate === 'function')
+  const hook = [module[request.hook], module[camel], module.default].find(
+    (candidate) => typeof candidate === 'function',
+  )
   if (typeof hook !== 'function') {
-    reply({error: {kind: 'no-export', message: `exports no function ${request.hook} (nor ${camel} or a default export)`}})
+    reply({
+      error: {kind: 'no-export', message: `exports no function ${request.hook} (nor ${camel} or a default export)`},
+    })
   } else {
     const result: unknown = await (hook as (...args: unknown[]) => unknown)(...request.args)
     let line: string | undefined
     try {
       line = result === undefined ? undefined : JSON.stringify({result})
     } catch (error) {
-      reply({error: {kind: 'not-json', message: `returned a value that is not JSON (${error instanceof Error ? error.message : String(error)})`}})
+      reply({
+        error: {
+          kind: 'not-json',
+          message: `returned a value that is not JSON (${error instanceof Error ? error.message : String(error)})`,
+        },
+      })
     }
     if (result === undefined) reply({error: {kind: 'no-result', message: 'returned nothing'}})
     else if (line !== undefined) process.stdout.write(`${line}\n`, () => process.exit(0))

@@ -61,10 +61,12 @@ export interface ValidateConfigResult {
 
 /** Checks a hook's result; returns what is wrong with it, or nothing. */
 export function contractViolation(hook: HookName, result: unknown): string | undefined {
-  const isObject = (value: unknown): value is Record<string, unknown> => typeof value === 'object' && value !== null && !Array.isArray(value)
+  const isObject = (value: unknown): value is Record<string, unknown> =>
+    typeof value === 'object' && value !== null && !Array.isArray(value)
   if (!isObject(result)) return `must return an object, got ${Array.isArray(result) ? 'a list' : typeof result}`
   if (hook === 'render_env') {
-    if (!isObject(result.env)) return 'must return {env: {NAME: "value"}, files: [...]}; env is missing or not an object'
+    if (!isObject(result.env))
+      return 'must return {env: {NAME: "value"}, files: [...]}; env is missing or not an object'
     for (const [name, value] of Object.entries(result.env)) {
       if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) return `env: "${name}" is not a usable environment variable name`
       if (typeof value !== 'string') return `env.${name} must be a string, got ${typeof value}`
@@ -72,21 +74,34 @@ export function contractViolation(hook: HookName, result: unknown): string | und
     if (result.files !== undefined) {
       if (!Array.isArray(result.files)) return 'files must be a list'
       for (const [index, file] of result.files.entries()) {
-        if (!isObject(file) || typeof file.path !== 'string' || !file.path.startsWith('/')) return `files[${index}].path must be an absolute path`
+        if (!isObject(file) || typeof file.path !== 'string' || !file.path.startsWith('/'))
+          return `files[${index}].path must be an absolute path`
         if (file.path.split('/').includes('..')) return `files[${index}].path must not contain ".."`
         if (typeof file.content !== 'string') return `files[${index}].content must be a string`
-        if (file.mode !== undefined && (!Number.isInteger(file.mode) || (file.mode as number) < 0 || (file.mode as number) > 0o7777)) return `files[${index}].mode must be a file mode such as 0o600`
+        if (
+          file.mode !== undefined &&
+          (!Number.isInteger(file.mode) || (file.mode as number) < 0 || (file.mode as number) > 0o7777)
+        )
+          return `files[${index}].mode must be a file mode such as 0o600`
       }
     }
-    if (result.warnings !== undefined && !(Array.isArray(result.warnings) && result.warnings.every((w) => typeof w === 'string'))) return 'warnings must be a list of strings'
+    if (
+      result.warnings !== undefined &&
+      !(Array.isArray(result.warnings) && result.warnings.every((w) => typeof w === 'string'))
+    )
+      return 'warnings must be a list of strings'
     return undefined
   }
   if (hook === 'validate_config') {
     if (typeof result.ok !== 'boolean') return 'must return {ok: true|false, problems: [...]}; ok is missing'
-    if (result.problems !== undefined && !(Array.isArray(result.problems) && result.problems.every((p) => isObject(p) && typeof p.message === 'string'))) {
+    if (
+      result.problems !== undefined &&
+      !(Array.isArray(result.problems) && result.problems.every((p) => isObject(p) && typeof p.message === 'string'))
+    ) {
       return 'problems must be a list of {path, message}'
     }
-    if (result.ok === false && !(Array.isArray(result.problems) && result.problems.length > 0)) return 'returned ok: false without any problems'
+    if (result.ok === false && !(Array.isArray(result.problems) && result.problems.length > 0))
+      return 'returned ok: false without any problems'
     return undefined
   }
   return undefined

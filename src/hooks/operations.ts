@@ -29,12 +29,17 @@ export function buildAppContext(kit: Kit, options: AppOptions = {}): AppContext 
     const names = Object.keys(profiles)
     const suggestion = closest(options.profile, names)
     throw new AegisError(`kit ${manifest.name} has no profile "${options.profile}"`, {
-      hint: suggestion ? `did you mean "${suggestion}"?` : names.length > 0 ? `profiles: ${names.join(', ')}` : 'this kit defines no profiles',
+      hint: suggestion
+        ? `did you mean "${suggestion}"?`
+        : names.length > 0
+          ? `profiles: ${names.join(', ')}`
+          : 'this kit defines no profiles',
     })
   }
   const profile = options.profile === undefined ? undefined : profiles[options.profile]
   const memory = profile?.memory_mb ?? (manifest.resources?.memory ? sizeToMiB(manifest.resources.memory) : undefined)
-  const vcpus = profile?.vcpus ?? (manifest.resources?.cpu === undefined ? undefined : Math.ceil(manifest.resources.cpu))
+  const vcpus =
+    profile?.vcpus ?? (manifest.resources?.cpu === undefined ? undefined : Math.ceil(manifest.resources.cpu))
   return {
     name: manifest.name,
     version: manifest.version,
@@ -45,31 +50,56 @@ export function buildAppContext(kit: Kit, options: AppOptions = {}): AppContext 
     expose: profile?.exposes ?? (manifest.routing?.expose ?? []).map((entry) => entry.port),
     published: (options.published ?? []).map((m) => ({port: m.guestPort, host: '127.0.0.1', host_port: m.hostPort})),
     workspace: '/workspace',
-    image: manifest.image ? {node: manifest.image.node, npm: manifest.image.npm ? {packages: manifest.image.npm.packages} : undefined} : null,
+    image: manifest.image
+      ? {node: manifest.image.node, npm: manifest.image.npm ? {packages: manifest.image.npm.packages} : undefined}
+      : null,
   }
 }
 
 export async function renderEnv(kit: Kit, app: AppContext, secrets: Record<string, string>): Promise<RenderEnvResult> {
   const secretValues = Object.values(secrets)
-  const {result} = await runHook<{env?: Record<string, string>; files?: RenderedFile[]; warnings?: string[]; urls?: RenderEnvResult['urls']}>(kit, 'render_env', [app, secrets], {secretValues})
+  const {result} = await runHook<{
+    env?: Record<string, string>
+    files?: RenderedFile[]
+    warnings?: string[]
+    urls?: RenderEnvResult['urls']
+  }>(kit, 'render_env', [app, secrets], {secretValues})
   const files = (result.files ?? []).map((file) => {
     // A file that carries a secret value is treated as secret whatever the hook said.
     const carriesSecret = secretValues.some((value) => value.length >= 4 && file.content.includes(value))
     const secret = Boolean(file.secret) || carriesSecret
     return {...file, secret, mode: file.mode ?? (secret ? 0o600 : 0o644)}
   })
-  return {env: result.env ?? {}, files, warnings: (result.warnings ?? []).map((warning) => printable(warning)), urls: result.urls ?? []}
+  return {
+    env: result.env ?? {},
+    files,
+    warnings: (result.warnings ?? []).map((warning) => printable(warning)),
+    urls: result.urls ?? [],
+  }
 }
 
-export async function validateConfig(kit: Kit, config: Record<string, unknown>, app: AppContext): Promise<ValidateConfigResult> {
+export async function validateConfig(
+  kit: Kit,
+  config: Record<string, unknown>,
+  app: AppContext,
+): Promise<ValidateConfigResult> {
   const {result} = await runHook<ValidateConfigResult>(kit, 'validate_config', [config, app])
   // Problems are printed one per line by whoever shows them: a hook's text must not steer the
   // terminal. The contract checks only that message is a string; a missing path means the whole config.
-  const problems = (result.problems ?? []).map((problem) => ({...problem, path: printable(String(problem.path ?? '')), message: printable(problem.message)}))
+  const problems = (result.problems ?? []).map((problem) => ({
+    ...problem,
+    path: printable(String(problem.path ?? '')),
+    message: printable(problem.message),
+  }))
   return {ok: result.ok, problems}
 }
 
-export async function onPublish(kit: Kit, app: AppContext, release: Record<string, unknown>, artifacts: unknown[]): Promise<unknown> {
+export async function onPublish(
+  kit: Kit,
+  app: AppContext,
+  release: Record<string, unknown>,
+  artifacts: unknown[],
+): Promise<unknown> {
   const {result} = await runHook<unknown>(kit, 'on_publish', [app, release, artifacts])
   return result
 }
@@ -84,7 +114,9 @@ export async function readConfigFile(file: string): Promise<Record<string, unkno
   try {
     data = parseYaml(text, {maxAliasCount: 50, prettyErrors: false})
   } catch (error) {
-    throw new AegisError(`${path.basename(file)}: not valid JSON or YAML: ${messageOf(error).split('\n')[0]}`, {hint: 'fix the syntax at that position'})
+    throw new AegisError(`${path.basename(file)}: not valid JSON or YAML: ${messageOf(error).split('\n')[0]}`, {
+      hint: 'fix the syntax at that position',
+    })
   }
   if (typeof data !== 'object' || data === null || Array.isArray(data)) {
     throw new AegisError(`${file}: the config must be a mapping (a JSON object)`)

@@ -34,9 +34,17 @@ export function hasHook(kit: Kit, hook: HookName): boolean {
   return kit.manifest.hooks?.[hook] !== undefined
 }
 
-export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], options: HookRunOptions = {}): Promise<HookRun<T>> {
+export async function runHook<T>(
+  kit: Kit,
+  hook: HookName,
+  args: unknown[],
+  options: HookRunOptions = {},
+): Promise<HookRun<T>> {
   const relative = kit.manifest.hooks?.[hook]
-  if (relative === undefined) throw new AegisError(`kit ${kit.manifest.name} has no ${hook} hook`, {hint: `declare it under hooks.${hook} in ${kit.displayFile}`})
+  if (relative === undefined)
+    throw new AegisError(`kit ${kit.manifest.name} has no ${hook} hook`, {
+      hint: `declare it under hooks.${hook} in ${kit.displayFile}`,
+    })
   const modulePath = path.resolve(kit.dir, relative)
   const what = `hook ${hook} of kit ${kit.manifest.name} (${relative})`
   const timeoutMs = options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS
@@ -45,7 +53,10 @@ export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], opti
   const network = kit.manifest.hooks?.network === true
   // Printed here, whichever command runs the hook: the user must see every hook that gets the
   // network, and stderr keeps --json output intact.
-  if (network) process.stderr.write(`hook ${hook} of kit ${kit.manifest.name} runs with network access (hooks.network in its aegis-kit.yaml)\n`)
+  if (network)
+    process.stderr.write(
+      `hook ${hook} of kit ${kit.manifest.name} runs with network access (hooks.network in its aegis-kit.yaml)\n`,
+    )
   const child = await runSandboxed([process.execPath, `--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
     kitDir: path.resolve(kit.dir),
     files: [CHILD],
@@ -61,29 +72,42 @@ export async function runHook<T>(kit: Kit, hook: HookName, args: unknown[], opti
   const lastLog = summarizeLog(log)
 
   if (child.timedOut) {
-    throw new AegisError(`${what} did not finish within ${timeoutMs / 1000}s and was stopped`, {hint: 'a hook must return promptly: check for unresolved promises or waits (hooks.timeout raises the limit)'})
+    throw new AegisError(`${what} did not finish within ${timeoutMs / 1000}s and was stopped`, {
+      hint: 'a hook must return promptly: check for unresolved promises or waits (hooks.timeout raises the limit)',
+    })
   }
   const stdout = child.stdout.trim()
   if (stdout === '') {
     const how = child.signal ? `was killed by ${child.signal}` : `exited with code ${child.exitCode}`
-    throw new AegisError(`${what} ${how} before returning a result${lastLog ? `: ${lastLog}` : ''}`, {hint: 'a hook returns its result; it must not call process.exit()'})
+    throw new AegisError(`${what} ${how} before returning a result${lastLog ? `: ${lastLog}` : ''}`, {
+      hint: 'a hook returns its result; it must not call process.exit()',
+    })
   }
   let reply: {result?: unknown; error?: {kind: string; message: string; stack?: string}}
   try {
     reply = JSON.parse(stdout) as typeof reply
-    if (typeof reply !== 'object' || reply === null || (!('result' in reply) && !('error' in reply))) throw new Error('not a reply')
+    if (typeof reply !== 'object' || reply === null || (!('result' in reply) && !('error' in reply)))
+      throw new Error('not a reply')
   } catch {
     const snippet = mask(stdout).slice(0, 80).replace(/\s+/g, ' ')
-    throw new AegisError(`${what} wrote non-JSON to stdout: "${snippet}"`, {hint: 'stdout carries the hook\'s JSON result: log with console.error (or console.log, which the runner redirects)'})
+    throw new AegisError(`${what} wrote non-JSON to stdout: "${snippet}"`, {
+      hint: "stdout carries the hook's JSON result: log with console.error (or console.log, which the runner redirects)",
+    })
   }
   if (reply.error) {
     const where = reply.error.stack ? locationIn(reply.error.stack, modulePath, kit.dir) : undefined
-    throw new AegisError(`${what} ${reply.error.kind === 'threw' ? 'failed' : 'is broken'}: ${mask(reply.error.message)}${where ? ` (at ${where})` : ''}`, {
-      hint: reply.error.kind === 'no-export' ? `export function ${hook}(...) from ${relative}` : undefined,
-    })
+    throw new AegisError(
+      `${what} ${reply.error.kind === 'threw' ? 'failed' : 'is broken'}: ${mask(reply.error.message)}${where ? ` (at ${where})` : ''}`,
+      {
+        hint: reply.error.kind === 'no-export' ? `export function ${hook}(...) from ${relative}` : undefined,
+      },
+    )
   }
   const violation = contractViolation(hook, reply.result)
-  if (violation) throw new AegisError(`${what} returned an invalid result: ${mask(violation)}`, {hint: 'see docs/hooks.md for what each hook returns'})
+  if (violation)
+    throw new AegisError(`${what} returned an invalid result: ${mask(violation)}`, {
+      hint: 'see docs/hooks.md for what each hook returns',
+    })
   return {result: reply.result as T, log}
 }
 
@@ -98,6 +122,9 @@ function locationIn(stack: string, modulePath: string, kitDir: string): string |
 
 /** The line of a crashed hook's stderr that says why: its error, else its last words (no stack frames). */
 function summarizeLog(log: string): string {
-  const lines = log.split('\n').map((line) => line.trim()).filter((line) => line !== '' && !line.startsWith('at ') && !/^Node\.js v\d/.test(line) && !line.startsWith('^'))
+  const lines = log
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '' && !line.startsWith('at ') && !/^Node\.js v\d/.test(line) && !line.startsWith('^'))
   return (lines.find((line) => /^(\w*Error|Error)\b.*:/.test(line)) ?? lines.at(-1) ?? '').slice(0, 200)
 }

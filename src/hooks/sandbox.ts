@@ -41,11 +41,21 @@ export interface SandboxedRun {
  */
 export async function runSandboxed(command: string[], run: SandboxedRun): Promise<ExecResult> {
   const bwrap = findOnPath('bwrap')
-  if (!bwrap) throw new AegisError(`cannot run ${run.what}: bubblewrap (bwrap), the sandbox hooks run in, is not installed`, {hint: 'scripts/setup installs it (apt-get install bubblewrap)'})
-  const result = await execFileText(bwrap, [...sandboxArgs(command[0], run), '--', ...command], {env: run.env, input: run.input, timeoutMs: run.timeoutMs})
+  if (!bwrap)
+    throw new AegisError(`cannot run ${run.what}: bubblewrap (bwrap), the sandbox hooks run in, is not installed`, {
+      hint: 'scripts/setup installs it (apt-get install bubblewrap)',
+    })
+  const result = await execFileText(bwrap, [...sandboxArgs(command[0], run), '--', ...command], {
+    env: run.env,
+    input: run.input,
+    timeoutMs: run.timeoutMs,
+  })
   // bwrap reports a sandbox it could not build on stderr before the command starts; the command
   // itself has written nothing then.
-  const setupFailure = result.exitCode === 1 && result.stdout === '' && /^bwrap: /.test(result.stderr) ? result.stderr.split('\n')[0] : undefined
+  const setupFailure =
+    result.exitCode === 1 && result.stdout === '' && /^bwrap: /.test(result.stderr)
+      ? result.stderr.split('\n')[0]
+      : undefined
   if (setupFailure) {
     throw new AegisError(`cannot start the sandbox for ${run.what}: ${setupFailure}`, {
       hint: 'hooks run only in a sandbox, which needs user namespaces: sysctl -w user.max_user_namespaces=15000 (and kernel.unprivileged_userns_clone=1 where it exists); in a container, a seccomp profile that allows them',
@@ -56,13 +66,24 @@ export async function runSandboxed(command: string[], run: SandboxedRun): Promis
 
 function sandboxArgs(program: string, run: SandboxedRun): string[] {
   const args = [
-    '--unshare-user', '--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
+    '--unshare-user',
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
     ...(run.network ? [] : ['--unshare-net']),
-    '--uid', SANDBOX_ID, '--gid', SANDBOX_ID, '--hostname', 'aegis-hook',
+    '--uid',
+    SANDBOX_ID,
+    '--gid',
+    SANDBOX_ID,
+    '--hostname',
+    'aegis-hook',
     '--die-with-parent',
     // Its own session: a hook cannot push input into a terminal the CLI runs on (TIOCSTI).
     '--new-session',
-    '--ro-bind', '/usr', '/usr',
+    '--ro-bind',
+    '/usr',
+    '/usr',
   ]
   for (const dir of SYSTEM_DIRS) {
     if (!existsSync(dir)) continue
@@ -87,7 +108,10 @@ function sandboxArgs(program: string, run: SandboxedRun): string[] {
  * out-of-memory abort): reported as the signal, as it would be without the sandbox.
  */
 function signalOf(result: ExecResult): Pick<ExecResult, 'exitCode' | 'signal'> {
-  if (result.signal || result.exitCode === null || result.exitCode <= 128) return {exitCode: result.exitCode, signal: result.signal}
-  const signal = (Object.keys(constants.signals) as NodeJS.Signals[]).find((name) => constants.signals[name] === (result.exitCode ?? 0) - 128)
+  if (result.signal || result.exitCode === null || result.exitCode <= 128)
+    return {exitCode: result.exitCode, signal: result.signal}
+  const signal = (Object.keys(constants.signals) as NodeJS.Signals[]).find(
+    (name) => constants.signals[name] === (result.exitCode ?? 0) - 128,
+  )
   return signal ? {exitCode: null, signal} : {exitCode: result.exitCode, signal: null}
 }

@@ -134,7 +134,8 @@ export class ParallelGzip {
     const {promise, length} = this.inFlight.shift()!
     const result = await promise
     const data = result.data
-    if (data.byteOffset === 0 && data.byteLength === GZIP_BLOCK_SIZE) this.spareBlocks.push(Buffer.from(data.buffer, 0, GZIP_BLOCK_SIZE))
+    if (data.byteOffset === 0 && data.byteLength === GZIP_BLOCK_SIZE)
+      this.spareBlocks.push(Buffer.from(data.buffer, 0, GZIP_BLOCK_SIZE))
     this.crc = crc32Combine(this.crc, result.crc, length)
     this.length += length
     await this.output(Buffer.from(result.deflated.buffer, result.deflated.byteOffset, result.deflated.byteLength))

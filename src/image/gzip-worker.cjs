@@ -36,7 +36,11 @@ parentPort.on('message', (/** @type {{id: number, job: BlockJob}} */ {id, job}) 
   /** @type {Uint8Array} */
   let deflated = zlib.deflateRawSync(job.data, options)
   // Small results can live in Node's shared pool; transfer only a buffer of our own.
-  if (deflated.byteOffset !== 0 || deflated.byteLength !== deflated.buffer.byteLength) deflated = new Uint8Array(deflated)
+  if (deflated.byteOffset !== 0 || deflated.byteLength !== deflated.buffer.byteLength)
+    deflated = new Uint8Array(deflated)
   const crc = crc32(job.data)
-  parentPort.postMessage({id, result: {deflated, crc, data: job.data}}, [/** @type {ArrayBuffer} */ (deflated.buffer), /** @type {ArrayBuffer} */ (job.data.buffer)])
+  parentPort.postMessage({id, result: {deflated, crc, data: job.data}}, [
+    /** @type {ArrayBuffer} */ (deflated.buffer),
+    /** @type {ArrayBuffer} */ (job.data.buffer),
+  ])
 })

@@ -53,9 +53,14 @@ export function createCompressor(kind: LayerCompression, options: CompressorOpti
   if (kind === 'none') return new PassThroughCompressor(options.output)
   if (kind === 'gzip' && options.gzipFraming === 'single-stream') {
     const level = options.level ?? 6
-    return new StreamCompressor(zlib.createGzip({level}), `gzip (zlib ${process.versions.zlib}, level ${level}, single stream)`, options.output, (header) => {
-      header[GZIP_OS_OFFSET] = GZIP_OS_UNKNOWN // zlib writes the build host's OS: the bytes must not depend on it
-    })
+    return new StreamCompressor(
+      zlib.createGzip({level}),
+      `gzip (zlib ${process.versions.zlib}, level ${level}, single stream)`,
+      options.output,
+      (header) => {
+        header[GZIP_OS_OFFSET] = GZIP_OS_UNKNOWN // zlib writes the build host's OS: the bytes must not depend on it
+      },
+    )
   }
   if (kind === 'gzip') {
     const gzip = new ParallelGzip(options)
@@ -76,7 +81,11 @@ export function createCompressor(kind: LayerCompression, options: CompressorOpti
   if (zstd.kind === 'node') {
     const level = options.level ?? 3
     // ZSTD_c_compressionLevel is 100 in zstd.h; @types/node 20 lacks the constant.
-    return new StreamCompressor(nodeZstdFactory()!({params: {100: level}}), `zstd (Node.js zlib, level ${level}, single thread)`, options.output)
+    return new StreamCompressor(
+      nodeZstdFactory()!({params: {100: level}}),
+      `zstd (Node.js zlib, level ${level}, single thread)`,
+      options.output,
+    )
   }
   return new ZstdProgram(zstd, {...options, threads: options.threads ?? availableParallelism()})
 }

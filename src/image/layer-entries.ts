@@ -67,9 +67,10 @@ export function walkTree(
   owner: Owner,
   warn: (message: string) => void,
 ): LayerEntry[] {
-  const at = options.at === undefined || options.at.split('/').every((p) => p === '' || p === '.')
-    ? ''
-    : normalizeLayerPath(options.at)
+  const at =
+    options.at === undefined || options.at.split('/').every((p) => p === '' || p === '.')
+      ? ''
+      : normalizeLayerPath(options.at)
   const rootStat = lstatSync(sourceDir, {throwIfNoEntry: false})
   if (rootStat === undefined || !rootStat.isDirectory()) {
     throw new AegisError(`cannot add "${sourceDir}" to a layer: not a directory`)
@@ -106,7 +107,13 @@ export function entryFromStat(
   owner: Owner,
   warn: (message: string) => void,
 ): LayerEntry | undefined {
-  const common = {path, mode: stat.mode & 0o7777, uid: owner.uid, gid: owner.gid, mtime: Math.floor(stat.mtimeMs / 1000)}
+  const common = {
+    path,
+    mode: stat.mode & 0o7777,
+    uid: owner.uid,
+    gid: owner.gid,
+    mtime: Math.floor(stat.mtimeMs / 1000),
+  }
   if (stat.isFile()) {
     // Inode numbers can pass 2^53 (btrfs, overlayfs): compare exact ones, and only when linked.
     const inode = stat.nlink > 1 ? inodeKey(hostPath) : undefined
@@ -138,7 +145,11 @@ export type EntryOrder = 'path-bytes' | 'depth-first'
  * before siblings), and later sightings of a hardlinked inode turned into hardlinks to the
  * first. Rejects layouts an unpacker would have to guess at.
  */
-export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<EntryCommon, 'path'>, order: EntryOrder = 'path-bytes'): LayerEntry[] {
+export function orderEntries(
+  byPath: Map<string, LayerEntry>,
+  implied: Omit<EntryCommon, 'path'>,
+  order: EntryOrder = 'path-bytes',
+): LayerEntry[] {
   for (const path of [...byPath.keys()]) {
     for (let parent = parentOf(path); parent !== '' && !byPath.has(parent); parent = parentOf(parent)) {
       byPath.set(parent, {...implied, path: parent, type: 'directory'})
@@ -156,11 +167,14 @@ export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<Entr
   for (const {entry} of keyed) {
     const parent = parentOf(entry.path)
     if (parent !== '' && byPath.get(parent)!.type !== 'directory') {
-      throw new AegisError(`layer entry "${entry.path}" is inside "${parent}", which is a ${byPath.get(parent)!.type}, not a directory`)
+      throw new AegisError(
+        `layer entry "${entry.path}" is inside "${parent}", which is a ${byPath.get(parent)!.type}, not a directory`,
+      )
     }
     const name = entry.path.slice(parent === '' ? 0 : parent.length + 1)
     if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT) {
-      const hidden = parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
+      const hidden =
+        parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
       if (byPath.has(hidden)) {
         throw new AegisError(`layer both deletes and adds "${hidden}"`, {
           hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
@@ -170,15 +184,26 @@ export function orderEntries(byPath: Map<string, LayerEntry>, implied: Omit<Entr
     if (entry.type === 'file' && entry.inode !== undefined) {
       const first = firstPathOfInode.get(entry.inode)
       if (first !== undefined) {
-        ordered.push({path: entry.path, mode: entry.mode, uid: entry.uid, gid: entry.gid, mtime: entry.mtime, type: 'hardlink', target: first})
+        ordered.push({
+          path: entry.path,
+          mode: entry.mode,
+          uid: entry.uid,
+          gid: entry.gid,
+          mtime: entry.mtime,
+          type: 'hardlink',
+          target: first,
+        })
         continue
       }
       firstPathOfInode.set(entry.inode, entry.path)
     }
     if (entry.type === 'hardlink' && !filesSoFar.has(entry.target)) {
-      throw new AegisError(`hardlink "${entry.path}" points at "${entry.target}", which is not a regular file earlier in the layer`, {
-        hint: 'Tar readers resolve a hardlink against entries already read; its target must sort before it.',
-      })
+      throw new AegisError(
+        `hardlink "${entry.path}" points at "${entry.target}", which is not a regular file earlier in the layer`,
+        {
+          hint: 'Tar readers resolve a hardlink against entries already read; its target must sort before it.',
+        },
+      )
     }
     if (entry.type === 'file') filesSoFar.add(entry.path)
     ordered.push(entry)

@@ -194,7 +194,10 @@ function encodeTarStreamHeader(header: TarHeader): Buffer {
   }
   const plain = tarStreamBlock(fields)
   if (plain !== undefined) return plain
-  const body = Buffer.concat([paxRecord('path', fields.name), ...(fields.linkname === '' ? [] : [paxRecord('linkpath', fields.linkname)])])
+  const body = Buffer.concat([
+    paxRecord('path', fields.name),
+    ...(fields.linkname === '' ? [] : [paxRecord('linkpath', fields.linkname)]),
+  ])
   const standIn = {...fields, name: 'PaxHeader', linkname: fields.linkname === '' ? '' : 'PaxHeader'}
   // Both fit ustar: the name is short ASCII and the link name, if any, too.
   const paxHeader = tarStreamBlock({...standIn, size: body.length, typeflag: 'x'})!

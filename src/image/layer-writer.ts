@@ -143,7 +143,8 @@ export class LayerWriter {
     const hidden = normalizeLayerPath(path, 'whiteout path')
     const parent = parentOf(hidden)
     const name = hidden.slice(parent === '' ? 0 : parent.length + 1)
-    if (name.startsWith(WHITEOUT_PREFIX)) throw new AegisError(`cannot white out "${hidden}": names starting with ${WHITEOUT_PREFIX} are reserved`)
+    if (name.startsWith(WHITEOUT_PREFIX))
+      throw new AegisError(`cannot white out "${hidden}": names starting with ${WHITEOUT_PREFIX} are reserved`)
     const marker = parent === '' ? `${WHITEOUT_PREFIX}${name}` : `${parent}/${WHITEOUT_PREFIX}${name}`
     return this.put({...this.base(marker, 0o644, {}), type: 'file', source: Buffer.alloc(0), size: 0, whiteout: true})
   }
@@ -152,7 +153,13 @@ export class LayerWriter {
   addOpaqueDirectory(path: string, options: EntryOptions = {}): this {
     const dir = normalizeLayerPath(path, 'opaque directory')
     if (!this.entries.has(dir)) this.addDirectory(dir, options)
-    return this.put({...this.base(`${dir}/${OPAQUE_WHITEOUT}`, 0o644, {}), type: 'file', source: Buffer.alloc(0), size: 0, whiteout: true})
+    return this.put({
+      ...this.base(`${dir}/${OPAQUE_WHITEOUT}`, 0o644, {}),
+      type: 'file',
+      source: Buffer.alloc(0),
+      size: 0,
+      whiteout: true,
+    })
   }
 
   /**
@@ -174,16 +181,21 @@ export class LayerWriter {
     const tar = new TarBlocks(compressor)
     try {
       for (const entry of ordered) {
-        tar.put(encodeTarHeader({
-          path: entry.path,
-          type: entry.type,
-          mode: entry.mode,
-          uid: entry.uid,
-          gid: entry.gid,
-          size: entry.type === 'file' ? entry.size : 0,
-          mtime: Math.max(0, Math.min(entry.mtime, this.epoch)),
-          ...(entry.type === 'symlink' || entry.type === 'hardlink' ? {linkname: entry.target} : {}),
-        }, this.options.tarHeaders))
+        tar.put(
+          encodeTarHeader(
+            {
+              path: entry.path,
+              type: entry.type,
+              mode: entry.mode,
+              uid: entry.uid,
+              gid: entry.gid,
+              size: entry.type === 'file' ? entry.size : 0,
+              mtime: Math.max(0, Math.min(entry.mtime, this.epoch)),
+              ...(entry.type === 'symlink' || entry.type === 'hardlink' ? {linkname: entry.target} : {}),
+            },
+            this.options.tarHeaders,
+          ),
+        )
         if (entry.type === 'file' && entry.size > 0) {
           if (typeof entry.source === 'string') await tar.putFile(entry.source, entry.size)
           else tar.put(entry.source)
@@ -226,7 +238,14 @@ export class LayerWriter {
   }
 
   private base(path: string, defaultMode: number, options: EntryOptions) {
-    return {path, mode: defaultMode, uid: this.owner.uid, gid: this.owner.gid, mtime: this.epoch, ...this.overrides(options)}
+    return {
+      path,
+      mode: defaultMode,
+      uid: this.owner.uid,
+      gid: this.owner.gid,
+      mtime: this.epoch,
+      ...this.overrides(options),
+    }
   }
 
   private overrides(options: EntryOptions): Partial<Pick<LayerEntry, 'mode' | 'uid' | 'gid' | 'mtime'>> {

@@ -55,7 +55,8 @@ export class ZstdProgram implements BlockCompressor {
           this.childPid = message.pid
         } else if (message.type === 'ack') {
           const block = message.block
-          if (block.byteOffset === 0 && block.byteLength === GZIP_BLOCK_SIZE) this.spareBlocks.push(Buffer.from(block.buffer, 0, GZIP_BLOCK_SIZE))
+          if (block.byteOffset === 0 && block.byteLength === GZIP_BLOCK_SIZE)
+            this.spareBlocks.push(Buffer.from(block.buffer, 0, GZIP_BLOCK_SIZE))
           this.inFlight--
           this.wake()
         } else {

@@ -42,7 +42,11 @@ export async function openTarSource(blob: Readable): Promise<TarSource> {
     headLength += chunk.length
   }
   const start = Buffer.concat(head)
-  const encoding: LayerEncoding = startsWith(start, GZIP_MAGIC) ? 'gzip' : startsWith(start, ZSTD_MAGIC) ? 'zstd' : 'tar'
+  const encoding: LayerEncoding = startsWith(start, GZIP_MAGIC)
+    ? 'gzip'
+    : startsWith(start, ZSTD_MAGIC)
+      ? 'zstd'
+      : 'tar'
   const whole = Readable.from(
     (async function* () {
       yield start
@@ -88,10 +92,12 @@ function zstdDecoder(options: DecoderOptions): Duplex {
     if (code !== 0) duplex.destroy(new Error(`zstd -d exited ${code}: ${stderr.trim()}`))
   })
   child.on('error', (error) => {
-    duplex.destroy(new AegisError('zstd layers need the zstd program on this Node.js version', {
-      hint: 'Install zstd (apt-get install zstd).',
-      cause: error,
-    }))
+    duplex.destroy(
+      new AegisError('zstd layers need the zstd program on this Node.js version', {
+        hint: 'Install zstd (apt-get install zstd).',
+        cause: error,
+      }),
+    )
   })
   return duplex
 }

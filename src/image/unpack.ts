@@ -134,7 +134,9 @@ async function applyLayer(blob: Readable, root: UnpackRoot, options: UnpackOptio
     extractor.destroy(new Error('unpack stopped'))
     await layer.writes.settle() // no descriptor outlives the layer
     if (isAegisError(error)) throw error
-    throw new AegisError(`layer is not a valid tar archive (after ${entries} entries): ${messageOf(error)}`, {cause: error})
+    throw new AegisError(`layer is not a valid tar archive (after ${entries} entries): ${messageOf(error)}`, {
+      cause: error,
+    })
   }
   await feeding
   await layer.writes.drain()
@@ -232,14 +234,21 @@ class LayerApplier {
 
   private async file(name: string, components: string[], header: Header, content: Readable): Promise<void> {
     const target = this.place(name, components)
-    const fd = this.replacing(target, () => openSync(target.hostPath, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600))
+    const fd = this.replacing(target, () =>
+      openSync(
+        target.hostPath,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        0o600,
+      ),
+    )
     const finish = (fd: number): void => {
       if (this.preserveOwners) fchownSync(fd, ...ownerOf(header))
       fchmodSync(fd, this.fileMode(name, header.mode ?? 0o644))
       const mtime = header.mtime ?? new Date(0)
       futimesSync(fd, mtime, mtime)
     }
-    if ((header.size ?? 0) >= BACKGROUND_WRITE_BYTES) return this.writes.add(name, fd, content as AsyncIterable<Buffer>, finish)
+    if ((header.size ?? 0) >= BACKGROUND_WRITE_BYTES)
+      return this.writes.add(name, fd, content as AsyncIterable<Buffer>, finish)
     try {
       for await (const chunk of content as AsyncIterable<Buffer>) {
         for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off)
@@ -292,7 +301,8 @@ class LayerApplier {
     if (source === undefined || sourceStat === undefined) {
       throw new AegisError(`layer entry "${name}" is a hardlink to "${linkname}", which does not exist`)
     }
-    if (sourceStat.isDirectory()) throw new AegisError(`layer entry "${name}" is a hardlink to a directory ("${linkname}")`)
+    if (sourceStat.isDirectory())
+      throw new AegisError(`layer entry "${name}" is a hardlink to a directory ("${linkname}")`)
     const target = this.place(name, components)
     if (target.hostPath === source.hostPath) return
     this.replacing(target, () => linkSync(source.hostPath, target.hostPath))
@@ -300,14 +310,20 @@ class LayerApplier {
 
   private special(name: string, components: string[], header: Header): void {
     if (!(this.options.allowDevices && this.isRoot)) {
-      this.warn(`skipped layer entry "${name}": ${header.type} entries are not created (allowDevices is off or not root)`)
+      this.warn(
+        `skipped layer entry "${name}": ${header.type} entries are not created (allowDevices is off or not root)`,
+      )
       return
     }
     const target = this.place(name, components)
     this.clear(target, false)
-    const kind = header.type === 'fifo' ? ['p'] : [header.type === 'block-device' ? 'b' : 'c', String(header.devmajor ?? 0), String(header.devminor ?? 0)]
+    const kind =
+      header.type === 'fifo'
+        ? ['p']
+        : [header.type === 'block-device' ? 'b' : 'c', String(header.devmajor ?? 0), String(header.devminor ?? 0)]
     const made = spawnSync('mknod', [target.hostPath, ...kind])
-    if (made.status !== 0) throw new AegisError(`cannot create ${header.type} "${name}": ${made.stderr.toString().trim()}`)
+    if (made.status !== 0)
+      throw new AegisError(`cannot create ${header.type} "${name}": ${made.stderr.toString().trim()}`)
     const stat = lstatSync(target.hostPath)
     if (stat.isSymbolicLink() || stat.isDirectory()) throw new AegisError(`layer entry "${name}" changed while created`)
     chownSync(target.hostPath, ...ownerOf(header))
@@ -323,7 +339,8 @@ class LayerApplier {
     const hidden = this.root.resolve(name, [...components.slice(0, -1), hiddenName], false)
     if (hidden === undefined) return
     this.noteSymlink(name, hidden)
-    if (lstatSync(hidden.hostPath, {throwIfNoEntry: false}) !== undefined) this.root.remove(hidden.hostPath, hidden.relative)
+    if (lstatSync(hidden.hostPath, {throwIfNoEntry: false}) !== undefined)
+      this.root.remove(hidden.hostPath, hidden.relative)
   }
 
   private opaque(name: string, components: string[], content: Readable): void {
@@ -343,7 +360,11 @@ class LayerApplier {
     const target = this.root.resolve(name, components, true)!
     this.noteSymlink(name, target)
     // Parents made on the way count as this layer's too; a parent already there has its own.
-    for (let slash = target.relative.lastIndexOf('/'); slash !== -1; slash = target.relative.lastIndexOf('/', slash - 1)) {
+    for (
+      let slash = target.relative.lastIndexOf('/');
+      slash !== -1;
+      slash = target.relative.lastIndexOf('/', slash - 1)
+    ) {
       const parent = target.relative.slice(0, slash)
       if (this.created.has(parent)) break
       this.created.add(parent)
@@ -389,7 +410,9 @@ class LayerApplier {
 
   private noteSymlink(name: string, target: ResolvedPath): void {
     if (target.viaSymlink === undefined) return
-    this.warn(`layer entry "${name}" goes through symlink "${target.viaSymlink}"; resolved inside the root to "${target.relative}"`)
+    this.warn(
+      `layer entry "${name}" goes through symlink "${target.viaSymlink}"; resolved inside the root to "${target.relative}"`,
+    )
   }
 
   private warn(message: string): void {

@@ -43,20 +43,41 @@ child.stdout.on('data', (/** @type {Buffer} */ chunk) => {
   }
   if (failed) return
   try {
-    /** @type {import('node:crypto').Hash} */ (hash).update(chunk) // set whenever outputFd is
+    if (!hash) throw new Error('no hash for the output file') // set whenever outputFd is
+    hash.update(chunk)
     size += chunk.length
     for (let off = 0; off < chunk.length; ) off += writeSync(outputFd, chunk, off)
   } catch (e) {
     failed = true
     child.kill()
-    parentPort.postMessage({type: 'exit', code: -1, stderr: 'cannot write the layer: ' + /** @type {Error} */ (e).message})
+    parentPort.postMessage({
+      type: 'exit',
+      code: -1,
+      stderr: 'cannot write the layer: ' + /** @type {Error} */ (e).message,
+    })
   }
 })
-child.stdin.on('error', (e) => { stderr += String(e) })
-child.on('error', (e) => { if (!failed) parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)}); failed = true })
-child.on('close', (code) => { if (!failed) parentPort.postMessage({type: 'exit', code, stderr, written: hash && {digest: 'sha256:' + hash.digest('hex'), size}}) })
+child.stdin.on('error', (e) => {
+  stderr += String(e)
+})
+child.on('error', (e) => {
+  if (!failed) parentPort.postMessage({type: 'exit', code: -1, stderr: String(e)})
+  failed = true
+})
+child.on('close', (code) => {
+  if (!failed)
+    parentPort.postMessage({
+      type: 'exit',
+      code,
+      stderr,
+      written: hash && {digest: 'sha256:' + hash.digest('hex'), size},
+    })
+})
 parentPort.on('message', (/** @type {PumpRequest} */ message) => {
   // Written blocks go back to be refilled: fresh 1 MiB buffers would cost a page fault per 4 KiB.
-  if (message.type === 'block') child.stdin.write(message.data, () => parentPort.postMessage({type: 'ack', block: message.data}, [/** @type {ArrayBuffer} */ (message.data.buffer)]))
+  if (message.type === 'block')
+    child.stdin.write(message.data, () =>
+      parentPort.postMessage({type: 'ack', block: message.data}, [/** @type {ArrayBuffer} */ (message.data.buffer)]),
+    )
   else if (message.type === 'end') child.stdin.end()
 })

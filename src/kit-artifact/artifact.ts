@@ -22,7 +22,9 @@ export function reportBlob(report: unknown): Blob {
 
 /** The kit artifact manifest: empty config, the kit layer, then the report when there is one. */
 export function kitArtifactManifest(manifest: AegisKitManifest, layer: Descriptor, report?: Descriptor): Blob {
-  const artifact = artifactManifest(MediaType.KitArtifact, report ? [layer, report] : [layer], {annotations: kitAnnotations(manifest)})
+  const artifact = artifactManifest(MediaType.KitArtifact, report ? [layer, report] : [layer], {
+    annotations: kitAnnotations(manifest),
+  })
   // Its descriptor carries the artifactType, as the release index and the store's tag list it.
   return {...artifact, descriptor: {...artifact.descriptor, artifactType: MediaType.KitArtifact}}
 }
@@ -42,29 +44,48 @@ export function kitAnnotations(manifest: AegisKitManifest): Record<string, strin
  */
 export function releaseIndex(manifest: AegisKitManifest, images: Descriptor[], kit: Descriptor): Blob {
   for (const image of images) {
-    if (!image.platform) throw new AegisError(`image manifest ${image.digest} has no platform`, {hint: 'every image in a kit release says which platform it is for'})
+    if (!image.platform)
+      throw new AegisError(`image manifest ${image.digest} has no platform`, {
+        hint: 'every image in a kit release says which platform it is for',
+      })
   }
-  const kitEntry: Descriptor = {mediaType: kit.mediaType, digest: kit.digest, size: kit.size, artifactType: MediaType.KitArtifact}
+  const kitEntry: Descriptor = {
+    mediaType: kit.mediaType,
+    digest: kit.digest,
+    size: kit.size,
+    artifactType: MediaType.KitArtifact,
+  }
   return imageIndex([...images, kitEntry], {[Annotation.Title]: manifest.name, [Annotation.Version]: manifest.version})
 }
 
 /** The kit artifact in a pulled root: the root itself, or the index entry carrying the kit's artifactType. */
 export function findKitDescriptor(root: Descriptor, parsed: ParsedManifest): Descriptor | undefined {
-  if (parsed.kind === 'index') return parsed.index.manifests.find((entry) => entry.artifactType === MediaType.KitArtifact)
-  if (parsed.manifest.artifactType === MediaType.KitArtifact || parsed.manifest.config.mediaType === MediaType.KitArtifact) return root
+  if (parsed.kind === 'index')
+    return parsed.index.manifests.find((entry) => entry.artifactType === MediaType.KitArtifact)
+  if (
+    parsed.manifest.artifactType === MediaType.KitArtifact ||
+    parsed.manifest.config.mediaType === MediaType.KitArtifact
+  )
+    return root
   return undefined
 }
 
 /** A kit artifact manifest's layers, checked: exactly one kit layer, at most one report. */
-export function kitArtifactLayers(parsed: ParsedManifest, desc: Descriptor): {layer: Descriptor; report?: Descriptor; annotations: Record<string, string>} {
+export function kitArtifactLayers(
+  parsed: ParsedManifest,
+  desc: Descriptor,
+): {layer: Descriptor; report?: Descriptor; annotations: Record<string, string>} {
   const layers = parsed.kind === 'manifest' ? parsed.manifest.layers : []
   const kitLayers = layers.filter((layer) => layer.mediaType === MediaType.KitLayer)
   const reports = layers.filter((layer) => layer.mediaType === MediaType.KitReport)
   if (kitLayers.length !== 1 || reports.length > 1) {
-    throw new AegisError(`${desc.digest} is not a kit artifact: it has ${kitLayers.length} kit layers and ${reports.length} reports`, {
-      hint: `a kit artifact has exactly one ${MediaType.KitLayer} layer`,
-    })
+    throw new AegisError(
+      `${desc.digest} is not a kit artifact: it has ${kitLayers.length} kit layers and ${reports.length} reports`,
+      {
+        hint: `a kit artifact has exactly one ${MediaType.KitLayer} layer`,
+      },
+    )
   }
-  const annotations = parsed.kind === 'manifest' ? parsed.manifest.annotations ?? {} : {}
+  const annotations = parsed.kind === 'manifest' ? (parsed.manifest.annotations ?? {}) : {}
   return {layer: kitLayers[0] as Descriptor, ...(reports[0] ? {report: reports[0]} : {}), annotations}
 }

@@ -39,7 +39,12 @@ export interface InstalledKit {
  * for it, and `NAME:VERSION`, and where it came from (`source`: none for a pulled kit pushed
  * again). A short name that names another kit moves only on a push of the user's own kit.
  */
-export async function installKit(store: LocalStore, kit: Descriptor, references: string[], source?: KitSource): Promise<InstalledKit> {
+export async function installKit(
+  store: LocalStore,
+  kit: Descriptor,
+  references: string[],
+  source?: KitSource,
+): Promise<InstalledKit> {
   const bytes = await store.readManifest(kit)
   if (bytes === undefined) throw store.missingBlob(kit)
   const {layer, report, annotations} = kitArtifactLayers(parseManifest(kit, bytes), kit)
@@ -48,11 +53,23 @@ export async function installKit(store: LocalStore, kit: Descriptor, references:
   const root = pulledKitsRoot(store.root)
   const dir = path.join(root, name, `${version}-${layer.digest.replace(/^sha256:/, '').slice(0, 12)}`)
   if ((await statIfExists(dir))?.isDirectory() !== true) await unpackInto(store, layer, dir, root)
-  const byName = name === annotations[Annotation.Title] && version === annotations[Annotation.Version] ? [`${name}:${version}`] : []
-  const record = source ? await recordKitSource(dir, {name, version, layer: layer.digest}, source, store.root) : readKitRecord(dir, store.root)
-  const kept = await recordPulledKit([...new Set([...references, ...byName])], dir, store.root, {moveShortNames: source?.via === 'push'})
+  const byName =
+    name === annotations[Annotation.Title] && version === annotations[Annotation.Version] ? [`${name}:${version}`] : []
+  const record = source
+    ? await recordKitSource(dir, {name, version, layer: layer.digest}, source, store.root)
+    : readKitRecord(dir, store.root)
+  const kept = await recordPulledKit([...new Set([...references, ...byName])], dir, store.root, {
+    moveShortNames: source?.via === 'push',
+  })
   const keptShortNames = kept.map((short) => ({...short, origin: describeOrigin(readKitRecord(short.dir, store.root))}))
-  return {name, version, dir, keptShortNames, ...(record ? {record} : {}), ...(report ? {report: await readReport(store, report)} : {})}
+  return {
+    name,
+    version,
+    dir,
+    keptShortNames,
+    ...(record ? {record} : {}),
+    ...(report ? {report: await readReport(store, report)} : {}),
+  }
 }
 
 async function unpackInto(store: LocalStore, layer: Descriptor, dir: string, root: string): Promise<void> {
@@ -68,7 +85,10 @@ async function unpackInto(store: LocalStore, layer: Descriptor, dir: string, roo
     })
   } catch (error) {
     if (error instanceof AegisError) throw error
-    throw new AegisError(`cannot unpack the kit into ${dir}: ${messageOf(error)}`, {hint: 'check free disk space and permissions of the store directory', cause: error})
+    throw new AegisError(`cannot unpack the kit into ${dir}: ${messageOf(error)}`, {
+      hint: 'check free disk space and permissions of the store directory',
+      cause: error,
+    })
   } finally {
     await rm(staging, {recursive: true, force: true})
   }

@@ -24,7 +24,13 @@ const MAX_ENTRIES = 100_000
  * keep their digests. Depth-first order, tar-stream's headers, one gzip stream at level 9 (the
  * OS byte "unknown"), all times 0 and owners 0:0 (LayerWriter's defaults).
  */
-const KIT_LAYER_FORMAT: LayerWriterOptions = {compression: 'gzip', level: 9, gzipFraming: 'single-stream', order: 'depth-first', tarHeaders: 'tar-stream'}
+const KIT_LAYER_FORMAT: LayerWriterOptions = {
+  compression: 'gzip',
+  level: 9,
+  gzipFraming: 'single-stream',
+  order: 'depth-first',
+  tarHeaders: 'tar-stream',
+}
 
 interface PackEntry {
   name: string
@@ -42,19 +48,24 @@ export async function packKitLayer(dir: string): Promise<Buffer> {
   const entries: PackEntry[] = []
   await collect(root, '', entries)
   const total = entries.reduce((sum, entry) => sum + entry.size, 0)
-  if (total > MAX_KIT_BYTES) throw new AegisError(`the kit in ${dir} is larger than ${MAX_KIT_BYTES / 1024 / 1024} MiB`, {hint: 'keep large files out of the kit directory; the image builder fetches what the image needs'})
+  if (total > MAX_KIT_BYTES)
+    throw new AegisError(`the kit in ${dir} is larger than ${MAX_KIT_BYTES / 1024 / 1024} MiB`, {
+      hint: 'keep large files out of the kit directory; the image builder fetches what the image needs',
+    })
   const writer = new LayerWriter(KIT_LAYER_FORMAT)
   for (const entry of entries) {
     if (entry.type === 'directory') writer.addDirectory(entry.name, {mode: entry.mode})
     else writer.addFile(entry.name, entry.source as string, {mode: entry.mode})
   }
   const chunks: Buffer[] = []
-  await writer.write(new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      chunks.push(chunk)
-      done()
-    },
-  }))
+  await writer.write(
+    new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(chunk)
+        done()
+      },
+    }),
+  )
   return Buffer.concat(chunks)
 }
 
@@ -72,9 +83,14 @@ async function collect(root: string, relative: string, out: PackEntry[]): Promis
     } else if (info.isSymbolicLink()) {
       out.push(await followLink(root, rel, full))
     } else {
-      throw new AegisError(`${rel} in the kit is not a file or directory`, {hint: 'a kit holds only files, directories and symlinks to files inside it'})
+      throw new AegisError(`${rel} in the kit is not a file or directory`, {
+        hint: 'a kit holds only files, directories and symlinks to files inside it',
+      })
     }
-    if (out.length > MAX_ENTRIES) throw new AegisError(`the kit has more than ${MAX_ENTRIES} files`, {hint: 'keep build output and dependencies out of the kit directory'})
+    if (out.length > MAX_ENTRIES)
+      throw new AegisError(`the kit has more than ${MAX_ENTRIES} files`, {
+        hint: 'keep build output and dependencies out of the kit directory',
+      })
   }
 }
 
@@ -84,7 +100,9 @@ async function followLink(root: string, rel: string, full: string): Promise<Pack
   try {
     target = await realpath(full)
   } catch (error) {
-    throw new AegisError(`${rel} in the kit is a broken symlink: ${messageOf(error)}`, {hint: 'remove it or point it at a file inside the kit'})
+    throw new AegisError(`${rel} in the kit is a broken symlink: ${messageOf(error)}`, {
+      hint: 'remove it or point it at a file inside the kit',
+    })
   }
   if (!isInside(root, target)) {
     throw new AegisError(`${rel} in the kit is a symlink to ${target}, outside the kit`, {
@@ -92,7 +110,10 @@ async function followLink(root: string, rel: string, full: string): Promise<Pack
     })
   }
   const info = await stat(target)
-  if (!info.isFile()) throw new AegisError(`${rel} in the kit is a symlink to a directory`, {hint: 'link files, not directories, or move the directory into place'})
+  if (!info.isFile())
+    throw new AegisError(`${rel} in the kit is a symlink to a directory`, {
+      hint: 'link files, not directories, or move the directory into place',
+    })
   return {name: rel, type: 'file', mode: fileMode(info.mode), source: target, size: info.size}
 }
 
@@ -170,5 +191,7 @@ function safeKitEntryName(raw: string): string {
 }
 
 function hostile(why: string): AegisError {
-  return new AegisError(`the kit layer is not a safe kit archive: ${why}`, {hint: 'nothing was unpacked; the published kit is malformed or malicious'})
+  return new AegisError(`the kit layer is not a safe kit archive: ${why}`, {
+    hint: 'nothing was unpacked; the published kit is malformed or malicious',
+  })
 }

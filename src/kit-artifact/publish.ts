@@ -12,7 +12,13 @@ import {storeKitOf} from '../kit/pulled.js'
 import {formatPlatform, parseManifest} from '../oci/manifest.js'
 import {formatReference} from '../oci/reference.js'
 import type {Descriptor, Platform} from '../oci/types.js'
-import {copyGraph, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import {
+  copyGraph,
+  transferFailed,
+  type CopyProgress,
+  type CopyResult,
+  type RemoteRepository,
+} from '../registry/index.js'
 import type {LocalStore} from '../store/index.js'
 import {emptyConfig, type Blob} from '../oci/artifact.js'
 import {kitArtifactManifest, kitLayerBlob, releaseIndex, reportBlob} from './artifact.js'
@@ -43,11 +49,18 @@ export interface PublishResult {
   copy: CopyResult
 }
 
-export async function publishKit(store: LocalStore, kit: Kit, repository: RemoteRepository, options: PublishOptions = {}): Promise<PublishResult> {
+export async function publishKit(
+  store: LocalStore,
+  kit: Kit,
+  repository: RemoteRepository,
+  options: PublishOptions = {},
+): Promise<PublishResult> {
   const {manifest} = kit
   const ref = repository.reference
   if (ref.digest !== undefined) {
-    throw new AegisError(`cannot push a kit to ${formatReference(ref)}: a kit is pushed to a tag, not a digest`, {hint: `leave out the @digest, e.g. ${formatReference({...ref, digest: undefined})}`})
+    throw new AegisError(`cannot push a kit to ${formatReference(ref)}: a kit is pushed to a tag, not a digest`, {
+      hint: `leave out the @digest, e.g. ${formatReference({...ref, digest: undefined})}`,
+    })
   }
   const tag = ref.tag ?? manifest.version
   const reference = formatReference({...ref, tag})
@@ -62,10 +75,28 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
   let report: Blob | undefined
   let reportValue: unknown
   if (manifest.hooks?.on_publish && !pulled) {
-    const release = {name: manifest.name, version: manifest.version, reference, registry: ref.registry, repository: ref.repository, tag}
+    const release = {
+      name: manifest.name,
+      version: manifest.version,
+      reference,
+      registry: ref.registry,
+      repository: ref.repository,
+      tag,
+    }
     const artifacts = [
-      {kind: 'kit', mediaType: layer.descriptor.mediaType, digest: layer.descriptor.digest, size: layer.descriptor.size},
-      ...images.map((image) => ({kind: 'image', mediaType: image.mediaType, digest: image.digest, size: image.size, platform: formatPlatform(image.platform as Platform)})),
+      {
+        kind: 'kit',
+        mediaType: layer.descriptor.mediaType,
+        digest: layer.descriptor.digest,
+        size: layer.descriptor.size,
+      },
+      ...images.map((image) => ({
+        kind: 'image',
+        mediaType: image.mediaType,
+        digest: image.digest,
+        size: image.size,
+        platform: formatPlatform(image.platform as Platform),
+      })),
     ]
     reportValue = await onPublish(kit, buildAppContext(kit), release, artifacts)
     report = reportBlob(reportValue)
@@ -74,16 +105,38 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
   const root = images.length > 0 ? releaseIndex(manifest, images, artifact.descriptor) : artifact
 
   return store.withWriteLease(async () => {
-    for (const blob of [emptyConfig(), layer, ...(report ? [report] : []), artifact, ...(root === artifact ? [] : [root])]) {
+    for (const blob of [
+      emptyConfig(),
+      layer,
+      ...(report ? [report] : []),
+      artifact,
+      ...(root === artifact ? [] : [root]),
+    ]) {
       await store.push(blob.descriptor, blob.bytes)
     }
     // The image's referrers (its SBOM) travel with it.
-    const copy = await copyGraph(store, repository, root.descriptor, {tag, referrers: true, ...(options.progress ? {progress: options.progress} : {})}).catch((error: unknown) => {
+    const copy = await copyGraph(store, repository, root.descriptor, {
+      tag,
+      referrers: true,
+      ...(options.progress ? {progress: options.progress} : {}),
+    }).catch((error: unknown) => {
       throw transferFailed(`Push of kit ${manifest.name} ${manifest.version} to ${reference}`, error)
     })
     await store.tag(root.descriptor, reference)
     // A kit from the store (pulled) is not the user's own: pushing it again records no new source.
-    await installKit(store, artifact.descriptor, [reference], pulled ? undefined : {via: 'push', reference: `${reference}@${root.descriptor.digest}`, kitArtifact: artifact.descriptor.digest, directory: kit.dir})
+    await installKit(
+      store,
+      artifact.descriptor,
+      [reference],
+      pulled
+        ? undefined
+        : {
+            via: 'push',
+            reference: `${reference}@${root.descriptor.digest}`,
+            kitArtifact: artifact.descriptor.digest,
+            directory: kit.dir,
+          },
+    )
     return {
       reference,
       root: root.descriptor,
@@ -97,7 +150,11 @@ export async function publishKit(store: LocalStore, kit: Kit, repository: Remote
 }
 
 /** The image reference to publish, or undefined for the kit alone. */
-async function chooseImage(store: LocalStore, kit: Kit, image: string | false | undefined): Promise<string | undefined> {
+async function chooseImage(
+  store: LocalStore,
+  kit: Kit,
+  image: string | false | undefined,
+): Promise<string | undefined> {
   if (image === false) return undefined
   if (image !== undefined) return image
   const wanted = `${kit.manifest.name}:${kit.manifest.version}`
@@ -115,13 +172,22 @@ async function imageManifests(store: LocalStore, reference: string): Promise<Des
     const manifests = parsed.index.manifests
       .filter((entry) => entry.platform !== undefined)
       .map(({mediaType, digest, size, platform}) => ({mediaType, digest, size, platform}))
-    if (manifests.length === 0) throw new AegisError(`${reference} is an index with no platform images`, {hint: 'give the image to publish with --image'})
+    if (manifests.length === 0)
+      throw new AegisError(`${reference} is an index with no platform images`, {
+        hint: 'give the image to publish with --image',
+      })
     return manifests
   }
   const config = await store.readImageConfig(parsed.manifest.config)
   if (!config) {
-    throw new AegisError(`${reference} is not an image: its config is ${parsed.manifest.config.mediaType}`, {hint: 'give the image to publish with --image, or publish the kit alone with --kit-only'})
+    throw new AegisError(`${reference} is not an image: its config is ${parsed.manifest.config.mediaType}`, {
+      hint: 'give the image to publish with --image, or publish the kit alone with --kit-only',
+    })
   }
-  const platform: Platform = {os: config.os, architecture: config.architecture, ...(config.variant ? {variant: config.variant} : {})}
+  const platform: Platform = {
+    os: config.os,
+    architecture: config.architecture,
+    ...(config.variant ? {variant: config.variant} : {}),
+  }
   return [{mediaType: root.mediaType, digest: root.digest, size: root.size, platform}]
 }

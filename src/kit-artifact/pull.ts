@@ -8,7 +8,13 @@ import {isManifest, parseManifest, type ParsedManifest} from '../oci/manifest.js
 import {MediaType} from '../oci/media-types.js'
 import {formatReference, manifestReference} from '../oci/reference.js'
 import type {Descriptor} from '../oci/types.js'
-import {copyGraph, transferFailed, type CopyProgress, type CopyResult, type RemoteRepository} from '../registry/index.js'
+import {
+  copyGraph,
+  transferFailed,
+  type CopyProgress,
+  type CopyResult,
+  type RemoteRepository,
+} from '../registry/index.js'
 import {fetchManifest} from '../registry/copy.js'
 import type {KitVerification} from '../kit/trust.js'
 import type {LocalStore} from '../store/index.js'
@@ -43,32 +49,61 @@ export interface PullKitResult {
   copy: CopyResult
 }
 
-export async function pullKit(store: LocalStore, repository: RemoteRepository, options: PullKitOptions): Promise<PullKitResult> {
+export async function pullKit(
+  store: LocalStore,
+  repository: RemoteRepository,
+  options: PullKitOptions,
+): Promise<PullKitResult> {
   const failed = (error: unknown): never => {
     throw transferFailed(`Pull of ${formatReference(repository.reference)}`, error)
   }
   const published = await repository.resolve(manifestReference(repository.reference)).catch(failed)
   const rootBytes = await fetchManifest(repository, published).catch(failed)
   const rootParsed = parseManifest(published, rootBytes)
-  const kitArtifact = findKitDescriptor(published, rootParsed) ?? (await probeIndex(repository, rootParsed).catch(failed))
+  const kitArtifact =
+    findKitDescriptor(published, rootParsed) ?? (await probeIndex(repository, rootParsed).catch(failed))
   if (!kitArtifact) {
-    throw new AegisError(`${formatReference(repository.reference)} is not a kit: it holds no ${MediaType.KitArtifact} artifact`, {
-      hint: 'pull images with `aegis-kit images pull`',
-    })
+    throw new AegisError(
+      `${formatReference(repository.reference)} is not a kit: it holds no ${MediaType.KitArtifact} artifact`,
+      {
+        hint: 'pull images with `aegis-kit images pull`',
+      },
+    )
   }
-  const kitParsed = kitArtifact.digest === published.digest ? rootParsed : parseManifest(kitArtifact, await fetchManifest(repository, kitArtifact).catch(failed))
+  const kitParsed =
+    kitArtifact.digest === published.digest
+      ? rootParsed
+      : parseManifest(kitArtifact, await fetchManifest(repository, kitArtifact).catch(failed))
   checkKitLayerSize(kitArtifact, kitParsed)
   const root = options.kitOnly ? kitArtifact : published
-  const images = root === published && rootParsed.kind === 'index' ? rootParsed.index.manifests.filter((entry) => entry.digest !== kitArtifact.digest) : []
+  const images =
+    root === published && rootParsed.kind === 'index'
+      ? rootParsed.index.manifests.filter((entry) => entry.digest !== kitArtifact.digest)
+      : []
   const verified = options.verify ? await options.verify(published) : undefined
   return store.withWriteLease(async () => {
-    const copy = await copyGraph(repository, store, root, {referrers: {reference: options.localReference}, ...(options.progress ? {progress: options.progress} : {})}).catch(failed)
+    const copy = await copyGraph(repository, store, root, {
+      referrers: {reference: options.localReference},
+      ...(options.progress ? {progress: options.progress} : {}),
+    }).catch(failed)
     // The source is what the reference resolved to (what a signature covers), also with --kit-only.
-    const source = {via: 'pull' as const, reference: formatReference({...repository.reference, digest: published.digest}), kitArtifact: kitArtifact.digest, ...(verified ? {verified} : {})}
+    const source = {
+      via: 'pull' as const,
+      reference: formatReference({...repository.reference, digest: published.digest}),
+      kitArtifact: kitArtifact.digest,
+      ...(verified ? {verified} : {}),
+    }
     const kit = await installKit(store, kitArtifact, [options.localReference, ...(options.aliases ?? [])], source)
     // Tagged last: a kit that failed to unpack is not in the list of images.
     await store.tag(root, options.localReference)
-    return {reference: formatReference({...repository.reference, digest: root.digest}), root, kitArtifact, images, kit, copy}
+    return {
+      reference: formatReference({...repository.reference, digest: root.digest}),
+      root,
+      kitArtifact,
+      images,
+      kit,
+      copy,
+    }
   })
 }
 
@@ -79,9 +114,12 @@ const MAX_KIT_LAYER_BYTES = MAX_KIT_BYTES + MAX_KIT_BYTES / 16
 function checkKitLayerSize(kitArtifact: Descriptor, parsed: ParsedManifest): void {
   const {layer} = kitArtifactLayers(parsed, kitArtifact)
   if (layer.size <= MAX_KIT_LAYER_BYTES) return
-  throw new AegisError(`The kit layer ${layer.digest} is ${layer.size} bytes: more than the ${MAX_KIT_LAYER_BYTES} a kit may have (${MAX_KIT_BYTES / 1024 / 1024} MiB unpacked).`, {
-    hint: 'The registry holds a malformed or hostile kit: nothing of it was downloaded.',
-  })
+  throw new AegisError(
+    `The kit layer ${layer.digest} is ${layer.size} bytes: more than the ${MAX_KIT_LAYER_BYTES} a kit may have (${MAX_KIT_BYTES / 1024 / 1024} MiB unpacked).`,
+    {
+      hint: 'The registry holds a malformed or hostile kit: nothing of it was downloaded.',
+    },
+  )
 }
 
 /** For indexes written by other tools: a manifest without a platform whose own artifactType is the kit's. */
@@ -90,7 +128,8 @@ async function probeIndex(repository: RemoteRepository, root: ParsedManifest): P
   for (const entry of root.index.manifests) {
     if (entry.platform || !isManifest(entry)) continue
     const parsed = parseManifest(entry, await fetchManifest(repository, entry))
-    if ((parsed.kind === 'manifest' ? parsed.manifest : parsed.index).artifactType === MediaType.KitArtifact) return entry
+    if ((parsed.kind === 'manifest' ? parsed.manifest : parsed.index).artifactType === MediaType.KitArtifact)
+      return entry
   }
   return undefined
 }

@@ -2,7 +2,7 @@
  * The checks a JSON Schema cannot express: unique ports, secrets referenced by profiles exist,
  * sizes parse and are positive, hook and image files exist inside the kit.
  */
-import {statSync} from 'node:fs'
+import {type Stats, statSync} from 'node:fs'
 import path from 'node:path'
 import {locate, type ManifestDocument} from './document.js'
 import type {AegisKitManifest} from './manifest.generated.js'
@@ -13,14 +13,26 @@ import {parseDuration, parseSize} from './units.js'
 export function semanticProblems(document: ManifestDocument, manifest: AegisKitManifest, kitDir: string): Problem[] {
   const problems: Problem[] = []
   const report = (segments: PathSegment[], message: string, hint: string, expected?: string) =>
-    problems.push({file: document.file, ...locate(document, segments), path: formatPath(segments), message, hint, expected})
+    problems.push({
+      file: document.file,
+      ...locate(document, segments),
+      path: formatPath(segments),
+      message,
+      hint,
+      expected,
+    })
 
   const exposed = manifest.routing?.expose ?? []
   const firstPortAt = new Map<number, number>()
   exposed.forEach((entry, index) => {
     const first = firstPortAt.get(entry.port)
     if (first === undefined) firstPortAt.set(entry.port, index)
-    else report(['routing', 'expose', index, 'port'], `port ${entry.port} is exposed twice (also routing.expose[${first}])`, 'list each port once')
+    else
+      report(
+        ['routing', 'expose', index, 'port'],
+        `port ${entry.port} is exposed twice (also routing.expose[${first}])`,
+        'list each port once',
+      )
   })
 
   const secrets = manifest.secrets?.required ?? []
@@ -29,12 +41,25 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
   secrets.forEach((secret, index) => {
     const first = firstSecretAt.get(secret.name)
     if (first === undefined) firstSecretAt.set(secret.name, index)
-    else report(['secrets', 'required', index, 'name'], `secret ${secret.name} is declared twice (also secrets.required[${first}])`, 'declare each secret once')
+    else
+      report(
+        ['secrets', 'required', index, 'name'],
+        `secret ${secret.name} is declared twice (also secrets.required[${first}])`,
+        'declare each secret once',
+      )
     if (secret.generated && secret.user_provided) {
-      report(['secrets', 'required', index], `secret ${secret.name} is both generated and user_provided`, 'keep one: aegis-kit generates it, or the user provides it')
+      report(
+        ['secrets', 'required', index],
+        `secret ${secret.name} is both generated and user_provided`,
+        'keep one: aegis-kit generates it, or the user provides it',
+      )
     }
     if (secret.name.startsWith('AEGIS_')) {
-      report(['secrets', 'required', index, 'name'], `secret name ${secret.name} uses the reserved AEGIS_ prefix`, 'rename it; AEGIS_* variables are set by aegis-kit itself')
+      report(
+        ['secrets', 'required', index, 'name'],
+        `secret name ${secret.name} uses the reserved AEGIS_ prefix`,
+        'rename it; AEGIS_* variables are set by aegis-kit itself',
+      )
     }
   })
 
@@ -45,7 +70,8 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
   for (const [segments, value] of sizes) {
     if (value === undefined) continue
     const bytes = parseSize(value)
-    if (bytes === undefined) report(segments, `size "${value}" does not parse`, 'write a number and a unit, e.g. 2048mb or 2gb')
+    if (bytes === undefined)
+      report(segments, `size "${value}" does not parse`, 'write a number and a unit, e.g. 2048mb or 2gb')
     else if (bytes <= 0) report(segments, `size "${value}" must be greater than zero`, 'e.g. 2048mb')
   }
   const durations: Array<[PathSegment[], string | undefined]> = [
@@ -55,38 +81,55 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
     [['healthcheck', 'timeout'], manifest.healthcheck?.timeout],
   ]
   for (const [segments, value] of durations) {
-    if (value !== undefined && !(parseDuration(value)! > 0)) report(segments, `duration "${value}" must be greater than zero`, 'e.g. 30s')
+    if (value !== undefined && !(parseDuration(value)! > 0))
+      report(segments, `duration "${value}" must be greater than zero`, 'e.g. 30s')
   }
 
   for (const hook of ['render_env', 'validate_config', 'on_publish'] as const) {
     const file = manifest.hooks?.[hook]
     if (file !== undefined) checkKitFile(kitDir, file, ['hooks', hook], 'file', report)
   }
-  manifest.image?.files?.forEach((entry, index) => checkKitFile(kitDir, entry.src, ['image', 'files', index, 'src'], 'any', report))
+  for (const [index, entry] of (manifest.image?.files ?? []).entries()) {
+    checkKitFile(kitDir, entry.src, ['image', 'files', index, 'src'], 'any', report)
+  }
 
   const exposedPorts = [...firstPortAt.keys()]
   for (const [name, profile] of Object.entries(manifest.profiles ?? {})) {
     profile.secrets?.forEach((secret, index) => {
       if (secretNames.includes(secret)) return
       const suggestion = closest(secret, secretNames)
-      report(['profiles', name, 'secrets', index], `profile "${name}" uses secret ${secret}, which the kit does not declare`,
+      report(
+        ['profiles', name, 'secrets', index],
+        `profile "${name}" uses secret ${secret}, which the kit does not declare`,
         suggestion ? `did you mean ${suggestion}?` : 'declare it under secrets.required, or remove it from the profile',
-        secretNames.length > 0 ? `one of ${secretNames.join(', ')}` : undefined)
+        secretNames.length > 0 ? `one of ${secretNames.join(', ')}` : undefined,
+      )
     })
     const seen = new Set<number>()
     profile.exposes?.forEach((port, index) => {
-      if (seen.has(port)) report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once')
+      if (seen.has(port))
+        report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once')
       seen.add(port)
       if (!exposedPorts.includes(port)) {
-        report(['profiles', name, 'exposes', index], `profile "${name}" exposes port ${port}, which routing.expose does not declare`,
-          'add it to routing.expose (with its protocol) or remove it here', exposedPorts.length > 0 ? `one of ${exposedPorts.join(', ')}` : undefined)
+        report(
+          ['profiles', name, 'exposes', index],
+          `profile "${name}" exposes port ${port}, which routing.expose does not declare`,
+          'add it to routing.expose (with its protocol) or remove it here',
+          exposedPorts.length > 0 ? `one of ${exposedPorts.join(', ')}` : undefined,
+        )
       }
     })
   }
   return problems
 }
 
-function checkKitFile(kitDir: string, relative: string, segments: PathSegment[], kind: 'file' | 'any', report: (segments: PathSegment[], message: string, hint: string) => void): void {
+function checkKitFile(
+  kitDir: string,
+  relative: string,
+  segments: PathSegment[],
+  kind: 'file' | 'any',
+  report: (segments: PathSegment[], message: string, hint: string) => void,
+): void {
   if (path.isAbsolute(relative)) {
     report(segments, `"${relative}" is an absolute path`, 'give a path relative to the kit directory')
     return
@@ -94,15 +137,24 @@ function checkKitFile(kitDir: string, relative: string, segments: PathSegment[],
   const resolved = path.resolve(kitDir, relative)
   const inside = path.relative(kitDir, resolved)
   if (inside.startsWith('..') || path.isAbsolute(inside)) {
-    report(segments, `"${relative}" points outside the kit directory`, 'kits are published as a unit: keep every file inside the kit directory')
+    report(
+      segments,
+      `"${relative}" points outside the kit directory`,
+      'kits are published as a unit: keep every file inside the kit directory',
+    )
     return
   }
-  let info
+  let info: Stats
   try {
     info = statSync(resolved)
   } catch {
-    report(segments, `"${relative}" does not exist (looked for ${resolved})`, 'create it or fix the path (relative to the kit directory)')
+    report(
+      segments,
+      `"${relative}" does not exist (looked for ${resolved})`,
+      'create it or fix the path (relative to the kit directory)',
+    )
     return
   }
-  if (kind === 'file' && !info.isFile()) report(segments, `"${relative}" is not a file`, 'a hook is a JavaScript module file (.mjs or .js)')
+  if (kind === 'file' && !info.isFile())
+    report(segments, `"${relative}" is not a file`, 'a hook is a JavaScript module file (.mjs or .js)')
 }

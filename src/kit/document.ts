@@ -31,10 +31,18 @@ export async function readManifestDocument(file: string): Promise<ParseResult> {
 
 export function parseManifestText(file: string, bytes: Uint8Array): ParseResult {
   // Control bytes first: binary input is better called binary than "not UTF-8".
-  const control = bytes.findIndex((byte) => (byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) || byte === 0x7f)
+  const control = bytes.findIndex(
+    (byte) => (byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) || byte === 0x7f,
+  )
   if (control !== -1) {
     const {line, column} = positionOfByte(bytes, control)
-    return fail(file, line, column, `binary data (control byte 0x${bytes[control].toString(16).padStart(2, '0')}): not a YAML manifest`, 'aegis-kit.yaml must be a text file')
+    return fail(
+      file,
+      line,
+      column,
+      `binary data (control byte 0x${bytes[control].toString(16).padStart(2, '0')}): not a YAML manifest`,
+      'aegis-kit.yaml must be a text file',
+    )
   }
   let text: string
   try {
@@ -42,16 +50,39 @@ export function parseManifestText(file: string, bytes: Uint8Array): ParseResult 
   } catch {
     const at = firstInvalidUtf8(bytes)
     const {line, column} = positionOfByte(bytes, at)
-    return fail(file, line, column, `not UTF-8 text: invalid byte 0x${bytes[at].toString(16)} at offset ${at}`, 'save the manifest as UTF-8 (is this a binary file?)')
+    return fail(
+      file,
+      line,
+      column,
+      `not UTF-8 text: invalid byte 0x${bytes[at].toString(16)} at offset ${at}`,
+      'save the manifest as UTF-8 (is this a binary file?)',
+    )
   }
   if (text.replace(/#[^\n]*/g, '').trim() === '') {
-    return fail(file, 1, 1, 'the manifest is empty', 'a kit needs at least `name:` and `version:`; `aegis-kit init NAME` writes a starting point')
+    return fail(
+      file,
+      1,
+      1,
+      'the manifest is empty',
+      'a kit needs at least `name:` and `version:`; `aegis-kit init NAME` writes a starting point',
+    )
   }
 
   const lineCounter = new LineCounter()
-  const doc = parseDocument(text, {lineCounter, prettyErrors: false, uniqueKeys: true, strict: true, keepSourceTokens: false})
+  const doc = parseDocument(text, {
+    lineCounter,
+    prettyErrors: false,
+    uniqueKeys: true,
+    strict: true,
+    keepSourceTokens: false,
+  })
   if (doc.errors.length > 0) {
-    return {ok: false, problems: doc.errors.slice(0, 5).map((error) => yamlProblem(file, lineCounter, error.pos[0], error.code, error.message))}
+    return {
+      ok: false,
+      problems: doc.errors
+        .slice(0, 5)
+        .map((error) => yamlProblem(file, lineCounter, error.pos[0], error.code, error.message)),
+    }
   }
   let data: unknown
   try {
@@ -59,16 +90,21 @@ export function parseManifestText(file: string, bytes: Uint8Array): ParseResult 
   } catch (error) {
     const alias = firstAliasOffset(doc)
     const {line, col} = lineCounter.linePos(alias)
-    const message = error instanceof Error && /alias/i.test(error.message)
-      ? `too many YAML alias expansions (more than ${MAX_ALIAS_COUNT})`
-      : `YAML could not be read: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`
+    const message =
+      error instanceof Error && /alias/i.test(error.message)
+        ? `too many YAML alias expansions (more than ${MAX_ALIAS_COUNT})`
+        : `YAML could not be read: ${error instanceof Error ? error.message.split('\n')[0] : String(error)}`
     return fail(file, line, col, message, 'write the values out instead of using anchors and aliases')
   }
   return {ok: true, document: {file, text, doc, lineCounter, data}}
 }
 
 /** Line and column of the node at `path`; for a missing node, of its closest existing parent. `key` locates the key of a map entry instead of its value. */
-export function locate(document: ManifestDocument, path: readonly PathSegment[], options: {key?: boolean} = {}): {line: number; column: number} {
+export function locate(
+  document: ManifestDocument,
+  path: readonly PathSegment[],
+  options: {key?: boolean} = {},
+): {line: number; column: number} {
   let node: unknown = document.doc.contents
   let offset = rangeStart(node) ?? 0
   for (let i = 0; i < path.length; i++) {
@@ -78,7 +114,7 @@ export function locate(document: ManifestDocument, path: readonly PathSegment[],
       const pair = node.items.find((item: Pair) => keyText(item.key) === String(segment))
       if (!pair) break
       const isLast = i === path.length - 1
-      next = isLast && options.key ? pair.key : pair.value ?? pair.key
+      next = isLast && options.key ? pair.key : (pair.value ?? pair.key)
       if (isLast && options.key) {
         offset = rangeStart(next) ?? offset
         node = undefined
@@ -181,4 +217,3 @@ function positionOfByte(bytes: Uint8Array, offset: number): {line: number; colum
   }
   return {line, column: offset - lineStart + 1}
 }
-

@@ -42,10 +42,16 @@ export interface KitValidation {
 
 /** Problems in a kit, bundled into one error for commands that need a valid kit. */
 export class InvalidKitError extends AegisError {
-  constructor(readonly problems: Problem[], location: KitLocation) {
+  constructor(
+    readonly problems: Problem[],
+    location: KitLocation,
+  ) {
     const shown = problems.slice(0, 10).map(formatProblem).join('\n')
-    const more = problems.length > 10 ? `\n(${problems.length - 10} more: run \`aegis-kit validate ${location.displayFile}\`)` : ''
-    super(`${location.displayFile} is not a valid kit (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${shown}${more}`)
+    const more =
+      problems.length > 10 ? `\n(${problems.length - 10} more: run \`aegis-kit validate ${location.displayFile}\`)` : ''
+    super(
+      `${location.displayFile} is not a valid kit (${problems.length} problem${problems.length === 1 ? '' : 's'}):\n${shown}${more}`,
+    )
   }
 }
 
@@ -88,7 +94,9 @@ function fromPath(found: string, cwd: string, asGiven: string): KitLocation {
   if (info.isDirectory()) {
     const name = MANIFEST_NAMES.find((candidate) => existsSync(path.join(found, candidate)))
     if (!name) {
-      throw new AegisError(`${asGiven}: no aegis-kit.yaml in ${found}`, {hint: 'a kit directory holds an aegis-kit.yaml; `aegis-kit init NAME` writes one'})
+      throw new AegisError(`${asGiven}: no aegis-kit.yaml in ${found}`, {
+        hint: 'a kit directory holds an aegis-kit.yaml; `aegis-kit init NAME` writes one',
+      })
     }
     manifestFile = path.join(found, name)
   } else if (!info.isFile()) {
@@ -101,7 +109,9 @@ function fromPath(found: string, cwd: string, asGiven: string): KitLocation {
 
 export function bundledKitNames(): string[] {
   try {
-    return readdirSync(bundledKitsDir).filter((name) => existsSync(path.join(bundledKitsDir, name, 'aegis-kit.yaml'))).sort()
+    return readdirSync(bundledKitsDir)
+      .filter((name) => existsSync(path.join(bundledKitsDir, name, 'aegis-kit.yaml')))
+      .sort()
   } catch {
     return []
   }

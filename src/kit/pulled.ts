@@ -64,7 +64,12 @@ export function isShortName(reference: string): boolean {
  * that already name another kit, unless `moveShortNames` (a push of the user's own kit): those
  * are kept and returned.
  */
-export async function recordPulledKit(references: string[], dir: string, storeRoot?: string, options: {moveShortNames?: boolean} = {}): Promise<KeptShortName[]> {
+export async function recordPulledKit(
+  references: string[],
+  dir: string,
+  storeRoot?: string,
+  options: {moveShortNames?: boolean} = {},
+): Promise<KeptShortName[]> {
   const root = pulledKitsRoot(storeRoot)
   await mkdir(root, {recursive: true})
   const relative = path.relative(root, dir).split(path.sep).join('/')
@@ -73,7 +78,12 @@ export async function recordPulledKit(references: string[], dir: string, storeRo
     const kept: KeptShortName[] = []
     for (const reference of references) {
       const previous = current.refs[reference]
-      if (previous !== undefined && previous !== relative && isShortName(reference) && options.moveShortNames !== true) {
+      if (
+        previous !== undefined &&
+        previous !== relative &&
+        isShortName(reference) &&
+        options.moveShortNames !== true
+      ) {
         kept.push({reference, dir: path.resolve(root, previous)})
         continue
       }
@@ -89,7 +99,11 @@ function readRefs(root: string): RefsFile {
   try {
     const parsed = JSON.parse(readFileSync(path.join(root, 'refs.json'), 'utf8')) as Partial<RefsFile>
     const refs = typeof parsed.refs === 'object' && parsed.refs !== null ? parsed.refs : {}
-    return {refs: Object.fromEntries(Object.entries(refs).filter((entry): entry is [string, string] => typeof entry[1] === 'string'))}
+    return {
+      refs: Object.fromEntries(
+        Object.entries(refs).filter((entry): entry is [string, string] => typeof entry[1] === 'string'),
+      ),
+    }
   } catch {
     return {refs: {}}
   }

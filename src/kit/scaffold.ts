@@ -7,10 +7,15 @@ const NAME = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
 
 export async function scaffoldKit(name: string, dir: string): Promise<string[]> {
   if (!NAME.test(name)) {
-    throw new AegisError(`"${name}" is not a valid kit name`, {hint: 'use lower-case letters, digits and dashes (it becomes the image name), e.g. my-agent'})
+    throw new AegisError(`"${name}" is not a valid kit name`, {
+      hint: 'use lower-case letters, digits and dashes (it becomes the image name), e.g. my-agent',
+    })
   }
   const existing = await readdir(dir).catch(() => undefined)
-  if (existing && existing.length > 0) throw new AegisError(`${dir} already exists and is not empty`, {hint: 'choose another directory with --dir, or remove it first'})
+  if (existing && existing.length > 0)
+    throw new AegisError(`${dir} already exists and is not empty`, {
+      hint: 'choose another directory with --dir, or remove it first',
+    })
   const files: Record<string, string> = {
     'aegis-kit.yaml': manifest(name),
     'hooks/render_env.mjs': renderEnvHook,

@@ -36,14 +36,18 @@ function pruneAnyOf(errors: ErrorObject[]): ErrorObject[] {
   let kept = errors.filter((error) => error.keyword !== 'anyOf' && !isInsidePropertyNames(error))
   for (const anyOf of anyOfErrors) {
     const prefix = `${anyOf.schemaPath.slice(0, -'/anyOf'.length)}/anyOf/`
-    const branchErrors = kept.filter((error) => error.schemaPath.startsWith(prefix) && error.instancePath.startsWith(anyOf.instancePath))
+    const branchErrors = kept.filter(
+      (error) => error.schemaPath.startsWith(prefix) && error.instancePath.startsWith(anyOf.instancePath),
+    )
     kept = kept.filter((error) => !branchErrors.includes(error))
     const byBranch = new Map<string, ErrorObject[]>()
     for (const error of branchErrors) {
       const branch = error.schemaPath.slice(prefix.length).split('/')[0]
       byBranch.set(branch, [...(byBranch.get(branch) ?? []), error])
     }
-    const typeMatching = [...byBranch.values()].filter((list) => !list.some((error) => error.keyword === 'type' && error.instancePath === anyOf.instancePath))
+    const typeMatching = [...byBranch.values()].filter(
+      (list) => !list.some((error) => error.keyword === 'type' && error.instancePath === anyOf.instancePath),
+    )
     if (typeMatching.length > 0) kept.push(...typeMatching[0])
     else kept.push({...anyOf, keyword: 'type', params: {type: branchTypes(anyOf)}})
   }
@@ -52,12 +56,20 @@ function pruneAnyOf(errors: ErrorObject[]): ErrorObject[] {
 
 function branchTypes(anyOf: ErrorObject): string {
   const branches = (anyOf.schema as SchemaNode[] | undefined) ?? []
-  const names = branches.map((branch) => (branch as {$ref?: string}).$ref ? 'mapping' : typeName(branch.type))
+  const names = branches.map((branch) => ((branch as {$ref?: string}).$ref ? 'mapping' : typeName(branch.type)))
   return [...new Set(names)].join(' or ')
 }
 
 function typeName(type: string | string[] | undefined): string {
-  const one = (t: string) => ({object: 'mapping', array: 'list', integer: 'integer', number: 'number', string: 'string', boolean: 'true or false'})[t] ?? t
+  const one = (t: string) =>
+    ({
+      object: 'mapping',
+      array: 'list',
+      integer: 'integer',
+      number: 'number',
+      string: 'string',
+      boolean: 'true or false',
+    })[t] ?? t
   if (type === undefined) return 'value'
   return Array.isArray(type) ? type.map(one).join(' or ') : one(type)
 }
@@ -76,10 +88,13 @@ function truncate(text: string): string {
 
 function pointerToPath(pointer: string): PathSegment[] {
   if (pointer === '') return []
-  return pointer.slice(1).split('/').map((part) => {
-    const unescaped = part.replace(/~1/g, '/').replace(/~0/g, '~')
-    return /^\d+$/.test(unescaped) ? Number(unescaped) : unescaped
-  })
+  return pointer
+    .slice(1)
+    .split('/')
+    .map((part) => {
+      const unescaped = part.replace(/~1/g, '/').replace(/~0/g, '~')
+      return /^\d+$/.test(unescaped) ? Number(unescaped) : unescaped
+    })
 }
 
 function example(schema: SchemaNode | undefined): string | undefined {
@@ -91,7 +106,11 @@ function example(schema: SchemaNode | undefined): string | undefined {
 function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObject[]): Problem {
   const path = pointerToPath(error.instancePath)
   const parent = error.parentSchema as SchemaNode | undefined
-  const at = (segments: PathSegment[], key = false) => ({file: document.file, ...locate(document, segments, {key}), path: formatPath(segments)})
+  const at = (segments: PathSegment[], key = false) => ({
+    file: document.file,
+    ...locate(document, segments, {key}),
+    path: formatPath(segments),
+  })
 
   switch (error.keyword) {
     case 'additionalProperties': {
@@ -102,7 +121,9 @@ function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObj
         ...at([...path, key], true),
         message: `unknown field "${key}"`,
         expected: allowed.length > 0 ? `one of ${allowed.join(', ')}` : undefined,
-        hint: suggestion ? `did you mean "${suggestion}"?` : 'remove it, or check the manifest reference (docs/manifest.md)',
+        hint: suggestion
+          ? `did you mean "${suggestion}"?`
+          : 'remove it, or check the manifest reference (docs/manifest.md)',
       }
     }
     case 'required': {
@@ -118,16 +139,24 @@ function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObj
       }
     }
     case 'type': {
-      const expected = typeof error.params.type === 'string' && error.params.type.includes(' or ') ? error.params.type : typeName(error.params.type as string)
+      const expected =
+        typeof error.params.type === 'string' && error.params.type.includes(' or ')
+          ? error.params.type
+          : typeName(error.params.type as string)
       const isTopLevel = path.length === 0
-      const quoted = expected === 'string' && (typeof error.data === 'number' || typeof error.data === 'boolean')
-        ? quoteHint(sourceText(document, path) ?? String(error.data), typeof error.data)
-        : undefined
+      const quoted =
+        expected === 'string' && (typeof error.data === 'number' || typeof error.data === 'boolean')
+          ? quoteHint(sourceText(document, path) ?? String(error.data), typeof error.data)
+          : undefined
       return {
         ...at(path),
-        message: isTopLevel ? `the manifest must be a mapping of fields, got ${describeData(error.data)}` : `wrong type: got ${describeData(error.data)}`,
+        message: isTopLevel
+          ? `the manifest must be a mapping of fields, got ${describeData(error.data)}`
+          : `wrong type: got ${describeData(error.data)}`,
         expected,
-        hint: quoted ?? (isTopLevel ? 'start with `name: my-kit` and `version: 0.1.0` at the top level' : hintFromSchema(parent)),
+        hint:
+          quoted ??
+          (isTopLevel ? 'start with `name: my-kit` and `version: 0.1.0` at the top level' : hintFromSchema(parent)),
       }
     }
     case 'enum': {
@@ -137,31 +166,60 @@ function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObj
         ...at(path),
         message: `${describeData(error.data)} is not allowed here`,
         expected: `one of ${allowed.join(', ')}`,
-        hint: suggestion ? `did you mean "${suggestion}"?` : parent?.description ?? `use one of ${allowed.join(', ')}`,
+        hint: suggestion
+          ? `did you mean "${suggestion}"?`
+          : (parent?.description ?? `use one of ${allowed.join(', ')}`),
       }
     }
     case 'const':
-      return {...at(path), message: `${describeData(error.data)} is not allowed here`, expected: JSON.stringify((error.params as {allowedValue: unknown}).allowedValue), hint: parent?.description ?? 'remove it'}
+      return {
+        ...at(path),
+        message: `${describeData(error.data)} is not allowed here`,
+        expected: JSON.stringify((error.params as {allowedValue: unknown}).allowedValue),
+        hint: parent?.description ?? 'remove it',
+      }
     case 'pattern':
-      return {...at(path), message: `${describeData(error.data)} is not in the expected form`, expected: parent?.description ?? `a value matching ${String((error.params as {pattern: string}).pattern)}`, hint: hintFromSchema(parent)}
+      return {
+        ...at(path),
+        message: `${describeData(error.data)} is not in the expected form`,
+        expected: parent?.description ?? `a value matching ${String((error.params as {pattern: string}).pattern)}`,
+        hint: hintFromSchema(parent),
+      }
     case 'propertyNames': {
       const name = String((error.params as {propertyName: string}).propertyName)
-      return {...at([...path, name], true), message: `"${name}" is not a valid name here`, expected: describePropertyNames(error, all), hint: 'rename it'}
+      return {
+        ...at([...path, name], true),
+        message: `"${name}" is not a valid name here`,
+        expected: describePropertyNames(error, all),
+        hint: 'rename it',
+      }
     }
     default:
-      return {...at(path), message: error.message ?? `fails ${error.keyword}`, expected: parent?.description, hint: hintFromSchema(parent)}
+      return {
+        ...at(path),
+        message: error.message ?? `fails ${error.keyword}`,
+        expected: parent?.description,
+        hint: hintFromSchema(parent),
+      }
   }
 }
 
 /** Ajv marks errors raised while checking a key (not a value) with the key's name. */
 function isInsidePropertyNames(error: ErrorObject): boolean {
-  return error.keyword !== 'propertyNames' && (error as ErrorObject & {propertyName?: string}).propertyName !== undefined
+  return (
+    error.keyword !== 'propertyNames' && (error as ErrorObject & {propertyName?: string}).propertyName !== undefined
+  )
 }
 
 /** The rule a key broke lives in the inner error Ajv reports for that key. */
 function describePropertyNames(error: ErrorObject, all: ErrorObject[]): string | undefined {
   const name = (error.params as {propertyName: string}).propertyName
-  const inner = all.find((other) => isInsidePropertyNames(other) && other.instancePath === error.instancePath && (other as ErrorObject & {propertyName?: string}).propertyName === name)
+  const inner = all.find(
+    (other) =>
+      isInsidePropertyNames(other) &&
+      other.instancePath === error.instancePath &&
+      (other as ErrorObject & {propertyName?: string}).propertyName === name,
+  )
   const rule = inner?.parentSchema as SchemaNode | undefined
   return rule?.description ?? (rule?.pattern ? `a name matching ${rule.pattern}` : undefined)
 }

@@ -20,9 +20,12 @@ export interface SecretRequest {
 export function parseSecretFlag(flag: string): SecretRequest {
   const match = /^([A-Za-z_][A-Za-z0-9_]*)(?:=([A-Za-z_][A-Za-z0-9_]*))?$/.exec(flag)
   if (!match) {
-    throw new AegisError(`--secret ${flag.includes('=') ? flag.split('=')[0] + '=…' : flag}: expected NAME or NAME=SOURCE_ENV`, {
-      hint: 'secret values are never given on the command line: export the value and name the variable, e.g. --secret ANTHROPIC_API_KEY or --secret ANTHROPIC_API_KEY=MY_KEY_VAR',
-    })
+    throw new AegisError(
+      `--secret ${flag.includes('=') ? flag.split('=')[0] + '=…' : flag}: expected NAME or NAME=SOURCE_ENV`,
+      {
+        hint: 'secret values are never given on the command line: export the value and name the variable, e.g. --secret ANTHROPIC_API_KEY or --secret ANTHROPIC_API_KEY=MY_KEY_VAR',
+      },
+    )
   }
   return {name: match[1], sourceEnv: match[2] ?? match[1]}
 }
@@ -45,7 +48,11 @@ export interface ResolveOptions {
  * The values a run receives: the requested ones (from `env`), plus a value for every generated
  * secret, per its scope. Only secrets the kit declares (and the profile lists) are allowed.
  */
-export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: ResolveOptions = {}): Record<string, string> {
+export function resolveSecrets(
+  kit: Kit,
+  requests: SecretRequest[],
+  options: ResolveOptions = {},
+): Record<string, string> {
   const env = options.env ?? process.env
   const declared = kit.manifest.secrets?.required ?? []
   const names = declared.map((secret) => secret.name)
@@ -57,11 +64,17 @@ export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: Res
     if (!names.includes(request.name)) {
       const suggestion = closest(request.name, names)
       throw new AegisError(`kit ${kit.manifest.name} does not declare a secret ${request.name}`, {
-        hint: suggestion ? `did you mean ${suggestion}?` : names.length > 0 ? `declared secrets: ${names.join(', ')}` : 'the kit declares no secrets',
+        hint: suggestion
+          ? `did you mean ${suggestion}?`
+          : names.length > 0
+            ? `declared secrets: ${names.join(', ')}`
+            : 'the kit declares no secrets',
       })
     }
     if (!allowed.includes(request.name)) {
-      throw new AegisError(`profile ${options.profile} does not receive secret ${request.name}`, {hint: `profile ${options.profile} receives: ${allowed.join(', ') || 'no secrets'}`})
+      throw new AegisError(`profile ${options.profile} does not receive secret ${request.name}`, {
+        hint: `profile ${options.profile} receives: ${allowed.join(', ') || 'no secrets'}`,
+      })
     }
     const value = env[request.sourceEnv]
     if (value === undefined || value === '') {
@@ -95,7 +108,10 @@ export function resolveSecrets(kit: Kit, requests: SecretRequest[], options: Res
 function generatedValue(secret: Secret, options: ResolveOptions): string {
   const generate = () => randomBytes(32).toString('hex')
   if (secret.scope === 'per_workspace' && options.workspace) return options.workspace.valueFor(secret.name, generate)
-  if (secret.scope === 'per_session') options.onWarning?.(`secret ${secret.name} is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance`)
+  if (secret.scope === 'per_session')
+    options.onWarning?.(
+      `secret ${secret.name} is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance`,
+    )
   return generate()
 }
 

@@ -53,10 +53,23 @@ export function readKitRecord(dir: string, storeRoot?: string): KitRecord | unde
  * Adds `source` to the record of the kit in `dir`. A push from the user's own directory, or a
  * pull whose signature was verified, is also the decision to trust it, unless one was made.
  */
-export async function recordKitSource(dir: string, kit: {name: string; version: string; layer: string}, source: KitSource, storeRoot?: string): Promise<KitRecord> {
+export async function recordKitSource(
+  dir: string,
+  kit: {name: string; version: string; layer: string},
+  source: KitSource,
+  storeRoot?: string,
+): Promise<KitRecord> {
   return updateRecord(dir, kit, storeRoot, (record) => {
-    const sources = [...record.sources.filter((known) => known.via !== source.via || known.reference !== source.reference), source]
-    const decision = source.via === 'push' ? {by: 'own' as const} : source.verified ? {by: 'signature' as const, keyFingerprint: source.verified.keyFingerprint} : undefined
+    const sources = [
+      ...record.sources.filter((known) => known.via !== source.via || known.reference !== source.reference),
+      source,
+    ]
+    const decision =
+      source.via === 'push'
+        ? {by: 'own' as const}
+        : source.verified
+          ? {by: 'signature' as const, keyFingerprint: source.verified.keyFingerprint}
+          : undefined
     const trusted = record.trusted ?? (decision ? {...decision, at: new Date().toISOString()} : undefined)
     return {...record, sources, ...(trusted ? {trusted} : {})}
   })
@@ -69,7 +82,10 @@ export async function recordKitSource(dir: string, kit: {name: string; version: 
 export async function trustKit(dir: string, by: 'flag' | 'prompt', storeRoot?: string): Promise<void> {
   const [name = 'kit', versionDigest = ''] = keyOf(pulledKitsRoot(storeRoot), dir).split('/')
   const version = versionDigest.replace(/-[0-9a-f]{12}$/, '')
-  await updateRecord(dir, {name, version}, storeRoot, (record) => ({...record, trusted: record.trusted ?? {by, at: new Date().toISOString()}}))
+  await updateRecord(dir, {name, version}, storeRoot, (record) => ({
+    ...record,
+    trusted: record.trusted ?? {by, at: new Date().toISOString()},
+  }))
 }
 
 /** Where trust decisions are kept, for messages. */
@@ -81,10 +97,17 @@ export function trustFile(storeRoot?: string): string {
 export function describeOrigin(record: KitRecord | undefined): string {
   const source = record?.sources.at(-1)
   if (!source) return 'of unknown origin'
-  return source.via === 'push' ? `pushed from ${source.directory}` : `pulled from ${source.reference}${source.verified ? ' (signature verified)' : ''}`
+  return source.via === 'push'
+    ? `pushed from ${source.directory}`
+    : `pulled from ${source.reference}${source.verified ? ' (signature verified)' : ''}`
 }
 
-async function updateRecord(dir: string, kit: {name: string; version: string; layer?: string}, storeRoot: string | undefined, change: (record: KitRecord) => KitRecord): Promise<KitRecord> {
+async function updateRecord(
+  dir: string,
+  kit: {name: string; version: string; layer?: string},
+  storeRoot: string | undefined,
+  change: (record: KitRecord) => KitRecord,
+): Promise<KitRecord> {
   const root = pulledKitsRoot(storeRoot)
   await mkdir(root, {recursive: true})
   return withFileLock(path.join(root, 'trust.json.lock'), async () => {

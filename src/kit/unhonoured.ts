@@ -10,18 +10,22 @@
 import {locate, type ManifestDocument} from './document.js'
 import {formatPath, type PathSegment} from './problems.js'
 
-const INSTANCE_LIFECYCLE = 'instance lifecycle (pausing idle instances, waking them, keeping them on), which aegis-kit does not have yet: `run` keeps an instance running until it exits or is stopped'
-const SESSIONS = 'sessions of several instances on the Aegis platform, which aegis-kit does not have: `run` starts one instance'
+const INSTANCE_LIFECYCLE =
+  'instance lifecycle (pausing idle instances, waking them, keeping them on), which aegis-kit does not have yet: `run` keeps an instance running until it exits or is stopped'
+const SESSIONS =
+  'sessions of several instances on the Aegis platform, which aegis-kit does not have: `run` starts one instance'
 const PLATFORM_ROUTER = "the Aegis platform's router; `run` publishes guest ports on 127.0.0.1 as they are"
 
 /** Field path (`a.b`, `list[].field`, `map.<name>.field`, as in docs/manifest.md) → what would act on it. */
 export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
-  'secrets.required[].user_provided': 'a prompt or secret store that asks the user for the value; today every secret that is not `generated` is taken from `--secret` whatever this says',
+  'secrets.required[].user_provided':
+    'a prompt or secret store that asks the user for the value; today every secret that is not `generated` is taken from `--secret` whatever this says',
   'routing.scheme': PLATFORM_ROUTER,
   'routing.session_stickiness': PLATFORM_ROUTER,
   'routing.websocket': `${PLATFORM_ROUTER} (WebSocket upgrades pass through them whatever this says)`,
   'routing.expose[].protocol': 'the URLs `run` prints, which are http:// whatever this says',
-  'networking.egress': "the guest network's filter (src/guest/gvproxy-filter.ts) dropping outbound traffic: today everything not bound for the host passes whatever this says",
+  'networking.egress':
+    "the guest network's filter (src/guest/gvproxy-filter.ts) dropping outbound traffic: today everything not bound for the host passes whatever this says",
   'networking.inter_vm': SESSIONS,
   'networking.long_lived_connections': INSTANCE_LIFECYCLE,
   'policies.default_task': INSTANCE_LIFECYCLE,
@@ -57,7 +61,10 @@ export interface UnhonouredFieldWarning {
 export function unhonouredFieldWarnings(document: ManifestDocument): UnhonouredFieldWarning[] {
   const warnings: UnhonouredFieldWarning[] = []
   for (const [field, hint] of Object.entries(UNHONOURED_FIELDS)) {
-    const uses = usesOf(document.data, field.split(/\.|(?=\[\])/), []).map((segments) => ({segments, ...locate(document, segments, {key: true})}))
+    const uses = usesOf(document.data, field.split(/\.|(?=\[\])/), []).map((segments) => ({
+      segments,
+      ...locate(document, segments, {key: true}),
+    }))
     if (uses.length === 0) continue
     uses.sort((a, b) => a.line - b.line || a.column - b.column)
     const [first, ...rest] = uses
@@ -77,7 +84,10 @@ export function unhonouredFieldWarnings(document: ManifestDocument): UnhonouredF
 
 /** `warning: FILE:LINE:COL PATH is accepted but not acted on yet`, on one line. */
 export function formatUnhonouredFieldWarning(warning: UnhonouredFieldWarning): string {
-  const also = warning.alsoOnLines.length > 0 ? ` (also on line${warning.alsoOnLines.length === 1 ? '' : 's'} ${warning.alsoOnLines.join(', ')})` : ''
+  const also =
+    warning.alsoOnLines.length > 0
+      ? ` (also on line${warning.alsoOnLines.length === 1 ? '' : 's'} ${warning.alsoOnLines.join(', ')})`
+      : ''
   return `warning: ${warning.file}:${warning.line}:${warning.column} ${warning.path} ${warning.message}${also}`
 }
 

@@ -59,7 +59,12 @@ export function artifactManifest(artifactType: string, layers: Descriptor[], opt
 
 /** An image index of `manifests`, with its annotations when given. */
 export function imageIndex(manifests: Descriptor[], annotations?: Record<string, string>): Blob {
-  const body: ImageIndex = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests, ...(annotations ? {annotations} : {})}
+  const body: ImageIndex = {
+    schemaVersion: 2,
+    mediaType: MediaType.ImageIndex,
+    manifests,
+    ...(annotations ? {annotations} : {}),
+  }
   return jsonBlob(MediaType.ImageIndex, body)
 }
 

@@ -49,15 +49,25 @@ export async function readParsedManifest(source: ImageSource, desc: Descriptor):
 }
 
 /** The image `reference` names in `source`, for `options.platform` when it names an index. */
-export async function openImage(source: ImageSource, reference: string | Descriptor, options: OpenImageOptions = {}): Promise<ImageView> {
+export async function openImage(
+  source: ImageSource,
+  reference: string | Descriptor,
+  options: OpenImageOptions = {},
+): Promise<ImageView> {
   let desc = typeof reference === 'string' ? await source.resolve(reference) : reference
   let parsed = await readParsedManifest(source, desc)
   while (parsed.kind === 'index') {
     if (options.platform === undefined) {
-      throw options.noPlatform?.(desc, undefined) ?? new AegisError(`${describe(reference)} is a multi-platform index: a platform is needed to pick an image from it`)
+      throw (
+        options.noPlatform?.(desc, undefined) ??
+        new AegisError(
+          `${describe(reference)} is a multi-platform index: a platform is needed to pick an image from it`,
+        )
+      )
     }
     const entry = findPlatform(parsed.index, options.platform)
-    if (entry === undefined) throw options.noPlatform?.(desc, options.platform) ?? noManifestFor(desc, parsed.index, options.platform)
+    if (entry === undefined)
+      throw options.noPlatform?.(desc, options.platform) ?? noManifestFor(desc, parsed.index, options.platform)
     desc = entry
     parsed = await readParsedManifest(source, desc)
   }
@@ -80,4 +90,3 @@ export async function openImage(source: ImageSource, reference: string | Descrip
 function describe(reference: string | Descriptor): string {
   return typeof reference === 'string' ? reference : reference.digest
 }
-

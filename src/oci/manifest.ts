@@ -73,15 +73,19 @@ export type DescriptorRole = 'manifest' | 'config' | 'layer' | 'subject'
  */
 export function validateDescriptor(value: unknown, parent: Descriptor | string, role?: DescriptorRole): Descriptor {
   const where = typeof parent === 'string' ? parent : parent.digest
-  const malformed = (problem: string) => new AegisError(`${where} lists ${role ?? 'an entry'}${problem}.`, {hint: MALFORMED_HINT})
+  const malformed = (problem: string) =>
+    new AegisError(`${where} lists ${role ?? 'an entry'}${problem}.`, {hint: MALFORMED_HINT})
   if (!isRecord(value)) throw malformed(' that is not a descriptor')
   const {mediaType, digest, size} = value
   if (typeof mediaType !== 'string' || typeof digest !== 'string') throw malformed(' without a mediaType and digest')
   sha256Hex(digest)
   const limit = role === undefined ? undefined : sizeLimit(mediaType, role)
-  const problem = typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0
-    ? `has size ${JSON.stringify(size)}, not a byte count`
-    : limit !== undefined && size > limit.bytes ? `is ${size} bytes: more than the ${limit.bytes} a ${limit.kind} may have` : undefined
+  const problem =
+    typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0
+      ? `has size ${JSON.stringify(size)}, not a byte count`
+      : limit !== undefined && size > limit.bytes
+        ? `is ${size} bytes: more than the ${limit.bytes} a ${limit.kind} may have`
+        : undefined
   if (problem !== undefined) throw malformed(` ${digest}, which ${problem}`)
   return value as unknown as Descriptor
 }
@@ -97,9 +101,10 @@ function sizeLimit(mediaType: string, role: DescriptorRole): {bytes: number; kin
  * false` leaves the subject out, for walks where a referrer must not reach the image it is about.
  */
 export function successors(parsed: ParsedManifest, options: {subject?: boolean} = {}): Descriptor[] {
-  const {subject, children} = parsed.kind === 'index'
-    ? {subject: parsed.index.subject, children: parsed.index.manifests}
-    : {subject: parsed.manifest.subject, children: [parsed.manifest.config, ...parsed.manifest.layers]}
+  const {subject, children} =
+    parsed.kind === 'index'
+      ? {subject: parsed.index.subject, children: parsed.index.manifests}
+      : {subject: parsed.manifest.subject, children: [parsed.manifest.config, ...parsed.manifest.layers]}
   return subject !== undefined && options.subject !== false ? [...children, subject] : children
 }
 
@@ -146,7 +151,9 @@ export function formatPlatform(platform: Pick<Platform, 'os' | 'architecture' | 
 export function parsePlatform(text: string): Platform {
   const [os, architecture, variant, ...rest] = text.split('/')
   if (!os || !architecture || rest.length > 0) {
-    throw new AegisError(`Invalid platform "${text}".`, {hint: 'Write it as os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8.'})
+    throw new AegisError(`Invalid platform "${text}".`, {
+      hint: 'Write it as os/architecture[/variant], e.g. linux/amd64 or linux/arm64/v8.',
+    })
   }
   return variant ? {os, architecture, variant} : {os, architecture}
 }
@@ -171,18 +178,27 @@ export function selectPlatform(indexDesc: Descriptor, index: ImageIndex, platfor
 }
 
 export function noManifestFor(indexDesc: Descriptor, index: ImageIndex, platform: Platform): AegisError {
-  const available = index.manifests.map((entry) => (entry.platform ? formatPlatform(entry.platform) : 'unspecified')).join(', ')
-  return new AegisError(`Index ${indexDesc.digest} has no manifest for ${formatPlatform(platform)} (it has: ${available || 'none'}).`)
+  const available = index.manifests
+    .map((entry) => (entry.platform ? formatPlatform(entry.platform) : 'unspecified'))
+    .join(', ')
+  return new AegisError(
+    `Index ${indexDesc.digest} has no manifest for ${formatPlatform(platform)} (it has: ${available || 'none'}).`,
+  )
 }
 
 const MALFORMED_HINT = 'The image metadata is malformed or hostile: nothing it names was read or downloaded.'
 
 function tooLarge(desc: Descriptor): AegisError {
-  return new AegisError(`Manifest ${desc.digest} is ${desc.size} bytes: more than the ${MAX_MANIFEST_BYTES} a manifest may have.`, {hint: MALFORMED_HINT})
+  return new AegisError(
+    `Manifest ${desc.digest} is ${desc.size} bytes: more than the ${MAX_MANIFEST_BYTES} a manifest may have.`,
+    {hint: MALFORMED_HINT},
+  )
 }
 
 function invalidManifest(desc: Descriptor, reason: string): AegisError {
-  return new AegisError(`${desc.digest} is not a valid manifest or index: ${reason}`, {hint: 'the image metadata is malformed'})
+  return new AegisError(`${desc.digest} is not a valid manifest or index: ${reason}`, {
+    hint: 'the image metadata is malformed',
+  })
 }
 
 export function isRecord(value: unknown): value is Record<string, unknown> {

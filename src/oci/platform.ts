@@ -33,7 +33,13 @@ const NAMES: Record<Architecture, ArchitectureNames> = {
 export const ARCHITECTURES: readonly Architecture[] = ['amd64', 'arm64']
 
 /** `process.arch` values for hosts aegis-kit neither builds for nor runs on, by their OCI name. */
-const OTHER_NODE_ARCHITECTURES: Partial<Record<NodeJS.Architecture, string>> = {arm: 'arm', ia32: '386', ppc64: 'ppc64le', s390x: 's390x', riscv64: 'riscv64'}
+const OTHER_NODE_ARCHITECTURES: Partial<Record<NodeJS.Architecture, string>> = {
+  arm: 'arm',
+  ia32: '386',
+  ppc64: 'ppc64le',
+  s390x: 's390x',
+  riscv64: 'riscv64',
+}
 
 export function isArchitecture(name: string): name is Architecture {
   return (ARCHITECTURES as readonly string[]).includes(name)
@@ -45,7 +51,8 @@ export function isArchitecture(name: string): name is Architecture {
  */
 export function parseArchitecture(name: string): Architecture {
   const found = ARCHITECTURES.find((arch) => arch === name || NAMES[arch].node === name || NAMES[arch].kernel === name)
-  if (!found) throw new AegisError(`unsupported architecture "${name}"`, {hint: `use one of ${ARCHITECTURES.join(', ')}`})
+  if (!found)
+    throw new AegisError(`unsupported architecture "${name}"`, {hint: `use one of ${ARCHITECTURES.join(', ')}`})
   return found
 }
 
@@ -65,7 +72,10 @@ export function supportedHostArchitecture(): Architecture | undefined {
  */
 export function hostArchitecture(): Architecture {
   const arch = supportedHostArchitecture()
-  if (!arch) throw new AegisError(`this host's architecture (${process.arch}) is not one aegis-kit supports`, {hint: 'run on an x86_64 or arm64 Linux host'})
+  if (!arch)
+    throw new AegisError(`this host's architecture (${process.arch}) is not one aegis-kit supports`, {
+      hint: 'run on an x86_64 or arm64 Linux host',
+    })
   return arch
 }
 
@@ -96,12 +106,15 @@ export function toPlatformName(arch: Architecture): string {
  * Throws for another os or architecture: nothing aegis-kit builds or boots can use one.
  */
 export function fromPlatform(platform: string | Pick<Platform, 'os' | 'architecture' | 'variant'>): Architecture {
-  const [os, architecture, variant] = typeof platform === 'string' ? platform.split('/') : [platform.os, platform.architecture, platform.variant]
+  const [os, architecture, variant] =
+    typeof platform === 'string' ? platform.split('/') : [platform.os, platform.architecture, platform.variant]
   const name = typeof platform === 'string' ? platform : [os, architecture, variant].filter(Boolean).join('/')
   const arch = os === 'linux' && architecture !== undefined && isArchitecture(architecture) ? architecture : undefined
   // arm64's only variant is v8; amd64's (v2, v3...) name CPU levels that aegis-kit's images do not target.
   if (!arch || (variant !== undefined && variant !== '' && !(arch === 'arm64' && variant === 'v8'))) {
-    throw new AegisError(`unsupported platform "${name}"`, {hint: `use one of ${ARCHITECTURES.map(toPlatformName).join(', ')}`})
+    throw new AegisError(`unsupported platform "${name}"`, {
+      hint: `use one of ${ARCHITECTURES.map(toPlatformName).join(', ')}`,
+    })
   }
   return arch
 }

@@ -40,7 +40,7 @@ export interface ReferenceOptions {
 
 /** A reference to an image in the local store. */
 export type LocalReference =
-  | {kind: 'tag'; name: string; tag: string; /** false when the tag was defaulted to `latest` */ explicitTag: boolean}
+  | {kind: 'tag'; name: string; tag: string /** false when the tag was defaulted to `latest` */; explicitTag: boolean}
   | {kind: 'digest'; digest: string; name?: string}
 
 export const DEFAULT_TAG = 'latest'
@@ -56,7 +56,8 @@ const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.
 const PATH_COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/
 const TAG = /^\w[\w.-]{0,127}$/
 const ANY_DIGEST = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/
-const HOST = /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:.]+\])(?::\d{1,5})?$/
+const HOST =
+  /^(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*|\[[a-fA-F0-9:.]+\])(?::\d{1,5})?$/
 const MAX_NAME_LENGTH = 255
 /**
  * The image-layout spec's grammar for `org.opencontainers.image.ref.name`; skopeo and umoci
@@ -104,7 +105,8 @@ function splitReference(input: string, fail: (problem: string) => never): Refere
   if (lastColon > lastSlash) {
     tag = rest.slice(lastColon + 1)
     rest = rest.slice(0, lastColon)
-    if (!TAG.test(tag)) fail(`tag "${tag}" is invalid (letters, digits, _ . - only, at most 128, not starting with . or -)`)
+    if (!TAG.test(tag))
+      fail(`tag "${tag}" is invalid (letters, digits, _ . - only, at most 128, not starting with . or -)`)
   }
   if (rest === '') fail('the repository name is missing')
 
@@ -113,7 +115,13 @@ function splitReference(input: string, fail: (problem: string) => never): Refere
   const slash = rest.indexOf('/')
   if (slash !== -1) {
     const first = rest.slice(0, slash)
-    if (first.includes('.') || first.includes(':') || first === 'localhost' || first.startsWith('[') || first !== first.toLowerCase()) {
+    if (
+      first.includes('.') ||
+      first.includes(':') ||
+      first === 'localhost' ||
+      first.startsWith('[') ||
+      first !== first.toLowerCase()
+    ) {
       domain = first
       path = rest.slice(slash + 1)
     }
@@ -123,7 +131,9 @@ function splitReference(input: string, fail: (problem: string) => never): Refere
   if (path !== path.toLowerCase()) fail(`repository names must be lowercase (got "${path}")`)
   for (const component of path.split('/')) {
     if (!PATH_COMPONENT.test(component)) {
-      fail(`"${component}" is not a valid repository path component (lowercase letters, digits and single . _ __ - separators)`)
+      fail(
+        `"${component}" is not a valid repository path component (lowercase letters, digits and single . _ __ - separators)`,
+      )
     }
   }
   return {domain, path, tag, digest}
@@ -141,7 +151,8 @@ export function parseReference(input: string, options: ReferenceOptions = {}): R
     registry = DOCKER_HUB
     if (!repository.includes('/')) repository = `library/${repository}`
   }
-  if (registry.length + 1 + repository.length > MAX_NAME_LENGTH) fail(`the name is longer than ${MAX_NAME_LENGTH} characters`)
+  if (registry.length + 1 + repository.length > MAX_NAME_LENGTH)
+    fail(`the name is longer than ${MAX_NAME_LENGTH} characters`)
 
   const apiHost = registry === DOCKER_HUB ? DOCKER_HUB_API : registry
   const plainHttp = Boolean(options.plainHttp) || (isLoopbackHost(apiHost) && !options.insecure)
@@ -179,7 +190,9 @@ export function parseLocalReference(reference: string): LocalReference {
 export function parseTagReference(reference: string): {name: string; tag: string; explicitTag: boolean} {
   const parsed = parseLocalReference(reference)
   if (parsed.kind !== 'tag') {
-    throw new AegisError(`"${reference}" is a digest; a tag is needed here`, {hint: 'use NAME[:TAG], e.g. openclaw:1.0.0'})
+    throw new AegisError(`"${reference}" is a digest; a tag is needed here`, {
+      hint: 'use NAME[:TAG], e.g. openclaw:1.0.0',
+    })
   }
   return parsed
 }

@@ -135,7 +135,8 @@ export class RegistryClient {
    */
   async send(request: RegistryRequest, registry: string, scopes: string[]): Promise<HttpResult> {
     const host = this.hostAuth(request.url.host)
-    if (host.plainHttp && request.url.protocol === 'https:') request = {...request, url: withProtocol(request.url, 'http:')}
+    if (host.plainHttp && request.url.protocol === 'https:')
+      request = {...request, url: withProtocol(request.url, 'http:')}
     try {
       return await this.sendAuthenticated(request, host, registry, scopes)
     } catch (error) {
@@ -160,10 +161,18 @@ export class RegistryClient {
     return {...request, url, headers: authorization ? {...headers, authorization} : headers}
   }
 
-  private async sendAuthenticated(request: RegistryRequest, host: HostAuth, registry: string, scopes: string[]): Promise<HttpResult> {
+  private async sendAuthenticated(
+    request: RegistryRequest,
+    host: HostAuth,
+    registry: string,
+    scopes: string[],
+  ): Promise<HttpResult> {
     const headers = {'user-agent': this.userAgent, ...request.headers}
     const authorization = await this.cachedAuthorization(host, registry, scopes, request)
-    const first = await sendWithRetry({...request, headers: authorization ? {...headers, authorization} : headers}, this.retryPolicy)
+    const first = await sendWithRetry(
+      {...request, headers: authorization ? {...headers, authorization} : headers},
+      this.retryPolicy,
+    )
     if (first.response.status !== 401) return first
 
     const challenge = parseChallenges(first.response.header('www-authenticate') ?? '').find(
@@ -184,7 +193,10 @@ export class RegistryClient {
       retryAuthorization = `Bearer ${await this.fetchToken(host, registry, wanted, request)}`
     }
     first.response.discard()
-    const second = await sendWithRetry({...request, headers: {...headers, authorization: retryAuthorization}}, this.retryPolicy)
+    const second = await sendWithRetry(
+      {...request, headers: {...headers, authorization: retryAuthorization}},
+      this.retryPolicy,
+    )
     return {...second, attempts: first.attempts + second.attempts}
   }
 
@@ -203,7 +215,12 @@ export class RegistryClient {
   }
 
   /** The Authorization header from what the host asked for before, without a round trip when possible. */
-  private async cachedAuthorization(host: HostAuth, registry: string, scopes: string[], from: TokenRequestTraits): Promise<string | undefined> {
+  private async cachedAuthorization(
+    host: HostAuth,
+    registry: string,
+    scopes: string[],
+    from: TokenRequestTraits,
+  ): Promise<string | undefined> {
     if (host.scheme === 'basic') return basicAuthorization(await this.credentialFor(host, registry))
     if (host.scheme !== 'bearer') return undefined
     const wanted = mergeScopes(scopes)
@@ -223,7 +240,12 @@ export class RegistryClient {
     return pending
   }
 
-  private async requestToken(host: HostAuth, registry: string, scopes: string[], from: TokenRequestTraits): Promise<string> {
+  private async requestToken(
+    host: HostAuth,
+    registry: string,
+    scopes: string[],
+    from: TokenRequestTraits,
+  ): Promise<string> {
     const {insecure, notify} = from
     const stored = await this.credentialFor(host, registry)
     if (stored?.registryToken) return stored.registryToken
@@ -235,7 +257,9 @@ export class RegistryClient {
     host.refreshToken ??= credential?.identityToken
     const what = `Authentication to ${registry} failed${credential?.username ? ` for user ${credential.username}` : ''}`
     let request: RegistryRequest = {
-      ...(host.refreshToken ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken) : this.getTokenRequest(realm, host, scopes, credential)),
+      ...(host.refreshToken
+        ? this.refreshTokenRequest(realm, host, scopes, host.refreshToken)
+        : this.getTokenRequest(realm, host, scopes, credential)),
       insecure,
       notify,
     }
@@ -251,7 +275,13 @@ export class RegistryClient {
       const error = await errorFromResponse(request.method, request.url, response, {what, attempts})
       if (!withheld) throw error
       const hint = `The credentials for ${registry} were not sent to its token service ${realm.host}: another host over plain HTTP only gets them over HTTPS.`
-      throw new RegistryError(error.message, {method: error.method, url: error.url, status: error.status, code: error.code, hint})
+      throw new RegistryError(error.message, {
+        method: error.method,
+        url: error.url,
+        status: error.status,
+        code: error.code,
+        hint,
+      })
     }
     let body: {token?: unknown; access_token?: unknown; expires_in?: unknown; refresh_token?: unknown}
     try {
@@ -270,7 +300,12 @@ export class RegistryClient {
     return token
   }
 
-  private getTokenRequest(realm: URL, host: HostAuth, scopes: string[], credential: Credential | undefined): RegistryRequest {
+  private getTokenRequest(
+    realm: URL,
+    host: HostAuth,
+    scopes: string[],
+    credential: Credential | undefined,
+  ): RegistryRequest {
     const url = new URL(realm)
     if (host.service) url.searchParams.set('service', host.service)
     for (const scope of scopes) url.searchParams.append('scope', scope)
@@ -286,7 +321,11 @@ export class RegistryClient {
   }
 
   private refreshTokenRequest(realm: URL, host: HostAuth, scopes: string[], refreshToken: string): RegistryRequest {
-    const form = new URLSearchParams({grant_type: 'refresh_token', refresh_token: refreshToken, client_id: this.clientId})
+    const form = new URLSearchParams({
+      grant_type: 'refresh_token',
+      refresh_token: refreshToken,
+      client_id: this.clientId,
+    })
     if (host.service) form.set('service', host.service)
     if (scopes.length > 0) form.set('scope', scopes.join(' '))
     return {

@@ -62,7 +62,12 @@ export async function uploadBlob(
 }
 
 /** POST with `mount=`: 'mounted' (201), the upload session it opened instead (202), or undefined. */
-export async function tryMount(send: SendForPush, uploadsUrl: URL, desc: Descriptor, from: string): Promise<'mounted' | URL | undefined> {
+export async function tryMount(
+  send: SendForPush,
+  uploadsUrl: URL,
+  desc: Descriptor,
+  from: string,
+): Promise<'mounted' | URL | undefined> {
   const url = new URL(uploadsUrl)
   url.search = `?mount=${encodeURIComponent(desc.digest)}&from=${encodeURIComponent(from)}`
   const result = await send('POST', url, {headers: {'content-length': '0'}, extraScopes: [`repository:${from}:pull`]})
@@ -82,7 +87,10 @@ export async function tryMount(send: SendForPush, uploadsUrl: URL, desc: Descrip
 async function openSession(send: SendForPush, uploadsUrl: URL): Promise<URL> {
   const result = await send('POST', uploadsUrl, {headers: {'content-length': '0'}})
   if (result.response.status !== 202) {
-    throw await errorFromResponse('POST', result.url, result.response, {what: 'Starting a blob upload', attempts: result.attempts})
+    throw await errorFromResponse('POST', result.url, result.response, {
+      what: 'Starting a blob upload',
+      attempts: result.attempts,
+    })
   }
   result.response.discard()
   return locationOf(result, 'POST')
@@ -91,11 +99,14 @@ async function openSession(send: SendForPush, uploadsUrl: URL): Promise<URL> {
 function locationOf(result: HttpResult, method: string): URL {
   const location = result.response.header('location')
   if (!location) {
-    throw new RegistryError(`${method} ${result.url.origin}${result.url.pathname} answered ${result.response.status} without a Location header.`, {
-      method,
-      url: `${result.url.origin}${result.url.pathname}`,
-      status: result.response.status,
-    })
+    throw new RegistryError(
+      `${method} ${result.url.origin}${result.url.pathname} answered ${result.response.status} without a Location header.`,
+      {
+        method,
+        url: `${result.url.origin}${result.url.pathname}`,
+        status: result.response.status,
+      },
+    )
   }
   return new URL(location, result.url)
 }
@@ -107,7 +118,12 @@ function withDigest(session: URL, digest: string): URL {
   return url
 }
 
-async function putMonolithic(send: SendForPush, session: URL, desc: Descriptor, body: RequestBody): Promise<'done' | RegistryError> {
+async function putMonolithic(
+  send: SendForPush,
+  session: URL,
+  desc: Descriptor,
+  body: RequestBody,
+): Promise<'done' | RegistryError> {
   const url = withDigest(session, desc.digest)
   const result = await send('PUT', url, {
     headers: {'content-type': OCTET_STREAM, 'content-length': String(desc.size)},
@@ -117,10 +133,19 @@ async function putMonolithic(send: SendForPush, session: URL, desc: Descriptor, 
     result.response.discard()
     return 'done'
   }
-  return errorFromResponse('PUT', result.url, result.response, {what: `Uploading blob ${desc.digest}`, attempts: result.attempts})
+  return errorFromResponse('PUT', result.url, result.response, {
+    what: `Uploading blob ${desc.digest}`,
+    attempts: result.attempts,
+  })
 }
 
-async function uploadChunked(send: SendForPush, session: URL, desc: Descriptor, body: RequestBody, chunkSize: number): Promise<void> {
+async function uploadChunked(
+  send: SendForPush,
+  session: URL,
+  desc: Descriptor,
+  body: RequestBody,
+  chunkSize: number,
+): Promise<void> {
   const source = await openBody(body)
   let location = session
   let offset = 0
@@ -134,7 +159,10 @@ async function uploadChunked(send: SendForPush, session: URL, desc: Descriptor, 
       body: chunk,
     })
     if (result.response.status !== 202) {
-      throw await errorFromResponse('PATCH', result.url, result.response, {what: `Uploading blob ${desc.digest}`, attempts: result.attempts})
+      throw await errorFromResponse('PATCH', result.url, result.response, {
+        what: `Uploading blob ${desc.digest}`,
+        attempts: result.attempts,
+      })
     }
     result.response.discard()
     location = locationOf(result, 'PATCH')
@@ -143,7 +171,10 @@ async function uploadChunked(send: SendForPush, session: URL, desc: Descriptor, 
   for await (const chunk of chunksOf(source, chunkSize)) await patch(chunk)
   const result = await send('PUT', withDigest(location, desc.digest), {headers: {'content-length': '0'}})
   if (result.response.status !== 201 && result.response.status !== 204) {
-    throw await errorFromResponse('PUT', result.url, result.response, {what: `Finishing the upload of blob ${desc.digest}`, attempts: result.attempts})
+    throw await errorFromResponse('PUT', result.url, result.response, {
+      what: `Finishing the upload of blob ${desc.digest}`,
+      attempts: result.attempts,
+    })
   }
   result.response.discard()
 }

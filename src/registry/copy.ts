@@ -7,13 +7,33 @@
  */
 import type {Readable} from 'node:stream'
 import {AegisError, isAegisError, messageOf} from '../errors.js'
-import {MAX_MANIFEST_BYTES, isIndex, isManifest, parseManifest, referrerDescriptor, selectPlatform, subjectOf, successors} from '../oci/manifest.js'
+import {
+  MAX_MANIFEST_BYTES,
+  isIndex,
+  isManifest,
+  parseManifest,
+  referrerDescriptor,
+  selectPlatform,
+  subjectOf,
+  successors,
+} from '../oci/manifest.js'
 import type {ContentStore, Descriptor, Platform} from '../oci/types.js'
 import {RESUME_HINT} from './registry-error.js'
 import {DEFAULT_RETRY_POLICY, retryTransient, type RetryPolicy} from './retry.js'
 import {
-  announcesWrites, canAddReferrers, canDownloadDirect, canListReferrers, canPeekTag, canPushBlobSource, canPushFilled, canPushManifest, canPushVerifying,
-  type DirectDownloadSource, type ReferrerSink, type ReferrerSource, type TempFileSink,
+  announcesWrites,
+  canAddReferrers,
+  canDownloadDirect,
+  canListReferrers,
+  canPeekTag,
+  canPushBlobSource,
+  canPushFilled,
+  canPushManifest,
+  canPushVerifying,
+  type DirectDownloadSource,
+  type ReferrerSink,
+  type ReferrerSource,
+  type TempFileSink,
 } from './types.js'
 import {readAll, verifying, verifyBytes} from './verify.js'
 
@@ -79,12 +99,18 @@ interface Referrers {
   reference?: string
 }
 
-export async function copyGraph(src: ContentStore, dst: ContentStore, root: Descriptor, options: CopyOptions = {}): Promise<CopyResult> {
+export async function copyGraph(
+  src: ContentStore,
+  dst: ContentStore,
+  root: Descriptor,
+  options: CopyOptions = {},
+): Promise<CopyResult> {
   if (options.platform && isIndex(root)) root = await resolvePlatform(src, root, options.platform)
   if (announcesWrites(dst)) dst.prepareForWrite()
-  const referrers: Referrers | undefined = options.referrers && canListReferrers(src) && canAddReferrers(dst)
-    ? {src, dst, reference: typeof options.referrers === 'object' ? options.referrers.reference : options.tag}
-    : undefined
+  const referrers: Referrers | undefined =
+    options.referrers && canListReferrers(src) && canAddReferrers(dst)
+      ? {src, dst, reference: typeof options.referrers === 'object' ? options.referrers.reference : options.tag}
+      : undefined
   const copier = new GraphCopier(src, dst, options)
 
   // An unchanged re-push ends with one request: the tag already names this digest, and a
@@ -100,10 +126,13 @@ export async function copyGraph(src: ContentStore, dst: ContentStore, root: Desc
 
   const rootBytes = isManifest(root) ? await copier.manifestBytes(root) : undefined
   // Listing referrers (two round trips on a registry without the API) runs alongside the copy.
-  const listing = referrers ? copier.graphManifests(root).then((manifests) => copier.findReferrers(referrers, manifests)) : Promise.resolve([])
+  const listing = referrers
+    ? copier.graphManifests(root).then((manifests) => copier.findReferrers(referrers, manifests))
+    : Promise.resolve([])
   listing.catch(() => undefined) // Awaited below; until then a failure must not count as unhandled.
   // Without referrers, a destination that tags while storing gets the root and its tag in one request.
-  const tagWhileStoring = options.tag !== undefined && rootBytes !== undefined && canPushManifest(dst) && (await listing).length === 0
+  const tagWhileStoring =
+    options.tag !== undefined && rootBytes !== undefined && canPushManifest(dst) && (await listing).length === 0
   await copier.guard(() => copier.visit(root, rootBytes, tagWhileStoring))
   const found = await listing
   if (referrers && found.length > 0) await copier.guard(() => copier.copyReferrers(found, referrers))
@@ -146,7 +175,13 @@ class GraphCopier {
   }
 
   result(): Omit<CopyResult, 'root'> {
-    return {copied: this.copied, skipped: this.skipped, mounted: this.mounted, bytesTransferred: this.totals.bytesDone, referrers: [...this.referrers.values()]}
+    return {
+      copied: this.copied,
+      skipped: this.skipped,
+      mounted: this.mounted,
+      bytesTransferred: this.totals.bytesDone,
+      referrers: [...this.referrers.values()],
+    }
   }
 
   /** Records `desc` as already at the destination, with everything below it. */
@@ -177,7 +212,11 @@ class GraphCopier {
 
   /** The source's referrers of `subjects`, as [subject, referrer] pairs. */
   async findReferrers(referrers: Referrers, subjects: Descriptor[]): Promise<Array<[Descriptor, Descriptor]>> {
-    const lists = await Promise.all(subjects.map(async (subject) => (await referrers.src.referrers(subject)).map((r): [Descriptor, Descriptor] => [subject, r])))
+    const lists = await Promise.all(
+      subjects.map(async (subject) =>
+        (await referrers.src.referrers(subject)).map((r): [Descriptor, Descriptor] => [subject, r]),
+      ),
+    )
     return lists.flat().filter(([, referrer]) => isManifest(referrer))
   }
 
@@ -201,7 +240,8 @@ class GraphCopier {
       group.entries.push(entry)
       bySubject.set(subject.digest, group)
     }
-    for (const {subject, entries} of bySubject.values()) await referrers.dst.addReferrers(subject, entries, referrers.reference)
+    for (const {subject, entries} of bySubject.values())
+      await referrers.dst.addReferrers(subject, entries, referrers.reference)
     const copied = [...bySubject.values()].flatMap((group) => group.entries)
     if (copied.length > 0) await this.copyReferrers(await this.findReferrers(referrers, copied), referrers)
   }
@@ -265,21 +305,28 @@ class GraphCopier {
       await retryTransient(async () => {
         this.emit('start', desc, 0)
         if (viaWorker && canDownloadDirect(this.src) && canPushFilled(this.dst)) {
-          const stored = await downloadBesides(this.src, this.dst, desc, () => {
-            this.totals.bytesDone -= sent
-            sent = 0
-          }, onBytes)
+          const stored = await downloadBesides(
+            this.src,
+            this.dst,
+            desc,
+            () => {
+              this.totals.bytesDone -= sent
+              sent = 0
+            },
+            onBytes,
+          )
           if (stored) {
             this.copied.push(desc.digest)
             this.finish(desc, 'done', sent)
             return
           }
         }
-        const transfer = async () => canPushBlobSource(this.dst)
-          ? await this.dst.pushBlob(desc, open, {mountFrom: this.options.mountFrom})
-          : canPushVerifying(this.dst)
-            ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
-            : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
+        const transfer = async () =>
+          canPushBlobSource(this.dst)
+            ? await this.dst.pushBlob(desc, open, {mountFrom: this.options.mountFrom})
+            : canPushVerifying(this.dst)
+              ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
+              : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
         // After a worker's answer other than 200 (a 401 wanting a new token, a 404), the main
         // thread's client asks again, and reports; within the limit the worker path skipped.
         const outcome = viaWorker ? await this.transfers(transfer) : await transfer()
@@ -289,7 +336,10 @@ class GraphCopier {
       }, policy)
     } catch (error) {
       if (isAegisError(error)) throw error
-      throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {hint: RESUME_HINT, cause: error})
+      throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {
+        hint: RESUME_HINT,
+        cause: error,
+      })
     }
   }
 
@@ -330,9 +380,12 @@ async function downloadBesides(
 /** A manifest's bytes from `store`, checked against its descriptor. */
 export async function fetchManifest(store: ContentStore, desc: Descriptor): Promise<Buffer> {
   if (desc.size > MAX_MANIFEST_BYTES) {
-    throw new AegisError(`Manifest ${desc.digest} is ${desc.size} bytes: more than the ${MAX_MANIFEST_BYTES} a manifest may have.`, {
-      hint: 'The registry holds malformed or hostile content: it was not downloaded.',
-    })
+    throw new AegisError(
+      `Manifest ${desc.digest} is ${desc.size} bytes: more than the ${MAX_MANIFEST_BYTES} a manifest may have.`,
+      {
+        hint: 'The registry holds malformed or hostile content: it was not downloaded.',
+      },
+    )
   }
   const bytes = await readAll(await store.fetch(desc), MAX_MANIFEST_BYTES, `Manifest ${desc.digest}`)
   verifyBytes(bytes, desc)

@@ -74,7 +74,11 @@ export class DockerCredentials {
     const helper = config.credHelpers?.[key] ?? config.credsStore
     config.auths ??= {}
     if (helper) {
-      await this.runHelper(helper, 'store', JSON.stringify({ServerURL: key, Username: credential.username, Secret: credential.password}))
+      await this.runHelper(
+        helper,
+        'store',
+        JSON.stringify({ServerURL: key, Username: credential.username, Secret: credential.password}),
+      )
       config.auths[key] = {}
     } else {
       config.auths[key] = {auth: Buffer.from(`${credential.username}:${credential.password}`).toString('base64')}
@@ -103,7 +107,13 @@ export class DockerCredentials {
   /** The helpers the config names (`credsStore` and every `credHelpers` entry), each once. */
   async helperNames(): Promise<string[]> {
     const config = await this.readConfig()
-    return [...new Set([config.credsStore, ...Object.values(config.credHelpers ?? {})].filter((name): name is string => typeof name === 'string' && name !== ''))]
+    return [
+      ...new Set(
+        [config.credsStore, ...Object.values(config.credHelpers ?? {})].filter(
+          (name): name is string => typeof name === 'string' && name !== '',
+        ),
+      ),
+    ]
   }
 
   private async readConfig(): Promise<DockerConfig> {
@@ -144,7 +154,9 @@ export class DockerCredentials {
     try {
       parsed = JSON.parse(result.output) as typeof parsed
     } catch {
-      throw new AegisError(`The credential helper docker-credential-${helper} printed something that is not JSON for ${key}.`)
+      throw new AegisError(
+        `The credential helper docker-credential-${helper} printed something that is not JSON for ${key}.`,
+      )
     }
     const username = typeof parsed.Username === 'string' ? parsed.Username : undefined
     const secret = typeof parsed.Secret === 'string' ? parsed.Secret : undefined
@@ -153,12 +165,21 @@ export class DockerCredentials {
   }
 
   /** Runs a helper; its output is never put in an error because it may hold the secret. */
-  private async runHelper(helper: string, action: 'get' | 'store' | 'erase', input: string, options: {allowFailure?: boolean} = {}) {
+  private async runHelper(
+    helper: string,
+    action: 'get' | 'store' | 'erase',
+    input: string,
+    options: {allowFailure?: boolean} = {},
+  ) {
     const program = `docker-credential-${helper}`
     // Loaded here, not at the top: most commands never run a helper.
     const {execFileText} = await import('../exec.js')
     // Ours plus this client's environment: a helper may need our PATH or HOME.
-    const result = await execFileText(program, [action], {input, env: {...process.env, ...this.env}, timeoutMs: 30_000}).catch((error: unknown) => {
+    const result = await execFileText(program, [action], {
+      input,
+      env: {...process.env, ...this.env},
+      timeoutMs: 30_000,
+    }).catch((error: unknown) => {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
         throw new AegisError(`The credential helper ${program} named in ${this.configPath} is not installed.`, {
           hint: `Install ${program} or remove it from ${this.configPath}; run \`aegis-kit doctor\` to check the rest.`,
@@ -168,7 +189,9 @@ export class DockerCredentials {
     })
     const ok = result !== undefined && !result.timedOut && result.exitCode === 0
     if (!ok && !options.allowFailure) {
-      throw new AegisError(`The credential helper ${program} failed to ${action} credentials (exit code ${result?.exitCode ?? 'none'}).`)
+      throw new AegisError(
+        `The credential helper ${program} failed to ${action} credentials (exit code ${result?.exitCode ?? 'none'}).`,
+      )
     }
     return {ok, output: (result?.stdout ?? '').trim()}
   }
@@ -176,7 +199,9 @@ export class DockerCredentials {
 
 /** The key docker uses for a registry in config.json: the host, or the legacy URL for Docker Hub. */
 export function configKey(registry: string): string {
-  return registry === DOCKER_HUB || registry === 'index.docker.io' || registry === 'registry-1.docker.io' ? HUB_KEY : registry
+  return registry === DOCKER_HUB || registry === 'index.docker.io' || registry === 'registry-1.docker.io'
+    ? HUB_KEY
+    : registry
 }
 
 /** Entries may be keyed `host`, `https://host` or `https://host/v1/`: compare by host. */
@@ -192,7 +217,10 @@ function findEntry<T>(entries: Record<string, T> | undefined, registry: string):
 }
 
 function hostOfKey(key: string): string {
-  return key.replace(/^[a-z]+:\/\//i, '').replace(/\/.*$/, '').toLowerCase()
+  return key
+    .replace(/^[a-z]+:\/\//i, '')
+    .replace(/\/.*$/, '')
+    .toLowerCase()
 }
 
 function credentialFromEntry(entry: AuthEntry, configPath: string, key: string): Credential | undefined {

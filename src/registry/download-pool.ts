@@ -128,10 +128,17 @@ class DownloadPool {
       }
       this.release(message.id, slot)
       if ('outcome' in message) waiter.resolve(message.outcome)
-      else if (message.error.code === 'EDEADLINE') waiter.reject(deadlineError('GET', new URL(waiter.job.url), waiter.job.deadlineMs))
+      else if (message.error.code === 'EDEADLINE')
+        waiter.reject(deadlineError('GET', new URL(waiter.job.url), waiter.job.deadlineMs))
       // The error http.ts throws for the same chain: not retried, and not asked again on the main thread.
       else if (message.error.code === TOO_MANY_REDIRECTS) waiter.reject(new AegisError(message.error.message))
-      else waiter.reject(Object.assign(new Error(message.error.message), message.error.code === undefined ? {} : {code: message.error.code}))
+      else
+        waiter.reject(
+          Object.assign(
+            new Error(message.error.message),
+            message.error.code === undefined ? {} : {code: message.error.code},
+          ),
+        )
       this.dispatch()
     })
     // A crashed worker fails its download and leaves the pool; queued downloads go to a new one.
@@ -179,5 +186,17 @@ export function downloadInWorker(job: DownloadJob, onBytes: (bytes: number) => v
   const {request, tempPath, size, digest} = job
   const timeouts = registryTimeouts()
   const deadlineMs = deadlineFor(size, timeouts)
-  return pool.run({url: request.url.href, headers: request.headers ?? {}, insecure: request.insecure === true, tempPath, size, digest, idleMs: timeouts.idleMs, deadlineMs}, onBytes)
+  return pool.run(
+    {
+      url: request.url.href,
+      headers: request.headers ?? {},
+      insecure: request.insecure === true,
+      tempPath,
+      size,
+      digest,
+      idleMs: timeouts.idleMs,
+      deadlineMs,
+    },
+    onBytes,
+  )
 }

@@ -64,7 +64,10 @@ const MAX_HEAD_BYTES = 64 * 1024
 const readBuffer = Buffer.allocUnsafe(1024 * 1024)
 const agentFor = keepAliveAgents()
 // What download-pool.ts turns into its deadline error (it knows the URL to name, redacted).
-const deadlineError = () => /** @type {CodedError} */ (Object.assign(new Error('the download did not finish within its deadline'), {code: 'EDEADLINE'}))
+const deadlineError = () =>
+  /** @type {CodedError} */ (
+    Object.assign(new Error('the download did not finish within its deadline'), {code: 'EDEADLINE'})
+  )
 
 /**
  * The temp file being filled: hashed as it arrives and written at once (synchronous writes: a
@@ -109,7 +112,7 @@ class Sink {
       return true
     }
     this.batch ??= Buffer.allocUnsafe(BATCH)
-    for (let offset = 0; offset < chunk.length;) {
+    for (let offset = 0; offset < chunk.length; ) {
       const copied = chunk.copy(this.batch, this.batched, offset)
       this.batched += copied
       offset += copied
@@ -127,13 +130,15 @@ class Sink {
    * @param {number} length
    */
   write(buffer, length) {
-    for (let offset = 0; offset < length;) offset += fs.writeSync(this.fd, buffer, offset, length - offset)
+    for (let offset = 0; offset < length; ) offset += fs.writeSync(this.fd, buffer, offset, length - offset)
     this.unsynced += length
     // Start the disk on what is written so far (asynchronously: the download goes on), so the
     // fsync that ends the blob finds little left to write: 0.74 s -> 0.56 s on a 210 MB pull.
     if (this.unsynced >= SYNC_EVERY && this.syncing === undefined) {
       this.unsynced = 0
-      this.syncing = /** @type {Promise<void>} */ (new Promise((resolve) => fs.fdatasync(this.fd, () => resolve()))).then(() => {
+      this.syncing = /** @type {Promise<void>} */ (
+        new Promise((resolve) => fs.fdatasync(this.fd, () => resolve()))
+      ).then(() => {
         this.syncing = undefined
       })
     }
@@ -150,7 +155,10 @@ class Sink {
     this.flush()
     this.report()
     const digest = 'sha256:' + this.hash.digest('hex')
-    if (this.received === this.job.size && digest === this.job.digest) await /** @type {Promise<void>} */ (new Promise((resolve, reject) => fs.fsync(this.fd, (error) => (error ? reject(error) : resolve()))))
+    if (this.received === this.job.size && digest === this.job.digest)
+      await /** @type {Promise<void>} */ (
+        new Promise((resolve, reject) => fs.fsync(this.fd, (error) => (error ? reject(error) : resolve())))
+      )
     return {kind: 'filled', size: this.received, digest}
   }
   async close() {
@@ -173,26 +181,31 @@ function get(url, headers, insecure, idleMs, deadline) {
     const agent = agentFor(url, insecure)
     // node:https (and TLS) only when a URL needs it: a worker's start is on the pull's critical path.
     /** @type {typeof http.request} */
-    const send = url.protocol === 'https:' ? /** @type {typeof import('node:https')} */ (require('node:https')).request : http.request
+    const send =
+      url.protocol === 'https:'
+        ? /** @type {typeof import('node:https')} */ (require('node:https')).request
+        : http.request
     const request = send(url, {method: 'GET', headers, agent, timeout: idleMs})
     const onDeadline = () => request.destroy(deadline.reason)
     deadline.addEventListener('abort', onDeadline, {once: true})
     request.on('close', () => deadline.removeEventListener('abort', onDeadline))
     request.on('timeout', () => request.destroy(idleTimeoutError(idleMs)))
     request.on('error', reject)
-    request.on('response', (response) => resolve({
-      status: /** @type {number} */ (response.statusCode), // always set on a client's response
-      location: response.headers.location,
-      discard: () => response.destroy(),
-      save: async (sink) => {
-        for await (const chunk of /** @type {AsyncIterable<Buffer>} */ (response)) {
-          if (!sink.add(chunk)) {
-            response.destroy()
-            break
+    request.on('response', (response) =>
+      resolve({
+        status: /** @type {number} */ (response.statusCode), // always set on a client's response
+        location: response.headers.location,
+        discard: () => response.destroy(),
+        save: async (sink) => {
+          for await (const chunk of /** @type {AsyncIterable<Buffer>} */ (response)) {
+            if (!sink.add(chunk)) {
+              response.destroy()
+              break
+            }
           }
-        }
-      },
-    }))
+        },
+      }),
+    )
     request.end()
   })
 }
@@ -212,7 +225,12 @@ function rawGet(url, headers, idleMs, deadline) {
   for (const [name, value] of Object.entries(headers)) {
     if (/[\r\n]/.test(name + value)) return Promise.reject(new Error('header ' + name + ' holds a line break'))
   }
-  const lines = ['GET ' + url.pathname + url.search + ' HTTP/1.1', 'Host: ' + url.host, ...Object.entries(headers).map(([name, value]) => name + ': ' + value), 'Connection: close']
+  const lines = [
+    'GET ' + url.pathname + url.search + ' HTTP/1.1',
+    'Host: ' + url.host,
+    ...Object.entries(headers).map(([name, value]) => name + ': ' + value),
+    'Connection: close',
+  ]
   return new Promise((resolve, reject) => {
     /** @type {Buffer | undefined} */
     let head = Buffer.alloc(0)
@@ -235,25 +253,28 @@ function rawGet(url, headers, idleMs, deadline) {
         buffer: readBuffer,
         // The buffer is readBuffer, a Buffer. any: @types/node asks for a boolean, but Node pauses
         // the socket only on a return of false, which this never returns (undefined, or the socket).
-        callback: /** @type {(length: number, buffer: Buffer) => any} */ ((length, buffer) => {
-          let data = buffer.subarray(0, length)
-          if (!answered) {
-            // Still set: head becomes undefined only once answered.
-            head = Buffer.concat([/** @type {Buffer} */ (head), data])
-            const end = head.indexOf('\r\n\r\n')
-            if (end === -1) {
-              if (head.length > MAX_HEAD_BYTES) socket.destroy(new Error('the response head exceeds ' + MAX_HEAD_BYTES + ' bytes'))
-              return
+        callback: /** @type {(length: number, buffer: Buffer) => any} */ (
+          (length, buffer) => {
+            let data = buffer.subarray(0, length)
+            if (!answered) {
+              // Still set: head becomes undefined only once answered.
+              head = Buffer.concat([/** @type {Buffer} */ (head), data])
+              const end = head.indexOf('\r\n\r\n')
+              if (end === -1) {
+                if (head.length > MAX_HEAD_BYTES)
+                  socket.destroy(new Error('the response head exceeds ' + MAX_HEAD_BYTES + ' bytes'))
+                return
+              }
+              const answer = parseHead(head.subarray(0, end).toString('latin1'))
+              if (answer === undefined) return socket.destroy(new Error('not an HTTP/1.1 response'))
+              answered = true
+              data = head.subarray(end + 4)
+              head = undefined
+              resolve(respond(answer))
             }
-            const answer = parseHead(head.subarray(0, end).toString('latin1'))
-            if (answer === undefined) return socket.destroy(new Error('not an HTTP/1.1 response'))
-            answered = true
-            data = head.subarray(end + 4)
-            head = undefined
-            resolve(respond(answer))
+            if (data.length > 0) onBody(data)
           }
-          if (data.length > 0) onBody(data)
-        }),
+        ),
       },
     })
     socket.setTimeout(idleMs, () => socket.destroy(idleTimeoutError(idleMs)))
@@ -266,7 +287,8 @@ function rawGet(url, headers, idleMs, deadline) {
     socket.on('close', () => {
       deadline.removeEventListener('abort', onDeadline)
       closed = true
-      if (!answered) reject(failure ?? Object.assign(new Error('the connection closed before the response'), {code: 'ECONNRESET'}))
+      if (!answered)
+        reject(failure ?? Object.assign(new Error('the connection closed before the response'), {code: 'ECONNRESET'}))
       onEnd()
     })
     /**
@@ -279,30 +301,37 @@ function rawGet(url, headers, idleMs, deadline) {
         location,
         chunked: length === undefined,
         discard: () => socket.destroy(),
-        save: (sink) => new Promise((done, failed) => {
-          // One byte past the expected size is enough to know the blob is wrong.
-          // (download() calls save() only on an answer with a length: a chunked one is asked again.)
-          let left = Math.min(/** @type {number} */ (length), sink.job.size + 1)
-          let finished = false
-          const finish = () => {
-            if (finished) return
-            finished = true
-            onBody = () => undefined
-            socket.destroy()
-            done()
-          }
-          onEnd = () => {
-            if (left > 0) failed(failure ?? Object.assign(new Error('the connection closed ' + left + ' bytes before the end of the body'), {code: 'ECONNRESET'}))
-          }
-          onBody = (data) => {
-            const part = data.length > left ? data.subarray(0, left) : data
-            left -= part.length
-            if (!sink.add(part) || left === 0) finish()
-          }
-          for (const data of early.splice(0)) if (left > 0) onBody(data)
-          if (left === 0) finish()
-          else if (closed) onEnd()
-        }),
+        save: (sink) =>
+          new Promise((done, failed) => {
+            // One byte past the expected size is enough to know the blob is wrong.
+            // (download() calls save() only on an answer with a length: a chunked one is asked again.)
+            let left = Math.min(/** @type {number} */ (length), sink.job.size + 1)
+            let finished = false
+            const finish = () => {
+              if (finished) return
+              finished = true
+              onBody = () => undefined
+              socket.destroy()
+              done()
+            }
+            onEnd = () => {
+              if (left > 0)
+                failed(
+                  failure ??
+                    Object.assign(new Error('the connection closed ' + left + ' bytes before the end of the body'), {
+                      code: 'ECONNRESET',
+                    }),
+                )
+            }
+            onBody = (data) => {
+              const part = data.length > left ? data.subarray(0, left) : data
+              left -= part.length
+              if (!sink.add(part) || left === 0) finish()
+            }
+            for (const data of early.splice(0)) if (left > 0) onBody(data)
+            if (left === 0) finish()
+            else if (closed) onEnd()
+          }),
       }
     }
   })
@@ -323,7 +352,10 @@ function parseHead(text) {
     const colon = field.indexOf(':')
     if (colon > 0) header[field.slice(0, colon).trim().toLowerCase()] = field.slice(colon + 1).trim()
   }
-  const length = header['transfer-encoding'] === undefined && /^\d+$/.test(header['content-length'] ?? '') ? Number(header['content-length']) : undefined
+  const length =
+    header['transfer-encoding'] === undefined && /^\d+$/.test(header['content-length'] ?? '')
+      ? Number(header['content-length'])
+      : undefined
   return {status: Number(match[1]), location: header.location, length}
 }
 
@@ -357,7 +389,10 @@ async function downloadBefore(deadline, id, job) {
   // Redirects as http.ts follows them (http-core.cjs): the same hosts, headers and limit.
   for (let redirects = 0; ; redirects++) {
     const {url, headers} = request
-    let response = url.protocol === 'http:' ? await rawGet(url, headers, job.idleMs, deadline) : await get(url, headers, job.insecure, job.idleMs, deadline)
+    let response =
+      url.protocol === 'http:'
+        ? await rawGet(url, headers, job.idleMs, deadline)
+        : await get(url, headers, job.insecure, job.idleMs, deadline)
     if (response.chunked && response.status === 200) {
       response.discard()
       response = await get(url, headers, job.insecure, job.idleMs, deadline)
@@ -393,6 +428,10 @@ parentPort.on('message', (/** @type {{id: number, job: WorkerJob}} */ {id, job})
   download(id, job).then(
     (outcome) => parentPort.postMessage({id, outcome}),
     // any: a rejection can be anything (not only an Error); read defensively, as before.
-    (/** @type {any} */ error) => parentPort.postMessage({id, error: {message: String(error && error.message || error), code: error && error.code}}),
+    (/** @type {any} */ error) =>
+      parentPort.postMessage({
+        id,
+        error: {message: String((error && error.message) || error), code: error && error.code},
+      }),
   )
 })

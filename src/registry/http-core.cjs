@@ -50,7 +50,11 @@ function isRedirect(status) {
 function redirectStep(request, status, location, redirects) {
   if (!isRedirect(status) || location === null || location === undefined) return {kind: 'final'}
   const {method, url} = request
-  if (redirects >= MAX_REDIRECTS) return {kind: 'too-many', message: `${method} ${url.origin}${url.pathname} redirected more than ${MAX_REDIRECTS} times.`}
+  if (redirects >= MAX_REDIRECTS)
+    return {
+      kind: 'too-many',
+      message: `${method} ${url.origin}${url.pathname} redirected more than ${MAX_REDIRECTS} times.`,
+    }
   const next = new URL(location, url)
   let headers = next.origin === url.origin ? request.headers : withoutHeaders(request.headers, /^authorization$/i)
   const toGet = status === 303 || ((status === 301 || status === 302) && method === 'POST')

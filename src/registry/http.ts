@@ -173,7 +173,14 @@ export async function sendOnce(request: RegistryRequest): Promise<HttpResult> {
   let body = request.body
   for (let redirects = 0; ; redirects++) {
     const {method, url, headers} = current
-    const response = await exchange(method, url, headers, await openBody(body), request.insecure === true, request.size ?? 0)
+    const response = await exchange(
+      method,
+      url,
+      headers,
+      await openBody(body),
+      request.insecure === true,
+      request.size ?? 0,
+    )
     const step = redirectStep(current, response.status, response.header('location'), redirects)
     if (step.kind === 'final') return {response, url, attempts: 1}
     response.discard()
@@ -189,10 +196,18 @@ const agentFor = keepAliveAgents()
  * One request and its response head; a stream body is piped and stopped if the server answers
  * early. One timer bounds the whole exchange, the response body included (`downloadBytes` scale it).
  */
-function exchange(method: string, url: URL, headers: Record<string, string>, body: Buffer | string | Readable | undefined, insecure: boolean, downloadBytes: number): Promise<RegistryResponse> {
+function exchange(
+  method: string,
+  url: URL,
+  headers: Record<string, string>,
+  body: Buffer | string | Readable | undefined,
+  insecure: boolean,
+  downloadBytes: number,
+): Promise<RegistryResponse> {
   return new Promise((resolve, reject) => {
     const outgoing: OutgoingHttpHeaders = {...headers}
-    if ((typeof body === 'string' || Buffer.isBuffer(body)) && !hasHeader(headers, 'content-length')) outgoing['content-length'] = Buffer.byteLength(body)
+    if ((typeof body === 'string' || Buffer.isBuffer(body)) && !hasHeader(headers, 'content-length'))
+      outgoing['content-length'] = Buffer.byteLength(body)
     const timeouts = registryTimeouts()
     const uploadBytes = Number(outgoing['content-length'] ?? headerValue(headers, 'content-length') ?? 0) || 0
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
@@ -225,9 +240,11 @@ function exchange(method: string, url: URL, headers: Record<string, string>, bod
         stream.destroy()
         answer.on('end', () => request.destroy())
       }
-      resolve(new RegistryResponse(answer, () => {
-        if (!uploaded) request.destroy()
-      }))
+      resolve(
+        new RegistryResponse(answer, () => {
+          if (!uploaded) request.destroy()
+        }),
+      )
     })
     if (stream) {
       stream.on('error', (error) => request.destroy(error))

@@ -7,7 +7,14 @@ export {DEFAULT_RETRY_POLICY, parseRetryAfter, type RetryPolicy} from './retry.j
 export {DockerCredentials, configKey, type Credential, type CredentialSource} from './credentials.js'
 export {RegistryClient, parseChallenges, type Challenge, type RegistryClientOptions} from './auth.js'
 export {RemoteRepository, defaultRegistryClient, type RemoteRepositoryOptions} from './repository.js'
-export {copyGraph, resolvePlatform, type CopyOptions, type CopyProgress, type CopyResult, type CopyTotals} from './copy.js'
+export {
+  copyGraph,
+  resolvePlatform,
+  type CopyOptions,
+  type CopyProgress,
+  type CopyResult,
+  type CopyTotals,
+} from './copy.js'
 export {pushImage, pullImage, type PushOptions, type PullOptions, type TransferResult} from './push-pull.js'
 export {parsePlatform, formatPlatform, isManifest, isIndex} from '../oci/manifest.js'
 export {VerifyingStream, verifying, sha256Digest} from './verify.js'

@@ -29,12 +29,26 @@ export async function pushImage(
   const root = await local.resolve(localReference)
   const {tag, digest} = repository.reference
   if (digest && digest !== root.digest) {
-    throw new AegisError(`Cannot push ${localReference} as ${formatReference(repository.reference)}: the image's digest is ${root.digest}.`, {
-      hint: 'Leave out the @digest, or give the image\'s own digest.',
-    })
+    throw new AegisError(
+      `Cannot push ${localReference} as ${formatReference(repository.reference)}: the image's digest is ${root.digest}.`,
+      {
+        hint: "Leave out the @digest, or give the image's own digest.",
+      },
+    )
   }
-  const result = await copyGraph(local, repository, root, {referrers: true, ...options, tag: tag ?? (digest ? undefined : 'latest')})
-  return {...result, reference: formatReference({...repository.reference, tag: tag ?? (digest ? undefined : 'latest'), digest: result.root.digest})}
+  const result = await copyGraph(local, repository, root, {
+    referrers: true,
+    ...options,
+    tag: tag ?? (digest ? undefined : 'latest'),
+  })
+  return {
+    ...result,
+    reference: formatReference({
+      ...repository.reference,
+      tag: tag ?? (digest ? undefined : 'latest'),
+      digest: result.root.digest,
+    }),
+  }
 }
 
 export type PullOptions = Omit<CopyOptions, 'tag'> &
@@ -44,9 +58,17 @@ export type PullOptions = Omit<CopyOptions, 'tag'> &
   }
 
 /** Pulls `remote` (`registry/repo[:tag][@digest]`) and its referrers into `local`, and tags it there. */
-export async function pullImage(remote: string | RemoteRepository, local: ContentStore, options: PullOptions = {}): Promise<TransferResult> {
+export async function pullImage(
+  remote: string | RemoteRepository,
+  local: ContentStore,
+  options: PullOptions = {},
+): Promise<TransferResult> {
   const repository = typeof remote === 'string' ? new RemoteRepository(remote, options) : remote
-  if (canPushFilled(local)) void import('./download-pool.js').then((pool) => pool.prewarmDownloadWorkers(), () => undefined) // a failure shows on the first large blob
+  if (canPushFilled(local))
+    void import('./download-pool.js').then(
+      (pool) => pool.prewarmDownloadWorkers(),
+      () => undefined,
+    ) // a failure shows on the first large blob
   const root = await repository.resolve(manifestReference(repository.reference))
   const localReference = options.localReference ?? formatReference(repository.reference)
   const result = await copyGraph(repository, local, root, {referrers: true, ...options, tag: localReference})

@@ -70,7 +70,10 @@ export function describeErrorBody(text: string): {code?: string; text?: string} 
   if (Array.isArray(body.errors) && body.errors.length > 0) {
     const parts = body.errors.map((e) => [e.code, e.message].filter((p) => typeof p === 'string' && p).join(': '))
     const first = body.errors[0]?.code
-    return {code: typeof first === 'string' ? printable(first) : undefined, text: printable(parts.filter(Boolean).join('; '))}
+    return {
+      code: typeof first === 'string' ? printable(first) : undefined,
+      text: printable(parts.filter(Boolean).join('; ')),
+    }
   }
   if (typeof body.error === 'string') {
     const description = typeof body.error_description === 'string' ? `: ${body.error_description}` : ''
@@ -82,9 +85,11 @@ export function describeErrorBody(text: string): {code?: string; text?: string} 
 function hintForStatus(status: number, url: URL): string | undefined {
   const {host} = url
   // What an HTTPS-only server answers a plain HTTP request with (loopback registries get HTTP by default).
-  if (status === 400 && url.protocol === 'http:') return `If ${host} speaks HTTPS, pass --insecure (HTTPS without certificate checks).`
+  if (status === 400 && url.protocol === 'http:')
+    return `If ${host} speaks HTTPS, pass --insecure (HTTPS without certificate checks).`
   if (status === 401) return `Log in with \`aegis-kit login ${host}\`, or check the credentials stored for ${host}.`
-  if (status === 403) return `The credentials for ${host} are not allowed to do this; check the repository's permissions.`
+  if (status === 403)
+    return `The credentials for ${host} are not allowed to do this; check the repository's permissions.`
   if (status === 408 || status === 429 || status >= 500) return RESUME_HINT
   return undefined
 }

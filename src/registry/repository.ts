@@ -6,7 +6,16 @@ import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
 import {referrersTag} from '../oci/artifact.js'
 import {isSha256Digest} from '../oci/digest.js'
-import {declaredMediaType, isIndex, isManifest, MANIFEST_ACCEPT, MAX_MANIFEST_BYTES, parseManifest, referrerDescriptor, subjectOf} from '../oci/manifest.js'
+import {
+  declaredMediaType,
+  isIndex,
+  isManifest,
+  MANIFEST_ACCEPT,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  referrerDescriptor,
+  subjectOf,
+} from '../oci/manifest.js'
 import {MediaType} from '../oci/media-types.js'
 import {baseUrl, formatReference, parseReference, type Reference, type ReferenceOptions} from '../oci/reference.js'
 import type {ContentStore, Descriptor, ImageIndex} from '../oci/types.js'
@@ -15,7 +24,15 @@ import {tryMount, uploadBlob, type SendForPush, type UploadMode, type UploadOutc
 import {DockerCredentials} from './credentials.js'
 import {onceBody, type HttpResult, type RegistryRequest, type RequestBody} from './http.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
-import type {BlobSourcePusher, DirectDownloadSource, ManifestPusher, ReferrerSink, ReferrerSource, TagPeeker, WriteIntent} from './types.js'
+import type {
+  BlobSourcePusher,
+  DirectDownloadSource,
+  ManifestPusher,
+  ReferrerSink,
+  ReferrerSource,
+  TagPeeker,
+  WriteIntent,
+} from './types.js'
 import {readAll, sha256Digest, verifyBytes} from './verify.js'
 
 export interface RemoteRepositoryOptions extends ReferenceOptions {
@@ -39,7 +56,17 @@ export function defaultRegistryClient(): RegistryClient {
   return defaultClient
 }
 
-export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectDownloadSource, ManifestPusher, WriteIntent, TagPeeker, ReferrerSource, ReferrerSink {
+export class RemoteRepository
+  implements
+    ContentStore,
+    BlobSourcePusher,
+    DirectDownloadSource,
+    ManifestPusher,
+    WriteIntent,
+    TagPeeker,
+    ReferrerSource,
+    ReferrerSink
+{
   readonly reference: Reference
   private readonly client: RegistryClient
   private readonly uploadMode: UploadMode
@@ -72,7 +99,10 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     result.response.discard()
     if (result.response.status === 200) return true
     if (result.response.status === 404) return false
-    throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking ${desc.digest} in ${this.name}`, attempts: result.attempts})
+    throw await errorFromResponse('HEAD', result.url, result.response, {
+      what: `Checking ${desc.digest} in ${this.name}`,
+      attempts: result.attempts,
+    })
   }
 
   /** The blob's descriptor (size from the registry) or undefined when it is not there. */
@@ -81,7 +111,10 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     result.response.discard()
     if (result.response.status === 404) return undefined
     if (result.response.status !== 200) {
-      throw await errorFromResponse('HEAD', result.url, result.response, {what: `Checking blob ${digest} in ${this.name}`, attempts: result.attempts})
+      throw await errorFromResponse('HEAD', result.url, result.response, {
+        what: `Checking blob ${digest} in ${this.name}`,
+        attempts: result.attempts,
+      })
     }
     return {mediaType: 'application/octet-stream', digest, size: Number(result.response.header('content-length') ?? 0)}
   }
@@ -89,7 +122,10 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   async fetch(desc: Descriptor): Promise<Readable> {
     const result = await this.request('GET', this.contentUrl(desc), 'pull', {accept: acceptFor(desc), size: desc.size})
     if (result.response.status !== 200) {
-      throw await errorFromResponse('GET', result.url, result.response, {what: `Fetching ${desc.digest} from ${this.name}`, attempts: result.attempts})
+      throw await errorFromResponse('GET', result.url, result.response, {
+        what: `Fetching ${desc.digest} from ${this.name}`,
+        attempts: result.attempts,
+      })
     }
     return result.response.body
   }
@@ -97,14 +133,18 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   /** The authorized GET of a blob, for a download outside this client (see `RegistryClient.authorize`). */
   downloadRequest(desc: Descriptor): Promise<RegistryRequest> {
     const actions = this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
-    return this.client.authorize({method: 'GET', url: this.contentUrl(desc), headers: {}, insecure: this.reference.insecure}, this.reference.registry, [
-      repositoryScope(this.reference.repository, ...actions),
-    ])
+    return this.client.authorize(
+      {method: 'GET', url: this.contentUrl(desc), headers: {}, insecure: this.reference.insecure},
+      this.reference.registry,
+      [repositoryScope(this.reference.repository, ...actions)],
+    )
   }
 
   async push(desc: Descriptor, content: Readable | Buffer): Promise<void> {
     if (isManifest(desc)) {
-      const bytes = Buffer.isBuffer(content) ? content : await readAll(content, MAX_MANIFEST_BYTES, `Manifest ${desc.digest}`)
+      const bytes = Buffer.isBuffer(content)
+        ? content
+        : await readAll(content, MAX_MANIFEST_BYTES, `Manifest ${desc.digest}`)
       await this.pushManifest(desc, bytes, desc.digest)
       return
     }
@@ -127,16 +167,20 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   }
 
   private readonly sendForPush: SendForPush = (method, url, init = {}) =>
-    this.client.send({method, url, headers: init.headers, body: init.body, insecure: this.reference.insecure, notify: this.notify}, this.reference.registry, [
-      repositoryScope(this.reference.repository, 'pull', 'push'),
-      ...(init.extraScopes ?? []),
-    ])
+    this.client.send(
+      {method, url, headers: init.headers, body: init.body, insecure: this.reference.insecure, notify: this.notify},
+      this.reference.registry,
+      [repositoryScope(this.reference.repository, 'pull', 'push'), ...(init.extraScopes ?? [])],
+    )
 
   async resolve(reference: string): Promise<Descriptor> {
     const found = await this.headManifest(reference)
     if (found === 'absent') {
       const url = this.url(`manifests/${reference}`)
-      throw new RegistryError(`Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}: not found.`, {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'})
+      throw new RegistryError(
+        `Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}: not found.`,
+        {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'},
+      )
     }
     // Registries that omit headers on HEAD: read the manifest itself.
     return found ?? (await this.fetchManifest(reference)).descriptor
@@ -154,11 +198,13 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     const head = await this.request('HEAD', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
     head.response.discard()
     if (head.response.status === 404) return 'absent'
-    if (head.response.status !== 200) throw await errorFromResponse('HEAD', head.url, head.response, {what, attempts: head.attempts})
+    if (head.response.status !== 200)
+      throw await errorFromResponse('HEAD', head.url, head.response, {what, attempts: head.attempts})
     const digest = head.response.header('docker-content-digest') ?? (isSha256Digest(reference) ? reference : undefined)
     const mediaType = head.response.header('content-type')?.split(';')[0]?.trim()
     const size = Number(head.response.header('content-length'))
-    if (digest && mediaType && isManifest({mediaType}) && Number.isInteger(size) && size > 0) return {mediaType, digest, size}
+    if (digest && mediaType && isManifest({mediaType}) && Number.isInteger(size) && size > 0)
+      return {mediaType, digest, size}
     return undefined
   }
 
@@ -166,12 +212,16 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   async fetchManifest(reference: string): Promise<{descriptor: Descriptor; bytes: Buffer}> {
     const what = `Fetching manifest ${reference} from ${this.name}`
     const result = await this.request('GET', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
-    if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what, attempts: result.attempts})
+    if (result.response.status !== 200)
+      throw await errorFromResponse('GET', result.url, result.response, {what, attempts: result.attempts})
     const bytes = await result.response.bytes(MAX_MANIFEST_BYTES)
-    if (bytes.length > MAX_MANIFEST_BYTES) throw new AegisError(`${what}: it is larger than ${MAX_MANIFEST_BYTES} bytes.`)
+    if (bytes.length > MAX_MANIFEST_BYTES)
+      throw new AegisError(`${what}: it is larger than ${MAX_MANIFEST_BYTES} bytes.`)
     const digest = sha256Digest(bytes)
-    if (isSha256Digest(reference) && digest !== reference) throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
-    const mediaType = result.response.header('content-type')?.split(';')[0]?.trim() || declaredMediaType(bytes) || 'unknown'
+    if (isSha256Digest(reference) && digest !== reference)
+      throw new AegisError(`${what}: the registry returned content hashing to ${digest}.`)
+    const mediaType =
+      result.response.header('content-type')?.split(';')[0]?.trim() || declaredMediaType(bytes) || 'unknown'
     return {descriptor: {mediaType, digest, size: bytes.length}, bytes}
   }
 
@@ -188,7 +238,8 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     }
     result.response.discard()
     const stored = result.response.header('docker-content-digest')
-    if (stored && stored !== desc.digest) throw new AegisError(`${what}: the registry stored it as ${stored}, so it changed the bytes.`)
+    if (stored && stored !== desc.digest)
+      throw new AegisError(`${what}: the registry stored it as ${stored}, so it changed the bytes.`)
     const parsed = parseManifest(desc, bytes)
     const subject = subjectOf(parsed)
     if (!subject) return
@@ -214,7 +265,8 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
         result.response.discard()
         return tags
       }
-      if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Listing tags of ${this.name}`})
+      if (result.response.status !== 200)
+        throw await errorFromResponse('GET', result.url, result.response, {what: `Listing tags of ${this.name}`})
       const body = await result.response.json<{tags?: string[] | null}>()
       tags.push(...(body.tags ?? []))
       const next = /<([^>]+)>\s*;\s*rel="?next"?/.exec(result.response.header('link') ?? '')?.[1]
@@ -230,7 +282,9 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
       result.response.discard()
       return
     }
-    const error = await errorFromResponse('DELETE', result.url, result.response, {what: `Deleting ${desc.digest} from ${this.name}`})
+    const error = await errorFromResponse('DELETE', result.url, result.response, {
+      what: `Deleting ${desc.digest} from ${this.name}`,
+    })
     if (result.response.status === 405) error.message += '. This registry does not allow deletes'
     throw error
   }
@@ -249,7 +303,9 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
       this.referrersApi = false
       manifests = (await this.referrersTagIndex(subject))?.manifests ?? []
     } else {
-      throw await errorFromResponse('GET', result.url, result.response, {what: `Listing referrers of ${subject.digest}`})
+      throw await errorFromResponse('GET', result.url, result.response, {
+        what: `Listing referrers of ${subject.digest}`,
+      })
     }
     return artifactType ? manifests.filter((m) => m.artifactType === artifactType) : manifests
   }
@@ -262,9 +318,13 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
   async addReferrers(subject: Descriptor, referrers: Descriptor[]): Promise<void> {
     if (referrers.length === 0) return
     if (this.referrersApi === undefined) {
-      const probe = await this.request('GET', this.url(`referrers/${subject.digest}`), 'pull', {accept: MediaType.ImageIndex})
+      const probe = await this.request('GET', this.url(`referrers/${subject.digest}`), 'pull', {
+        accept: MediaType.ImageIndex,
+      })
       probe.response.discard()
-      this.referrersApi = probe.response.status === 200 && probe.response.header('content-type')?.startsWith(MediaType.ImageIndex) === true
+      this.referrersApi =
+        probe.response.status === 200 &&
+        probe.response.header('content-type')?.startsWith(MediaType.ImageIndex) === true
     }
     if (!this.referrersApi) await this.updateReferrersTag(subject, referrers)
   }
@@ -276,7 +336,8 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
       result.response.discard()
       return undefined
     }
-    if (result.response.status !== 200) throw await errorFromResponse('GET', result.url, result.response, {what: `Reading referrers tag ${tag}`})
+    if (result.response.status !== 200)
+      throw await errorFromResponse('GET', result.url, result.response, {what: `Reading referrers tag ${tag}`})
     return result.response.json<ImageIndex>()
   }
 
@@ -286,9 +347,17 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     const listed = new Set((current?.manifests ?? []).map((m) => m.digest))
     const added = entries.filter((entry) => !listed.has(entry.digest))
     if (added.length === 0) return
-    const index: ImageIndex = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [...(current?.manifests ?? []), ...added]}
+    const index: ImageIndex = {
+      schemaVersion: 2,
+      mediaType: MediaType.ImageIndex,
+      manifests: [...(current?.manifests ?? []), ...added],
+    }
     const indexBytes = Buffer.from(JSON.stringify(index))
-    const indexDesc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256Digest(indexBytes), size: indexBytes.length}
+    const indexDesc: Descriptor = {
+      mediaType: MediaType.ImageIndex,
+      digest: sha256Digest(indexBytes),
+      size: indexBytes.length,
+    }
     await this.pushManifest(indexDesc, indexBytes, referrersTag(subject.digest))
   }
 
@@ -307,10 +376,17 @@ export class RemoteRepository implements ContentStore, BlobSourcePusher, DirectD
     init: {accept?: string; headers?: Record<string, string>; body?: RequestBody; size?: number} = {},
   ): Promise<HttpResult> {
     const headers = {...init.headers, ...(init.accept ? {accept: init.accept} : {})}
-    const actions = access === 'delete' ? (['delete'] as const) : access === 'push' || this.writing ? (['pull', 'push'] as const) : (['pull'] as const)
-    return this.client.send({method, url, headers, body: init.body, insecure: this.reference.insecure, size: init.size, notify: this.notify}, this.reference.registry, [
-      repositoryScope(this.reference.repository, ...actions),
-    ])
+    const actions =
+      access === 'delete'
+        ? (['delete'] as const)
+        : access === 'push' || this.writing
+          ? (['pull', 'push'] as const)
+          : (['pull'] as const)
+    return this.client.send(
+      {method, url, headers, body: init.body, insecure: this.reference.insecure, size: init.size, notify: this.notify},
+      this.reference.registry,
+      [repositoryScope(this.reference.repository, ...actions)],
+    )
   }
 }
 
@@ -319,5 +395,7 @@ const NO_REFERRERS_API = new Set([400, 404, 405, 501])
 
 function acceptFor(desc: Descriptor): string | undefined {
   if (!isManifest(desc)) return undefined
-  return isIndex(desc) || desc.mediaType !== MediaType.ImageManifest ? `${desc.mediaType}, ${MANIFEST_ACCEPT}` : MANIFEST_ACCEPT
+  return isIndex(desc) || desc.mediaType !== MediaType.ImageManifest
+    ? `${desc.mediaType}, ${MANIFEST_ACCEPT}`
+    : MANIFEST_ACCEPT
 }

@@ -18,12 +18,27 @@ export interface RetryPolicy {
   maxRetryAfterMs: number
 }
 
-export const DEFAULT_RETRY_POLICY: RetryPolicy = {maxAttempts: 5, minDelayMs: 200, maxDelayMs: 10_000, maxRetryAfterMs: 60_000}
+export const DEFAULT_RETRY_POLICY: RetryPolicy = {
+  maxAttempts: 5,
+  minDelayMs: 200,
+  maxDelayMs: 10_000,
+  maxRetryAfterMs: 60_000,
+}
 
-const NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ETIMEDOUT', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH'])
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ECONNABORTED',
+  'EPIPE',
+  'ETIMEDOUT',
+  'EAI_AGAIN',
+  'ENETUNREACH',
+  'EHOSTUNREACH',
+])
 
 /** OpenSSL's verdicts on a certificate: retrying cannot help, --insecure can. */
-const CERTIFICATE_CODES = /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_\w+|ERR_TLS_CERT_ALTNAME_INVALID)$/
+const CERTIFICATE_CODES =
+  /^(?:DEPTH_ZERO_SELF_SIGNED_CERT|SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT(?:_LOCALLY)?|CERT_\w+|ERR_TLS_CERT_ALTNAME_INVALID)$/
 
 export function isRetriableStatus(status: number): boolean {
   return status === 408 || status === 429 || (status >= 500 && status !== 501 && status !== 505)
@@ -62,7 +77,10 @@ export function backoffDelay(attempt: number, policy: RetryPolicy): number {
  * above a single request (a blob's whole transfer, whose source is read again): each of its
  * requests already went through sendWithRetry, Retry-After and deadlines included.
  */
-export async function retryTransient<T>(task: (attempt: number) => Promise<T>, policy: RetryPolicy = DEFAULT_RETRY_POLICY): Promise<T> {
+export async function retryTransient<T>(
+  task: (attempt: number) => Promise<T>,
+  policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+): Promise<T> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await task(attempt)
@@ -74,7 +92,10 @@ export async function retryTransient<T>(task: (attempt: number) => Promise<T>, p
 }
 
 /** Sends with retries. Resolves with the last response (maybe an error status); rejects on network failure. */
-export async function sendWithRetry(request: RegistryRequest, policy: RetryPolicy = DEFAULT_RETRY_POLICY): Promise<HttpResult> {
+export async function sendWithRetry(
+  request: RegistryRequest,
+  policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+): Promise<HttpResult> {
   let lastError: unknown
   for (let attempt = 1; ; attempt++) {
     let result: HttpResult
@@ -97,12 +118,20 @@ export async function sendWithRetry(request: RegistryRequest, policy: RetryPolic
       const answer = `answered ${response.status}${response.statusText ? ` ${response.statusText}` : ''} and asked to wait ${Math.ceil(retryAfter / 1000)} s`
       if (retryAfter > policy.maxRetryAfterMs) {
         const url = redactUrl(request.url)
-        throw new RegistryError(`${request.method} ${url}: the registry ${answer}, longer than the ${policy.maxRetryAfterMs / 1000} s aegis-kit waits.`, {
-          method: request.method, url, status: response.status, hint: `Try again later: ${request.url.host} is throttling or down for maintenance.`,
-        })
+        throw new RegistryError(
+          `${request.method} ${url}: the registry ${answer}, longer than the ${policy.maxRetryAfterMs / 1000} s aegis-kit waits.`,
+          {
+            method: request.method,
+            url,
+            status: response.status,
+            hint: `Try again later: ${request.url.host} is throttling or down for maintenance.`,
+          },
+        )
       }
       // Said before the wait: a registry asking for a minute must not look like a hang.
-      request.notify?.(`${request.url.host} ${answer}: retrying at ${new Date(Date.now() + retryAfter).toTimeString().slice(0, 8)}`)
+      request.notify?.(
+        `${request.url.host} ${answer}: retrying at ${new Date(Date.now() + retryAfter).toTimeString().slice(0, 8)}`,
+      )
     }
     await sleep(retryAfter ?? backoffDelay(attempt, policy))
   }
@@ -123,7 +152,12 @@ function networkError(request: RegistryRequest, error: unknown, attempts: number
   const hint = hasCode(error, CERTIFICATE_CODES)
     ? `The TLS certificate of ${request.url.host} was not accepted. If you trust this registry, pass --insecure (HTTPS without certificate checks).`
     : `Check that ${request.url.host} is up and reachable. ${RESUME_HINT}`
-  return new RegistryError(`${request.method} ${url} failed${tries}: ${reason}`, {method: request.method, url, hint, cause: error})
+  return new RegistryError(`${request.method} ${url} failed${tries}: ${reason}`, {
+    method: request.method,
+    url,
+    hint,
+    cause: error,
+  })
 }
 
 /** True when an error in the cause chain has a `code` matching `pattern`. */
@@ -137,7 +171,11 @@ export function hasCode(error: unknown, pattern: RegExp): boolean {
 
 function describeNetworkError(error: unknown): string {
   const messages: string[] = []
-  for (let e: unknown = error, depth = 0; e !== undefined && depth < 8; e = e instanceof Error ? e.cause : undefined, depth++) {
+  for (
+    let e: unknown = error, depth = 0;
+    e !== undefined && depth < 8;
+    e = e instanceof Error ? e.cause : undefined, depth++
+  ) {
     const code = e instanceof Error ? (e as Error & {code?: unknown}).code : undefined
     const text = messageOf(e)
     if (text) messages.push(typeof code === 'string' && !text.includes(code) ? `${text} (${code})` : text)

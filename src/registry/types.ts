@@ -8,7 +8,11 @@ import type {RegistryRequest} from './http.js'
 
 /** A store that can take a blob as a factory of streams, so a failed upload re-reads the source. */
 export interface BlobSourcePusher {
-  pushBlob(desc: Descriptor, open: () => Readable | Promise<Readable>, options?: {mountFrom?: string[]}): Promise<'uploaded' | 'mounted'>
+  pushBlob(
+    desc: Descriptor,
+    open: () => Readable | Promise<Readable>,
+    options?: {mountFrom?: string[]},
+  ): Promise<'uploaded' | 'mounted'>
 }
 
 /**
@@ -37,7 +41,10 @@ export interface FilledBlob {
  * keeps nothing either).
  */
 export interface TempFileSink {
-  pushFilled(desc: Descriptor, fill: (tempPath: string) => Promise<FilledBlob | undefined>): Promise<'stored' | 'not-filled'>
+  pushFilled(
+    desc: Descriptor,
+    fill: (tempPath: string) => Promise<FilledBlob | undefined>,
+  ): Promise<'stored' | 'not-filled'>
 }
 
 export function canPushFilled(store: ContentStore): store is ContentStore & TempFileSink {

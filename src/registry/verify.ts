@@ -10,7 +10,6 @@ import type {Descriptor} from '../oci/types.js'
 
 export {sha256Digest, verificationError, verifyBytes}
 
-
 /** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
 export class VerifyingStream extends Transform {
   private readonly hash = createHash('sha256')

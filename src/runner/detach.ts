@@ -125,5 +125,7 @@ async function startupFailure(name: string, logFile: string, exitCode: number | 
     const hint = lines[at + 1]?.startsWith('  hint: ') ? lines[at + 1]?.slice('  hint: '.length) : undefined
     return new AegisError(lines[at]!.slice('Error: '.length), {hint: hint ?? `the instance's output is in ${logFile}`})
   }
-  return new AegisError(`${name} stopped while starting${exitCode === null ? '' : ` (exit ${exitCode})`}`, {hint: `see aegis-kit logs ${name}`})
+  return new AegisError(`${name} stopped while starting${exitCode === null ? '' : ` (exit ${exitCode})`}`, {
+    hint: `see aegis-kit logs ${name}`,
+  })
 }

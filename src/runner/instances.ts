@@ -43,7 +43,9 @@ const NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 
 export function checkInstanceName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
-    throw new AegisError(`"${name}" is not a usable instance name`, {hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit'})
+    throw new AegisError(`"${name}" is not a usable instance name`, {
+      hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit',
+    })
   }
 }
 
@@ -125,7 +127,12 @@ export class InstanceRegistry {
     const entry = await this.read(name)
     if (entry) return entry
     const names = (await this.list()).map((instance) => instance.name)
-    throw new AegisError(`no instance named ${name}`, {hint: names.length > 0 ? `instances: ${names.join(', ')} (aegis-kit ps)` : 'start one with aegis-kit run KIT --detach'})
+    throw new AegisError(`no instance named ${name}`, {
+      hint:
+        names.length > 0
+          ? `instances: ${names.join(', ')} (aegis-kit ps)`
+          : 'start one with aegis-kit run KIT --detach',
+    })
   }
 
   private async write(state: InstanceState): Promise<void> {
@@ -137,9 +144,12 @@ export class InstanceRegistry {
 }
 
 export function instanceBusy(name: string, existing?: InstanceEntry): AegisError {
-  return new AegisError(`an instance named ${name} is already running${existing ? ` (pid ${existing.pid}, kit ${existing.kit})` : ''}`, {
-    hint: `stop it with aegis-kit stop ${name}, or pick another name with --name`,
-  })
+  return new AegisError(
+    `an instance named ${name} is already running${existing ? ` (pid ${existing.pid}, kit ${existing.kit})` : ''}`,
+    {
+      hint: `stop it with aegis-kit stop ${name}, or pick another name with --name`,
+    },
+  )
 }
 
 /** The start time of `pid` (field 22 of /proc/PID/stat), or undefined where there is no /proc. */
@@ -148,7 +158,11 @@ export function instanceBusy(name: string, existing?: InstanceEntry): AegisError
  * gives the workload a grace period, then powers off), SIGKILL to that process if it outlives
  * `timeoutMs` (its VM, gvproxy and virtiofsd die with it). Resolves with the final record.
  */
-export async function stopInstance(registry: InstanceRegistry, name: string, timeoutMs: number): Promise<InstanceEntry> {
+export async function stopInstance(
+  registry: InstanceRegistry,
+  name: string,
+  timeoutMs: number,
+): Promise<InstanceEntry> {
   const entry = await registry.get(name)
   if (!entry.alive) return entry
   signal(entry.pid, 'SIGTERM')
@@ -157,7 +171,10 @@ export async function stopInstance(registry: InstanceRegistry, name: string, tim
   if (processAlive(entry.pid, entry.pidStart)) {
     signal(entry.pid, 'SIGKILL')
     while (processAlive(entry.pid, entry.pidStart)) await sleep(100)
-    await registry.update(name, {status: 'exited', message: `${name}: killed after ${Math.round(timeoutMs / 1000)}s without stopping`})
+    await registry.update(name, {
+      status: 'exited',
+      message: `${name}: killed after ${Math.round(timeoutMs / 1000)}s without stopping`,
+    })
   }
   return (await registry.read(name)) ?? entry
 }

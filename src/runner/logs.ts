@@ -17,11 +17,17 @@ const POLL_MS = 250
 export async function followLog(registry: InstanceRegistry, name: string, options: FollowOptions): Promise<void> {
   const entry = await registry.get(name)
   const file = registry.logFile(name)
-  const size = await stat(file).then((s) => s.size, () => undefined)
+  const size = await stat(file).then(
+    (s) => s.size,
+    () => undefined,
+  )
   if (size === undefined) {
-    throw new AegisError(`${name} keeps no log: it runs in the foreground, and its output goes to the terminal that started it`, {
-      hint: 'start it with aegis-kit run KIT --detach to keep its output in a log',
-    })
+    throw new AegisError(
+      `${name} keeps no log: it runs in the foreground, and its output goes to the terminal that started it`,
+      {
+        hint: 'start it with aegis-kit run KIT --detach to keep its output in a log',
+      },
+    )
   }
   const handle = await open(file, 'r')
   try {

@@ -23,11 +23,20 @@ export interface Rootfs {
 export async function openHostImage(store: LocalStore, reference: string, architecture: string): Promise<ImageView> {
   return openImage(store, reference, {
     platform: {os: 'linux', architecture},
-    noPlatform: () => new AegisError(`${reference} has no linux/${architecture} image`, {hint: `rebuild it for this machine: aegis-kit build --platform linux/${architecture}`}),
+    noPlatform: () =>
+      new AegisError(`${reference} has no linux/${architecture} image`, {
+        hint: `rebuild it for this machine: aegis-kit build --platform linux/${architecture}`,
+      }),
   })
 }
 
-export async function prepareRootfs(store: LocalStore, reference: string, cacheDir: string, architecture: string, onProgress?: (message: string) => void): Promise<Rootfs> {
+export async function prepareRootfs(
+  store: LocalStore,
+  reference: string,
+  cacheDir: string,
+  architecture: string,
+  onProgress?: (message: string) => void,
+): Promise<Rootfs> {
   const image = await openHostImage(store, reference, architecture)
   const desc = image.descriptor
   const config = await image.config()
@@ -42,7 +51,11 @@ export async function prepareRootfs(store: LocalStore, reference: string, cacheD
     const {unpackImage} = await import('../image/unpack.js') // only here: a warm start never unpacks
     // Layers are untrusted input: unpackImage keeps every entry inside `work`. Setuid bits are
     // kept (a bootable root needs su and friends); device nodes are skipped (devtmpfs has them).
-    await unpackImage(image.layers.map((layer) => () => image.open(layer)), work, {preserveSetuid: true, preserveOwners: true, diffIds: config.rootfs.diff_ids})
+    await unpackImage(
+      image.layers.map((layer) => () => image.open(layer)),
+      work,
+      {preserveSetuid: true, preserveOwners: true, diffIds: config.rootfs.diff_ids},
+    )
     await rename(work, dir).catch(async (error: NodeJS.ErrnoException) => {
       if (!existsSync(dir)) throw error // else another run unpacked the same image first
     })
@@ -62,17 +75,40 @@ export async function prepareRootDisk(rootfs: Rootfs, onProgress?: (message: str
   if (existsSync(disk)) return disk
   const du = await execFileText('du', ['-sb', rootfs.dir])
   const bytes = Number(du.stdout.split('\t')[0])
-  if (du.exitCode !== 0 || !Number.isFinite(bytes)) throw new AegisError(`could not measure ${rootfs.dir}: ${du.stderr.trim() || `du exited with ${du.exitCode ?? du.signal}`}`)
+  if (du.exitCode !== 0 || !Number.isFinite(bytes))
+    throw new AegisError(
+      `could not measure ${rootfs.dir}: ${du.stderr.trim() || `du exited with ${du.exitCode ?? du.signal}`}`,
+    )
   // ext4 metadata and inode tables need room beyond the file data.
   const sizeMiB = Math.ceil((bytes * 1.2) / 1024 ** 2) + 64
   const temp = `${disk}.${process.pid}.tmp`
   onProgress?.(`making the root disk (${sizeMiB} MiB, once per image)`)
   try {
-    const made = await execFileText('mke2fs', ['-q', '-t', 'ext4', '-d', rootfs.dir, '-L', 'aegis-root', '-O', '^has_journal', '-E', 'root_owner=0:0', temp, `${sizeMiB}M`]).catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') throw new AegisError('mke2fs is not installed', {hint: 'install it: apt-get install e2fsprogs (scripts/setup does); run `aegis-kit doctor` to check the rest'})
+    const made = await execFileText('mke2fs', [
+      '-q',
+      '-t',
+      'ext4',
+      '-d',
+      rootfs.dir,
+      '-L',
+      'aegis-root',
+      '-O',
+      '^has_journal',
+      '-E',
+      'root_owner=0:0',
+      temp,
+      `${sizeMiB}M`,
+    ]).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT')
+        throw new AegisError('mke2fs is not installed', {
+          hint: 'install it: apt-get install e2fsprogs (scripts/setup does); run `aegis-kit doctor` to check the rest',
+        })
       throw new AegisError(`could not make the root disk: ${messageOf(error)}`)
     })
-    if (made.exitCode !== 0) throw new AegisError(`could not make the root disk: mke2fs failed: ${made.stderr.trim().split('\n').slice(-2).join(' ') || `exit code ${made.exitCode ?? made.signal}`}`)
+    if (made.exitCode !== 0)
+      throw new AegisError(
+        `could not make the root disk: mke2fs failed: ${made.stderr.trim().split('\n').slice(-2).join(' ') || `exit code ${made.exitCode ?? made.signal}`}`,
+      )
     await rename(temp, disk)
   } catch (error) {
     await rm(temp, {force: true})

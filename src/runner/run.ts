@@ -8,7 +8,26 @@ import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import type {BuildEvent} from '../builder/build.js'
 import {AegisError, messageOf} from '../errors.js'
-import {checkAccelChoice, checkInitrdFile, checkKernelFile, checkVmTools, checkWritableLayerSize, chooseAccel, type Accel, type AccelChoice, loadGuest, resolveGuest, resolveImageUser, startVm, type ImageUser, type NetworkBackend, type RunSpec, type RunningVm, type StoredGuest, type VmResult} from '../guest/index.js'
+import {
+  checkAccelChoice,
+  checkInitrdFile,
+  checkKernelFile,
+  checkVmTools,
+  checkWritableLayerSize,
+  chooseAccel,
+  type Accel,
+  type AccelChoice,
+  loadGuest,
+  resolveGuest,
+  resolveImageUser,
+  startVm,
+  type ImageUser,
+  type NetworkBackend,
+  type RunSpec,
+  type RunningVm,
+  type StoredGuest,
+  type VmResult,
+} from '../guest/index.js'
 import {checkConfigOrThrow} from '../hooks/check-config.js'
 import {buildAppContext, renderEnv} from '../hooks/operations.js'
 import {hasHook} from '../hooks/run-hook.js'
@@ -106,7 +125,16 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
     await plan.registry?.update(plan.name, {status: 'running', accel})
     const urls = instanceUrls(plan, rendered)
     const healthyMs = await waitUntilHealthy(plan, vm, ended, urls)
-    return {name: plan.name, workspace: plan.workspace, urls, healthyMs, vm, result: ended.result, memoryMib: plan.memoryMib, accel}
+    return {
+      name: plan.name,
+      workspace: plan.workspace,
+      urls,
+      healthyMs,
+      vm,
+      result: ended.result,
+      memoryMib: plan.memoryMib,
+      accel,
+    }
   } catch (error) {
     return undo.failWith(error)
   }
@@ -155,22 +183,44 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
   const chosenGuest = options.guest === undefined ? undefined : await loadGuest(options.store, options.guest)
   const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
   checkWorkspace(workspace)
-  const app = buildAppContext(kit, {profile: options.profile, instance: name, config: options.config, published: expose})
+  const app = buildAppContext(kit, {
+    profile: options.profile,
+    instance: name,
+    config: options.config,
+    published: expose,
+  })
   const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
   checkMemory(memoryMib, `the memory of ${name}`)
   app.resources.memory_mb = memoryMib
   const vcpus = (app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1)
   // validate has checked that it parses.
   const writableLayerBytes = manifest.resources?.disk === undefined ? undefined : parseSize(manifest.resources.disk)
-  if (writableLayerBytes !== undefined) await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
+  if (writableLayerBytes !== undefined)
+    await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
   const secrets = resolveSecrets(kit, options.secrets, {
     profile: options.profile,
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
     onWarning: (message) => options.onStatus(`warning: ${message}`),
   })
   return {
-    options, kit, name, architecture, profile, expose, qemu, network, chosenGuest, workspace, app, memoryMib, vcpus, writableLayerBytes,
-    secrets, secretValues: Object.values(secrets), registry: options.registry, cacheDir: path.join(options.dataDir, 'cache'),
+    options,
+    kit,
+    name,
+    architecture,
+    profile,
+    expose,
+    qemu,
+    network,
+    chosenGuest,
+    workspace,
+    app,
+    memoryMib,
+    vcpus,
+    writableLayerBytes,
+    secrets,
+    secretValues: Object.values(secrets),
+    registry: options.registry,
+    cacheDir: path.join(options.dataDir, 'cache'),
   }
 }
 
@@ -179,10 +229,24 @@ async function claimName(plan: InstancePlan, undo: UndoStack): Promise<void> {
   const {registry, name, options} = plan
   if (!registry) return
   await registry.claim({
-    name, kit: plan.kit.manifest.name, pid: process.pid, pidStart: processStartTime(process.pid), startedAt: new Date().toISOString(),
-    status: 'starting', detached: options.detached ?? false, ports: plan.expose, workspace: plan.workspace, memoryMib: plan.memoryMib, vcpus: plan.vcpus, urls: [],
+    name,
+    kit: plan.kit.manifest.name,
+    pid: process.pid,
+    pidStart: processStartTime(process.pid),
+    startedAt: new Date().toISOString(),
+    status: 'starting',
+    detached: options.detached ?? false,
+    ports: plan.expose,
+    workspace: plan.workspace,
+    memoryMib: plan.memoryMib,
+    vcpus: plan.vcpus,
+    urls: [],
   })
-  undo.defer((failure) => release(registry, name, options.detached, {message: `${name} did not start: ${maskSecrets(messageOf(failure), plan.secretValues)}`}))
+  undo.defer((failure) =>
+    release(registry, name, options.detached, {
+      message: `${name} did not start: ${maskSecrets(messageOf(failure), plan.secretValues)}`,
+    }),
+  )
 }
 
 /** The kit's image, built or found cached, and its root ready to boot. */
@@ -228,7 +292,17 @@ function prepareBoot(plan: InstancePlan, building: Promise<typeof import('../bui
   const guestFiles = bootFiles(options, plan.chosenGuest, plan.cacheDir, hooks.configGate)
   const files = awaitedLater(settleAll([prepareImage(plan, building, hooks.configGate), guestFiles]))
   // Probed (once per host boot) while the build is checked and the root prepared.
-  const accel = awaitedLater(guestFiles.then(({kernel}) => chooseAccel({choice: options.accel ?? 'auto', qemu: plan.qemu, kernel, cacheDir: plan.cacheDir, onStatus: options.onStatus})))
+  const accel = awaitedLater(
+    guestFiles.then(({kernel}) =>
+      chooseAccel({
+        choice: options.accel ?? 'auto',
+        qemu: plan.qemu,
+        kernel,
+        cacheDir: plan.cacheDir,
+        onStatus: options.onStatus,
+      }),
+    ),
+  )
   let launched!: () => void
   const vmLaunched = new Promise<void>((resolve) => {
     launched = resolve
@@ -250,17 +324,29 @@ function lazyHooks(plan: InstancePlan): LazyHooks {
   let hooks: ReturnType<LazyHooks['start']> | undefined
   const start = () => {
     if (hooks) return hooks
-    const rendering = hasHook(kit, 'render_env') ? renderEnv(kit, app, secrets) : Promise.resolve<RenderEnvResult>({env: {}, files: [], warnings: [], urls: []})
+    const rendering = hasHook(kit, 'render_env')
+      ? renderEnv(kit, app, secrets)
+      : Promise.resolve<RenderEnvResult>({env: {}, files: [], warnings: [], urls: []})
     return (hooks = {rendering: awaitedLater(rendering), configChecked: awaitedLater(checkConfigOrThrow(kit, app))})
   }
   return {start, configGate: () => start().configChecked}
 }
 
 /** The kit's image, built (or found cached), its root unpacked and made a disk. */
-async function prepareImage(plan: InstancePlan, building: Promise<typeof import('../builder/build.js')>, configGate: () => Promise<void>): Promise<PreparedImage> {
+async function prepareImage(
+  plan: InstancePlan,
+  building: Promise<typeof import('../builder/build.js')>,
+  configGate: () => Promise<void>,
+): Promise<PreparedImage> {
   const {options, cacheDir} = plan
   const {buildKit} = await building
-  const built = await buildKit(plan.kit, {store: options.store, cacheDir, onEvent: options.onBuild, signal: options.signal, beforeWork: configGate})
+  const built = await buildKit(plan.kit, {
+    store: options.store,
+    cacheDir,
+    onEvent: options.onBuild,
+    signal: options.signal,
+    beforeWork: configGate,
+  })
   const rootfs = await prepareRootfs(options.store, built.reference, cacheDir, plan.architecture, options.onStatus)
   return {reference: built.reference, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
 }
@@ -269,8 +355,15 @@ async function prepareImage(plan: InstancePlan, building: Promise<typeof import(
  * Waits for the files and, once QEMU runs, for the hooks. The hooks run even when the files
  * failed: the error a user fixes first may be the config.
  */
-async function settleHooksAfterLaunch(files: BootInputs['files'], vmLaunched: Promise<void>, hooks: LazyHooks): Promise<Prepared> {
-  const booting = await files.then((value) => ({value}), (error: unknown) => ({error}))
+async function settleHooksAfterLaunch(
+  files: BootInputs['files'],
+  vmLaunched: Promise<void>,
+  hooks: LazyHooks,
+): Promise<Prepared> {
+  const booting = await files.then(
+    (value) => ({value}),
+    (error: unknown) => ({error}),
+  )
   if ('value' in booting) await vmLaunched
   const {rendering, configChecked} = hooks.start()
   const [, rendered] = await settleAll([configChecked, rendering])
@@ -287,17 +380,39 @@ async function workloadSpec(plan: InstancePlan, prepared: Prepared, accel: Promi
   const imageConfig = rootfs.config.config ?? {}
   const user = await resolveImageUser(rootfs.dir, imageConfig.User)
   await prepareWorkspace(plan.workspace, rendered.files, user, plan.kit.manifest.name)
-  const profileCommand = plan.profile?.command === undefined ? undefined : typeof plan.profile.command === 'string' ? ['/bin/sh', '-c', plan.profile.command] : plan.profile.command
+  const profileCommand =
+    plan.profile?.command === undefined
+      ? undefined
+      : typeof plan.profile.command === 'string'
+        ? ['/bin/sh', '-c', plan.profile.command]
+        : plan.profile.command
   const command = options.command ?? profileCommand ?? [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])]
-  if (command.length === 0) throw new AegisError(`the ${reference} image has no command`, {hint: 'give one after --: aegis-kit run KIT -- COMMAND...'})
+  if (command.length === 0)
+    throw new AegisError(`the ${reference} image has no command`, {
+      hint: 'give one after --: aegis-kit run KIT -- COMMAND...',
+    })
   const {env, secrets} = workloadEnv(plan, imageConfig.Env ?? [], rendered.env)
   const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
-  options.onStatus(`booting ${name}: ${plan.memoryMib} MiB, ${plan.vcpus} vCPU, ${accelerator}, workspace ${plan.workspace}`)
-  return {command, env, secrets, user, workdir: imageConfig.WorkingDir || '/', ports: plan.expose.map((m) => m.guestPort), hostname: name}
+  options.onStatus(
+    `booting ${name}: ${plan.memoryMib} MiB, ${plan.vcpus} vCPU, ${accelerator}, workspace ${plan.workspace}`,
+  )
+  return {
+    command,
+    env,
+    secrets,
+    user,
+    workdir: imageConfig.WorkingDir || '/',
+    ports: plan.expose.map((m) => m.guestPort),
+    hostname: name,
+  }
 }
 
 /** Secret values travel as secrets (environment + /run/secrets/NAME), never as plain env. */
-function workloadEnv(plan: InstancePlan, imageEnv: string[], renderedEnv: Record<string, string>): {env: Record<string, string>; secrets: Record<string, string>} {
+function workloadEnv(
+  plan: InstancePlan,
+  imageEnv: string[],
+  renderedEnv: Record<string, string>,
+): {env: Record<string, string>; secrets: Record<string, string>} {
   const env: Record<string, string> = {}
   for (const entry of imageEnv) {
     const at = entry.indexOf('=')
@@ -322,7 +437,10 @@ async function bootVm(plan: InstancePlan, boot: BootInputs, consoleLines: (text:
     rootDisk: boot.files.then(([{rootDisk}]) => rootDisk),
     accel: boot.accel,
     workspaceDir: workspace,
-    writableLayer: plan.writableLayerBytes === undefined ? undefined : {bytes: plan.writableLayerBytes, dir: path.join(options.dataDir, 'scratch')},
+    writableLayer:
+      plan.writableLayerBytes === undefined
+        ? undefined
+        : {bytes: plan.writableLayerBytes, dir: path.join(options.dataDir, 'scratch')},
     memoryMib: plan.memoryMib,
     vcpus: plan.vcpus,
     spec: boot.spec,
@@ -333,7 +451,10 @@ async function bootVm(plan: InstancePlan, boot: BootInputs, consoleLines: (text:
   }).catch(async (error: unknown) => {
     boot.launched()
     // No hook or build outlives the error; a failed config check is the error to show first.
-    throw await boot.prepared.then(() => error, (failure: unknown) => failure)
+    throw await boot.prepared.then(
+      () => error,
+      (failure: unknown) => failure,
+    )
   })
 }
 
@@ -346,13 +467,18 @@ interface Ending {
 /** When the VM ends: the console's last line out, the record released with how it ended. */
 function watchExit(plan: InstancePlan, vm: RunningVm, consoleLines: {flush: () => void}): Ending {
   let exited = false
-  const result = vm.result.finally(() => {
-    exited = true
-    consoleLines.flush()
-  }).then(async (ended) => {
-    await release(plan.registry, plan.name, plan.options.detached, {exitCode: ended.exitCode ?? undefined, message: describeExit(plan.name, ended, plan.memoryMib)})
-    return ended
-  })
+  const result = vm.result
+    .finally(() => {
+      exited = true
+      consoleLines.flush()
+    })
+    .then(async (ended) => {
+      await release(plan.registry, plan.name, plan.options.detached, {
+        exitCode: ended.exitCode ?? undefined,
+        message: describeExit(plan.name, ended, plan.memoryMib),
+      })
+      return ended
+    })
   return {result, exited: () => exited}
 }
 
@@ -363,8 +489,11 @@ function instanceUrls(plan: InstancePlan, rendered: RenderEnvResult): Array<{lab
     const hostPort = hostPortFor(plan, entry.port)
     if (!entry.ui || hostPort === undefined) continue
     const named = rendered.urls.find((candidate) => candidate.port === entry.port)
-    const token = named?.token_env ? plan.secrets[named.token_env] ?? rendered.env[named.token_env] : undefined
-    urls.push({label: named?.label ?? entry.name ?? 'UI', url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`})
+    const token = named?.token_env ? (plan.secrets[named.token_env] ?? rendered.env[named.token_env]) : undefined
+    urls.push({
+      label: named?.label ?? entry.name ?? 'UI',
+      url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`,
+    })
   }
   return urls
 }
@@ -378,7 +507,12 @@ function hostPortFor(plan: InstancePlan, guestPort: number): number | undefined 
  * healthy. Milliseconds until healthy; undefined without a check, or when the instance was
  * stopped (Ctrl-C) or ended while waiting, which is no error.
  */
-async function waitUntilHealthy(plan: InstancePlan, vm: RunningVm, ended: Ending, urls: Array<{label: string; url: string}>): Promise<number | undefined> {
+async function waitUntilHealthy(
+  plan: InstancePlan,
+  vm: RunningVm,
+  ended: Ending,
+  urls: Array<{label: string; url: string}>,
+): Promise<number | undefined> {
   const {options} = plan
   const health = plan.kit.manifest.healthcheck
   const healthPort = health ? hostPortFor(plan, health.port) : undefined
@@ -398,7 +532,11 @@ async function waitUntilHealthy(plan: InstancePlan, vm: RunningVm, ended: Ending
     throw error
   }
   // Kept without the token: the state file is for `ps`, and the token is a secret.
-  if (!ended.exited()) await plan.registry?.update(plan.name, {status: 'healthy', urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')}))})
+  if (!ended.exited())
+    await plan.registry?.update(plan.name, {
+      status: 'healthy',
+      urls: urls.map((u) => ({label: u.label, url: u.url.replace(/#token=.*$/, '')})),
+    })
   return healthyMs
 }
 
@@ -406,7 +544,12 @@ async function waitUntilHealthy(plan: InstancePlan, vm: RunningVm, ended: Ending
  * The instance is over: a detached one keeps its record (with how it ended) for `ps --all` and
  * `logs`; a foreground one's record goes, its terminal having shown everything.
  */
-async function release(registry: InstanceRegistry | undefined, name: string, detached: boolean | undefined, end: {exitCode?: number; message: string}): Promise<void> {
+async function release(
+  registry: InstanceRegistry | undefined,
+  name: string,
+  detached: boolean | undefined,
+  end: {exitCode?: number; message: string},
+): Promise<void> {
   if (!registry) return
   if (detached) await registry.update(name, {status: 'exited', ...end})
   else await registry.remove(name)
@@ -416,9 +559,22 @@ async function release(registry: InstanceRegistry | undefined, name: string, det
  * What the VM boots: --kernel and --initrd as given, the rest from the --guest artifact or else
  * this host's guest in the store (assembled and stored the first time).
  */
-async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, cacheDir: string, beforeWork: () => Promise<void>): Promise<{kernel: string; initrd: string}> {
-  if (options.kernel !== undefined && options.initrd !== undefined) return {kernel: options.kernel, initrd: options.initrd}
-  const guest = chosen ?? await resolveGuest({store: options.store, cacheDir: path.join(cacheDir, 'guest'), onStatus: options.onStatus, beforeWork})
+async function bootFiles(
+  options: RunOptions,
+  chosen: StoredGuest | undefined,
+  cacheDir: string,
+  beforeWork: () => Promise<void>,
+): Promise<{kernel: string; initrd: string}> {
+  if (options.kernel !== undefined && options.initrd !== undefined)
+    return {kernel: options.kernel, initrd: options.initrd}
+  const guest =
+    chosen ??
+    (await resolveGuest({
+      store: options.store,
+      cacheDir: path.join(cacheDir, 'guest'),
+      onStatus: options.onStatus,
+      beforeWork,
+    }))
   return {kernel: options.kernel ?? guest.kernel, initrd: options.initrd ?? guest.initrd}
 }
 
@@ -426,7 +582,10 @@ async function bootFiles(options: RunOptions, chosen: StoredGuest | undefined, c
  * Console text arrives in arbitrary chunks, so a secret can straddle two of them: mask whole
  * lines only. `flush` emits a last unterminated line.
  */
-function lineMasker(secretValues: string[], emit: (line: string) => void): ((text: string) => void) & {flush: () => void} {
+function lineMasker(
+  secretValues: string[],
+  emit: (line: string) => void,
+): ((text: string) => void) & {flush: () => void} {
   let pending = ''
   const push = (text: string) => {
     pending += text
@@ -447,7 +606,12 @@ function lineMasker(secretValues: string[], emit: (line: string) => void): ((tex
  * aegis-kit runs as root and the workload does not, a root-owned workspace (and what we wrote)
  * is handed to the workload's uid:gid, since virtiofs passes ownership through unchanged.
  */
-async function prepareWorkspace(workspace: string, files: ResolvedFile[], user: ImageUser, kitName: string): Promise<void> {
+async function prepareWorkspace(
+  workspace: string,
+  files: ResolvedFile[],
+  user: ImageUser,
+  kitName: string,
+): Promise<void> {
   await mkdir(workspace, {recursive: true})
   const handOver = process.getuid?.() === 0 && user.uid !== 0
   const own = async (target: string) => {
@@ -456,11 +620,16 @@ async function prepareWorkspace(workspace: string, files: ResolvedFile[], user: 
   await own(workspace)
   for (const file of files) {
     if (!file.path.startsWith('/workspace/')) {
-      throw new AegisError(`render_env of kit ${kitName} rendered ${file.path}, outside /workspace`, {hint: 'kits render files into /workspace; secrets reach the workload as environment variables and /run/secrets/NAME'})
+      throw new AegisError(`render_env of kit ${kitName} rendered ${file.path}, outside /workspace`, {
+        hint: 'kits render files into /workspace; secrets reach the workload as environment variables and /run/secrets/NAME',
+      })
     }
     const relative = file.path.slice('/workspace/'.length)
     const target = path.join(workspace, relative)
-    const parts = path.dirname(relative).split('/').filter((part) => part !== '.' && part !== '')
+    const parts = path
+      .dirname(relative)
+      .split('/')
+      .filter((part) => part !== '.' && part !== '')
     for (let depth = 1; depth <= parts.length; depth++) {
       const dir = path.join(workspace, ...parts.slice(0, depth))
       await mkdir(dir, {recursive: true})
@@ -473,7 +642,8 @@ async function prepareWorkspace(workspace: string, files: ResolvedFile[], user: 
 
 /** One plain sentence for how the instance ended. */
 export function describeExit(name: string, result: VmResult, memoryMib: number): string {
-  if (result.oomKilled) return `${name}: the workload was killed because the VM ran out of memory (${memoryMib} MiB); run again with more, e.g. --memory ${Math.max(memoryMib * 2, 1024)}mb`
+  if (result.oomKilled)
+    return `${name}: the workload was killed because the VM ran out of memory (${memoryMib} MiB); run again with more, e.g. --memory ${Math.max(memoryMib * 2, 1024)}mb`
   if (result.harnessError) return `${name}: the workload could not start: ${result.harnessError}`
   return `${name}: the workload exited with code ${result.exitCode}${result.killedByHost ? ' (the VM was powered off after the grace period)' : ''}`
 }

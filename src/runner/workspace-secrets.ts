@@ -57,6 +57,9 @@ function readKept(file: string, name: string, workspace: string): string | undef
     throw error
   }
   // Never shown: an error names the file, not what it holds.
-  if (value === '') throw new AegisError(`the kept value of secret ${name} for workspace ${workspace} is empty`, {hint: `delete ${file} to generate a new one`})
+  if (value === '')
+    throw new AegisError(`the kept value of secret ${name} for workspace ${workspace} is empty`, {
+      hint: `delete ${file} to generate a new one`,
+    })
   return value
 }

@@ -36,9 +36,15 @@ export async function signDigest(digest: string, key: SigningKey): Promise<Buffe
   // @sigstore/sign's signers are Fulcio's (keyless, online): a key pair signs through this small
   // Signer with Node's ECDSA (SHA-256, DER signature: what cosign produces and checks).
   const signer: Signer = {
-    sign: async (data) => ({signature: signBytes('sha256', data, key.privateKey), key: {$case: 'publicKey', publicKey: '', hint: keyHint(key.publicKey)}}),
+    sign: async (data) => ({
+      signature: signBytes('sha256', data, key.privateKey),
+      key: {$case: 'publicKey', publicKey: '', hint: keyHint(key.publicKey)},
+    }),
   }
-  const bundle = await new DSSEBundleBuilder({signer, witnesses: []}).create({data: Buffer.from(JSON.stringify(statement)), type: IN_TOTO_PAYLOAD_TYPE})
+  const bundle = await new DSSEBundleBuilder({signer, witnesses: []}).create({
+    data: Buffer.from(JSON.stringify(statement)),
+    type: IN_TOTO_PAYLOAD_TYPE,
+  })
   // The builder also copies the hint into the DSSE signature's keyid; cosign leaves it empty, and
   // its DSSE verifier skips a signature whose keyid differs from its own idea of the key's id.
   for (const signature of bundle.content.dsseEnvelope.signatures) signature.keyid = ''
@@ -57,9 +63,16 @@ export function verifyBundle(bundleBytes: Buffer, digest: string, publicKey: Key
   } catch (error) {
     throw new AegisError(`not a Sigstore bundle: ${messageOf(error)}`)
   }
-  if (!isBundleWithDsseEnvelope(bundle)) throw new AegisError('the bundle holds a message signature, not the DSSE statement cosign signs images with')
+  if (!isBundleWithDsseEnvelope(bundle))
+    throw new AegisError('the bundle holds a message signature, not the DSSE statement cosign signs images with')
   const verifier = new Verifier(
-    {certificateAuthorities: [], timestampAuthorities: [], tlogs: [], ctlogs: [], publicKey: () => ({publicKey, validFor: () => true})},
+    {
+      certificateAuthorities: [],
+      timestampAuthorities: [],
+      tlogs: [],
+      ctlogs: [],
+      publicKey: () => ({publicKey, validFor: () => true}),
+    },
     {tlogThreshold: 0, ctlogThreshold: 0, tsaThreshold: 0},
   )
   try {
@@ -68,19 +81,24 @@ export function verifyBundle(bundleBytes: Buffer, digest: string, publicKey: Key
     throw new AegisError(`the signature does not verify with this key (${messageOf(error)})`)
   }
   const envelope = bundle.content.dsseEnvelope
-  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE) throw new AegisError(`the signed payload is ${envelope.payloadType}, not an in-toto statement`)
+  if (envelope.payloadType !== IN_TOTO_PAYLOAD_TYPE)
+    throw new AegisError(`the signed payload is ${envelope.payloadType}, not an in-toto statement`)
   let statement: Statement
   try {
     statement = JSON.parse(envelope.payload.toString('utf8')) as Statement
   } catch {
     throw new AegisError('the signed payload is not JSON')
   }
-  if (statement._type !== IN_TOTO_STATEMENT_V1) throw new AegisError(`the signed statement is of type ${String(statement._type)}`)
+  if (statement._type !== IN_TOTO_STATEMENT_V1)
+    throw new AegisError(`the signed statement is of type ${String(statement._type)}`)
   // cosign 3 writes attestations (`cosign attest`) in the same bundles: only a signature counts.
-  if (statement.predicateType !== COSIGN_SIGN_PREDICATE) throw new AegisError(`the statement is an attestation (${String(statement.predicateType)}), not a signature`)
+  if (statement.predicateType !== COSIGN_SIGN_PREDICATE)
+    throw new AegisError(`the statement is an attestation (${String(statement.predicateType)}), not a signature`)
   const names = (statement.subject ?? []).map((subject) => subject.digest?.sha256)
   if (!names.includes(hexOf(digest))) {
-    throw new AegisError(`the signature is for ${names.map((hex) => `sha256:${hex}`).join(', ') || 'nothing'}, not ${digest}`)
+    throw new AegisError(
+      `the signature is for ${names.map((hex) => `sha256:${hex}`).join(', ') || 'nothing'}, not ${digest}`,
+    )
   }
 }
 

@@ -29,12 +29,16 @@ export async function loadSigningKey(path: string, env: NodeJS.ProcessEnv = proc
   let privateKey: KeyObject
   if (pem.includes(`-----BEGIN ${COSIGN_KEY_LABEL}-----`)) {
     if (password === undefined) {
-      throw new AegisError(`${path} is an encrypted cosign key and ${PASSWORD_ENV} is not set.`, {hint: `Export ${PASSWORD_ENV} with the key's password (an empty one is allowed).`})
+      throw new AegisError(`${path} is an encrypted cosign key and ${PASSWORD_ENV} is not set.`, {
+        hint: `Export ${PASSWORD_ENV} with the key's password (an empty one is allowed).`,
+      })
     }
     privateKey = await decryptCosignKey(path, pem, password)
   } else {
     try {
-      privateKey = createPrivateKey(password === undefined ? {key: pem, format: 'pem'} : {key: pem, format: 'pem', passphrase: password})
+      privateKey = createPrivateKey(
+        password === undefined ? {key: pem, format: 'pem'} : {key: pem, format: 'pem', passphrase: password},
+      )
     } catch (error) {
       throw new AegisError(`${path} is not a private key aegis-kit can read: ${messageOf(error)}.`, {
         hint: `Use a key from \`cosign generate-key-pair\`, or a PEM from \`openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256\` (its password, if any, in ${PASSWORD_ENV}).`,
@@ -52,7 +56,9 @@ export async function loadVerificationKey(path: string): Promise<KeyObject> {
   try {
     key = createPublicKey({key: pem, format: 'pem'})
   } catch (error) {
-    throw new AegisError(`${path} is not a public key aegis-kit can read: ${messageOf(error)}.`, {hint: 'Give the PEM public key, e.g. the cosign.pub `cosign generate-key-pair` wrote.'})
+    throw new AegisError(`${path} is not a public key aegis-kit can read: ${messageOf(error)}.`, {
+      hint: 'Give the PEM public key, e.g. the cosign.pub `cosign generate-key-pair` wrote.',
+    })
   }
   requireP256(key, path)
   return key
@@ -60,7 +66,9 @@ export async function loadVerificationKey(path: string): Promise<KeyObject> {
 
 /** The key hint cosign writes into a bundle: base64 of the SHA-256 of the DER public key. */
 export function keyHint(publicKey: KeyObject): string {
-  return createHash('sha256').update(publicKey.export({format: 'der', type: 'spki'})).digest('base64')
+  return createHash('sha256')
+    .update(publicKey.export({format: 'der', type: 'spki'}))
+    .digest('base64')
 }
 
 async function readKeyFile(path: string, kind: 'private' | 'public'): Promise<string> {
@@ -70,14 +78,21 @@ async function readKeyFile(path: string, kind: 'private' | 'public'): Promise<st
   } catch (error) {
     throw new AegisError(`Cannot read the ${kind} key ${path}: ${messageOf(error)}.`)
   }
-  if (bytes.length > MAX_KEY_FILE_BYTES) throw new AegisError(`${path} is ${bytes.length} bytes: too large for a ${kind} key.`)
+  if (bytes.length > MAX_KEY_FILE_BYTES)
+    throw new AegisError(`${path} is ${bytes.length} bytes: too large for a ${kind} key.`)
   return bytes.toString('utf8')
 }
 
 function requireP256(key: KeyObject, path: string): void {
   if (key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1') return
-  const what = key.asymmetricKeyType === 'ec' ? `an EC key on ${key.asymmetricKeyDetails?.namedCurve ?? 'an unknown curve'}` : `a ${key.asymmetricKeyType ?? 'secret'} key`
-  throw new AegisError(`${path} is ${what}; aegis-kit signs and verifies with ECDSA P-256 keys, as cosign makes them.`, {hint: 'Make a pair with `cosign generate-key-pair`.'})
+  const what =
+    key.asymmetricKeyType === 'ec'
+      ? `an EC key on ${key.asymmetricKeyDetails?.namedCurve ?? 'an unknown curve'}`
+      : `a ${key.asymmetricKeyType ?? 'secret'} key`
+  throw new AegisError(
+    `${path} is ${what}; aegis-kit signs and verifies with ECDSA P-256 keys, as cosign makes them.`,
+    {hint: 'Make a pair with `cosign generate-key-pair`.'},
+  )
 }
 
 /**
@@ -99,14 +114,29 @@ async function decryptCosignKey(path: string, pem: string, password: string): Pr
     throw new AegisError(`${path} claims to be a cosign key but its body is not the JSON cosign writes.`)
   }
   if (sealed.kdf?.name !== 'scrypt' || sealed.cipher?.name !== 'nacl/secretbox') {
-    throw new AegisError(`${path} uses ${sealed.kdf?.name}/${sealed.cipher?.name}; aegis-kit reads cosign keys sealed with scrypt and nacl/secretbox.`)
+    throw new AegisError(
+      `${path} uses ${sealed.kdf?.name}/${sealed.cipher?.name}; aegis-kit reads cosign keys sealed with scrypt and nacl/secretbox.`,
+    )
   }
   const {N, r, p} = sealed.kdf.params
   // Node's default scrypt memory cap (32 MiB) is below what cosign's N=65536, r=8 needs (64 MiB).
   const secretKey = await new Promise<Buffer>((resolve, reject) => {
-    scrypt(password, Buffer.from(sealed.kdf.salt, 'base64'), nacl.secretbox.keyLength, {N, r, p, maxmem: 256 * N * r + 1024 * 1024}, (error, key) => (error ? reject(error) : resolve(key)))
+    scrypt(
+      password,
+      Buffer.from(sealed.kdf.salt, 'base64'),
+      nacl.secretbox.keyLength,
+      {N, r, p, maxmem: 256 * N * r + 1024 * 1024},
+      (error, key) => (error ? reject(error) : resolve(key)),
+    )
   })
-  const der = nacl.secretbox.open(Buffer.from(sealed.ciphertext, 'base64'), Buffer.from(sealed.cipher.nonce, 'base64'), secretKey)
-  if (!der) throw new AegisError(`Cannot decrypt ${path} with the password in ${PASSWORD_ENV}.`, {hint: `Set ${PASSWORD_ENV} to the password the key was made with.`})
+  const der = nacl.secretbox.open(
+    Buffer.from(sealed.ciphertext, 'base64'),
+    Buffer.from(sealed.cipher.nonce, 'base64'),
+    secretKey,
+  )
+  if (!der)
+    throw new AegisError(`Cannot decrypt ${path} with the password in ${PASSWORD_ENV}.`, {
+      hint: `Set ${PASSWORD_ENV} to the password the key was made with.`,
+    })
   return createPrivateKey({key: Buffer.from(der), format: 'der', type: 'pkcs8'})
 }

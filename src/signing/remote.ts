@@ -20,7 +20,11 @@ export interface SignatureReport {
 }
 
 /** Signs `subject` (default: what the repository's reference resolves to) and stores the signature beside it. */
-export async function signRemote(repository: RemoteRepository, key: SigningKey, subject?: Descriptor): Promise<SignatureReport> {
+export async function signRemote(
+  repository: RemoteRepository,
+  key: SigningKey,
+  subject?: Descriptor,
+): Promise<SignatureReport> {
   const resolved = subject ?? (await repository.resolve(manifestReference(repository.reference)))
   const bundle = await signDigest(resolved.digest, key)
   repository.prepareForWrite()
@@ -41,5 +45,9 @@ export async function verifyRemote(repository: RemoteRepository, publicKey: KeyO
 }
 
 function pinned(repository: RemoteRepository, subject: Descriptor): string {
-  return formatReference({registry: repository.reference.registry, repository: repository.reference.repository, digest: subject.digest})
+  return formatReference({
+    registry: repository.reference.registry,
+    repository: repository.reference.repository,
+    digest: subject.digest,
+  })
 }

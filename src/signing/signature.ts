@@ -24,7 +24,11 @@ const MAX_BUNDLE_BYTES = 1024 * 1024
 const MAX_CANDIDATES = 64
 
 /** The artifact manifest holding `bundle` as a signature of `subject`, and its descriptor. */
-export function signatureManifest(subject: Descriptor, bundle: Buffer, created: Date): {descriptor: Descriptor; bytes: Buffer; config: Descriptor; layer: Descriptor} {
+export function signatureManifest(
+  subject: Descriptor,
+  bundle: Buffer,
+  created: Date,
+): {descriptor: Descriptor; bytes: Buffer; config: Descriptor; layer: Descriptor} {
   const config: Descriptor = {mediaType: MediaType.Empty, digest: sha256Digest(EMPTY_CONFIG), size: EMPTY_CONFIG.length}
   const layer: Descriptor = {mediaType: BundleMediaType, digest: sha256Digest(bundle), size: bundle.length}
   const manifest: ImageManifest = {
@@ -42,7 +46,17 @@ export function signatureManifest(subject: Descriptor, bundle: Buffer, created: 
     },
   }
   const bytes = Buffer.from(JSON.stringify(manifest))
-  return {descriptor: {mediaType: MediaType.ImageManifest, digest: sha256Digest(bytes), size: bytes.length, artifactType: BundleMediaType}, bytes, config, layer}
+  return {
+    descriptor: {
+      mediaType: MediaType.ImageManifest,
+      digest: sha256Digest(bytes),
+      size: bytes.length,
+      artifactType: BundleMediaType,
+    },
+    bytes,
+    config,
+    layer,
+  }
 }
 
 /** Stores `bundle` in `store` as a signature referring to `subject`: blobs first, the manifest last. */
@@ -63,7 +77,11 @@ export interface VerifiedSignature {
  * Finds a signature of `subject` in `store` that verifies with `publicKey`. Throws an AegisError
  * listing what was found and why each was refused when none does.
  */
-export async function verifySignatures(store: ContentStore & ReferrerSource, subject: Descriptor, publicKey: KeyObject): Promise<VerifiedSignature> {
+export async function verifySignatures(
+  store: ContentStore & ReferrerSource,
+  subject: Descriptor,
+  publicKey: KeyObject,
+): Promise<VerifiedSignature> {
   const candidates = (await store.referrers(subject)).filter(isManifest).slice(0, MAX_CANDIDATES)
   const refusals: string[] = []
   for (const candidate of candidates) {
@@ -77,11 +95,16 @@ export async function verifySignatures(store: ContentStore & ReferrerSource, sub
     }
   }
   if (refusals.length === 0) {
-    throw new AegisError(`${subject.digest} has no signature (no Sigstore bundle refers to it).`, {hint: 'Sign it with `aegis-kit sign REF --key KEY` or `cosign sign --key KEY`.'})
+    throw new AegisError(`${subject.digest} has no signature (no Sigstore bundle refers to it).`, {
+      hint: 'Sign it with `aegis-kit sign REF --key KEY` or `cosign sign --key KEY`.',
+    })
   }
-  throw new AegisError(`No signature of ${subject.digest} verifies with this key:\n${refusals.map((line) => `  ${line}`).join('\n')}`, {
-    hint: 'Check that the public key is the one the publisher signed with; a manifest changed after signing has another digest and no signature.',
-  })
+  throw new AegisError(
+    `No signature of ${subject.digest} verifies with this key:\n${refusals.map((line) => `  ${line}`).join('\n')}`,
+    {
+      hint: 'Check that the public key is the one the publisher signed with; a manifest changed after signing has another digest and no signature.',
+    },
+  )
 }
 
 /** The bundle a referrer holds, undefined for a referrer that is not a signature (an SBOM). */
@@ -91,9 +114,12 @@ async function bundleOf(store: ContentStore, subject: Descriptor, candidate: Des
   const manifest = parsed.manifest
   const layer = manifest.layers?.[0]
   // cosign's own test for a bundle referrer: exactly one layer of a Sigstore bundle type.
-  if (manifest.layers?.length !== 1 || !layer?.mediaType?.startsWith('application/vnd.dev.sigstore.bundle')) return undefined
-  if (manifest.subject?.digest !== subject.digest) throw new AegisError(`it names ${manifest.subject?.digest ?? 'no subject'} as its subject`)
-  if (layer.size > MAX_BUNDLE_BYTES) throw new AegisError(`its bundle is ${layer.size} bytes, more than a bundle may have (${MAX_BUNDLE_BYTES})`)
+  if (manifest.layers?.length !== 1 || !layer?.mediaType?.startsWith('application/vnd.dev.sigstore.bundle'))
+    return undefined
+  if (manifest.subject?.digest !== subject.digest)
+    throw new AegisError(`it names ${manifest.subject?.digest ?? 'no subject'} as its subject`)
+  if (layer.size > MAX_BUNDLE_BYTES)
+    throw new AegisError(`its bundle is ${layer.size} bytes, more than a bundle may have (${MAX_BUNDLE_BYTES})`)
   const bytes = await readAll(await store.fetch(layer), MAX_BUNDLE_BYTES, `Bundle ${layer.digest}`)
   verifyBytes(bytes, layer)
   return bytes

@@ -28,12 +28,21 @@ import type {DockerExportOptions} from './types.js'
 export async function exportOciArchive(store: LocalStore, reference: string, file: string): Promise<Descriptor> {
   const desc = await store.resolve(reference)
   const parsed = parseLocalReference(reference)
-  const annotations = parsed.kind === 'tag' ? {[REF_NAME_ANNOTATION]: formatRefName(parsed.name, parsed.tag)} : undefined
+  const annotations =
+    parsed.kind === 'tag' ? {[REF_NAME_ANNOTATION]: formatRefName(parsed.name, parsed.tag)} : undefined
   const nodes: Descriptor[] = []
-  await walkGraph(desc, (d) => store.readManifest(d), (node) => void nodes.push(node.desc))
+  await walkGraph(
+    desc,
+    (d) => store.readManifest(d),
+    (node) => void nodes.push(node.desc),
+  )
   await writeTarAtomically(file, async (tar) => {
     await tar.addBytes('oci-layout', JSON.stringify({imageLayoutVersion: OCI_LAYOUT_VERSION}))
-    const index = {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [{...desc, ...(annotations ? {annotations} : {})}]}
+    const index = {
+      schemaVersion: 2,
+      mediaType: MediaType.ImageIndex,
+      manifests: [{...desc, ...(annotations ? {annotations} : {})}],
+    }
     await tar.addBytes('index.json', JSON.stringify(index))
     await tar.addDirectory('blobs')
     await tar.addDirectory('blobs/sha256')
@@ -53,7 +62,12 @@ export async function exportDockerArchive(
 ): Promise<Descriptor> {
   const resolved = await store.resolve(reference)
   const parsed = parseLocalReference(reference)
-  const {desc, manifest} = await pickImage(store, resolved, options.platform ?? formatPlatform(hostOciPlatform()), reference)
+  const {desc, manifest} = await pickImage(
+    store,
+    resolved,
+    options.platform ?? formatPlatform(hostOciPlatform()),
+    reference,
+  )
   const config = await store.readImageConfig(manifest.config)
   if (!config) {
     throw new AegisError(`${reference} is not a container image (config ${manifest.config.mediaType})`, {
@@ -62,9 +76,12 @@ export async function exportDockerArchive(
   }
   const diffIds = config.rootfs?.diff_ids ?? []
   if (diffIds.length !== manifest.layers.length) {
-    throw new AegisError(`${reference}: the config lists ${diffIds.length} layers, the manifest ${manifest.layers.length}`, {
-      hint: 'the image is malformed',
-    })
+    throw new AegisError(
+      `${reference}: the config lists ${diffIds.length} layers, the manifest ${manifest.layers.length}`,
+      {
+        hint: 'the image is malformed',
+      },
+    )
   }
   const configName = `${sha256Hex(manifest.config.digest)}.json`
   const layerNames = diffIds.map((diffId) => `${sha256Hex(diffId)}.tar`)
@@ -84,19 +101,33 @@ export async function exportDockerArchive(
 }
 
 /** The single-platform image to export: the manifest itself, or the index's entry for `platform`. */
-async function pickImage(store: LocalStore, desc: Descriptor, platform: string, reference: string): Promise<{desc: Descriptor; manifest: ImageManifest}> {
+async function pickImage(
+  store: LocalStore,
+  desc: Descriptor,
+  platform: string,
+  reference: string,
+): Promise<{desc: Descriptor; manifest: ImageManifest}> {
   const candidates: Array<{desc: Descriptor; manifest: ImageManifest; platform?: string}> = []
   const platformOf = new Map<string, string>()
-  await walkGraph(desc, (d) => store.readManifest(d), async (node) => {
-    if (node.role !== 'manifest') return
-    if (node.parsed.kind === 'index') {
-      for (const child of node.parsed.index.manifests) if (child.platform) platformOf.set(child.digest, formatPlatform(child.platform))
-      return
-    }
-    const config = await store.readImageConfig(node.parsed.manifest.config)
-    const imagePlatform = platformOf.get(node.desc.digest) ?? (config ? formatPlatform(config) : undefined)
-    candidates.push({desc: node.desc, manifest: node.parsed.manifest, ...(imagePlatform ? {platform: imagePlatform} : {})})
-  })
+  await walkGraph(
+    desc,
+    (d) => store.readManifest(d),
+    async (node) => {
+      if (node.role !== 'manifest') return
+      if (node.parsed.kind === 'index') {
+        for (const child of node.parsed.index.manifests)
+          if (child.platform) platformOf.set(child.digest, formatPlatform(child.platform))
+        return
+      }
+      const config = await store.readImageConfig(node.parsed.manifest.config)
+      const imagePlatform = platformOf.get(node.desc.digest) ?? (config ? formatPlatform(config) : undefined)
+      candidates.push({
+        desc: node.desc,
+        manifest: node.parsed.manifest,
+        ...(imagePlatform ? {platform: imagePlatform} : {}),
+      })
+    },
+  )
   const images = candidates.filter((c) => !c.platform?.startsWith('unknown/'))
   const match = images.length === 1 ? images[0] : images.find((c) => c.platform === platform)
   if (match) return match
@@ -121,9 +152,12 @@ async function addUncompressedLayer(
     return add(blobPath, layer.size)
   }
   if (!layer.mediaType.endsWith('+gzip') && layer.mediaType !== MediaType.DockerLayerGzip) {
-    throw new AegisError(`layer ${shortDigest(layer.digest)} is ${layer.mediaType}, which a docker-archive cannot carry`, {
-      hint: 'export it as an OCI archive instead',
-    })
+    throw new AegisError(
+      `layer ${shortDigest(layer.digest)} is ${layer.mediaType}, which a docker-archive cannot carry`,
+      {
+        hint: 'export it as an OCI archive instead',
+      },
+    )
   }
   const temp = join(store.paths.tmpDir, tempFileName('.layer.tar'))
   try {
@@ -139,9 +173,12 @@ async function addUncompressedLayer(
     const output = await open(temp, 'wx', 0o644)
     await pipeline(createReadStream(blobPath), createGunzip(), measure, output.createWriteStream())
     if (`sha256:${hash.digest('hex')}` !== diffId) {
-      throw new AegisError(`layer ${shortDigest(layer.digest)} does not uncompress to its diff_id ${shortDigest(diffId)}`, {
-        hint: 'the image is malformed',
-      })
+      throw new AegisError(
+        `layer ${shortDigest(layer.digest)} does not uncompress to its diff_id ${shortDigest(diffId)}`,
+        {
+          hint: 'the image is malformed',
+        },
+      )
     }
     await add(temp, size)
   } finally {

@@ -29,7 +29,12 @@ export async function writeBlob(
   onBytes?: (bytes: number) => void,
 ): Promise<BlobWriteResult> {
   // Never 'not-filled': streamToFile always reports what it wrote.
-  return (await writeBlobWith(paths, desc, (tempPath) => streamToFile(tempPath, desc, content, onBytes), () => drain(content))) as BlobWriteResult
+  return (await writeBlobWith(
+    paths,
+    desc,
+    (tempPath) => streamToFile(tempPath, desc, content, onBytes),
+    () => drain(content),
+  )) as BlobWriteResult
 }
 
 /**
@@ -46,7 +51,9 @@ export async function writeBlobWith(
 ): Promise<BlobWriteResult | 'not-filled'> {
   const hex = sha256Hex(desc.digest)
   if (!Number.isSafeInteger(desc.size) || desc.size < 0) {
-    throw new AegisError(`invalid size ${desc.size} for ${shortDigest(desc.digest)}`, {hint: 'sizes are whole numbers of bytes'})
+    throw new AegisError(`invalid size ${desc.size} for ${shortDigest(desc.digest)}`, {
+      hint: 'sizes are whole numbers of bytes',
+    })
   }
   const finalPath = paths.blob(hex)
   const existing = await statIfExists(finalPath)
@@ -68,9 +75,12 @@ export async function writeBlobWith(
     if (filled.size > desc.size) throw sizeMismatch(desc, `more than ${desc.size} bytes`)
     if (filled.size !== desc.size) throw sizeMismatch(desc, `${filled.size} bytes, expected ${desc.size}`)
     if (filled.digest !== desc.digest) {
-      throw new AegisError(`content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(filled.digest)})`, {
-        hint: 'the source is corrupt or was changed; nothing was stored',
-      })
+      throw new AegisError(
+        `content does not match digest ${shortDigest(desc.digest)} (got ${shortDigest(filled.digest)})`,
+        {
+          hint: 'the source is corrupt or was changed; nothing was stored',
+        },
+      )
     }
     await rename(tempPath, finalPath).catch((error: unknown) => {
       throw storeWriteError(finalPath, error)
@@ -145,7 +155,7 @@ async function writeAll(handle: FileHandle, chunks: Buffer[], path: string): Pro
   const {bytesWritten} = await handle.writev(chunks).catch(fail)
   if (bytesWritten === total) return
   const rest = Buffer.concat(chunks).subarray(bytesWritten)
-  for (let offset = 0; offset < rest.length;) {
+  for (let offset = 0; offset < rest.length; ) {
     offset += (await handle.write(rest, offset).catch(fail)).bytesWritten
   }
 }

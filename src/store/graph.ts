@@ -37,7 +37,9 @@ export async function walkGraph(
     const bytes = await readManifest(desc)
     if (bytes === undefined) {
       if (onMissing) return onMissing(desc)
-      throw new AegisError(`manifest ${shortDigest(desc.digest)} is missing`, {hint: 'the image is incomplete; import or pull it again'})
+      throw new AegisError(`manifest ${shortDigest(desc.digest)} is missing`, {
+        hint: 'the image is incomplete; import or pull it again',
+      })
     }
     const parsed = parseManifest(desc, bytes)
     await visit({role, desc, bytes, parsed})

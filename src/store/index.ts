@@ -8,5 +8,13 @@ export {describeStore} from './paths.js'
 // For walking an image's graph in the store (doctor checks every tag's content is there).
 export {walkGraph, type GraphNode} from './graph.js'
 export type {
-  DockerExportOptions, ImageSummary, ImportedImage, ImportOptions, InspectResult, PruneResult, Referrer, RemovedTag, StoreEntry,
+  DockerExportOptions,
+  ImageSummary,
+  ImportedImage,
+  ImportOptions,
+  InspectResult,
+  PruneResult,
+  Referrer,
+  RemovedTag,
+  StoreEntry,
 } from './types.js'

@@ -11,7 +11,13 @@ import {AegisError, messageOf} from '../errors.js'
 import type {Descriptor, ImageIndex} from '../oci/types.js'
 import {sha256Hex, shortDigest} from '../oci/digest.js'
 import {MAX_MANIFEST_BYTES} from '../oci/manifest.js'
-import {DEFAULT_TAG, parseLocalReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from '../oci/reference.js'
+import {
+  DEFAULT_TAG,
+  parseLocalReference,
+  parseTagReference,
+  REF_NAME_ANNOTATION,
+  splitRefName,
+} from '../oci/reference.js'
 import {errorCode} from '../fs-util.js'
 import {walkGraph} from './graph.js'
 import {parseIndexJson} from './layout.js'
@@ -22,7 +28,12 @@ import type {ImportedImage, ImportOptions} from './types.js'
 const BLOB_ENTRY = /^blobs\/sha256\/([a-f0-9]{64})$/
 const MAX_LAYOUT_FILE_BYTES = 64 * 1024
 
-export async function importOciLayout(store: LocalStore, dir: string, tag?: string, options: ImportOptions = {}): Promise<ImportedImage[]> {
+export async function importOciLayout(
+  store: LocalStore,
+  dir: string,
+  tag?: string,
+  options: ImportOptions = {},
+): Promise<ImportedImage[]> {
   const layoutText = await readSourceFile(join(dir, 'oci-layout'), dir)
   checkLayoutVersion(layoutText, dir)
   const index = parseIndexJson(await readSourceFile(join(dir, 'index.json'), dir), join(dir, 'index.json'))
@@ -31,7 +42,8 @@ export async function importOciLayout(store: LocalStore, dir: string, tag?: stri
   return store.withWriteLease(async () => {
     for (const {desc} of selected) {
       const readManifest = async (d: Descriptor): Promise<Buffer> => {
-        if (d.size > MAX_MANIFEST_BYTES) throw new AegisError(`manifest ${shortDigest(d.digest)} in ${dir} is larger than 4 MiB`)
+        if (d.size > MAX_MANIFEST_BYTES)
+          throw new AegisError(`manifest ${shortDigest(d.digest)} in ${dir} is larger than 4 MiB`)
         return readFile(blobPath(d)).catch((error: unknown) => {
           throw missingFromLayout(dir, d, error)
         })
@@ -39,13 +51,19 @@ export async function importOciLayout(store: LocalStore, dir: string, tag?: stri
       await walkGraph(desc, readManifest, async (node) => {
         if (node.role === 'manifest') return store.push(node.desc, node.bytes)
         if (await store.exists(node.desc)) return
-        const size = await stat(blobPath(node.desc)).then((info) => info.size, (error: unknown) => {
-          throw missingFromLayout(dir, node.desc, error)
-        })
+        const size = await stat(blobPath(node.desc)).then(
+          (info) => info.size,
+          (error: unknown) => {
+            throw missingFromLayout(dir, node.desc, error)
+          },
+        )
         if (size !== node.desc.size) {
-          throw new AegisError(`${shortDigest(node.desc.digest)} in ${dir} has ${size} bytes, its descriptor says ${node.desc.size}`, {
-            hint: 'the layout is corrupt',
-          })
+          throw new AegisError(
+            `${shortDigest(node.desc.digest)} in ${dir} has ${size} bytes, its descriptor says ${node.desc.size}`,
+            {
+              hint: 'the layout is corrupt',
+            },
+          )
         }
         await store.push(node.desc, createReadStream(blobPath(node.desc)))
       })
@@ -54,14 +72,22 @@ export async function importOciLayout(store: LocalStore, dir: string, tag?: stri
   })
 }
 
-export async function importOciArchive(store: LocalStore, file: string, tag?: string, options: ImportOptions = {}): Promise<ImportedImage[]> {
+export async function importOciArchive(
+  store: LocalStore,
+  file: string,
+  tag?: string,
+  options: ImportOptions = {},
+): Promise<ImportedImage[]> {
   let layoutText: string | undefined
   let indexText: string | undefined
   return store.withWriteLease(async () => {
     await readTarFiles(file, async ({name, size, content}) => {
       if (name === 'oci-layout' || name === 'index.json') {
         const limit = name === 'index.json' ? MAX_MANIFEST_BYTES : MAX_LAYOUT_FILE_BYTES
-        if (size > limit) throw new AegisError(`${name} in ${file} is too large (${size} bytes)`, {hint: 'the archive is not an OCI archive'})
+        if (size > limit)
+          throw new AegisError(`${name} in ${file} is too large (${size} bytes)`, {
+            hint: 'the archive is not an OCI archive',
+          })
         const chunks: Buffer[] = []
         for await (const chunk of content) chunks.push(chunk as Buffer)
         const text = Buffer.concat(chunks).toString('utf8')
@@ -79,18 +105,29 @@ export async function importOciArchive(store: LocalStore, file: string, tag?: st
         return store.push(desc, content)
       }
       if (name.startsWith('blobs/')) {
-        throw new AegisError(`archive entry "${name}" is not a sha256 blob`, {hint: 'the store only holds sha256 content'})
+        throw new AegisError(`archive entry "${name}" is not a sha256 blob`, {
+          hint: 'the store only holds sha256 content',
+        })
       }
       content.resume() // other files (e.g. docker's manifest.json) are never written anywhere
     })
     if (layoutText === undefined || indexText === undefined) {
-      throw new AegisError(`${file} is not an OCI archive: it has no ${layoutText === undefined ? 'oci-layout' : 'index.json'}`, {
-        hint: 'make one with `skopeo copy ... oci-archive:FILE` or `aegis-kit export`',
-      })
+      throw new AegisError(
+        `${file} is not an OCI archive: it has no ${layoutText === undefined ? 'oci-layout' : 'index.json'}`,
+        {
+          hint: 'make one with `skopeo copy ... oci-archive:FILE` or `aegis-kit export`',
+        },
+      )
     }
     checkLayoutVersion(layoutText, file)
     const index = parseIndexJson(indexText, `index.json in ${file}`)
-    const selected = selectImages(index, tag, file, defaultNameFrom(basename(file).replace(/(\.oci)?(\.tar)?(\.gz|\.tgz)?$/, '')), options)
+    const selected = selectImages(
+      index,
+      tag,
+      file,
+      defaultNameFrom(basename(file).replace(/(\.oci)?(\.tar)?(\.gz|\.tgz)?$/, '')),
+      options,
+    )
     // Manifests and blobs arrived in archive order; setTags checks that each image is complete.
     return tagAll(store, selected)
   })
@@ -112,7 +149,13 @@ interface SelectedImage {
  * `name:tag` form keeps its name; a bare one (umoci's and skopeo's `oci:DIR:TAG`) is a tag, and
  * the name comes from the directory or file name unless `options.as` gives one.
  */
-function selectImages(index: ImageIndex, tag: string | undefined, source: string, defaultName: string, options: ImportOptions): SelectedImage[] {
+function selectImages(
+  index: ImageIndex,
+  tag: string | undefined,
+  source: string,
+  defaultName: string,
+  options: ImportOptions,
+): SelectedImage[] {
   const refNameOf = (desc: Descriptor): string | undefined => desc.annotations?.[REF_NAME_ANNOTATION]
   const available = index.manifests.map(refNameOf).filter((name): name is string => name !== undefined)
   let chosen: Descriptor[]
@@ -120,7 +163,8 @@ function selectImages(index: ImageIndex, tag: string | undefined, source: string
     chosen = index.manifests.filter((desc) => refNameOf(desc) === tag)
     if (chosen.length === 0) {
       throw new AegisError(`${source} has no image tagged "${tag}"`, {
-        hint: available.length > 0 ? `it has: ${available.join(', ')}` : 'it has no tagged images; import it without a tag',
+        hint:
+          available.length > 0 ? `it has: ${available.join(', ')}` : 'it has no tagged images; import it without a tag',
       })
     }
   } else {
@@ -137,10 +181,18 @@ function selectImages(index: ImageIndex, tag: string | undefined, source: string
       hint: `pick one by its tag (${available.join(', ')})`,
     })
   }
-  return chosen.map((desc) => ({desc: {mediaType: desc.mediaType, digest: desc.digest, size: desc.size}, ...destination(refNameOf(desc), defaultName, source, options)}))
+  return chosen.map((desc) => ({
+    desc: {mediaType: desc.mediaType, digest: desc.digest, size: desc.size},
+    ...destination(refNameOf(desc), defaultName, source, options),
+  }))
 }
 
-function destination(refName: string | undefined, defaultName: string, source: string, options: ImportOptions): {name: string; tag: string} {
+function destination(
+  refName: string | undefined,
+  defaultName: string,
+  source: string,
+  options: ImportOptions,
+): {name: string; tag: string} {
   const sourceTag = refName === undefined ? undefined : splitRefName(refName).tag
   if (options.as !== undefined) {
     const target = parseTagReference(options.as)
@@ -164,13 +216,17 @@ function destination(refName: string | undefined, defaultName: string, source: s
 
 /** A repository name from a directory or file name: lower case, invalid characters as dashes. */
 function defaultNameFrom(base: string): string {
-  return base.toLowerCase().replace(/[^a-z0-9._-]+/g, '-').replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '')
+  return base
+    .toLowerCase()
+    .replace(/[^a-z0-9._-]+/g, '-')
+    .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '')
 }
 
 async function readSourceFile(path: string, source: string): Promise<string> {
   try {
     const info = await stat(path)
-    if (info.size > MAX_MANIFEST_BYTES) throw new AegisError(`${path} is too large (${info.size} bytes)`, {hint: 'it is not an OCI layout file'})
+    if (info.size > MAX_MANIFEST_BYTES)
+      throw new AegisError(`${path} is too large (${info.size} bytes)`, {hint: 'it is not an OCI layout file'})
     return await readFile(path, 'utf8')
   } catch (error) {
     if (error instanceof AegisError) throw error
@@ -191,9 +247,12 @@ function checkLayoutVersion(text: string, source: string): void {
     version = undefined
   }
   if (typeof version !== 'string' || !version.startsWith('1.')) {
-    throw new AegisError(`${source} has an unsupported oci-layout file (imageLayoutVersion ${JSON.stringify(version)})`, {
-      hint: 'only OCI image layout 1.x is supported',
-    })
+    throw new AegisError(
+      `${source} has an unsupported oci-layout file (imageLayoutVersion ${JSON.stringify(version)})`,
+      {
+        hint: 'only OCI image layout 1.x is supported',
+      },
+    )
   }
 }
 

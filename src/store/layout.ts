@@ -25,7 +25,10 @@ export async function readIndexFile(indexFile: string): Promise<ImageIndex> {
     text = await readFile(indexFile, 'utf8')
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return emptyIndex()
-    throw new AegisError(`cannot read ${indexFile}: ${messageOf(error)}`, {hint: 'check the permissions of the store', cause: error})
+    throw new AegisError(`cannot read ${indexFile}: ${messageOf(error)}`, {
+      hint: 'check the permissions of the store',
+      cause: error,
+    })
   }
   return parseIndexJson(text, indexFile)
 }
@@ -53,7 +56,11 @@ export async function ensureLayout(paths: StorePaths): Promise<void> {
       throw error
     })
     if (layout === undefined) {
-      await writeFileAtomically(paths.layoutFile, JSON.stringify({imageLayoutVersion: OCI_LAYOUT_VERSION}), paths.tmpDir)
+      await writeFileAtomically(
+        paths.layoutFile,
+        JSON.stringify({imageLayoutVersion: OCI_LAYOUT_VERSION}),
+        paths.tmpDir,
+      )
     }
   } catch (error) {
     if (error instanceof AegisError) throw error

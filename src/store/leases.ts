@@ -44,7 +44,10 @@ export async function oldestLiveLease(paths: StorePaths): Promise<number | undef
       await unlink(path).catch(() => undefined)
       continue
     }
-    const started = await stat(path).then((info) => info.mtimeMs, () => undefined)
+    const started = await stat(path).then(
+      (info) => info.mtimeMs,
+      () => undefined,
+    )
     if (started !== undefined && (oldest === undefined || started < oldest)) oldest = started
   }
   return oldest

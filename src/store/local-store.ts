@@ -8,9 +8,21 @@ import type {Readable} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
 import {isReferrersTag} from '../oci/artifact.js'
 import {sha256Digest, sha256Hex, shortDigest} from '../oci/digest.js'
-import {declaredMediaType, MAX_CONFIG_BYTES, MAX_MANIFEST_BYTES, parseManifest, validateDescriptor} from '../oci/manifest.js'
+import {
+  declaredMediaType,
+  MAX_CONFIG_BYTES,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  validateDescriptor,
+} from '../oci/manifest.js'
 import {IMAGE_CONFIG_MEDIA_TYPES} from '../oci/media-types.js'
-import {formatRefName, parseLocalReference, parseTagReference, REF_NAME_ANNOTATION, splitRefName} from '../oci/reference.js'
+import {
+  formatRefName,
+  parseLocalReference,
+  parseTagReference,
+  REF_NAME_ANNOTATION,
+  splitRefName,
+} from '../oci/reference.js'
 import type {ContentStore, Descriptor, ImageConfig, ImageIndex} from '../oci/types.js'
 import {writeBlob, writeBlobWith} from './blob-writer.js'
 import {isRealPlatform, summarizeImage} from './summary.js'
@@ -21,7 +33,13 @@ import {withWriteLease} from './leases.js'
 import {describeStore, StorePaths} from './paths.js'
 import {addReferrers, listReferrers} from './referrers.js'
 import type {
-  DockerExportOptions, ImportedImage, ImportOptions, InspectResult, PruneResult, RemovedTag, StoreEntry,
+  DockerExportOptions,
+  ImportedImage,
+  ImportOptions,
+  InspectResult,
+  PruneResult,
+  RemovedTag,
+  StoreEntry,
 } from './types.js'
 
 const READ_CHUNK_BYTES = 1024 * 1024
@@ -59,7 +77,10 @@ export class LocalStore implements ContentStore {
       return handle.createReadStream({highWaterMark: READ_CHUNK_BYTES})
     } catch (error) {
       if (errorCode(error) === 'ENOENT') throw this.missingBlob(desc)
-      throw new AegisError(`cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`, {cause: error})
+      throw new AegisError(
+        `cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`,
+        {cause: error},
+      )
     }
   }
 
@@ -75,7 +96,10 @@ export class LocalStore implements ContentStore {
   }
 
   /** A blob whose temp file `fill` writes (a download in a worker thread); kept only if the size and digest it reports match. */
-  async pushFilled(desc: Descriptor, fill: (tempPath: string) => Promise<{size: number; digest: string} | undefined>): Promise<'stored' | 'not-filled'> {
+  async pushFilled(
+    desc: Descriptor,
+    fill: (tempPath: string) => Promise<{size: number; digest: string} | undefined>,
+  ): Promise<'stored' | 'not-filled'> {
     await ensureLayout(this.paths)
     return (await writeBlobWith(this.paths, desc, fill)) === 'not-filled' ? 'not-filled' : 'stored'
   }
@@ -96,9 +120,10 @@ export class LocalStore implements ContentStore {
       .map((split) => split.tag)
       .sort()
     throw new AegisError(`no image ${refName} in the ${describeStore(this.root)}`, {
-      hint: otherTags.length > 0
-        ? `${parsed.name} has the tags ${otherTags.join(', ')}, e.g. ${parsed.name}:${otherTags[0]}`
-        : 'run `aegis-kit images` to list the images in the store',
+      hint:
+        otherTags.length > 0
+          ? `${parsed.name} has the tags ${otherTags.join(', ')}, e.g. ${parsed.name}:${otherTags[0]}`
+          : 'run `aegis-kit images` to list the images in the store',
     })
   }
 
@@ -149,7 +174,12 @@ export class LocalStore implements ContentStore {
     // lock, check or rewrite. Their content was checked when they were set.
     const current = await this.readIndex()
     const tagged = (refName: string, desc: Descriptor) =>
-      current.manifests.some((stored) => stored.annotations?.[REF_NAME_ANNOTATION] === refName && stored.digest === desc.digest && stored.size === desc.size)
+      current.manifests.some(
+        (stored) =>
+          stored.annotations?.[REF_NAME_ANNOTATION] === refName &&
+          stored.digest === desc.digest &&
+          stored.size === desc.size,
+      )
     if (entries.every(({desc, refName}) => tagged(refName, desc))) return
     await updateIndex(this.paths, async (index) => {
       const added: Descriptor[] = []
@@ -172,8 +202,20 @@ export class LocalStore implements ContentStore {
       const {name, tag} = splitRefName(refName)
       const summary = await summarizeImage(this, desc)
       const platforms = [...new Set(summary.images.map((image) => image.platform).filter(isRealPlatform))]
-      const created = summary.images.map((image) => image.config?.created).filter((c): c is string => !!c).sort().at(-1)
-      entries.push({name, tag, digest: desc.digest, mediaType: desc.mediaType, size: summary.size, platforms, ...(created ? {created} : {})})
+      const created = summary.images
+        .map((image) => image.config?.created)
+        .filter((c): c is string => !!c)
+        .sort()
+        .at(-1)
+      entries.push({
+        name,
+        tag,
+        digest: desc.digest,
+        mediaType: desc.mediaType,
+        size: summary.size,
+        platforms,
+        ...(created ? {created} : {}),
+      })
     }
     return entries.sort((a, b) => a.name.localeCompare(b.name) || a.tag.localeCompare(b.tag))
   }
@@ -187,8 +229,13 @@ export class LocalStore implements ContentStore {
       .filter((name): name is string => name !== undefined)
     const summary = await summarizeImage(this, descriptor)
     const subjects = [...new Set([descriptor.digest, ...summary.images.map((image) => image.digest)])]
-    const referrers = (await Promise.all(subjects.map(async (subject) =>
-      (await listReferrers(this, {digest: subject}, index)).map((referrer) => ({...referrer, subject}))))).flat()
+    const referrers = (
+      await Promise.all(
+        subjects.map(async (subject) =>
+          (await listReferrers(this, {digest: subject}, index)).map((referrer) => ({...referrer, subject})),
+        ),
+      )
+    ).flat()
     return {descriptor, tags, ...summary, referrers}
   }
 
@@ -204,14 +251,20 @@ export class LocalStore implements ContentStore {
           ? desc.digest === parsed.digest
           : desc.annotations?.[REF_NAME_ANNOTATION] === formatRefName(parsed.name, parsed.tag)
       const gone = index.manifests.filter(matches)
-      return {index: gone.length > 0 ? {...index, manifests: index.manifests.filter((desc) => !matches(desc))} : index, result: gone}
+      return {
+        index: gone.length > 0 ? {...index, manifests: index.manifests.filter((desc) => !matches(desc))} : index,
+        result: gone,
+      }
     })
     if (removed.length === 0) {
       throw new AegisError(`no image ${reference} in the ${describeStore(this.root)}`, {
         hint: 'run `aegis-kit images` to list the images in the store',
       })
     }
-    return removed.map((desc) => ({...splitRefName(desc.annotations?.[REF_NAME_ANNOTATION] ?? ''), digest: desc.digest}))
+    return removed.map((desc) => ({
+      ...splitRefName(desc.annotations?.[REF_NAME_ANNOTATION] ?? ''),
+      digest: desc.digest,
+    }))
   }
 
   /**
@@ -266,10 +319,14 @@ export class LocalStore implements ContentStore {
 
   /** Verified bytes of a stored manifest or index; undefined when absent. */
   async readManifest(desc: Descriptor): Promise<Buffer | undefined> {
-    if (desc.size > MAX_MANIFEST_BYTES) throw new AegisError(`manifest ${shortDigest(desc.digest)} is larger than 4 MiB`)
+    if (desc.size > MAX_MANIFEST_BYTES)
+      throw new AegisError(`manifest ${shortDigest(desc.digest)} is larger than 4 MiB`)
     const bytes = await readFile(this.blobPath(desc)).catch((error: unknown) => {
       if (errorCode(error) === 'ENOENT') return undefined
-      throw new AegisError(`cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`, {cause: error})
+      throw new AegisError(
+        `cannot read ${shortDigest(desc.digest)} from the ${describeStore(this.root)}: ${messageOf(error)}`,
+        {cause: error},
+      )
     })
     if (bytes !== undefined && (bytes.length !== desc.size || sha256Digest(bytes) !== desc.digest)) {
       throw new AegisError(`stored content ${shortDigest(desc.digest)} is corrupt`, {
@@ -305,13 +362,18 @@ export class LocalStore implements ContentStore {
   private async assertComplete(desc: Descriptor, refName: string): Promise<Descriptor> {
     const missing: Descriptor[] = []
     let rootBytes: Buffer | undefined
-    await walkGraph(desc, (d) => this.readManifest(d), async (node) => {
-      if (node.role === 'manifest') {
-        rootBytes ??= node.bytes
-        return
-      }
-      if (!(await this.exists(node.desc))) missing.push(node.desc)
-    }, (absent) => void missing.push(absent))
+    await walkGraph(
+      desc,
+      (d) => this.readManifest(d),
+      async (node) => {
+        if (node.role === 'manifest') {
+          rootBytes ??= node.bytes
+          return
+        }
+        if (!(await this.exists(node.desc))) missing.push(node.desc)
+      },
+      (absent) => void missing.push(absent),
+    )
     if (missing.length > 0) {
       const first = missing[0] as Descriptor
       throw new AegisError(
@@ -339,7 +401,6 @@ export class LocalStore implements ContentStore {
     }
     return desc
   }
-
 }
 
 /** A descriptor without the store's tag annotation (what callers push or compare). */
@@ -347,4 +408,3 @@ function untagged(desc: Descriptor): Descriptor {
   const {annotations: _annotations, ...rest} = desc
   return rest
 }
-

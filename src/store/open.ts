@@ -40,7 +40,10 @@ export function parseImportSource(source: string): ImportSource {
     path = path.slice(0, tagColon)
     if (tag === '') throw new AegisError(`"${source}" ends with ":" but names no tag`, {hint: SOURCE_HINT})
   }
-  if (path === '') throw new AegisError(`"${source}" names no ${transport === 'oci-layout' ? 'directory' : 'file'}`, {hint: SOURCE_HINT})
+  if (path === '')
+    throw new AegisError(`"${source}" names no ${transport === 'oci-layout' ? 'directory' : 'file'}`, {
+      hint: SOURCE_HINT,
+    })
   return {transport: transport as ImportSource['transport'], path, ...(tag ? {tag} : {})}
 }
 

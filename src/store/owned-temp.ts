@@ -37,7 +37,6 @@ function tempDirOwner(name: string): TempOwner | undefined {
   return pid === undefined ? undefined : {pid}
 }
 
-
 /**
  * Removes the entries of `parent` whose owner is dead. Entries that name no owner are left
  * alone: nothing says whether their owner still runs.
@@ -63,7 +62,10 @@ export async function sweepStaleTempDirs(parent: string): Promise<SweptTempDirs>
     if (real === undefined) continue
     const mounted = mountPoints.find((point) => point === real || point.startsWith(`${real}/`))
     if (mounted) {
-      swept.kept.push({path, reason: `${mounted} is mounted under it; unmount it (umount --recursive --lazy) and prune again`})
+      swept.kept.push({
+        path,
+        reason: `${mounted} is mounted under it; unmount it (umount --recursive --lazy) and prune again`,
+      })
       continue
     }
     const size = await treeSize(path)
@@ -77,8 +79,12 @@ export async function sweepStaleTempDirs(parent: string): Promise<SweptTempDirs>
 async function readMountPoints(): Promise<string[]> {
   // Without /proc (not Linux) nothing of aegis-kit's mounts anything.
   const text = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '')
-  return text.split('\n').filter((line) => line !== '')
-    .map((line) => line.split(' ')[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
+  return text
+    .split('\n')
+    .filter((line) => line !== '')
+    .map((line) =>
+      line.split(' ')[4].replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))),
+    )
 }
 
 /** Bytes in the files under `path`, symlinks not followed. */

@@ -36,7 +36,12 @@ export async function pruneStore(store: LocalStore): Promise<PruneResult> {
   await withFileLock(paths.lockFile, async () => {
     const referenced = new Set<string>()
     for (const desc of (await readIndexFile(paths.indexFile)).manifests) {
-      await walkGraph(desc, (d) => store.readManifest(d), (node) => void referenced.add(node.desc.digest), () => undefined)
+      await walkGraph(
+        desc,
+        (d) => store.readManifest(d),
+        (node) => void referenced.add(node.desc.digest),
+        () => undefined,
+      )
     }
     const leaseStart = await oldestLiveLease(paths)
     for (const name of await readdir(paths.tmpDir)) {
@@ -56,7 +61,10 @@ export async function pruneStore(store: LocalStore): Promise<PruneResult> {
       if (size !== undefined) result.blobs.push({digest, size})
     }
   })
-  result.bytesFreed = [...result.blobs, ...result.tempFiles, ...result.tempDirs].reduce((sum, item) => sum + item.size, 0)
+  result.bytesFreed = [...result.blobs, ...result.tempFiles, ...result.tempDirs].reduce(
+    (sum, item) => sum + item.size,
+    0,
+  )
   return result
 }
 
@@ -66,7 +74,10 @@ async function removeFile(path: string): Promise<number | undefined> {
     await unlink(path)
   } catch (error) {
     if (errorCode(error) === 'ENOENT') return undefined
-    throw new AegisError(`cannot delete ${path}: ${messageOf(error)}`, {hint: 'check the permissions of the store', cause: error})
+    throw new AegisError(`cannot delete ${path}: ${messageOf(error)}`, {
+      hint: 'check the permissions of the store',
+      cause: error,
+    })
   }
   return info?.size ?? 0
 }

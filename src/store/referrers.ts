@@ -14,12 +14,17 @@ import {updateIndex} from './layout.js'
 import type {LocalStore} from './local-store.js'
 
 /** Every referrer of `subject` listed by a `*:sha256-<hex>` tag in `index`, once each. */
-export async function listReferrers(store: LocalStore, subject: Pick<Descriptor, 'digest'>, index?: ImageIndex): Promise<Descriptor[]> {
+export async function listReferrers(
+  store: LocalStore,
+  subject: Pick<Descriptor, 'digest'>,
+  index?: ImageIndex,
+): Promise<Descriptor[]> {
   const tag = referrersTag(subject.digest)
   const found = new Map<string, Descriptor>()
   for (const entry of (index ?? (await store.readIndex())).manifests) {
     if (splitRefName(entry.annotations?.[REF_NAME_ANNOTATION] ?? '').tag !== tag) continue
-    for (const referrer of await indexEntries(store, entry)) if (!found.has(referrer.digest)) found.set(referrer.digest, referrer)
+    for (const referrer of await indexEntries(store, entry))
+      if (!found.has(referrer.digest)) found.set(referrer.digest, referrer)
   }
   return [...found.values()]
 }
@@ -29,9 +34,15 @@ export async function listReferrers(store: LocalStore, subject: Pick<Descriptor,
  * NAME being the name of `reference`. Keeps what that index lists; writes nothing when it lists
  * them all already.
  */
-export async function addReferrers(store: LocalStore, subject: Descriptor, referrers: Descriptor[], reference: string | undefined): Promise<void> {
+export async function addReferrers(
+  store: LocalStore,
+  subject: Descriptor,
+  referrers: Descriptor[],
+  reference: string | undefined,
+): Promise<void> {
   if (referrers.length === 0) return
-  if (reference === undefined) throw new Error('addReferrers needs the reference whose name the referrers are filed under')
+  if (reference === undefined)
+    throw new Error('addReferrers needs the reference whose name the referrers are filed under')
   const refName = formatRefName(parseTagReference(reference).name, referrersTag(subject.digest))
   for (const referrer of referrers) {
     if (!(await store.exists(referrer))) throw store.missingBlob(referrer)
@@ -45,7 +56,10 @@ export async function addReferrers(store: LocalStore, subject: Descriptor, refer
     const {descriptor: desc, bytes} = imageIndex([...listed, ...added])
     await writeBlob(store.paths, desc, bytes)
     const kept = index.manifests.filter((entry) => entry !== current)
-    return {index: {...index, manifests: [...kept, {...desc, annotations: {[REF_NAME_ANNOTATION]: refName}}]}, result: undefined}
+    return {
+      index: {...index, manifests: [...kept, {...desc, annotations: {[REF_NAME_ANNOTATION]: refName}}]},
+      result: undefined,
+    }
   })
 }
 
@@ -55,7 +69,9 @@ async function indexEntries(store: LocalStore, desc: Descriptor): Promise<Descri
   const parsed = parseManifest(desc, bytes)
   if (parsed.kind !== 'index') {
     const name = desc.annotations?.[REF_NAME_ANNOTATION] ?? shortDigest(desc.digest)
-    throw new AegisError(`${name} is not an index of referrers`, {hint: `remove it with \`aegis-kit images rm ${name}\``})
+    throw new AegisError(`${name} is not an index of referrers`, {
+      hint: `remove it with \`aegis-kit images rm ${name}\``,
+    })
   }
   return parsed.index.manifests
 }

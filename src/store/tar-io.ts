@@ -36,15 +36,20 @@ export async function readTarFiles(file: string, onFile: (entry: TarFileEntry) =
   }
   const source = handle.createReadStream({start: 0})
   const extract = tar.extract()
-  const feeding = (gzipped ? pipeline(source, createGunzip(), extract) : pipeline(source, extract)).catch((error: unknown) => error)
+  const feeding = (gzipped ? pipeline(source, createGunzip(), extract) : pipeline(source, extract)).catch(
+    (error: unknown) => error,
+  )
   try {
     for await (const entry of extract) {
       const name = safeEntryName(entry.header.name)
       const type: string = entry.header.type
       if (type !== 'file' && type !== 'contiguous-file' && type !== 'directory') {
-        throw new AegisError(`archive entry "${entry.header.name}" is a ${type}; an image archive holds only plain files`, {
-          hint: 'the archive is not a valid image archive (links and devices are refused)',
-        })
+        throw new AegisError(
+          `archive entry "${entry.header.name}" is a ${type}; an image archive holds only plain files`,
+          {
+            hint: 'the archive is not a valid image archive (links and devices are refused)',
+          },
+        )
       }
       // A node stream over the entry (tar-stream's are streamx streams, which the store does not take).
       const content = Readable.from(entry, {objectMode: false})
@@ -66,7 +71,9 @@ export async function readTarFiles(file: string, onFile: (entry: TarFileEntry) =
 /** Normalises an entry name, refusing absolute paths and `..` anywhere. */
 export function safeEntryName(raw: string): string {
   const unsafe = (why: string): AegisError =>
-    new AegisError(`archive entry "${raw}" ${why}; refusing to import it`, {hint: 'the archive is malformed or malicious'})
+    new AegisError(`archive entry "${raw}" ${why}; refusing to import it`, {
+      hint: 'the archive is malformed or malicious',
+    })
   if (raw.includes('\0') || raw.includes('\\')) throw unsafe('has an invalid character')
   if (raw.startsWith('/') || /^[A-Za-z]:/.test(raw)) throw unsafe('is an absolute path')
   const parts = raw.split('/').filter((part) => part !== '' && part !== '.')
@@ -93,7 +100,10 @@ export async function writeTarAtomically(file: string, fill: (tar: TarWriter) =>
   try {
     await new Promise<void>((resolve, reject) => output.once('open', () => resolve()).once('error', reject))
   } catch (error) {
-    throw new AegisError(`cannot write ${file}: ${messageOf(error)}`, {hint: 'check that the directory exists and is writable', cause: error})
+    throw new AegisError(`cannot write ${file}: ${messageOf(error)}`, {
+      hint: 'check that the directory exists and is writable',
+      cause: error,
+    })
   }
   const pack = tar.pack()
   const draining = pipeline(pack, output).catch((error: unknown) => error)
@@ -111,7 +121,9 @@ export async function writeTarAtomically(file: string, fill: (tar: TarWriter) =>
     addDirectory: (name) => add({name: name.endsWith('/') ? name : `${name}/`, type: 'directory', mode: 0o755}),
     addFile: (name, path, size) =>
       new Promise((resolve, reject) => {
-        const entry = pack.entry({...ENTRY_DEFAULTS, name, type: 'file', mode: 0o644, size}, (error) => (error ? reject(error) : resolve()))
+        const entry = pack.entry({...ENTRY_DEFAULTS, name, type: 'file', mode: 0o644, size}, (error) =>
+          error ? reject(error) : resolve(),
+        )
         const content = createReadStream(path)
         content.once('error', (error) => {
           entry.destroy(error)

@@ -42,7 +42,9 @@ describe('build hello', () => {
     const rootfs = path.join(unpacked, 'rootfs')
     expect(readFileSync(path.join(rootfs, 'srv/www/index.html'), 'utf8')).toContain('Hello from aegis-kit')
     expect(statSync(path.join(rootfs, 'workspace')).uid).toBe(1000)
-    const config = JSON.parse(readFileSync(path.join(unpacked, 'config.json'), 'utf8')) as {process: {args: string[]; user: {uid: number}; cwd: string}}
+    const config = JSON.parse(readFileSync(path.join(unpacked, 'config.json'), 'utf8')) as {
+      process: {args: string[]; user: {uid: number}; cwd: string}
+    }
     expect(config.process.args).toEqual(['busybox', 'httpd', '-f', '-v', '-p', '8080', '-h', '/srv/www'])
     expect(config.process.user.uid).toBe(1000)
     expect(config.process.cwd).toBe('/srv/www')
@@ -86,11 +88,17 @@ describe('build hello', () => {
     const tags = (JSON.parse(listing.stdout) as {images: Array<{tag: string}>}).images.map((image) => image.tag)
     expect(tags).toContain(`sha256-${report.digest.slice(7)}`)
     const plain = await runCli(['images', '--json'], {env: {AEGIS_KIT_HOME: home}})
-    expect((JSON.parse(plain.stdout) as {images: Array<{tag: string}>}).images.map((image) => image.tag)).toEqual(['0.1.0'])
-    const sbomManifest = JSON.parse(readFileSync(path.join(home, 'store/blobs/sha256', report.platforms[0].sbom.digest.slice(7)), 'utf8')) as {artifactType: string; subject: {digest: string}; layers: Array<{digest: string}>}
+    expect((JSON.parse(plain.stdout) as {images: Array<{tag: string}>}).images.map((image) => image.tag)).toEqual([
+      '0.1.0',
+    ])
+    const sbomManifest = JSON.parse(
+      readFileSync(path.join(home, 'store/blobs/sha256', report.platforms[0].sbom.digest.slice(7)), 'utf8'),
+    ) as {artifactType: string; subject: {digest: string}; layers: Array<{digest: string}>}
     expect(sbomManifest.artifactType).toBe('application/spdx+json')
     expect(sbomManifest.subject.digest).toBe(report.digest)
-    const sbom = JSON.parse(readFileSync(path.join(home, 'store/blobs/sha256', sbomManifest.layers[0].digest.slice(7)), 'utf8')) as {spdxVersion: string; packages: Array<{name: string}>}
+    const sbom = JSON.parse(
+      readFileSync(path.join(home, 'store/blobs/sha256', sbomManifest.layers[0].digest.slice(7)), 'utf8'),
+    ) as {spdxVersion: string; packages: Array<{name: string}>}
     expect(sbom.spdxVersion).toBe('SPDX-2.3')
     expect(sbom.packages.map((p) => p.name)).toContain('busybox-static')
   })
@@ -101,7 +109,9 @@ describe('build hello', () => {
     const before = await runCli(['images', '--all', '--json'], {env: {AEGIS_KIT_HOME: home}})
     const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'broken')
     cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
-    const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8').replace('name: hello', 'name: broken').replace('packages: [busybox-static]', 'packages: [busybox-static, no-such-package-aegis-kit]')
+    const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
+      .replace('name: hello', 'name: broken')
+      .replace('packages: [busybox-static]', 'packages: [busybox-static, no-such-package-aegis-kit]')
     writeFileSync(path.join(kit, 'aegis-kit.yaml'), manifest)
     const result = await runCli(['build', kit], {env: {AEGIS_KIT_HOME: home}})
     expect(result.exitCode).toBe(1)
@@ -109,6 +119,8 @@ describe('build hello', () => {
     expect(hasStackTrace(result.all)).toBe(false)
     const after = await runCli(['images', '--all', '--json'], {env: {AEGIS_KIT_HOME: home}})
     expect(after.stdout).toBe(before.stdout)
-    expect(existsSync(path.join(home, 'cache/tmp')) ? (await execa('ls', [path.join(home, 'cache/tmp')])).stdout : '').toBe('')
+    expect(
+      existsSync(path.join(home, 'cache/tmp')) ? (await execa('ls', [path.join(home, 'cache/tmp')])).stdout : '',
+    ).toBe('')
   })
 })

@@ -14,8 +14,11 @@ const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-killed-'))
 
 /** Mount points under `dir`, as this process's mount namespace (the host's) sees them. */
 function mountsUnder(dir: string): string[] {
-  return readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
-    .map((line) => line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))))
+  return readFileSync('/proc/self/mountinfo', 'utf8')
+    .split('\n')
+    .map((line) =>
+      line.split(' ')[4]?.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8))),
+    )
     .filter((point): point is string => point !== undefined && point.startsWith(`${dir}/`))
 }
 
@@ -23,7 +26,9 @@ function mountsUnder(dir: string): string[] {
 function groupSeesMountsUnder(group: number, dir: string): boolean {
   return processesInGroup(group).some((pid) => {
     try {
-      return readFileSync(`/proc/${pid}/mountinfo`, 'utf8').split('\n').some((line) => line.split(' ')[4]?.startsWith(`${dir}/`))
+      return readFileSync(`/proc/${pid}/mountinfo`, 'utf8')
+        .split('\n')
+        .some((line) => line.split(' ')[4]?.startsWith(`${dir}/`))
     } catch {
       return false
     }
@@ -69,7 +74,10 @@ function slowMountTools(marker: string): string {
   for (const tool of ['mount', 'umount']) {
     const real = ['/usr/bin', '/bin'].map((bin) => path.join(bin, tool)).find((file) => existsSync(file))
     // mmdebstrap asks `mount --version` first, long before it mounts anything.
-    writeFileSync(path.join(dir, tool), `#!/bin/sh\n[ "$1" = --version ] || { touch '${marker}'; sleep ${MOUNT_DELAY_S}; }\nexec ${real} "$@"\n`)
+    writeFileSync(
+      path.join(dir, tool),
+      `#!/bin/sh\n[ "$1" = --version ] || { touch '${marker}'; sleep ${MOUNT_DELAY_S}; }\nexec ${real} "$@"\n`,
+    )
     chmodSync(path.join(dir, tool), 0o755)
   }
   return dir
@@ -87,7 +95,10 @@ describe('a build killed during its Debian base', () => {
     cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
     // Another package list: nothing of it is cached anywhere.
     const manifest = path.join(kit, 'aegis-kit.yaml')
-    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('packages: [busybox-static]', 'packages: [busybox-static, hostname]'))
+    writeFileSync(
+      manifest,
+      readFileSync(manifest, 'utf8').replace('packages: [busybox-static]', 'packages: [busybox-static, hostname]'),
+    )
     rmSync(path.join(kit, 'aegis-kit.lock.json'))
     const marker = path.join(home, 'mounting')
     const tools = slowMountTools(marker)
@@ -104,7 +115,7 @@ describe('a build killed during its Debian base', () => {
       // Half the kills land while mmdebstrap mounts or unmounts, half anywhere in the base step.
       if (round % 2 === 0) {
         await waitUntil(() => existsSync(marker), 60_000)
-        await sleep((MOUNT_DELAY_S * (1.2 + Math.random() * 2.6)) * 1000)
+        await sleep(MOUNT_DELAY_S * (1.2 + Math.random() * 2.6) * 1000)
       } else {
         await sleep(1000 + Math.random() * 30_000)
       }
@@ -119,7 +130,13 @@ describe('a build killed during its Debian base', () => {
       await exited
       const atMs = Date.now() - started
       await waitUntil(() => processesInGroup(build.pid!).length === 0, 5000)
-      observed.push({kill: target, atMs, whileMounted, mounts: mountsUnder(home), running: processesInGroup(build.pid!)})
+      observed.push({
+        kill: target,
+        atMs,
+        whileMounted,
+        mounts: mountsUnder(home),
+        running: processesInGroup(build.pid!),
+      })
       // Let what outlived the kill finish before the next round.
       await waitUntil(() => processesInGroup(build.pid!).length === 0, 120_000)
     }

@@ -19,7 +19,10 @@ interface Lock {
   base: {
     debian?: {suite: string; variant: string; packages: string[]}
     image?: string
-    platforms: Record<string, {packages?: Array<{name: string; version: string; architecture: string}>; digest?: string}>
+    platforms: Record<
+      string,
+      {packages?: Array<{name: string; version: string; architecture: string}>; digest?: string}
+    >
   }
 }
 
@@ -55,7 +58,7 @@ async function storeState(home: string): Promise<string> {
 }
 
 describe('the Debian package lock', () => {
-  it('is written on the first build with each package\'s exact version, and left alone by the next', async () => {
+  it("is written on the first build with each package's exact version, and left alone by the next", async () => {
     const home = tempDir('aegis-kit-lock-')
     const kit = unlockedHello()
     const first = await build(home, [kit])
@@ -107,7 +110,9 @@ describe('the Debian package lock', () => {
     // Without --locked (as after a Debian point release): built, said so, lock brought up to date
     const warned = await runCli(['build', kit], {env: {AEGIS_KIT_HOME: home}})
     expect(warned.exitCode, warned.stderr).toBe(0)
-    expect(warned.stderr).toContain(`warning: Debian package busybox-static 1:0.0.1-aegis-bogus (amd64), locked in ${file}, is no longer in the archive (it has ${real}); built with the archive's versions and updating the lock (--locked makes this an error)`)
+    expect(warned.stderr).toContain(
+      `warning: Debian package busybox-static 1:0.0.1-aegis-bogus (amd64), locked in ${file}, is no longer in the archive (it has ${real}); built with the archive's versions and updating the lock (--locked makes this an error)`,
+    )
     expect(readFileSync(file, 'utf8')).toBe(good)
 
     writeFileSync(file, bogus)
@@ -122,25 +127,35 @@ describe('the Debian package lock', () => {
     const kit = unlockedHello()
     await build(home, [kit])
     const manifest = path.join(kit, 'aegis-kit.yaml')
-    writeFileSync(manifest, readFileSync(manifest, 'utf8').replace('packages: [busybox-static]', 'packages: [busybox-static, hello]'))
+    writeFileSync(
+      manifest,
+      readFileSync(manifest, 'utf8').replace('packages: [busybox-static]', 'packages: [busybox-static, hello]'),
+    )
     const report = await build(home, [kit])
     expect(report.lockWritten).toBeDefined()
     const lock = readLock(kit)
     expect(lock.base.debian?.packages).toEqual(['busybox-static', 'hello'])
-    expect(lock.base.platforms['linux/amd64'].packages!.map((p) => p.name)).toEqual(expect.arrayContaining(['busybox-static', 'hello']))
+    expect(lock.base.platforms['linux/amd64'].packages!.map((p) => p.name)).toEqual(
+      expect.arrayContaining(['busybox-static', 'hello']),
+    )
   }, 120_000)
 
   it('rejects a malformed lock with the fix', async () => {
     const kit = unlockedHello()
-    writeFileSync(path.join(kit, 'aegis-kit.lock.json'), '{"lockVersion": 1, "base": {"debian": {}, "platforms": {"linux/amd64": {"packages": [{"name": "x"}]}}}}')
+    writeFileSync(
+      path.join(kit, 'aegis-kit.lock.json'),
+      '{"lockVersion": 1, "base": {"debian": {}, "platforms": {"linux/amd64": {"packages": [{"name": "x"}]}}}}',
+    )
     const result = await runCli(['build', kit], {env: {AEGIS_KIT_HOME: tempDir('aegis-kit-lock-')}})
     expect(result.exitCode).toBe(1)
-    expect(result.stderr).toMatch(/aegis-kit\.lock\.json is not a valid lock: base\.platforms\["linux\/amd64"\]\.packages must list \{name, version, architecture\}/)
+    expect(result.stderr).toMatch(
+      /aegis-kit\.lock\.json is not a valid lock: base\.platforms\["linux\/amd64"\]\.packages must list \{name, version, architecture\}/,
+    )
     expect(result.stderr).toMatch(/--update-lock/)
     expect(hasStackTrace(result.all)).toBe(false)
   })
 
-  it('the committed locks match their kits\' bases', () => {
+  it("the committed locks match their kits' bases", () => {
     for (const name of ['hello', 'openclaw']) {
       const lock = readLock(path.join(repoRoot, 'kits', name))
       expect(lock.base.platforms['linux/amd64'].packages!.length).toBeGreaterThan(0)
@@ -176,8 +191,16 @@ describe('the registry base lock', () => {
     cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
     rmSync(path.join(kit, 'aegis-kit.lock.json'), {force: true})
     const file = path.join(kit, 'aegis-kit.yaml')
-    writeFileSync(file, readFileSync(file, 'utf8').replace(/ {2}base:\n {4}debian:\n(?: {6}.*\n)+/, `  base: ${baseRef}\n`).replace('name: hello', 'name: app'))
-    const baseDigest = async (report: BuildReport) => blobJson<{annotations: Record<string, string>}>(home, report.digest).annotations['org.opencontainers.image.base.digest']
+    writeFileSync(
+      file,
+      readFileSync(file, 'utf8')
+        .replace(/ {2}base:\n {4}debian:\n(?: {6}.*\n)+/, `  base: ${baseRef}\n`)
+        .replace('name: hello', 'name: app'),
+    )
+    const baseDigest = async (report: BuildReport) =>
+      blobJson<{annotations: Record<string, string>}>(home, report.digest).annotations[
+        'org.opencontainers.image.base.digest'
+      ]
 
     const app = await build(home, [kit])
     expect(app.lockWritten).toBeDefined()

@@ -14,7 +14,6 @@ function tempDir(prefix: string): string {
   return mkdtempSync(path.join(tmpdir(), prefix))
 }
 
-
 describe('image.npm.prefix', () => {
   it('installs the packages at the prefix, and the image PATH finds their programs there', async () => {
     const home = tempDir('aegis-kit-prefix-')
@@ -27,21 +26,39 @@ describe('image.npm.prefix', () => {
     expect(built.exitCode, built.stderr).toBe(0)
 
     const work = tempDir('aegis-kit-unpack-')
-    await execa('skopeo', ['copy', `oci:${path.join(home, 'store')}:prefixed:0.1.0`, `oci:${path.join(work, 'layout')}:image`])
+    await execa('skopeo', [
+      'copy',
+      `oci:${path.join(home, 'store')}:prefixed:0.1.0`,
+      `oci:${path.join(work, 'layout')}:image`,
+    ])
     await execa('umoci', ['unpack', '--image', `${path.join(work, 'layout')}:image`, path.join(work, 'bundle')])
     const root = path.join(work, 'bundle', 'rootfs')
     const prefix = path.join(root, PREFIX.slice(1))
-    expect(JSON.parse(readFileSync(path.join(prefix, 'lib/node_modules/semver/package.json'), 'utf8'))).toMatchObject({name: 'semver', version: '7.6.3'})
+    expect(JSON.parse(readFileSync(path.join(prefix, 'lib/node_modules/semver/package.json'), 'utf8'))).toMatchObject({
+      name: 'semver',
+      version: '7.6.3',
+    })
     expect(readlinkSync(path.join(prefix, 'bin/semver'))).toBe('../lib/node_modules/semver/bin/semver.js')
     expect(existsSync(path.join(root, 'opt/aegis/npm'))).toBe(false)
 
-    const bundle = JSON.parse(readFileSync(path.join(work, 'bundle', 'config.json'), 'utf8')) as {process: {env: string[]}}
+    const bundle = JSON.parse(readFileSync(path.join(work, 'bundle', 'config.json'), 'utf8')) as {
+      process: {env: string[]}
+    }
     const imagePath = bundle.process.env.find((entry) => entry.startsWith('PATH='))!.slice('PATH='.length)
     expect(imagePath.split(':')[0]).toBe(`${PREFIX}/bin`)
     // The image's own PATH resolves the program to the prefix, and it runs with the image's Node.
-    const found = await execa('chroot', [root, '/bin/busybox', 'sh', '-c', 'command -v semver'], {env: {PATH: imagePath}})
+    const found = await execa('chroot', [root, '/bin/busybox', 'sh', '-c', 'command -v semver'], {
+      env: {PATH: imagePath},
+    })
     expect(found.stdout).toBe(`${PREFIX}/bin/semver`)
-    const ran = await execa('chroot', [root, '/opt/aegis/node/bin/node', `${PREFIX}/bin/semver`, '--increment', 'minor', '1.2.3'])
+    const ran = await execa('chroot', [
+      root,
+      '/opt/aegis/node/bin/node',
+      `${PREFIX}/bin/semver`,
+      '--increment',
+      'minor',
+      '1.2.3',
+    ])
     expect(ran.stdout).toBe('1.3.0')
   }, 600_000)
 

@@ -16,7 +16,8 @@ async function committedKit(): Promise<string> {
   writeFileSync(path.join(kit, 'aegis-kit.yaml'), 'name: demo\nversion: 1.0.0\n')
   writeFileSync(path.join(kit, 'www', 'index.html'), 'hello\n')
   writeFileSync(path.join(repo, 'elsewhere.txt'), 'not the kit\n')
-  const git = (...args: string[]) => execa('git', args, {cwd: repo, env: {GIT_AUTHOR_DATE: `@${COMMITTED}`, GIT_COMMITTER_DATE: `@${COMMITTED}`}})
+  const git = (...args: string[]) =>
+    execa('git', args, {cwd: repo, env: {GIT_AUTHOR_DATE: `@${COMMITTED}`, GIT_COMMITTER_DATE: `@${COMMITTED}`}})
   await git('init', '-q')
   await git('add', '.')
   await git('-c', 'user.name=t', '-c', 'user.email=t@example.com', 'commit', '-q', '-m', 'kit')

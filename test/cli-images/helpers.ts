@@ -27,7 +27,8 @@ export async function createSandbox(): Promise<CliSandbox> {
     run,
     json: async <T>(args: string[], options: {input?: string} = {}) => {
       const result = await run([...args, '--json'], options)
-      if (result.exitCode !== 0) throw new Error(`aegis-kit ${args.join(' ')} failed (${result.exitCode}):\n${result.all}`)
+      if (result.exitCode !== 0)
+        throw new Error(`aegis-kit ${args.join(' ')} failed (${result.exitCode}):\n${result.all}`)
       return JSON.parse(result.stdout) as T
     },
     cleanup: () => rm(dir, {recursive: true, force: true}),
@@ -35,7 +36,11 @@ export async function createSandbox(): Promise<CliSandbox> {
 }
 
 /** An OCI layout at DIR/NAME (tag `tag`) with `layers` layers of random bytes, made by umoci. */
-export async function makeUmociImage(dir: string, name: string, options: {tag?: string; layers?: number; layerSize?: number} = {}): Promise<string> {
+export async function makeUmociImage(
+  dir: string,
+  name: string,
+  options: {tag?: string; layers?: number; layerSize?: number} = {},
+): Promise<string> {
   const tag = options.tag ?? '1.0'
   const layout = join(dir, name)
   await execa('umoci', ['init', '--layout', layout])
@@ -55,7 +60,14 @@ export async function skopeo(...args: string[]): Promise<string> {
 }
 
 /** `skopeo inspect` of a plain-HTTP registry image. */
-export async function skopeoInspect(reference: string, creds?: {username: string; password: string}): Promise<{Digest: string; Layers: string[]; Architecture: string}> {
+export async function skopeoInspect(
+  reference: string,
+  creds?: {username: string; password: string},
+): Promise<{Digest: string; Layers: string[]; Architecture: string}> {
   const credsArgs = creds ? ['--creds', `${creds.username}:${creds.password}`] : []
-  return JSON.parse(await skopeo('inspect', '--tls-verify=false', ...credsArgs, `docker://${reference}`)) as {Digest: string; Layers: string[]; Architecture: string}
+  return JSON.parse(await skopeo('inspect', '--tls-verify=false', ...credsArgs, `docker://${reference}`)) as {
+    Digest: string
+    Layers: string[]
+    Architecture: string
+  }
 }

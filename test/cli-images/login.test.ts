@@ -47,9 +47,13 @@ for (const auth of ['basic', 'token'] as const) {
 
     it('a wrong password is refused clearly, stores nothing and prints no password', async () => {
       const wrong = `${password}-wrong`
-      const result = await sandbox.run(['login', registry.host, '-u', username, '--password-stdin'], {input: `${wrong}\n`})
+      const result = await sandbox.run(['login', registry.host, '-u', username, '--password-stdin'], {
+        input: `${wrong}\n`,
+      })
       expect(result.exitCode).toBe(1)
-      expect(result.stderr).toContain(`Error: Login to ${registry.host} failed: the registry refused the username or password for user ${username}.`)
+      expect(result.stderr).toContain(
+        `Error: Login to ${registry.host} failed: the registry refused the username or password for user ${username}.`,
+      )
       expect(result.all).not.toContain(wrong)
       expect(result.all).not.toContain(password)
       expect(hasStackTrace(result.all)).toBe(false)
@@ -57,7 +61,9 @@ for (const auth of ['basic', 'token'] as const) {
     })
 
     it('the right password is stored in $DOCKER_CONFIG/config.json, then push works, then logout removes it', async () => {
-      const login = await sandbox.run(['login', registry.host, '-u', username, '--password-stdin'], {input: `${password}\n`})
+      const login = await sandbox.run(['login', registry.host, '-u', username, '--password-stdin'], {
+        input: `${password}\n`,
+      })
       expect(login.exitCode, login.all).toBe(0)
       expect(login.stdout).toContain(`Logged in to ${registry.host} as ${username}`)
       expect(login.all).not.toContain(password)
@@ -71,7 +77,9 @@ for (const auth of ['basic', 'token'] as const) {
 
       const pull = await createSandbox()
       try {
-        const pulled = await pull.run(['images', 'pull', `${registry.host}/team/app:1.0`], {env: {DOCKER_CONFIG: sandbox.env.DOCKER_CONFIG}})
+        const pulled = await pull.run(['images', 'pull', `${registry.host}/team/app:1.0`], {
+          env: {DOCKER_CONFIG: sandbox.env.DOCKER_CONFIG},
+        })
         expect(pulled.exitCode, pulled.all).toBe(0)
       } finally {
         await pull.cleanup()

@@ -9,9 +9,21 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {createSandbox, skopeo, type CliSandbox} from './helpers.js'
 
-interface Descriptor {mediaType: string; digest: string; size: number; artifactType?: string}
-interface TransferReport {digest: string; transferred: string[]; skipped: string[]; referrers: string[]}
-interface InspectReport {referrers: Array<Descriptor & {subject: string}>}
+interface Descriptor {
+  mediaType: string
+  digest: string
+  size: number
+  artifactType?: string
+}
+interface TransferReport {
+  digest: string
+  transferred: string[]
+  skipped: string[]
+  referrers: string[]
+}
+interface InspectReport {
+  referrers: Array<Descriptor & {subject: string}>
+}
 
 const SPDX = 'application/spdx+json'
 
@@ -43,12 +55,20 @@ async function emptySandbox(): Promise<CliSandbox> {
 
 /** The referrers index the registry keeps for `image` in `repository`, read by skopeo. */
 async function referrersTag(repository: string): Promise<{manifests: Descriptor[]}> {
-  return JSON.parse(await skopeo('inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/${repository}:sha256-${image.slice(7)}`)) as {manifests: Descriptor[]}
+  return JSON.parse(
+    await skopeo(
+      'inspect',
+      '--raw',
+      '--tls-verify=false',
+      `docker://${registry.host}/${repository}:sha256-${image.slice(7)}`,
+    ),
+  ) as {manifests: Descriptor[]}
 }
 
 /** The SBOM document as stored in a sandbox's store: its manifest, then its one layer. */
 async function storedSbom(sandbox: CliSandbox): Promise<{spdxVersion: string; packages: Array<{name: string}>}> {
-  const blob = (digest: string) => readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store/blobs/sha256', digest.slice(7)), 'utf8')
+  const blob = (digest: string) =>
+    readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store/blobs/sha256', digest.slice(7)), 'utf8')
   const manifest = JSON.parse(await blob(sbom)) as {artifactType: string; subject: Descriptor; layers: Descriptor[]}
   expect(manifest).toMatchObject({artifactType: SPDX, subject: {digest: image}})
   return JSON.parse(await blob(manifest.layers[0]!.digest)) as {spdxVersion: string; packages: Array<{name: string}>}
@@ -59,7 +79,9 @@ describe('the SBOM travels with the image', () => {
     const pushed = await builder.json<TransferReport>(['images', 'push', 'hello:0.1.0', `${registry.host}/sbom/hello`])
     expect(pushed.referrers).toEqual([sbom])
     expect(pushed.transferred).toContain(sbom)
-    expect((await referrersTag('sbom/hello')).manifests).toEqual([expect.objectContaining({digest: sbom, artifactType: SPDX})])
+    expect((await referrersTag('sbom/hello')).manifests).toEqual([
+      expect.objectContaining({digest: sbom, artifactType: SPDX}),
+    ])
 
     const again = await builder.run(['images', 'push', 'hello:0.1.0', `${registry.host}/sbom/hello`])
     expect(again.stdout).toMatch(/\[0 pushed \(0 B\), 2 already there, 1 referrer\]/)
@@ -76,15 +98,19 @@ describe('the SBOM travels with the image', () => {
     expect(document.packages.map((p) => p.name)).toContain('busybox-static')
 
     const all = await puller.json<{images: Array<{name: string; tag: string}>}>(['images', '--all'])
-    expect(all.images.map((entry) => `${entry.name}:${entry.tag}`)).toContain(`${registry.host}/sbom/hello:sha256-${image.slice(7)}`)
+    expect(all.images.map((entry) => `${entry.name}:${entry.tag}`)).toContain(
+      `${registry.host}/sbom/hello:sha256-${image.slice(7)}`,
+    )
     const plain = await puller.json<{images: Array<{tag: string}>}>(['images'])
     expect(plain.images.map((entry) => entry.tag)).toEqual(['0.1.0'])
   })
 
-  it('push KIT sends the image\'s SBOM with the kit, and pull KIT brings it back', async () => {
+  it("push KIT sends the image's SBOM with the kit, and pull KIT brings it back", async () => {
     const pushed = await builder.json<TransferReport>(['push', 'hello', `${registry.host}/kits/hello`])
     expect(pushed.referrers).toEqual([sbom])
-    expect((await referrersTag('kits/hello')).manifests).toEqual([expect.objectContaining({digest: sbom, artifactType: SPDX})])
+    expect((await referrersTag('kits/hello')).manifests).toEqual([
+      expect.objectContaining({digest: sbom, artifactType: SPDX}),
+    ])
 
     const puller = await emptySandbox()
     const pulled = await puller.json<TransferReport>(['pull', `${registry.host}/kits/hello:0.1.0`])

@@ -8,7 +8,14 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {hasStackTrace} from '../helpers/cli.js'
 import {createSandbox, makeUmociImage, skopeo, type CliSandbox} from './helpers.js'
 
-interface ListedImage {name: string; tag: string; digest: string; size: number; platforms: string[]; created?: string}
+interface ListedImage {
+  name: string
+  tag: string
+  digest: string
+  size: number
+  platforms: string[]
+  created?: string
+}
 
 let sandbox: CliSandbox
 let layout: string
@@ -51,14 +58,23 @@ describe('images import, list and inspect', () => {
     expect(text.stdout).toMatch(/layers {6}3, /)
     expect(text.stdout).toContain('cmd         ["/bin/true"]')
 
-    const byTag = await sandbox.json<{descriptor: {digest: string}; tags: string[]; images: Array<{layers: unknown[]}>}>(['images', 'inspect', 'demo:1.0'])
+    const byTag = await sandbox.json<{
+      descriptor: {digest: string}
+      tags: string[]
+      images: Array<{layers: unknown[]}>
+    }>(['images', 'inspect', 'demo:1.0'])
     const byDigest = await sandbox.json<{tags: string[]}>(['images', 'inspect', byTag.descriptor.digest])
     expect(byTag.images[0]!.layers).toHaveLength(3)
     expect(byDigest.tags).toEqual(['demo:1.0'])
   })
 
   it('a bad or unknown reference is a one-line error without a stack trace', async () => {
-    for (const args of [['images', 'inspect', 'Not A Ref'], ['images', 'inspect', 'nothing:here'], ['images', 'import', 'docker://x'], ['images', 'push', 'demo:1.0', 'UPPER//case']]) {
+    for (const args of [
+      ['images', 'inspect', 'Not A Ref'],
+      ['images', 'inspect', 'nothing:here'],
+      ['images', 'import', 'docker://x'],
+      ['images', 'push', 'demo:1.0', 'UPPER//case'],
+    ]) {
       const result = await sandbox.run(args)
       expect(result.exitCode, args.join(' ')).toBe(1)
       expect(result.stdout).toBe('')
@@ -74,17 +90,43 @@ describe('images import, list and inspect', () => {
 describe('images export', () => {
   it('writes a docker-archive that skopeo reads', async () => {
     const file = join(sandbox.dir, 'demo-docker.tar')
-    const result = await sandbox.json<{digest: string; file: string}>(['images', 'export', 'demo:1.0', '--format', 'docker-archive', '-o', file])
+    const result = await sandbox.json<{digest: string; file: string}>([
+      'images',
+      'export',
+      'demo:1.0',
+      '--format',
+      'docker-archive',
+      '-o',
+      file,
+    ])
     expect(result.file).toBe(file)
-    const inspected = JSON.parse(await skopeo('inspect', `docker-archive:${file}`)) as {Layers: string[]; Architecture: string; RepoTags?: string[]}
+    const inspected = JSON.parse(await skopeo('inspect', `docker-archive:${file}`)) as {
+      Layers: string[]
+      Architecture: string
+      RepoTags?: string[]
+    }
     expect(inspected.Layers).toHaveLength(3)
     expect(inspected.Architecture).toBe('amd64')
   })
 
   it('writes an oci-archive that imports again under another name', async () => {
     const file = join(sandbox.dir, 'demo-oci.tar')
-    const exported = await sandbox.json<{digest: string}>(['images', 'export', 'demo:1.0', '--format', 'oci-archive', '-o', file])
-    const imported = await sandbox.json<{imported: Array<{name: string; tag: string; digest: string}>}>(['images', 'import', `oci-archive:${file}`, '--tag', 'copy:2.0'])
+    const exported = await sandbox.json<{digest: string}>([
+      'images',
+      'export',
+      'demo:1.0',
+      '--format',
+      'oci-archive',
+      '-o',
+      file,
+    ])
+    const imported = await sandbox.json<{imported: Array<{name: string; tag: string; digest: string}>}>([
+      'images',
+      'import',
+      `oci-archive:${file}`,
+      '--tag',
+      'copy:2.0',
+    ])
     expect(imported.imported).toEqual([{name: 'copy', tag: '2.0', digest: exported.digest}])
   })
 })
@@ -99,7 +141,9 @@ describe('images rm and prune', () => {
     expect(kept.blobs).toHaveLength(0)
     expect(await blobCount()).toBe(before)
 
-    expect((await sandbox.run(['images', 'rm', 'copy:2.0'])).stdout).toMatch(/^Untagged copy:2\.0 \(sha256:[0-9a-f]{12}\)$/m)
+    expect((await sandbox.run(['images', 'rm', 'copy:2.0'])).stdout).toMatch(
+      /^Untagged copy:2\.0 \(sha256:[0-9a-f]{12}\)$/m,
+    )
     const pruned = await sandbox.run(['images', 'prune'])
     expect(pruned.exitCode).toBe(0)
     expect(pruned.stdout).toMatch(/^Deleted 5 blobs, freed \d+ kB\.$/m) // manifest, config, three layers

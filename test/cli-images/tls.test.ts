@@ -13,7 +13,10 @@ import {hasStackTrace} from '../helpers/cli.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {createSandbox, makeUmociImage, skopeoInspect, type CliSandbox} from './helpers.js'
 
-interface Report {digest: string; remote: string}
+interface Report {
+  digest: string
+  remote: string
+}
 
 let sandbox: CliSandbox
 let puller: CliSandbox
@@ -26,7 +29,15 @@ beforeAll(async () => {
   puller = await createSandbox()
   ;[tls, plain] = await Promise.all([startRegistry({tls: true}), startRegistry()])
   const layout = await makeUmociImage(sandbox.dir, 'app', {tag: '1.0', layers: 2})
-  digest = (await sandbox.json<{imported: Array<{digest: string}>}>(['images', 'import', `oci-layout:${layout}:1.0`, '--tag', 'app:1.0'])).imported[0]!.digest
+  digest = (
+    await sandbox.json<{imported: Array<{digest: string}>}>([
+      'images',
+      'import',
+      `oci-layout:${layout}:1.0`,
+      '--tag',
+      'app:1.0',
+    ])
+  ).imported[0]!.digest
 })
 
 afterAll(async () => {
@@ -53,10 +64,16 @@ describe('--insecure', () => {
   it('without it, the certificate is checked: the error says so in one line and points at --insecure', async () => {
     // Loopback names default to plain HTTP, so ask for HTTPS with verification explicitly.
     const store = new LocalStore(`${sandbox.env.AEGIS_KIT_HOME}/store`)
-    const repository = new RemoteRepository({registry: tls.host, apiHost: tls.host, repository: 'checked/app', tag: '1.0', plainHttp: false, insecure: false}, {
-      client: new RegistryClient({retry: {maxAttempts: 1}}),
-    })
-    const error = await pushImage(store, 'app:1.0', repository).then(() => undefined, (e: unknown) => e)
+    const repository = new RemoteRepository(
+      {registry: tls.host, apiHost: tls.host, repository: 'checked/app', tag: '1.0', plainHttp: false, insecure: false},
+      {
+        client: new RegistryClient({retry: {maxAttempts: 1}}),
+      },
+    )
+    const error = await pushImage(store, 'app:1.0', repository).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(RegistryError)
     expect((error as Error).message).toMatch(/self-signed certificate/)
     expect((error as RegistryError).hint).toMatch(/--insecure/)
@@ -64,7 +81,9 @@ describe('--insecure', () => {
     // Plain HTTP to the HTTPS registry (the loopback default) is refused by it, cleanly.
     const result = await sandbox.run(['images', 'push', 'app:1.0', `${tls.host}/secure/app`])
     expect(result.exitCode).toBe(1)
-    expect(result.stderr).toMatch(/^Error: Push of app:1.0 to .* failed with 400 Bad Request\n  hint: If 127\.0\.0\.1:\d+ speaks HTTPS, pass --insecure/)
+    expect(result.stderr).toMatch(
+      /^Error: Push of app:1.0 to .* failed with 400 Bad Request\n  hint: If 127\.0\.0\.1:\d+ speaks HTTPS, pass --insecure/,
+    )
     expect(hasStackTrace(result.all)).toBe(false)
   })
 })

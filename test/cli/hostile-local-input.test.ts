@@ -53,22 +53,43 @@ async function mknod(path: string, kind: 'c' | 'p', major?: number, minor?: numb
 function expectRefused(result: {exitCode: number; stderr: string; all: string}, message: RegExp): void {
   expect(result.exitCode, result.all).toBe(1)
   expect(result.stderr).toMatch(message)
-  expect(result.stderr.trim().split('\n').filter((line) => !line.startsWith('  hint:'))).toHaveLength(1)
+  expect(
+    result.stderr
+      .trim()
+      .split('\n')
+      .filter((line) => !line.startsWith('  hint:')),
+  ).toHaveLength(1)
   expect(hasStackTrace(result.all)).toBe(false)
 }
 
 describe('images export -o refuses a target that is not a regular file', () => {
-  const targets: Array<{name: string; make: (path: string) => Promise<string>; check: (path: string) => Promise<boolean>}> = [
-    {name: 'a device node (a copy of /dev/full, 1,7)', make: (path) => mknod(path, 'c', 1, 7), check: async (path) => (await lstat(path)).isCharacterDevice()},
+  const targets: Array<{
+    name: string
+    make: (path: string) => Promise<string>
+    check: (path: string) => Promise<boolean>
+  }> = [
+    {
+      name: 'a device node (a copy of /dev/full, 1,7)',
+      make: (path) => mknod(path, 'c', 1, 7),
+      check: async (path) => (await lstat(path)).isCharacterDevice(),
+    },
     {name: 'a FIFO', make: (path) => mknod(path, 'p'), check: async (path) => (await lstat(path)).isFIFO()},
-    {name: 'a symlink to a device node', make: async (path) => {
-      await symlink(await mknod(`${path}.dev`, 'c', 1, 7), path)
-      return path
-    }, check: async (path) => (await lstat(path)).isSymbolicLink() && (await lstat(`${path}.dev`)).isCharacterDevice()},
-    {name: 'a directory', make: async (path) => {
-      await mkdir(path)
-      return path
-    }, check: async (path) => (await lstat(path)).isDirectory()},
+    {
+      name: 'a symlink to a device node',
+      make: async (path) => {
+        await symlink(await mknod(`${path}.dev`, 'c', 1, 7), path)
+        return path
+      },
+      check: async (path) => (await lstat(path)).isSymbolicLink() && (await lstat(`${path}.dev`)).isCharacterDevice(),
+    },
+    {
+      name: 'a directory',
+      make: async (path) => {
+        await mkdir(path)
+        return path
+      },
+      check: async (path) => (await lstat(path)).isDirectory(),
+    },
   ]
   for (const [i, target] of targets.entries()) {
     it(`${target.name}: one-line error, the target untouched, nothing written`, async () => {
@@ -114,7 +135,10 @@ describe('local files are read only when regular, without blocking', () => {
   it('a FIFO or a device node as the config of hooks validate-config is refused', async () => {
     const kit = await validateConfigKit('fine-kit', '[]')
     const fifo = await mknod(join(dir, 'config-fifo.json'), 'p')
-    expectRefused(await run(['hooks', 'validate-config', kit, fifo]), /config-fifo\.json is not a regular file \(a FIFO\)/)
+    expectRefused(
+      await run(['hooks', 'validate-config', kit, fifo]),
+      /config-fifo\.json is not a regular file \(a FIFO\)/,
+    )
     const device = await mknod(join(dir, 'config-device.json'), 'c', 1, 3)
     expectRefused(await run(['hooks', 'validate-config', kit, device]), /config-device\.json is not a regular file/)
   })
@@ -123,12 +147,18 @@ describe('local files are read only when regular, without blocking', () => {
     const kit = await validateConfigKit('big-config-kit', '[]')
     const big = join(dir, 'big-config.json')
     await writeFile(big, `{"a": "${'x'.repeat(17 * 1024 * 1024)}"}`)
-    expectRefused(await run(['hooks', 'validate-config', kit, big]), /big-config\.json is \d+ bytes; a config is at most 16 MiB/)
+    expectRefused(
+      await run(['hooks', 'validate-config', kit, big]),
+      /big-config\.json is \d+ bytes; a config is at most 16 MiB/,
+    )
   })
 
   it('a FIFO or a device node as images import oci-archive: is refused', async () => {
     const fifo = await mknod(join(dir, 'archive-fifo.tar'), 'p')
-    expectRefused(await run(['images', 'import', `oci-archive:${fifo}`]), /archive-fifo\.tar is not a regular file \(a FIFO\)/)
+    expectRefused(
+      await run(['images', 'import', `oci-archive:${fifo}`]),
+      /archive-fifo\.tar is not a regular file \(a FIFO\)/,
+    )
     const device = await mknod(join(dir, 'archive-device.tar'), 'c', 1, 3)
     expectRefused(await run(['images', 'import', `oci-archive:${device}`]), /archive-device\.tar is not a regular file/)
   })
@@ -138,8 +168,14 @@ describe('local files are read only when regular, without blocking', () => {
 async function validateConfigKit(name: string, problems: string): Promise<string> {
   const kit = join(dir, name)
   await mkdir(join(kit, 'hooks'), {recursive: true})
-  await writeFile(join(kit, 'aegis-kit.yaml'), `name: ${name}\nversion: 0.0.1\nhooks:\n  validate_config: hooks/validate_config.mjs\n  timeout: 60s\n`)
-  await writeFile(join(kit, 'hooks', 'validate_config.mjs'), `export function validate_config() {\n  const problems = ${problems}\n  return {ok: problems.length === 0, problems}\n}\n`)
+  await writeFile(
+    join(kit, 'aegis-kit.yaml'),
+    `name: ${name}\nversion: 0.0.1\nhooks:\n  validate_config: hooks/validate_config.mjs\n  timeout: 60s\n`,
+  )
+  await writeFile(
+    join(kit, 'hooks', 'validate_config.mjs'),
+    `export function validate_config() {\n  const problems = ${problems}\n  return {ok: problems.length === 0, problems}\n}\n`,
+  )
   return kit
 }
 
@@ -158,7 +194,10 @@ describe('control characters from outside are not printed', () => {
   })
 
   it("a hook's validate_config problems", async () => {
-    const kit = await validateConfigKit('escape-kit', `[{path: ${JSON.stringify(`gateway${HOSTILE}`)}, message: ${JSON.stringify(`bad${HOSTILE}\nnext line`)}}]`)
+    const kit = await validateConfigKit(
+      'escape-kit',
+      `[{path: ${JSON.stringify(`gateway${HOSTILE}`)}, message: ${JSON.stringify(`bad${HOSTILE}\nnext line`)}}]`,
+    )
     const config = join(dir, 'config.json')
     await writeFile(config, '{}')
     const result = await run(['hooks', 'validate-config', kit, config])
@@ -180,7 +219,13 @@ describe('control characters from outside are not printed', () => {
           return
         }
         if (request.method === 'HEAD') {
-          response.writeHead(200, {'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': `sha256:${'ab'.repeat(32)}`, 'content-length': '100'}).end()
+          response
+            .writeHead(200, {
+              'content-type': 'application/vnd.oci.image.manifest.v1+json',
+              'docker-content-digest': `sha256:${'ab'.repeat(32)}`,
+              'content-length': '100',
+            })
+            .end()
           return
         }
         response.writeHead(403, {'content-type': 'application/json'})

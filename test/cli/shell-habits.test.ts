@@ -19,7 +19,11 @@ describe('a command that does not exist', () => {
 
   it('does not prompt on a terminal either', async () => {
     // script(1) gives the CLI a pseudo-terminal for stdin and stdout; a prompt would wait here.
-    const result = await execa('script', ['-qfec', `${process.execPath} ${binRun} psuh`, '/dev/null'], {cwd: repoRoot, reject: false, timeout: 15_000})
+    const result = await execa('script', ['-qfec', `${process.execPath} ${binRun} psuh`, '/dev/null'], {
+      cwd: repoRoot,
+      reject: false,
+      timeout: 15_000,
+    })
     expect(result.timedOut).toBe(false)
     expect(result.exitCode).toBe(127)
     expect(String(result.stdout)).toContain('psuh is not an aegis-kit command. Did you mean push?')
@@ -45,16 +49,20 @@ describe('autocomplete', () => {
 
     const setupLine = await runCli(['autocomplete', 'script', 'bash'], {env, timeout: 30_000})
     expect(setupLine.stdout).toContain(path.join(cache, 'aegis-kit', 'autocomplete', 'bash_setup'))
-    const complete = (words: string[]) => [
-      `COMP_WORDS=(${words.join(' ')}); COMP_CWORD=${words.length - 1}; COMP_LINE='${words.join(' ')}'`,
-      '_aegis-kit_autocomplete; echo "${COMPREPLY[*]}"',
-    ].join('; ')
-    const bash = await execa('bash', ['-c', [
-      `source ${path.join(cache, 'aegis-kit', 'autocomplete', 'bash_setup')}`,
-      complete(['aegis-kit', 'bui']),
-      complete(['aegis-kit', 'build', '--no-c']),
-      complete(['aegis-kit', 'images', 'pu']),
-    ].join('\n')])
+    const complete = (words: string[]) =>
+      [
+        `COMP_WORDS=(${words.join(' ')}); COMP_CWORD=${words.length - 1}; COMP_LINE='${words.join(' ')}'`,
+        '_aegis-kit_autocomplete; echo "${COMPREPLY[*]}"',
+      ].join('; ')
+    const bash = await execa('bash', [
+      '-c',
+      [
+        `source ${path.join(cache, 'aegis-kit', 'autocomplete', 'bash_setup')}`,
+        complete(['aegis-kit', 'bui']),
+        complete(['aegis-kit', 'build', '--no-c']),
+        complete(['aegis-kit', 'images', 'pu']),
+      ].join('\n'),
+    ])
     expect(String(bash.stdout).split('\n')).toEqual(['build', '--no-cache', 'pull push'])
   })
 })

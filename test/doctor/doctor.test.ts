@@ -15,7 +15,22 @@ import {LocalStore} from '../../src/store/index.js'
 import {runCli} from '../helpers/cli.js'
 import {emptyDir, pathWithout} from '../run/helpers.js'
 
-const PARTS = ['node', 'qemu', 'accelerator', 'virtiofsd', 'gvproxy', 'mke2fs', 'mmdebstrap', 'arm64 emulation', 'apt lists', 'guest kernel', 'disk', 'store', 'instances', 'credential helpers']
+const PARTS = [
+  'node',
+  'qemu',
+  'accelerator',
+  'virtiofsd',
+  'gvproxy',
+  'mke2fs',
+  'mmdebstrap',
+  'arm64 emulation',
+  'apt lists',
+  'guest kernel',
+  'disk',
+  'store',
+  'instances',
+  'credential helpers',
+]
 
 interface Report {
   ok: boolean
@@ -50,9 +65,17 @@ describe('aegis-kit doctor on this machine', {timeout: 120_000}, () => {
     expect(result.stderr).toBe('')
     expect(result.exitCode).toBe(0)
     const lines = result.stdout.split('\n')
-    for (const name of PARTS) expect(lines.some((line) => new RegExp(`^(OK|WARN|MISSING) +${name} +\\S`).test(line)), name).toBe(true)
-    expect(result.stdout).toMatch(/^WARN +accelerator +TCG software emulation, not KVM: (\/dev\/kvm does not exist|\/dev\/kvm is not readable|a test boot under KVM (failed|printed)).*\n +fix: none needed: run works under TCG/m)
-    expect(result.stdout).toMatch(/^OK +guest kernel +linux-image-\S+-cloud-amd64 \S+, assembled in the store as aegis-guest:/m)
+    for (const name of PARTS)
+      expect(
+        lines.some((line) => new RegExp(`^(OK|WARN|MISSING) +${name} +\\S`).test(line)),
+        name,
+      ).toBe(true)
+    expect(result.stdout).toMatch(
+      /^WARN +accelerator +TCG software emulation, not KVM: (\/dev\/kvm does not exist|\/dev\/kvm is not readable|a test boot under KVM (failed|printed)).*\n +fix: none needed: run works under TCG/m,
+    )
+    expect(result.stdout).toMatch(
+      /^OK +guest kernel +linux-image-\S+-cloud-amd64 \S+, assembled in the store as aegis-guest:/m,
+    )
     expect(result.stdout).toMatch(/^OK +arm64 emulation +qemu-aarch64 through binfmt_misc .*a test arm64 program ran$/m)
     expect(result.stdout).toMatch(/^OK +store +\d+ tags? in .*, every one complete$/m)
     expect(result.stdout).toMatch(/run and build have every part they need\n?$/)
@@ -64,7 +87,9 @@ describe('aegis-kit doctor on this machine', {timeout: 120_000}, () => {
     expect(report.ok).toBe(true)
     expect(report.checks.map((check) => check.part)).toEqual(PARTS)
     for (const check of report.checks) {
-      expect(Object.keys(check).sort()).toEqual(check.status === 'OK' ? ['found', 'part', 'status'] : ['fix', 'found', 'part', 'status'])
+      expect(Object.keys(check).sort()).toEqual(
+        check.status === 'OK' ? ['found', 'part', 'status'] : ['fix', 'found', 'part', 'status'],
+      )
       expect(['OK', 'WARN']).toContain(check.status)
       expect(check.found).not.toBe('')
     }
@@ -75,7 +100,9 @@ describe('aegis-kit doctor on this machine', {timeout: 120_000}, () => {
     const env = {AEGIS_KIT_HOME: home, PATH: pathWithout('gvproxy'), AEGIS_KIT_HELPER_DIRS: emptyDir()}
     const result = await runCli(['doctor'], {env})
     expect(result.exitCode).toBe(1)
-    expect(result.stdout).toMatch(/^MISSING +gvproxy +gvproxy is not installed \(looked on PATH and in .*aegis-kit-empty-.*\)\n +fix: \/\S+\/scripts\/install-gvproxy /m)
+    expect(result.stdout).toMatch(
+      /^MISSING +gvproxy +gvproxy is not installed \(looked on PATH and in .*aegis-kit-empty-.*\)\n +fix: \/\S+\/scripts\/install-gvproxy /m,
+    )
     expect(result.stdout).toMatch(/run or build cannot work until these are fixed: gvproxy\n?$/)
     const {exitCode, report} = await doctorJson(env)
     expect(exitCode).toBe(1)
@@ -93,12 +120,18 @@ describe('aegis-kit doctor on a data directory with problems', {timeout: 120_000
   beforeAll(async () => {
     // An image whose layer blob is gone (a disk cleaned by hand, a copy interrupted).
     const store = new LocalStore(path.join(broken, 'store'))
-    const blob = (mediaType: string, data: Buffer): Descriptor => ({mediaType, digest: sha256Digest(data), size: data.length})
+    const blob = (mediaType: string, data: Buffer): Descriptor => ({
+      mediaType,
+      digest: sha256Digest(data),
+      size: data.length,
+    })
     const layerBytes = Buffer.from('not really a layer')
     const configBytes = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}')
     const layer = blob(MediaType.LayerTarGzip, layerBytes)
     const config = blob(MediaType.ImageConfig, configBytes)
-    const manifestBytes = Buffer.from(JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageManifest, config, layers: [layer]}))
+    const manifestBytes = Buffer.from(
+      JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageManifest, config, layers: [layer]}),
+    )
     const manifest = blob(MediaType.ImageManifest, manifestBytes)
     await store.push(layer, layerBytes)
     await store.push(config, configBytes)
@@ -108,17 +141,32 @@ describe('aegis-kit doctor on a data directory with problems', {timeout: 120_000
 
     // An instance whose process is gone without recording an end (SIGKILL, a reboot).
     const gone = spawnSync('true').pid
-    await InstanceRegistry.forDataDir(broken).claim({name: 'ghost', kit: 'hello', pid: gone, pidStart: '1', startedAt: new Date().toISOString(), status: 'running', detached: true, ports: [], urls: []})
+    await InstanceRegistry.forDataDir(broken).claim({
+      name: 'ghost',
+      kit: 'hello',
+      pid: gone,
+      pidStart: '1',
+      startedAt: new Date().toISOString(),
+      status: 'running',
+      detached: true,
+      ports: [],
+      urls: [],
+    })
 
     // A docker config naming a credential helper that is not installed.
-    writeFileSync(path.join(dockerConfig, 'config.json'), JSON.stringify({credHelpers: {'registry.example.com': 'aegis-nosuch'}}))
+    writeFileSync(
+      path.join(dockerConfig, 'config.json'),
+      JSON.stringify({credHelpers: {'registry.example.com': 'aegis-nosuch'}}),
+    )
     ;({exitCode, report} = await doctorJson({AEGIS_KIT_HOME: broken, DOCKER_CONFIG: dockerConfig}))
   }, 120_000)
 
   it('a tag pointing at a missing blob is reported with the command that removes it', () => {
     const store = part(report, 'store')
     expect(store.status).toBe('WARN')
-    expect(store.found).toMatch(/^1 tag in .*; 1 point at missing content: half-gone:1\.0 \(sha256:[0-9a-f]{12} application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip is missing\)$/)
+    expect(store.found).toMatch(
+      /^1 tag in .*; 1 point at missing content: half-gone:1\.0 \(sha256:[0-9a-f]{12} application\/vnd\.oci\.image\.layer\.v1\.tar\+gzip is missing\)$/,
+    )
     expect(store.fix).toBe('aegis-kit images rm half-gone:1.0, then build or pull them again')
   })
 

@@ -23,8 +23,14 @@ describe('arm64 emulation', () => {
   it('a registration without the F flag is a warning that says so and how to register again', async () => {
     const dir = binfmtDir(`enabled\ninterpreter /usr/bin/qemu-aarch64-static\nflags: OC\noffset 0\n${AARCH64_MAGIC}`)
     const check = await checkEmulation(dir)
-    expect(check).toMatchObject({part: 'arm64 emulation', status: 'WARN', found: 'qemu-aarch64 is registered with binfmt_misc without the F (fix-binary) flag'})
-    expect(check.fix).toBe(`scripts/setup from the checkout, or by hand: echo -1 > ${dir}/qemu-aarch64 && cat /usr/lib/binfmt.d/qemu-aarch64.conf > ${dir}/register (only arm64 builds need it)`)
+    expect(check).toMatchObject({
+      part: 'arm64 emulation',
+      status: 'WARN',
+      found: 'qemu-aarch64 is registered with binfmt_misc without the F (fix-binary) flag',
+    })
+    expect(check.fix).toBe(
+      `scripts/setup from the checkout, or by hand: echo -1 > ${dir}/qemu-aarch64 && cat /usr/lib/binfmt.d/qemu-aarch64.conf > ${dir}/register (only arm64 builds need it)`,
+    )
   })
 
   it('a disabled registration: the fix enables it', async () => {
@@ -35,7 +41,9 @@ describe('arm64 emulation', () => {
   })
 
   it('a registration whose interpreter file is gone', async () => {
-    const dir = binfmtDir(`enabled\ninterpreter /nonexistent/qemu-aarch64-static\nflags: OCF\noffset 0\n${AARCH64_MAGIC}`)
+    const dir = binfmtDir(
+      `enabled\ninterpreter /nonexistent/qemu-aarch64-static\nflags: OCF\noffset 0\n${AARCH64_MAGIC}`,
+    )
     const check = await checkEmulation(dir)
     expect(check.status).toBe('WARN')
     expect(check.found).toBe('qemu-aarch64 is registered with /nonexistent/qemu-aarch64-static, which no longer exists')
@@ -53,7 +61,12 @@ describe('accelerator', () => {
   it('no KVM device: TCG, with the reason, without a test boot', async () => {
     const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'aegis-kit-accel-'))
     const check = await checkAccelerator(undefined, cacheDir, '/nonexistent/kvm')
-    expect(check).toMatchObject({part: 'accelerator', status: 'WARN', found: 'TCG software emulation, not KVM: /nonexistent/kvm does not exist (no KVM on this host, or the kvm module is not loaded)'})
+    expect(check).toMatchObject({
+      part: 'accelerator',
+      status: 'WARN',
+      found:
+        'TCG software emulation, not KVM: /nonexistent/kvm does not exist (no KVM on this host, or the kvm module is not loaded)',
+    })
   })
 
   it('a device that opens but no guest kernel to probe with: says so, and what makes one', async () => {

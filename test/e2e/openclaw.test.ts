@@ -59,18 +59,31 @@ describe('build openclaw', () => {
   })
 
   it('its SBOM is an SPDX document filed as a referrer of the image manifest, listing the openclaw npm package', async () => {
-    const inspected = await runCli(['images', 'inspect', `openclaw:${OPENCLAW}`, '--json'], {env: {AEGIS_KIT_HOME: homeA}})
+    const inspected = await runCli(['images', 'inspect', `openclaw:${OPENCLAW}`, '--json'], {
+      env: {AEGIS_KIT_HOME: homeA},
+    })
     expect(inspected.exitCode, inspected.stderr).toBe(0)
-    const {images, referrers} = JSON.parse(inspected.stdout) as {images: Array<{digest: string}>; referrers: Array<{digest: string; artifactType?: string; subject: string}>}
+    const {images, referrers} = JSON.parse(inspected.stdout) as {
+      images: Array<{digest: string}>
+      referrers: Array<{digest: string; artifactType?: string; subject: string}>
+    }
     expect(images).toHaveLength(1)
     const sboms = referrers.filter((referrer) => referrer.artifactType === 'application/spdx+json')
     expect(sboms.map((referrer) => referrer.subject)).toEqual([images[0].digest])
-    const blob = (digest: string) => JSON.parse(readFileSync(path.join(homeA, 'store/blobs/sha256', digest.slice('sha256:'.length)), 'utf8'))
-    const manifest = blob(sboms[0].digest) as {artifactType: string; subject: {digest: string}; layers: Array<{mediaType: string; digest: string}>}
+    const blob = (digest: string) =>
+      JSON.parse(readFileSync(path.join(homeA, 'store/blobs/sha256', digest.slice('sha256:'.length)), 'utf8'))
+    const manifest = blob(sboms[0].digest) as {
+      artifactType: string
+      subject: {digest: string}
+      layers: Array<{mediaType: string; digest: string}>
+    }
     expect(manifest.artifactType).toBe('application/spdx+json')
     expect(manifest.subject.digest).toBe(images[0].digest)
     expect(manifest.layers.map((layer) => layer.mediaType)).toEqual(['application/spdx+json'])
-    const sbom = blob(manifest.layers[0].digest) as {spdxVersion: string; packages: Array<{name: string; versionInfo: string; externalRefs?: Array<{referenceLocator: string}>}>}
+    const sbom = blob(manifest.layers[0].digest) as {
+      spdxVersion: string
+      packages: Array<{name: string; versionInfo: string; externalRefs?: Array<{referenceLocator: string}>}>
+    }
     expect(sbom.spdxVersion).toBe('SPDX-2.3')
     const purls = sbom.packages.flatMap((entry) => entry.externalRefs ?? []).map((ref) => ref.referenceLocator)
     expect(purls).toContain(`pkg:npm/openclaw@${OPENCLAW}`)
@@ -81,26 +94,49 @@ describe('build openclaw', () => {
   it('unpacked with umoci, its root runs node and openclaw at the pinned versions', async () => {
     const bundle = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-root-')), 'bundle')
     await execa('umoci', ['unpack', '--image', `${path.join(homeA, 'store')}:openclaw:${OPENCLAW}`, bundle])
-    const config = JSON.parse((await execa('cat', [path.join(bundle, 'config.json')])).stdout) as {process: {env: string[]; args: string[]}}
+    const config = JSON.parse((await execa('cat', [path.join(bundle, 'config.json')])).stdout) as {
+      process: {env: string[]; args: string[]}
+    }
     const pathEnv = config.process.env.find((entry) => entry.startsWith('PATH='))!
     expect(config.process.args).toEqual(['openclaw', 'gateway', '--allow-unconfigured'])
-    const run = (command: string) => execa('chroot', [path.join(bundle, 'rootfs'), '/usr/bin/env', '-i', pathEnv, 'HOME=/tmp', command, '--version'])
+    const run = (command: string) =>
+      execa('chroot', [path.join(bundle, 'rootfs'), '/usr/bin/env', '-i', pathEnv, 'HOME=/tmp', command, '--version'])
     expect((await run('node')).stdout.trim()).toBe(NODE)
     expect((await run('openclaw')).stdout).toContain(`OpenClaw ${OPENCLAW}`)
   }, 300_000)
 
   it('skopeo reads it and copies it to a registry; aegis-kit pushes it too', async () => {
     const store = `oci:${path.join(homeA, 'store')}:openclaw:${OPENCLAW}`
-    const inspected = JSON.parse((await execa('skopeo', ['inspect', store])).stdout) as {Digest: string; Layers: string[]}
+    const inspected = JSON.parse((await execa('skopeo', ['inspect', store])).stdout) as {
+      Digest: string
+      Layers: string[]
+    }
     expect(inspected.Digest).toBe(reportA.digest)
-    await execa('skopeo', ['copy', '--dest-tls-verify=false', store, `docker://${registry.host}/skopeo/openclaw:${OPENCLAW}`])
-    const pushed = await runCli(['images', 'push', `openclaw:${OPENCLAW}`, `${registry.host}/aegis/openclaw:${OPENCLAW}`, '--json'], {env: {AEGIS_KIT_HOME: homeA}, timeout: 600_000})
+    await execa('skopeo', [
+      'copy',
+      '--dest-tls-verify=false',
+      store,
+      `docker://${registry.host}/skopeo/openclaw:${OPENCLAW}`,
+    ])
+    const pushed = await runCli(
+      ['images', 'push', `openclaw:${OPENCLAW}`, `${registry.host}/aegis/openclaw:${OPENCLAW}`, '--json'],
+      {env: {AEGIS_KIT_HOME: homeA}, timeout: 600_000},
+    )
     expect(pushed.exitCode, pushed.stderr).toBe(0)
     for (const repo of ['skopeo/openclaw', 'aegis/openclaw']) {
-      const remote = JSON.parse((await execa('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/${repo}:${OPENCLAW}`])).stdout) as {Layers: string[]}
+      const remote = JSON.parse(
+        (await execa('skopeo', ['inspect', '--tls-verify=false', `docker://${registry.host}/${repo}:${OPENCLAW}`]))
+          .stdout,
+      ) as {Layers: string[]}
       expect(remote.Layers).toEqual(inspected.Layers)
     }
-    const raw = (await execa('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/aegis/openclaw:${OPENCLAW}`], {stripFinalNewline: false})).stdout
+    const raw = (
+      await execa(
+        'skopeo',
+        ['inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/aegis/openclaw:${OPENCLAW}`],
+        {stripFinalNewline: false},
+      )
+    ).stdout
     expect(`sha256:${createHash('sha256').update(raw).digest('hex')}`).toBe(reportA.digest)
   }, 600_000)
 
@@ -111,9 +147,15 @@ describe('build openclaw', () => {
     const port = await freePort()
     const key = 'sk-ant-api03-E2E-KNOWN-SECRET-9f8e7d6c5b4a'
     const workspace = mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-ws-'))
-    const run = startRun(['openclaw', '--expose', `${port}:18789`, '--secret', 'ANTHROPIC_API_KEY', '--workspace', workspace], {AEGIS_KIT_HOME: homeA, ANTHROPIC_API_KEY: key})
+    const run = startRun(
+      ['openclaw', '--expose', `${port}:18789`, '--secret', 'ANTHROPIC_API_KEY', '--workspace', workspace],
+      {AEGIS_KIT_HOME: homeA, ANTHROPIC_API_KEY: key},
+    )
     try {
-      const [, url, token] = await run.waitFor(/Control UI: (http:\/\/127\.0\.0\.1:\d+\/)#token=([0-9a-f]{64})/, 840_000)
+      const [, url, token] = await run.waitFor(
+        /Control UI: (http:\/\/127\.0\.0\.1:\d+\/)#token=([0-9a-f]{64})/,
+        840_000,
+      )
       expect(url).toBe(`http://127.0.0.1:${port}/`)
       const health = await fetch(`${url}healthz`)
       expect(health.status).toBe(200)
@@ -129,23 +171,33 @@ describe('build openclaw', () => {
       // other than its own loopback, which this port's connections are.
       const origin = `http://127.0.0.1:${port}`
       const handshakes = async (attempts: Attempt[]): Promise<Outcome[]> => {
-        const connected = await execa(path.join(node24, 'bin', 'node'), [controlUiConnect, JSON.stringify({url: `ws://127.0.0.1:${port}/`, attempts})], {env: {LANG: 'C.UTF-8'}, extendEnv: false, timeout: 120_000})
-        return connected.stdout.trim().split('\n').map((line) => JSON.parse(line) as Outcome)
+        const connected = await execa(
+          path.join(node24, 'bin', 'node'),
+          [controlUiConnect, JSON.stringify({url: `ws://127.0.0.1:${port}/`, attempts})],
+          {env: {LANG: 'C.UTF-8'}, extendEnv: false, timeout: 120_000},
+        )
+        return connected.stdout
+          .trim()
+          .split('\n')
+          .map((line) => JSON.parse(line) as Outcome)
       }
       // The gateway answers UNAVAILABLE ("gateway starting; retry shortly") for a while after /healthz.
       let withToken = await handshakes([{origin, token}])
-      for (const deadline = Date.now() + 120_000; withToken[0]?.code === 'UNAVAILABLE' && Date.now() < deadline;) {
+      for (const deadline = Date.now() + 120_000; withToken[0]?.code === 'UNAVAILABLE' && Date.now() < deadline; ) {
         await new Promise((resolve) => setTimeout(resolve, 2000))
         withToken = await handshakes([{origin, token}])
       }
-      expect(withToken, JSON.stringify(withToken)).toMatchObject([{ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW}])
-      const invoke = (authorization?: string) => fetch(`${url}tools/invoke`, {
-        method: 'POST',
-        headers: {'content-type': 'application/json', ...(authorization ? {authorization} : {})},
-        body: JSON.stringify({tool: 'sessions_list', args: {}}),
-      })
+      expect(withToken, JSON.stringify(withToken)).toMatchObject([
+        {ok: true, helloType: 'hello-ok', serverVersion: OPENCLAW},
+      ])
+      const invoke = (authorization?: string) =>
+        fetch(`${url}tools/invoke`, {
+          method: 'POST',
+          headers: {'content-type': 'application/json', ...(authorization ? {authorization} : {})},
+          body: JSON.stringify({tool: 'sessions_list', args: {}}),
+        })
       let accepted = await invoke(`Bearer ${token}`)
-      for (const deadline = Date.now() + 120_000; accepted.status === 500 && Date.now() < deadline;) {
+      for (const deadline = Date.now() + 120_000; accepted.status === 500 && Date.now() < deadline; ) {
         await new Promise((resolve) => setTimeout(resolve, 1000))
         accepted = await invoke(`Bearer ${token}`)
       }
@@ -175,7 +227,9 @@ describe('build openclaw', () => {
 
   it('a second clean build in another empty store gives the same manifest digest', async () => {
     const reportB = await build(mkdtempSync(path.join(tmpdir(), 'aegis-kit-openclaw-b-')))
-    expect(reportB.platforms[0].layers).toEqual(reportA.platforms[0].layers.map((layer) => expect.objectContaining({step: layer.step, digest: layer.digest})))
+    expect(reportB.platforms[0].layers).toEqual(
+      reportA.platforms[0].layers.map((layer) => expect.objectContaining({step: layer.step, digest: layer.digest})),
+    )
     expect(reportB.digest).toBe(reportA.digest)
   }, 900_000)
 })

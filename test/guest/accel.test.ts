@@ -43,7 +43,7 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     expect(await probeBoot(qemu, guest.kernel, 'tcg', 30_000)).toEqual({ok: true})
   })
 
-  it('a boot that fails is refused with QEMU\'s own words', async () => {
+  it("a boot that fails is refused with QEMU's own words", async () => {
     const probe = await probeBoot(qemu, '/bin/ls', 'tcg', 30_000)
     expect(probe.ok).toBe(false)
     expect(probe.reason).toMatch(/^a test boot under TCG failed \(QEMU exit 1: .+\)$/)
@@ -64,7 +64,15 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     writeFileSync(hanging, `#!/bin/sh\necho $$ > '${pidFile}'\nexec sleep 600\n`)
     chmodSync(hanging, 0o755)
     const accelModule = path.resolve(import.meta.dirname, '../../dist/guest/accel.js')
-    const cli = spawn(process.execPath, ['--input-type=module', '-e', `const {probeKvm} = await import(${JSON.stringify(accelModule)}); await probeKvm(${JSON.stringify(hanging)}, ${JSON.stringify(guest.kernel)}, 600000)`], {stdio: 'ignore'})
+    const cli = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const {probeKvm} = await import(${JSON.stringify(accelModule)}); await probeKvm(${JSON.stringify(hanging)}, ${JSON.stringify(guest.kernel)}, 600000)`,
+      ],
+      {stdio: 'ignore'},
+    )
     const deadline = Date.now() + 20_000
     while (!existsSync(pidFile) || readFileSync(pidFile, 'utf8').trim() === '') {
       if (Date.now() > deadline) throw new Error('the stand-in QEMU did not start')
@@ -80,7 +88,7 @@ describe('the accelerator probe', {timeout: 60_000}, () => {
     }
   })
 
-  it('this machine\'s /dev/kvm (nested PVM) fails the KVM probe, with a reason', async () => {
+  it("this machine's /dev/kvm (nested PVM) fails the KVM probe, with a reason", async () => {
     const probe = await probeKvm(qemu, guest.kernel)
     expect(probe.ok).toBe(false)
     expect(probe.reason).toMatch(/a test boot under KVM (failed|printed)/)
@@ -93,9 +101,18 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     const counter = path.join(dir, 'starts')
     const counted = countingQemu(counter)
     const status: string[] = []
-    const options = {choice: 'auto' as const, qemu: counted, kernel: guest.kernel, cacheDir: dir, kvmDevice, onStatus: (m: string) => status.push(m)}
+    const options = {
+      choice: 'auto' as const,
+      qemu: counted,
+      kernel: guest.kernel,
+      cacheDir: dir,
+      kvmDevice,
+      onStatus: (m: string) => status.push(m),
+    }
     expect(await chooseAccel(options)).toBe('tcg')
-    expect(status.at(-1)).toMatch(/^warning: running under TCG software emulation .*: a test boot under KVM .*; --accel tcg skips this check$/)
+    expect(status.at(-1)).toMatch(
+      /^warning: running under TCG software emulation .*: a test boot under KVM .*; --accel tcg skips this check$/,
+    )
     expect(readFileSync(counter, 'utf8')).toBe('start\n')
     const kept = JSON.parse(readFileSync(path.join(dir, 'accel-probe.json'), 'utf8')) as {value: {ok: boolean}}
     expect(kept.value.ok).toBe(false)
@@ -120,7 +137,14 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     writeFileSync(hanging, `#!/bin/sh\necho start >> '${counter}'\nexec sleep 600\n`)
     chmodSync(hanging, 0o755)
     const status: string[] = []
-    const options = {choice: 'auto' as const, qemu: hanging, kernel: guest.kernel, cacheDir: dir, kvmDevice, onStatus: (m: string) => status.push(m)}
+    const options = {
+      choice: 'auto' as const,
+      qemu: hanging,
+      kernel: guest.kernel,
+      cacheDir: dir,
+      kvmDevice,
+      onStatus: (m: string) => status.push(m),
+    }
     expect(await chooseAccel(options)).toBe('tcg')
     expect(status.at(-1)).toMatch(/a test boot under KVM printed nothing in 5 s/)
     expect(await chooseAccel(options)).toBe('tcg')
@@ -135,7 +159,13 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
   })
 
   it('--accel kvm where KVM cannot boot is an error pointing at --accel tcg', async () => {
-    const error = await chooseAccel({choice: 'kvm', qemu, kernel: guest.kernel, cacheDir: tempDir(), onStatus: () => undefined}).catch((e: unknown) => e)
+    const error = await chooseAccel({
+      choice: 'kvm',
+      qemu,
+      kernel: guest.kernel,
+      cacheDir: tempDir(),
+      onStatus: () => undefined,
+    }).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AegisError)
     expect((error as AegisError).message).toMatch(/^--accel kvm: KVM cannot boot the guest here: /)
     expect((error as AegisError).hint).toMatch(/--accel tcg/)
@@ -145,7 +175,14 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     const dir = tempDir()
     const counter = path.join(dir, 'starts')
     const status: string[] = []
-    const accel = await chooseAccel({choice: 'auto', qemu: countingQemu(counter), kernel: guest.kernel, cacheDir: dir, onStatus: (m) => status.push(m), kvmDevice: path.join(dir, 'kvm')})
+    const accel = await chooseAccel({
+      choice: 'auto',
+      qemu: countingQemu(counter),
+      kernel: guest.kernel,
+      cacheDir: dir,
+      onStatus: (m) => status.push(m),
+      kvmDevice: path.join(dir, 'kvm'),
+    })
     expect(accel).toBe('tcg')
     expect(status).toEqual([expect.stringMatching(/warning: running under TCG .*\/kvm does not exist/)])
     expect(existsSync(counter)).toBe(false)
@@ -156,7 +193,15 @@ describe('choosing the accelerator', {timeout: 60_000}, () => {
     const dir = tempDir()
     const counter = path.join(dir, 'starts')
     const status: string[] = []
-    expect(await chooseAccel({choice: 'tcg', qemu: countingQemu(counter), kernel: guest.kernel, cacheDir: dir, onStatus: (m) => status.push(m)})).toBe('tcg')
+    expect(
+      await chooseAccel({
+        choice: 'tcg',
+        qemu: countingQemu(counter),
+        kernel: guest.kernel,
+        cacheDir: dir,
+        onStatus: (m) => status.push(m),
+      }),
+    ).toBe('tcg')
     expect(status).toEqual([])
     expect(existsSync(counter)).toBe(false)
   })

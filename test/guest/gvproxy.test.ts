@@ -18,7 +18,13 @@ import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
 import {AegisError} from '../../src/errors.js'
 import type {StoredGuest} from '../../src/guest/guest-store.js'
-import {FrameReader, InboundFlows, judgeGuestFrame, rejectionFor, type GuestPacketPolicy} from '../../src/guest/gvproxy-filter.js'
+import {
+  FrameReader,
+  InboundFlows,
+  judgeGuestFrame,
+  rejectionFor,
+  type GuestPacketPolicy,
+} from '../../src/guest/gvproxy-filter.js'
 import {findGvproxy, gvproxyNetwork, parseInternalHosts} from '../../src/guest/gvproxy.js'
 import {GUEST_MAC, GUEST_NETWORK, userNetwork, type NetworkBackend} from '../../src/guest/network.js'
 import {startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
@@ -52,15 +58,21 @@ async function serve(body: string): Promise<[http.Server, number]> {
 async function listening(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1')
-    socket.once('connect', () => {
-      socket.destroy()
-      resolve(true)
-    }).once('error', () => resolve(false))
+    socket
+      .once('connect', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      .once('error', () => resolve(false))
   })
 }
 
 /** Collects the console and resolves when `line` has appeared. */
-function consoleWatcher(): {onConsole: (text: string) => void; text: () => string; until: (needle: string, timeoutMs?: number) => Promise<void>} {
+function consoleWatcher(): {
+  onConsole: (text: string) => void
+  text: () => string
+  until: (needle: string, timeoutMs?: number) => Promise<void>
+} {
   let text = ''
   return {
     onConsole: (chunk) => {
@@ -79,14 +91,18 @@ async function stopped(vm: RunningVm): Promise<void> {
 }
 
 async function firstHttpAnswer(port: number): Promise<string> {
-  return waitFor('the guest HTTP server', async () => {
-    try {
-      const response = await fetch(`http://127.0.0.1:${port}/`, {signal: AbortSignal.timeout(2000)})
-      return await response.text()
-    } catch {
-      return undefined
-    }
-  }, 90_000)
+  return waitFor(
+    'the guest HTTP server',
+    async () => {
+      try {
+        const response = await fetch(`http://127.0.0.1:${port}/`, {signal: AbortSignal.timeout(2000)})
+        return await response.text()
+      } catch {
+        return undefined
+      }
+    },
+    90_000,
+  )
 }
 
 /** The attack: ask gvproxy's guest-facing API for a forward to the guest, and list forwards. */
@@ -119,10 +135,20 @@ afterAll(() => {
 
 describe('the guest packet filter', () => {
   const policy: GuestPacketPolicy = {
-    gateway: '192.168.127.1', hostLoopbackAlias: '192.168.127.254', subnetPrefix: '192.168.127',
-    allowedLoopbackPorts: new Set([7000]), hostAddresses: new Set(['10.1.2.3']), allowedHostEndpoints: new Set(['10.1.2.3:9000']),
+    gateway: '192.168.127.1',
+    hostLoopbackAlias: '192.168.127.254',
+    subnetPrefix: '192.168.127',
+    allowedLoopbackPorts: new Set([7000]),
+    hostAddresses: new Set(['10.1.2.3']),
+    allowedHostEndpoints: new Set(['10.1.2.3:9000']),
   }
-  const frame = (options: {ethertype?: number; protocol?: number; destination: string; port?: number; fragment?: number}) => {
+  const frame = (options: {
+    ethertype?: number
+    protocol?: number
+    destination: string
+    port?: number
+    fragment?: number
+  }) => {
     const bytes = Buffer.alloc(14 + 20 + 20)
     bytes.writeUInt16BE(options.ethertype ?? 0x0800, 12)
     bytes[14] = 0x45
@@ -149,7 +175,10 @@ describe('the guest packet filter', () => {
   })
 
   it('drops the gateway API, undeclared host ports, loopback, the host itself, IPv6 and checked fragments', () => {
-    expect(judgeGuestFrame(frame({destination: '192.168.127.1', port: 80}), policy)).toEqual({pass: false, reason: 'tcp to 192.168.127.1:80'})
+    expect(judgeGuestFrame(frame({destination: '192.168.127.1', port: 80}), policy)).toEqual({
+      pass: false,
+      reason: 'tcp to 192.168.127.1:80',
+    })
     expect(passes(frame({destination: '192.168.127.1', port: 22}))).toBe(false)
     expect(passes(frame({destination: '192.168.127.254', port: 7001}))).toBe(false)
     expect(passes(frame({protocol: 1, destination: '192.168.127.254'}))).toBe(false)
@@ -212,13 +241,24 @@ describe('the guest packet filter', () => {
     const frames = [Buffer.from('first frame'), Buffer.from('second')]
     const wire = Buffer.concat(frames.flatMap((f) => [Buffer.from([0, 0, 0, f.length]), f]))
     const reader = new FrameReader()
-    const got = [...reader.push(wire.subarray(0, 3)), ...reader.push(wire.subarray(3, 20)), ...reader.push(wire.subarray(20))]
+    const got = [
+      ...reader.push(wire.subarray(0, 3)),
+      ...reader.push(wire.subarray(3, 20)),
+      ...reader.push(wire.subarray(20)),
+    ]
     expect(got.map(String)).toEqual(['first frame', 'second'])
     expect(() => new FrameReader().push(Buffer.from([0xff, 0, 0, 0]))).toThrow(/frame of/)
   })
 
   it('reads internal_hosts entries', () => {
-    const parsed = parseInternalHosts(['127.0.0.1:7000', 'localhost:7001', 7002, 'host.containers.internal:7003', '10.0.0.5:8080', 'Coordinator.Internal:9000'])
+    const parsed = parseInternalHosts([
+      '127.0.0.1:7000',
+      'localhost:7001',
+      7002,
+      'host.containers.internal:7003',
+      '10.0.0.5:8080',
+      'Coordinator.Internal:9000',
+    ])
     expect([...parsed.loopbackPorts]).toEqual([7000, 7001, 7002, 7003, 9000])
     expect([...parsed.endpoints]).toEqual(['10.0.0.5:8080'])
     // A hostname is the guest's name for the host's loopback; the builtin names need no entry.
@@ -230,11 +270,14 @@ describe('the guest packet filter', () => {
 })
 
 describe('gvproxy networking', {timeout: 240_000}, () => {
-  it('forwards a host port; the guest cannot add a forward through gvproxy\'s API nor reach undeclared host loopback services', async () => {
+  it("forwards a host port; the guest cannot add a forward through gvproxy's API nor reach undeclared host loopback services", async () => {
     const hostPort = await freePort()
     const stolenPort = await freePort()
     const blocked: string[] = []
-    const network = gvproxyNetwork({forwards: [{hostPort, guestPort: 8080}], onBlocked: (reason) => blocked.push(reason)})
+    const network = gvproxyNetwork({
+      forwards: [{hostPort, guestPort: 8080}],
+      onBlocked: (reason) => blocked.push(reason),
+    })
     const watch = consoleWatcher()
     const script = [
       attackScript(stolenPort),
@@ -243,7 +286,9 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
       'echo ATTEMPTS-DONE',
       'exec httpd -f -p 127.0.0.1:8080 -h /www',
     ].join('\n')
-    const vm = await startVm(vmOptions({network, onConsole: watch.onConsole, spec: {command: ['sh', '-c', script], ports: [8080]}}))
+    const vm = await startVm(
+      vmOptions({network, onConsole: watch.onConsole, spec: {command: ['sh', '-c', script], ports: [8080]}}),
+    )
     try {
       await watch.until('ATTEMPTS-DONE')
       const output = watch.text()
@@ -255,13 +300,19 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
       expect(output).not.toContain('host-loopback-service')
       // The host side: no listener on the port the guest asked for, and only our forward.
       expect(await listening(stolenPort)).toBe(false)
-      expect(await network.listForwards()).toEqual([{local: `127.0.0.1:${hostPort}`, remote: `${GUEST_NETWORK.address}:8080`, protocol: 'tcp'}])
+      expect(await network.listForwards()).toEqual([
+        {local: `127.0.0.1:${hostPort}`, remote: `${GUEST_NETWORK.address}:8080`, protocol: 'tcp'},
+      ])
       expect(blocked).toContain('tcp to 192.168.127.1:80')
       expect(blocked).toContain(`tcp to 192.168.127.254:${hostServicePort}`)
       // The forward itself works, through the relay to the app bound to the guest's 127.0.0.1.
       expect(await firstHttpAnswer(hostPort)).toBe('hello-from-guest\n')
       const upload = randomBytes(200 * 1024)
-      const echoed = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/echo`, {method: 'POST', body: upload, signal: AbortSignal.timeout(30_000)})
+      const echoed = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/echo`, {
+        method: 'POST',
+        body: upload,
+        signal: AbortSignal.timeout(30_000),
+      })
       expect(Buffer.from(await echoed.arrayBuffer()).equals(upload)).toBe(true)
     } finally {
       await stopped(vm)
@@ -269,9 +320,12 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
     expect(await listening(hostPort)).toBe(false) // gvproxy and its listener are gone
   })
 
-  it('reaches a declared host loopback service (by address and through gvproxy\'s DNS), and only that one', async () => {
+  it("reaches a declared host loopback service (by address and through gvproxy's DNS), and only that one", async () => {
     const blocked: string[] = []
-    const network = gvproxyNetwork({allowHostLoopback: [`127.0.0.1:${hostServicePort}`], onBlocked: (reason) => blocked.push(reason)})
+    const network = gvproxyNetwork({
+      allowHostLoopback: [`127.0.0.1:${hostServicePort}`],
+      onBlocked: (reason) => blocked.push(reason),
+    })
     const script = [
       'nslookup host.containers.internal; echo "nslookup-rc=$?"',
       `timeout 20 wget -q -O- http://192.168.127.254:${hostServicePort}/; echo "declared-rc=$?"`,
@@ -303,17 +357,45 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
       async attach({runDir, processes}) {
         const qemuSocket = path.join(runDir, 'bare-qemu.sock')
         apiSocket = path.join(runDir, 'bare-api.sock')
-        processes.spawn(findGvproxy(), ['-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`, '-ssh-port', '-1'], {stdio: 'ignore'})
-        await waitFor('bare gvproxy', () => (existsSync(apiSocket) && existsSync(qemuSocket) ? true : undefined), 10_000)
-        return {qemuArgs: ['-netdev', `stream,id=net0,server=off,addr.type=unix,addr.path=${qemuSocket}`, '-device', `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`], guest: {...GUEST_NETWORK}, detach: async () => {}}
+        processes.spawn(
+          findGvproxy(),
+          ['-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`, '-ssh-port', '-1'],
+          {stdio: 'ignore'},
+        )
+        await waitFor(
+          'bare gvproxy',
+          () => (existsSync(apiSocket) && existsSync(qemuSocket) ? true : undefined),
+          10_000,
+        )
+        return {
+          qemuArgs: [
+            '-netdev',
+            `stream,id=net0,server=off,addr.type=unix,addr.path=${qemuSocket}`,
+            '-device',
+            `virtio-net-device,netdev=net0,mac=${GUEST_MAC}`,
+          ],
+          guest: {...GUEST_NETWORK},
+          detach: async () => {},
+        }
       },
     }
     const watch = consoleWatcher()
-    const vm = await startVm(vmOptions({network: bare, onConsole: watch.onConsole, spec: {command: ['sh', '-c', `${attackScript(stolenPort)}\necho ATTEMPTS-DONE\nexec sleep 600`]}}))
+    const vm = await startVm(
+      vmOptions({
+        network: bare,
+        onConsole: watch.onConsole,
+        spec: {command: ['sh', '-c', `${attackScript(stolenPort)}\necho ATTEMPTS-DONE\nexec sleep 600`]},
+      }),
+    )
     try {
       await watch.until('ATTEMPTS-DONE')
       const output = watch.text()
-      process.stdout.write(`bare gvproxy, guest attack: ${output.split('\n').filter((line) => /rc=|forwarder|local/.test(line)).join(' | ')}\n`)
+      process.stdout.write(
+        `bare gvproxy, guest attack: ${output
+          .split('\n')
+          .filter((line) => /rc=|forwarder|local/.test(line))
+          .join(' | ')}\n`,
+      )
       expect(output).toContain('expose-rc=0')
       expect(await listening(stolenPort)).toBe(true)
     } finally {
@@ -326,12 +408,23 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
     await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve))
     const port = (busy.address() as net.AddressInfo).port
     try {
-      const error = await startVm(vmOptions({network: gvproxyNetwork({forwards: [{hostPort: port, guestPort: 80}]}), spec: {command: ['true']}})).then(() => undefined, (e: unknown) => e)
+      const error = await startVm(
+        vmOptions({network: gvproxyNetwork({forwards: [{hostPort: port, guestPort: 80}]}), spec: {command: ['true']}}),
+      ).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(error).toBeInstanceOf(AegisError)
       expect((error as AegisError).message).toBe(`host port ${port} is already in use on 127.0.0.1`)
       expect((error as AegisError).hint).toMatch(/--expose/)
-      await expect(startVm(vmOptions({network: gvproxyNetwork({forwards: [{hostPort: port, guestPort: 80, hostAddress: '0.0.0.0'}]}), spec: {command: ['true']}})))
-        .rejects.toThrow(/127\.0\.0\.1 only/)
+      await expect(
+        startVm(
+          vmOptions({
+            network: gvproxyNetwork({forwards: [{hostPort: port, guestPort: 80, hostAddress: '0.0.0.0'}]}),
+            spec: {command: ['true']},
+          }),
+        ),
+      ).rejects.toThrow(/127\.0\.0\.1 only/)
     } finally {
       busy.close()
     }
@@ -339,25 +432,46 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
 
   it('leaves no gvproxy behind, and frees its ports, when the process that started it is SIGKILLed', async () => {
     const outDir = path.join(scratch, 'compiled')
-    execFileSync(path.join(repoRoot, 'node_modules/.bin/tsc'), [
-      '--outDir', outDir, '--rootDir', path.join(repoRoot, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
-      '--target', 'ES2022', '--skipLibCheck', path.join(repoRoot, 'src/guest/qemu.ts'), path.join(repoRoot, 'src/guest/gvproxy.ts'),
-    ], {cwd: repoRoot})
+    execFileSync(
+      path.join(repoRoot, 'node_modules/.bin/tsc'),
+      [
+        '--outDir',
+        outDir,
+        '--rootDir',
+        path.join(repoRoot, 'src'),
+        '--module',
+        'NodeNext',
+        '--moduleResolution',
+        'NodeNext',
+        '--target',
+        'ES2022',
+        '--skipLibCheck',
+        path.join(repoRoot, 'src/guest/qemu.ts'),
+        path.join(repoRoot, 'src/guest/gvproxy.ts'),
+      ],
+      {cwd: repoRoot},
+    )
     const childTmp = path.join(scratch, 'child-tmp')
     mkdirSync(childTmp)
     const hostPort = await freePort()
     const script = path.join(scratch, 'child.mjs')
-    writeFileSync(script, `
+    writeFileSync(
+      script,
+      `
       import {startVm} from ${JSON.stringify(path.join(outDir, 'guest/qemu.js'))}
       import {gvproxyNetwork} from ${JSON.stringify(path.join(outDir, 'guest/gvproxy.js'))}
       await startVm({kernel: ${JSON.stringify(guest.kernel)}, initrd: ${JSON.stringify(guest.initrd)}, rootDir: ${JSON.stringify(rootDir)},
         memoryMib: 256, extraKernelArgs: [${JSON.stringify(marker)}], spec: {command: ['sleep', '600']},
         network: gvproxyNetwork({forwards: [{hostPort: ${hostPort}, guestPort: 80}]}),
         onConsole: (text) => process.stdout.write(text)})
-    `)
+    `,
+    )
     let child: ChildProcess | undefined
     try {
-      child = spawn(process.execPath, [script], {stdio: ['ignore', 'pipe', 'inherit'], env: {...process.env, TMPDIR: childTmp}})
+      child = spawn(process.execPath, [script], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+        env: {...process.env, TMPDIR: childTmp},
+      })
       let output = ''
       child.stdout?.setEncoding('utf8').on('data', (text: string) => {
         output += text
@@ -366,7 +480,11 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
       expect(processesMentioning(`${childTmp}/`).some((pid) => isGvproxy(pid))).toBe(true)
       expect(await listening(hostPort)).toBe(true)
       child.kill('SIGKILL')
-      await waitFor('QEMU, virtiofsd and gvproxy to go', () => (processesMentioning(childTmp).length === 0 ? true : undefined), 15_000)
+      await waitFor(
+        'QEMU, virtiofsd and gvproxy to go',
+        () => (processesMentioning(childTmp).length === 0 ? true : undefined),
+        15_000,
+      )
       expect(await listening(hostPort)).toBe(false)
     } finally {
       child?.kill('SIGKILL')
@@ -384,7 +502,12 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
     for (const [name, backend] of backends) {
       const hostPort = await freePort()
       const started = Date.now()
-      const vm = await startVm(vmOptions({network: backend(hostPort), spec: {command: ['httpd', '-f', '-p', '127.0.0.1:8080', '-h', '/www'], ports: [8080]}}))
+      const vm = await startVm(
+        vmOptions({
+          network: backend(hostPort),
+          spec: {command: ['httpd', '-f', '-p', '127.0.0.1:8080', '-h', '/www'], ports: [8080]},
+        }),
+      )
       attached[name] = Date.now() - started
       try {
         expect(await firstHttpAnswer(hostPort)).toBe('hello-from-guest\n')
@@ -393,11 +516,12 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
         await stopped(vm)
       }
     }
-    process.stdout.write(`boot-to-HTTP (startVm call to first answer, 100 ms polls): gvproxy ${figures.gvproxy} ms, QEMU user ${figures.user} ms; ` +
-      `startVm returned after ${attached.gvproxy} ms with gvproxy, ${attached.user} ms with user networking\n`)
+    process.stdout.write(
+      `boot-to-HTTP (startVm call to first answer, 100 ms polls): gvproxy ${figures.gvproxy} ms, QEMU user ${figures.user} ms; ` +
+        `startVm returned after ${attached.gvproxy} ms with gvproxy, ${attached.user} ms with user networking\n`,
+    )
   })
 })
-
 
 function isGvproxy(pid: number): boolean {
   try {

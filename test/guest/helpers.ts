@@ -19,7 +19,25 @@ export async function hostGuest(): Promise<StoredGuest> {
   return resolveGuest({store: new LocalStore(path.join(cacheDir, 'store')), cacheDir})
 }
 
-const BUSYBOX_APPLETS = ['sh', 'echo', 'cat', 'ls', 'id', 'httpd', 'sleep', 'mkdir', 'stat', 'sha256sum', 'grep', 'rm', 'true', 'dd', 'head', 'printf', 'touch']
+const BUSYBOX_APPLETS = [
+  'sh',
+  'echo',
+  'cat',
+  'ls',
+  'id',
+  'httpd',
+  'sleep',
+  'mkdir',
+  'stat',
+  'sha256sum',
+  'grep',
+  'rm',
+  'true',
+  'dd',
+  'head',
+  'printf',
+  'touch',
+]
 
 /**
  * A tiny image root: static busybox in /bin (from busybox-static) and a dynamically
@@ -27,7 +45,8 @@ const BUSYBOX_APPLETS = ['sh', 'echo', 'cat', 'ls', 'id', 'httpd', 'sleep', 'mkd
  */
 export function buildTestRoot(dir: string): void {
   const busybox = readFileSync('/bin/busybox')
-  if (busybox.includes('/lib64/ld-linux')) throw new Error('/bin/busybox is dynamically linked: apt-get install busybox-static')
+  if (busybox.includes('/lib64/ld-linux'))
+    throw new Error('/bin/busybox is dynamically linked: apt-get install busybox-static')
   mkdirSync(path.join(dir, 'bin'), {recursive: true})
   copyFileSync('/bin/busybox', path.join(dir, 'bin/busybox'))
   for (const applet of BUSYBOX_APPLETS) symlinkSync('busybox', path.join(dir, 'bin', applet))
@@ -40,7 +59,11 @@ export function buildTestRoot(dir: string): void {
   mkdirSync(path.join(dir, 'www/cgi-bin'))
   writeFileSync(path.join(dir, 'www/index.html'), 'hello-from-guest\n')
   // Echoes the request body: proves large bodies cross the port relay both ways.
-  writeFileSync(path.join(dir, 'www/cgi-bin/echo'), '#!/bin/sh\nprintf "Content-Type: application/octet-stream\\r\\n\\r\\n"\nexec head -c "$CONTENT_LENGTH"\n', {mode: 0o755})
+  writeFileSync(
+    path.join(dir, 'www/cgi-bin/echo'),
+    '#!/bin/sh\nprintf "Content-Type: application/octet-stream\\r\\n\\r\\n"\nexec head -c "$CONTENT_LENGTH"\n',
+    {mode: 0o755},
+  )
   execFileSync('chmod', ['755', path.join(dir, 'bin/busybox'), path.join(dir, 'usr/bin/env')])
 }
 
@@ -62,10 +85,13 @@ export function snapshotTree(dir: string): string[] {
 
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer().once('error', reject).listen(0, '127.0.0.1', () => {
-      const {port} = server.address() as net.AddressInfo
-      server.close(() => resolve(port))
-    })
+    const server = net
+      .createServer()
+      .once('error', reject)
+      .listen(0, '127.0.0.1', () => {
+        const {port} = server.address() as net.AddressInfo
+        server.close(() => resolve(port))
+      })
   })
 }
 
@@ -85,7 +111,11 @@ export function processesMentioning(needle: string): number[] {
   return found
 }
 
-export async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs: number): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | Promise<T | undefined>,
+  timeoutMs: number,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await probe()

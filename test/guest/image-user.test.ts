@@ -8,7 +8,10 @@ import {resolveImageUser} from '../../src/guest/image-user.js'
 
 const root = mkdtempSync(path.join(os.tmpdir(), 'aegis-image-user-'))
 mkdirSync(path.join(root, 'etc'))
-writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/root:/bin/bash\nnode:x:1000:1000::/home/node:/bin/bash\n')
+writeFileSync(
+  path.join(root, 'etc/passwd'),
+  'root:x:0:0:root:/root:/bin/bash\nnode:x:1000:1000::/home/node:/bin/bash\n',
+)
 writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnode:x:1000:\nsudo:x:27:node\naudio:x:29:other,node\n')
 const bare = mkdtempSync(path.join(os.tmpdir(), 'aegis-image-user-bare-'))
 afterAll(() => {

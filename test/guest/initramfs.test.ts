@@ -28,15 +28,31 @@ describe('buildCpio', () => {
     const archive = path.join(scratch, 'test.cpio')
     const bytes = buildCpio(entries)
     writeFileSync(archive, bytes)
-    const listing = execFileSync('busybox', ['cpio', '-tv', '-F', archive], {encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore']})
-    const lines = listing.trim().split('\n').map((line) => line.replace(/\s+/g, ' '))
-    expect(lines.map((line) => line.slice(line.indexOf(':00:00 ') + 7)))
-      .toEqual(['bin', 'bin/sh -> busybox', 'dev', 'dev/console', 'init', 'modules', 'modules/order'])
+    const listing = execFileSync('busybox', ['cpio', '-tv', '-F', archive], {
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'ignore'],
+    })
+    const lines = listing
+      .trim()
+      .split('\n')
+      .map((line) => line.replace(/\s+/g, ' '))
+    expect(lines.map((line) => line.slice(line.indexOf(':00:00 ') + 7))).toEqual([
+      'bin',
+      'bin/sh -> busybox',
+      'dev',
+      'dev/console',
+      'init',
+      'modules',
+      'modules/order',
+    ])
     expect(lines.find((line) => line.endsWith(' init'))).toMatch(/^-rwxr-xr-x 0\/0 /)
     expect(lines.find((line) => line.endsWith('dev/console'))).toMatch(/^crw------- /)
     // busybox does not print device numbers: read rdevmajor and rdevminor from the header.
     const header = bytes.indexOf('dev/console\0') - 110
-    expect([bytes.toString('ascii', header + 78, header + 86), bytes.toString('ascii', header + 86, header + 94)]).toEqual(['00000005', '00000001'])
+    expect([
+      bytes.toString('ascii', header + 78, header + 86),
+      bytes.toString('ascii', header + 86, header + 94),
+    ]).toEqual(['00000005', '00000001'])
   })
 })
 
@@ -61,8 +77,12 @@ function fakeModule(fields: string[]): Buffer {
     return entry
   }
   return Buffer.concat([
-    header, modinfo, names,
-    section(0, 0, 0), section(1, 64, modinfo.length), section(10, 64 + modinfo.length, names.length),
+    header,
+    modinfo,
+    names,
+    section(0, 0, 0),
+    section(1, 64, modinfo.length),
+    section(10, 64 + modinfo.length, names.length),
   ])
 }
 
@@ -76,7 +96,12 @@ describe('kernel modules', () => {
   it('orders modules after their dependencies and skips built-in ones', async () => {
     const dir = path.join(scratch, 'modules')
     execFileSync('mkdir', ['-p', path.join(dir, 'kernel/x')])
-    const modules: Record<string, string> = {a: 'depends=b,c-d', b: 'depends=c_d', 'c-d': 'depends=', e: 'depends=builtin'}
+    const modules: Record<string, string> = {
+      a: 'depends=b,c-d',
+      b: 'depends=c_d',
+      'c-d': 'depends=',
+      e: 'depends=builtin',
+    }
     const files = new Map<string, string>()
     for (const [name, depends] of Object.entries(modules)) {
       writeFileSync(path.join(dir, `kernel/x/${name}.ko`), fakeModule([depends]))

@@ -20,33 +20,51 @@ function records(bytes: Buffer): string[] {
 
 describe('encodeRunSpec', () => {
   it('writes one NUL-terminated record per item, in the order the harness expects', () => {
-    const bytes = encodeRunSpec({
-      command: ['sh', '-c', 'echo "a b"\nexit 3'],
-      env: {FOO: 'bar baz'},
-      secrets: {API_KEY: 'k=v'},
-      user: {uid: 1000, gid: 100, groups: [27]},
-      workdir: '/workspace',
-      ports: [8080],
-    }, plumbing)
+    const bytes = encodeRunSpec(
+      {
+        command: ['sh', '-c', 'echo "a b"\nexit 3'],
+        env: {FOO: 'bar baz'},
+        secrets: {API_KEY: 'k=v'},
+        user: {uid: 1000, gid: 100, groups: [27]},
+        workdir: '/workspace',
+        ports: [8080],
+      },
+      plumbing,
+    )
     expect(records(bytes)).toEqual([
-      'arg sh', 'arg -c', 'arg echo "a b"\nexit 3',
-      'env FOO=bar baz', 'secret API_KEY=k=v',
-      'user 1000:100', 'group 27', 'workdir /workspace', 'hostname aegis', 'port 8080',
-      'root virtiofs:root', 'mount workspace:/workspace',
-      'net 192.168.127.2/24', 'gateway 192.168.127.1', 'dns 192.168.127.1',
+      'arg sh',
+      'arg -c',
+      'arg echo "a b"\nexit 3',
+      'env FOO=bar baz',
+      'secret API_KEY=k=v',
+      'user 1000:100',
+      'group 27',
+      'workdir /workspace',
+      'hostname aegis',
+      'port 8080',
+      'root virtiofs:root',
+      'mount workspace:/workspace',
+      'net 192.168.127.2/24',
+      'gateway 192.168.127.1',
+      'dns 192.168.127.1',
     ])
   })
 
-  it('names the writable layer\'s disk and the /etc/hosts entries when the plumbing has them', () => {
-    const bytes = encodeRunSpec({command: ['true']}, {
-      ...plumbing,
-      writableLayerDisk: {serial: 'aegis-rw'},
-      network: {...plumbing.network!, hosts: [{name: 'coordinator.internal', address: '192.168.127.254'}]},
-    })
+  it("names the writable layer's disk and the /etc/hosts entries when the plumbing has them", () => {
+    const bytes = encodeRunSpec(
+      {command: ['true']},
+      {
+        ...plumbing,
+        writableLayerDisk: {serial: 'aegis-rw'},
+        network: {...plumbing.network!, hosts: [{name: 'coordinator.internal', address: '192.168.127.254'}]},
+      },
+    )
     const written = records(bytes)
     expect(written).toContain('rwdisk aegis-rw')
     expect(written.at(-1)).toBe('host 192.168.127.254 coordinator.internal')
-    expect(records(encodeRunSpec({command: ['true']}, plumbing)).some((record) => /^(rwdisk|host) /.test(record))).toBe(false)
+    expect(records(encodeRunSpec({command: ['true']}, plumbing)).some((record) => /^(rwdisk|host) /.test(record))).toBe(
+      false,
+    )
   })
 
   it('rejects what the guest could not represent', () => {
@@ -55,7 +73,8 @@ describe('encodeRunSpec', () => {
     expect(() => encodeRunSpec({command: ['x'], env: {'A-B': '1'}}, plumbing)).toThrow(/variable name/)
     expect(() => encodeRunSpec({command: ['x'], secrets: {'../x': '1'}}, plumbing)).toThrow(/secret name/)
     expect(() => encodeRunSpec({command: ['x'], ports: [70000]}, plumbing)).toThrow(/port/)
-    const withHost = (name: string, address = '192.168.127.254') => encodeRunSpec({command: ['x']}, {...plumbing, network: {...plumbing.network!, hosts: [{name, address}]}})
+    const withHost = (name: string, address = '192.168.127.254') =>
+      encodeRunSpec({command: ['x']}, {...plumbing, network: {...plumbing.network!, hosts: [{name, address}]}})
     expect(() => withHost('bad name')).toThrow(/bad host name/)
     expect(() => withHost('-x.internal')).toThrow(/bad host name/)
     expect(() => withHost('ok.internal', '192.168.127.254 evil')).toThrow(/bad address/)

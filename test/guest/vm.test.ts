@@ -45,14 +45,24 @@ afterAll(() => rmSync(scratch, {recursive: true, force: true}))
 describe('guest VM', {timeout: 120_000}, () => {
   it('runs a glibc and a busybox program, reports the exit code, never touches the host root', async () => {
     const before = snapshotTree(rootDir)
-    const result = await runVm(vmOptions({
-      spec: {
-        // `env` is glibc's, found on PATH in /usr/bin; `sh` is busybox's, in /bin.
-        command: ['env', 'GREETING=hi', 'sh', '-c', 'echo "$GREETING from $FOO"; rm /bin/true; echo changed > /www/index.html; mkdir /newdir; exit 7'],
-        env: {FOO: 'the image'},
-      },
-    }))
-    console.log(`boot to exit: ${result.timings.exitedMs} ms (harness ready ${result.timings.readyMs} ms, workload started ${result.timings.startedMs} ms)`)
+    const result = await runVm(
+      vmOptions({
+        spec: {
+          // `env` is glibc's, found on PATH in /usr/bin; `sh` is busybox's, in /bin.
+          command: [
+            'env',
+            'GREETING=hi',
+            'sh',
+            '-c',
+            'echo "$GREETING from $FOO"; rm /bin/true; echo changed > /www/index.html; mkdir /newdir; exit 7',
+          ],
+          env: {FOO: 'the image'},
+        },
+      }),
+    )
+    console.log(
+      `boot to exit: ${result.timings.exitedMs} ms (harness ready ${result.timings.readyMs} ms, workload started ${result.timings.startedMs} ms)`,
+    )
     expect(result.console).toContain('hi from the image')
     expect(result).toMatchObject({exitCode: 7, oomKilled: false, killedByHost: false})
     expect(snapshotTree(rootDir)).toEqual(before)
@@ -61,7 +71,11 @@ describe('guest VM', {timeout: 120_000}, () => {
   it('boots a root given as a read-only ext4 disk', async () => {
     const disk = path.join(scratch, 'root.ext4')
     execFileSync('mke2fs', ['-q', '-t', 'ext4', '-d', rootDir, disk, '64M'])
-    const result = await runVm({...vmOptions({spec: {command: ['sh', '-c', 'echo from-disk > /tmp/x; touch /new; cat /tmp/x; exit 3']}}), rootDir: undefined, rootDisk: disk})
+    const result = await runVm({
+      ...vmOptions({spec: {command: ['sh', '-c', 'echo from-disk > /tmp/x; touch /new; cat /tmp/x; exit 3']}}),
+      rootDir: undefined,
+      rootDisk: disk,
+    })
     expect(result.console).toContain('from-disk')
     expect(result.exitCode).toBe(3)
   })
@@ -74,7 +88,9 @@ describe('guest VM', {timeout: 120_000}, () => {
     const live = `rw-${process.pid}-booting.ext4`
     for (const name of [abandoned, live]) writeFileSync(path.join(layerDir, name), '')
     const script = 'dd if=/dev/zero of=/big bs=1M count=100; echo "dd-rc=$?"; rm /big && echo rm-ok'
-    const result = await runVm(vmOptions({writableLayer: {bytes: 32 * 1024 ** 2, dir: layerDir}, spec: {command: ['sh', '-c', script]}}))
+    const result = await runVm(
+      vmOptions({writableLayer: {bytes: 32 * 1024 ** 2, dir: layerDir}, spec: {command: ['sh', '-c', script]}}),
+    )
     // 100 MiB fit in this VM's 256 MiB of memory: only a 32 MiB disk makes dd fail.
     expect(result.console).toMatch(/No space left on device/)
     expect(result.console).toContain('dd-rc=1')
@@ -100,10 +116,17 @@ describe('guest VM', {timeout: 120_000}, () => {
       'echo "cmdline: $(cat /proc/cmdline)"',
       'echo "written by $(id -u)" > /workspace/from-guest.txt',
     ].join('\n')
-    const result = await runVm(vmOptions({
-      workspaceDir,
-      spec: {command: ['/bin/sh', '-c', script], secrets: {API_TOKEN: secret}, user: {uid: 1000, gid: 1000}, workdir: '/workspace'},
-    }))
+    const result = await runVm(
+      vmOptions({
+        workspaceDir,
+        spec: {
+          command: ['/bin/sh', '-c', script],
+          secrets: {API_TOKEN: secret},
+          user: {uid: 1000, gid: 1000},
+          workdir: '/workspace',
+        },
+      }),
+    )
     expect(result.exitCode, result.console).toBe(0)
     expect(result.console).toContain('user=1000:1000 pwd=/workspace')
     expect(result.console).toContain('secret-file 400 1000:1000')
@@ -115,23 +138,33 @@ describe('guest VM', {timeout: 120_000}, () => {
 
   it('relays a forwarded port to an app bound to 127.0.0.1, and stops it with SIGTERM', async () => {
     const hostPort = await freePort()
-    const vm = await startVm(vmOptions({
-      network: userNetwork({forwards: [{hostPort, guestPort: 8080}]}),
-      spec: {command: ['httpd', '-f', '-p', '127.0.0.1:8080', '-h', '/www'], ports: [8080]},
-    }))
+    const vm = await startVm(
+      vmOptions({
+        network: userNetwork({forwards: [{hostPort, guestPort: 8080}]}),
+        spec: {command: ['httpd', '-f', '-p', '127.0.0.1:8080', '-h', '/www'], ports: [8080]},
+      }),
+    )
     const started = Date.now()
-    const body = await waitFor('the guest HTTP server', async () => {
-      try {
-        const response = await fetch(`http://127.0.0.1:${hostPort}/`, {signal: AbortSignal.timeout(2000)})
-        return await response.text()
-      } catch {
-        return undefined
-      }
-    }, 60_000)
+    const body = await waitFor(
+      'the guest HTTP server',
+      async () => {
+        try {
+          const response = await fetch(`http://127.0.0.1:${hostPort}/`, {signal: AbortSignal.timeout(2000)})
+          return await response.text()
+        } catch {
+          return undefined
+        }
+      },
+      60_000,
+    )
     console.log(`first HTTP answer ${Date.now() - started} ms after startVm returned`)
     expect(body).toBe('hello-from-guest\n')
     const upload = randomBytes(200 * 1024) // well past the ~32 KB that broke libkrun's TSI
-    const echoed = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/echo`, {method: 'POST', body: upload, signal: AbortSignal.timeout(30_000)})
+    const echoed = await fetch(`http://127.0.0.1:${hostPort}/cgi-bin/echo`, {
+      method: 'POST',
+      body: upload,
+      signal: AbortSignal.timeout(30_000),
+    })
     expect(echoed.status).toBe(200)
     expect(Buffer.from(await echoed.arrayBuffer()).equals(upload)).toBe(true)
     const result = await vm.stop(30_000)
@@ -139,10 +172,12 @@ describe('guest VM', {timeout: 120_000}, () => {
   })
 
   it('reports an out-of-memory kill plainly', async () => {
-    const result = await runVm(vmOptions({
-      memoryMib: 160,
-      spec: {command: ['sh', '-c', 'x=0123456789abcdef; while true; do x="$x$x"; done']},
-    }))
+    const result = await runVm(
+      vmOptions({
+        memoryMib: 160,
+        spec: {command: ['sh', '-c', 'x=0123456789abcdef; while true; do x="$x$x"; done']},
+      }),
+    )
     expect(result).toMatchObject({exitCode: 137, oomKilled: true})
     expect(result.console).toMatch(/killed by the kernel's OOM killer/)
   })
@@ -150,21 +185,38 @@ describe('guest VM', {timeout: 120_000}, () => {
   it('leaves no QEMU or virtiofsd behind when the process that started them is SIGKILLed', async () => {
     // The child needs plain JavaScript: compile the guest module once into the scratch dir.
     const outDir = path.join(scratch, 'compiled')
-    execFileSync(path.join(repoRoot, 'node_modules/.bin/tsc'), [
-      '--outDir', outDir, '--rootDir', path.join(repoRoot, 'src'), '--module', 'NodeNext', '--moduleResolution', 'NodeNext',
-      '--target', 'ES2022', '--skipLibCheck', path.join(repoRoot, 'src/guest/qemu.ts'),
-    ], {cwd: repoRoot})
+    execFileSync(
+      path.join(repoRoot, 'node_modules/.bin/tsc'),
+      [
+        '--outDir',
+        outDir,
+        '--rootDir',
+        path.join(repoRoot, 'src'),
+        '--module',
+        'NodeNext',
+        '--moduleResolution',
+        'NodeNext',
+        '--target',
+        'ES2022',
+        '--skipLibCheck',
+        path.join(repoRoot, 'src/guest/qemu.ts'),
+      ],
+      {cwd: repoRoot},
+    )
     const childMarker = `aegis.test=${randomBytes(6).toString('hex')}`
     const childRoot = path.join(scratch, 'child-root')
     mkdirSync(childRoot)
     buildTestRoot(childRoot)
     const script = path.join(scratch, 'child.mjs')
-    writeFileSync(script, `
+    writeFileSync(
+      script,
+      `
       import {startVm} from ${JSON.stringify(path.join(outDir, 'guest/qemu.js'))}
       await startVm({kernel: ${JSON.stringify(guest.kernel)}, initrd: ${JSON.stringify(guest.initrd)}, rootDir: ${JSON.stringify(childRoot)},
         memoryMib: 256, extraKernelArgs: [${JSON.stringify(childMarker)}], spec: {command: ['sleep', '600']},
         onConsole: (text) => process.stdout.write(text)})
-    `)
+    `,
+    )
     const child = spawn(process.execPath, [script], {stdio: ['ignore', 'pipe', 'inherit']})
     let output = ''
     child.stdout.setEncoding('utf8').on('data', (text: string) => {
@@ -175,11 +227,16 @@ describe('guest VM', {timeout: 120_000}, () => {
       expect(processesMentioning(childMarker).length).toBe(1) // qemu
       expect(processesMentioning(childRoot).length).toBe(1) // virtiofsd for the root
       child.kill('SIGKILL')
-      await waitFor('QEMU and virtiofsd to go', () =>
-        processesMentioning(childMarker).length + processesMentioning(childRoot).length === 0 ? true : undefined, 15_000)
+      await waitFor(
+        'QEMU and virtiofsd to go',
+        () =>
+          processesMentioning(childMarker).length + processesMentioning(childRoot).length === 0 ? true : undefined,
+        15_000,
+      )
     } finally {
       child.kill('SIGKILL')
-      for (const pid of [...processesMentioning(childMarker), ...processesMentioning(childRoot)]) process.kill(pid, 'SIGKILL')
+      for (const pid of [...processesMentioning(childMarker), ...processesMentioning(childRoot)])
+        process.kill(pid, 'SIGKILL')
     }
   })
 })

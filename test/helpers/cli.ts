@@ -13,10 +13,24 @@ export interface CliResult {
   all: string
 }
 
-export async function runCli(args: string[], options: Omit<Options, 'node'> & {node?: string} = {}): Promise<CliResult> {
+export async function runCli(
+  args: string[],
+  options: Omit<Options, 'node'> & {node?: string} = {},
+): Promise<CliResult> {
   const {node, ...rest} = options
-  const result = await execa(node ?? process.execPath, [binRun, ...args], {reject: false, cwd: repoRoot, all: true, timeout: 120_000, ...rest})
-  return {exitCode: result.exitCode ?? -1, stdout: String(result.stdout), stderr: String(result.stderr), all: String(result.all)}
+  const result = await execa(node ?? process.execPath, [binRun, ...args], {
+    reject: false,
+    cwd: repoRoot,
+    all: true,
+    timeout: 120_000,
+    ...rest,
+  })
+  return {
+    exitCode: result.exitCode ?? -1,
+    stdout: String(result.stdout),
+    stderr: String(result.stderr),
+    all: String(result.all),
+  }
 }
 
 /** Lines that only a stack trace prints. */
@@ -25,13 +39,27 @@ export function hasStackTrace(text: string): boolean {
 }
 
 /** Runs the CLI on a pseudo-terminal (script(1)); returns what the terminal received, with \r\n as \n. */
-export async function onTerminal(args: string[], home: string, timeoutMs = 300_000): Promise<{exitCode: number; screen: string}> {
+export async function onTerminal(
+  args: string[],
+  home: string,
+  timeoutMs = 300_000,
+): Promise<{exitCode: number; screen: string}> {
   const command = [process.execPath, binRun, ...args].map((word) => `'${word}'`).join(' ')
-  const result = await execa('script', ['-qfec', command, '/dev/null'], {cwd: repoRoot, env: {AEGIS_KIT_HOME: home}, reject: false, timeout: timeoutMs})
+  const result = await execa('script', ['-qfec', command, '/dev/null'], {
+    cwd: repoRoot,
+    env: {AEGIS_KIT_HOME: home},
+    reject: false,
+    timeout: timeoutMs,
+  })
   return {exitCode: result.exitCode ?? -1, screen: String(result.stdout).replaceAll('\r\n', '\n')}
 }
 
 /** The lines left on a terminal once every live line has been redrawn over. */
 export function finalLines(screen: string): string[] {
-  return screen.split('\n').map((line) => line.split('\r').at(-1)!.replace(/^\x1b\[K/, ''))
+  return screen.split('\n').map((line) =>
+    line
+      .split('\r')
+      .at(-1)!
+      .replace(/^\x1b\[K/, ''),
+  )
 }

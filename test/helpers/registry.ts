@@ -74,40 +74,94 @@ export async function startRegistry(options: {auth?: RegistryAuth; tls?: boolean
     await writeFile(join(dir, 'htpasswd'), `${USERNAME}:${bcrypt(PASSWORD)}\n`)
     authConfig = `auth:\n  htpasswd:\n    realm: aegis-test\n    path: ${join(dir, 'htpasswd')}\n`
   } else if (auth === 'token') {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-      '-keyout', join(dir, 'token.key'), '-out', join(dir, 'token.crt'), '-days', '2', '-subj', '/CN=aegis-test-token-issuer',
-    ], {stdio: 'ignore'})
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'token.key'),
+        '-out',
+        join(dir, 'token.crt'),
+        '-days',
+        '2',
+        '-subj',
+        '/CN=aegis-test-token-issuer',
+      ],
+      {stdio: 'ignore'},
+    )
     tokenServer = await startTokenIssuer(
       createPrivateKey(await readFile(join(dir, 'token.key'))),
       new X509Certificate(await readFile(join(dir, 'token.crt'))),
       {username: USERNAME, password: PASSWORD},
     )
     authConfig = [
-      'auth:', '  token:', `    realm: ${tokenServer.url}/token`, `    service: ${SERVICE}`, `    issuer: ${ISSUER}`,
-      `    rootcertbundle: ${join(dir, 'token.crt')}`, '',
+      'auth:',
+      '  token:',
+      `    realm: ${tokenServer.url}/token`,
+      `    service: ${SERVICE}`,
+      `    issuer: ${ISSUER}`,
+      `    rootcertbundle: ${join(dir, 'token.crt')}`,
+      '',
     ].join('\n')
   }
 
   let tlsConfig = ''
   if (options.tls) {
-    execFileSync('openssl', [
-      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', join(dir, 'tls.key'),
-      '-out', join(dir, 'tls.crt'), '-days', '2', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1',
-    ], {stdio: 'ignore'})
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-keyout',
+        join(dir, 'tls.key'),
+        '-out',
+        join(dir, 'tls.crt'),
+        '-days',
+        '2',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-addext',
+        'subjectAltName=IP:127.0.0.1',
+      ],
+      {stdio: 'ignore'},
+    )
     tlsConfig = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`
   }
 
   const configPath = join(dir, 'config.yml')
-  await writeFile(configPath, [
-    'version: 0.1',
-    'log:', '  level: warn', '  accesslog:', '    disabled: true',
-    'storage:', '  filesystem:', `    rootdirectory: ${storageDir}`, '  delete:', '    enabled: true',
-    '  maintenance:', '    uploadpurging:', '      enabled: false',
-    'http:', `  addr: 127.0.0.1:${port}`,
-    tlsConfig,
-    authConfig,
-  ].join('\n'))
+  await writeFile(
+    configPath,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${storageDir}`,
+      '  delete:',
+      '    enabled: true',
+      '  maintenance:',
+      '    uploadpurging:',
+      '      enabled: false',
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      tlsConfig,
+      authConfig,
+    ].join('\n'),
+  )
 
   const logPath = join(dir, 'registry.log')
   let child: ChildProcess | undefined
@@ -217,7 +271,16 @@ async function startTokenIssuer(key: KeyObject, cert: X509Certificate, user: {us
       return type ? [{type, name: rest.join(':'), actions}] : []
     })
     const header = {alg: 'ES256', typ: 'JWT', x5c: [cert.raw.toString('base64')]}
-    const claims = {iss: ISSUER, sub: subject, aud: SERVICE, exp: now + 300, nbf: now - 10, iat: now, jti: randomBytes(8).toString('hex'), access}
+    const claims = {
+      iss: ISSUER,
+      sub: subject,
+      aud: SERVICE,
+      exp: now + 300,
+      nbf: now - 10,
+      iat: now,
+      jti: randomBytes(8).toString('hex'),
+      access,
+    }
     const signingInput = `${base64url(JSON.stringify(header))}.${base64url(JSON.stringify(claims))}`
     const signature = sign('sha256', Buffer.from(signingInput), {key, dsaEncoding: 'ieee-p1363'})
     return `${signingInput}.${base64url(signature)}`
@@ -243,7 +306,8 @@ async function startTokenIssuer(key: KeyObject, cert: X509Certificate, user: {us
       record.scopes = url.searchParams.getAll('scope').flatMap((s) => s.split(' '))
       if (basic) {
         const decoded = Buffer.from(authorization.slice(6), 'base64').toString('utf8')
-        if (decoded !== `${user.username}:${user.password}`) return reply(401, {errors: [{code: 'UNAUTHORIZED', message: 'invalid username or password'}]})
+        if (decoded !== `${user.username}:${user.password}`)
+          return reply(401, {errors: [{code: 'UNAUTHORIZED', message: 'invalid username or password'}]})
         subject = user.username
         offerRefresh = url.searchParams.get('offline_token') === 'true'
       }
@@ -285,10 +349,11 @@ async function startTokenIssuer(key: KeyObject, cert: X509Certificate, user: {us
   return {
     url: `http://127.0.0.1:${address.port}`,
     requests,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
   }
 }
 

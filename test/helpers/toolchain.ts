@@ -10,7 +10,8 @@ import path from 'node:path'
 import {execa} from 'execa'
 import {repoRoot} from './cli.js'
 
-export const testCache = process.env.AEGIS_KIT_TEST_CACHE ?? path.join(repoRoot, 'node_modules', '.cache', 'aegis-kit-test')
+export const testCache =
+  process.env.AEGIS_KIT_TEST_CACHE ?? path.join(repoRoot, 'node_modules', '.cache', 'aegis-kit-test')
 export const OPENCLAW_VERSION = '2026.9.6'
 export const NODE24_VERSION = '24.21.0'
 
@@ -43,7 +44,13 @@ export async function nodeRuntime(version: string): Promise<string> {
   return withLock(`node-${version}`, async () => {
     if (existsSync(path.join(target, 'bin', 'node'))) return target
     const work = mkdtempSync(path.join(testCache, 'tmp-node-'))
-    const {stdout} = await execa('npm', ['pack', `node-linux-${arch}@${version}`, '--pack-destination', work, '--silent'])
+    const {stdout} = await execa('npm', [
+      'pack',
+      `node-linux-${arch}@${version}`,
+      '--pack-destination',
+      work,
+      '--silent',
+    ])
     await execa('tar', ['xzf', path.join(work, stdout.trim().split('\n').at(-1)!), '-C', work])
     renameSync(path.join(work, 'package'), target)
     rmSync(work, {recursive: true, force: true})
@@ -61,7 +68,20 @@ export async function openclawInstall(): Promise<{prefix: string; nodeDir: strin
       if (existsSync(path.join(prefix, 'bin', 'openclaw'))) return
       const work = mkdtempSync(path.join(testCache, 'tmp-openclaw-'))
       const {stdout: npmRoot} = await execa('npm', ['root', '-g'])
-      await execa(path.join(nodeDir, 'bin', 'node'), [path.join(npmRoot.trim(), 'npm', 'bin', 'npm-cli.js'), 'install', '-g', '--prefix', work, `openclaw@${OPENCLAW_VERSION}`, '--no-audit', '--no-fund'], {env})
+      await execa(
+        path.join(nodeDir, 'bin', 'node'),
+        [
+          path.join(npmRoot.trim(), 'npm', 'bin', 'npm-cli.js'),
+          'install',
+          '-g',
+          '--prefix',
+          work,
+          `openclaw@${OPENCLAW_VERSION}`,
+          '--no-audit',
+          '--no-fund',
+        ],
+        {env},
+      )
       renameSync(work, prefix)
     })
   }
@@ -75,14 +95,17 @@ export async function openclawInstall(): Promise<{prefix: string; nodeDir: strin
 export function nodeKit(name: string, npm: string): string {
   const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), name)
   mkdirSync(kit)
-  writeFileSync(path.join(kit, 'aegis-kit.yaml'), [
-    `name: ${name}`,
-    'version: 0.1.0',
-    'image:',
-    '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
-    `  node: ${NODE24_VERSION}`,
-    `  npm: ${npm}`,
-    '',
-  ].join('\n'))
+  writeFileSync(
+    path.join(kit, 'aegis-kit.yaml'),
+    [
+      `name: ${name}`,
+      'version: 0.1.0',
+      'image:',
+      '  base: {debian: {suite: bookworm, variant: extract, packages: [busybox-static, libstdc++6]}}',
+      `  node: ${NODE24_VERSION}`,
+      `  npm: ${npm}`,
+      '',
+    ].join('\n'),
+  )
   return kit
 }

@@ -15,7 +15,9 @@ const SECRET = 'sk-test-HOOKSECRET-0123456789'
 function kitWithHook(source: string, timeout = '30s'): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-hook-'))
   mkdirSync(path.join(dir, 'hooks'))
-  writeFileSync(path.join(dir, 'aegis-kit.yaml'), `name: broken
+  writeFileSync(
+    path.join(dir, 'aegis-kit.yaml'),
+    `name: broken
 version: 0.0.1
 secrets:
   required:
@@ -24,7 +26,8 @@ secrets:
 hooks:
   render_env: hooks/render_env.mjs
   timeout: ${timeout}
-`)
+`,
+  )
   writeFileSync(path.join(dir, 'hooks', 'render_env.mjs'), source)
   return dir
 }
@@ -34,19 +37,76 @@ async function renderEnv(dir: string, extraEnv: Record<string, string> = {}) {
 }
 
 const failures: Array<{name: string; source: string; error: RegExp; timeout?: string}> = [
-  {name: 'throws', source: 'export function render_env(app, secrets) {\n  throw new Error(`cannot use ${secrets.API_KEY}`)\n}\n', error: /hook render_env of kit broken \(hooks\/render_env\.mjs\) failed: cannot use \*\*\*\* \(at hooks\/render_env\.mjs:2:9\)/},
-  {name: 'rejects asynchronously', source: 'export async function render_env() {\n  await new Promise((r) => setTimeout(r, 10))\n  throw new Error("async failure")\n}\n', error: /hook render_env of kit broken .* failed: async failure/},
-  {name: 'hangs past its time limit', source: 'export function render_env() { return new Promise(() => { setInterval(() => {}, 1000) }) }\n', error: /hook render_env of kit broken .* did not finish within 2s and was stopped/, timeout: '2s'},
-  {name: 'loops forever synchronously', source: 'export function render_env() { for (;;) {} }\n', error: /hook render_env of kit broken .* did not finish within 2s/, timeout: '2s'},
-  {name: 'calls process.exit', source: 'export function render_env() { process.exit(3) }\n', error: /hook render_env of kit broken .* exited with code 3 before returning a result/},
-  {name: 'crashes from an unhandled rejection', source: 'export function render_env() { Promise.reject(new Error("stray")); return new Promise(() => { setInterval(() => {}, 1000) }) }\n', error: /hook render_env of kit broken .* exited with code 1 before returning a result.*stray/},
-  {name: 'prints non-JSON to stdout', source: 'export function render_env() { process.stdout.write("hello there\\n"); return {env: {}} }\n', error: /hook render_env of kit broken .* wrote non-JSON to stdout: "hello there/},
-  {name: 'returns a value that is not JSON', source: 'export function render_env() { return {env: {}, big: 10n} }\n', error: /hook render_env of kit broken .* is broken: returned a value that is not JSON/},
-  {name: 'returns nothing', source: 'export function render_env() {}\n', error: /hook render_env of kit broken .* is broken: returned nothing/},
-  {name: 'returns the wrong shape', source: 'export function render_env() { return {env: {PORT: 8080}} }\n', error: /returned an invalid result: env\.PORT must be a string, got number/},
-  {name: 'returns a relative file path', source: 'export function render_env() { return {env: {}, files: [{path: "etc/x", content: ""}]} }\n', error: /returned an invalid result: files\[0\]\.path must be an absolute path/},
-  {name: 'exports no such function', source: 'export function something_else() { return {} }\n', error: /is broken: exports no function render_env/},
-  {name: 'has a syntax error', source: 'export function render_env( {\n', error: /hook render_env of kit broken .* failed: .*(Unexpected|SyntaxError|expected)/i},
+  {
+    name: 'throws',
+    source: 'export function render_env(app, secrets) {\n  throw new Error(`cannot use ${secrets.API_KEY}`)\n}\n',
+    error:
+      /hook render_env of kit broken \(hooks\/render_env\.mjs\) failed: cannot use \*\*\*\* \(at hooks\/render_env\.mjs:2:9\)/,
+  },
+  {
+    name: 'rejects asynchronously',
+    source:
+      'export async function render_env() {\n  await new Promise((r) => setTimeout(r, 10))\n  throw new Error("async failure")\n}\n',
+    error: /hook render_env of kit broken .* failed: async failure/,
+  },
+  {
+    name: 'hangs past its time limit',
+    source: 'export function render_env() { return new Promise(() => { setInterval(() => {}, 1000) }) }\n',
+    error: /hook render_env of kit broken .* did not finish within 2s and was stopped/,
+    timeout: '2s',
+  },
+  {
+    name: 'loops forever synchronously',
+    source: 'export function render_env() { for (;;) {} }\n',
+    error: /hook render_env of kit broken .* did not finish within 2s/,
+    timeout: '2s',
+  },
+  {
+    name: 'calls process.exit',
+    source: 'export function render_env() { process.exit(3) }\n',
+    error: /hook render_env of kit broken .* exited with code 3 before returning a result/,
+  },
+  {
+    name: 'crashes from an unhandled rejection',
+    source:
+      'export function render_env() { Promise.reject(new Error("stray")); return new Promise(() => { setInterval(() => {}, 1000) }) }\n',
+    error: /hook render_env of kit broken .* exited with code 1 before returning a result.*stray/,
+  },
+  {
+    name: 'prints non-JSON to stdout',
+    source: 'export function render_env() { process.stdout.write("hello there\\n"); return {env: {}} }\n',
+    error: /hook render_env of kit broken .* wrote non-JSON to stdout: "hello there/,
+  },
+  {
+    name: 'returns a value that is not JSON',
+    source: 'export function render_env() { return {env: {}, big: 10n} }\n',
+    error: /hook render_env of kit broken .* is broken: returned a value that is not JSON/,
+  },
+  {
+    name: 'returns nothing',
+    source: 'export function render_env() {}\n',
+    error: /hook render_env of kit broken .* is broken: returned nothing/,
+  },
+  {
+    name: 'returns the wrong shape',
+    source: 'export function render_env() { return {env: {PORT: 8080}} }\n',
+    error: /returned an invalid result: env\.PORT must be a string, got number/,
+  },
+  {
+    name: 'returns a relative file path',
+    source: 'export function render_env() { return {env: {}, files: [{path: "etc/x", content: ""}]} }\n',
+    error: /returned an invalid result: files\[0\]\.path must be an absolute path/,
+  },
+  {
+    name: 'exports no such function',
+    source: 'export function something_else() { return {} }\n',
+    error: /is broken: exports no function render_env/,
+  },
+  {
+    name: 'has a syntax error',
+    source: 'export function render_env( {\n',
+    error: /hook render_env of kit broken .* failed: .*(Unexpected|SyntaxError|expected)/i,
+  },
 ]
 
 describe('hook failure modes', () => {
@@ -61,7 +121,9 @@ describe('hook failure modes', () => {
   }
 
   it('console.log in a hook does not corrupt the reply', async () => {
-    const dir = kitWithHook('export function render_env(app, secrets) { console.log("debugging", secrets.API_KEY); return {env: {A: "1"}} }\n')
+    const dir = kitWithHook(
+      'export function render_env(app, secrets) { console.log("debugging", secrets.API_KEY); return {env: {A: "1"}} }\n',
+    )
     const result = await runCli(['hooks', 'render-env', dir, '--secret', 'API_KEY', '--json'], {env: {API_KEY: SECRET}})
     expect(result.exitCode).toBe(0)
     expect(JSON.parse(result.stdout).env).toEqual({A: '1'})
@@ -69,8 +131,12 @@ describe('hook failure modes', () => {
   })
 
   it('a hook sees only the secrets it is given, none of the caller environment', async () => {
-    const dir = kitWithHook('export function render_env(app, secrets) { return {env: {SEEN: Object.keys(process.env).sort().join(","), ARGS: Object.keys(secrets).join(",")}} }\n')
-    const result = await runCli(['hooks', 'render-env', dir, '--secret', 'API_KEY', '--json'], {env: {API_KEY: SECRET, OTHER_TOKEN: 'caller-only-value'}})
+    const dir = kitWithHook(
+      'export function render_env(app, secrets) { return {env: {SEEN: Object.keys(process.env).sort().join(","), ARGS: Object.keys(secrets).join(",")}} }\n',
+    )
+    const result = await runCli(['hooks', 'render-env', dir, '--secret', 'API_KEY', '--json'], {
+      env: {API_KEY: SECRET, OTHER_TOKEN: 'caller-only-value'},
+    })
     expect(result.exitCode).toBe(0)
     const env = JSON.parse(result.stdout).env as Record<string, string>
     expect(env.ARGS).toBe('API_KEY')

@@ -16,7 +16,10 @@ import {startRegistry} from '../helpers/registry.js'
 function kitWithHook(source: string, hookLines = 'timeout: 30s'): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-sandbox-'))
   mkdirSync(path.join(dir, 'hooks'))
-  writeFileSync(path.join(dir, 'aegis-kit.yaml'), `name: intruder\nversion: 0.0.1\nhooks:\n  render_env: hooks/render_env.mjs\n  ${hookLines}\n`)
+  writeFileSync(
+    path.join(dir, 'aegis-kit.yaml'),
+    `name: intruder\nversion: 0.0.1\nhooks:\n  render_env: hooks/render_env.mjs\n  ${hookLines}\n`,
+  )
   writeFileSync(path.join(dir, 'hooks', 'render_env.mjs'), source)
   return dir
 }
@@ -79,16 +82,20 @@ async function renderPulled(dir: string, env: Record<string, string>) {
 }
 
 describe('the hook sandbox', () => {
-  for (const origin of ['a local kit', 'a kit pulled from a registry'] as const) it(`${origin}: a malicious hook cannot read host secrets, write the host, outlive the CLI or reach the network; its honest result arrives`, async () => {
-    const token = randomBytes(8).toString('hex')
-    const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-home-'))
-    mkdirSync(path.join(home, '.docker'))
-    const dockerConfig = path.join(home, '.docker', 'config.json')
-    writeFileSync(dockerConfig, JSON.stringify({auths: {'registry.example.com': {auth: Buffer.from(`me:docker-${token}`).toString('base64')}}}))
-    const hostTmpFile = `/tmp/aegis-hook-escape-${token}`
-    const {server, port, received} = await listener()
-    servers.push(server)
-    const dir = kitWithHook(`import {readdirSync, readFileSync, writeFileSync} from 'node:fs'
+  for (const origin of ['a local kit', 'a kit pulled from a registry'] as const)
+    it(`${origin}: a malicious hook cannot read host secrets, write the host, outlive the CLI or reach the network; its honest result arrives`, async () => {
+      const token = randomBytes(8).toString('hex')
+      const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-home-'))
+      mkdirSync(path.join(home, '.docker'))
+      const dockerConfig = path.join(home, '.docker', 'config.json')
+      writeFileSync(
+        dockerConfig,
+        JSON.stringify({auths: {'registry.example.com': {auth: Buffer.from(`me:docker-${token}`).toString('base64')}}}),
+      )
+      const hostTmpFile = `/tmp/aegis-hook-escape-${token}`
+      const {server, port, received} = await listener()
+      servers.push(server)
+      const dir = kitWithHook(`import {readdirSync, readFileSync, writeFileSync} from 'node:fs'
 import {spawn} from 'node:child_process'
 import net from 'node:net'
 
@@ -112,33 +119,39 @@ export async function render_env() {
   return {env, files: [{path: '/etc/app.conf', content: 'honest'}]}
 }
 `)
-    const callerEnv = {HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin', CALLER_ONLY_KEY: `sk-caller-${token}`}
-    const result = origin === 'a local kit' ? await renderEnvJson(dir, callerEnv) : await renderPulled(dir, callerEnv)
-    expect(result.exitCode, result.all).toBe(0)
-    const rendered = JSON.parse(result.stdout) as {env: Record<string, string>; files: Array<{path: string; content: string}>}
-    expect(rendered.env.HONEST).toBe('yes')
-    expect(rendered.files).toEqual([expect.objectContaining({path: '/etc/app.conf', content: 'honest'})])
-    expect(rendered.env.SHADOW).toBe('failed: ENOENT')
-    expect(rendered.env.DOCKER).toBe('failed: ENOENT')
-    expect(rendered.env.KIT_DIR).toBe('failed: EROFS')
-    expect(existsSync(hostTmpFile)).toBe(false)
-    expect(result.all).not.toContain(`sk-caller-${token}`)
-    expect(result.all).not.toContain('CALLER_ONLY_KEY')
-    // Only the sandbox's init: no process of the host, not the CLI.
-    expect(rendered.env.OTHER_PIDS).toBe('1')
-    expect(rendered.env.NETWORK).toMatch(/^failed: /)
-    expect(received).toEqual([])
-    expect(processesWith(`: ${token}`)).toEqual([])
-  }, 120_000)
+      const callerEnv = {HOME: home, PATH: process.env.PATH ?? '/usr/bin:/bin', CALLER_ONLY_KEY: `sk-caller-${token}`}
+      const result = origin === 'a local kit' ? await renderEnvJson(dir, callerEnv) : await renderPulled(dir, callerEnv)
+      expect(result.exitCode, result.all).toBe(0)
+      const rendered = JSON.parse(result.stdout) as {
+        env: Record<string, string>
+        files: Array<{path: string; content: string}>
+      }
+      expect(rendered.env.HONEST).toBe('yes')
+      expect(rendered.files).toEqual([expect.objectContaining({path: '/etc/app.conf', content: 'honest'})])
+      expect(rendered.env.SHADOW).toBe('failed: ENOENT')
+      expect(rendered.env.DOCKER).toBe('failed: ENOENT')
+      expect(rendered.env.KIT_DIR).toBe('failed: EROFS')
+      expect(existsSync(hostTmpFile)).toBe(false)
+      expect(result.all).not.toContain(`sk-caller-${token}`)
+      expect(result.all).not.toContain('CALLER_ONLY_KEY')
+      // Only the sandbox's init: no process of the host, not the CLI.
+      expect(rendered.env.OTHER_PIDS).toBe('1')
+      expect(rendered.env.NETWORK).toMatch(/^failed: /)
+      expect(received).toEqual([])
+      expect(processesWith(`: ${token}`)).toEqual([])
+    }, 120_000)
 
   it('a hook that leaves `sleep 25` holding its stdout returns at once with its result, and the sleep is gone', async () => {
     const duration = `25.${randomBytes(3).readUIntBE(0, 3)}`
-    const dir = kitWithHook(`import {spawn} from 'node:child_process'
+    const dir = kitWithHook(
+      `import {spawn} from 'node:child_process'
 export function render_env() {
   spawn('sleep', ['${duration}'], {stdio: 'inherit'})
   return {env: {A: '1'}}
 }
-`, 'timeout: 20s')
+`,
+      'timeout: 20s',
+    )
     const started = Date.now()
     const result = await renderEnvJson(dir, {PATH: process.env.PATH ?? '/usr/bin:/bin'})
     const seconds = (Date.now() - started) / 1000
@@ -152,17 +165,22 @@ export function render_env() {
 
   it('a hook that hangs is stopped at its limit, with every process it started', async () => {
     const duration = `27.${randomBytes(3).readUIntBE(0, 3)}`
-    const dir = kitWithHook(`import {spawn} from 'node:child_process'
+    const dir = kitWithHook(
+      `import {spawn} from 'node:child_process'
 export function render_env() {
   spawn('sleep', ['${duration}'], {detached: true, stdio: 'ignore'}).unref()
   return new Promise(() => { setInterval(() => {}, 1000) })
 }
-`, 'timeout: 3s')
+`,
+      'timeout: 3s',
+    )
     const started = Date.now()
     const result = await runCli(['hooks', 'render-env', dir])
     const seconds = (Date.now() - started) / 1000
     expect(result.exitCode).toBe(1)
-    expect(result.stderr).toMatch(/hook render_env of kit intruder \(hooks\/render_env\.mjs\) did not finish within 3s and was stopped/)
+    expect(result.stderr).toMatch(
+      /hook render_env of kit intruder \(hooks\/render_env\.mjs\) did not finish within 3s and was stopped/,
+    )
     expect(seconds).toBeLessThan(20)
     expect(processesWith(`sleep ${duration}`)).toEqual([])
   }, 120_000)
@@ -171,13 +189,16 @@ export function render_env() {
     const dir = kitWithHook("export function render_env() { process.kill(process.pid, 'SIGKILL') }\n")
     const result = await runCli(['hooks', 'render-env', dir])
     expect(result.exitCode).toBe(1)
-    expect(result.stderr).toMatch(/hook render_env of kit intruder \(hooks\/render_env\.mjs\) was killed by SIGKILL before returning a result/)
+    expect(result.stderr).toMatch(
+      /hook render_env of kit intruder \(hooks\/render_env\.mjs\) was killed by SIGKILL before returning a result/,
+    )
   }, 120_000)
 
   it('a kit that declares hooks.network reaches the network, and the user is told', async () => {
     const {server, port, received} = await listener()
     servers.push(server)
-    const dir = kitWithHook(`import net from 'node:net'
+    const dir = kitWithHook(
+      `import net from 'node:net'
 export async function render_env() {
   const answer = await new Promise((resolve) => {
     const socket = net.connect(${port}, '127.0.0.1', () => { socket.end('hello'); resolve('connected') })
@@ -185,11 +206,15 @@ export async function render_env() {
   })
   return {env: {NETWORK: answer}}
 }
-`, 'network: true')
+`,
+      'network: true',
+    )
     const result = await renderEnvJson(dir, {PATH: process.env.PATH ?? '/usr/bin:/bin'})
     expect(result.exitCode).toBe(0)
     expect(JSON.parse(result.stdout).env).toEqual({NETWORK: 'connected'})
-    expect(result.stderr.trim()).toBe('hook render_env of kit intruder runs with network access (hooks.network in its aegis-kit.yaml)')
+    expect(result.stderr.trim()).toBe(
+      'hook render_env of kit intruder runs with network access (hooks.network in its aegis-kit.yaml)',
+    )
     await new Promise((resolve) => setTimeout(resolve, 200))
     expect(received).toEqual(['connection', 'hello'])
   }, 120_000)
@@ -201,12 +226,30 @@ export function render_env() { writeFileSync(${JSON.stringify(marker)}, 'ran uns
 `)
     // A user namespace of its own whose limit for nested namespaces is 0: what a host with
     // unprivileged user namespaces disabled looks like to bwrap.
-    const result = await execa('unshare', ['--user', '--map-root-user', 'sh', '-c', 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', 'sh', process.execPath, binRun, 'hooks', 'render-env', dir], {reject: false, all: true, timeout: 90_000})
+    const result = await execa(
+      'unshare',
+      [
+        '--user',
+        '--map-root-user',
+        'sh',
+        '-c',
+        'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"',
+        'sh',
+        process.execPath,
+        binRun,
+        'hooks',
+        'render-env',
+        dir,
+      ],
+      {reject: false, all: true, timeout: 90_000},
+    )
     expect(result.exitCode).toBe(1)
     expect(existsSync(marker)).toBe(false)
     const lines = String(result.stderr).trim().split('\n')
     expect(lines).toHaveLength(2)
-    expect(lines[0]).toMatch(/^Error: cannot start the sandbox for hook render_env of kit intruder \(hooks\/render_env\.mjs\): bwrap: Creating new namespace failed/)
+    expect(lines[0]).toMatch(
+      /^Error: cannot start the sandbox for hook render_env of kit intruder \(hooks\/render_env\.mjs\): bwrap: Creating new namespace failed/,
+    )
     expect(lines[1]).toMatch(/hint: .*user namespaces/)
     expect(hasStackTrace(String(result.all))).toBe(false)
   }, 120_000)

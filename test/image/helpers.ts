@@ -90,7 +90,9 @@ export async function makeTar(entries: TarSpec[], gzip = false): Promise<Buffer>
   for (const {content, ...header} of entries) {
     const body = content === undefined ? Buffer.alloc(0) : Buffer.from(content)
     await new Promise<void>((resolve, reject) => {
-      packer.entry({mode: 0o644, mtime: new Date(0), ...header}, body, (error?: Error | null) => (error ? reject(error) : resolve()))
+      packer.entry({mode: 0o644, mtime: new Date(0), ...header}, body, (error?: Error | null) =>
+        error ? reject(error) : resolve(),
+      )
     })
   }
   packer.finalize()
@@ -126,7 +128,11 @@ export function writeOciLayout(layoutDir: string, layers: Array<{blob: LayerBlob
   const manifest = JSON.stringify({
     schemaVersion: 2,
     mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: {mediaType: 'application/vnd.oci.image.config.v1+json', digest: configDigest, size: Buffer.byteLength(config)},
+    config: {
+      mediaType: 'application/vnd.oci.image.config.v1+json',
+      digest: configDigest,
+      size: Buffer.byteLength(config),
+    },
     layers: layers.map(({blob}) => blob.descriptor),
   })
   const manifestDigest = putBlob(blobs, manifest)

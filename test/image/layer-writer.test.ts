@@ -29,7 +29,8 @@ function makeTree(dir: string, options: {mtime?: number; owner?: number} = {}): 
     }
   }
   if (options.owner !== undefined && isRoot) {
-    for (const p of ['app', 'app/main.js', 'app/lib', 'app/run.sh']) chownSync(join(dir, p), options.owner, options.owner)
+    for (const p of ['app', 'app/main.js', 'app/lib', 'app/run.sh'])
+      chownSync(join(dir, p), options.owner, options.owner)
   }
 }
 
@@ -55,7 +56,9 @@ describe('LayerWriter determinism', () => {
     expect(first.size).toBe(readFileSync(join(work, 'a1.tgz')).length)
     const sha = execFileSync('sha256sum', [join(work, 'a1.tgz')], {encoding: 'utf8'}).split(' ')[0]
     expect(first.digest).toBe(`sha256:${sha}`)
-    const tarSha = execFileSync('sh', ['-c', `gzip -dc ${join(work, 'a1.tgz')} | sha256sum`], {encoding: 'utf8'}).split(' ')[0]
+    const tarSha = execFileSync('sh', ['-c', `gzip -dc ${join(work, 'a1.tgz')} | sha256sum`], {encoding: 'utf8'}).split(
+      ' ',
+    )[0]
     expect(first.diffId).toBe(`sha256:${tarSha}`)
     execFileSync('gzip', ['-t', join(work, 'a1.tgz')])
   })
@@ -161,11 +164,14 @@ describe('LayerWriter determinism', () => {
     expect(byName.get('bin/tool')).toMatchObject({mode: 0o4755, uid: 1000, gid: 1000})
     expect(byName.get('usr/')).toMatchObject({type: 'directory', mode: 0o755, uid: 1000})
     // tar-stream ignores PAX uid/gid; GNU tar applies them.
-    expect(execFileSync('tar', ['-tvf', file], {encoding: 'utf8'})).toMatch(/^-rw-r--r-- 3000000\/3000001 .* home\/big-id$/m)
+    expect(execFileSync('tar', ['-tvf', file], {encoding: 'utf8'})).toMatch(
+      /^-rw-r--r-- 3000000\/3000001 .* home\/big-id$/m,
+    )
     expect(() => new LayerWriter().addFile('../etc/passwd', Buffer.from(''))).toThrow(AegisError)
     expect(() => new LayerWriter().addFile('a/../../b', Buffer.from(''))).toThrow(/contains "\.\."/)
-    await expect(new LayerWriter().addFile('a', Buffer.from('file')).addFile('a/b', Buffer.from('')).write(join(work, 'bad.tgz')))
-      .rejects.toThrow(/inside "a", which is a file/)
+    await expect(
+      new LayerWriter().addFile('a', Buffer.from('file')).addFile('a/b', Buffer.from('')).write(join(work, 'bad.tgz')),
+    ).rejects.toThrow(/inside "a", which is a file/)
   })
 
   it('writes whiteouts, with the opaque marker first in its directory', async () => {
@@ -177,8 +183,9 @@ describe('LayerWriter determinism', () => {
       .write(file)
     const names = (await readTar(readFileSync(file))).map((e) => e.header.name)
     expect(names).toEqual(['etc/', 'etc/.wh.old.conf', 'opt/', 'opt/.wh..wh..opq', 'opt/!first'])
-    await expect(new LayerWriter().addWhiteout('a/b').addFile('a/b', Buffer.from('')).write(join(work, 'x.tgz')))
-      .rejects.toThrow(/both deletes and adds "a\/b"/)
+    await expect(
+      new LayerWriter().addWhiteout('a/b').addFile('a/b', Buffer.from('')).write(join(work, 'x.tgz')),
+    ).rejects.toThrow(/both deletes and adds "a\/b"/)
   })
 
   it('skips sockets and fifos with a warning that names them', async () => {
@@ -187,7 +194,9 @@ describe('LayerWriter determinism', () => {
     writeFileSync(join(tree, 'ok'), 'ok')
     execFileSync('mkfifo', [join(tree, 'pipe')])
     const warnings: string[] = []
-    const blob = await new LayerWriter({onWarning: (m) => warnings.push(m)}).addTree(tree).write(join(work, 'special.tgz'))
+    const blob = await new LayerWriter({onWarning: (m) => warnings.push(m)})
+      .addTree(tree)
+      .write(join(work, 'special.tgz'))
     expect(blob.entries).toBe(1)
     expect(warnings).toEqual([expect.stringContaining(join(tree, 'pipe'))])
     expect(blob.warnings).toEqual(warnings)
@@ -211,10 +220,14 @@ describe('LayerWriter determinism', () => {
     expect(zstd.digest).toBe(`sha256:${createHash('sha256').update(file).digest('hex')}`)
     expect(zstd.size).toBe(file.length)
     const chunks: Buffer[] = []
-    const streamed = await new LayerWriter({compression: 'zstd'}).addTree(tree).write(new Writable({write(chunk: Buffer, _encoding, done) {
-      chunks.push(chunk)
-      done()
-    }}))
+    const streamed = await new LayerWriter({compression: 'zstd'}).addTree(tree).write(
+      new Writable({
+        write(chunk: Buffer, _encoding, done) {
+          chunks.push(chunk)
+          done()
+        },
+      }),
+    )
     expect(streamed.digest).toBe(zstd.digest)
     expect(Buffer.concat(chunks).equals(file)).toBe(true)
   })

@@ -23,7 +23,8 @@ function listTree(dir: string, prefix = ''): string[] {
   for (const entry of readdirSync(join(dir, prefix), {withFileTypes: true})) {
     const rel = prefix === '' ? entry.name : `${prefix}/${entry.name}`
     if (entry.isDirectory()) out.push(`${rel}/`, ...listTree(dir, rel))
-    else if (entry.isSymbolicLink()) out.push(`${rel} -> ${execFileSync('readlink', [join(dir, rel)], {encoding: 'utf8'}).trim()}`)
+    else if (entry.isSymbolicLink())
+      out.push(`${rel} -> ${execFileSync('readlink', [join(dir, rel)], {encoding: 'utf8'}).trim()}`)
     else out.push(rel)
   }
   return out.sort()
@@ -95,7 +96,9 @@ describe.skipIf(!haveTools)('layers read by umoci and skopeo', () => {
 
   it('skopeo (Go gzip) decompresses every layer to exactly its diffId', () => {
     const out = join(work, 'skopeo-dir')
-    execFileSync('skopeo', ['--insecure-policy', 'copy', '--dest-decompress', `oci:${layout}:latest`, `dir:${out}`], {stdio: 'pipe'})
+    execFileSync('skopeo', ['--insecure-policy', 'copy', '--dest-decompress', `oci:${layout}:latest`, `dir:${out}`], {
+      stdio: 'pipe',
+    })
     for (const layer of layers) expect(existsSync(join(out, layer.diffId.slice(7)))).toBe(true)
   })
 })

@@ -11,7 +11,14 @@ import * as zlib from 'node:zlib'
 
 import {AegisError} from '../../src/errors.js'
 import {unpackImage, unpackLayer} from '../../src/image/unpack.js'
-import {expectSandboxUntouched, makeTar, makeUnpackSandbox, removeUnpackSandbox, streamOf, type UnpackSandbox} from './helpers.js'
+import {
+  expectSandboxUntouched,
+  makeTar,
+  makeUnpackSandbox,
+  removeUnpackSandbox,
+  streamOf,
+  type UnpackSandbox,
+} from './helpers.js'
 
 let sandbox: UnpackSandbox
 let dest: string
@@ -24,7 +31,6 @@ beforeEach(() => {
 afterEach(() => removeUnpackSandbox(sandbox))
 
 const expectOutsideUntouched = (): void => expectSandboxUntouched(sandbox)
-
 
 /** Distinct, incompressible-looking bytes: a misplaced or reordered piece shows. */
 function bytes(size: number, seed: string): Buffer {
@@ -98,7 +104,9 @@ describe('large files', () => {
   it('cut short fail with an AegisError and leave no descriptor open', async () => {
     const whole = await makeTar([{name: 'big', content: bytes(2 * 1024 * 1024, 'cut')}])
     const before = openDescriptors()
-    const error = await unpackLayer(streamOf(zlib.gzipSync(whole.subarray(0, 512 + 1_000_000))), dest).catch((e: unknown) => e)
+    const error = await unpackLayer(streamOf(zlib.gzipSync(whole.subarray(0, 512 + 1_000_000))), dest).catch(
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(AegisError)
     expect(openDescriptors()).toBe(before)
   })

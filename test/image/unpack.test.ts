@@ -3,14 +3,33 @@
  * next to the destination, and that the error or warning names the offending entry.
  */
 import {execFileSync} from 'node:child_process'
-import {existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync} from 'node:fs'
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs'
 import {join} from 'node:path'
 import {afterEach, beforeEach, describe, expect, it} from 'vitest'
 
 import {AegisError} from '../../src/errors.js'
 import {LayerWriter} from '../../src/image/layer-writer.js'
 import {unpackImage, unpackLayer, type UnpackResult} from '../../src/image/unpack.js'
-import {expectSandboxUntouched, hasProgram, makeTar, makeUnpackSandbox, removeDir, removeUnpackSandbox, streamOf, type TarSpec, type UnpackSandbox} from './helpers.js'
+import {
+  expectSandboxUntouched,
+  hasProgram,
+  makeTar,
+  makeUnpackSandbox,
+  removeDir,
+  removeUnpackSandbox,
+  streamOf,
+  type TarSpec,
+  type UnpackSandbox,
+} from './helpers.js'
 
 let sandbox: UnpackSandbox
 let base: string
@@ -24,7 +43,6 @@ beforeEach(() => {
 afterEach(() => removeUnpackSandbox(sandbox))
 
 const expectOutsideUntouched = (): void => expectSandboxUntouched(sandbox)
-
 
 async function unpack(entries: TarSpec[], options = {}): Promise<UnpackResult> {
   return unpackLayer(streamOf(await makeTar(entries)), dest, options)
@@ -153,7 +171,9 @@ describe('unpackLayer skips or strips what an image must not carry', () => {
   })
 
   it('reports garbage as an AegisError', async () => {
-    const error = await unpackLayer(streamOf(Buffer.from([0x1f, 0x8b, 0x08, 0, 1, 2, 3, 4, 5])), dest).catch((e: unknown) => e)
+    const error = await unpackLayer(streamOf(Buffer.from([0x1f, 0x8b, 0x08, 0, 1, 2, 3, 4, 5])), dest).catch(
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(AegisError)
   })
 
@@ -177,26 +197,31 @@ describe('unpackLayer applies ordinary layers', () => {
     expect(statSync(join(dest, 'ro')).mtimeMs).toBe(1_000_000)
     expect(statSync(join(dest, 'ro/file')).mode & 0o777).toBe(0o640)
     expect(statSync(join(dest, 'ro/file')).mtimeMs).toBe(2_000_000)
-    await expect(unpackLayer(streamOf(tar), join(base, 'dest'), {expectedDiffId: 'sha256:00'})).rejects.toThrow(/diff_id/)
+    await expect(unpackLayer(streamOf(tar), join(base, 'dest'), {expectedDiffId: 'sha256:00'})).rejects.toThrow(
+      /diff_id/,
+    )
   })
 
-  it.skipIf(process.getuid?.() === 0)('without root (root writes into read-only directories anyway: skipped as root), writes into a directory a lower layer left read-only', async () => {
-    const lower = await makeTar([
-      {name: 'ro/', type: 'directory', mode: 0o555},
-      {name: 'ro/sub/', type: 'directory', mode: 0o500},
-    ])
-    const upper = await makeTar([
-      {name: 'ro/big', content: Buffer.alloc(300_000, 'b'), mode: 0o444},
-      {name: 'ro/sub/x', content: 'x'},
-    ])
-    const top = await makeTar([{name: 'ro/third', content: '3'}])
-    await unpackImage([streamOf(lower), streamOf(upper), streamOf(top)], dest)
-    expect(readFileSync(join(dest, 'ro/big')).length).toBe(300_000)
-    expect(readFileSync(join(dest, 'ro/sub/x'), 'utf8')).toBe('x')
-    expect(readFileSync(join(dest, 'ro/third'), 'utf8')).toBe('3')
-    expect(statSync(join(dest, 'ro')).mode & 0o7777).toBe(0o555)
-    expect(statSync(join(dest, 'ro/sub')).mode & 0o7777).toBe(0o500)
-  })
+  it.skipIf(process.getuid?.() === 0)(
+    'without root (root writes into read-only directories anyway: skipped as root), writes into a directory a lower layer left read-only',
+    async () => {
+      const lower = await makeTar([
+        {name: 'ro/', type: 'directory', mode: 0o555},
+        {name: 'ro/sub/', type: 'directory', mode: 0o500},
+      ])
+      const upper = await makeTar([
+        {name: 'ro/big', content: Buffer.alloc(300_000, 'b'), mode: 0o444},
+        {name: 'ro/sub/x', content: 'x'},
+      ])
+      const top = await makeTar([{name: 'ro/third', content: '3'}])
+      await unpackImage([streamOf(lower), streamOf(upper), streamOf(top)], dest)
+      expect(readFileSync(join(dest, 'ro/big')).length).toBe(300_000)
+      expect(readFileSync(join(dest, 'ro/sub/x'), 'utf8')).toBe('x')
+      expect(readFileSync(join(dest, 'ro/third'), 'utf8')).toBe('3')
+      expect(statSync(join(dest, 'ro')).mode & 0o7777).toBe(0o555)
+      expect(statSync(join(dest, 'ro/sub')).mode & 0o7777).toBe(0o500)
+    },
+  )
 
   it.skipIf(process.getuid?.() !== 0)('sets owners as root, including PAX ids beyond ustar', async () => {
     const blobFile = join(base, 'owners.tar')
@@ -231,7 +256,8 @@ describe('unpackLayer applies ordinary layers', () => {
     const gnu = join(base, 'gnu')
     mkdirSync(gnu)
     execFileSync('tar', ['-xzf', blobFile, '-C', gnu])
-    const list = (dir: string): string => execFileSync('sh', ['-c', `cd ${dir} && find . -printf '%p %y %l %n\\n' | sort`], {encoding: 'utf8'})
+    const list = (dir: string): string =>
+      execFileSync('sh', ['-c', `cd ${dir} && find . -printf '%p %y %l %n\\n' | sort`], {encoding: 'utf8'})
     expect(list(dest)).toBe(list(gnu))
     expect(list(dest)).toContain('./d/g f  2')
   })

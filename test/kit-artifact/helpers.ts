@@ -5,10 +5,17 @@ import {join} from 'node:path'
 import {repoRoot} from '../helpers/cli.js'
 
 /** GET a manifest (any OCI type) or blob from a plain-HTTP registry. */
-export async function registryGet(url: string, path: string): Promise<{status: number; body: Buffer; contentType: string | null}> {
+export async function registryGet(
+  url: string,
+  path: string,
+): Promise<{status: number; body: Buffer; contentType: string | null}> {
   const accept = ['application/vnd.oci.image.index.v1+json', 'application/vnd.oci.image.manifest.v1+json'].join(', ')
   const response = await fetch(`${url}/v2/${path}`, {headers: {accept}})
-  return {status: response.status, body: Buffer.from(await response.arrayBuffer()), contentType: response.headers.get('content-type')}
+  return {
+    status: response.status,
+    body: Buffer.from(await response.arrayBuffer()),
+    contentType: response.headers.get('content-type'),
+  }
 }
 
 export async function registryJson<T = Record<string, unknown>>(url: string, path: string): Promise<T> {
@@ -24,7 +31,10 @@ export async function copyHello(extra: Record<string, string> = {}, manifestAppe
   for (const [name, content] of Object.entries(extra)) await writeFile(join(dir, name), content)
   if (manifestAppend) {
     const manifest = await readFile(join(dir, 'aegis-kit.yaml'), 'utf8')
-    await writeFile(join(dir, 'aegis-kit.yaml'), manifest.replace('  timeout: 5s\n', `${manifestAppend}  timeout: 5s\n`))
+    await writeFile(
+      join(dir, 'aegis-kit.yaml'),
+      manifest.replace('  timeout: 5s\n', `${manifestAppend}  timeout: 5s\n`),
+    )
   }
   return dir
 }

@@ -18,21 +18,38 @@ import {hasStackTrace} from '../helpers/cli.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {createSandbox, type CliSandbox} from '../cli-images/helpers.js'
 
-type Entry = {name: string; type?: 'file' | 'directory' | 'symlink' | 'link' | 'fifo'; linkname?: string; content?: string}
+type Entry = {
+  name: string
+  type?: 'file' | 'directory' | 'symlink' | 'link' | 'fifo'
+  linkname?: string
+  content?: string
+}
 
 const MANIFEST_YAML = 'name: evil\nversion: 1.0.0\ndescription: "looks harmless"\n'
 const outsideName = `aegis-escape-${randomBytes(4).toString('hex')}`
 
 const CASES: Record<string, Entry[]> = {
-  'a name with ..': [{name: 'aegis-kit.yaml', content: MANIFEST_YAML}, {name: `../../../${outsideName}`, content: 'escaped'}],
-  'an absolute name': [{name: 'aegis-kit.yaml', content: MANIFEST_YAML}, {name: `/tmp/${outsideName}`, content: 'escaped'}],
+  'a name with ..': [
+    {name: 'aegis-kit.yaml', content: MANIFEST_YAML},
+    {name: `../../../${outsideName}`, content: 'escaped'},
+  ],
+  'an absolute name': [
+    {name: 'aegis-kit.yaml', content: MANIFEST_YAML},
+    {name: `/tmp/${outsideName}`, content: 'escaped'},
+  ],
   'a symlink out, then a file through it': [
     {name: 'aegis-kit.yaml', content: MANIFEST_YAML},
     {name: 'hooks', type: 'symlink', linkname: '../../../..'},
     {name: `hooks/${outsideName}`, content: 'escaped'},
   ],
-  'a hard link to a host file': [{name: 'aegis-kit.yaml', content: MANIFEST_YAML}, {name: 'passwd', type: 'link', linkname: '/etc/passwd'}],
-  'a fifo': [{name: 'aegis-kit.yaml', content: MANIFEST_YAML}, {name: 'pipe', type: 'fifo'}],
+  'a hard link to a host file': [
+    {name: 'aegis-kit.yaml', content: MANIFEST_YAML},
+    {name: 'passwd', type: 'link', linkname: '/etc/passwd'},
+  ],
+  'a fifo': [
+    {name: 'aegis-kit.yaml', content: MANIFEST_YAML},
+    {name: 'pipe', type: 'fifo'},
+  ],
 }
 
 let registry: TestRegistry
@@ -70,16 +87,26 @@ async function craftLayer(entries: Entry[]): Promise<Buffer> {
 /** Pushes a kit artifact whose layer is `layer` to `repository:tag` with the registry client. */
 async function pushArtifact(repository: string, tag: string, layer: Buffer): Promise<void> {
   const repo = new RemoteRepository(`${registry.host}/${repository}`, {client: new RegistryClient()})
-  const blob = (mediaType: string, bytes: Buffer): Descriptor => ({mediaType, digest: sha256Digest(bytes), size: bytes.length})
+  const blob = (mediaType: string, bytes: Buffer): Descriptor => ({
+    mediaType,
+    digest: sha256Digest(bytes),
+    size: bytes.length,
+  })
   const config = Buffer.from('{}')
   const configDesc = blob(MediaType.Empty, config)
   const layerDesc = blob(MediaType.KitLayer, layer)
   await repo.pushBlob(configDesc, config)
   await repo.pushBlob(layerDesc, layer)
-  const manifest = Buffer.from(JSON.stringify({
-    schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: MediaType.KitArtifact, config: configDesc, layers: [layerDesc],
-    annotations: {'org.opencontainers.image.title': 'evil', 'org.opencontainers.image.version': '1.0.0'},
-  }))
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      artifactType: MediaType.KitArtifact,
+      config: configDesc,
+      layers: [layerDesc],
+      annotations: {'org.opencontainers.image.title': 'evil', 'org.opencontainers.image.version': '1.0.0'},
+    }),
+  )
   await repo.pushManifest(blob(MediaType.ImageManifest, manifest), manifest, tag)
 }
 
@@ -101,7 +128,9 @@ describe('pull refuses hostile kit layers', () => {
       // Nothing escaped, nothing half-unpacked stayed, nothing was tagged or recorded.
       expect(existsSync(join('/tmp', outsideName))).toBe(false)
       const everything = await filesUnder(sandbox.dir)
-      expect(everything.filter((path) => path.includes(outsideName) || path.endsWith('passwd') || path.endsWith('pipe'))).toEqual([])
+      expect(
+        everything.filter((path) => path.includes(outsideName) || path.endsWith('passwd') || path.endsWith('pipe')),
+      ).toEqual([])
       const kits = join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits')
       expect(await filesUnder(kits)).toEqual(expect.not.arrayContaining([expect.stringMatching(/^evil/), 'refs.json']))
       expect(await filesUnder(join(kits, '.tmp'))).toEqual([])

@@ -25,13 +25,16 @@ async function referencePack(dir: string): Promise<Buffer> {
   const collecting = (async () => {
     for await (const chunk of pack as AsyncIterable<Buffer>) chunks.push(chunk)
   })()
-  const add = (header: Partial<Header> & {name: string}, body?: Buffer) => new Promise<void>((resolve, reject) => {
-    const done = (error?: Error | null) => (error ? reject(error) : resolve())
-    if (body === undefined) pack.entry(header, done)
-    else pack.entry(header, body, done)
-  })
+  const add = (header: Partial<Header> & {name: string}, body?: Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      const done = (error?: Error | null) => (error ? reject(error) : resolve())
+      if (body === undefined) pack.entry(header, done)
+      else pack.entry(header, body, done)
+    })
   const walk = async (relative: string): Promise<void> => {
-    const names = (await readdir(join(root, relative))).filter((name) => !EXCLUDED.has(name)).sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
+    const names = (await readdir(join(root, relative)))
+      .filter((name) => !EXCLUDED.has(name))
+      .sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)))
     for (const name of names) {
       const rel = relative ? `${relative}/${name}` : name
       const info = await lstat(join(root, rel))
@@ -88,7 +91,10 @@ describe('the kit layer through LayerWriter', () => {
     await mkdir(join(kit, 'i'.repeat(100)))
     await symlink('a/x', join(kit, 'link-to-x'))
     await writeFile(join(kit, '.DS_Store'), 'left out')
-    await writeFile(join(kit, 'big.bin'), Buffer.concat([randomBytes(1024 * 1024), Buffer.alloc(2 * 1024 * 1024, 'abcdefgh'), randomBytes(300_000)]))
+    await writeFile(
+      join(kit, 'big.bin'),
+      Buffer.concat([randomBytes(1024 * 1024), Buffer.alloc(2 * 1024 * 1024, 'abcdefgh'), randomBytes(300_000)]),
+    )
     const packed = await packKitLayer(kit)
     expect(packed.length).toBeGreaterThan(1024 * 1024)
     expect(sha256(packed)).toBe(sha256(await referencePack(kit)))

@@ -27,7 +27,13 @@ beforeAll(async () => {
   registry = await startRegistry()
   sandbox = await createSandbox()
   kitDir = await copyHello({'hooks/on_publish.mjs': HOOK}, '  on_publish: hooks/on_publish.mjs\n')
-  failingDir = await copyHello({'hooks/on_publish.mjs': 'export function on_publish() { throw new Error("release blocked: changelog missing") }\n'}, '  on_publish: hooks/on_publish.mjs\n')
+  failingDir = await copyHello(
+    {
+      'hooks/on_publish.mjs':
+        'export function on_publish() { throw new Error("release blocked: changelog missing") }\n',
+    },
+    '  on_publish: hooks/on_publish.mjs\n',
+  )
   const marking = `import {writeFileSync} from 'node:fs'\nexport function on_publish() {\n  writeFileSync(${JSON.stringify(marker)}, 'ran')\n  return {ran: true}\n}\n`
   markingDir = await copyHello({'hooks/on_publish.mjs': marking}, '  on_publish: hooks/on_publish.mjs\n')
 })
@@ -49,15 +55,29 @@ describe('on_publish', () => {
     expect(report.artifacts).toEqual([expect.stringMatching(/^kit sha256:[0-9a-f]{64}$/)])
 
     // Retrievable from the registry: manifest → report layer → blob.
-    const manifest = await registryJson<{layers: Array<{mediaType: string; digest: string}>}>(registry.url, 'kits/reported/manifests/r1')
-    expect(manifest.layers.map((layer) => layer.mediaType)).toEqual(['application/vnd.aegis.kit.layer.v1.tar+gzip', REPORT_TYPE])
+    const manifest = await registryJson<{layers: Array<{mediaType: string; digest: string}>}>(
+      registry.url,
+      'kits/reported/manifests/r1',
+    )
+    expect(manifest.layers.map((layer) => layer.mediaType)).toEqual([
+      'application/vnd.aegis.kit.layer.v1.tar+gzip',
+      REPORT_TYPE,
+    ])
     const blob = await registryGet(registry.url, `kits/reported/blobs/${manifest.layers[1]!.digest}`)
     expect(JSON.parse(blob.body.toString('utf8'))).toEqual(report)
   })
 
   it('the same kit pushed again gives the same digests, report included; pull prints the report', async () => {
-    const first = await sandbox.json<{digest: string; report: unknown}>(['push', kitDir, `${registry.host}/kits/reported:r1`])
-    const again = await sandbox.json<{digest: string; report: unknown; transferred: string[]}>(['push', kitDir, `${registry.host}/kits/reported:r1`])
+    const first = await sandbox.json<{digest: string; report: unknown}>([
+      'push',
+      kitDir,
+      `${registry.host}/kits/reported:r1`,
+    ])
+    const again = await sandbox.json<{digest: string; report: unknown; transferred: string[]}>([
+      'push',
+      kitDir,
+      `${registry.host}/kits/reported:r1`,
+    ])
     expect(again.digest).toBe(first.digest)
     expect(again.transferred).toEqual([])
 
@@ -82,7 +102,7 @@ describe('on_publish', () => {
     expect((await registryGet(registry.url, 'kits/blocked/manifests/1')).status).toBe(404)
   })
 
-  it("pushing a pulled kit elsewhere never runs its on_publish: the push succeeds without a report and says so", async () => {
+  it('pushing a pulled kit elsewhere never runs its on_publish: the push succeeds without a report and says so', async () => {
     const published = await sandbox.run(['push', markingDir, `${registry.host}/kits/marking:1`])
     expect(published.exitCode, published.all).toBe(0)
     // The publisher's own push ran it (where a hook can write the host's /tmp); only the re-push matters.
@@ -91,12 +111,19 @@ describe('on_publish', () => {
     const consumer = await createSandbox()
     try {
       expect((await consumer.run(['pull', `${registry.host}/kits/marking:1`])).exitCode).toBe(0)
-      const pushed = await consumer.run(['push', `${registry.host}/kits/marking:1`, `${registry.host}/mirror/marking:1`])
+      const pushed = await consumer.run([
+        'push',
+        `${registry.host}/kits/marking:1`,
+        `${registry.host}/mirror/marking:1`,
+      ])
       expect(pushed.exitCode, pushed.all).toBe(0)
       expect(existsSync(marker)).toBe(false)
       expect(pushed.stdout).not.toContain('on_publish report:')
       expect(pushed.stderr).toContain('aegis-kit: on_publish of kit hello 0.1.0 was not run: it is a pulled kit')
-      const manifest = await registryJson<{layers: Array<{mediaType: string}>}>(registry.url, 'mirror/marking/manifests/1')
+      const manifest = await registryJson<{layers: Array<{mediaType: string}>}>(
+        registry.url,
+        'mirror/marking/manifests/1',
+      )
       expect(manifest.layers.map((layer) => layer.mediaType)).toEqual(['application/vnd.aegis.kit.layer.v1.tar+gzip'])
     } finally {
       await consumer.cleanup()

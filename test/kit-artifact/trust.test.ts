@@ -11,8 +11,14 @@ import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 import {createSandbox, type CliSandbox} from '../cli-images/helpers.js'
 import {copyHello} from './helpers.js'
 
-interface Rendered {kit: string; env: Record<string, string>}
-interface TrustRecord {sources: Array<{via: string; reference: string; kitArtifact: string}>; trusted?: {by: string}}
+interface Rendered {
+  kit: string
+  env: Record<string, string>
+}
+interface TrustRecord {
+  sources: Array<{via: string; reference: string; kitArtifact: string}>
+  trusted?: {by: string}
+}
 
 const IMPOSTOR_HOOK = `export function render_env() {
   return {env: {HELLO_TITLE: 'impostor'}, files: []}
@@ -39,7 +45,11 @@ afterAll(async () => {
 })
 
 async function refs(sandbox: CliSandbox): Promise<Record<string, string>> {
-  return (JSON.parse(await readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits', 'refs.json'), 'utf8')) as {refs: Record<string, string>}).refs
+  return (
+    JSON.parse(await readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits', 'refs.json'), 'utf8')) as {
+      refs: Record<string, string>
+    }
+  ).refs
 }
 
 describe('short names never change owner', () => {
@@ -67,13 +77,27 @@ describe('short names never change owner', () => {
 })
 
 async function trustRecords(sandbox: CliSandbox): Promise<Record<string, TrustRecord>> {
-  return (JSON.parse(await readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits', 'trust.json'), 'utf8')) as {kits: Record<string, TrustRecord>}).kits
+  return (
+    JSON.parse(await readFile(join(sandbox.env.AEGIS_KIT_HOME, 'store', 'kits', 'trust.json'), 'utf8')) as {
+      kits: Record<string, TrustRecord>
+    }
+  ).kits
 }
 
 /** The CLI on a pseudo-terminal (script(1)) with `input` typed into it. */
-async function onTerminalTyping(sandbox: CliSandbox, args: string[], input: string): Promise<{exitCode: number; screen: string}> {
+async function onTerminalTyping(
+  sandbox: CliSandbox,
+  args: string[],
+  input: string,
+): Promise<{exitCode: number; screen: string}> {
   const command = [process.execPath, binRun, ...args].map((word) => `'${word}'`).join(' ')
-  const result = await execa('script', ['-qfec', command, '/dev/null'], {cwd: repoRoot, env: sandbox.env, input, reject: false, timeout: 60_000})
+  const result = await execa('script', ['-qfec', command, '/dev/null'], {
+    cwd: repoRoot,
+    env: sandbox.env,
+    input,
+    reject: false,
+    timeout: 60_000,
+  })
   return {exitCode: result.exitCode ?? -1, screen: String(result.stdout).replaceAll('\r\n', '\n')}
 }
 
@@ -87,20 +111,36 @@ describe('trust on pull', () => {
   })
 
   it('records where a pulled kit came from, unverified and untrusted', async () => {
-    const pulled = await user.json<{trusted: boolean; verified: unknown; kitArtifact: string; dir: string}>(['pull', reference, '--kit-only'])
+    const pulled = await user.json<{trusted: boolean; verified: unknown; kitArtifact: string; dir: string}>([
+      'pull',
+      reference,
+      '--kit-only',
+    ])
     expect(pulled).toMatchObject({trusted: false, verified: null})
     const record = (await trustRecords(user))[pulled.dir.split('/store/kits/')[1]!]
-    expect(record?.sources).toEqual([{via: 'pull', reference: expect.stringMatching(new RegExp(`^${reference}@sha256:[0-9a-f]{64}$`)), kitArtifact: pulled.kitArtifact}])
+    expect(record?.sources).toEqual([
+      {
+        via: 'pull',
+        reference: expect.stringMatching(new RegExp(`^${reference}@sha256:[0-9a-f]{64}$`)),
+        kitArtifact: pulled.kitArtifact,
+      },
+    ])
     expect(record?.trusted).toBeUndefined()
     const text = await user.run(['pull', reference, '--kit-only'])
     expect(text.stdout).toContain('Not verified: `hooks` and `run` ask before running its code (or take --trust)')
   })
 
   it('without a terminal, its hooks and its boot are refused with an error naming --trust', async () => {
-    for (const args of [['hooks', 'render-env', reference], ['hooks', 'validate-config', reference, config], ['run', reference, '--', 'true']]) {
+    for (const args of [
+      ['hooks', 'render-env', reference],
+      ['hooks', 'validate-config', reference, config],
+      ['run', reference, '--', 'true'],
+    ]) {
       const refused = await user.run(args)
       expect(refused.exitCode, refused.all).toBe(1)
-      expect(refused.stderr).toMatch(/^Error: kit hello 0\.1\.0 \(hello\/0\.1\.0-[0-9a-f]{12}\), pulled from \S+, is not trusted yet: its hooks and image are code from a registry\n  hint: pass --trust to run it/)
+      expect(refused.stderr).toMatch(
+        /^Error: kit hello 0\.1\.0 \(hello\/0\.1\.0-[0-9a-f]{12}\), pulled from \S+, is not trusted yet: its hooks and image are code from a registry\n  hint: pass --trust to run it/,
+      )
       expect(refused.stdout).not.toContain('impostor')
       expect(hasStackTrace(refused.all)).toBe(false)
     }
@@ -122,7 +162,11 @@ describe('trust on pull', () => {
     expect(trusted.stdout).toContain('HELLO_TITLE=impostor')
     const again = await user.json<Rendered>(['hooks', 'render-env', reference])
     expect(again.env.HELLO_TITLE).toBe('impostor')
-    expect(Object.values(await trustRecords(user)).map((record) => record.trusted?.by).sort()).toEqual(['flag', 'own'])
+    expect(
+      Object.values(await trustRecords(user))
+        .map((record) => record.trusted?.by)
+        .sort(),
+    ).toEqual(['flag', 'own'])
   })
 
   it('on a terminal, yes runs it and is remembered', async () => {
@@ -130,10 +174,18 @@ describe('trust on pull', () => {
     try {
       expect((await attacker.run(['push', other, `${registry.host}/other/hello-two:1`])).exitCode).toBe(0)
       expect((await user.run(['pull', `${registry.host}/other/hello-two:1`, '--kit-only'])).exitCode).toBe(0)
-      const answered = await onTerminalTyping(user, ['hooks', 'render-env', `${registry.host}/other/hello-two:1`], 'y\n')
+      const answered = await onTerminalTyping(
+        user,
+        ['hooks', 'render-env', `${registry.host}/other/hello-two:1`],
+        'y\n',
+      )
       expect(answered.exitCode, answered.screen).toBe(0)
       expect(answered.screen).toContain('HELLO_TITLE=Hello from aegis-kit')
-      expect(Object.values(await trustRecords(user)).map((record) => record.trusted?.by).sort()).toEqual(['flag', 'own', 'prompt'])
+      expect(
+        Object.values(await trustRecords(user))
+          .map((record) => record.trusted?.by)
+          .sort(),
+      ).toEqual(['flag', 'own', 'prompt'])
     } finally {
       await rm(join(other, '..'), {recursive: true, force: true})
     }
@@ -148,11 +200,21 @@ describe('trust on pull', () => {
     const signer = await createSandbox()
     const puller = await createSandbox()
     try {
-      await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(signer.dir, 'cosign')], {env: {COSIGN_PASSWORD: 'pw'}})
+      await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(signer.dir, 'cosign')], {
+        env: {COSIGN_PASSWORD: 'pw'},
+      })
       const signedRef = `${registry.host}/signed/hello:0.1.0`
-      const pushed = await signer.run(['push', impostorDir, signedRef, '--sign', join(signer.dir, 'cosign.key')], {env: {COSIGN_PASSWORD: 'pw'}})
+      const pushed = await signer.run(['push', impostorDir, signedRef, '--sign', join(signer.dir, 'cosign.key')], {
+        env: {COSIGN_PASSWORD: 'pw'},
+      })
       expect(pushed.exitCode, pushed.all).toBe(0)
-      const pulled = await puller.json<{trusted: boolean; verified: {keyFingerprint: string} | null}>(['pull', signedRef, '--kit-only', '--verify', join(signer.dir, 'cosign.pub')])
+      const pulled = await puller.json<{trusted: boolean; verified: {keyFingerprint: string} | null}>([
+        'pull',
+        signedRef,
+        '--kit-only',
+        '--verify',
+        join(signer.dir, 'cosign.pub'),
+      ])
       expect(pulled.trusted).toBe(true)
       expect(pulled.verified?.keyFingerprint).toEqual(expect.any(String))
       expect(Object.values(await trustRecords(puller)).map((record) => record.trusted?.by)).toEqual(['signature'])

@@ -83,7 +83,9 @@ describe('init', () => {
 
 describe('CLI conventions', () => {
   it('every command has a summary and examples, and validate --help shows its examples', async () => {
-    const manifest = JSON.parse(readFileSync(path.join(repoRoot, 'oclif.manifest.json'), 'utf8')) as {commands: Record<string, {description?: string; summary?: string; examples?: unknown[]}>}
+    const manifest = JSON.parse(readFileSync(path.join(repoRoot, 'oclif.manifest.json'), 'utf8')) as {
+      commands: Record<string, {description?: string; summary?: string; examples?: unknown[]}>
+    }
     const ids = Object.keys(manifest.commands)
     expect(ids).toEqual(expect.arrayContaining(['validate', 'init', 'hooks:render-env', 'hooks:validate-config']))
     for (const id of ids) {
@@ -117,13 +119,22 @@ describe('the manifest types and docs are generated from the schema', () => {
     await execa('node', ['scripts/gen-types.mjs', '--check'], {cwd: repoRoot})
     await execa('node', ['scripts/gen-manifest-doc.mjs', '--check'], {cwd: repoRoot})
     const doc = readFileSync(path.join(repoRoot, 'docs/manifest.md'), 'utf8')
-    for (const field of ['image.npm.packages', 'secrets.required[].scope', 'profiles.<name>.memory_mb', 'healthcheck.path', 'routing.expose[].ui']) {
+    for (const field of [
+      'image.npm.packages',
+      'secrets.required[].scope',
+      'profiles.<name>.memory_mb',
+      'healthcheck.path',
+      'routing.expose[].ui',
+    ]) {
       expect(doc).toContain(`\`${field}\``)
     }
   })
 
   it('the schema is draft 2020-12 with an $id', () => {
-    const schema = JSON.parse(readFileSync(path.join(repoRoot, 'schemas/aegis-kit.schema.json'), 'utf8')) as Record<string, string>
+    const schema = JSON.parse(readFileSync(path.join(repoRoot, 'schemas/aegis-kit.schema.json'), 'utf8')) as Record<
+      string,
+      string
+    >
     expect(schema.$schema).toBe('https://json-schema.org/draft/2020-12/schema')
     expect(schema.$id).toMatch(/^https:\/\//)
   })

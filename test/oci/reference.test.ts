@@ -12,7 +12,9 @@ describe('one grammar, two readings', () => {
   })
 
   it('says what is wrong with a local reference, as with a registry one', () => {
-    expect(() => parseLocalReference('ghcr.io/Acme/kit')).toThrow(/invalid image reference "ghcr.io\/Acme\/kit": repository names must be lowercase/)
+    expect(() => parseLocalReference('ghcr.io/Acme/kit')).toThrow(
+      /invalid image reference "ghcr.io\/Acme\/kit": repository names must be lowercase/,
+    )
     expect(() => parseLocalReference('kit@sha256:abc')).toThrow(/is not a sha256 digest/)
   })
 

@@ -43,7 +43,11 @@ afterAll(async () => {
 })
 
 /** A docker config dir holding `config`, and the DockerCredentials reading it. */
-async function dockerConfig(name: string, config: unknown, extraEnv: NodeJS.ProcessEnv = {}): Promise<DockerCredentials> {
+async function dockerConfig(
+  name: string,
+  config: unknown,
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<DockerCredentials> {
   const dir = join(work, name)
   await mkdir(dir, {recursive: true})
   await writeFile(join(dir, 'config.json'), JSON.stringify(config))
@@ -51,7 +55,9 @@ async function dockerConfig(name: string, config: unknown, extraEnv: NodeJS.Proc
 }
 
 function authEntry(registry: TestRegistry, password = registry.credentials!.password) {
-  return {auths: {[registry.host]: {auth: Buffer.from(`${registry.credentials!.username}:${password}`).toString('base64')}}}
+  return {
+    auths: {[registry.host]: {auth: Buffer.from(`${registry.credentials!.username}:${password}`).toString('base64')}},
+  }
 }
 
 /** Every string an error exposes: message, hint, stack and the whole cause chain. */
@@ -84,13 +90,18 @@ describe('Basic auth (htpasswd)', () => {
     const localManifest = await readFile(image.blobPath(pushed.root.digest), 'utf8')
     expect(await skopeoRawManifest(`${basic.host}/private/app:1`, basic.credentials)).toBe(localManifest)
     const store = await LayoutStore.create(join(work, 'basic-pulled'))
-    const pulled = await pullImage(new RemoteRepository(`${basic.host}/private/app:1`, {client}), store, {localReference: 'x'})
+    const pulled = await pullImage(new RemoteRepository(`${basic.host}/private/app:1`, {client}), store, {
+      localReference: 'x',
+    })
     expect(pulled.root.digest).toBe(pushed.root.digest)
   })
 
   it('without credentials says to log in', async () => {
     const client = new RegistryClient({retry: fastRetry})
-    const error = await pushImage(image, 'test', new RemoteRepository(`${basic.host}/private/app:1`, {client})).then(() => undefined, (e: unknown) => e)
+    const error = await pushImage(image, 'test', new RemoteRepository(`${basic.host}/private/app:1`, {client})).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(RegistryError)
     expect((error as RegistryError).status).toBe(401)
     expect((error as RegistryError).hint).toContain(`aegis-kit login ${basic.host}`)
@@ -100,8 +111,13 @@ describe('Basic auth (htpasswd)', () => {
     const wrong = `Wr0ng:${basic.credentials!.password}:oops`
     const credentials = await dockerConfig('basic-wrong', authEntry(basic, wrong))
     const client = new RegistryClient({credentials: credentials.source, retry: fastRetry})
-    const error = await pullImage(new RemoteRepository(`${basic.host}/private/app:1`, {client}), await LayoutStore.create(join(work, 'basic-wrong-store')))
-      .then(() => undefined, (e: unknown) => e)
+    const error = await pullImage(
+      new RemoteRepository(`${basic.host}/private/app:1`, {client}),
+      await LayoutStore.create(join(work, 'basic-wrong-store')),
+    ).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(RegistryError)
     expect((error as Error).message).toMatch(/failed with 401/)
     expectNoSecret(error, wrong)
@@ -113,13 +129,17 @@ describe('Basic auth (htpasswd)', () => {
     ['from a worker thread', 'large'],
   ] as const)('never sends Authorization to a redirect on another host (%s)', async (_how, size) => {
     const source = size === 'small' ? image : largeImage
-    const manifest = JSON.parse(await readFile(source.blobPath((await source.resolve('test')).digest), 'utf8')) as ImageManifest
+    const manifest = JSON.parse(
+      await readFile(source.blobPath((await source.resolve('test')).digest), 'utf8'),
+    ) as ImageManifest
     const layer = manifest.layers[0]!
     const seenAuthorization: Array<string | undefined> = []
     // The "CDN": another host name (localhost, not 127.0.0.1) serving the blob itself.
     const cdn = createServer((request, response) => {
       seenAuthorization.push(request.headers.authorization)
-      void source.fetch(layer).then((stream) => stream.pipe(response.writeHead(200, {'content-length': String(layer.size)})))
+      void source
+        .fetch(layer)
+        .then((stream) => stream.pipe(response.writeHead(200, {'content-length': String(layer.size)})))
     })
     await new Promise<void>((resolve) => cdn.listen(0, '127.0.0.1', resolve))
     const cdnPort = (cdn.address() as {port: number}).port
@@ -129,15 +149,29 @@ describe('Basic auth (htpasswd)', () => {
         : {kind: 'pass'},
     )
     try {
-      const credentials = await dockerConfig('basic-redirect', {auths: {[proxy.host]: authEntry(basic).auths[basic.host]}})
+      const credentials = await dockerConfig('basic-redirect', {
+        auths: {[proxy.host]: authEntry(basic).auths[basic.host]},
+      })
       const client = new RegistryClient({credentials: credentials.source, retry: fastRetry})
-      const store = size === 'small' ? await LayoutStore.create(join(work, 'redirect-pulled')) : new LocalStore(join(work, 'redirect-pulled-large'))
+      const store =
+        size === 'small'
+          ? await LayoutStore.create(join(work, 'redirect-pulled'))
+          : new LocalStore(join(work, 'redirect-pulled-large'))
       const repository = size === 'small' ? 'private/app:1' : 'private/large:1'
-      if (size === 'large') await pushImage(largeImage, 'test', new RemoteRepository(`${basic.host}/${repository}`, {client: new RegistryClient({credentials: (await dockerConfig('basic-large', authEntry(basic))).source})}))
+      if (size === 'large')
+        await pushImage(
+          largeImage,
+          'test',
+          new RemoteRepository(`${basic.host}/${repository}`, {
+            client: new RegistryClient({credentials: (await dockerConfig('basic-large', authEntry(basic))).source}),
+          }),
+        )
       await pullImage(new RemoteRepository(`${proxy.host}/${repository}`, {client}), store, {localReference: 'x:1'})
       expect(await store.exists(layer)).toBe(true)
       expect(seenAuthorization).toEqual([undefined])
-      expect(proxy.seen.find((r) => r.path.endsWith(`/blobs/${layer.digest}`))?.headers.authorization).toMatch(/^Basic /)
+      expect(proxy.seen.find((r) => r.path.endsWith(`/blobs/${layer.digest}`))?.headers.authorization).toMatch(
+        /^Basic /,
+      )
     } finally {
       await proxy.close()
       cdn.closeAllConnections()
@@ -176,36 +210,55 @@ describe('token auth (JWT issuer)', () => {
     await mkdir(bin, {recursive: true})
     const {username, password} = token.credentials!
     const helper = join(bin, 'docker-credential-aegistest')
-    await writeFile(helper, [
-      '#!/bin/sh',
-      `[ "$1" = get ] || exit 1`,
-      'read host',
-      `[ "$host" = "${token.host}" ] || { echo "credentials not found in native keychain"; exit 1; }`,
-      `printf '%s' '${JSON.stringify({ServerURL: token.host, Username: username, Secret: password})}'`,
-      '',
-    ].join('\n'))
+    await writeFile(
+      helper,
+      [
+        '#!/bin/sh',
+        `[ "$1" = get ] || exit 1`,
+        'read host',
+        `[ "$host" = "${token.host}" ] || { echo "credentials not found in native keychain"; exit 1; }`,
+        `printf '%s' '${JSON.stringify({ServerURL: token.host, Username: username, Secret: password})}'`,
+        '',
+      ].join('\n'),
+    )
     await chmod(helper, 0o755)
-    const credentials = await dockerConfig('helper-config', {credHelpers: {[token.host]: 'aegistest'}}, {PATH: `${bin}:${process.env.PATH}`})
+    const credentials = await dockerConfig(
+      'helper-config',
+      {credHelpers: {[token.host]: 'aegistest'}},
+      {PATH: `${bin}:${process.env.PATH}`},
+    )
     expect(await credentials.get(token.host)).toEqual({username, password})
     const client = new RegistryClient({credentials: credentials.source, retry: fastRetry})
     const pushed = await pushImage(image, 'test', new RemoteRepository(`${token.host}/helper/app:1`, {client}))
-    expect((await new RemoteRepository(`${token.host}/helper/app`, {client}).resolve('1')).digest).toBe(pushed.root.digest)
+    expect((await new RemoteRepository(`${token.host}/helper/app`, {client}).resolve('1')).digest).toBe(
+      pushed.root.digest,
+    )
   })
 
   it('with a wrong password names the user and the status but not the password', async () => {
     const wrong = `N0t-${token.credentials!.password}`
     const credentials = await dockerConfig('token-wrong', authEntry(token, wrong))
     const client = new RegistryClient({credentials: credentials.source, retry: fastRetry})
-    const error = await pushImage(image, 'test', new RemoteRepository(`${token.host}/team/app:2`, {client})).then(() => undefined, (e: unknown) => e)
+    const error = await pushImage(image, 'test', new RemoteRepository(`${token.host}/team/app:2`, {client})).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(RegistryError)
-    expect((error as Error).message).toMatch(new RegExp(`Authentication to ${token.host} failed for user ${token.credentials!.username}: GET .*/token.* failed with 401`))
+    expect((error as Error).message).toMatch(
+      new RegExp(
+        `Authentication to ${token.host} failed for user ${token.credentials!.username}: GET .*/token.* failed with 401`,
+      ),
+    )
     expect((error as RegistryError).code).toBe('UNAUTHORIZED')
     expectNoSecret(error, wrong)
   })
 
   it('anonymously is refused with a 401 that says to log in', async () => {
     const client = new RegistryClient({retry: fastRetry})
-    const error = await new RemoteRepository(`${token.host}/team/app`, {client}).resolve('1').then(() => undefined, (e: unknown) => e)
+    const error = await new RemoteRepository(`${token.host}/team/app`, {client}).resolve('1').then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(RegistryError)
     expect((error as RegistryError).status).toBe(401)
     expect((error as RegistryError).hint).toMatch(/login/)

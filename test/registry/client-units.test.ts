@@ -17,14 +17,37 @@ const DIGEST = `sha256:${'a'.repeat(64)}`
 
 describe('parseReference', () => {
   it('normalises Docker Hub names and sends API calls to registry-1.docker.io over HTTPS', () => {
-    expect(parseReference('alpine')).toEqual({registry: 'docker.io', apiHost: 'registry-1.docker.io', repository: 'library/alpine', tag: undefined, digest: undefined, plainHttp: false, insecure: false})
-    expect(parseReference('index.docker.io/acme/kit:1.0')).toMatchObject({registry: 'docker.io', repository: 'acme/kit', tag: '1.0'})
+    expect(parseReference('alpine')).toEqual({
+      registry: 'docker.io',
+      apiHost: 'registry-1.docker.io',
+      repository: 'library/alpine',
+      tag: undefined,
+      digest: undefined,
+      plainHttp: false,
+      insecure: false,
+    })
+    expect(parseReference('index.docker.io/acme/kit:1.0')).toMatchObject({
+      registry: 'docker.io',
+      repository: 'acme/kit',
+      tag: '1.0',
+    })
     expect(parseReference('docker.io/ubuntu@' + DIGEST)).toMatchObject({repository: 'library/ubuntu', digest: DIGEST})
   })
 
   it('reads registries with ports, tags and digests together', () => {
-    expect(parseReference(`ghcr.io/acme/tools/kit:v1.2-rc.1@${DIGEST}`)).toMatchObject({registry: 'ghcr.io', apiHost: 'ghcr.io', repository: 'acme/tools/kit', tag: 'v1.2-rc.1', digest: DIGEST, plainHttp: false})
-    expect(parseReference('registry.example.com:5000/a/b')).toMatchObject({registry: 'registry.example.com:5000', repository: 'a/b', tag: undefined})
+    expect(parseReference(`ghcr.io/acme/tools/kit:v1.2-rc.1@${DIGEST}`)).toMatchObject({
+      registry: 'ghcr.io',
+      apiHost: 'ghcr.io',
+      repository: 'acme/tools/kit',
+      tag: 'v1.2-rc.1',
+      digest: DIGEST,
+      plainHttp: false,
+    })
+    expect(parseReference('registry.example.com:5000/a/b')).toMatchObject({
+      registry: 'registry.example.com:5000',
+      repository: 'a/b',
+      tag: undefined,
+    })
   })
 
   it('uses plain HTTP for loopback hosts and when asked, HTTPS otherwise; --insecure tries HTTPS without checks first', () => {
@@ -36,7 +59,10 @@ describe('parseReference', () => {
     expect(parseReference('10.0.0.5:5000/kit', {plainHttp: true}).plainHttp).toBe(true)
     expect(parseReference('myregistry.local/kit', {insecure: true})).toMatchObject({plainHttp: false, insecure: true})
     expect(parseReference('127.0.0.1:5000/kit', {insecure: true})).toMatchObject({plainHttp: false, insecure: true})
-    expect(parseReference('127.0.0.1:5000/kit', {insecure: true, plainHttp: true})).toMatchObject({plainHttp: true, insecure: false})
+    expect(parseReference('127.0.0.1:5000/kit', {insecure: true, plainHttp: true})).toMatchObject({
+      plainHttp: true,
+      insecure: false,
+    })
   })
 
   it.each([
@@ -59,8 +85,19 @@ describe('parseReference', () => {
 
 describe('challenges and scopes', () => {
   it('parses Bearer challenges with quoted, escaped and comma-holding values', () => {
-    const header = 'Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push",error="insufficient_scope"'
-    expect(parseChallenges(header)).toEqual([{scheme: 'bearer', params: {realm: 'https://auth.example.com/token', service: 'registry.example.com', scope: 'repository:a/b:pull,push', error: 'insufficient_scope'}}])
+    const header =
+      'Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push",error="insufficient_scope"'
+    expect(parseChallenges(header)).toEqual([
+      {
+        scheme: 'bearer',
+        params: {
+          realm: 'https://auth.example.com/token',
+          service: 'registry.example.com',
+          scope: 'repository:a/b:pull,push',
+          error: 'insufficient_scope',
+        },
+      },
+    ])
     expect(parseChallenges('Basic realm="say \\"hi\\"", Bearer realm=https://x/token')).toEqual([
       {scheme: 'basic', params: {realm: 'say "hi"'}},
       {scheme: 'bearer', params: {realm: 'https://x/token'}},
@@ -68,7 +105,9 @@ describe('challenges and scopes', () => {
   })
 
   it('merges scopes per resource with sorted actions', () => {
-    expect(mergeScopes(['repository:a:push', 'repository:b:pull'], ['repository:a:pull', 'repository:a:push'])).toEqual(['repository:a:pull,push', 'repository:b:pull'])
+    expect(mergeScopes(['repository:a:push', 'repository:b:pull'], ['repository:a:pull', 'repository:a:push'])).toEqual(
+      ['repository:a:pull,push', 'repository:b:pull'],
+    )
   })
 })
 
@@ -91,12 +130,19 @@ describe('retry and error details', () => {
   })
 
   it('hides credentials and upload state in URLs', () => {
-    expect(redactUrl('https://user:pw@r.example/v2/a/blobs/uploads/x?_state=SECRET&digest=sha256:1')).toBe('https://r.example/v2/a/blobs/uploads/x?_state=%E2%80%A6&digest=sha256%3A1')
+    expect(redactUrl('https://user:pw@r.example/v2/a/blobs/uploads/x?_state=SECRET&digest=sha256:1')).toBe(
+      'https://r.example/v2/a/blobs/uploads/x?_state=%E2%80%A6&digest=sha256%3A1',
+    )
   })
 
   it('reads distribution and OAuth2 error bodies', () => {
-    expect(describeErrorBody('{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"x"}]}')).toEqual({code: 'BLOB_UNKNOWN', text: 'BLOB_UNKNOWN: blob unknown to registry'})
-    expect(describeErrorBody('{"error":"invalid_grant","error_description":"expired"}')).toEqual({code: 'invalid_grant', text: 'invalid_grant: expired'})
+    expect(
+      describeErrorBody('{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown to registry","detail":"x"}]}'),
+    ).toEqual({code: 'BLOB_UNKNOWN', text: 'BLOB_UNKNOWN: blob unknown to registry'})
+    expect(describeErrorBody('{"error":"invalid_grant","error_description":"expired"}')).toEqual({
+      code: 'invalid_grant',
+      text: 'invalid_grant: expired',
+    })
     expect(describeErrorBody('<html>')).toEqual({})
   })
 })
@@ -113,10 +159,16 @@ describe('DockerCredentials', () => {
   it('stores and erases like docker login/logout: base64 user:pass in auths, other fields kept', async () => {
     const config = join(dir, 'plain')
     await mkdir(config)
-    await writeFile(join(config, 'config.json'), JSON.stringify({experimental: 'enabled', auths: {'other.example': {auth: 'eDp5'}}}))
+    await writeFile(
+      join(config, 'config.json'),
+      JSON.stringify({experimental: 'enabled', auths: {'other.example': {auth: 'eDp5'}}}),
+    )
     const credentials = new DockerCredentials({env: {DOCKER_CONFIG: config}})
     await credentials.store('registry.example:5000', {username: 'me', password: 'p:ss'})
-    const written = JSON.parse(await readFile(join(config, 'config.json'), 'utf8')) as {experimental: string; auths: Record<string, {auth: string}>}
+    const written = JSON.parse(await readFile(join(config, 'config.json'), 'utf8')) as {
+      experimental: string
+      auths: Record<string, {auth: string}>
+    }
     expect(written.experimental).toBe('enabled')
     expect(written.auths['registry.example:5000']).toEqual({auth: Buffer.from('me:p:ss').toString('base64')})
     expect(await credentials.get('registry.example:5000')).toEqual({username: 'me', password: 'p:ss'})
@@ -130,10 +182,19 @@ describe('DockerCredentials', () => {
     const config = join(dir, 'hub')
     await mkdir(config)
     const auth = Buffer.from('hubuser:hubpass').toString('base64')
-    await writeFile(join(config, 'config.json'), JSON.stringify({auths: {'https://index.docker.io/v1/': {auth}, 'https://ghcr.io': {auth, identitytoken: 'refresh-me'}}}))
+    await writeFile(
+      join(config, 'config.json'),
+      JSON.stringify({
+        auths: {'https://index.docker.io/v1/': {auth}, 'https://ghcr.io': {auth, identitytoken: 'refresh-me'}},
+      }),
+    )
     const credentials = new DockerCredentials({env: {DOCKER_CONFIG: config}})
     expect(await credentials.get('docker.io')).toEqual({username: 'hubuser', password: 'hubpass'})
-    expect(await credentials.get('ghcr.io')).toEqual({username: 'hubuser', password: 'hubpass', identityToken: 'refresh-me'})
+    expect(await credentials.get('ghcr.io')).toEqual({
+      username: 'hubuser',
+      password: 'hubpass',
+      identityToken: 'refresh-me',
+    })
     expect(await credentials.get('quay.io')).toBeUndefined()
   })
 
@@ -144,21 +205,28 @@ describe('DockerCredentials', () => {
     await mkdir(bin)
     const vault = join(dir, 'vault.json')
     // A file-backed credential helper speaking the docker-credential protocol.
-    await writeFile(join(bin, 'docker-credential-filevault'), [
-      '#!/bin/sh',
-      'input=$(cat)',
-      `case "$1" in`,
-      `  store) printf '%s' "$input" > ${vault} ;;`,
-      `  get) [ -f ${vault} ] && grep -q "\\"ServerURL\\":\\"$input\\"" ${vault} && cat ${vault} || { echo "credentials not found in native keychain"; exit 1; } ;;`,
-      `  erase) rm -f ${vault} ;;`,
-      'esac',
-      '',
-    ].join('\n'))
+    await writeFile(
+      join(bin, 'docker-credential-filevault'),
+      [
+        '#!/bin/sh',
+        'input=$(cat)',
+        `case "$1" in`,
+        `  store) printf '%s' "$input" > ${vault} ;;`,
+        `  get) [ -f ${vault} ] && grep -q "\\"ServerURL\\":\\"$input\\"" ${vault} && cat ${vault} || { echo "credentials not found in native keychain"; exit 1; } ;;`,
+        `  erase) rm -f ${vault} ;;`,
+        'esac',
+        '',
+      ].join('\n'),
+    )
     await chmod(join(bin, 'docker-credential-filevault'), 0o755)
     await writeFile(join(config, 'config.json'), JSON.stringify({credsStore: 'filevault'}))
     const credentials = new DockerCredentials({env: {DOCKER_CONFIG: config, PATH: `${bin}:${process.env.PATH}`}})
     await credentials.store('r.example', {username: 'u', password: 'top-secret'})
-    expect(JSON.parse(await readFile(vault, 'utf8'))).toEqual({ServerURL: 'r.example', Username: 'u', Secret: 'top-secret'})
+    expect(JSON.parse(await readFile(vault, 'utf8'))).toEqual({
+      ServerURL: 'r.example',
+      Username: 'u',
+      Secret: 'top-secret',
+    })
     const configText = await readFile(join(config, 'config.json'), 'utf8')
     expect(configText).not.toContain('top-secret')
     expect(JSON.parse(configText)).toEqual({credsStore: 'filevault', auths: {'r.example': {}}})
@@ -172,6 +240,8 @@ describe('DockerCredentials', () => {
     const config = join(dir, 'missing')
     await mkdir(config)
     await writeFile(join(config, 'config.json'), JSON.stringify({credHelpers: {'r.example': 'nosuchhelper'}}))
-    await expect(new DockerCredentials({env: {DOCKER_CONFIG: config, PATH: '/nonexistent'}}).get('r.example')).rejects.toThrow(/docker-credential-nosuchhelper .* is not installed/)
+    await expect(
+      new DockerCredentials({env: {DOCKER_CONFIG: config, PATH: '/nonexistent'}}).get('r.example'),
+    ).rejects.toThrow(/docker-credential-nosuchhelper .* is not installed/)
   })
 })

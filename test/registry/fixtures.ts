@@ -10,7 +10,10 @@ import {execa} from 'execa'
 import {LayoutStore} from './layout-store.js'
 
 /** An OCI layout at `dir` holding image `tag` with `layers` layers of `layerSize` random bytes, made by umoci. */
-export async function makeImage(dir: string, options: {tag?: string; layers?: number; layerSize?: number} = {}): Promise<LayoutStore> {
+export async function makeImage(
+  dir: string,
+  options: {tag?: string; layers?: number; layerSize?: number} = {},
+): Promise<LayoutStore> {
   const tag = options.tag ?? 'test'
   const layout = join(dir, 'layout')
   await execa('umoci', ['init', '--layout', layout])
@@ -30,8 +33,17 @@ export async function skopeo(...args: string[]): Promise<string> {
 }
 
 /** `skopeo inspect --raw` of a plain-HTTP registry image. */
-export async function skopeoRawManifest(reference: string, creds?: {username: string; password: string}): Promise<string> {
-  return skopeo('inspect', '--raw', '--tls-verify=false', ...(creds ? ['--creds', `${creds.username}:${creds.password}`] : []), `docker://${reference}`)
+export async function skopeoRawManifest(
+  reference: string,
+  creds?: {username: string; password: string},
+): Promise<string> {
+  return skopeo(
+    'inspect',
+    '--raw',
+    '--tls-verify=false',
+    ...(creds ? ['--creds', `${creds.username}:${creds.password}`] : []),
+    `docker://${reference}`,
+  )
 }
 
 export type ProxyAction =
@@ -55,7 +67,10 @@ export interface FaultProxy {
 }
 
 /** An HTTP proxy to `target` that lets `decide` answer, drop or pass each request. */
-export async function startFaultProxy(target: string, decide: (request: IncomingMessage) => ProxyAction): Promise<FaultProxy> {
+export async function startFaultProxy(
+  target: string,
+  decide: (request: IncomingMessage) => ProxyAction,
+): Promise<FaultProxy> {
   const seen: FaultProxy['seen'] = []
   const targetUrl = new URL(target)
   const server = createServer((request: IncomingMessage, response: ServerResponse) => {
@@ -71,11 +86,18 @@ export async function startFaultProxy(target: string, decide: (request: Incoming
       return
     }
     const upstream = httpRequest(
-      {host: targetUrl.hostname, port: targetUrl.port, method: request.method, path: request.url, headers: {...request.headers, host: targetUrl.host}},
+      {
+        host: targetUrl.hostname,
+        port: targetUrl.port,
+        method: request.method,
+        path: request.url,
+        headers: {...request.headers, host: targetUrl.host},
+      },
       (answer) => {
         // Locations the registry gives point at itself; rewrite them to stay on the proxy.
         const headers = {...answer.headers, ...(action.kind === 'pass' ? action.headers : {})}
-        if (typeof headers.location === 'string') headers.location = headers.location.replace(targetUrl.origin, `http://${request.headers.host}`)
+        if (typeof headers.location === 'string')
+          headers.location = headers.location.replace(targetUrl.origin, `http://${request.headers.host}`)
         if (action.kind === 'chunked') delete headers['content-length']
         response.writeHead(answer.statusCode ?? 502, headers)
         if (action.kind === 'trickle') {
@@ -123,9 +145,10 @@ export async function startFaultProxy(target: string, decide: (request: Incoming
     host: `127.0.0.1:${address.port}`,
     url: `http://127.0.0.1:${address.port}`,
     seen,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
   }
 }

@@ -32,7 +32,10 @@ export class LayoutStore implements ContentStore {
   }
 
   async exists(desc: Descriptor): Promise<boolean> {
-    return access(this.blobPath(desc.digest)).then(() => true, () => false)
+    return access(this.blobPath(desc.digest)).then(
+      () => true,
+      () => false,
+    )
   }
 
   async fetch(desc: Descriptor): Promise<Readable> {

@@ -24,12 +24,14 @@ const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes)
 // Large enough for the worker path (copy.ts sends blobs of 4 MiB and more to a worker thread).
 const layer = randomBytes(5 * 1024 * 1024)
 const config = Buffer.from('{}')
-const manifest = Buffer.from(JSON.stringify({
-  schemaVersion: 2,
-  mediaType: 'application/vnd.oci.image.manifest.v1+json',
-  config: {mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf(config), size: config.length},
-  layers: [{mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: digestOf(layer), size: layer.length}],
-}))
+const manifest = Buffer.from(
+  JSON.stringify({
+    schemaVersion: 2,
+    mediaType: 'application/vnd.oci.image.manifest.v1+json',
+    config: {mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf(config), size: config.length},
+    layers: [{mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: digestOf(layer), size: layer.length}],
+  }),
+)
 
 interface RedirectingRegistry {
   host: string
@@ -50,15 +52,25 @@ async function redirectingRegistry(redirects: number): Promise<RedirectingRegist
     } else if (hop) {
       const left = Number(hop[1])
       if (left > 0) response.writeHead(307, {location: `/hop/${left - 1}`}).end()
-      else response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': layer.length}).end(layer)
-    } else if (/\/manifests\/(1|sha256:[0-9a-f]{64})$/.test(url) && url.endsWith(url.includes('sha256:') ? digestOf(manifest) : '/1')) {
-      response.writeHead(200, {'content-type': 'application/vnd.oci.image.manifest.v1+json', 'content-length': manifest.length, 'docker-content-digest': digestOf(manifest)})
+      else
+        response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': layer.length}).end(layer)
+    } else if (
+      /\/manifests\/(1|sha256:[0-9a-f]{64})$/.test(url) &&
+      url.endsWith(url.includes('sha256:') ? digestOf(manifest) : '/1')
+    ) {
+      response.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'content-length': manifest.length,
+        'docker-content-digest': digestOf(manifest),
+      })
       response.end(request.method === 'HEAD' ? undefined : manifest)
     } else if (url.endsWith(`/blobs/${digestOf(config)}`)) {
       response.writeHead(200, {'content-type': 'application/octet-stream', 'content-length': config.length})
       response.end(request.method === 'HEAD' ? undefined : config)
     } else {
-      response.writeHead(404, {'content-type': 'application/json'}).end('{"errors":[{"code":"NOT_FOUND","message":"unknown"}]}')
+      response
+        .writeHead(404, {'content-type': 'application/json'})
+        .end('{"errors":[{"code":"NOT_FOUND","message":"unknown"}]}')
     }
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
@@ -66,10 +78,11 @@ async function redirectingRegistry(redirects: number): Promise<RedirectingRegist
   return {
     host,
     layerGets,
-    close: () => new Promise<void>((resolve) => {
-      server.closeAllConnections()
-      server.close(() => resolve())
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
   }
 }
 
@@ -98,7 +111,10 @@ let stores = 0
 async function pullInto(kind: 'worker' | 'main thread', host: string): Promise<unknown> {
   const dir = join(work, `store-${stores++}`)
   const store: ContentStore = kind === 'worker' ? new LocalStore(dir) : await LayoutStore.create(dir)
-  return pullImage(new RemoteRepository(`${host}/r/app:1`, {client}), store, {localReference: 'app:1'}).then(() => undefined, (error: unknown) => error)
+  return pullImage(new RemoteRepository(`${host}/r/app:1`, {client}), store, {localReference: 'app:1'}).then(
+    () => undefined,
+    (error: unknown) => error,
+  )
 }
 
 // The URL that answered with the redirect one too many: the last hop before the bytes.
@@ -107,7 +123,10 @@ const tooMany = (host: string) => `GET http://${host}/hop/1 redirected more than
 describe('a chain of redirects, on the worker and on the main thread', () => {
   it(`follows ${MAX_REDIRECTS} redirects on both paths`, async () => {
     const registry = await start(MAX_REDIRECTS)
-    const direct = await sendOnce({method: 'GET', url: new URL(`http://${registry.host}/v2/r/app/blobs/${digestOf(layer)}`)})
+    const direct = await sendOnce({
+      method: 'GET',
+      url: new URL(`http://${registry.host}/v2/r/app/blobs/${digestOf(layer)}`),
+    })
     expect(direct.response.status).toBe(200)
     expect(direct.url.pathname).toBe('/hop/0')
     direct.response.discard()
@@ -119,7 +138,13 @@ describe('a chain of redirects, on the worker and on the main thread', () => {
 
   it('refuses one redirect more with the same error on both paths, asking once', async () => {
     const registry = await start(MAX_REDIRECTS + 1)
-    const direct = await sendOnce({method: 'GET', url: new URL(`http://${registry.host}/v2/r/app/blobs/${digestOf(layer)}`)}).then(() => undefined, (error: unknown) => error)
+    const direct = await sendOnce({
+      method: 'GET',
+      url: new URL(`http://${registry.host}/v2/r/app/blobs/${digestOf(layer)}`),
+    }).then(
+      () => undefined,
+      (error: unknown) => error,
+    )
     expect(direct).toBeInstanceOf(AegisError)
     expect((direct as Error).message).toBe(tooMany(registry.host))
     registry.layerGets.length = 0

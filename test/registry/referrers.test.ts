@@ -52,23 +52,40 @@ function artifact(subject: Descriptor, artifactType: string, content: unknown) {
   const empty = {desc: {mediaType: MediaType.Empty, digest: sha256Digest('{}'), size: 2}, bytes: Buffer.from('{}')}
   const layer = json(artifactType, content)
   const manifest = json(MediaType.ImageManifest, {
-    schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType, config: empty.desc, layers: [layer.desc], subject,
+    schemaVersion: 2,
+    mediaType: MediaType.ImageManifest,
+    artifactType,
+    config: empty.desc,
+    layers: [layer.desc],
+    subject,
   })
   return {blobs: [empty, layer], manifest}
 }
 
 /** Stores an artifact about `subject` and lists it the way `aegis-kit build` lists its SBOM: an index tagged NAME:sha256-<hex>. */
-async function addArtifact(target: LocalStore, subject: Descriptor, artifactType: string, content: unknown, name: string): Promise<Descriptor> {
+async function addArtifact(
+  target: LocalStore,
+  subject: Descriptor,
+  artifactType: string,
+  content: unknown,
+  name: string,
+): Promise<Descriptor> {
   const {blobs, manifest} = artifact(subject, artifactType, content)
   for (const blob of [...blobs, manifest]) await target.push(blob.desc, blob.bytes)
-  const index = json(MediaType.ImageIndex, {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [{...manifest.desc, artifactType}]})
+  const index = json(MediaType.ImageIndex, {
+    schemaVersion: 2,
+    mediaType: MediaType.ImageIndex,
+    manifests: [{...manifest.desc, artifactType}],
+  })
   await target.push(index.desc, index.bytes)
   await target.setTags([{desc: index.desc, reference: `${name}:sha256-${subject.digest.slice(7)}`}])
   return manifest.desc
 }
 
 async function referrersTagOnRegistry(repository: string, subject: Descriptor): Promise<ImageIndex> {
-  return JSON.parse(await skopeoRawManifest(`${registry.host}/${repository}:sha256-${subject.digest.slice(7)}`)) as ImageIndex
+  return JSON.parse(
+    await skopeoRawManifest(`${registry.host}/${repository}:sha256-${subject.digest.slice(7)}`),
+  ) as ImageIndex
 }
 
 describe('referrers on a registry without the referrers API', () => {
@@ -79,7 +96,9 @@ describe('referrers on a registry without the referrers API', () => {
     const signature = artifact(image, SIGNATURE, {signed: true})
     for (const blob of signature.blobs) await target.push(blob.desc, blob.bytes)
     await target.push(signature.manifest.desc, signature.manifest.bytes)
-    expect((await referrersTagOnRegistry('refs/app', image)).manifests.map((m) => m.digest)).toEqual([signature.manifest.desc.digest])
+    expect((await referrersTagOnRegistry('refs/app', image)).manifests.map((m) => m.digest)).toEqual([
+      signature.manifest.desc.digest,
+    ])
 
     const result = await pushImage(store, 'app:1', repo('refs/app:1'))
     expect(result.referrers.map((r) => r.digest)).toEqual([sbom.digest])
@@ -87,9 +106,15 @@ describe('referrers on a registry without the referrers API', () => {
     const listed = await referrersTagOnRegistry('refs/app', image)
     expect(listed.manifests).toEqual([
       expect.objectContaining({digest: signature.manifest.desc.digest, artifactType: SIGNATURE}),
-      expect.objectContaining({digest: sbom.digest, mediaType: MediaType.ImageManifest, artifactType: MediaType.SpdxJson}),
+      expect.objectContaining({
+        digest: sbom.digest,
+        mediaType: MediaType.ImageManifest,
+        artifactType: MediaType.SpdxJson,
+      }),
     ])
-    const sbomManifest = JSON.parse(await skopeoRawManifest(`${registry.host}/refs/app@${sbom.digest}`)) as {subject: Descriptor}
+    const sbomManifest = JSON.parse(await skopeoRawManifest(`${registry.host}/refs/app@${sbom.digest}`)) as {
+      subject: Descriptor
+    }
     expect(sbomManifest.subject.digest).toBe(image.digest)
   })
 
@@ -132,7 +157,9 @@ describe('referrers on a registry without the referrers API', () => {
     const result = await pullImage(repo('pulled/app:1'), pulled, {localReference: 'copy/app:1'})
     expect(result.referrers).toEqual([expect.objectContaining({digest: sbom.digest, artifactType: MediaType.SpdxJson})])
     const inspected = await pulled.inspect('copy/app:1')
-    expect(inspected.referrers).toEqual([expect.objectContaining({digest: sbom.digest, artifactType: MediaType.SpdxJson, subject: image.digest})])
+    expect(inspected.referrers).toEqual([
+      expect.objectContaining({digest: sbom.digest, artifactType: MediaType.SpdxJson, subject: image.digest}),
+    ])
     const tags = (await pulled.list()).map((entry) => `${entry.name}:${entry.tag}`)
     expect(tags).toEqual(expect.arrayContaining(['copy/app:1', `copy/app:sha256-${image.digest.slice(7)}`]))
     const sbomManifest = JSON.parse((await pulled.readManifest(sbom))!.toString('utf8')) as {layers: Descriptor[]}
@@ -157,7 +184,11 @@ describe('referrers on a registry without the referrers API', () => {
     await pushImage(otherStore, 'other:1', repo('claims/other:1'))
     await pushImage(store, 'app:1', repo('claims/other:app'))
     // The other image's referrers tag wrongly lists app's SBOM (which names app as its subject).
-    const wrong = json(MediaType.ImageIndex, {schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests: [{...sbom, artifactType: MediaType.SpdxJson}]})
+    const wrong = json(MediaType.ImageIndex, {
+      schemaVersion: 2,
+      mediaType: MediaType.ImageIndex,
+      manifests: [{...sbom, artifactType: MediaType.SpdxJson}],
+    })
     await repo('claims/other').pushManifest(wrong.desc, wrong.bytes, `sha256-${other.digest.slice(7)}`)
     const result = await pullImage(repo('claims/other:1'), new LocalStore(join(work, 'claims-store')))
     expect(result.referrers).toEqual([])
@@ -167,10 +198,13 @@ describe('referrers on a registry without the referrers API', () => {
 describe('referrers on a registry with the referrers API (played by a proxy)', () => {
   it('push leaves no sha256-<hex> tag when the registry answers OCI-Subject, and pull asks GET /referrers/', async () => {
     const proxy = await startFaultProxy(registry.url, (request): ProxyAction => {
-      if (request.method === 'PUT' && request.url?.endsWith(`/manifests/${sbom.digest}`)) return {kind: 'pass', headers: {'oci-subject': image.digest}}
+      if (request.method === 'PUT' && request.url?.endsWith(`/manifests/${sbom.digest}`))
+        return {kind: 'pass', headers: {'oci-subject': image.digest}}
       if (request.method === 'GET' && request.url?.includes('/referrers/')) {
         // As the spec says: an empty list for a subject without referrers.
-        const manifests = request.url.includes(`/referrers/${image.digest}`) ? [{...sbom, artifactType: MediaType.SpdxJson}] : []
+        const manifests = request.url.includes(`/referrers/${image.digest}`)
+          ? [{...sbom, artifactType: MediaType.SpdxJson}]
+          : []
         const body = JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageIndex, manifests})
         return {kind: 'respond', status: 200, headers: {'content-type': MediaType.ImageIndex}, body}
       }
@@ -180,7 +214,9 @@ describe('referrers on a registry with the referrers API (played by a proxy)', (
       const pushed = await pushImage(store, 'app:1', repo('api/app:1', proxy.host))
       expect(pushed.referrers.map((r) => r.digest)).toEqual([sbom.digest])
       expect(proxy.seen.some((r) => r.path.includes('/manifests/sha256-'))).toBe(false)
-      await expect(skopeoRawManifest(`${registry.host}/api/app:sha256-${image.digest.slice(7)}`)).rejects.toThrow(/manifest unknown/i)
+      await expect(skopeoRawManifest(`${registry.host}/api/app:sha256-${image.digest.slice(7)}`)).rejects.toThrow(
+        /manifest unknown/i,
+      )
 
       proxy.seen.length = 0
       const pulled = new LocalStore(join(work, 'api-store'))

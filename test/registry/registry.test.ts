@@ -41,12 +41,14 @@ async function freshStore(name: string): Promise<LayoutStore> {
   return LayoutStore.create(join(work, name))
 }
 
-async function manifestOf(store: LayoutStore, reference: string): Promise<{desc: Descriptor; manifest: ImageManifest; bytes: Buffer}> {
+async function manifestOf(
+  store: LayoutStore,
+  reference: string,
+): Promise<{desc: Descriptor; manifest: ImageManifest; bytes: Buffer}> {
   const desc = await store.resolve(reference)
   const bytes = await readFile(store.blobPath(desc.digest))
   return {desc, manifest: JSON.parse(bytes.toString('utf8')) as ImageManifest, bytes}
 }
-
 
 /**
  * Pushes a one-layer image, flips a byte of its layer on the registry's disk, and checks that a
@@ -62,7 +64,10 @@ async function expectTamperedPullRefused(name: string, layerSize: number): Promi
   await writeFile(registry.blobPath(victim.digest), onDisk)
 
   const store = new LocalStore(join(work, `tamper-${name}-store`))
-  const error = await pullImage(repo(`tamper/${name}:1`), store, {localReference: 'app:1'}).then(() => undefined, (e: unknown) => e)
+  const error = await pullImage(repo(`tamper/${name}:1`), store, {localReference: 'app:1'}).then(
+    () => undefined,
+    (e: unknown) => e,
+  )
   expect(error).toBeInstanceOf(AegisError)
   expect((error as Error).message).toContain(`does not match digest ${victim.digest.slice(0, 19)}`)
   expect(await store.exists(victim)).toBe(false)
@@ -78,8 +83,15 @@ describe('push and pull against docker-registry', () => {
     expect(result.reference).toBe(`${registry.host}/umoci/app:1.0@${desc.digest}`)
     expect(await skopeoRawManifest(`${registry.host}/umoci/app:1.0`)).toBe(bytes.toString('utf8'))
     // skopeo copy fetches and checks every blob.
-    await skopeo('copy', '--src-tls-verify=false', `docker://${registry.host}/umoci/app:1.0`, `oci:${join(work, 'skopeo-out')}:x`)
-    expect(result.copied).toEqual(expect.arrayContaining([manifest.config.digest, ...manifest.layers.map((l) => l.digest)]))
+    await skopeo(
+      'copy',
+      '--src-tls-verify=false',
+      `docker://${registry.host}/umoci/app:1.0`,
+      `oci:${join(work, 'skopeo-out')}:x`,
+    )
+    expect(result.copied).toEqual(
+      expect.arrayContaining([manifest.config.digest, ...manifest.layers.map((l) => l.digest)]),
+    )
     const last = events.at(-1)!
     expect(last.totals.bytesDone).toBe(last.totals.bytesKnown)
     expect(events.some((e) => e.kind === 'bytes' && e.bytes > 0 && e.bytes < e.descriptor.size)).toBe(true)
@@ -95,7 +107,12 @@ describe('push and pull against docker-registry', () => {
   })
 
   it('pulls what skopeo pushed, into a layout skopeo can read', async () => {
-    await skopeo('copy', '--dest-tls-verify=false', `oci:${image.dir}:test`, `docker://${registry.host}/skopeo/pushed:v1`)
+    await skopeo(
+      'copy',
+      '--dest-tls-verify=false',
+      `oci:${image.dir}:test`,
+      `docker://${registry.host}/skopeo/pushed:v1`,
+    )
     const store = await freshStore('pulled-from-skopeo')
     const result = await pullImage(repo('skopeo/pushed:v1'), store, {localReference: 'pulled'})
     const {manifest} = await manifestOf(store, 'pulled')
@@ -107,10 +124,19 @@ describe('push and pull against docker-registry', () => {
   it('uploads in PATCH chunks when asked, and skopeo accepts the result', async () => {
     const proxy = await startFaultProxy(registry.url, () => ({kind: 'pass'}))
     try {
-      const chunked = new RemoteRepository(`${proxy.host}/chunked/app:1`, {client, uploadMode: 'chunked', chunkSize: 100 * 1024})
+      const chunked = new RemoteRepository(`${proxy.host}/chunked/app:1`, {
+        client,
+        uploadMode: 'chunked',
+        chunkSize: 100 * 1024,
+      })
       await pushImage(image, 'test', chunked)
       expect(proxy.seen.filter((r) => r.method === 'PATCH').length).toBeGreaterThanOrEqual(9)
-      await skopeo('copy', '--src-tls-verify=false', `docker://${registry.host}/chunked/app:1`, `oci:${join(work, 'chunked-out')}:x`)
+      await skopeo(
+        'copy',
+        '--src-tls-verify=false',
+        `docker://${registry.host}/chunked/app:1`,
+        `oci:${join(work, 'chunked-out')}:x`,
+      )
     } finally {
       await proxy.close()
     }
@@ -130,7 +156,9 @@ describe('push and pull against docker-registry', () => {
     const target = repo('bytes/app')
     await pushImage(image, 'test', repo('bytes/app:base'))
     // Odd but valid formatting: the registry must not re-serialise it.
-    const bytes = Buffer.from(`{\n   "schemaVersion": 2,\n   "mediaType": "${MediaType.ImageManifest}",\n   "config": ${JSON.stringify(manifest.config)},\n   "layers": ${JSON.stringify(manifest.layers, null, 1)}\n}\n\n`)
+    const bytes = Buffer.from(
+      `{\n   "schemaVersion": 2,\n   "mediaType": "${MediaType.ImageManifest}",\n   "config": ${JSON.stringify(manifest.config)},\n   "layers": ${JSON.stringify(manifest.layers, null, 1)}\n}\n\n`,
+    )
     const desc: Descriptor = {mediaType: MediaType.ImageManifest, digest: sha256Digest(bytes), size: bytes.length}
     for (const tag of ['t1', 't2', 't3', 't4', 't5']) await target.pushManifest(desc, bytes, tag)
     expect(await skopeoRawManifest(`${registry.host}/bytes/app:t3`)).toBe(bytes.toString('utf8'))
@@ -152,14 +180,25 @@ describe('push and pull against docker-registry', () => {
     await target.push(emptyDesc, empty)
     await target.push(sbomDesc, sbom)
     const artifact: ImageManifest = {
-      schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: 'application/vnd.aegis.test.sbom',
-      config: emptyDesc, layers: [sbomDesc], subject: pushed.root, annotations: {'org.example.kind': 'sbom'},
+      schemaVersion: 2,
+      mediaType: MediaType.ImageManifest,
+      artifactType: 'application/vnd.aegis.test.sbom',
+      config: emptyDesc,
+      layers: [sbomDesc],
+      subject: pushed.root,
+      annotations: {'org.example.kind': 'sbom'},
     }
     const artifactBytes = Buffer.from(JSON.stringify(artifact))
-    const artifactDesc: Descriptor = {mediaType: MediaType.ImageManifest, digest: sha256Digest(artifactBytes), size: artifactBytes.length}
+    const artifactDesc: Descriptor = {
+      mediaType: MediaType.ImageManifest,
+      digest: sha256Digest(artifactBytes),
+      size: artifactBytes.length,
+    }
     await target.push(artifactDesc, artifactBytes)
     const referrers = await target.referrers(pushed.root)
-    expect(referrers).toEqual([{...artifactDesc, artifactType: 'application/vnd.aegis.test.sbom', annotations: {'org.example.kind': 'sbom'}}])
+    expect(referrers).toEqual([
+      {...artifactDesc, artifactType: 'application/vnd.aegis.test.sbom', annotations: {'org.example.kind': 'sbom'}},
+    ])
     expect(await target.referrers(pushed.root, 'application/other')).toEqual([])
     expect(await target.tags()).toContain(`sha256-${pushed.root.digest.slice(7)}`)
   })
@@ -172,24 +211,37 @@ describe('push and pull against docker-registry', () => {
     await copyGraph(image, store, amd64)
     await copyGraph(armImage, store, arm64)
     const index: ImageIndex = {
-      schemaVersion: 2, mediaType: MediaType.ImageIndex,
-      manifests: [{...amd64, platform: {os: 'linux', architecture: 'amd64'}}, {...arm64, platform: {os: 'linux', architecture: 'arm64'}}],
+      schemaVersion: 2,
+      mediaType: MediaType.ImageIndex,
+      manifests: [
+        {...amd64, platform: {os: 'linux', architecture: 'amd64'}},
+        {...arm64, platform: {os: 'linux', architecture: 'arm64'}},
+      ],
     }
     const indexBytes = Buffer.from(JSON.stringify(index))
-    const indexDesc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256Digest(indexBytes), size: indexBytes.length}
+    const indexDesc: Descriptor = {
+      mediaType: MediaType.ImageIndex,
+      digest: sha256Digest(indexBytes),
+      size: indexBytes.length,
+    }
     await store.push(indexDesc, indexBytes)
     await store.tag(indexDesc, 'multi')
     await pushImage(store, 'multi', repo('multi/app:1'))
     expect(await skopeoRawManifest(`${registry.host}/multi/app:1`)).toBe(indexBytes.toString('utf8'))
 
     const pulled = await freshStore('multi-pulled')
-    const result = await pullImage(repo('multi/app:1'), pulled, {platform: {os: 'linux', architecture: 'arm64'}, localReference: 'arm'})
+    const result = await pullImage(repo('multi/app:1'), pulled, {
+      platform: {os: 'linux', architecture: 'arm64'},
+      localReference: 'arm',
+    })
     expect(result.root.digest).toBe(arm64.digest)
     expect((await pulled.resolve('arm')).digest).toBe(arm64.digest)
     expect(await pulled.exists(arm64Manifest.layers[0]!)).toBe(true)
     expect(await pulled.exists(amd64Manifest.layers[0]!)).toBe(false)
     expect(await pulled.exists(indexDesc)).toBe(false)
-    await expect(pullImage(repo('multi/app:1'), pulled, {platform: {os: 'linux', architecture: 's390x'}})).rejects.toThrow(/linux\/amd64, linux\/arm64/)
+    await expect(
+      pullImage(repo('multi/app:1'), pulled, {platform: {os: 'linux', architecture: 's390x'}}),
+    ).rejects.toThrow(/linux\/amd64, linux\/arm64/)
   })
 })
 
@@ -205,7 +257,10 @@ describe('faults', () => {
     await writeFile(registry.blobPath(victim.digest), onDisk)
 
     const store = await freshStore('tamper-pulled')
-    const error = await pullImage(repo('tamper/app:1'), store, {localReference: 'app'}).then(() => undefined, (e: unknown) => e)
+    const error = await pullImage(repo('tamper/app:1'), store, {localReference: 'app'}).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     expect(error).toBeInstanceOf(AegisError)
     expect((error as Error).message).toContain(victim.digest)
     const files = await store.blobFiles()
@@ -227,7 +282,8 @@ describe('faults', () => {
     const proxy = await startFaultProxy(registry.url, (request) => {
       // The second layer's first 2 MiB come in one go, the rest in small reads: its progress
       // must still be reported before its end.
-      if (request.method === 'GET' && request.url?.endsWith(`/blobs/${layers[1]!.digest}`)) return {kind: 'trickle', first: 2 * 1024 * 1024, piece: 32 * 1024}
+      if (request.method === 'GET' && request.url?.endsWith(`/blobs/${layers[1]!.digest}`))
+        return {kind: 'trickle', first: 2 * 1024 * 1024, piece: 32 * 1024}
       if (request.method !== 'GET' || !request.url?.endsWith(`/blobs/${layers[0]!.digest}`)) return {kind: 'pass'}
       blobGets++
       if (blobGets === 1) return {kind: 'drop'}
@@ -237,13 +293,21 @@ describe('faults', () => {
     try {
       const store = new LocalStore(join(work, 'large-store'))
       const events: CopyProgress[] = []
-      const result = await pullImage(new RemoteRepository(`${proxy.host}/large/app:1`, {client}), store, {localReference: 'large:1', progress: (e) => events.push(e)})
+      const result = await pullImage(new RemoteRepository(`${proxy.host}/large/app:1`, {client}), store, {
+        localReference: 'large:1',
+        progress: (e) => events.push(e),
+      })
       for (const layer of layers) {
         expect(await store.exists(layer)).toBe(true)
         expect(result.copied).toContain(layer.digest)
       }
       expect(blobGets).toBe(3)
-      expect(events.some((e) => e.kind === 'bytes' && e.descriptor.digest === layers[1]!.digest && e.bytes > 0 && e.bytes < layers[1]!.size)).toBe(true)
+      expect(
+        events.some(
+          (e) =>
+            e.kind === 'bytes' && e.descriptor.digest === layers[1]!.digest && e.bytes > 0 && e.bytes < layers[1]!.size,
+        ),
+      ).toBe(true)
       const last = events.at(-1)!
       expect(last.totals.bytesDone).toBe(last.totals.bytesKnown)
       expect(await readdir(store.paths.tmpDir)).toEqual([])
@@ -271,7 +335,9 @@ describe('faults', () => {
     })
     try {
       const store = new LocalStore(join(work, 'framing-store'))
-      const result = await pullImage(new RemoteRepository(`${proxy.host}/framing/app:1`, {client}), store, {localReference: 'framing:1'})
+      const result = await pullImage(new RemoteRepository(`${proxy.host}/framing/app:1`, {client}), store, {
+        localReference: 'framing:1',
+      })
       for (const layer of layers) expect(result.copied).toContain(layer.digest)
       // The chunked answer is asked for again through node:http; the cut one is retried.
       expect(gets.get(layers[0]!.digest)).toBe(2)
@@ -295,7 +361,10 @@ describe('faults', () => {
       progress: (event) => {
         if (event.kind === 'done' && !killed) killed = registry.kill()
       },
-    }).then(() => undefined, (e: unknown) => e)
+    }).then(
+      () => undefined,
+      (e: unknown) => e,
+    )
     await killed
     expect(first).toBeInstanceOf(RegistryError)
     expect((first as RegistryError).hint).toMatch(/resume/i)
@@ -304,14 +373,24 @@ describe('faults', () => {
 
     const second = await pushImage(big, 'test', repo('resume/app:1'))
     expect(second.skipped.length).toBeGreaterThanOrEqual(1)
-    await skopeo('copy', '--src-tls-verify=false', `docker://${registry.host}/resume/app:1`, `oci:${join(work, 'resume-out')}:x`)
+    await skopeo(
+      'copy',
+      '--src-tls-verify=false',
+      `docker://${registry.host}/resume/app:1`,
+      `oci:${join(work, 'resume-out')}:x`,
+    )
   })
 
   it('waits as a 429 Retry-After says (429 injected by a test proxy: docker-registry never sends it)', async () => {
     let limited = 0
     const proxy = await startFaultProxy(registry.url, (request) => {
       if (request.method === 'POST' && request.url?.includes('/blobs/uploads/') && limited++ === 0) {
-        return {kind: 'respond', status: 429, headers: {'retry-after': '1', 'content-type': 'application/json'}, body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}'}
+        return {
+          kind: 'respond',
+          status: 429,
+          headers: {'retry-after': '1', 'content-type': 'application/json'},
+          body: '{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}',
+        }
       }
       return {kind: 'pass'}
     })
@@ -329,13 +408,23 @@ describe('faults', () => {
   it('reports the registry error after the last retry (5xx injected by a test proxy)', async () => {
     const proxy = await startFaultProxy(registry.url, (request) =>
       request.method === 'POST'
-        ? {kind: 'respond', status: 503, headers: {'content-type': 'application/json'}, body: '{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}'}
+        ? {
+            kind: 'respond',
+            status: 503,
+            headers: {'content-type': 'application/json'},
+            body: '{"errors":[{"code":"UNAVAILABLE","message":"maintenance"}]}',
+          }
         : {kind: 'pass'},
     )
     try {
-      const error = await pushImage(image, 'test', new RemoteRepository(`${proxy.host}/down/app:1`, {client})).then(() => undefined, (e: unknown) => e)
+      const error = await pushImage(image, 'test', new RemoteRepository(`${proxy.host}/down/app:1`, {client})).then(
+        () => undefined,
+        (e: unknown) => e,
+      )
       expect(error).toBeInstanceOf(RegistryError)
-      expect((error as Error).message).toMatch(/POST http:\/\/127\.0\.0\.1:\d+\/v2\/down\/app\/blobs\/uploads\/ failed with 503.* after 3 attempts \(UNAVAILABLE: maintenance\)/)
+      expect((error as Error).message).toMatch(
+        /POST http:\/\/127\.0\.0\.1:\d+\/v2\/down\/app\/blobs\/uploads\/ failed with 503.* after 3 attempts \(UNAVAILABLE: maintenance\)/,
+      )
       expect((error as RegistryError).hint).toMatch(/skipped/)
     } finally {
       await proxy.close()
@@ -349,7 +438,9 @@ describe('faults', () => {
     )
     try {
       const store = await freshStore('dropped')
-      const result = await pullImage(new RemoteRepository(`${proxy.host}/umoci/app:1.0`, {client}), store, {localReference: 'x'})
+      const result = await pullImage(new RemoteRepository(`${proxy.host}/umoci/app:1.0`, {client}), store, {
+        localReference: 'x',
+      })
       expect(dropped).toBeGreaterThanOrEqual(2)
       expect((await store.resolve('x')).digest).toBe(result.root.digest)
     } finally {

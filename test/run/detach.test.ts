@@ -19,7 +19,18 @@ beforeAll(async () => {
 
 const env = (extra: Record<string, string> = {}) => ({AEGIS_KIT_HOME: home, ...extra})
 
-interface PsEntry {name: string; kit: string; status: string; accel?: string; alive: boolean; detached: boolean; pid: number; exitCode?: number; ports: Array<{hostPort: number; guestPort: number}>; urls: Array<{url: string}>}
+interface PsEntry {
+  name: string
+  kit: string
+  status: string
+  accel?: string
+  alive: boolean
+  detached: boolean
+  pid: number
+  exitCode?: number
+  ports: Array<{hostPort: number; guestPort: number}>
+  urls: Array<{url: string}>
+}
 
 async function ps(all = false): Promise<PsEntry[]> {
   const result = await runCli(['ps', '--json', ...(all ? ['--all'] : [])], {env: env()})
@@ -30,7 +41,10 @@ async function ps(all = false): Promise<PsEntry[]> {
 describe('run --detach', () => {
   it('starts hello in the background: listed by ps, page served, log kept without the secret, name held, stopped cleanly', async () => {
     const port = await freePort()
-    const started = await runCli(['run', 'hello', '--name', 'bg', '--detach', '--expose', `${port}:8080`, '--secret', 'HELLO_GREETING'], {env: env({HELLO_GREETING: SECRET}), timeout: 180_000})
+    const started = await runCli(
+      ['run', 'hello', '--name', 'bg', '--detach', '--expose', `${port}:8080`, '--secret', 'HELLO_GREETING'],
+      {env: env({HELLO_GREETING: SECRET}), timeout: 180_000},
+    )
     expect(started.exitCode, started.all).toBe(0)
     expect(started.stdout).toContain(`UI: http://127.0.0.1:${port}/`)
     expect(started.all).toMatch(/bg is running in the background \(pid \d+\)/)
@@ -41,15 +55,26 @@ describe('run --detach', () => {
     expect(page.status).toBe(200)
     const [entry] = (await ps()).filter((instance) => instance.name === 'bg')
     // TCG: this machine's /dev/kvm fails the probe boot.
-    expect(entry).toMatchObject({kit: 'hello', status: 'healthy', accel: 'tcg', alive: true, detached: true, ports: [{hostPort: port, guestPort: 8080}]})
+    expect(entry).toMatchObject({
+      kit: 'hello',
+      status: 'healthy',
+      accel: 'tcg',
+      alive: true,
+      detached: true,
+      ports: [{hostPort: port, guestPort: 8080}],
+    })
     const helpers = descendants(entry!.pid)
     expect(alive(helpers).length).toBeGreaterThanOrEqual(3) // qemu, virtiofsd, gvproxy
     const table = await runCli(['ps'], {env: env()})
-    expect(table.stdout).toMatch(new RegExp(`bg\\s+hello\\s+healthy, detached\\s+${entry!.pid}\\s+127\\.0\\.0\\.1:${port}->8080`))
+    expect(table.stdout).toMatch(
+      new RegExp(`bg\\s+hello\\s+healthy, detached\\s+${entry!.pid}\\s+127\\.0\\.0\\.1:${port}->8080`),
+    )
 
     // the name is taken, detached or not
     for (const args of [['--detach'], []]) {
-      const again = await runCli(['run', 'hello', '--name', 'bg', ...args, '--expose', `${await freePort()}:8080`], {env: env()})
+      const again = await runCli(['run', 'hello', '--name', 'bg', ...args, '--expose', `${await freePort()}:8080`], {
+        env: env(),
+      })
       expect(again.exitCode).toBe(1)
       expect(again.stderr).toMatch(/an instance named bg is already running .*\n  hint: stop it with aegis-kit stop bg/)
       expect(hasStackTrace(again.all)).toBe(false)
@@ -63,7 +88,11 @@ describe('run --detach', () => {
     expect(tail.stdout.trimEnd().split('\n')).toHaveLength(1)
 
     // logs -f follows until the instance ends
-    const follow = execa(process.execPath, [binRun, 'logs', 'bg', '--follow'], {cwd: repoRoot, env: env(), reject: false})
+    const follow = execa(process.execPath, [binRun, 'logs', 'bg', '--follow'], {
+      cwd: repoRoot,
+      env: env(),
+      reject: false,
+    })
     const stopped = await runCli(['stop', 'bg'], {env: env(), timeout: 60_000})
     expect(stopped.exitCode, stopped.all).toBe(0)
     expect(stopped.stdout).toMatch(/bg: the workload exited with code 143/)
@@ -73,16 +102,24 @@ describe('run --detach', () => {
     expect(followed.stdout).toMatch(/the workload exited with code 143/)
 
     expect(await ps()).toEqual([])
-    expect((await ps(true)).find((instance) => instance.name === 'bg')).toMatchObject({status: 'exited', alive: false, exitCode: 143})
+    expect((await ps(true)).find((instance) => instance.name === 'bg')).toMatchObject({
+      status: 'exited',
+      alive: false,
+      exitCode: 143,
+    })
     const instanceDir = path.join(home, 'instances', 'bg')
-    for (const file of ['console.log', 'state.json']) expect(readFileSync(path.join(instanceDir, file), 'utf8')).not.toContain(SECRET)
+    for (const file of ['console.log', 'state.json'])
+      expect(readFileSync(path.join(instanceDir, file), 'utf8')).not.toContain(SECRET)
     const again = await runCli(['stop', 'bg'], {env: env()})
     expect(again.exitCode).toBe(0)
     expect(again.stdout).toBe('bg is not running')
   }, 300_000)
 
   it('a start that fails in the background reports the error in one line, and leaves no instance running', async () => {
-    const result = await runCli(['run', 'hello', '--name', 'tiny', '--detach', '--memory', '16mb'], {env: env(), timeout: 60_000})
+    const result = await runCli(['run', 'hello', '--name', 'tiny', '--detach', '--memory', '16mb'], {
+      env: env(),
+      timeout: 60_000,
+    })
     expect(result.exitCode).toBe(1)
     expect(result.stderr).toMatch(/^Error: .*16 MiB.*\n  hint: /m)
     expect(hasStackTrace(result.all)).toBe(false)
@@ -103,7 +140,12 @@ describe('run --detach', () => {
     const port = await freePort()
     const run = startRun(['hello', '--name', 'fg', '--expose', `${port}:8080`], env())
     await run.waitFor(/UI: http/, 120_000)
-    expect((await ps()).find((instance) => instance.name === 'fg')).toMatchObject({status: 'healthy', alive: true, detached: false, pid: run.child.pid})
+    expect((await ps()).find((instance) => instance.name === 'fg')).toMatchObject({
+      status: 'healthy',
+      alive: true,
+      detached: false,
+      pid: run.child.pid,
+    })
     const logs = await runCli(['logs', 'fg'], {env: env()})
     expect(logs.exitCode).toBe(1)
     expect(logs.stderr).toMatch(/^Error: fg keeps no log: it runs in the foreground/)

@@ -9,7 +9,18 @@ import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
 import {finalLines, hasStackTrace, onTerminal, repoRoot, runCli} from '../helpers/cli.js'
 import {startRegistry} from '../helpers/registry.js'
-import {alive, descendants, emptyDir, execa, filesContaining, freePort, lingeringWithEnv, pathWithout, startRun, waitGone} from './helpers.js'
+import {
+  alive,
+  descendants,
+  emptyDir,
+  execa,
+  filesContaining,
+  freePort,
+  lingeringWithEnv,
+  pathWithout,
+  startRun,
+  waitGone,
+} from './helpers.js'
 
 const SECRET = 'hello-secret-0f3c9a7e5d1b'
 /** Why KVM is not used on these machines: some have a nested /dev/kvm that fails the probe boot, some none. */
@@ -50,11 +61,21 @@ interface GuestInfo {
 async function storedGuest(kitHome: string): Promise<GuestInfo | undefined> {
   const listed = await runCli(['images', '--json'], {env: {AEGIS_KIT_HOME: kitHome}})
   expect(listed.exitCode, listed.stderr).toBe(0)
-  const entry = (JSON.parse(listed.stdout) as {images: Array<{name: string; tag: string; digest: string}>}).images.find((image) => image.name === 'aegis-guest')
+  const entry = (JSON.parse(listed.stdout) as {images: Array<{name: string; tag: string; digest: string}>}).images.find(
+    (image) => image.name === 'aegis-guest',
+  )
   if (!entry) return undefined
-  const inspected = await runCli(['images', 'inspect', `aegis-guest:${entry.tag}`, '--json'], {env: {AEGIS_KIT_HOME: kitHome}})
+  const inspected = await runCli(['images', 'inspect', `aegis-guest:${entry.tag}`, '--json'], {
+    env: {AEGIS_KIT_HOME: kitHome},
+  })
   expect(inspected.exitCode, inspected.stderr).toBe(0)
-  const manifest = (JSON.parse(inspected.stdout) as {images: Array<{manifest: {artifactType?: string; annotations?: Record<string, string>; layers: GuestInfo['layers']}}>}).images[0]!.manifest
+  const manifest = (
+    JSON.parse(inspected.stdout) as {
+      images: Array<{
+        manifest: {artifactType?: string; annotations?: Record<string, string>; layers: GuestInfo['layers']}
+      }>
+    }
+  ).images[0]!.manifest
   expect(manifest.artifactType).toBe('application/vnd.aegis.guest.v1')
   return {
     reference: `aegis-guest:${entry.tag}`,
@@ -91,11 +112,17 @@ describe('run hello', () => {
     expect(result.exitCode).toBe(143) // the workload's: busybox httpd ended by SIGTERM
     expect(run.output()).toMatch(/hello: the workload exited with code 143/)
     // These machines' /dev/kvm is missing or fails the probe boot: TCG, and the output says why.
-    expect(run.output()).toMatch(new RegExp(`warning: running under TCG software emulation \\(Node workloads start 8-14x slower\\): (${NO_KVM_HERE.source}).+; --accel tcg skips this check`))
+    expect(run.output()).toMatch(
+      new RegExp(
+        `warning: running under TCG software emulation \\(Node workloads start 8-14x slower\\): (${NO_KVM_HERE.source}).+; --accel tcg skips this check`,
+      ),
+    )
     expect(run.output()).toMatch(/booting hello: \d+ MiB, 1 vCPU, TCG, workspace /)
     expect(await waitGone(helpers, 10_000)).toEqual([])
     await expect(fetch(url)).rejects.toThrow()
-    expect(readFileSync(path.join(home, 'workspaces/hello/hello.json'), 'utf8')).toContain('"title":"Hello from aegis-kit"')
+    expect(readFileSync(path.join(home, 'workspaces/hello/hello.json'), 'utf8')).toContain(
+      '"title":"Hello from aegis-kit"',
+    )
   }, 180_000)
 
   it('leaves no process behind when the CLI itself is killed', async () => {
@@ -119,7 +146,22 @@ describe('run hello', () => {
       'echo "the greeting is $HELLO_GREETING"',
       'busybox id -u > /workspace/uid',
     ].join('; ')
-    const result = await runCli(['run', 'hello', '--secret', 'HELLO_GREETING=MY_GREETING', '--workspace', workspace, '--', 'busybox', 'sh', '-c', script], {env: env({MY_GREETING: SECRET}), timeout: 180_000})
+    const result = await runCli(
+      [
+        'run',
+        'hello',
+        '--secret',
+        'HELLO_GREETING=MY_GREETING',
+        '--workspace',
+        workspace,
+        '--',
+        'busybox',
+        'sh',
+        '-c',
+        script,
+      ],
+      {env: env({MY_GREETING: SECRET}), timeout: 180_000},
+    )
     expect(result.exitCode, result.all).toBe(0)
     const digest = (await execa('sha256sum', {input: SECRET})).stdout.split(' ')[0]
     expect(readFileSync(path.join(workspace, 'env.sha'), 'utf8').split(' ')[0]).toBe(digest)
@@ -152,7 +194,10 @@ describe('run hello', () => {
         `busybox wget -q -O- --post-data '{"local":"127.0.0.1:${stolenPort}","remote":"192.168.127.2:8080","protocol":"tcp"}' http://192.168.127.1/services/forwarder/expose ; echo expose=$? > /workspace/expose.rc`,
       ].join('; ')
       const undeclared = mkdtempSync(path.join(tmpdir(), 'aegis-kit-ws-'))
-      const first = await runCli(['run', kit, '--workspace', undeclared, '--', 'busybox', 'sh', '-c', probe], {env: env(), timeout: 180_000})
+      const first = await runCli(['run', kit, '--workspace', undeclared, '--', 'busybox', 'sh', '-c', probe], {
+        env: env(),
+        timeout: 180_000,
+      })
       expect(first.exitCode, first.all).toBe(0)
       expect(readFileSync(path.join(undeclared, 'declared.rc'), 'utf8').trim()).not.toBe('declared=0')
       expect(readFileSync(path.join(undeclared, 'expose.rc'), 'utf8').trim()).not.toBe('expose=0')
@@ -160,9 +205,15 @@ describe('run hello', () => {
       await expect(fetch(`http://127.0.0.1:${stolenPort}/`)).rejects.toThrow()
 
       const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
-      writeFileSync(path.join(kit, 'aegis-kit.yaml'), `${manifest}\nnetworking:\n  internal_hosts:\n    - 127.0.0.1:${servicePort}\n`)
+      writeFileSync(
+        path.join(kit, 'aegis-kit.yaml'),
+        `${manifest}\nnetworking:\n  internal_hosts:\n    - 127.0.0.1:${servicePort}\n`,
+      )
       const declared = mkdtempSync(path.join(tmpdir(), 'aegis-kit-ws-'))
-      const second = await runCli(['run', kit, '--workspace', declared, '--', 'busybox', 'sh', '-c', probe], {env: env(), timeout: 180_000})
+      const second = await runCli(['run', kit, '--workspace', declared, '--', 'busybox', 'sh', '-c', probe], {
+        env: env(),
+        timeout: 180_000,
+      })
       expect(second.exitCode, second.all).toBe(0)
       expect(readFileSync(path.join(declared, 'declared.rc'), 'utf8').trim()).toBe('declared=0')
       expect(readFileSync(path.join(declared, 'declared'), 'utf8')).toBe('host-service-answer\n')
@@ -177,12 +228,15 @@ describe('run hello', () => {
     const exit = await runCli(['run', 'hello', '--', 'busybox', 'sh', '-c', 'exit 7'], {env: env(), timeout: 180_000})
     expect(exit.exitCode).toBe(7)
     expect(exit.stderr).toMatch(/hello: the workload exited with code 7/)
-    const oom = await runCli(['run', 'hello', '--memory', '160mb', '--', 'busybox', 'sh', '-c', 'x=a; while true; do x="$x$x"; done'], {env: env(), timeout: 180_000})
+    const oom = await runCli(
+      ['run', 'hello', '--memory', '160mb', '--', 'busybox', 'sh', '-c', 'x=a; while true; do x="$x$x"; done'],
+      {env: env(), timeout: 180_000},
+    )
     expect(oom.exitCode).toBe(137)
     expect(oom.stderr).toMatch(/killed because the VM ran out of memory \(160 MiB\).*--memory/)
   }, 400_000)
 
-  it('on a terminal, shows each start-up step as a live line, then its time, and the workload\'s output', async () => {
+  it("on a terminal, shows each start-up step as a live line, then its time, and the workload's output", async () => {
     const {exitCode, screen} = await onTerminal(['run', 'hello', '--', 'busybox', 'uname', '-m'], home, 180_000)
     expect(exitCode, screen).toBe(0)
     // Live: a spinner and the time so far, redrawn in place.
@@ -201,16 +255,44 @@ describe('run hello', () => {
 })
 
 describe('run rejects bad input with a one-line error and the fix', () => {
-  type Case = {name: string; args: (port: number) => string[]; error: RegExp; hint?: RegExp; env?: () => Record<string, string>; setup?: (port: number) => Promise<() => void>}
+  type Case = {
+    name: string
+    args: (port: number) => string[]
+    error: RegExp
+    hint?: RegExp
+    env?: () => Record<string, string>
+    setup?: (port: number) => Promise<() => void>
+  }
   const cases: Case[] = [
     {name: 'unknown kit', args: () => ['no-such-kit'], error: /no kit "no-such-kit"/},
-    {name: 'bad --expose', args: () => ['hello', '--expose', '80:99999'], error: /--expose 80:99999: expected HOST\[:GUEST\]/},
-    {name: 'memory too small', args: () => ['hello', '--memory', '64mb'], error: /--memory 64mb is 64 MiB; a VM needs at least 128 MiB/},
-    {name: 'workspace not a directory', args: () => ['hello', '--workspace', path.join(repoRoot, 'package.json')], error: /--workspace .*package\.json is not a directory/},
+    {
+      name: 'bad --expose',
+      args: () => ['hello', '--expose', '80:99999'],
+      error: /--expose 80:99999: expected HOST\[:GUEST\]/,
+    },
+    {
+      name: 'memory too small',
+      args: () => ['hello', '--memory', '64mb'],
+      error: /--memory 64mb is 64 MiB; a VM needs at least 128 MiB/,
+    },
+    {
+      name: 'workspace not a directory',
+      args: () => ['hello', '--workspace', path.join(repoRoot, 'package.json')],
+      error: /--workspace .*package\.json is not a directory/,
+    },
     {name: 'undeclared secret', args: () => ['hello', '--secret', 'NOPE'], error: /does not declare a secret NOPE/},
-    {name: 'krun without libkrun', args: () => ['hello', '--backend', 'krun'], error: /libkrun, which is not installed/},
+    {
+      name: 'krun without libkrun',
+      args: () => ['hello', '--backend', 'krun'],
+      error: /libkrun, which is not installed/,
+    },
     // These machines' /dev/kvm is nested PVM: QEMU aborts on it (REFERENCE.md).
-    {name: '--accel kvm where KVM cannot boot the guest', args: () => ['hello', '--accel', 'kvm'], error: new RegExp(`Error: --accel kvm: KVM cannot boot the guest here: (${NO_KVM_HERE.source})`), hint: /hint: use --accel tcg/},
+    {
+      name: '--accel kvm where KVM cannot boot the guest',
+      args: () => ['hello', '--accel', 'kvm'],
+      error: new RegExp(`Error: --accel kvm: KVM cannot boot the guest here: (${NO_KVM_HERE.source})`),
+      hint: /hint: use --accel tcg/,
+    },
     {
       name: 'host port in use',
       args: (port) => ['hello', '--expose', `${port}:8080`],
@@ -236,7 +318,11 @@ describe('run rejects bad input with a one-line error and the fix', () => {
       args: () => ['hello'],
       env: () => {
         const dir = emptyDir()
-        writeFileSync(path.join(dir, 'gvproxy'), '#!/bin/sh\necho "gvproxy: cannot listen: stand-in failure" >&2\nexit 1\n', {mode: 0o755})
+        writeFileSync(
+          path.join(dir, 'gvproxy'),
+          '#!/bin/sh\necho "gvproxy: cannot listen: stand-in failure" >&2\nexit 1\n',
+          {mode: 0o755},
+        )
         return {PATH: pathWithout('gvproxy'), AEGIS_KIT_HELPER_DIRS: dir}
       },
       error: /Error: gvproxy did not start: .*stand-in failure/,
@@ -249,12 +335,37 @@ describe('run rejects bad input with a one-line error and the fix', () => {
       error: /Error: qemu-system-x86_64 is not installed/,
       hint: /hint: install it: apt-get install qemu-system-x86/,
     },
-    {name: '--kernel missing', args: () => ['hello', '--kernel', '/nonexistent/vmlinux'], error: /--kernel \/nonexistent\/vmlinux does not exist/, hint: /drop --kernel/},
-    {name: '--kernel not a kernel', args: () => ['hello', '--kernel', path.join(repoRoot, 'package.json')], error: /--kernel .*package\.json is not a Linux kernel/},
-    {name: '--kernel a program, not a kernel', args: () => ['hello', '--kernel', '/bin/ls'], error: /--kernel \/bin\/ls is an ELF file but not a kernel QEMU can boot/},
-    {name: '--initrd not an initramfs', args: () => ['hello', '--initrd', path.join(repoRoot, 'package.json')], error: /--initrd .*package\.json is not an initramfs/},
-    {name: '--guest not a guest', args: () => ['hello', '--guest', 'hello:0.1.0'], error: /hello:0\.1\.0 is not an aegis-kit guest/},
-    {name: '--guest unknown', args: () => ['hello', '--guest', 'aegis-guest:nope'], error: /no image aegis-guest:nope in the store/},
+    {
+      name: '--kernel missing',
+      args: () => ['hello', '--kernel', '/nonexistent/vmlinux'],
+      error: /--kernel \/nonexistent\/vmlinux does not exist/,
+      hint: /drop --kernel/,
+    },
+    {
+      name: '--kernel not a kernel',
+      args: () => ['hello', '--kernel', path.join(repoRoot, 'package.json')],
+      error: /--kernel .*package\.json is not a Linux kernel/,
+    },
+    {
+      name: '--kernel a program, not a kernel',
+      args: () => ['hello', '--kernel', '/bin/ls'],
+      error: /--kernel \/bin\/ls is an ELF file but not a kernel QEMU can boot/,
+    },
+    {
+      name: '--initrd not an initramfs',
+      args: () => ['hello', '--initrd', path.join(repoRoot, 'package.json')],
+      error: /--initrd .*package\.json is not an initramfs/,
+    },
+    {
+      name: '--guest not a guest',
+      args: () => ['hello', '--guest', 'hello:0.1.0'],
+      error: /hello:0\.1\.0 is not an aegis-kit guest/,
+    },
+    {
+      name: '--guest unknown',
+      args: () => ['hello', '--guest', 'aegis-guest:nope'],
+      error: /no image aegis-guest:nope in the store/,
+    },
   ]
   for (const testCase of cases) {
     it(testCase.name, async () => {
@@ -262,7 +373,10 @@ describe('run rejects bad input with a one-line error and the fix', () => {
       const cleanup = await testCase.setup?.(port)
       const marker = `AEGIS_TEST_MARK=${randomBytes(6).toString('hex')}`
       try {
-        const result = await runCli(['run', ...testCase.args(port)], {env: env({...testCase.env?.(), [marker.split('=')[0]!]: marker.split('=')[1]!}), timeout: 60_000})
+        const result = await runCli(['run', ...testCase.args(port)], {
+          env: env({...testCase.env?.(), [marker.split('=')[0]!]: marker.split('=')[1]!}),
+          timeout: 60_000,
+        })
         expectOneLineError(result, testCase.error, testCase.hint)
         expect(await lingeringWithEnv(marker)).toEqual([])
       } finally {
@@ -276,14 +390,21 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     writeFileSync(config, JSON.stringify({title: ''}))
     const port = await freePort()
     const marker = `marker-${randomBytes(6).toString('hex')}`
-    const result = await runCli(['run', 'hello', '--config', config, '--expose', `${port}:8080`], {env: env({AEGIS_TEST_MARK: marker}), timeout: 120_000})
+    const result = await runCli(['run', 'hello', '--config', config, '--expose', `${port}:8080`], {
+      env: env({AEGIS_TEST_MARK: marker}),
+      timeout: 120_000,
+    })
     expect(result.exitCode, result.all).toBe(1)
-    expect(result.stderr).toMatch(/Error: the hello config has 1 problem \(validate_config\):\n {2}title: title must be a non-empty string\n {2}hint: /)
+    expect(result.stderr).toMatch(
+      /Error: the hello config has 1 problem \(validate_config\):\n {2}title: title must be a non-empty string\n {2}hint: /,
+    )
     expect(hasStackTrace(result.all)).toBe(false)
     expect(await lingeringWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
     // The host port gvproxy may have bound is free again.
     await new Promise<void>((resolve, reject) => {
-      const server = createServer().once('error', reject).listen(port, '127.0.0.1', () => server.close(() => resolve()))
+      const server = createServer()
+        .once('error', reject)
+        .listen(port, '127.0.0.1', () => server.close(() => resolve()))
     })
   }, 180_000)
 
@@ -291,7 +412,10 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     const empty = mkdtempSync(path.join(tmpdir(), 'aegis-kit-empty-'))
     const config = path.join(empty, 'config.json')
     writeFileSync(config, JSON.stringify({title: ''}))
-    const result = await runCli(['run', 'hello', '--config', config], {env: {AEGIS_KIT_HOME: path.join(empty, 'home')}, timeout: 120_000})
+    const result = await runCli(['run', 'hello', '--config', config], {
+      env: {AEGIS_KIT_HOME: path.join(empty, 'home')},
+      timeout: 120_000,
+    })
     expect(result.exitCode, result.all).toBe(1)
     expect(result.stderr).toMatch(/Error: the hello config has 1 problem \(validate_config\)/)
     expect(result.all).not.toMatch(/assembling the guest|base|debian/)
@@ -299,21 +423,32 @@ describe('run rejects bad input with a one-line error and the fix', () => {
     expect(JSON.parse(listed.stdout)).toEqual({images: []})
   }, 180_000)
 
-  it('guest kernel unavailable: Debian\'s archive unreachable', async () => {
+  it("guest kernel unavailable: Debian's archive unreachable", async () => {
     // A real apt that cannot reach the archive: its own proxy setting points at a closed port.
     // The second home has hello built but no guest yet, so run has to download the kernel.
     const kitHome = await bareHome()
     const aptConfig = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-apt-')), 'apt.conf')
     writeFileSync(aptConfig, `Acquire::http::Proxy "http://127.0.0.1:${await freePort()}";\nAcquire::Retries "0";\n`)
     const marker = `marker-${randomBytes(6).toString('hex')}`
-    const result = await runCli(['run', 'hello'], {env: {AEGIS_KIT_HOME: kitHome, APT_CONFIG: aptConfig, AEGIS_TEST_MARK: marker}, timeout: 120_000})
-    expectOneLineError(result, /Error: downloading the guest kernel \(apt-get download linux-image-\S+\) failed: E: Failed to fetch .*Could not connect/, /hint: check that Debian's package archive is reachable .*--kernel FILE --initrd FILE/)
+    const result = await runCli(['run', 'hello'], {
+      env: {AEGIS_KIT_HOME: kitHome, APT_CONFIG: aptConfig, AEGIS_TEST_MARK: marker},
+      timeout: 120_000,
+    })
+    expectOneLineError(
+      result,
+      /Error: downloading the guest kernel \(apt-get download linux-image-\S+\) failed: E: Failed to fetch .*Could not connect/,
+      /hint: check that Debian's package archive is reachable .*--kernel FILE --initrd FILE/,
+    )
     expect(await lingeringWithEnv(`AEGIS_TEST_MARK=${marker}`)).toEqual([])
     expect(await storedGuest(kitHome)).toBeUndefined()
   }, 400_000)
 })
 
-function expectOneLineError(result: {exitCode: number; stderr: string; all: string}, error: RegExp, hint = /hint: /): void {
+function expectOneLineError(
+  result: {exitCode: number; stderr: string; all: string},
+  error: RegExp,
+  hint = /hint: /,
+): void {
   expect(result.exitCode, result.all).toBe(1)
   expect(result.stderr).toMatch(error)
   expect(result.stderr).toMatch(hint)
@@ -324,12 +459,14 @@ function expectOneLineError(result: {exitCode: number; stderr: string; all: stri
 }
 
 describe('the guest kernel and initramfs are an artifact in the store', () => {
-  it('run boots the store\'s guest, which images lists and prune keeps while it is tagged', async () => {
+  it("run boots the store's guest, which images lists and prune keeps while it is tagged", async () => {
     const first = await runCli(['run', 'hello', '--', 'busybox', 'uname', '-r'], {env: env(), timeout: 300_000})
     expect(first.exitCode, first.all).toBe(0)
     const guest = await storedGuest(home)
     expect(guest?.reference).toMatch(/^aegis-guest:\d[\w.-]*-amd64-[0-9a-f]{12}$/)
-    expect(guest?.layers.map((layer) => [layer.mediaType, layer.annotations?.['org.opencontainers.image.title']])).toEqual([
+    expect(
+      guest?.layers.map((layer) => [layer.mediaType, layer.annotations?.['org.opencontainers.image.title']]),
+    ).toEqual([
       ['application/vnd.aegis.guest.kernel.v1', 'vmlinux'],
       ['application/vnd.aegis.guest.initrd.v1.cpio+gzip', 'initrd.img'],
     ])
@@ -338,7 +475,8 @@ describe('the guest kernel and initramfs are an artifact in the store', () => {
     const pruned = await runCli(['images', 'prune'], {env: env()})
     expect(pruned.exitCode, pruned.stderr).toBe(0)
     expect((await storedGuest(home))?.digest).toBe(guest!.digest)
-    for (const layer of guest!.layers) expect(existsSync(path.join(home, 'store/blobs/sha256', layer.digest.slice(7)))).toBe(true)
+    for (const layer of guest!.layers)
+      expect(existsSync(path.join(home, 'store/blobs/sha256', layer.digest.slice(7)))).toBe(true)
 
     // Booted from the store, not assembled again.
     const again = await runCli(['run', 'hello', '--', 'busybox', 'uname', '-r'], {env: env(), timeout: 180_000})
@@ -351,7 +489,9 @@ describe('the guest kernel and initramfs are an artifact in the store', () => {
     const guest = await storedGuest(home)
     expect(guest).toBeDefined()
     const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-bootfiles-'))
-    const exported = await runCli(['images', 'export', guest!.reference, '-o', path.join(dir, 'guest.tar')], {env: env()})
+    const exported = await runCli(['images', 'export', guest!.reference, '-o', path.join(dir, 'guest.tar')], {
+      env: env(),
+    })
     expect(exported.exitCode, exported.stderr).toBe(0)
     await execa('tar', ['-xf', 'guest.tar'], {cwd: dir})
     const kernel = path.join(dir, 'vmlinux')
@@ -384,7 +524,10 @@ describe('the guest kernel and initramfs are an artifact in the store', () => {
       expect(pulled.exitCode, pulled.stderr).toBe(0)
       expect((JSON.parse(pulled.stdout) as {digest: string}).digest).toBe(guest!.digest)
 
-      const run = await runCli(['run', 'hello', '--guest', remote, '--', 'busybox', 'uname', '-r'], {env: {AEGIS_KIT_HOME: elsewhere}, timeout: 180_000})
+      const run = await runCli(['run', 'hello', '--guest', remote, '--', 'busybox', 'uname', '-r'], {
+        env: {AEGIS_KIT_HOME: elsewhere},
+        timeout: 180_000,
+      })
       expect(run.exitCode, run.all).toBe(0)
       expect(run.stdout).toContain(`hello | ${guest!.kernelRelease}`)
       expect(run.stderr).not.toMatch(/assembling/)

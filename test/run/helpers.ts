@@ -13,7 +13,13 @@ export interface RunningCli {
 }
 
 export function startRun(args: string[], env: Record<string, string>): RunningCli {
-  const child = execa(process.execPath, [binRun, 'run', ...args], {cwd: repoRoot, env, reject: false, all: true, buffer: true})
+  const child = execa(process.execPath, [binRun, 'run', ...args], {
+    cwd: repoRoot,
+    env,
+    reject: false,
+    all: true,
+    buffer: true,
+  })
   let text = ''
   child.all?.on('data', (chunk: Buffer) => {
     text += chunk.toString('utf8')
@@ -23,7 +29,8 @@ export function startRun(args: string[], env: Record<string, string>): RunningCl
     for (;;) {
       const match = text.match(pattern)
       if (match) return match
-      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no ${pattern} in the output of aegis-kit run:\n${text.slice(-3000)}`)
+      if (child.exitCode !== null || Date.now() > deadline)
+        throw new Error(`no ${pattern} in the output of aegis-kit run:\n${text.slice(-3000)}`)
       await new Promise((resolve) => setTimeout(resolve, 200))
     }
   }
@@ -89,7 +96,8 @@ export async function commandLines(pids: number[]): Promise<string[]> {
  */
 export function pathWithout(...missing: string[]): string {
   const dir = mkdtempSync(path.join(tmpdir(), 'aegis-kit-path-'))
-  for (const name of readdirSync('/usr/bin')) if (!missing.includes(name)) symlinkSync(path.join('/usr/bin', name), path.join(dir, name))
+  for (const name of readdirSync('/usr/bin'))
+    if (!missing.includes(name)) symlinkSync(path.join('/usr/bin', name), path.join(dir, name))
   return `${dir}:/usr/sbin`
 }
 
@@ -104,13 +112,18 @@ export function emptyDir(): string {
  * one CLI run finds whatever that run left behind.
  */
 function processesWithEnv(entry: string): number[] {
-  return alive(readdirSync('/proc').filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid).map(Number).filter((pid) => {
-    try {
-      return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry)
-    } catch {
-      return false // exited meanwhile, or not ours to read
-    }
-  }))
+  return alive(
+    readdirSync('/proc')
+      .filter((name) => /^\d+$/.test(name) && Number(name) !== process.pid)
+      .map(Number)
+      .filter((pid) => {
+        try {
+          return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(entry)
+        } catch {
+          return false // exited meanwhile, or not ours to read
+        }
+      }),
+  )
 }
 
 /**

@@ -29,7 +29,10 @@ function helloWithInternalHosts(entries: string[]): string {
   const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'hello')
   cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
   const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
-  writeFileSync(path.join(kit, 'aegis-kit.yaml'), `${manifest}\nnetworking:\n  internal_hosts:\n${entries.map((entry) => `    - "${entry}"\n`).join('')}`)
+  writeFileSync(
+    path.join(kit, 'aegis-kit.yaml'),
+    `${manifest}\nnetworking:\n  internal_hosts:\n${entries.map((entry) => `    - "${entry}"\n`).join('')}`,
+  )
   return kit
 }
 
@@ -44,7 +47,7 @@ afterAll(() => {
 })
 
 describe('hostnames in networking.internal_hosts', () => {
-  it('the guest reaches the declared name:port on the host\'s loopback, and not another port', async () => {
+  it("the guest reaches the declared name:port on the host's loopback, and not another port", async () => {
     const declared = await hostService('coordinator-answer\n')
     const undeclared = await hostService('undeclared-answer\n')
     const kit = helloWithInternalHosts([`myservice.internal:${declared.port}`])
@@ -54,7 +57,10 @@ describe('hostnames in networking.internal_hosts', () => {
       `busybox wget -q -O /workspace/declared http://myservice.internal:${declared.port}/; echo "declared=$?" > /workspace/declared.rc`,
       `busybox wget -q -O /workspace/undeclared http://myservice.internal:${undeclared.port}/; echo "undeclared=$?" > /workspace/undeclared.rc`,
     ].join('; ')
-    const result = await runCli(['run', kit, '--workspace', workspace, '--', 'busybox', 'sh', '-c', probe], {env: {AEGIS_KIT_HOME: home}, timeout: 180_000})
+    const result = await runCli(['run', kit, '--workspace', workspace, '--', 'busybox', 'sh', '-c', probe], {
+      env: {AEGIS_KIT_HOME: home},
+      timeout: 180_000,
+    })
     expect(result.exitCode, result.all).toBe(0)
     expect(readFileSync(path.join(workspace, 'hosts'), 'utf8')).toMatch(/^192\.168\.127\.254\tmyservice\.internal$/m)
     expect(readFileSync(path.join(workspace, 'declared.rc'), 'utf8').trim()).toBe('declared=0')
@@ -68,7 +74,9 @@ describe('hostnames in networking.internal_hosts', () => {
     const kit = helloWithInternalHosts(['bad..name:9000'])
     const result = await runCli(['run', kit], {env: {AEGIS_KIT_HOME: home}, timeout: 120_000})
     expect(result.exitCode).not.toBe(0)
-    expect(result.stderr).toMatch(/^Error: bad internal host "bad\.\.name:9000": "bad\.\.name" is neither an IPv4 address nor a hostname$/m)
+    expect(result.stderr).toMatch(
+      /^Error: bad internal host "bad\.\.name:9000": "bad\.\.name" is neither an IPv4 address nor a hostname$/m,
+    )
     expect(result.stderr).toMatch(/^\s*hint: write host:port with a name of letters/m)
     expect(result.all).not.toMatch(/booting/)
   }, 120_000)

@@ -25,21 +25,27 @@ function scopedKit(guestPort: number): string {
     .replace('name: hello', 'name: scoped')
     .replaceAll('8080', String(guestPort))
     .replace('  workdir: /srv/www\n', '  workdir: /srv/www\n  env: {A: image, B: image, C: image}\n')
-    .replace('\nrouting:', [
-      '    - {name: WS_TOKEN, scope: per_workspace, generated: true}',
-      '    - {name: BOOT_TOKEN, scope: per_instance, generated: true}',
-      '    - {name: SESSION_TOKEN, scope: per_session, generated: true}',
-      '',
-      'routing:',
-    ].join('\n'))
-    .replace('    secrets: [HELLO_GREETING]\n', [
-      '    secrets: [HELLO_GREETING]',
-      '  probe:',
-      `    exposes: [${guestPort}]`,
-      '    env: {B: profile, C: profile, HELLO_TITLE: profile}',
-      `    secrets: [${SECRET_NAMES.join(', ')}]`,
-      '',
-    ].join('\n'))
+    .replace(
+      '\nrouting:',
+      [
+        '    - {name: WS_TOKEN, scope: per_workspace, generated: true}',
+        '    - {name: BOOT_TOKEN, scope: per_instance, generated: true}',
+        '    - {name: SESSION_TOKEN, scope: per_session, generated: true}',
+        '',
+        'routing:',
+      ].join('\n'),
+    )
+    .replace(
+      '    secrets: [HELLO_GREETING]\n',
+      [
+        '    secrets: [HELLO_GREETING]',
+        '  probe:',
+        `    exposes: [${guestPort}]`,
+        '    env: {B: profile, C: profile, HELLO_TITLE: profile}',
+        `    secrets: [${SECRET_NAMES.join(', ')}]`,
+        '',
+      ].join('\n'),
+    )
   writeFileSync(file, manifest)
   return dir
 }
@@ -68,12 +74,15 @@ beforeAll(async () => {
 }, 300_000)
 
 describe('run --profile and secret scopes', () => {
-  it('publishes the profile\'s ports unless --expose replaces them, layers env image < render_env < profile < --env, and scopes generated secrets', async () => {
+  it("publishes the profile's ports unless --expose replaces them, layers env image < render_env < profile < --env, and scopes generated secrets", async () => {
     const serve = `${RECORD}; exec busybox httpd -f -p ${port} -h /srv/www`
     const first = workspace()
 
     // 1. The profile's port, on the same host port; the env layers; the secrets' first values.
-    const run = startRun([kit, '--profile', 'probe', '--workspace', first, '--env', 'C=flag', '--', 'busybox', 'sh', '-c', serve], {AEGIS_KIT_HOME: home})
+    const run = startRun(
+      [kit, '--profile', 'probe', '--workspace', first, '--env', 'C=flag', '--', 'busybox', 'sh', '-c', serve],
+      {AEGIS_KIT_HOME: home},
+    )
     const [, url] = await run.waitFor(/UI: (http:\/\/127\.0\.0\.1:\d+\/)/, 150_000)
     expect(url).toBe(`http://127.0.0.1:${port}/`)
     expect((await fetch(url)).status).toBe(200)
@@ -84,7 +93,9 @@ describe('run --profile and secret scopes', () => {
     expect(JSON.parse(state)).toMatchObject({ports: [{hostPort: port, guestPort: port}]})
     run.child.kill('SIGINT')
     const firstResult = await run.child
-    expect(run.output()).toMatch(/warning: secret SESSION_TOKEN is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance/)
+    expect(run.output()).toMatch(
+      /warning: secret SESSION_TOKEN is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance/,
+    )
     expect(readFileSync(path.join(first, 'env.txt'), 'utf8').trim()).toBe('A=image B=profile C=flag T=profile')
     const boot1 = recorded(first)
     expect(readFileSync(path.join(first, 'WS_TOKEN.env'), 'utf8')).toBe(boot1.WS_TOKEN)
@@ -99,7 +110,10 @@ describe('run --profile and secret scopes', () => {
     expect(statSync(path.dirname(kept[0]!)).mode & 0o777).toBe(0o700)
 
     // 2. The same workspace again: the same per_workspace value, new per_instance and per_session ones.
-    const again = await runCli(['run', kit, '--profile', 'probe', '--workspace', first, '--', 'busybox', 'sh', '-c', RECORD], {env: {AEGIS_KIT_HOME: home}, timeout: 180_000})
+    const again = await runCli(
+      ['run', kit, '--profile', 'probe', '--workspace', first, '--', 'busybox', 'sh', '-c', RECORD],
+      {env: {AEGIS_KIT_HOME: home}, timeout: 180_000},
+    )
     expect(again.exitCode, again.all).toBe(0)
     const boot2 = recorded(first)
     expect(boot2.WS_TOKEN).toBe(boot1.WS_TOKEN)
@@ -109,7 +123,23 @@ describe('run --profile and secret scopes', () => {
     // 3. Another workspace, and --expose in place of the profile's port.
     const second = workspace()
     const hostPort = await freePort()
-    const other = startRun([kit, '--profile', 'probe', '--workspace', second, '--expose', `${hostPort}:${port}`, '--', 'busybox', 'sh', '-c', serve], {AEGIS_KIT_HOME: home})
+    const other = startRun(
+      [
+        kit,
+        '--profile',
+        'probe',
+        '--workspace',
+        second,
+        '--expose',
+        `${hostPort}:${port}`,
+        '--',
+        'busybox',
+        'sh',
+        '-c',
+        serve,
+      ],
+      {AEGIS_KIT_HOME: home},
+    )
     const [, otherUrl] = await other.waitFor(/UI: (http:\/\/127\.0\.0\.1:\d+\/)/, 150_000)
     expect(otherUrl).toBe(`http://127.0.0.1:${hostPort}/`)
     expect((await fetch(otherUrl)).status).toBe(200)

@@ -19,7 +19,9 @@ function helloWithDisk(disk: string): string {
   const dir = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-disk-kit-')), 'hello')
   cpSync(path.join(repoRoot, 'kits/hello'), dir, {recursive: true})
   const manifest = readFileSync(path.join(dir, 'aegis-kit.yaml'), 'utf8')
-  const edited = manifest.replace('user: "1000:1000"', 'user: "0:0"').replace(/^ {2}cpu: 1$/m, `  cpu: 1\n  disk: ${disk}`)
+  const edited = manifest
+    .replace('user: "1000:1000"', 'user: "0:0"')
+    .replace(/^ {2}cpu: 1$/m, `  cpu: 1\n  disk: ${disk}`)
   expect(edited).toMatch(new RegExp(`disk: ${disk}\\n`))
   writeFileSync(path.join(dir, 'aegis-kit.yaml'), edited)
   return dir
@@ -79,7 +81,9 @@ describe('resources.disk limits the writable layer', () => {
     expect(tiny.stderr).toMatch(/^Error: resources\.disk \(1mb\) is 1 MiB; the writable layer needs at least 16 MiB$/m)
     const huge = await runCli(['run', helloWithDisk('100gb')], {env: {AEGIS_KIT_HOME: home}})
     expect(huge.exitCode).not.toBe(0)
-    expect(huge.stderr).toMatch(/^Error: resources\.disk \(100gb\) is 100\.0 GiB but only .* is free under .*: the instance could fill the host's disk$/m)
+    expect(huge.stderr).toMatch(
+      /^Error: resources\.disk \(100gb\) is 100\.0 GiB but only .* is free under .*: the instance could fill the host's disk$/m,
+    )
     expect(huge.stderr).toMatch(/^\s*hint: free space there/m)
     expect(existsSync(path.join(home, 'instances', 'hello'))).toBe(false)
   }, 120_000)

@@ -60,7 +60,8 @@ function npmConfig(key: string): string {
 async function copyDirectory(dir: string): Promise<void> {
   if (!existsSync(dir)) return
   await mkdir(path.join(root, dir), {recursive: true})
-  for (const entry of await readdir(dir)) await cp(path.join(dir, entry), path.join(root, dir, entry), {recursive: true, dereference: false})
+  for (const entry of await readdir(dir))
+    await cp(path.join(dir, entry), path.join(root, dir, entry), {recursive: true, dereference: false})
 }
 
 /** The host's Node and npm, as the machine image has them (node in /usr/bin, npm beside its modules). */
@@ -70,7 +71,10 @@ async function copyNode(): Promise<void> {
   const npmRoot = execFileSync('npm', ['root', '-g'], {encoding: 'utf8'}).trim()
   await cp(path.join(npmRoot, 'npm'), path.join(root, npmRoot, 'npm'), {recursive: true})
   const bin = path.dirname(node)
-  for (const [name, target] of [['npm', 'npm-cli.js'], ['npx', 'npx-cli.js']] as const) {
+  for (const [name, target] of [
+    ['npm', 'npm-cli.js'],
+    ['npx', 'npx-cli.js'],
+  ] as const) {
     await symlink(path.relative(bin, path.join(npmRoot, 'npm', 'bin', target)), path.join(root, bin, name))
   }
   // npm builds native addons against the headers of the Node it runs (npm's `nodedir`).
@@ -114,8 +118,18 @@ async function cloneCheckout(): Promise<void> {
   }
   console.warn(`fresh-root: git stash create failed (${stash.stderr.trim()}); copying the tree instead of cloning it`)
   await mkdir(target, {recursive: true})
-  await execa('tar', ['-C', repoRoot, '--exclude=./node_modules', '--exclude=./dist', '--exclude=*.tsbuildinfo', '--exclude=./tmp', '--exclude=./.git', '-cf', '-', '.'])
-    .pipe('tar', ['-C', target, '-xf', '-'])
+  await execa('tar', [
+    '-C',
+    repoRoot,
+    '--exclude=./node_modules',
+    '--exclude=./dist',
+    '--exclude=*.tsbuildinfo',
+    '--exclude=./tmp',
+    '--exclude=./.git',
+    '-cf',
+    '-',
+    '.',
+  ]).pipe('tar', ['-C', target, '-xf', '-'])
 }
 
 /** The interpreters of the binfmt_misc registrations set-up makes (qemu-aarch64 on x86_64). */
@@ -131,76 +145,109 @@ async function interpretersSetupRelies(): Promise<Array<{name: string; interpret
   return found
 }
 
-describe.skipIf(process.getuid?.() !== 0)('a fresh Debian 12 root (skipped without root: mmdebstrap and chroot need it)', () => {
-  beforeAll(async () => {
-    root = await mkdtemp(path.join(tmpdir(), 'fresh-root-'))
-    // What a new machine of this kind has before any set-up (the env's node machine): a minimal
-    // Debian with git and the native-addon toolchain, plus Node and npm.
-    const sources = existsSync('/etc/apt/sources.list.d/debian.sources') ? ['/etc/apt/sources.list.d/debian.sources'] : []
-    await execa('mmdebstrap', ['--quiet', '--variant=minbase', '--include=git,ca-certificates,python3,make,g++', 'bookworm', root, ...sources], {stdin: 'ignore'})
-    await copyNode()
-    for (const file of hostConfigFiles()) {
-      await mkdir(path.dirname(path.join(root, file)), {recursive: true})
-      await cp(file, path.join(root, file), {dereference: true})
-    }
-    // Extra CAs survive ca-certificates' triggers, which rebuild the bundle from these.
-    await copyDirectory('/usr/local/share/ca-certificates')
-    // apt reaches the same archive as the host, configured as the host is (and only so: the
-    // sources mmdebstrap wrote would name each suite twice).
-    await rm(path.join(root, 'etc/apt/sources.list.d'), {recursive: true, force: true})
-    await rm(path.join(root, 'etc/apt/sources.list'), {force: true})
-    await copyDirectory('/etc/apt/sources.list.d')
-    await copyDirectory('/etc/apt/apt.conf.d')
-    if (existsSync('/etc/apt/sources.list')) await cp('/etc/apt/sources.list', path.join(root, 'etc/apt/sources.list'))
-    await seedAptCache()
-    await cloneCheckout()
+describe.skipIf(process.getuid?.() !== 0)(
+  'a fresh Debian 12 root (skipped without root: mmdebstrap and chroot need it)',
+  () => {
+    beforeAll(async () => {
+      root = await mkdtemp(path.join(tmpdir(), 'fresh-root-'))
+      // What a new machine of this kind has before any set-up (the env's node machine): a minimal
+      // Debian with git and the native-addon toolchain, plus Node and npm.
+      const sources = existsSync('/etc/apt/sources.list.d/debian.sources')
+        ? ['/etc/apt/sources.list.d/debian.sources']
+        : []
+      await execa(
+        'mmdebstrap',
+        [
+          '--quiet',
+          '--variant=minbase',
+          '--include=git,ca-certificates,python3,make,g++',
+          'bookworm',
+          root,
+          ...sources,
+        ],
+        {stdin: 'ignore'},
+      )
+      await copyNode()
+      for (const file of hostConfigFiles()) {
+        await mkdir(path.dirname(path.join(root, file)), {recursive: true})
+        await cp(file, path.join(root, file), {dereference: true})
+      }
+      // Extra CAs survive ca-certificates' triggers, which rebuild the bundle from these.
+      await copyDirectory('/usr/local/share/ca-certificates')
+      // apt reaches the same archive as the host, configured as the host is (and only so: the
+      // sources mmdebstrap wrote would name each suite twice).
+      await rm(path.join(root, 'etc/apt/sources.list.d'), {recursive: true, force: true})
+      await rm(path.join(root, 'etc/apt/sources.list'), {force: true})
+      await copyDirectory('/etc/apt/sources.list.d')
+      await copyDirectory('/etc/apt/apt.conf.d')
+      if (existsSync('/etc/apt/sources.list'))
+        await cp('/etc/apt/sources.list', path.join(root, 'etc/apt/sources.list'))
+      await seedAptCache()
+      await cloneCheckout()
 
-    const env = {
-      PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-      HOME: '/root',
-      LANG: 'C.UTF-8',
-      CI: 'true',
-      ...(process.env.NODE_EXTRA_CA_CERTS ? {NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS} : {}),
-      ...(process.env.SSL_CERT_FILE ? {SSL_CERT_FILE: process.env.SSL_CERT_FILE} : {}),
-    }
-    const inside = [
-      `cd ${CHECKOUT}`,
-      'echo "== scripts/setup"', 'scripts/setup',
-      'echo "== validate openclaw"', './bin/run.js validate openclaw',
-      'echo "== build hello"', './bin/run.js build hello',
-      'echo "== doctor"', './bin/run.js doctor',
-      'echo "== done"',
-    ].join(' && ')
-    const mounts = ['proc', 'sys', 'dev'].map((dir) => `mount --rbind /${dir} "$root/${dir}" && mount --make-rslave "$root/${dir}"`).join(' && ')
-    const envArgs = Object.entries(env).map(([key, value]) => `${key}=${value}`)
-    const chroot = `root="$1" && shift && ${mounts} && exec chroot "$root" /usr/bin/env -i "$@"`
-    const result = await execa('unshare', ['--mount', '--propagation', 'private', '--', 'sh', '-ec', chroot, 'sh', root, ...envArgs, 'sh', '-ec', inside], {
-      reject: false, all: true, stdin: 'ignore', timeout: 12 * MINUTE,
+      const env = {
+        PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+        HOME: '/root',
+        LANG: 'C.UTF-8',
+        CI: 'true',
+        ...(process.env.NODE_EXTRA_CA_CERTS ? {NODE_EXTRA_CA_CERTS: process.env.NODE_EXTRA_CA_CERTS} : {}),
+        ...(process.env.SSL_CERT_FILE ? {SSL_CERT_FILE: process.env.SSL_CERT_FILE} : {}),
+      }
+      const inside = [
+        `cd ${CHECKOUT}`,
+        'echo "== scripts/setup"',
+        'scripts/setup',
+        'echo "== validate openclaw"',
+        './bin/run.js validate openclaw',
+        'echo "== build hello"',
+        './bin/run.js build hello',
+        'echo "== doctor"',
+        './bin/run.js doctor',
+        'echo "== done"',
+      ].join(' && ')
+      const mounts = ['proc', 'sys', 'dev']
+        .map((dir) => `mount --rbind /${dir} "$root/${dir}" && mount --make-rslave "$root/${dir}"`)
+        .join(' && ')
+      const envArgs = Object.entries(env).map(([key, value]) => `${key}=${value}`)
+      const chroot = `root="$1" && shift && ${mounts} && exec chroot "$root" /usr/bin/env -i "$@"`
+      const result = await execa(
+        'unshare',
+        ['--mount', '--propagation', 'private', '--', 'sh', '-ec', chroot, 'sh', root, ...envArgs, 'sh', '-ec', inside],
+        {
+          reject: false,
+          all: true,
+          stdin: 'ignore',
+          timeout: 12 * MINUTE,
+        },
+      )
+      transcript = String(result.all)
+      exitCode = result.exitCode
+    }, 15 * MINUTE)
+
+    afterAll(async () => {
+      // The mounts went with the namespace; check, never remove through a live /dev.
+      if (!root) return
+      const mounts = await readFile('/proc/self/mountinfo', 'utf8')
+      if (mounts.includes(` ${root}/`))
+        throw new Error(`mounts under ${root} outlived the test's namespace; not removing it`)
+      await rm(root, {recursive: true, force: true})
+    }, 2 * MINUTE)
+
+    it("runs the README's set-up, then validate openclaw, build hello and doctor, inside the root", () => {
+      const tail = transcript.split('\n').slice(-40).join('\n')
+      expect(exitCode, `inside the fresh root:\n${tail}`).toBe(0)
+      expect(transcript).toContain('== done')
+      expect(transcript).toMatch(/built hello:0\.1\.0 sha256:[0-9a-f]{12}/)
     })
-    transcript = String(result.all)
-    exitCode = result.exitCode
-  }, 15 * MINUTE)
 
-  afterAll(async () => {
-    // The mounts went with the namespace; check, never remove through a live /dev.
-    if (!root) return
-    const mounts = await readFile('/proc/self/mountinfo', 'utf8')
-    if (mounts.includes(` ${root}/`)) throw new Error(`mounts under ${root} outlived the test's namespace; not removing it`)
-    await rm(root, {recursive: true, force: true})
-  }, 2 * MINUTE)
-
-  it("runs the README's set-up, then validate openclaw, build hello and doctor, inside the root", () => {
-    const tail = transcript.split('\n').slice(-40).join('\n')
-    expect(exitCode, `inside the fresh root:\n${tail}`).toBe(0)
-    expect(transcript).toContain('== done')
-    expect(transcript).toMatch(/built hello:0\.1\.0 sha256:[0-9a-f]{12}/)
-  })
-
-  it('installed every interpreter set-up relies on inside the root, not only on the host', async () => {
-    const interpreters = await interpretersSetupRelies()
-    expect(interpreters.length, 'scripts/setup registers qemu-aarch64 with binfmt_misc').toBeGreaterThan(0)
-    for (const {name, interpreter} of interpreters) {
-      expect(existsSync(path.join(root, interpreter)), `${name}'s interpreter ${interpreter} inside the root`).toBe(true)
-    }
-  })
-})
+    it('installed every interpreter set-up relies on inside the root, not only on the host', async () => {
+      const interpreters = await interpretersSetupRelies()
+      expect(interpreters.length, 'scripts/setup registers qemu-aarch64 with binfmt_misc').toBeGreaterThan(0)
+      for (const {name, interpreter} of interpreters) {
+        expect(existsSync(path.join(root, interpreter)), `${name}'s interpreter ${interpreter} inside the root`).toBe(
+          true,
+        )
+      }
+    })
+  },
+)

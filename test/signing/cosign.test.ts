@@ -31,13 +31,28 @@ beforeAll(async () => {
   registry = await startRegistry()
   sandbox = await createSandbox()
   const dir = sandbox.dir
-  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'cosign')], {env: {COSIGN_PASSWORD: PASSWORD}})
-  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'other')], {env: {COSIGN_PASSWORD: 'other'}})
-  execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-256', '-out', join(dir, 'plain.key')])
+  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'cosign')], {
+    env: {COSIGN_PASSWORD: PASSWORD},
+  })
+  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'other')], {
+    env: {COSIGN_PASSWORD: 'other'},
+  })
+  execFileSync('openssl', [
+    'genpkey',
+    '-algorithm',
+    'EC',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-out',
+    join(dir, 'plain.key'),
+  ])
   execFileSync('openssl', ['pkey', '-in', join(dir, 'plain.key'), '-pubout', '-out', join(dir, 'plain.pub')])
   keys = {
-    cosignKey: join(dir, 'cosign.key'), cosignPub: join(dir, 'cosign.pub'), otherPub: join(dir, 'other.pub'),
-    plainKey: join(dir, 'plain.key'), plainPub: join(dir, 'plain.pub'),
+    cosignKey: join(dir, 'cosign.key'),
+    cosignPub: join(dir, 'cosign.pub'),
+    otherPub: join(dir, 'other.pub'),
+    plainKey: join(dir, 'plain.key'),
+    plainPub: join(dir, 'plain.pub'),
   }
 }, 120_000)
 
@@ -57,19 +72,27 @@ async function pushImage(): Promise<{ref: string; digest: string}> {
 }
 
 async function cosignVerify(ref: string, publicKey: string) {
-  return execa('cosign', ['verify', '--key', publicKey, '--insecure-ignore-tlog', '--insecure-ignore-sct', '--allow-insecure-registry', ref], {reject: false, all: true, timeout: 60_000})
+  return execa(
+    'cosign',
+    ['verify', '--key', publicKey, '--insecure-ignore-tlog', '--insecure-ignore-sct', '--allow-insecure-registry', ref],
+    {reject: false, all: true, timeout: 60_000},
+  )
 }
 
 /** The index the registry keeps under `sha256-<hex>` of `digest`, read by skopeo. */
 async function referrersTag(ref: string, digest: string): Promise<ImageIndex> {
   const repository = ref.slice(0, ref.lastIndexOf(':'))
-  return JSON.parse(await skopeo('inspect', '--raw', '--tls-verify=false', `docker://${repository}:sha256-${digest.slice(7)}`)) as ImageIndex
+  return JSON.parse(
+    await skopeo('inspect', '--raw', '--tls-verify=false', `docker://${repository}:sha256-${digest.slice(7)}`),
+  ) as ImageIndex
 }
 
 describe('cosign verifies what aegis-kit signs', () => {
   it('sign --key cosign.key (COSIGN_PASSWORD) stores a bundle referrer in the sha256-<hex> tag; cosign verify --key accepts it, another key is refused', async () => {
     const {ref, digest} = await pushImage()
-    const signed = await sandbox.run(['sign', ref, '--key', keys.cosignKey, '--json'], {env: {COSIGN_PASSWORD: PASSWORD}})
+    const signed = await sandbox.run(['sign', ref, '--key', keys.cosignKey, '--json'], {
+      env: {COSIGN_PASSWORD: PASSWORD},
+    })
     expect(signed.exitCode, signed.all).toBe(0)
     const report = JSON.parse(signed.stdout) as {digest: string; signature: string}
     expect(report.digest).toBe(digest)
@@ -104,7 +127,10 @@ describe('cosign verifies what aegis-kit signs', () => {
     // An empty password is a password (cosign allows one): it is the wrong one here.
     expect(missing.exitCode).toBe(1)
     expect(missing.stderr).toContain('Cannot decrypt')
-    const unset = await runCli(['sign', ref, '--key', keys.cosignKey], {extendEnv: false, env: {...sandbox.env, PATH: process.env.PATH ?? ''}})
+    const unset = await runCli(['sign', ref, '--key', keys.cosignKey], {
+      extendEnv: false,
+      env: {...sandbox.env, PATH: process.env.PATH ?? ''},
+    })
     expect(unset.exitCode).toBe(1)
     expect(unset.stderr).toContain('COSIGN_PASSWORD is not set')
     await expect(referrersTag(ref, digest)).rejects.toThrow()
@@ -112,12 +138,34 @@ describe('cosign verifies what aegis-kit signs', () => {
 })
 
 describe('aegis-kit verifies what cosign signs', () => {
-  it('verify --key cosign.pub accepts cosign sign\'s bundle; another key is refused, saying why', async () => {
+  it("verify --key cosign.pub accepts cosign sign's bundle; another key is refused, saying why", async () => {
     const {ref, digest} = await pushImage()
     const signingConfig = join(sandbox.dir, 'signing-config.json')
     // cosign 3 wants a signing config without a transparency log to sign offline.
-    await execa('cosign', ['signing-config', 'create', '--no-default-fulcio', '--no-default-rekor', '--no-default-tsa', '--no-default-oidc', '--out', signingConfig])
-    await execa('cosign', ['sign', '--key', keys.cosignKey, '--signing-config', signingConfig, '--allow-insecure-registry', '-y', `${ref.slice(0, ref.lastIndexOf(':'))}@${digest}`], {env: {COSIGN_PASSWORD: PASSWORD}, timeout: 60_000})
+    await execa('cosign', [
+      'signing-config',
+      'create',
+      '--no-default-fulcio',
+      '--no-default-rekor',
+      '--no-default-tsa',
+      '--no-default-oidc',
+      '--out',
+      signingConfig,
+    ])
+    await execa(
+      'cosign',
+      [
+        'sign',
+        '--key',
+        keys.cosignKey,
+        '--signing-config',
+        signingConfig,
+        '--allow-insecure-registry',
+        '-y',
+        `${ref.slice(0, ref.lastIndexOf(':'))}@${digest}`,
+      ],
+      {env: {COSIGN_PASSWORD: PASSWORD}, timeout: 60_000},
+    )
     const [cosigns] = (await referrersTag(ref, digest)).manifests
 
     const verified = await sandbox.run(['verify', ref, '--key', keys.cosignPub, '--json'])
@@ -141,16 +189,24 @@ describe('aegis-kit verifies what cosign signs', () => {
 describe('tampering is refused by both', () => {
   it('a signature copied onto a changed manifest (the tag moved to it) does not verify it', async () => {
     const {ref, digest} = await pushImage()
-    expect((await sandbox.run(['sign', ref, '--key', keys.cosignKey], {env: {COSIGN_PASSWORD: PASSWORD}})).exitCode).toBe(0)
+    expect(
+      (await sandbox.run(['sign', ref, '--key', keys.cosignKey], {env: {COSIGN_PASSWORD: PASSWORD}})).exitCode,
+    ).toBe(0)
     const repository = new RemoteRepository(ref)
     const [signature] = (await referrersTag(ref, digest)).manifests
-    const signatureManifest = JSON.parse((await repository.fetchManifest(signature!.digest)).bytes.toString()) as ImageManifest
+    const signatureManifest = JSON.parse(
+      (await repository.fetchManifest(signature!.digest)).bytes.toString(),
+    ) as ImageManifest
     const bundle = await readBlob(repository, signatureManifest.layers[0]!)
 
     // The attacker's manifest: the same image with an annotation added, under the same tag.
     const original = JSON.parse((await repository.fetchManifest(digest)).bytes.toString()) as ImageManifest
     const changedBytes = Buffer.from(JSON.stringify({...original, annotations: {'org.example.changed': 'yes'}}))
-    const changed: Descriptor = {mediaType: MediaType.ImageManifest, digest: sha256Digest(changedBytes), size: changedBytes.length}
+    const changed: Descriptor = {
+      mediaType: MediaType.ImageManifest,
+      digest: sha256Digest(changedBytes),
+      size: changedBytes.length,
+    }
     repository.prepareForWrite()
     await repository.pushManifest(changed, changedBytes, '1')
     await attachSignature(repository, changed, bundle)
@@ -166,9 +222,11 @@ describe('tampering is refused by both', () => {
     expect((await cosignVerify(byDigest, keys.cosignPub)).exitCode).toBe(0)
   })
 
-  it('a manifest whose bytes were changed in the registry\'s storage is refused', async () => {
+  it("a manifest whose bytes were changed in the registry's storage is refused", async () => {
     const {ref, digest} = await pushImage()
-    expect((await sandbox.run(['sign', ref, '--key', keys.cosignKey], {env: {COSIGN_PASSWORD: PASSWORD}})).exitCode).toBe(0)
+    expect(
+      (await sandbox.run(['sign', ref, '--key', keys.cosignKey], {env: {COSIGN_PASSWORD: PASSWORD}})).exitCode,
+    ).toBe(0)
     const repository = new RemoteRepository(ref)
     const original = (await repository.fetchManifest(digest)).bytes.toString()
     const layer = (JSON.parse(original) as ImageManifest).layers[0]!.digest

@@ -16,8 +16,18 @@ let dir: string
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'aegis-signing-keys-'))
-  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'cosign')], {env: {COSIGN_PASSWORD: PASSWORD}})
-  execFileSync('openssl', ['genpkey', '-algorithm', 'EC', '-pkeyopt', 'ec_paramgen_curve:P-384', '-out', join(dir, 'p384.key')])
+  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(dir, 'cosign')], {
+    env: {COSIGN_PASSWORD: PASSWORD},
+  })
+  execFileSync('openssl', [
+    'genpkey',
+    '-algorithm',
+    'EC',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-384',
+    '-out',
+    join(dir, 'p384.key'),
+  ])
 })
 
 afterAll(async () => {
@@ -31,11 +41,15 @@ describe('cosign.key', () => {
   })
 
   it('is refused with a wrong password, and without COSIGN_PASSWORD, naming it', async () => {
-    await expect(loadSigningKey(join(dir, 'cosign.key'), {COSIGN_PASSWORD: 'wrong'})).rejects.toThrow(/Cannot decrypt .* with the password in COSIGN_PASSWORD/)
+    await expect(loadSigningKey(join(dir, 'cosign.key'), {COSIGN_PASSWORD: 'wrong'})).rejects.toThrow(
+      /Cannot decrypt .* with the password in COSIGN_PASSWORD/,
+    )
     await expect(loadSigningKey(join(dir, 'cosign.key'), {})).rejects.toThrow('COSIGN_PASSWORD is not set')
   })
 })
 
 it('a P-384 key is refused: cosign key pairs are P-256', async () => {
-  await expect(loadSigningKey(join(dir, 'p384.key'), {})).rejects.toThrow(/EC key on secp384r1; aegis-kit signs and verifies with ECDSA P-256/)
+  await expect(loadSigningKey(join(dir, 'p384.key'), {})).rejects.toThrow(
+    /EC key on secp384r1; aegis-kit signs and verifies with ECDSA P-256/,
+  )
 })

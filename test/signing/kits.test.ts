@@ -10,8 +10,14 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {createSandbox, skopeo, type CliSandbox} from '../cli-images/helpers.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
 
-interface PushReport {digest: string; signature: string | null}
-interface PullReport {digest: string; dir: string}
+interface PushReport {
+  digest: string
+  signature: string | null
+}
+interface PullReport {
+  digest: string
+  dir: string
+}
 
 const PASSWORD = 'kit signing'
 
@@ -25,11 +31,21 @@ let signedRef: string
 beforeAll(async () => {
   registry = await startRegistry()
   publisher = await createSandbox()
-  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(publisher.dir, 'cosign')], {env: {COSIGN_PASSWORD: PASSWORD}})
-  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(publisher.dir, 'other')], {env: {COSIGN_PASSWORD: 'other'}})
-  keys = {cosignKey: join(publisher.dir, 'cosign.key'), cosignPub: join(publisher.dir, 'cosign.pub'), otherPub: join(publisher.dir, 'other.pub')}
+  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(publisher.dir, 'cosign')], {
+    env: {COSIGN_PASSWORD: PASSWORD},
+  })
+  await execa('cosign', ['generate-key-pair', '--output-key-prefix', join(publisher.dir, 'other')], {
+    env: {COSIGN_PASSWORD: 'other'},
+  })
+  keys = {
+    cosignKey: join(publisher.dir, 'cosign.key'),
+    cosignPub: join(publisher.dir, 'cosign.pub'),
+    otherPub: join(publisher.dir, 'other.pub'),
+  }
   signedRef = `${registry.host}/kits/hello-signed:0.1.0`
-  const pushed = await publisher.run(['push', 'hello', signedRef, '--sign', keys.cosignKey, '--json'], {env: {COSIGN_PASSWORD: PASSWORD}})
+  const pushed = await publisher.run(['push', 'hello', signedRef, '--sign', keys.cosignKey, '--json'], {
+    env: {COSIGN_PASSWORD: PASSWORD},
+  })
   if (pushed.exitCode !== 0) throw new Error(`push --sign failed:\n${pushed.all}`)
   signed = JSON.parse(pushed.stdout) as PushReport
 }, 300_000)
@@ -50,15 +66,37 @@ async function emptySandbox(): Promise<CliSandbox> {
 async function storeFiles(sandbox: CliSandbox): Promise<string[]> {
   const root = join(sandbox.env.AEGIS_KIT_HOME, 'store')
   const entries = await readdir(root, {recursive: true, withFileTypes: true}).catch(() => [])
-  return entries.filter((entry) => entry.isFile()).map((entry) => join(entry.parentPath, entry.name).slice(root.length + 1))
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => join(entry.parentPath, entry.name).slice(root.length + 1))
 }
 
 describe('push --sign', () => {
   it('signs the published kit; cosign verify --key accepts it and refuses another key', async () => {
     expect(signed.signature).toMatch(/^sha256:[0-9a-f]{64}$/)
-    const referrers = JSON.parse(await skopeo('inspect', '--raw', '--tls-verify=false', `docker://${registry.host}/kits/hello-signed:sha256-${signed.digest.slice(7)}`)) as {manifests: Array<{digest: string}>}
+    const referrers = JSON.parse(
+      await skopeo(
+        'inspect',
+        '--raw',
+        '--tls-verify=false',
+        `docker://${registry.host}/kits/hello-signed:sha256-${signed.digest.slice(7)}`,
+      ),
+    ) as {manifests: Array<{digest: string}>}
     expect(referrers.manifests.map((m) => m.digest)).toContain(signed.signature)
-    const cosign = (key: string) => execa('cosign', ['verify', '--key', key, '--insecure-ignore-tlog', '--insecure-ignore-sct', '--allow-insecure-registry', signedRef], {reject: false, all: true, timeout: 60_000})
+    const cosign = (key: string) =>
+      execa(
+        'cosign',
+        [
+          'verify',
+          '--key',
+          key,
+          '--insecure-ignore-tlog',
+          '--insecure-ignore-sct',
+          '--allow-insecure-registry',
+          signedRef,
+        ],
+        {reject: false, all: true, timeout: 60_000},
+      )
     const accepted = await cosign(keys.cosignPub)
     expect(accepted.exitCode, accepted.all).toBe(0)
     expect(accepted.stdout).toContain(`"docker-manifest-digest":"${signed.digest}"`)
@@ -67,15 +105,19 @@ describe('push --sign', () => {
 
   it('with the wrong COSIGN_PASSWORD fails before pushing anything', async () => {
     const ref = `${registry.host}/kits/hello-wrong-password:0.1.0`
-    const result = await publisher.run(['push', 'hello', ref, '--sign', keys.cosignKey], {env: {COSIGN_PASSWORD: 'not it'}})
+    const result = await publisher.run(['push', 'hello', ref, '--sign', keys.cosignKey], {
+      env: {COSIGN_PASSWORD: 'not it'},
+    })
     expect(result.exitCode).toBe(1)
     expect(result.stderr).toContain('Cannot decrypt')
-    await expect(skopeo('inspect', '--raw', '--tls-verify=false', `docker://${ref}`)).rejects.toThrow(/manifest unknown|not found/i)
+    await expect(skopeo('inspect', '--raw', '--tls-verify=false', `docker://${ref}`)).rejects.toThrow(
+      /manifest unknown|not found/i,
+    )
   })
 })
 
 describe('pull --verify', () => {
-  it('with the signer\'s key pulls the kit', async () => {
+  it("with the signer's key pulls the kit", async () => {
     const sandbox = await emptySandbox()
     const pulled = await sandbox.json<PullReport>(['pull', signedRef, '--verify', keys.cosignPub])
     expect(pulled.digest).toBe(signed.digest)

@@ -19,13 +19,18 @@ let work: string
 beforeAll(async () => {
   work = await tempDir('archives-')
   layout = join(work, 'app')
-  await makeUmociImage(layout, '2.0', {'run': '#!/bin/sh\necho hi\n', 'data/big.bin': 'x'.repeat(50_000)})
+  await makeUmociImage(layout, '2.0', {run: '#!/bin/sh\necho hi\n', 'data/big.bin': 'x'.repeat(50_000)})
   store = new LocalStore(join(work, 'store'))
   await store.importOciLayout(layout, '2.0', {as: 'openclaw:2.0'})
 })
 afterAll(removeTempDirs)
 
-type TarEntry = {name: string; type?: 'file' | 'symlink' | 'link' | 'directory'; body?: Buffer | string; linkname?: string}
+type TarEntry = {
+  name: string
+  type?: 'file' | 'symlink' | 'link' | 'directory'
+  body?: Buffer | string
+  linkname?: string
+}
 
 /** Writes a hand-made tar, for archives no honest tool would produce. */
 async function writeTar(file: string, entries: TarEntry[]): Promise<void> {
@@ -34,7 +39,12 @@ async function writeTar(file: string, entries: TarEntry[]): Promise<void> {
   for (const entry of entries) {
     const body = entry.body === undefined ? undefined : Buffer.from(entry.body)
     await new Promise<void>((resolve, reject) => {
-      const header = {name: entry.name, type: entry.type ?? 'file', ...(entry.linkname ? {linkname: entry.linkname} : {}), size: body?.length ?? 0}
+      const header = {
+        name: entry.name,
+        type: entry.type ?? 'file',
+        ...(entry.linkname ? {linkname: entry.linkname} : {}),
+        size: body?.length ?? 0,
+      }
       const cb = (error?: Error | null): void => (error ? reject(error) : resolve())
       if (body) pack.entry(header, body, cb)
       else pack.entry(header, cb)
@@ -71,8 +81,12 @@ describe('OCI archives', () => {
     await writeFile(`${archive}.gz`, gzipSync(await readFile(archive)))
     const fresh = new LocalStore(join(work, 'gz-store'))
     expect((await fresh.importOciArchive(`${archive}.gz`))[0]).toMatchObject({name: 'openclaw', tag: '2.0'})
-    await expect(store.exportOciArchive('openclaw:2.0', join(work, 'no', 'such', 'dir.tar'))).rejects.toThrow(/cannot write/)
-    await expect(store.exportOciArchive('openclaw:3.0', join(work, 'never.tar'))).rejects.toThrow(/no image openclaw:3.0/)
+    await expect(store.exportOciArchive('openclaw:2.0', join(work, 'no', 'such', 'dir.tar'))).rejects.toThrow(
+      /cannot write/,
+    )
+    await expect(store.exportOciArchive('openclaw:3.0', join(work, 'never.tar'))).rejects.toThrow(
+      /no image openclaw:3.0/,
+    )
     expect(await readdir(work)).not.toContain('never.tar')
   })
 
@@ -93,7 +107,11 @@ describe('docker archives', () => {
     const desc = await store.exportDockerArchive('openclaw:2.0', archive)
     expect(desc.mediaType).toBe(MediaType.ImageManifest)
     // skopeo finds the image by its RepoTag (docker-archive:FILE:REF)
-    const inspected = JSON.parse(await run('skopeo', ['inspect', `docker-archive:${archive}:openclaw:2.0`])) as {Digest: string; Layers: string[]; Architecture: string}
+    const inspected = JSON.parse(await run('skopeo', ['inspect', `docker-archive:${archive}:openclaw:2.0`])) as {
+      Digest: string
+      Layers: string[]
+      Architecture: string
+    }
     expect(inspected.Architecture).toBe('amd64')
     await expect(run('skopeo', ['inspect', `docker-archive:${archive}:openclaw:9`])).rejects.toThrow()
     // layers in a docker-archive are uncompressed: their digests are the config's diff_ids
@@ -116,7 +134,11 @@ describe('docker archives', () => {
     const podman = ['--root', join(podmanDir, 'root'), '--runroot', join(podmanDir, 'run'), '--storage-driver', 'vfs']
     const loaded = await run('podman', [...podman, 'load', '-i', archive])
     expect(loaded).toContain('openclaw:2.0')
-    const [image] = JSON.parse(await run('podman', [...podman, 'image', 'inspect', 'openclaw:2.0'])) as Array<{Id: string; RootFS: {Layers: string[]}; Config: {Cmd?: string[]}}>
+    const [image] = JSON.parse(await run('podman', [...podman, 'image', 'inspect', 'openclaw:2.0'])) as Array<{
+      Id: string
+      RootFS: {Layers: string[]}
+      Config: {Cmd?: string[]}
+    }>
     const config = (await store.inspect('openclaw:2.0')).images[0]
     expect(`sha256:${image?.Id}`).toBe(config?.manifest.config.digest)
     expect(image?.RootFS.Layers).toEqual(config?.config?.rootfs.diff_ids)
@@ -131,17 +153,27 @@ describe('docker archives', () => {
     if (!image?.config) throw new Error('no config')
     // an arm64 twin: same layers, its own config and manifest
     const armConfig = Buffer.from(JSON.stringify({...image.config, architecture: 'arm64', variant: 'v8'}))
-    const armConfigDesc: Descriptor = {mediaType: MediaType.ImageConfig, digest: sha256(armConfig), size: armConfig.length}
+    const armConfigDesc: Descriptor = {
+      mediaType: MediaType.ImageConfig,
+      digest: sha256(armConfig),
+      size: armConfig.length,
+    }
     const armManifest = Buffer.from(JSON.stringify({...image.manifest, config: armConfigDesc}))
-    const armDesc: Descriptor = {mediaType: MediaType.ImageManifest, digest: sha256(armManifest), size: armManifest.length}
-    const indexBytes = Buffer.from(JSON.stringify({
-      schemaVersion: 2,
-      mediaType: MediaType.ImageIndex,
-      manifests: [
-        {...amd64.descriptor, platform: {os: 'linux', architecture: 'amd64'}},
-        {...armDesc, platform: {os: 'linux', architecture: 'arm64', variant: 'v8'}},
-      ],
-    }))
+    const armDesc: Descriptor = {
+      mediaType: MediaType.ImageManifest,
+      digest: sha256(armManifest),
+      size: armManifest.length,
+    }
+    const indexBytes = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ImageIndex,
+        manifests: [
+          {...amd64.descriptor, platform: {os: 'linux', architecture: 'amd64'}},
+          {...armDesc, platform: {os: 'linux', architecture: 'arm64', variant: 'v8'}},
+        ],
+      }),
+    )
     const indexDesc: Descriptor = {mediaType: MediaType.ImageIndex, digest: sha256(indexBytes), size: indexBytes.length}
     await multi.push(armConfigDesc, armConfig)
     await multi.push(armDesc, armManifest)
@@ -152,15 +184,24 @@ describe('docker archives', () => {
     expect(entry?.platforms).toEqual(['linux/amd64', 'linux/arm64/v8'])
     // shared layer counted once
     const layersSize = image.layers.reduce((sum, layer) => sum + layer.size, 0)
-    expect(entry?.size).toBe(indexDesc.size + amd64.descriptor.size + image.manifest.config.size + armDesc.size + armConfigDesc.size + layersSize)
-    expect(JSON.parse(await run('skopeo', ['inspect', '--override-arch', 'arm64', `oci:${root}:app:multi`])).Architecture).toBe('arm64')
+    expect(entry?.size).toBe(
+      indexDesc.size +
+        amd64.descriptor.size +
+        image.manifest.config.size +
+        armDesc.size +
+        armConfigDesc.size +
+        layersSize,
+    )
+    expect(
+      JSON.parse(await run('skopeo', ['inspect', '--override-arch', 'arm64', `oci:${root}:app:multi`])).Architecture,
+    ).toBe('arm64')
 
     const archive = join(work, 'arm.tar')
     await multi.exportDockerArchive('app:multi', archive, {platform: 'linux/arm64/v8'})
     expect(JSON.parse(await run('skopeo', ['inspect', `docker-archive:${archive}`])).Architecture).toBe('arm64')
-    await expect(multi.exportDockerArchive('app:multi', join(work, 'x.tar'), {platform: 'linux/s390x'})).rejects.toThrow(
-      /no image for linux\/s390x/,
-    )
+    await expect(
+      multi.exportDockerArchive('app:multi', join(work, 'x.tar'), {platform: 'linux/s390x'}),
+    ).rejects.toThrow(/no image for linux\/s390x/)
     expect(await readdir(work)).not.toContain('x.tar')
     // an index export as an OCI archive carries all platforms
     const ociArchive = join(work, 'multi.oci.tar')
@@ -189,7 +230,13 @@ describe('untrusted archives', () => {
   }
 
   it('refuses path traversal, absolute paths, symlinks and hard links', async () => {
-    await rejectImport([{name: 'oci-layout', body: layoutFile}, {name: '../escape', body: 'x'}], /points outside the archive/)
+    await rejectImport(
+      [
+        {name: 'oci-layout', body: layoutFile},
+        {name: '../escape', body: 'x'},
+      ],
+      /points outside the archive/,
+    )
     await rejectImport([{name: 'blobs/sha256/../../../escape', body: 'x'}], /points outside the archive/)
     await rejectImport([{name: '/etc/evil', body: 'x'}], /absolute path/)
     await rejectImport([{name: 'blobs/sha256/evil', type: 'symlink', linkname: '/etc/passwd'}], /is a symlink/)
@@ -213,13 +260,25 @@ describe('untrusted archives', () => {
 
   it('refuses an archive whose index points at missing content, setting no tag', async () => {
     const root = await tempDir('incomplete-')
-    const manifest = Buffer.from(JSON.stringify({
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ImageManifest,
+        config: {mediaType: MediaType.ImageConfig, digest: sha256('{}'), size: 2},
+        layers: [],
+      }),
+    )
+    const index = {
       schemaVersion: 2,
-      mediaType: MediaType.ImageManifest,
-      config: {mediaType: MediaType.ImageConfig, digest: sha256('{}'), size: 2},
-      layers: [],
-    }))
-    const index = {schemaVersion: 2, manifests: [{mediaType: MediaType.ImageManifest, digest: sha256(manifest), size: manifest.length, annotations: {'org.opencontainers.image.ref.name': 'x:1'}}]}
+      manifests: [
+        {
+          mediaType: MediaType.ImageManifest,
+          digest: sha256(manifest),
+          size: manifest.length,
+          annotations: {'org.opencontainers.image.ref.name': 'x:1'},
+        },
+      ],
+    }
     const archive = join(root, 'incomplete.tar')
     await writeTar(archive, [
       {name: 'oci-layout', body: layoutFile},
@@ -227,7 +286,9 @@ describe('untrusted archives', () => {
       {name: `blobs/sha256/${sha256(manifest).slice(7)}`, body: manifest},
     ])
     const target = new LocalStore(join(root, 'store'))
-    await expect(target.importOciArchive(archive)).rejects.toThrow(/cannot tag x:1: 1 of its blobs are not in the store/)
+    await expect(target.importOciArchive(archive)).rejects.toThrow(
+      /cannot tag x:1: 1 of its blobs are not in the store/,
+    )
     expect(await target.list()).toEqual([])
     // the verified manifest blob may stay until prune, which removes it
     expect(await blobNames(target.root)).toEqual([sha256(manifest).slice(7)])

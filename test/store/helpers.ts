@@ -26,7 +26,8 @@ export async function removeTempDirs(): Promise<void> {
 /** Runs a tool and returns stdout; a failure throws with the tool's stderr. */
 export async function run(command: string, args: string[], options: {cwd?: string} = {}): Promise<string> {
   const result = await execa(command, args, {...options, reject: false})
-  if (result.exitCode !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.exitCode}): ${result.stderr}`)
+  if (result.exitCode !== 0)
+    throw new Error(`${command} ${args.join(' ')} failed (${result.exitCode}): ${result.stderr}`)
   return result.stdout
 }
 
@@ -34,7 +35,12 @@ export async function run(command: string, args: string[], options: {cwd?: strin
  * An OCI layout at `layout` with image `tag`: one layer holding `files` under /app, built by umoci
  * (a real tool, independent of the code under test).
  */
-export async function makeUmociImage(layout: string, tag: string, files: Record<string, string>, cmd = ['/app/run']): Promise<void> {
+export async function makeUmociImage(
+  layout: string,
+  tag: string,
+  files: Record<string, string>,
+  cmd = ['/app/run'],
+): Promise<void> {
   const source = await tempDir('umoci-src-')
   for (const [name, content] of Object.entries(files)) {
     await mkdir(dirname(join(source, name)), {recursive: true})
@@ -64,7 +70,15 @@ export function compiledStoreModule(): Promise<string> {
     const out = await tempDir('compiled-')
     await writeFile(join(out, 'package.json'), '{"type":"module"}')
     await symlink(join(repoRoot, 'node_modules'), join(out, 'node_modules'))
-    for (const file of ['src/errors.ts', 'src/file-lock.ts', 'src/fs-util.ts', 'src/paths.ts', 'src/process-identity.ts', ...(await listTs('src/oci')), ...(await listTs('src/store'))]) {
+    for (const file of [
+      'src/errors.ts',
+      'src/file-lock.ts',
+      'src/fs-util.ts',
+      'src/paths.ts',
+      'src/process-identity.ts',
+      ...(await listTs('src/oci')),
+      ...(await listTs('src/store')),
+    ]) {
       const source = await readFile(join(repoRoot, file), 'utf8')
       const {outputText} = ts.transpileModule(source, {
         compilerOptions: {module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, esModuleInterop: true},

@@ -17,8 +17,8 @@ let source: string
 
 beforeAll(async () => {
   source = join(await tempDir('layout-'), 'openclaw')
-  await makeUmociImage(source, '1.0.0', {'run': '#!/bin/sh\necho one\n', 'version.txt': '1.0.0\n'})
-  await makeUmociImage(source, '1.1.0', {'run': '#!/bin/sh\necho two\n', 'version.txt': '1.1.0\n'})
+  await makeUmociImage(source, '1.0.0', {run: '#!/bin/sh\necho one\n', 'version.txt': '1.0.0\n'})
+  await makeUmociImage(source, '1.1.0', {run: '#!/bin/sh\necho two\n', 'version.txt': '1.1.0\n'})
 })
 afterAll(removeTempDirs)
 
@@ -31,13 +31,24 @@ describe('LocalStore with images built by umoci', () => {
 
     const [entry, ...rest] = await store.list()
     expect(rest).toEqual([])
-    expect(entry).toMatchObject({name: 'openclaw', tag: '1.0.0', digest: imported[0]?.digest, platforms: ['linux/amd64']})
+    expect(entry).toMatchObject({
+      name: 'openclaw',
+      tag: '1.0.0',
+      digest: imported[0]?.digest,
+      platforms: ['linux/amd64'],
+    })
     expect(entry?.created).toMatch(/^\d{4}-/)
 
-    const skopeo = JSON.parse(await run('skopeo', ['inspect', `oci:${root}:openclaw:1.0.0`])) as {Digest: string; Layers: string[]}
+    const skopeo = JSON.parse(await run('skopeo', ['inspect', `oci:${root}:openclaw:1.0.0`])) as {
+      Digest: string
+      Layers: string[]
+    }
     expect(skopeo.Digest).toBe(imported[0]?.digest)
     // size = manifest + config + layers, each counted by the bytes on disk
-    const manifest = JSON.parse(await readFile(join(root, 'blobs', 'sha256', skopeo.Digest.slice(7)), 'utf8')) as {config: Descriptor; layers: Descriptor[]}
+    const manifest = JSON.parse(await readFile(join(root, 'blobs', 'sha256', skopeo.Digest.slice(7)), 'utf8')) as {
+      config: Descriptor
+      layers: Descriptor[]
+    }
     const manifestSize = (await readFile(join(root, 'blobs', 'sha256', skopeo.Digest.slice(7)))).length
     expect(entry?.size).toBe(manifestSize + manifest.config.size + manifest.layers.reduce((s, l) => s + l.size, 0))
 
@@ -55,7 +66,12 @@ describe('LocalStore with images built by umoci', () => {
     await store.importOciLayout(source, '1.0.0', {as: 'localhost:5000/openclaw:latest'})
 
     const listed = (await store.list()).map((entry) => `${entry.name}:${entry.tag}`)
-    expect(listed).toEqual(['ghcr.io/acme/openclaw:1.1.0', 'localhost:5000/openclaw:latest', 'openclaw:1.0.0', 'openclaw:1.1.0'])
+    expect(listed).toEqual([
+      'ghcr.io/acme/openclaw:1.1.0',
+      'localhost:5000/openclaw:latest',
+      'openclaw:1.0.0',
+      'openclaw:1.1.0',
+    ])
 
     const byTag = await store.resolve('openclaw:1.1.0')
     expect(await store.resolve('ghcr.io/acme/openclaw:1.1.0')).toEqual(byTag)
@@ -144,25 +160,35 @@ describe('LocalStore with images built by umoci', () => {
     await rm(layerPath)
     await expect(fresh.importOciLayout(broken, '1.0.0')).rejects.toThrow(/is incomplete: blob sha256:\w+ .* is missing/)
     expect(await fresh.list()).toEqual([])
-    await expect(fresh.importOciLayout(join(broken, 'nope'))).rejects.toThrow(/is not an OCI image layout: oci-layout is missing/)
+    await expect(fresh.importOciLayout(join(broken, 'nope'))).rejects.toThrow(
+      /is not an OCI image layout: oci-layout is missing/,
+    )
   })
 
   it('refuses a tag whose children are missing', async () => {
     const root = await tempDir('store-')
     const store = new LocalStore(root)
-    const config = Buffer.from(JSON.stringify({architecture: 'amd64', os: 'linux', rootfs: {type: 'layers', diff_ids: []}}))
+    const config = Buffer.from(
+      JSON.stringify({architecture: 'amd64', os: 'linux', rootfs: {type: 'layers', diff_ids: []}}),
+    )
     const configDesc = descriptorOf(config, MediaType.ImageConfig)
     const layerDesc = descriptorOf(Buffer.from('not stored'), MediaType.LayerTar)
-    const manifest = Buffer.from(JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: configDesc, layers: [layerDesc]}))
+    const manifest = Buffer.from(
+      JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageManifest, config: configDesc, layers: [layerDesc]}),
+    )
     const manifestDesc = descriptorOf(manifest, MediaType.ImageManifest)
     await store.push(configDesc, config)
     await store.push(manifestDesc, manifest)
-    await expect(store.tag(manifestDesc, 'partial:1')).rejects.toThrow(/cannot tag partial:1: 1 of its blobs are not in the store/)
+    await expect(store.tag(manifestDesc, 'partial:1')).rejects.toThrow(
+      /cannot tag partial:1: 1 of its blobs are not in the store/,
+    )
     expect(await store.list()).toEqual([])
     await store.push(layerDesc, Buffer.from('not stored'))
     await store.tag(manifestDesc, 'partial:1')
     expect((await store.list()).map((entry) => entry.tag)).toEqual(['1'])
-    await expect(store.tag({...manifestDesc, digest: `sha256:${'0'.repeat(64)}`}, 'x')).rejects.toThrow(/not in the store/)
+    await expect(store.tag({...manifestDesc, digest: `sha256:${'0'.repeat(64)}`}, 'x')).rejects.toThrow(
+      /not in the store/,
+    )
   })
 })
 
@@ -174,7 +200,9 @@ describe('LocalStore.push verifies content before it becomes visible', () => {
     const desc = descriptorOf(data)
     const wrong = {...desc, digest: descriptorOf(Buffer.from('other')).digest}
     await expect(store.push(wrong, Readable.from([data]))).rejects.toThrow(/does not match digest/)
-    await expect(store.push(desc, Readable.from([data.subarray(0, 1000)]))).rejects.toThrow(/wrong size: 1000 bytes, expected 200000/)
+    await expect(store.push(desc, Readable.from([data.subarray(0, 1000)]))).rejects.toThrow(
+      /wrong size: 1000 bytes, expected 200000/,
+    )
     await expect(store.push(desc, Readable.from([data, Buffer.from('x')]))).rejects.toThrow(/wrong size: more than/)
     await expect(store.push({...desc, digest: 'sha256:../../etc/passwd'}, data)).rejects.toThrow(/invalid digest/)
     await expect(store.push({...desc, digest: `sha512:${'a'.repeat(128)}`}, data)).rejects.toThrow(/only holds sha256/)
@@ -200,12 +228,18 @@ describe('LocalStore.setTags', () => {
     const one = await store.resolve('openclaw:1.0.0')
     const two = await store.resolve('openclaw:1.1.0')
     const before = await stat(join(root, 'index.json'))
-    await store.setTags([{desc: one, reference: 'openclaw:1.0.0'}, {desc: two, reference: 'openclaw:1.1.0'}])
+    await store.setTags([
+      {desc: one, reference: 'openclaw:1.0.0'},
+      {desc: two, reference: 'openclaw:1.1.0'},
+    ])
     const same = await stat(join(root, 'index.json'))
     // A rewrite is a temp file renamed over index.json: a new inode.
     expect([same.ino, same.mtimeMs]).toEqual([before.ino, before.mtimeMs])
 
-    await store.setTags([{desc: one, reference: 'openclaw:1.0.0'}, {desc: one, reference: 'openclaw:1.1.0'}])
+    await store.setTags([
+      {desc: one, reference: 'openclaw:1.0.0'},
+      {desc: one, reference: 'openclaw:1.1.0'},
+    ])
     expect((await stat(join(root, 'index.json'))).ino).not.toBe(before.ino)
     expect((await store.resolve('openclaw:1.1.0')).digest).toBe(one.digest)
   })

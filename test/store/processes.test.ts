@@ -22,7 +22,9 @@ beforeAll(async () => {
   storeModule = await compiledStoreModule()
   scripts = await tempDir('scripts-')
   // Tags COUNT images as race:<prefix>-<i> once the `go` file appears.
-  await writeFile(join(scripts, 'tag-racer.mjs'), `
+  await writeFile(
+    join(scripts, 'tag-racer.mjs'),
+    `
     import {existsSync} from 'node:fs'
     const [module, root, prefix, count, descJson, go] = process.argv.slice(2)
     const {LocalStore} = await import(module)
@@ -31,27 +33,39 @@ beforeAll(async () => {
     while (!existsSync(go)) await new Promise((r) => setTimeout(r, 2))
     for (let i = 0; i < Number(count); i++) await store.tag(JSON.parse(descJson), 'race:' + prefix + '-' + i)
     await store.tag(JSON.parse(descJson), 'race:shared')
-  `)
+  `,
+  )
   // Pushes a 256 MiB blob slowly, so the parent can kill it halfway.
-  await writeFile(join(scripts, 'slow-push.mjs'), `
+  await writeFile(
+    join(scripts, 'slow-push.mjs'),
+    `
     import {Readable} from 'node:stream'
     const [module, root] = process.argv.slice(2)
     const {LocalStore} = await import(module)
     const chunk = Buffer.alloc(1 << 20, 1)
     async function* slowly() { for (let i = 0; i < 256; i++) { yield chunk; await new Promise((r) => setTimeout(r, 10)) } }
     await new LocalStore(root).push({mediaType: 'application/octet-stream', digest: 'sha256:' + 'a'.repeat(64), size: 256 << 20}, Readable.from(slowly()))
-  `)
+  `,
+  )
   // Takes the store lock and never lets go.
-  await writeFile(join(scripts, 'hold-lock.mjs'), `
+  await writeFile(
+    join(scripts, 'hold-lock.mjs'),
+    `
     const [module, lockPath] = process.argv.slice(2)
     const {withFileLock} = await import(module.replace(/store\\/index\\.js$/, 'file-lock.js'))
     await withFileLock(lockPath, () => { console.log('locked'); return new Promise(() => {}) })
-  `)
+  `,
+  )
 })
 afterAll(removeTempDirs)
 
-function startChild(script: string, args: string[]): {child: ChildProcess; output: () => string; exited: Promise<number | null>} {
-  const child = spawn(process.execPath, [join(scripts, script), storeModule, ...args], {stdio: ['ignore', 'pipe', 'pipe']})
+function startChild(
+  script: string,
+  args: string[],
+): {child: ChildProcess; output: () => string; exited: Promise<number | null>} {
+  const child = spawn(process.execPath, [join(scripts, script), storeModule, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
   let output = ''
   child.stdout?.on('data', (data: Buffer) => (output += data.toString()))
   child.stderr?.on('data', (data: Buffer) => (output += data.toString()))
@@ -70,13 +84,15 @@ async function waitFor(condition: () => Promise<boolean> | boolean, what: string
 describe('concurrent commands', () => {
   it('two processes tagging 100 images each at once lose no tag and leave valid JSON', async () => {
     const layout = join(await tempDir('race-src-'), 'app')
-    await makeUmociImage(layout, '1', {'run': 'one'})
+    await makeUmociImage(layout, '1', {run: 'one'})
     const root = join(await tempDir('race-'), 'store')
     const store = new LocalStore(root)
     await store.importOciLayout(layout, '1', {as: 'race:seed'})
     const desc = await store.resolve('race:seed')
     const go = join(dirname(root), 'go')
-    const racers = ['a', 'b'].map((prefix) => startChild('tag-racer.mjs', [root, prefix, '100', JSON.stringify(desc), go]))
+    const racers = ['a', 'b'].map((prefix) =>
+      startChild('tag-racer.mjs', [root, prefix, '100', JSON.stringify(desc), go]),
+    )
     await waitFor(() => racers.every((r) => r.output().includes('ready')), 'both racers to load')
     await writeFile(go, '')
     const codes = await Promise.all(racers.map((r) => r.exited))
@@ -97,7 +113,10 @@ describe('concurrent commands', () => {
     let release = (): void => undefined
     const holding = withFileLock(lockPath, () => new Promise<void>((resolve) => (release = resolve)))
     // Its holder is written just after the file is made: wait for both.
-    await waitFor(async () => (await readFile(lockPath, 'utf8').catch(() => '')).startsWith(`${process.pid} `), 'the lock')
+    await waitFor(
+      async () => (await readFile(lockPath, 'utf8').catch(() => '')).startsWith(`${process.pid} `),
+      'the lock',
+    )
     const error = await withFileLock(lockPath, async () => 'never', {timeoutMs: 200}).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AegisError)
     expect((error as AegisError).message).toContain(`process ${process.pid} holds ${lockPath}`)
@@ -137,9 +156,22 @@ describe('killed commands', () => {
     const config = Buffer.from('{}')
     const configDesc = {mediaType: MediaType.Empty, digest: sha256(config), size: config.length}
     const layerDesc = {mediaType: MediaType.LayerTar, digest: sha256(data), size: data.length}
-    const manifest = Buffer.from(JSON.stringify({schemaVersion: 2, mediaType: MediaType.ImageManifest, artifactType: 'application/x-test', config: configDesc, layers: [layerDesc]}))
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ImageManifest,
+        artifactType: 'application/x-test',
+        config: configDesc,
+        layers: [layerDesc],
+      }),
+    )
     const manifestDesc = {mediaType: MediaType.ImageManifest, digest: sha256(manifest), size: manifest.length}
-    for (const [desc, bytes] of [[configDesc, config], [layerDesc, data], [manifestDesc, manifest]] as const) await store.push(desc, bytes)
+    for (const [desc, bytes] of [
+      [configDesc, config],
+      [layerDesc, data],
+      [manifestDesc, manifest],
+    ] as const)
+      await store.push(desc, bytes)
 
     const holder = startChild('hold-lock.mjs', [join(root, 'index.json.lock')])
     await waitFor(() => holder.output().includes('locked'), 'the child to take the lock')

@@ -20,9 +20,11 @@ const desc: Descriptor = {mediaType: 'application/octet-stream', digest: sha256D
 
 /** `bytes` in 64 KiB chunks, like a network body. */
 function chunked(bytes: Buffer): Readable {
-  return Readable.from((function* () {
-    for (let i = 0; i < bytes.length; i += 65536) yield bytes.subarray(i, i + 65536)
-  })())
+  return Readable.from(
+    (function* () {
+      for (let i = 0; i < bytes.length; i += 65536) yield bytes.subarray(i, i + 65536)
+    })(),
+  )
 }
 
 describe('pushVerifying', () => {
@@ -43,8 +45,12 @@ describe('pushVerifying', () => {
     tampered[middle] = tampered[middle]! ^ 0xff
     const ignore = () => undefined
     await expect(store.pushVerifying(desc, chunked(tampered), ignore)).rejects.toThrow(/does not match digest/)
-    await expect(store.pushVerifying(desc, chunked(content.subarray(0, content.length - 1)), ignore)).rejects.toThrow(/wrong size/)
-    await expect(store.pushVerifying(desc, chunked(Buffer.concat([content, Buffer.from('x')])), ignore)).rejects.toThrow(/wrong size: more than/)
+    await expect(store.pushVerifying(desc, chunked(content.subarray(0, content.length - 1)), ignore)).rejects.toThrow(
+      /wrong size/,
+    )
+    await expect(
+      store.pushVerifying(desc, chunked(Buffer.concat([content, Buffer.from('x')])), ignore),
+    ).rejects.toThrow(/wrong size: more than/)
     expect(await blobNames(store.root)).toEqual([])
     expect(await tempFiles(store.root)).toEqual([])
   })

@@ -34,7 +34,9 @@ describe('parseLocalReference', () => {
 describe('defaultStoreRoot', () => {
   const home = '/home/ada'
   it('uses AEGIS_KIT_HOME first, on every platform', () => {
-    expect(defaultStoreRoot({AEGIS_KIT_HOME: '/opt/kits', XDG_DATA_HOME: '/xdg'}, 'linux', home)).toBe('/opt/kits/store')
+    expect(defaultStoreRoot({AEGIS_KIT_HOME: '/opt/kits', XDG_DATA_HOME: '/xdg'}, 'linux', home)).toBe(
+      '/opt/kits/store',
+    )
     expect(defaultStoreRoot({AEGIS_KIT_HOME: '/opt/kits'}, 'darwin', home)).toBe('/opt/kits/store')
   })
   it('follows XDG on Linux, ignoring a relative XDG_DATA_HOME', () => {
@@ -43,7 +45,9 @@ describe('defaultStoreRoot', () => {
     expect(defaultStoreRoot({}, 'linux', home)).toBe('/home/ada/.local/share/aegis-kit/store')
   })
   it('uses Application Support on macOS', () => {
-    expect(defaultStoreRoot({XDG_DATA_HOME: '/xdg'}, 'darwin', home)).toBe('/home/ada/Library/Application Support/aegis-kit/store')
+    expect(defaultStoreRoot({XDG_DATA_HOME: '/xdg'}, 'darwin', home)).toBe(
+      '/home/ada/Library/Application Support/aegis-kit/store',
+    )
   })
   it('names the store by AEGIS_KIT_HOME in messages when that is where it came from', () => {
     expect(describeStore('/opt/kits/store', {AEGIS_KIT_HOME: '/opt/kits'})).toBe('store (AEGIS_KIT_HOME=/opt/kits)')

@@ -42,7 +42,7 @@ interface PruneJson {
 }
 
 describe('temp directories of killed commands', () => {
-  it('images prune removes those of dead owners (and of a reused pid), keeps a live owner\'s and one with a mount under it', async () => {
+  it("images prune removes those of dead owners (and of a reused pid), keeps a live owner's and one with a mount under it", async () => {
     const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-stale-'))
     const scratch = path.join(home, 'cache', 'tmp')
     const unpacks = path.join(home, 'store', 'kits', '.tmp')
@@ -72,7 +72,7 @@ describe('temp directories of killed commands', () => {
     expect(readFileSync(path.join(shm, 'host-file'), 'utf8')).toBe('must survive')
   })
 
-  it('the next build removes those of dead owners and keeps a live owner\'s', async () => {
+  it("the next build removes those of dead owners and keeps a live owner's", async () => {
     const home = mkdtempSync(path.join(tmpdir(), 'aegis-kit-stale-'))
     const scratch = path.join(home, 'cache', 'tmp')
     const unpacks = path.join(home, 'store', 'kits', '.tmp')

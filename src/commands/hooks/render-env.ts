@@ -10,16 +10,26 @@ import {checkConfigOrThrow} from '../../hooks/check-config.js'
 
 export default class HooksRenderEnv extends BaseCommand {
   static override summary = "Run the kit's render_env hook: the environment and files an instance gets."
-  static override description = `Runs render_env(app, secrets) in a separate Node process, the way \`aegis-kit run\` does before
+  static override description =
+    `Runs render_env(app, secrets) in a separate Node process, the way \`aegis-kit run\` does before
 booting, and prints the environment and files it renders. Secret values are read from your
 environment (--secret NAME, or --secret NAME=OTHER_VAR) and are masked in everything printed;
 secrets the kit marks as generated get fresh random values. --output writes the rendered files
 (with real values, secret files mode 0600) under a directory, at their paths inside the instance.`
 
   static override examples = [
-    {description: 'Render OpenClaw with an Anthropic key from your environment', command: 'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --secret ANTHROPIC_API_KEY'},
-    {description: 'Render the bot profile, key taken from another variable, as JSON', command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret ANTHROPIC_API_KEY=MY_KEY --json'},
-    {description: 'Write the rendered files under ./rendered', command: '<%= config.bin %> <%= command.id %> openclaw --output ./rendered'},
+    {
+      description: 'Render OpenClaw with an Anthropic key from your environment',
+      command: 'ANTHROPIC_API_KEY=sk-ant-… <%= config.bin %> <%= command.id %> openclaw --secret ANTHROPIC_API_KEY',
+    },
+    {
+      description: 'Render the bot profile, key taken from another variable, as JSON',
+      command: '<%= config.bin %> <%= command.id %> openclaw --profile bot --secret ANTHROPIC_API_KEY=MY_KEY --json',
+    },
+    {
+      description: 'Write the rendered files under ./rendered',
+      command: '<%= config.bin %> <%= command.id %> openclaw --output ./rendered',
+    },
   ]
 
   static override args = {
@@ -27,7 +37,11 @@ secrets the kit marks as generated get fresh random values. --output writes the 
   }
 
   static override flags = {
-    secret: Flags.string({description: 'Pass a declared secret: NAME (value from $NAME) or NAME=SOURCE_ENV. Repeatable.', multiple: true, default: []}),
+    secret: Flags.string({
+      description: 'Pass a declared secret: NAME (value from $NAME) or NAME=SOURCE_ENV. Repeatable.',
+      multiple: true,
+      default: [],
+    }),
     profile: Flags.string({description: 'Instance profile (e.g. bot, work).'}),
     config: Flags.string({description: "App config file (JSON or YAML) merged over the kit's config."}),
     instance: Flags.string({description: 'Instance name passed to the hook.'}),
@@ -59,8 +73,16 @@ secrets the kit marks as generated get fresh random values. --output writes the 
     const masked = {
       kit: kit.manifest.name,
       profile: flags.profile ?? null,
-      env: Object.fromEntries(Object.entries(rendered.env).map(([name, value]) => [name, maskSecrets(value, secretValues)])),
-      files: rendered.files.map((file) => ({path: file.path, mode: `0${file.mode.toString(8)}`, secret: file.secret, size: Buffer.byteLength(file.content), content: maskSecrets(file.content, secretValues)})),
+      env: Object.fromEntries(
+        Object.entries(rendered.env).map(([name, value]) => [name, maskSecrets(value, secretValues)]),
+      ),
+      files: rendered.files.map((file) => ({
+        path: file.path,
+        mode: `0${file.mode.toString(8)}`,
+        secret: file.secret,
+        size: Buffer.byteLength(file.content),
+        content: maskSecrets(file.content, secretValues),
+      })),
       warnings: rendered.warnings.map((warning) => maskSecrets(warning, secretValues)),
       urls: rendered.urls,
     }
@@ -70,7 +92,10 @@ secrets the kit marks as generated get fresh random values. --output writes the 
     this.log('environment:')
     for (const [name, value] of Object.entries(masked.env)) this.log(`  ${name}=${value}`)
     this.log(masked.files.length > 0 ? 'files:' : 'files: none')
-    for (const file of masked.files) this.log(`  ${file.path}  ${file.mode}  ${file.size} bytes${file.secret ? '  (secret)' : ''}${flags.output ? `  → ${path.join(flags.output, file.path)}` : ''}`)
+    for (const file of masked.files)
+      this.log(
+        `  ${file.path}  ${file.mode}  ${file.size} bytes${file.secret ? '  (secret)' : ''}${flags.output ? `  → ${path.join(flags.output, file.path)}` : ''}`,
+      )
     for (const warning of masked.warnings) this.warn(warning)
     return masked
   }

@@ -6,13 +6,20 @@ import {buildAppContext, readConfigFile, validateConfig} from '../../hooks/opera
 
 export default class HooksValidateConfig extends BaseCommand {
   static override summary = "Run the kit's validate_config hook on an app config file."
-  static override description = `Runs validate_config(app_config, app) in a separate Node process on CONFIG (JSON or YAML), merged
+  static override description =
+    `Runs validate_config(app_config, app) in a separate Node process on CONFIG (JSON or YAML), merged
 over the kit's own config the way \`aegis-kit run --config\` merges it. Prints "ok" or each
 problem with its path; exit 1 when there are problems.`
 
   static override examples = [
-    {description: 'Check an OpenClaw config before running with it', command: '<%= config.bin %> <%= command.id %> openclaw ./openclaw.json'},
-    {description: 'The same, for the bot profile, as JSON', command: '<%= config.bin %> <%= command.id %> openclaw ./openclaw.json --profile bot --json'},
+    {
+      description: 'Check an OpenClaw config before running with it',
+      command: '<%= config.bin %> <%= command.id %> openclaw ./openclaw.json',
+    },
+    {
+      description: 'The same, for the bot profile, as JSON',
+      command: '<%= config.bin %> <%= command.id %> openclaw ./openclaw.json --profile bot --json',
+    },
   ]
 
   static override args = {
@@ -39,7 +46,8 @@ problem with its path; exit 1 when there are problems.`
     } else if (result.ok) {
       this.log(`${args.config}: ok for kit ${kit.manifest.name}`)
     } else {
-      for (const problem of result.problems) process.stderr.write(`${args.config}: ${problem.path || '(config)'}: ${problem.message}\n`)
+      for (const problem of result.problems)
+        process.stderr.write(`${args.config}: ${problem.path || '(config)'}: ${problem.message}\n`)
     }
     if (!result.ok) this.exit(1)
     return undefined

@@ -13,8 +13,14 @@ directory or file name, unless --tag gives NAME[:TAG]. Every blob is verified ag
 a failed import leaves no tag behind.`
 
   static override examples = [
-    {description: 'Import the image umoci made in ./layout under tag 1.0', command: '<%= config.bin %> <%= command.id %> oci-layout:./layout:1.0'},
-    {description: 'Import an OCI archive as myapp:dev', command: '<%= config.bin %> <%= command.id %> oci-archive:./myapp.tar --tag myapp:dev'},
+    {
+      description: 'Import the image umoci made in ./layout under tag 1.0',
+      command: '<%= config.bin %> <%= command.id %> oci-layout:./layout:1.0',
+    },
+    {
+      description: 'Import an OCI archive as myapp:dev',
+      command: '<%= config.bin %> <%= command.id %> oci-archive:./myapp.tar --tag myapp:dev',
+    },
   ]
 
   static override args = {

@@ -8,7 +8,8 @@ import {openStore} from '../../store/open.js'
 
 export default class ImagesPush extends BaseCommand {
   static override summary = 'Push an image from the local store to a registry.'
-  static override description = `Pushes REF (NAME[:TAG] or a digest in the local store) to DEST, [registry/]repository[:tag].
+  static override description =
+    `Pushes REF (NAME[:TAG] or a digest in the local store) to DEST, [registry/]repository[:tag].
 Without a tag, DEST gets the local tag; without DEST, REF's own name must start with a registry.
 Blobs the registry already has are skipped (a re-push of an unchanged image is one request), blobs
 in other repositories of the registry are mounted, the rest are uploaded several at a time. The
@@ -18,12 +19,21 @@ Credentials come from \`aegis-kit login\` / docker's config.json. localhost and 
 HTTP unless --insecure.`
 
   static override examples = [
-    {description: 'Push to a local registry', command: '<%= config.bin %> <%= command.id %> openclaw:1.0.0 127.0.0.1:5000/openclaw'},
-    {description: 'Push to GHCR under another tag, as JSON', command: '<%= config.bin %> <%= command.id %> openclaw:1.0.0 ghcr.io/acme/openclaw:stable --json'},
+    {
+      description: 'Push to a local registry',
+      command: '<%= config.bin %> <%= command.id %> openclaw:1.0.0 127.0.0.1:5000/openclaw',
+    },
+    {
+      description: 'Push to GHCR under another tag, as JSON',
+      command: '<%= config.bin %> <%= command.id %> openclaw:1.0.0 ghcr.io/acme/openclaw:stable --json',
+    },
   ]
 
   static override args = {
-    ref: Args.string({description: 'Image in the local store: NAME[:TAG], sha256:<digest> or NAME@sha256:<digest>.', required: true}),
+    ref: Args.string({
+      description: 'Image in the local store: NAME[:TAG], sha256:<digest> or NAME@sha256:<digest>.',
+      required: true,
+    }),
     dest: Args.string({description: 'Where to: [registry/]repository[:tag].', required: false}),
   }
 
@@ -39,7 +49,13 @@ HTTP unless --insecure.`
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pushed')
     let result: TransferReport
     try {
-      result = await pushToRegistry(openStore(), args.ref, args.dest, {plainHttp: flags['plain-http'], insecure: flags.insecure, chunked: flags.chunked, notify: reporter.notice}, reporter.progress)
+      result = await pushToRegistry(
+        openStore(),
+        args.ref,
+        args.dest,
+        {plainHttp: flags['plain-http'], insecure: flags.insecure, chunked: flags.chunked, notify: reporter.notice},
+        reporter.progress,
+      )
     } finally {
       reporter.finish()
     }
