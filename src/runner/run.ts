@@ -104,7 +104,7 @@ const DEFAULT_MEMORY_MIB = 512
  * acquires goes on one undo stack, which a failure unwinds once, last acquired first.
  */
 export async function startInstance(options: RunOptions): Promise<RunningInstance> {
-  // The build's modules (execa, the registry client, layer writers: ~150 ms) load while the
+  // The build's modules (the registry client, layer writers) load while the
   // checks and hooks below run, instead of before the CLI can do anything.
   const building = awaitedLater(import('../builder/build.js'))
   const plan = await planInstance(options)
