@@ -38,6 +38,25 @@ export async function npmVersion(npmCli: string, node: string): Promise<string> 
   return (await runTool(node, [npmCli, '--version'])).trim()
 }
 
+/**
+ * What every npm call of the build passes: the global prefix in the image, quiet output, and the
+ * image's platform, so native modules' optional binaries are the image's, not the host's.
+ */
+function prefixAndPlatform(prefix: string, platform: string): string[] {
+  const cpu = toNodeArch(fromPlatform(platform))
+  return [
+    '--global',
+    '--prefix',
+    prefix,
+    '--no-audit',
+    '--no-fund',
+    '--no-update-notifier',
+    '--loglevel=warn',
+    '--os=linux',
+    `--cpu=${cpu}`,
+  ]
+}
+
 /** `scripts: 'later'`: none run now (they run with the target's Node, see rebuildArgs). */
 export function installArgs(
   npm: NpmPackages,
@@ -54,17 +73,8 @@ export function installArgs(
   }
   return [
     'install',
-    '--global',
-    '--prefix',
-    prefix,
-    '--no-audit',
-    '--no-fund',
-    '--no-update-notifier',
+    ...prefixAndPlatform(prefix, platform),
     '--omit=dev',
-    '--loglevel=warn',
-    // Native modules' optional binaries for the image's platform, not the host's.
-    `--os=linux`,
-    `--cpu=${toNodeArch(fromPlatform(platform))}`,
     ...(allow.length > 0 && scripts === 'now' ? [`--allow-scripts=${allow.join(',')}`] : ['--ignore-scripts']),
     ...npm.packages,
   ]
@@ -75,16 +85,8 @@ export function rebuildArgs(npm: NpmPackages, prefix: string, platform: string):
   const allow = npm.allow_scripts ?? []
   return [
     'rebuild',
-    '--global',
-    '--prefix',
-    prefix,
-    '--no-audit',
-    '--no-fund',
-    '--no-update-notifier',
-    '--loglevel=warn',
-    // Exported to the scripts' environment: an `npm install` they run picks the same platform.
-    `--os=linux`,
-    `--cpu=${toNodeArch(fromPlatform(platform))}`,
+    // The platform is exported to the scripts' environment: an `npm install` they run picks the same one.
+    ...prefixAndPlatform(prefix, platform),
     `--allow-scripts=${allow.join(',')}`,
     ...allow,
   ]

@@ -165,16 +165,8 @@ function asciiFallback(text: string, max: number): string {
   return text.replace(/[^\u0001-\u007f]/g, '_').slice(0, max)
 }
 
-interface TarStreamFields {
-  name: string
-  mode: number
-  uid: number
-  gid: number
-  size: number
-  mtime: number
-  typeflag: string
-  linkname: string
-}
+/** tar-stream's header fields: ustar's without the separate prefix (tar-stream splits the name itself). */
+type TarStreamFields = Omit<UstarFields, 'prefix'>
 
 /**
  * tar-stream 3's `pack.entry` header: ustar when the name is ASCII and splits into prefix and
