@@ -4,7 +4,7 @@
  */
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
-import {referrersTag} from '../oci/artifact.js'
+import {imageIndex, referrersTag} from '../oci/artifact.js'
 import {isSha256Digest} from '../oci/digest.js'
 import {
   declaredMediaType,
@@ -347,18 +347,8 @@ export class RemoteRepository
     const listed = new Set((current?.manifests ?? []).map((m) => m.digest))
     const added = entries.filter((entry) => !listed.has(entry.digest))
     if (added.length === 0) return
-    const index: ImageIndex = {
-      schemaVersion: 2,
-      mediaType: MediaType.ImageIndex,
-      manifests: [...(current?.manifests ?? []), ...added],
-    }
-    const indexBytes = Buffer.from(JSON.stringify(index))
-    const indexDesc: Descriptor = {
-      mediaType: MediaType.ImageIndex,
-      digest: sha256Digest(indexBytes),
-      size: indexBytes.length,
-    }
-    await this.pushManifest(indexDesc, indexBytes, referrersTag(subject.digest))
+    const index = imageIndex([...(current?.manifests ?? []), ...added])
+    await this.pushManifest(index.descriptor, index.bytes, referrersTag(subject.digest))
   }
 
   private url(path: string): URL {

@@ -7,17 +7,14 @@
  */
 import type {KeyObject} from 'node:crypto'
 import {AegisError, messageOf} from '../errors.js'
-import {sha256Digest} from '../oci/digest.js'
+import {artifactManifest, blobOf, emptyConfig} from '../oci/artifact.js'
 import {isManifest, parseManifest} from '../oci/manifest.js'
-import {MediaType} from '../oci/media-types.js'
-import type {ContentStore, Descriptor, ImageManifest} from '../oci/types.js'
+import type {ContentStore, Descriptor} from '../oci/types.js'
 import {fetchManifest} from '../registry/copy.js'
 import type {ReferrerSource} from '../registry/types.js'
 import {readAll, verifyBytes} from '../registry/verify.js'
 import {BundleMediaType, COSIGN_SIGN_PREDICATE, verifyBundle} from './bundle.js'
 
-/** The empty config an artifact manifest carries, `{}`. */
-const EMPTY_CONFIG = Buffer.from('{}')
 /** A key-pair bundle is under a kilobyte; this leaves room for certificates and log entries. */
 const MAX_BUNDLE_BYTES = 1024 * 1024
 /** Referrers examined per subject, so a registry listing thousands cannot keep a verify busy. */
@@ -29,14 +26,9 @@ export function signatureManifest(
   bundle: Buffer,
   created: Date,
 ): {descriptor: Descriptor; bytes: Buffer; config: Descriptor; layer: Descriptor} {
-  const config: Descriptor = {mediaType: MediaType.Empty, digest: sha256Digest(EMPTY_CONFIG), size: EMPTY_CONFIG.length}
-  const layer: Descriptor = {mediaType: BundleMediaType, digest: sha256Digest(bundle), size: bundle.length}
-  const manifest: ImageManifest = {
-    schemaVersion: 2,
-    mediaType: MediaType.ImageManifest,
-    artifactType: BundleMediaType,
-    config,
-    layers: [layer],
+  const config = emptyConfig()
+  const layer = blobOf(BundleMediaType, bundle)
+  const manifest = artifactManifest(BundleMediaType, [layer.descriptor], {
     subject: {mediaType: subject.mediaType, digest: subject.digest, size: subject.size},
     // The annotations cosign sets on its own signature manifests.
     annotations: {
@@ -44,25 +36,19 @@ export function signatureManifest(
       'dev.sigstore.bundle.predicateType': COSIGN_SIGN_PREDICATE,
       'org.opencontainers.image.created': created.toISOString().replace(/\.\d+Z$/, 'Z'),
     },
-  }
-  const bytes = Buffer.from(JSON.stringify(manifest))
+  })
   return {
-    descriptor: {
-      mediaType: MediaType.ImageManifest,
-      digest: sha256Digest(bytes),
-      size: bytes.length,
-      artifactType: BundleMediaType,
-    },
-    bytes,
-    config,
-    layer,
+    descriptor: {...manifest.descriptor, artifactType: BundleMediaType},
+    bytes: manifest.bytes,
+    config: config.descriptor,
+    layer: layer.descriptor,
   }
 }
 
 /** Stores `bundle` in `store` as a signature referring to `subject`: blobs first, the manifest last. */
 export async function attachSignature(store: ContentStore, subject: Descriptor, bundle: Buffer): Promise<Descriptor> {
   const {descriptor, bytes, config, layer} = signatureManifest(subject, bundle, new Date())
-  if (!(await store.exists(config))) await store.push(config, EMPTY_CONFIG)
+  if (!(await store.exists(config))) await store.push(config, emptyConfig().bytes)
   await store.push(layer, bundle)
   await store.push(descriptor, bytes)
   return descriptor
