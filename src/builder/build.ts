@@ -207,6 +207,11 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
   })
 }
 
+/**
+ * One platform's image, in the order a reader follows it: the base (a stored or pulled image, or
+ * a Debian root built as the first layer step), the layer steps the manifest asks for, each
+ * cached or produced, then the image config, manifest and SBOM stored.
+ */
 async function buildPlatform(
   kit: Kit,
   platform: string,
@@ -216,12 +221,44 @@ async function buildPlatform(
   lock: LockContext,
   options: BuildOptions,
 ): Promise<BuiltPlatform> {
+  const context: StepContext = {kit, platform, epoch, lock, options, emit: (event) => options.onEvent?.(event)}
+  const {base, steps: baseSteps} = await baseOf(context)
+  const steps = [
+    ...baseSteps,
+    ...nodeSteps(context),
+    ...npmSteps(context),
+    ...(await filesSteps(context)),
+    aegisStep(context),
+  ]
+  const built = await runSteps(context, steps, base, cache)
+  return storeImage(context, built, base, isoTime((await sourceDate).epoch))
+}
+
+/** What every step builder reads. */
+interface StepContext {
+  kit: Kit
+  platform: string
+  epoch: number
+  lock: LockContext
+  options: BuildOptions
+  emit(event: BuildEvent): void
+}
+
+/** The layers, diff ids and contents of a platform's image once every step ran. */
+interface BuiltSteps {
+  layers: Descriptor[]
+  diffIds: string[]
+  builtLayers: BuiltLayer[]
+  packages: PackageRecord[]
+}
+
+/** An image base is loaded (and locked to its digest); a Debian base is the first layer step. */
+async function baseOf(context: StepContext): Promise<{base: BaseImage | undefined; steps: LayerStep[]}> {
+  const {kit, platform, epoch, lock, options, emit} = context
   const store = options.store
   const image = kit.manifest.image!
-  const emit = (event: BuildEvent) => options.onEvent?.(event)
   let base: BaseImage | undefined
   const steps: LayerStep[] = []
-
   if (typeof image.base === 'string') {
     emit({type: 'step', platform, step: 'base', index: 1, total: 0, detail: image.base})
     // Registry bases are locked to the platform manifest's digest; local imports are what they are.
@@ -271,6 +308,13 @@ async function buildPlatform(
       done: (contents) => lock.state.setDebianPackages(platform, debPackages(contents)),
     })
   }
+  return {base, steps}
+}
+
+function nodeSteps(context: StepContext): LayerStep[] {
+  const {kit, platform, epoch, options} = context
+  const image = kit.manifest.image!
+  const steps: LayerStep[] = []
   if (image.node) {
     const version = image.node
     steps.push({
@@ -290,6 +334,13 @@ async function buildPlatform(
       },
     })
   }
+  return steps
+}
+
+function npmSteps(context: StepContext): LayerStep[] {
+  const {kit, platform, epoch, options, emit} = context
+  const image = kit.manifest.image!
+  const steps: LayerStep[] = []
   if (image.npm) {
     const npm = image.npm
     if (!image.node)
@@ -342,6 +393,13 @@ async function buildPlatform(
       },
     })
   }
+  return steps
+}
+
+async function filesSteps(context: StepContext): Promise<LayerStep[]> {
+  const {kit, epoch} = context
+  const image = kit.manifest.image!
+  const steps: LayerStep[] = []
   if (image.files && image.files.length > 0) {
     const files = image.files
     steps.push({
@@ -367,8 +425,14 @@ async function buildPlatform(
       },
     })
   }
+  return steps
+}
+
+function aegisStep(context: StepContext): LayerStep {
+  const {kit, epoch} = context
+  const image = kit.manifest.image!
   const owner = numericOwner(image.user)
-  steps.push({
+  return {
     step: 'aegis',
     detail: 'workspace mount point',
     key: {step: 'aegis', v: 1, owner, epoch},
@@ -376,8 +440,18 @@ async function buildPlatform(
       // The instance mounts the workspace here; the directory must exist in any base.
       writer.addDirectory('workspace', {mode: 0o755, ...(owner ?? {})})
     },
-  })
+  }
+}
 
+/** Each step's layer from the cache, or produced and cached, on top of the base's layers. */
+async function runSteps(
+  context: StepContext,
+  steps: LayerStep[],
+  base: BaseImage | undefined,
+  cache: LayerCache,
+): Promise<BuiltSteps> {
+  const {platform, options, emit} = context
+  const store = options.store
   const layers: Descriptor[] = base ? [...base.manifest.layers] : []
   const diffIds: string[] = base ? [...base.config.rootfs.diff_ids] : []
   const builtLayers: BuiltLayer[] = []
@@ -421,7 +495,20 @@ async function buildPlatform(
     })
   }
 
-  const created = isoTime((await sourceDate).epoch)
+  return {layers, diffIds, builtLayers, packages}
+}
+
+/** The image config, the manifest and its SBOM (an artifact whose subject is the manifest), stored. */
+async function storeImage(
+  context: StepContext,
+  built: BuiltSteps,
+  base: BaseImage | undefined,
+  created: string,
+): Promise<BuiltPlatform> {
+  const {kit, platform, options} = context
+  const store = options.store
+  const image = kit.manifest.image!
+  const {layers, diffIds, builtLayers, packages} = built
   const config = imageConfig(kit, platform, created, diffIds, base, builtLayers)
   const configDesc = await put(store, jsonBlob(MediaType.ImageConfig, config))
   const manifest: ImageManifest = {
