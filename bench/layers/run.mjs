@@ -6,6 +6,9 @@
  *   npx tsc -p tsconfig.json      # or npm run build: this imports from dist/
  *   node bench/layers/run.mjs [TREE]
  *
+ * Also times our gzip at levels 1-5 and, against each umoci blob, names our fastest level whose
+ * blob is no larger: the comparison at equal output size.
+ *
  * TREE defaults to $LAYER_BENCH_TREE, else /tmp/aegis-layers-bench/openclaw/node_modules,
  * installed there first with `npm install --ignore-scripts openclaw@2026.9.6` when missing.
  */
@@ -90,6 +93,19 @@ sh(`umoci unpack --rootless --image ${repackLayout}:base ${bundle} && cp -a ${tr
 time('umoci repack', `umoci repack --image ${repackLayout}:new ${bundle}`, () => largestBlob(repackLayout))
 rmSync(bundle, {recursive: true, force: true})
 
+// The size/time curve: our gzip at lower levels, to compare with umoci at equal or smaller output
+// (umoci's Go gzip at its default level makes a larger blob than zlib's level 6).
+const oursAtLevel = []
+for (const level of [1, 2, 3, 4, 5]) {
+  time(
+    `aegis-kit LayerWriter gzip -${level}`,
+    `node ${writeLayer} gzip ${tree} ${out}/ours-${level}.tar.gz ${level}`,
+    `${out}/ours-${level}.tar.gz`,
+  )
+  oursAtLevel.push(results.at(-1))
+  rmSync(`${out}/ours-${level}.tar.gz`)
+}
+
 time('tar --sort=name | gzip -6', `${tarCmd} | gzip -6 > ${out}/tar.gz`, `${out}/tar.gz`)
 time('tar --sort=name | pigz -6', `${tarCmd} | pigz -6 > ${out}/tar.pigz.gz`, `${out}/tar.pigz.gz`)
 time('tar --sort=name | zstd -T2', `${tarCmd} | zstd -q -T2 > ${out}/tar.zst`, `${out}/tar.zst`)
@@ -107,10 +123,19 @@ if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId)
 
 const [gzipOurs, zstdOurs] = results
 console.log('\nratios ours / peer (< 1: ours is faster), wall and cpu:')
-for (const peer of results.slice(2)) {
+for (const peer of results.slice(2).filter((row) => !oursAtLevel.includes(row))) {
   const mine = peer.name.includes('zstd') ? zstdOurs : gzipOurs
   const label = `${mine.name.replace('aegis-kit LayerWriter ', 'ours ')} / ${peer.name}`
   console.log(`  ${label.padEnd(40)} ${(mine.wall / peer.wall).toFixed(2)}  ${(mine.cpu / peer.cpu).toFixed(2)}`)
+}
+// Equal size: against each umoci blob, our fastest gzip level whose blob is no larger.
+for (const umoci of results.filter((row) => row.name.startsWith('umoci'))) {
+  const fit = [gzipOurs, ...oursAtLevel].filter((row) => row.bytes <= umoci.bytes).sort((a, b) => a.wall - b.wall)[0]
+  console.log(
+    fit
+      ? `  at no larger a blob than ${umoci.name} (${mb(umoci.bytes)} MB): ${fit.name} ${mb(fit.bytes)} MB, ${(fit.wall / umoci.wall).toFixed(2)} wall, ${(fit.cpu / umoci.cpu).toFixed(2)} cpu`
+      : `  no level of ours makes a blob as small as ${umoci.name}'s`,
+  )
 }
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 rmSync(out, {recursive: true, force: true})
