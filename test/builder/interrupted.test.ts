@@ -116,6 +116,9 @@ describe('a build killed during its Debian base', () => {
       if (round % 2 === 0) {
         await waitUntil(() => existsSync(marker), 60_000)
         await sleep(MOUNT_DELAY_S * (1.2 + Math.random() * 2.6) * 1000)
+        // On a loaded machine the random point can fall between mounts: aim at the next moment
+        // something is mounted (up to 5 s), so these rounds test what they are for.
+        await waitUntil(() => groupSeesMountsUnder(build.pid!, home), 5000)
       } else {
         await sleep(1000 + Math.random() * 30_000)
       }

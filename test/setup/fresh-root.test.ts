@@ -209,7 +209,10 @@ describe.skipIf(process.getuid?.() !== 0)(
         .map((dir) => `mount --rbind /${dir} "$root/${dir}" && mount --make-rslave "$root/${dir}"`)
         .join(' && ')
       const envArgs = Object.entries(env).map(([key, value]) => `${key}=${value}`)
-      const chroot = `root="$1" && shift && ${mounts} && exec chroot "$root" /usr/bin/env -i "$@"`
+      // The root bound onto itself first: on a real machine / is a mount point, and tools that
+      // make their own mount namespace (unshare --mount, as the build runs mmdebstrap) fail with
+      // EINVAL changing the propagation of a / that is not one.
+      const chroot = `root="$1" && shift && mount --bind "$root" "$root" && ${mounts} && exec chroot "$root" /usr/bin/env -i "$@"`
       const result = await execa(
         'unshare',
         ['--mount', '--propagation', 'private', '--', 'sh', '-ec', chroot, 'sh', root, ...envArgs, 'sh', '-ec', inside],
