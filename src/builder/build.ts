@@ -176,35 +176,90 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
     updateLockHint: `aegis-kit build ${kitShown} --update-lock`,
   }
 
+  // One lease over both steps: the layers are in the store, unreferenced, until the tag.
   return store.withWriteLease(async () => {
-    const built: BuiltPlatform[] = []
-    for (const platform of platforms)
-      built.push(await buildPlatform(kit, platform, epoch, sourceDate, cache, lock, options))
-    let root: Descriptor
-    if (built.length === 1) {
-      root = built[0].manifest
-    } else {
-      const manifests = built.map((entry) => ({...entry.manifest, platform: platformOf(entry.platform)}))
-      root = await put(store, imageIndex(manifests, imageAnnotations(kit, isoTime((await sourceDate).epoch))))
-    }
+    const image = await buildImage(kit, platforms, {reference, epoch, sourceDate, cache, lock}, options)
     // Only a build that got this far records what it resolved: a failed one leaves the lock as it was.
     const lockWritten = (await lock.state.save()) ? lock.state.displayFile : undefined
-    // Each SBOM is filed under its image as a pull files referrers (`NAME:sha256-<hex>`), before the tag.
-    for (const entry of built)
-      await store.addReferrers(entry.manifest, [{...entry.sbom, artifactType: MediaType.SpdxJson}], reference)
-    await store.setTags([{desc: root, reference}])
+    await storeBuiltImage(store, image)
+    const {epoch: createdEpoch, from} = await sourceDate
     return {
       reference,
-      digest: root.digest,
-      mediaType: root.mediaType,
-      size: built.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0),
-      platforms: built,
+      digest: image.root.digest,
+      mediaType: image.root.mediaType,
+      size: image.platforms.reduce((sum, p) => sum + p.layers.reduce((s, l) => s + l.size, 0), 0),
+      platforms: image.platforms,
       ms: Date.now() - started,
       ...(lockWritten ? {lockWritten} : {}),
-      created: isoTime((await sourceDate).epoch),
-      createdFrom: (await sourceDate).from,
+      created: isoTime(createdEpoch),
+      createdFrom: from,
     }
   })
+}
+
+/**
+ * A built image as a value (ko's build, before its publish): the config, manifest, SBOM and index
+ * blobs, held in memory, over layers that the layer steps put in the store's content (cached or
+ * produced) but that nothing references yet. storeBuiltImage files it; until then a prune may
+ * take the layers, so both run under one write lease.
+ */
+export interface BuiltImage {
+  reference: string
+  /** The manifest (one platform) or index (several) the tag names. */
+  root: Descriptor
+  platforms: BuiltPlatform[]
+  /** In the order they are stored: each blob after the blobs it points at. */
+  blobs: Blob[]
+  /** Each platform manifest's SBOM artifact, filed as its referrer. */
+  referrers: {subject: Descriptor; artifact: Descriptor}[]
+}
+
+/** What building every platform shares. */
+interface BuildInputs {
+  reference: string
+  epoch: number
+  sourceDate: Promise<SourceDate>
+  cache: LayerCache
+  lock: LockContext
+}
+
+async function buildImage(
+  kit: Kit,
+  platforms: string[],
+  inputs: BuildInputs,
+  options: BuildOptions,
+): Promise<BuiltImage> {
+  const {reference, sourceDate} = inputs
+  const created = isoTime((await sourceDate).epoch)
+  const built: PlatformImage[] = []
+  for (const platform of platforms) built.push(await buildPlatform(kit, platform, inputs, options))
+  const blobs = built.flatMap((entry) => entry.blobs)
+  let root: Descriptor
+  if (built.length === 1) {
+    root = built[0].platform.manifest
+  } else {
+    const manifests = built.map(({platform}) => ({...platform.manifest, platform: platformOf(platform.platform)}))
+    const index = imageIndex(manifests, imageAnnotations(kit, created))
+    blobs.push(index)
+    root = index.descriptor
+  }
+  return {
+    reference,
+    root,
+    platforms: built.map((entry) => entry.platform),
+    blobs,
+    referrers: built.map(({platform}) => ({
+      subject: platform.manifest,
+      artifact: {...platform.sbom, artifactType: MediaType.SpdxJson},
+    })),
+  }
+}
+
+/** ko's publish, to the local store: the image's blobs, its SBOMs as referrers (`NAME:sha256-<hex>`, as a pull files them), then the tag. */
+async function storeBuiltImage(store: LocalStore, image: BuiltImage): Promise<void> {
+  for (const blob of image.blobs) await store.push(blob.descriptor, blob.bytes)
+  for (const {subject, artifact} of image.referrers) await store.addReferrers(subject, [artifact], image.reference)
+  await store.setTags([{desc: image.root, reference: image.reference}])
 }
 
 /**
@@ -215,12 +270,10 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
 async function buildPlatform(
   kit: Kit,
   platform: string,
-  epoch: number,
-  sourceDate: Promise<SourceDate>,
-  cache: LayerCache,
-  lock: LockContext,
+  inputs: BuildInputs,
   options: BuildOptions,
-): Promise<BuiltPlatform> {
+): Promise<PlatformImage> {
+  const {epoch, sourceDate, cache, lock} = inputs
   const context: StepContext = {kit, platform, epoch, lock, options, emit: (event) => options.onEvent?.(event)}
   const {base, steps: baseSteps} = await baseOf(context)
   const steps = [
@@ -231,7 +284,13 @@ async function buildPlatform(
     aegisStep(context),
   ]
   const built = await runSteps(context, steps, base, cache)
-  return storeImage(context, built, base, isoTime((await sourceDate).epoch))
+  return describeImage(context, built, base, isoTime((await sourceDate).epoch))
+}
+
+/** One platform's image: what it is, and the blobs (config, manifest, SBOM) that make it. */
+interface PlatformImage {
+  platform: BuiltPlatform
+  blobs: Blob[]
 }
 
 /** What every step builder reads. */
@@ -498,19 +557,19 @@ async function runSteps(
   return {layers, diffIds, builtLayers, packages}
 }
 
-/** The image config, the manifest and its SBOM (an artifact whose subject is the manifest), stored. */
-async function storeImage(
+/** The image config, the manifest and its SBOM (an artifact whose subject is the manifest), as blobs. */
+function describeImage(
   context: StepContext,
   built: BuiltSteps,
   base: BaseImage | undefined,
   created: string,
-): Promise<BuiltPlatform> {
-  const {kit, platform, options} = context
-  const store = options.store
+): PlatformImage {
+  const {kit, platform} = context
   const image = kit.manifest.image!
   const {layers, diffIds, builtLayers, packages} = built
   const config = imageConfig(kit, platform, created, diffIds, base, builtLayers)
-  const configDesc = await put(store, jsonBlob(MediaType.ImageConfig, config))
+  const configBlob = jsonBlob(MediaType.ImageConfig, config)
+  const configDesc = configBlob.descriptor
   const manifest: ImageManifest = {
     schemaVersion: 2,
     mediaType: MediaType.ImageManifest,
@@ -522,7 +581,8 @@ async function storeImage(
       ...(base ? {[Annotation.BaseDigest]: base.manifestDescriptor.digest} : {}),
     },
   }
-  const manifestDesc = await put(store, jsonBlob(MediaType.ImageManifest, manifest))
+  const manifestBlob = jsonBlob(MediaType.ImageManifest, manifest)
+  const manifestDesc = manifestBlob.descriptor
 
   const sbom = spdxDocument(
     {
@@ -540,8 +600,7 @@ async function storeImage(
     subject: manifestDesc,
     annotations: {[Annotation.Created]: created},
   })
-  for (const blob of [sbomBlob, emptyConfig(), sbomArtifact]) await put(store, blob)
-  return {
+  const platformImage: BuiltPlatform = {
     platform,
     manifest: manifestDesc,
     config: configDesc,
@@ -552,6 +611,7 @@ async function storeImage(
       npm: packages.filter((p) => p.kind === 'npm').length,
     },
   }
+  return {platform: platformImage, blobs: [configBlob, manifestBlob, sbomBlob, emptyConfig(), sbomArtifact]}
 }
 
 /**
@@ -697,9 +757,4 @@ async function hashKitFiles(kitDir: string, sources: string[]): Promise<string> 
   }
   for (const source of sources) await visit(path.resolve(kitDir, source), source)
   return hash.digest('hex')
-}
-
-async function put(store: LocalStore, blob: Blob): Promise<Descriptor> {
-  await store.push(blob.descriptor, blob.bytes)
-  return blob.descriptor
 }

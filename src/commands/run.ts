@@ -176,71 +176,67 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       )
       void instance.vm.stop(interrupts === 1 ? 10_000 : 0)
     }
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
-    try {
-      instance = await startInstance({
-        kit,
-        store: openStore(storeRoot),
-        dataDir: path.dirname(storeRoot),
-        name: flags.name,
-        profile: flags.profile,
-        expose: flags.expose.map(parseExpose),
-        secrets: flags.secret.map(parseSecretFlag),
-        env: Object.fromEntries(flags.env.map(parseEnv)),
-        workspace: flags.workspace,
-        memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
-        cpus: flags.cpus,
-        kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
-        initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
-        guest: flags.guest,
-        accel: flags.accel as AccelChoice,
-        command,
-        config: flags.config ? await readConfigFile(flags.config) : undefined,
-        registry,
-        detached: channel !== undefined,
-        network: (forwards) =>
-          gvproxyNetwork({
-            forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
-            // Host services the kit declares; every other host address stays unreachable.
-            allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
-            onBlocked: this.debugEnabled
-              ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
-              : undefined,
-          }),
-        onBuild: (event) => {
-          if (event.type === 'layer' && !event.cached)
-            status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
-          else if (event.type === 'warning') status(`warning: ${event.message}`)
-          else if (event.type === 'log' && steps) steps.output(event.line)
-          else if (event.type === 'log' && flags.verbose) process.stderr.write(`  ${event.line}\n`)
-        },
-        onStatus: status,
-        onOutput: output,
-        signal: controller.signal,
-      })
-      if (controller.signal.aborted) onSignal()
-      steps?.close()
-      steps = undefined
-      if (instance.healthyMs !== undefined)
-        status(
-          `${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`,
-        )
-      // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
-      const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
-      // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
-      if (up && channel) channel.ready(instance.urls, instance.healthyMs)
-      else if (up) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
-      const result = await instance.result
-      status(describeExit(instance.name, result, instance.memoryMib))
-      if (result.exitCode !== 0) this.exit(result.exitCode)
-    } catch (error) {
-      steps?.fail(messageOf(error))
-      throw error
-    } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
-    }
+    await underSignals(
+      onSignal,
+      () => steps,
+      async () => {
+        instance = await startInstance({
+          kit,
+          store: openStore(storeRoot),
+          dataDir: path.dirname(storeRoot),
+          name: flags.name,
+          profile: flags.profile,
+          expose: flags.expose.map(parseExpose),
+          secrets: flags.secret.map(parseSecretFlag),
+          env: Object.fromEntries(flags.env.map(parseEnv)),
+          workspace: flags.workspace,
+          memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
+          cpus: flags.cpus,
+          kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
+          initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
+          guest: flags.guest,
+          accel: flags.accel as AccelChoice,
+          command,
+          config: flags.config ? await readConfigFile(flags.config) : undefined,
+          registry,
+          detached: channel !== undefined,
+          network: (forwards) =>
+            gvproxyNetwork({
+              forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
+              // Host services the kit declares; every other host address stays unreachable.
+              allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
+              onBlocked: this.debugEnabled
+                ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
+                : undefined,
+            }),
+          onBuild: (event) => {
+            if (event.type === 'layer' && !event.cached)
+              status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
+            else if (event.type === 'warning') status(`warning: ${event.message}`)
+            else if (event.type === 'log' && steps) steps.output(event.line)
+            else if (event.type === 'log' && flags.verbose) process.stderr.write(`  ${event.line}\n`)
+          },
+          onStatus: status,
+          onOutput: output,
+          signal: controller.signal,
+        })
+        if (controller.signal.aborted) onSignal()
+        steps?.close()
+        steps = undefined
+        if (instance.healthyMs !== undefined)
+          status(
+            `${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`,
+          )
+        // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
+        const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
+        // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
+        if (up && channel) channel.ready(instance.urls, instance.healthyMs)
+        else if (up) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+        const result = await instance.result
+        status(describeExit(instance.name, result, instance.memoryMib))
+        if (result.exitCode !== 0) this.exit(result.exitCode)
+      },
+    )
   }
 
   /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
@@ -252,30 +248,26 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   ): Promise<void> {
     const steps = process.stderr.isTTY ? createStepLines(process.stderr, {verbose}) : undefined
     const onSignal = () => controller.abort()
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
-    try {
-      const dash = this.argv.indexOf('--')
-      const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
-      const args = [
-        ...ours.filter((arg) => arg !== '--detach' && arg !== '-d'),
-        ...(dash >= 0 ? this.argv.slice(dash) : []),
-      ]
-      const onStatus = (message: string) =>
-        steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`)
-      const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus})
-      steps?.close()
-      for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
-      process.stderr.write(
-        `aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`,
-      )
-    } catch (error) {
-      steps?.fail(messageOf(error))
-      throw error
-    } finally {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
-    }
+    await underSignals(
+      onSignal,
+      () => steps,
+      async () => {
+        const dash = this.argv.indexOf('--')
+        const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
+        const args = [
+          ...ours.filter((arg) => arg !== '--detach' && arg !== '-d'),
+          ...(dash >= 0 ? this.argv.slice(dash) : []),
+        ]
+        const onStatus = (message: string) =>
+          steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`)
+        const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus})
+        steps?.close()
+        for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+        process.stderr.write(
+          `aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`,
+        )
+      },
+    )
   }
 }
 
@@ -283,4 +275,23 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
 function showStatus(steps: StepLines, message: string): void {
   if (message.startsWith('warning:') || message.startsWith(' ')) steps.note(`aegis-kit: ${message}`)
   else steps.start(`aegis-kit: ${message}`)
+}
+
+/** Runs `action` with SIGINT and SIGTERM handed to `onSignal`; a failure first ends the live step line. */
+async function underSignals(
+  onSignal: () => void,
+  steps: () => StepLines | undefined,
+  action: () => Promise<void>,
+): Promise<void> {
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  try {
+    await action()
+  } catch (error) {
+    steps()?.fail(messageOf(error))
+    throw error
+  } finally {
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
 }

@@ -10,6 +10,7 @@ import path from 'node:path'
 import {AegisError, messageOf} from '../errors.js'
 import {execFileText} from '../exec.js'
 import {openImage, type ImageView} from '../oci/image.js'
+import {toOciPlatform, toPlatformName, type Architecture} from '../oci/platform.js'
 import type {Descriptor, ImageConfig} from '../oci/types.js'
 import type {LocalStore} from '../store/index.js'
 
@@ -20,12 +21,17 @@ export interface Rootfs {
 }
 
 /** The image under `reference` (which may name an index) for this machine's architecture. */
-export async function openHostImage(store: LocalStore, reference: string, architecture: string): Promise<ImageView> {
+async function openHostImage(
+  store: LocalStore,
+  reference: string,
+  architecture: Architecture,
+): Promise<ImageView> {
+  const platform = toPlatformName(architecture)
   return openImage(store, reference, {
-    platform: {os: 'linux', architecture},
+    platform: toOciPlatform(architecture),
     noPlatform: () =>
-      new AegisError(`${reference} has no linux/${architecture} image`, {
-        hint: `rebuild it for this machine: aegis-kit build --platform linux/${architecture}`,
+      new AegisError(`${reference} has no ${platform} image`, {
+        hint: `rebuild it for this machine: aegis-kit build --platform ${platform}`,
       }),
   })
 }
@@ -34,7 +40,7 @@ export async function prepareRootfs(
   store: LocalStore,
   reference: string,
   cacheDir: string,
-  architecture: string,
+  architecture: Architecture,
   onProgress?: (message: string) => void,
 ): Promise<Rootfs> {
   const image = await openHostImage(store, reference, architecture)
