@@ -19,6 +19,7 @@ import {accelArgs, type Accel} from './accel.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 import {ChildProcessGroup} from './child-processes.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
+import {QmpClient, type VmStatus} from './qmp.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
 import {startVirtiofsd} from './virtiofsd.js'
 import {
@@ -87,8 +88,13 @@ export interface VmResult {
 
 export interface RunningVm {
   readonly result: Promise<VmResult>
-  /** Asks the workload to stop (SIGTERM), then kills the VM after `graceMs`. */
+  /** Asks the workload to stop (SIGTERM), then kills the VM after `graceMs`. A paused VM is resumed first. */
   stop(graceMs?: number): Promise<VmResult>
+  /** Stops the vCPUs (QMP `stop`): the VM keeps its memory and costs no host CPU until resume(). */
+  pause(): Promise<void>
+  resume(): Promise<void>
+  /** What QEMU says the VM is doing (QMP `query-status`). */
+  status(): Promise<VmStatus>
 }
 
 const CONSOLE_KEEP = 64 * 1024
@@ -162,9 +168,11 @@ export async function startVm(options: VmOptions): Promise<RunningVm> {
     undo.defer(() => processes.stopAll())
     const host = await startHostSide(options, files, {runDir, processes}, undo)
     const specBytes = awaitedLater(spec.then((value) => encodeRunSpec(value, host.plumbing)))
-    const args = await qemuArguments(options, host, controlPath)
+    const qmpPath = path.join(runDir, 'qmp.sock')
+    const args = await qemuArguments(options, host, {control: controlPath, qmp: qmpPath})
     const vm = launchQemu(qemuBinary, args, {
       options,
+      qmp: new QmpClient(qmpPath),
       processes,
       control,
       specBytes,
@@ -274,9 +282,16 @@ async function listenForControl(controlPath: string, undo: UndoStack): Promise<n
 }
 
 /** QEMU's command line: a microvm with the host side's sockets, disks and NIC. */
-async function qemuArguments(options: VmOptions, host: HostSide, controlPath: string): Promise<string[]> {
+async function qemuArguments(
+  options: VmOptions,
+  host: HostSide,
+  sockets: {control: string; qmp: string},
+): Promise<string[]> {
   const memoryMib = options.memoryMib ?? 512
   return [
+    // The machine monitor: pause and resume (qmp.ts). wait=off: QEMU boots without a client.
+    '-qmp',
+    `unix:${sockets.qmp},server=on,wait=off`,
     '-M',
     'microvm,acpi=on,memory-backend=mem',
     ...accelArgs(host.accel, memoryMib),
@@ -308,7 +323,7 @@ async function qemuArguments(options: VmOptions, host: HostSide, controlPath: st
     '-device',
     'virtio-serial-device',
     '-chardev',
-    `socket,id=ctl,path=${controlPath}`,
+    `socket,id=ctl,path=${sockets.control}`,
     '-device',
     `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
     ...host.shares.flatMap((share, i) => [
@@ -342,6 +357,7 @@ interface QemuContext {
   options: VmOptions
   processes: ChildProcessGroup
   control: net.Server
+  qmp: QmpClient
   specBytes: Promise<Buffer>
   layerDisk: string | undefined
   /** Gives back everything the VM's start acquired; runs once QEMU has exited. */
@@ -376,7 +392,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
   const controlSocket = serveControl(context.control, fromControl, context.specBytes)
 
   /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
-  const host = {killedByHost: false}
+  const host = {killedByHost: false, paused: false}
   const result = awaitedLater(
     new Promise<VmResult>((resolve, reject) => {
       qemu.once('error', (error) =>
@@ -401,10 +417,30 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
         if (outcome instanceof Error) reject(outcome)
         else resolve(outcome)
       })
-    }).finally(context.cleanup),
+    }).finally(() => {
+      context.qmp.close()
+      return context.cleanup()
+    }),
   )
-
-  return {result, stop: stopper(result, controlSocket, processes, host)}
+  const {qmp} = context
+  const stop = stopper(result, controlSocket, processes, host)
+  return {
+    result,
+    stop: async (graceMs) => {
+      // A paused guest cannot read the stop request: its vCPUs run again first.
+      if (host.paused) await qmp.resume().catch(() => undefined)
+      return stop(graceMs)
+    },
+    pause: async () => {
+      await qmp.pause()
+      host.paused = true
+    },
+    resume: async () => {
+      await qmp.resume()
+      host.paused = false
+    },
+    status: () => qmp.status(),
+  }
 }
 
 /** RunningVm.stop: SIGTERM to the workload over the control port, the VM killed after `graceMs`. */

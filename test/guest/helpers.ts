@@ -124,3 +124,12 @@ export async function waitFor<T>(
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
 }
+
+/** CPU time (ms, user + system) a process has used so far, from /proc/PID/stat. */
+export function cpuTimeMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const ticks = Number(fields[11]) + Number(fields[12])
+  return (ticks * 1000) / Number(execFileSync('getconf', ['CLK_TCK'], {encoding: 'utf8'}).trim())
+}

@@ -15,7 +15,7 @@ import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {userNetwork} from '../../src/guest/network.js'
 import {runVm, startVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, hostGuest, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
+import {buildTestRoot, cpuTimeMs, hostGuest, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-vm-test-'))
@@ -167,6 +167,41 @@ describe('guest VM', {timeout: 120_000}, () => {
     })
     expect(echoed.status).toBe(200)
     expect(Buffer.from(await echoed.arrayBuffer()).equals(upload)).toBe(true)
+    const result = await vm.stop(30_000)
+    expect(result).toMatchObject({exitCode: 143, killedByHost: false})
+  })
+
+  it('pauses (QMP stop: no answer, no CPU), resumes, and stops a paused VM', async () => {
+    const hostPort = await freePort()
+    const vm = await startVm(
+      vmOptions({
+        network: userNetwork({forwards: [{hostPort, guestPort: 8080}]}),
+        spec: {command: ['httpd', '-f', '-p', '8080', '-h', '/www'], ports: []},
+      }),
+    )
+    const get = async (timeoutMs: number) => {
+      try {
+        const response = await fetch(`http://127.0.0.1:${hostPort}/`, {signal: AbortSignal.timeout(timeoutMs)})
+        return await response.text()
+      } catch {
+        return undefined
+      }
+    }
+    expect(await waitFor('the guest HTTP server', () => get(2000), 60_000)).toBe('hello-from-guest\n')
+    expect(await vm.status()).toMatchObject({status: 'running', running: true})
+    await vm.pause()
+    expect(await vm.status()).toMatchObject({status: 'paused', running: false})
+    const [qemu] = processesMentioning(marker)
+    const cpuBefore = cpuTimeMs(qemu!)
+    expect(await get(3000)).toBeUndefined()
+    const pausedCpuMs = cpuTimeMs(qemu!) - cpuBefore
+    console.log(`QEMU used ${pausedCpuMs} ms of CPU in 3 s paused`)
+    // Stopped vCPUs run no guest code; the margin is for QEMU's own main loop.
+    expect(pausedCpuMs).toBeLessThan(100)
+    await vm.resume()
+    expect(await vm.status()).toMatchObject({running: true})
+    expect(await waitFor('the resumed guest', () => get(5000), 30_000)).toBe('hello-from-guest\n')
+    await vm.pause()
     const result = await vm.stop(30_000)
     expect(result).toMatchObject({exitCode: 143, killedByHost: false})
   })
