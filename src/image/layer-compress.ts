@@ -24,7 +24,7 @@ export type GzipFraming = 'blocks' | 'single-stream'
 export interface BlockCompressor {
   /** Which implementation runs, e.g. `gzip (parallel zlib, 2 threads)`, `zstd (zstd 1.5.4 binary)`. */
   readonly name: string
-  /** A buffer of GZIP_BLOCK_SIZE bytes to fill with the next block (may be recycled). */
+  /** A buffer to fill with the next block (may be recycled); its length is the compressor's block size. */
   takeBlock(): Buffer
   /** Hands over a full block; the compressor owns it from now on. */
   push(block: Buffer): Promise<void>
@@ -37,6 +37,11 @@ export interface BlockCompressor {
    * digest and size, known after `end`.
    */
   writtenOutput?(): {digest: string; size: number} | undefined
+  /**
+   * Present when the compressor hashes its input itself (off the main thread): the tar's
+   * `sha256:<hex>`, known after `end`. The caller then does not hash the tar.
+   */
+  inputDigest?(): string
 }
 
 export interface CompressorOptions {

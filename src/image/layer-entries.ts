@@ -78,12 +78,14 @@ export function walkTree(
   const entries: LayerEntry[] = []
   if (at !== '') entries.push(entryFromStat(at, sourceDir, rootStat, owner, warn)!)
 
-  const pending: Array<[hostDir: string, relative: string]> = [[sourceDir, '']]
+  // Normalized once; below, a name is appended to a normalized directory: what join() gives.
+  const pending: Array<[hostDir: string, relative: string]> = [[join(sourceDir, '.'), '']]
   while (pending.length > 0) {
     const [hostDir, relative] = pending.pop()!
+    const prefix = hostDir.endsWith('/') ? hostDir : `${hostDir}/`
     for (const name of readdirSync(hostDir)) {
       const relativePath = relative === '' ? name : `${relative}/${name}`
-      const hostPath = join(hostDir, name)
+      const hostPath = prefix + name
       if (name.includes('\ufffd')) {
         warn(`skipped "${hostPath}": its name is not valid UTF-8`)
         continue
@@ -107,20 +109,18 @@ export function entryFromStat(
   owner: Owner,
   warn: (message: string) => void,
 ): LayerEntry | undefined {
-  const common = {
-    path,
-    mode: stat.mode & 0o7777,
-    uid: owner.uid,
-    gid: owner.gid,
-    mtime: Math.floor(stat.mtimeMs / 1000),
-  }
+  // Object literals rather than spreads: this runs once per file of a tree.
+  const mode = stat.mode & 0o7777
+  const {uid, gid} = owner
+  const mtime = Math.floor(stat.mtimeMs / 1000)
   if (stat.isFile()) {
+    const file: LayerEntry = {path, mode, uid, gid, mtime, type: 'file', source: hostPath, size: stat.size}
     // Inode numbers can pass 2^53 (btrfs, overlayfs): compare exact ones, and only when linked.
-    const inode = stat.nlink > 1 ? inodeKey(hostPath) : undefined
-    return {...common, type: 'file', source: hostPath, size: stat.size, ...(inode === undefined ? {} : {inode})}
+    if (stat.nlink > 1) file.inode = inodeKey(hostPath)
+    return file
   }
-  if (stat.isDirectory()) return {...common, type: 'directory'}
-  if (stat.isSymbolicLink()) return {...common, type: 'symlink', target: readlinkSync(hostPath)}
+  if (stat.isDirectory()) return {path, mode, uid, gid, mtime, type: 'directory'}
+  if (stat.isSymbolicLink()) return {path, mode, uid, gid, mtime, type: 'symlink', target: readlinkSync(hostPath)}
   const kind = stat.isSocket() ? 'socket' : stat.isFIFO() ? 'fifo' : 'device node'
   warn(`skipped "${hostPath}": a ${kind} cannot go into an image layer`)
   return undefined
@@ -158,8 +158,7 @@ export function orderEntries(
   // A separator below every byte a name can hold (NUL is refused) sorts a directory's contents
   // before its siblings that extend its name.
   const keyOf = order === 'depth-first' ? (path: string) => sortKey(path).replaceAll('/', '\u0000') : sortKey
-  const keyed = [...byPath.values()].map((entry) => ({entry, key: Buffer.from(keyOf(entry.path), 'utf8')}))
-  keyed.sort((a, b) => Buffer.compare(a.key, b.key))
+  const keyed = sortByUtf8(byPath.values(), (entry) => keyOf(entry.path))
 
   const firstPathOfInode = new Map<string, string>()
   const filesSoFar = new Set<string>()
@@ -210,6 +209,24 @@ export function orderEntries(
   }
   return ordered
 }
+
+/**
+ * Items sorted by the UTF-8 bytes of their keys. JavaScript compares strings by UTF-16 code
+ * units, which is the same order as UTF-8 bytes (code point order) as long as no key holds a
+ * code unit from U+D800 up (surrogates sort below U+E000-U+FFFF in UTF-16, above them in
+ * UTF-8): then plain string comparison gives the same order without a Buffer per key and a
+ * native call per comparison (a third of a second for 40,000 entries).
+ */
+function sortByUtf8<T>(items: Iterable<T>, keyOf: (item: T) => string): Array<{entry: T; key: string}> {
+  const keyed = Array.from(items, (entry) => ({entry, key: keyOf(entry)}))
+  if (keyed.every(({key}) => !BEYOND_D7FF.test(key))) {
+    return keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+  }
+  return keyed
+    .map((item) => ({...item, bytes: Buffer.from(item.key, 'utf8')}))
+    .sort((a, b) => Buffer.compare(a.bytes, b.bytes))
+}
+const BEYOND_D7FF = /[\ud800-\uffff]/
 
 function sortKey(path: string): string {
   if (path === OPAQUE_WHITEOUT) return '\u0000'

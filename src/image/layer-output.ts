@@ -10,6 +10,8 @@ import type {BlockCompressor} from './layer-compress.js'
 
 /** Completed tar blocks held before handing them to the compressor: at once, so workers never wait. */
 export const MAX_PENDING_BLOCKS = 1
+/** Tar padding is never longer than a tar block: one shared run of zeros serves every file. */
+const ZEROS = Buffer.alloc(512)
 
 /**
  * The tar byte stream cut into fixed-size blocks for the compressor, with the diffId hashed
@@ -20,11 +22,13 @@ export class TarBlocks {
   private block: Buffer
   private used = 0
   private readonly completed: Buffer[] = []
-  private readonly diffHash: Hash = createHash('sha256')
+  /** Undefined when the compressor hashes the tar itself (off this thread). */
+  private readonly diffHash: Hash | undefined
   private total = 0
 
   constructor(private readonly compressor: BlockCompressor) {
     this.block = compressor.takeBlock()
+    this.diffHash = compressor.inputDigest === undefined ? createHash('sha256') : undefined
   }
 
   get pendingBlocks(): number {
@@ -41,7 +45,11 @@ export class TarBlocks {
   }
 
   putZeros(count: number): void {
-    if (count > 0) this.put(Buffer.alloc(count))
+    while (count > 0) {
+      const n = Math.min(count, ZEROS.length)
+      this.put(ZEROS.subarray(0, n))
+      count -= n
+    }
   }
 
   /** Reads a file straight into the blocks: no intermediate buffers, one read per block at most. */
@@ -73,15 +81,18 @@ export class TarBlocks {
   async end(): Promise<{diffId: string; uncompressedSize: number}> {
     await this.drain()
     const last = this.block.subarray(0, this.used)
-    this.diffHash.update(last)
+    const uncompressedSize = this.total + this.used
+    this.diffHash?.update(last)
     await this.compressor.end(last)
-    return {diffId: `sha256:${this.diffHash.digest('hex')}`, uncompressedSize: this.total + this.used}
+    const diffId =
+      this.diffHash === undefined ? this.compressor.inputDigest!() : `sha256:${this.diffHash.digest('hex')}`
+    return {diffId, uncompressedSize}
   }
 
   private advance(n: number): void {
     this.used += n
     if (this.used < this.block.length) return
-    this.diffHash.update(this.block)
+    this.diffHash?.update(this.block)
     this.total += this.block.length
     this.completed.push(this.block)
     this.block = this.compressor.takeBlock()
@@ -89,9 +100,13 @@ export class TarBlocks {
   }
 }
 
-/** Where the blob goes, hashing and counting it on the way. */
+/**
+ * Where the blob goes, hashing and counting it on the way, unless told the blob is the tar
+ * itself (no compression): then its digest is the diffId, and hashing it twice costs a second
+ * pass over every byte.
+ */
 export class BlobOutput {
-  private readonly hash = createHash('sha256')
+  private readonly hash: Hash | undefined
   private size = 0
   private readonly fd: number | undefined
   private readonly path: string | undefined
@@ -99,7 +114,8 @@ export class BlobOutput {
   private streamError: Error | undefined
   private adopted: {digest: string; size: number} | undefined
 
-  constructor(destination: string | NodeJS.WritableStream) {
+  constructor(destination: string | NodeJS.WritableStream, options: {blobIsInput?: boolean} = {}) {
+    this.hash = options.blobIsInput ? undefined : createHash('sha256')
     if (typeof destination === 'string') {
       this.fd = openSync(destination, 'w')
       this.path = destination
@@ -121,7 +137,7 @@ export class BlobOutput {
   }
 
   write(chunk: Buffer): void | Promise<void> {
-    this.hash.update(chunk)
+    this.hash?.update(chunk)
     this.size += chunk.length
     if (this.fd !== undefined) {
       for (let off = 0; off < chunk.length; ) off += writeSync(this.fd, chunk, off)
@@ -142,7 +158,8 @@ export class BlobOutput {
     })
   }
 
-  async close(): Promise<{digest: string; size: number}> {
+  /** `inputDigest`: the tar's digest, which is the blob's when the blob is the tar. */
+  async close(inputDigest: string): Promise<{digest: string; size: number}> {
     if (this.adopted !== undefined && this.fd !== undefined) {
       closeSync(this.fd)
       return this.adopted
@@ -156,7 +173,7 @@ export class BlobOutput {
         stream.end(() => resolve())
       })
     }
-    return {digest: `sha256:${this.hash.digest('hex')}`, size: this.size}
+    return {digest: this.hash === undefined ? inputDigest : `sha256:${this.hash.digest('hex')}`, size: this.size}
   }
 
   /** Leaves no partial file behind. */

@@ -169,7 +169,7 @@ export class LayerWriter {
   async write(destination: string | NodeJS.WritableStream): Promise<LayerBlob> {
     const implied = {...this.owner, mode: 0o755, mtime: this.epoch}
     const ordered = orderEntries(new Map(this.entries), implied, this.options.order)
-    const output = new BlobOutput(destination)
+    const output = new BlobOutput(destination, {blobIsInput: this.compression === 'none'})
     const estimatedTar = ordered.reduce((sum, e) => sum + TAR_BLOCK * 2 + (e.type === 'file' ? e.size : 0), 0)
     const compressor = createCompressor(this.compression, {
       level: this.options.level,
@@ -207,7 +207,7 @@ export class LayerWriter {
       const {diffId, uncompressedSize} = await tar.end()
       const written = compressor.writtenOutput?.()
       if (written) output.adopt(written)
-      const {digest, size} = await output.close()
+      const {digest, size} = await output.close(diffId)
       const mediaType = MEDIA_TYPES[this.compression]
       return {
         descriptor: {mediaType, digest, size},

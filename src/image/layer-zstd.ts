@@ -5,15 +5,21 @@
  * worker owns the child's pipes; the main thread only posts blocks. When the blob goes to a
  * file, the worker also writes and hashes zstd's output itself (thousands of 64 KiB chunks that
  * would otherwise cross to the main thread, the one doing the tar work); else it posts them.
+ * The worker hashes the tar too (the diffId), so the main thread only reads files and frames
+ * the tar: it is the pipeline's critical path, and the worker mostly waits on the pipe.
  */
 import {Worker} from 'node:worker_threads'
 
 import {AegisError} from '../errors.js'
-import {GZIP_BLOCK_SIZE} from './gzip-parallel.js'
 import type {BlockCompressor, CompressorOptions} from './layer-compress.js'
 
+/**
+ * Blocks of tar posted to the pump: 4 MiB, so a 500 MB layer is ~150 messages and acks rather
+ * than ~600 (zstd's output does not depend on how its input arrives).
+ */
+const ZSTD_BLOCK_SIZE = 4 * 1024 * 1024
 /** Blocks posted but not yet taken by zstd's stdin; enough to cover a burst of file reads. */
-const MAX_BLOCKS_IN_FLIGHT = 8
+const MAX_BLOCKS_IN_FLIGHT = 4
 
 // The pump's program: plain CommonJS in zstd-pump-worker.cjs (type-checked with // @ts-check),
 // next to this file both in src/ (under vitest) and in dist/ (tsc emits it).
@@ -23,7 +29,7 @@ type PumpMessage =
   | {type: 'data'; chunk: Uint8Array}
   | {type: 'ack'; block: Uint8Array}
   | {type: 'pid'; pid: number | undefined}
-  | {type: 'exit'; code: number | null; stderr: string; written?: {digest: string; size: number}}
+  | {type: 'exit'; code: number | null; stderr: string; written?: {digest: string; size: number}; input?: string}
 
 export class ZstdProgram implements BlockCompressor {
   readonly name: string
@@ -36,6 +42,7 @@ export class ZstdProgram implements BlockCompressor {
   private childPid: number | undefined
   private readonly spareBlocks: Buffer[] = []
   private written: {digest: string; size: number} | undefined
+  private inputHash: string | undefined
 
   constructor(program: {path: string; version: string}, options: CompressorOptions & {threads: number}) {
     const level = options.level ?? 3
@@ -55,13 +62,14 @@ export class ZstdProgram implements BlockCompressor {
           this.childPid = message.pid
         } else if (message.type === 'ack') {
           const block = message.block
-          if (block.byteOffset === 0 && block.byteLength === GZIP_BLOCK_SIZE)
-            this.spareBlocks.push(Buffer.from(block.buffer, 0, GZIP_BLOCK_SIZE))
+          if (block.byteOffset === 0 && block.byteLength === ZSTD_BLOCK_SIZE)
+            this.spareBlocks.push(Buffer.from(block.buffer, 0, ZSTD_BLOCK_SIZE))
           this.inFlight--
           this.wake()
         } else {
           this.finished = true
           this.written = message.written
+          this.inputHash = message.input
           this.wake()
           if (message.code === 0) this.outputChain.then(() => resolve(), reject)
           else reject(new AegisError(`zstd failed (exit ${message.code}): ${message.stderr.trim()}`))
@@ -77,9 +85,15 @@ export class ZstdProgram implements BlockCompressor {
     return this.written
   }
 
+  /** The tar's sha256, hashed by the worker as it fed zstd; known once zstd has exited. */
+  inputDigest(): string {
+    if (this.inputHash === undefined) throw new AegisError('zstd pump ended without the tar digest')
+    return this.inputHash
+  }
+
   takeBlock(): Buffer {
     // Never pooled memory: blocks are transferred to the worker and back.
-    return this.spareBlocks.pop() ?? Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE)
+    return this.spareBlocks.pop() ?? Buffer.allocUnsafeSlow(ZSTD_BLOCK_SIZE)
   }
 
   async push(block: Buffer): Promise<void> {

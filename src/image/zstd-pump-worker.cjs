@@ -2,8 +2,8 @@
 /**
  * The pump worker of layer-zstd.ts (one per zstd layer). It starts `workerData.program` with
  * `workerData.args`, posts `{type: 'pid'}`, writes the `{type: 'block'}` messages it receives
- * to zstd's stdin (answering `{type: 'ack'}` with each block once written) and closes it on
- * `{type: 'end'}`. zstd's output is written and hashed here when `workerData.outputFd` is set,
+ * to zstd's stdin (answering `{type: 'ack'}` with each block once written), hashing them (the
+ * diffId, sent with `{type: 'exit'}` as `input`), and closes it on `{type: 'end'}`. zstd's output is written and hashed here when `workerData.outputFd` is set,
  * else posted as `{type: 'data'}`; `{type: 'exit'}` ends. Plain CommonJS that loads nothing but
  * Node's own modules. Type-checked by tsc (allowJs + checkJs), which emits it to dist/.
  */
@@ -31,6 +31,7 @@ const child = spawn(workerData.program, workerData.args, {stdio: ['pipe', 'pipe'
 parentPort.postMessage({type: 'pid', pid: child.pid})
 const outputFd = workerData.outputFd
 const hash = outputFd === undefined ? undefined : createHash('sha256')
+const inputHash = createHash('sha256')
 let size = 0
 let stderr = ''
 let failed = false
@@ -71,13 +72,15 @@ child.on('close', (code) => {
       code,
       stderr,
       written: hash && {digest: 'sha256:' + hash.digest('hex'), size},
+      input: `sha256:${inputHash.digest('hex')}`,
     })
 })
 parentPort.on('message', (/** @type {PumpRequest} */ message) => {
-  // Written blocks go back to be refilled: fresh 1 MiB buffers would cost a page fault per 4 KiB.
-  if (message.type === 'block')
+  // Written blocks go back to be refilled: fresh 4 MiB buffers would cost a page fault per 4 KiB.
+  if (message.type === 'block') {
+    inputHash.update(message.data)
     child.stdin.write(message.data, () =>
       parentPort.postMessage({type: 'ack', block: message.data}, [/** @type {ArrayBuffer} */ (message.data.buffer)]),
     )
-  else if (message.type === 'end') child.stdin.end()
+  } else if (message.type === 'end') child.stdin.end()
 })

@@ -149,6 +149,27 @@ describe('LayerWriter determinism', () => {
     expect(raw.toString('latin1')).toContain(`${longDir}\u0000`) // the prefix field
   })
 
+  it('orders names by their UTF-8 bytes, also beyond U+D7FF, where UTF-16 order differs', async () => {
+    // U+1F600 is a surrogate pair in UTF-16 (sorts before U+FF01 there) but F0 9F... in UTF-8
+    // (after EF BC 81). Without those two the sort compares plain strings: '-' before '/' and
+    // U+00E9 after ASCII must come out the same.
+    const all = ['z', 'a/x', 'a-b', '\u{1F600}', '\uFF01', '\u00E9']
+    for (const files of [all, all.filter((n) => n !== '\u{1F600}' && n !== '\uFF01')]) {
+      const writer = new LayerWriter({compression: 'none'})
+      for (const name of files) writer.addFile(name, Buffer.from(name))
+      const file = join(work, 'order.tar')
+      const blob = await writer.write(file)
+      const written = (await readTar(readFileSync(file))).map((e) => e.header.name.replace(/\/$/, ''))
+      const expected = ['a', ...files].sort((p, q) => Buffer.compare(Buffer.from(p), Buffer.from(q)))
+      expect(written).toEqual(expected)
+      if (files === all) expect(written.indexOf('\uFF01')).toBeLessThan(written.indexOf('\u{1F600}'))
+      // Without compression the blob is the tar: one digest, hashed once.
+      const sha = createHash('sha256').update(readFileSync(file)).digest('hex')
+      expect(blob.digest).toBe(`sha256:${sha}`)
+      expect(blob.diffId).toBe(blob.digest)
+    }
+  })
+
   it('lets entries override modes and owners, and rejects paths that would leave the layer', async () => {
     const file = join(work, 'entries.tar')
     const blob = await new LayerWriter({compression: 'none', owner: {uid: 1000, gid: 1000}})
