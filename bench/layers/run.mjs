@@ -11,6 +11,11 @@
  *
  * TREE defaults to $LAYER_BENCH_TREE, else /tmp/aegis-layers-bench/openclaw/node_modules,
  * installed there first with `npm install --ignore-scripts openclaw@2026.9.6` when missing.
+ *
+ * LAYER_BENCH_BEFORE=<dist directory of another build> (e.g. a worktree of an earlier commit,
+ * built) times that build's LayerWriter right after ours at every setting, checks that both
+ * write the same bytes, and prints ours / before: a change measured in one run. Each row also
+ * shows the 1-minute load average when it started (the machine may be shared).
  */
 import {execFileSync, execSync} from 'node:child_process'
 import {existsSync, mkdirSync, rmSync, statSync} from 'node:fs'
@@ -24,6 +29,9 @@ const writeLayer = join(repo, 'bench/layers/write-layer.mjs')
 const benchDir = '/tmp/aegis-layers-bench'
 const tree = process.argv[2] ?? process.env.LAYER_BENCH_TREE ?? join(benchDir, 'openclaw/node_modules')
 const out = join(benchDir, 'out')
+const before = process.env.LAYER_BENCH_BEFORE
+if (before !== undefined && !existsSync(join(before, 'image/layer-writer.js')))
+  throw new Error(`LAYER_BENCH_BEFORE=${before} holds no image/layer-writer.js: build that tree first`)
 
 if (!existsSync(tree)) {
   console.log(`installing openclaw into ${dirname(tree)} (one time)...`)
@@ -58,6 +66,7 @@ const results = []
  * `output` is the file it made, or a function that finds it afterwards.
  */
 function time(name, command, output) {
+  const load = Number(sh('cat /proc/loadavg').split(' ')[0])
   const timed = sh(`TIMEFORMAT='%R %U %S'; { time ( { ${command} ; } > ${out}/stdout 2>&1 ) ; } 2>&1`)
     .trim()
     .split('\n')
@@ -65,17 +74,33 @@ function time(name, command, output) {
   const [wall, user, sys] = timed.split(' ').map(Number)
   const file = typeof output === 'function' ? output() : output
   const note = sh(`cat ${out}/stdout`).trim()
-  const row = {name, wall, cpu: user + sys, bytes: file ? size(file) : undefined, note}
+  const row = {name, wall, cpu: user + sys, bytes: file ? size(file) : undefined, note, load}
   results.push(row)
   console.log(
-    `${name.padEnd(30)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''}`,
+    `${name.padEnd(36)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''.padEnd(8)}  load ${load.toFixed(2)}`,
   )
 }
 
-time('aegis-kit LayerWriter gzip', `node ${writeLayer} gzip ${tree} ${out}/ours.tar.gz`, `${out}/ours.tar.gz`)
-const oursGzip = JSON.parse(results.at(-1).note)
-time('aegis-kit LayerWriter zstd', `node ${writeLayer} zstd ${tree} ${out}/ours.tar.zst`, `${out}/ours.tar.zst`)
-const oursZstd = JSON.parse(results.at(-1).note)
+/** Our LayerWriter at `level` (default when undefined), then the `before` build's at the same setting. */
+const pairs = []
+function ours(kind, level, file) {
+  const args = `${kind} ${tree} ${file}${level === undefined ? '' : ` ${level}`}`
+  const label = `${kind}${level === undefined ? '' : ` -${level}`}`
+  time(`aegis-kit LayerWriter ${label}`, `node ${writeLayer} ${args}`, file)
+  const mine = results.at(-1)
+  if (before === undefined) return mine
+  time(`before: LayerWriter ${label}`, `LAYER_BENCH_DIST=${before} node ${writeLayer} ${args}`, file)
+  const theirs = results.at(-1)
+  if (JSON.parse(theirs.note).digest !== JSON.parse(mine.note).digest)
+    throw new Error(`${label}: the before build writes other bytes than ours`)
+  pairs.push([mine, theirs])
+  return mine
+}
+
+ours('gzip', undefined, `${out}/ours.tar.gz`)
+const oursGzip = JSON.parse(results.find((row) => row.name === 'aegis-kit LayerWriter gzip').note)
+ours('zstd', undefined, `${out}/ours.tar.zst`)
+const oursZstd = JSON.parse(results.find((row) => row.name === 'aegis-kit LayerWriter zstd').note)
 console.log(`  (${oursGzip.compressor}; ${oursZstd.compressor})`)
 
 // umoci: a new layer from the tree on top of an empty image (the same job: tar + gzip + digests).
@@ -97,12 +122,7 @@ rmSync(bundle, {recursive: true, force: true})
 // (umoci's Go gzip at its default level makes a larger blob than zlib's level 6).
 const oursAtLevel = []
 for (const level of [1, 2, 3, 4, 5]) {
-  time(
-    `aegis-kit LayerWriter gzip -${level}`,
-    `node ${writeLayer} gzip ${tree} ${out}/ours-${level}.tar.gz ${level}`,
-    `${out}/ours-${level}.tar.gz`,
-  )
-  oursAtLevel.push(results.at(-1))
+  oursAtLevel.push(ours('gzip', level, `${out}/ours-${level}.tar.gz`))
   rmSync(`${out}/ours-${level}.tar.gz`)
 }
 
@@ -121,9 +141,11 @@ if (`sha256:${tarOf(`gzip -dc ${out}/ours.tar.gz`)}` !== oursGzip.diffId)
 if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId)
   throw new Error('zstd -d does not give our diffId')
 
-const [gzipOurs, zstdOurs] = results
+const byName = (name) => results.find((row) => row.name === name)
+const [gzipOurs, zstdOurs] = [byName('aegis-kit LayerWriter gzip'), byName('aegis-kit LayerWriter zstd')]
+const ourRows = new Set([...oursAtLevel, ...pairs.flat(), gzipOurs, zstdOurs])
 console.log('\nratios ours / peer (< 1: ours is faster), wall and cpu:')
-for (const peer of results.slice(2).filter((row) => !oursAtLevel.includes(row))) {
+for (const peer of results.filter((row) => !ourRows.has(row))) {
   const mine = peer.name.includes('zstd') ? zstdOurs : gzipOurs
   const label = `${mine.name.replace('aegis-kit LayerWriter ', 'ours ')} / ${peer.name}`
   console.log(`  ${label.padEnd(40)} ${(mine.wall / peer.wall).toFixed(2)}  ${(mine.cpu / peer.cpu).toFixed(2)}`)
@@ -137,5 +159,17 @@ for (const umoci of results.filter((row) => row.name.startsWith('umoci'))) {
       : `  no level of ours makes a blob as small as ${umoci.name}'s`,
   )
 }
+if (pairs.length > 0) {
+  console.log('\nours / before (same bytes checked; < 1: faster now), wall and cpu:')
+  for (const [mine, theirs] of pairs)
+    console.log(
+      `  ${mine.name.replace('aegis-kit LayerWriter ', '').padEnd(10)} ${(mine.wall / theirs.wall).toFixed(2)}  ${(mine.cpu / theirs.cpu).toFixed(2)}`,
+    )
+}
+console.log('\n| contender | wall s | cpu s | blob MB | load |\n| --- | --- | --- | --- | --- |')
+for (const row of results)
+  console.log(
+    `| ${row.name.replaceAll('|', '\\|')} | ${row.wall.toFixed(2)} | ${row.cpu.toFixed(2)} | ${row.bytes ? mb(row.bytes) : ''} | ${row.load.toFixed(2)} |`,
+  )
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 rmSync(out, {recursive: true, force: true})
