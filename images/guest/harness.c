@@ -7,18 +7,43 @@
  * image read-only under an overlay whose writable layer is a disk of the kit's resources.disk,
  * or a tmpfs), sets up network and secrets, runs the
  * workload as the image's user, relays exposed ports that the app binds only on loopback,
- * stays PID 1 reaping orphans, reports the exit code and powers the VM off.
+ * serves the host over the control channel (exec sessions, heartbeats, the 127.0.0.1:7777
+ * tunnel), stays PID 1 reaping orphans, reports the exit code and powers the VM off.
  *
  * Control channel: the virtio-serial port named "aegis.ctl" (module virtio_console).
  * Chosen over the kernel command line because secrets travel in the spec and
  * /proc/cmdline is world-readable in the guest; chosen over a file on a second share
  * because nothing is ever written to disk on the host, the channel stays open for stop
  * requests and exit reports, and a virtio-serial device (unlike vhost-user-fs) does not
- * block VM snapshots. Wire format, see src/guest/spec.ts:
- *   host -> guest: "AEGIS-SPEC/1 <n>\n" then n bytes of records "key value\0";
- *                  later lines "signal TERM" | "signal INT" | "signal KILL".
- *   guest -> host: lines "AEGIS_READY", "AEGIS_STARTED", "AEGIS_ERROR=<text>",
- *                  "AEGIS_OOM=1", "AEGIS_EXIT=<code>".
+ * block VM snapshots. The host half is src/guest/spec.ts and src/guest/control-channel.ts.
+ *
+ *   host -> guest, first: "AEGIS-SPEC/1 <n>\n" then n bytes of records "key value\0" (spec.ts).
+ *   After it, and guest -> host from the first byte: frames
+ *     u32 BE length of the rest | u8 type | u32 BE stream id | payload (<= 64 KiB)
+ *   (a frame's first byte is always 0, an old harness's report line starts with "A": the host
+ *   tells them apart). Types (control.h):
+ *     0x01 EVENT      stream 0. guest: the reports AEGIS_READY, AEGIS_STARTED, AEGIS_ERROR=<text>,
+ *                     AEGIS_OOM=1, AEGIS_EXIT=<code> (also echoed on the console, the host's
+ *                     fallback); host: "signal TERM|INT|KILL|..." for the workload, "heartbeat"
+ *                     (a sample now: the host asks after a resume).
+ *     0x02 HEARTBEAT  stream 0, guest: u32 ESTABLISHED TCP connections (the tunnel's own left
+ *                     out), u64 workload CPU ms, u64 rx+tx bytes of the NICs but lo; cumulative,
+ *                     every heartbeat_ms (spec record, default 5000) and on request (heartbeat.c).
+ *     0x03 WINDOW     stream n: u32 bytes the sender consumed; the other side may send that many
+ *                     more data bytes (STDIN/STDOUT/STDERR/DATA) on the stream. Each side starts
+ *                     with 256 KiB per stream and direction, so no stream can fill the channel.
+ *     0x04 CLOSE      stream n: the stream is gone (host: kill the exec'd process group, or
+ *                     reset the tunnel connection; guest: the tunnel connection was reset).
+ *     0x10 EXEC_OPEN  host, even stream ids: records "arg", "env", "workdir", "user", "group",
+ *                     "tty rows:cols" (exec.c). 0x11 STDIN (host), 0x12 STDOUT, 0x13 STDERR
+ *                     (guest), empty = EOF; 0x14 EXIT (guest, i32 BE: code, or 128+signal, after
+ *                     both outputs' EOF); 0x15 SIGNAL (host, a name: "TERM"); 0x16 RESIZE (host,
+ *                     u16 rows, u16 cols).
+ *     0x20 TUNNEL_OPEN guest, odd stream ids: a connection to 127.0.0.1:7777 in the guest
+ *                     (payload u16 port); 0x21 DATA both ways, empty = half-close (tunnel.c).
+ *   The harness is one poll loop (supervise()); per stream it reads a source only while the
+ *   host has granted credit and the outgoing buffer has room, and buffers at most the credit it
+ *   granted, so a slow stream waits alone.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -41,14 +66,15 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "control.h"
+#include "exec.h"
 #include "harness.h"
 #include "port_proxy.h"
+#include "tunnel.h"
 
 #define EXIT_HARNESS_ERROR 125
 
 extern char **environ;
-
-static int ctl_fd = -1;
 
 /* Formats one console line (newline-terminated, truncated to fit); returns its length or -1. */
 static int format_line(char *line, size_t size, const char *fmt, va_list ap) {
@@ -77,11 +103,12 @@ void report(const char *fmt, ...) {
 	int n = format_line(line, sizeof line, fmt, ap);
 	va_end(ap);
 	if (n < 0) return;
-	if (ctl_fd >= 0 && write(ctl_fd, line, n) < 0) { /* host gone: the console still has it */ }
+	ctl_send(F_EVENT, 0, line, n - 1); /* the frame has no newline */
 	if (write(2, line, n) < 0) { /* nothing else to tell */ }
 }
 
 static __attribute__((noreturn)) void power_off(void) {
+	ctl_drain(2); /* the last reports */
 	sync();
 	reboot(RB_POWER_OFF);
 	/* Only reached if ACPI power-off failed: a reset is an exit under QEMU -no-reboot. */
@@ -191,6 +218,7 @@ static void read_spec(int fd, struct spec *spec) {
 	spec->root = "virtiofs:root";
 	spec->rw_disk = "";
 	spec->net_addr = spec->net_gw = spec->dns = "";
+	spec->heartbeat_ms = 5000;
 	for (char *record = body, *next; record < body + size; record = next) {
 		next = record + strlen(record) + 1;
 		char *value = strchr(record, ' ');
@@ -212,6 +240,7 @@ static void read_spec(int fd, struct spec *spec) {
 		else if (!strcmp(record, "net")) spec->net_addr = value;
 		else if (!strcmp(record, "gateway")) spec->net_gw = value;
 		else if (!strcmp(record, "dns")) spec->dns = value;
+		else if (!strcmp(record, "heartbeat_ms")) spec->heartbeat_ms = atoi(value);
 		/* Unknown keys are skipped so a newer host can talk to an older harness. */
 #undef FULL
 	}
@@ -229,10 +258,24 @@ static long oom_kills(void) {
 }
 
 
-struct exec_failure {
-	int err;
-	char what[64];
-};
+void exec_as(const struct identity *who, char *const argv[], char **envp, int failure_fd) {
+	struct exec_failure failure = {0};
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	if (setgroups(who->ngroups, who->groups) != 0) { failure.err = errno; strcpy(failure.what, "setgroups"); }
+	else if (setgid(who->gid) != 0) { failure.err = errno; strcpy(failure.what, "setgid"); }
+	else if (setuid(who->uid) != 0) { failure.err = errno; strcpy(failure.what, "setuid"); }
+	else if (chdir(who->workdir) != 0) { failure.err = errno; snprintf(failure.what, sizeof failure.what, "workdir %s", who->workdir); }
+	else {
+		environ = envp; /* execvp searches the workload's PATH, not the harness's */
+		execvp(argv[0], argv);
+		failure.err = errno;
+		snprintf(failure.what, sizeof failure.what, "run %s", argv[0]);
+	}
+	if (write(failure_fd, &failure, sizeof failure) < 0) { /* parent sees a short read */ }
+	_exit(127);
+}
 
 static pid_t start_workload(const struct spec *spec, char **envp) {
 	int pipefd[2];
@@ -240,25 +283,11 @@ static pid_t start_workload(const struct spec *spec, char **envp) {
 	pid_t pid = fork();
 	if (pid < 0) fail("fork: %s", strerror(errno));
 	if (pid == 0) {
-		struct exec_failure failure = {0};
-		sigset_t none;
-		sigemptyset(&none);
-		sigprocmask(SIG_SETMASK, &none, NULL);
 		setsid();
 		int devnull = open("/dev/null", O_RDWR);
 		if (devnull >= 0) dup2(devnull, 0);
-		if (setgroups(spec->ngroups, spec->groups) != 0) { failure.err = errno; strcpy(failure.what, "setgroups"); }
-		else if (setgid(spec->gid) != 0) { failure.err = errno; strcpy(failure.what, "setgid"); }
-		else if (setuid(spec->uid) != 0) { failure.err = errno; strcpy(failure.what, "setuid"); }
-		else if (chdir(spec->workdir) != 0) { failure.err = errno; snprintf(failure.what, sizeof failure.what, "workdir %s", spec->workdir); }
-		else {
-			environ = envp; /* execvp searches the workload's PATH, not the harness's */
-			execvp(spec->argv[0], spec->argv);
-			failure.err = errno;
-			snprintf(failure.what, sizeof failure.what, "run %s", spec->argv[0]);
-		}
-		if (write(pipefd[1], &failure, sizeof failure) < 0) { /* parent sees a short read */ }
-		_exit(127);
+		struct identity who = {spec->uid, spec->gid, spec->groups, spec->ngroups, spec->workdir};
+		exec_as(&who, spec->argv, envp, pipefd[1]);
 	}
 	close(pipefd[1]);
 	struct exec_failure failure;
@@ -289,44 +318,48 @@ static char **build_env(const struct spec *spec) {
 	return envp;
 }
 
-/* The host may ask to stop the workload: "signal TERM|INT|KILL". */
-static void handle_control_input(pid_t workload) {
-	static char buf[256];
-	static size_t used;
-	ssize_t n = read(ctl_fd, buf + used, sizeof buf - 1 - used);
-	if (n <= 0) return;
-	used += n;
-	char *newline;
-	while ((newline = memchr(buf, '\n', used))) {
-		*newline = '\0';
-		int sig = !strcmp(buf, "signal TERM") ? SIGTERM : !strcmp(buf, "signal INT") ? SIGINT
-			: !strcmp(buf, "signal KILL") ? SIGKILL : 0;
-		if (sig) kill(-workload, sig);
-		used -= newline + 1 - buf;
-		memmove(buf, newline + 1, used);
+static int min_timeout(int a, int b) { return a < 0 ? b : b < 0 ? a : a < b ? a : b; }
+
+static struct {
+	pid_t workload;
+	int done, status;
+} supervised;
+
+/* SIGTERM/SIGINT go to the workload's process group; SIGCHLD reaps everything (PID 1's job). */
+static void signal_ready(void *ctx, int sigfd, short revents) {
+	(void)ctx;
+	(void)revents;
+	struct signalfd_siginfo info;
+	if (read(sigfd, &info, sizeof info) != sizeof info) return;
+	if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
+		kill(-supervised.workload, info.ssi_signo);
+		return;
 	}
-	if (used == sizeof buf - 1) used = 0; /* an overlong line: drop it */
+	int status;
+	pid_t pid;
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		if (pid == supervised.workload) {
+			supervised.done = 1;
+			supervised.status = status;
+		}
+		exec_reaped(pid, status);
+	}
 }
 
-/* PID 1 until the workload exits: reap every child, forward signals, listen to the host. */
+/* PID 1 until the workload exits: the control channel, exec sessions, tunnel, heartbeats, signals. */
 static int supervise(pid_t workload, int sigfd) {
-	struct pollfd fds[2] = {{sigfd, POLLIN, 0}, {ctl_fd, POLLIN, 0}};
-	for (;;) {
-		if (poll(fds, 2, -1) < 0 && errno != EINTR) fail("poll: %s", strerror(errno));
-		if (fds[1].revents & POLLIN) handle_control_input(workload);
-		if (fds[1].revents & (POLLHUP | POLLERR)) fds[1].fd = -1; /* host disconnected: keep running */
-		if (!(fds[0].revents & POLLIN)) continue;
-		struct signalfd_siginfo info;
-		if (read(sigfd, &info, sizeof info) != sizeof info) continue;
-		if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGINT) {
-			kill(-workload, info.ssi_signo);
-			continue;
-		}
-		int status;
-		pid_t pid;
-		while ((pid = waitpid(-1, &status, WNOHANG)) > 0)
-			if (pid == workload) return status;
+	supervised.workload = workload;
+	while (!supervised.done) {
+		int timeout = min_timeout(heartbeat_due_ms(), exec_tick()); /* exits due: sent, sessions freed */
+		watch_reset();
+		watch_add(sigfd, POLLIN, signal_ready, NULL);
+		ctl_watch(workload);
+		exec_watch();
+		tunnel_watch();
+		watch_poll(timeout);
+		heartbeat_tick(0);
 	}
+	return supervised.status;
 }
 
 static void stop_everything(void) {
@@ -354,11 +387,12 @@ int main(void) {
 		if (console >= 0) { dup2(console, 0); dup2(console, 1); dup2(console, 2); }
 	}
 	load_modules();
-	ctl_fd = open_control_port("aegis.ctl");
+	int port = open_control_port("aegis.ctl");
+	ctl_attach(port);
 	report("AEGIS_READY");
 
 	struct spec spec;
-	read_spec(ctl_fd, &spec);
+	read_spec(port, &spec);
 	mount_root(&spec);
 	mount_system(&spec);
 	write_etc(&spec);
@@ -377,9 +411,14 @@ int main(void) {
 	if (sigfd < 0) fail("signalfd: %s", strerror(errno));
 	reboot(RB_DISABLE_CAD); /* ctrl-alt-del becomes SIGINT to PID 1, forwarded like any other */
 
-	if (spec.nports > 0 && guest_ip.s_addr != 0) start_port_proxy(spec.ports, spec.nports, guest_ip);
+	if (spec.nports > 0 && guest_ip.s_addr != 0) heartbeat_exclude(start_port_proxy(spec.ports, spec.nports, guest_ip));
 	long oom_before = oom_kills();
-	pid_t workload = start_workload(&spec, build_env(&spec));
+	char **envp = build_env(&spec);
+	tunnel_start(); /* before the workload, which may call the guest API at once */
+	pid_t workload = start_workload(&spec, envp);
+	exec_init(&spec, envp);
+	ctl_start(port);
+	heartbeat_init(spec.heartbeat_ms);
 	report("AEGIS_STARTED");
 	int status = supervise(workload, sigfd);
 

@@ -32,7 +32,30 @@ struct spec {
 	const char *net_addr; /* a.b.c.d/prefix; empty: no network */
 	const char *net_gw;
 	const char *dns;
+	int heartbeat_ms; /* activity samples for the host; 0: none */
 };
+
+/* Who a process runs as: the workload, or an exec session. */
+struct identity {
+	uid_t uid;
+	gid_t gid;
+	const gid_t *groups;
+	int ngroups;
+	const char *workdir;
+};
+
+/* Why a forked child could not exec, written to the parent over a close-on-exec pipe. */
+struct exec_failure {
+	int err;
+	char what[64];
+};
+
+/*
+ * In a forked child: the default signal mask, `who`'s groups, ids and workdir, then execvp with
+ * `envp` (argv[0] searched on envp's PATH). On failure writes a struct exec_failure to failure_fd
+ * and exits 127.
+ */
+void exec_as(const struct identity *who, char *const argv[], char **envp, int failure_fd) __attribute__((noreturn));
 
 /* A line on the console. */
 void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

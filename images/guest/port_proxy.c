@@ -127,10 +127,10 @@ static void pump(int client, int port) {
 	}
 }
 
-void start_port_proxy(const int *ports, int count, struct in_addr guest_ip) {
+pid_t start_port_proxy(const int *ports, int count, struct in_addr guest_ip) {
 	if (count > MAX_PORTS) count = MAX_PORTS;
 	pid_t pid = fork();
-	if (pid != 0) return; /* PID 1 goes on; it reaps this process like any other */
+	if (pid != 0) return pid; /* PID 1 goes on; it reaps this process like any other */
 
 	sigset_t none;
 	sigemptyset(&none);

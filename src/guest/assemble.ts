@@ -39,7 +39,20 @@ export interface GuestImage {
 const ASSEMBLY_FORMAT = 1
 
 export const HARNESS_SOURCE_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../images/guest')
-const HARNESS_SOURCES = ['harness.c', 'harness.h', 'guest_setup.c', 'port_proxy.c', 'port_proxy.h']
+const HARNESS_SOURCES = [
+  'harness.c',
+  'harness.h',
+  'guest_setup.c',
+  'port_proxy.c',
+  'port_proxy.h',
+  'control.c',
+  'control.h',
+  'heartbeat.c',
+  'exec.c',
+  'exec.h',
+  'tunnel.c',
+  'tunnel.h',
+]
 
 async function run(file: string, args: string[], options: {cwd?: string; what: string; hint: string}): Promise<string> {
   const result = await execFileText(file, args, {cwd: options.cwd}).catch((error: unknown) => {

@@ -20,6 +20,13 @@ export {
 } from './network.js'
 export {checkVmTools, runVm, startVm, type RunningVm, type VmOptions, type VmResult} from './qemu.js'
 export {encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
+export {
+  TUNNEL_PORT,
+  type ExecRequest,
+  type ExecSession,
+  type HeartbeatSample,
+  type TunnelStream,
+} from './control-channel.js'
 export {checkWritableLayerSize} from './writable-layer.js'
 export {ChildProcessGroup} from './child-processes.js'
 export {

@@ -1,13 +1,15 @@
 /**
  * A bare microVM boot with QEMU: the assembled kernel and initramfs, the image root and the
- * workspace shared by virtiofsd, the run spec handed over a virtio-serial control port,
- * the console streamed back. KVM or TCG, as the caller chose (see accel.ts).
+ * workspace shared by virtiofsd, the run spec handed over a virtio-serial control port that then
+ * carries the control channel (control-channel.ts: reports, heartbeats, exec sessions, the
+ * tunnel), the console streamed back. KVM or TCG, as the caller chose (see accel.ts).
  */
 
 import type {ChildProcess} from 'node:child_process'
 import {existsSync} from 'node:fs'
 import {mkdir, mkdtemp, rm} from 'node:fs/promises'
 import net from 'node:net'
+import type {Duplex} from 'node:stream'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -18,6 +20,7 @@ import {supportedHostArchitecture, toQemuSystem, toQemuSystemPackage} from '../o
 import {accelArgs, type Accel} from './accel.js'
 import {guestKernelCommandLine} from './kernel-command-line.js'
 import {ChildProcessGroup} from './child-processes.js'
+import {ControlChannel, type ExecRequest, type ExecSession, type HeartbeatSample} from './control-channel.js'
 import {noNetwork, type AttachedNetwork, type NetworkBackend} from './network.js'
 import {QmpClient, type VmStatus} from './qmp.js'
 import {CONTROL_PORT_NAME, encodeRunSpec, type GuestPlumbing, type RunSpec} from './spec.js'
@@ -95,6 +98,15 @@ export interface RunningVm {
   resume(): Promise<void>
   /** What QEMU says the VM is doing (QMP `query-status`). */
   status(): Promise<VmStatus>
+  /**
+   * Runs a command in the workload's world (its root, environment with secrets, user and workdir
+   * unless `request` says otherwise). May be called before the harness is up: it starts then.
+   */
+  exec(request: ExecRequest): ExecSession
+  /** Each activity sample the harness sends (every RunSpec.heartbeatMs, and after resume()); returns the unsubscribe. */
+  onHeartbeat(listener: (sample: HeartbeatSample) => void): () => void
+  /** Each connection to 127.0.0.1:7777 in the guest, as a Duplex (the last handler set gets it; none: refused). */
+  onTunnel(handler: (stream: Duplex) => void): void
 }
 
 const CONSOLE_KEEP = 64 * 1024
@@ -389,7 +401,8 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
     if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
   })
   const output = captureOutput(qemu, options.onConsole)
-  const controlSocket = serveControl(context.control, fromControl, context.specBytes)
+  const channel = new ControlChannel({onReport: (line) => fromControl.push(`${line}\n`)})
+  serveControl(context.control, channel, context.specBytes)
 
   /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
   const host = {killedByHost: false, paused: false}
@@ -404,6 +417,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
       )
       qemu.once('exit', (code, signal) => {
         clearTimeout(bootTimer)
+        channel.close()
         timings.exitedMs = Date.now() - startedAt
         if (bootTimedOut) {
           reject(
@@ -423,7 +437,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
     }),
   )
   const {qmp} = context
-  const stop = stopper(result, controlSocket, processes, host)
+  const stop = stopper(result, channel, processes, host)
   return {
     result,
     stop: async (graceMs) => {
@@ -438,20 +452,25 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
     resume: async () => {
       await qmp.resume()
       host.paused = false
+      // The guest cannot tell it was paused: a fresh sample rather than one up to heartbeatMs old.
+      channel.requestHeartbeat()
     },
     status: () => qmp.status(),
+    exec: (request) => channel.exec(request),
+    onHeartbeat: (listener) => channel.onHeartbeat(listener),
+    onTunnel: (handler) => channel.onTunnel(handler),
   }
 }
 
 /** RunningVm.stop: SIGTERM to the workload over the control port, the VM killed after `graceMs`. */
 function stopper(
   result: Promise<VmResult>,
-  controlSocket: () => net.Socket | undefined,
+  channel: ControlChannel,
   processes: ChildProcessGroup,
   host: {killedByHost: boolean},
 ): RunningVm['stop'] {
   return async (graceMs = 10_000) => {
-    controlSocket()?.write('signal TERM\n')
+    channel.signalWorkload('TERM')
     const timer = setTimeout(() => {
       host.killedByHost = true
       processes.killNow('SIGKILL')
@@ -483,25 +502,9 @@ function captureOutput(
   return {console: () => consoleText, errors: () => qemuErrors, reports}
 }
 
-/** Answers the harness's connection with the spec and reads its reports; returns the connection once there is one. */
-function serveControl(
-  server: net.Server,
-  reports: ReportReader,
-  specBytes: Promise<Buffer>,
-): () => net.Socket | undefined {
-  let controlSocket: net.Socket | undefined
-  server.on('connection', (socket) => {
-    controlSocket = socket
-    // The connection breaks when QEMU exits; the exit handler reports how the VM ended.
-    socket.on('error', () => {})
-    socket.setEncoding('utf8').on('data', (text: string) => reports.push(text))
-    // A spec that could not be made stops the VM (handOverSpec): the guest gets nothing.
-    specBytes.then(
-      (bytes) => socket.write(bytes),
-      () => undefined,
-    )
-  })
-  return () => controlSocket
+/** Answers the harness's connection with the spec, then speaks the control channel on it. */
+function serveControl(server: net.Server, channel: ControlChannel, specBytes: Promise<Buffer>): void {
+  server.on('connection', (socket) => channel.attach(socket, specBytes))
 }
 
 /** How the VM ended, from the harness's reports, or why it ended without them. */

@@ -19,6 +19,11 @@ export interface RunSpec {
   ports?: number[]
   /** Default "aegis". */
   hostname?: string
+  /**
+   * How often the harness sends an activity sample over the control channel (RunningVm.onHeartbeat).
+   * Default 5000 (the harness's); 0: never.
+   */
+  heartbeatMs?: number
 }
 
 /** Where the guest's root comes from and how its network is set; chosen by the VM launcher. */
@@ -40,13 +45,14 @@ export interface GuestPlumbing {
 
 export const CONTROL_PORT_NAME = 'aegis.ctl'
 
-const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
+export const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/
 /** A DNS name as /etc/hosts takes it: dot-separated labels of letters, digits and inner hyphens. */
 export const HOST_NAME =
   /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)$/
 
-function checkValue(what: string, value: string): string {
+/** `value` as a record value: anything but a NUL byte, which ends a record. */
+export function checkSpecValue(what: string, value: string): string {
   if (value.includes('\0'))
     throw new AegisError(`${what} contains a NUL byte`, {
       hint: 'remove the NUL byte; environment values cannot carry one',
@@ -60,24 +66,31 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
     throw new AegisError('the run spec has no command', {hint: 'give the command to run in the VM'})
   const records: string[] = []
   const add = (key: string, value: string) => records.push(`${key} ${value}`)
-  for (const arg of spec.command) add('arg', checkValue('a command argument', arg))
+  for (const arg of spec.command) add('arg', checkSpecValue('a command argument', arg))
   for (const [name, value] of Object.entries(spec.env ?? {})) {
     if (!ENV_NAME.test(name))
       throw new AegisError(`bad environment variable name ${JSON.stringify(name)}`, {
         hint: 'use letters, digits and _ only',
       })
-    add('env', `${name}=${checkValue(`environment variable ${name}`, value)}`)
+    add('env', `${name}=${checkSpecValue(`environment variable ${name}`, value)}`)
   }
   for (const [name, value] of Object.entries(spec.secrets ?? {})) {
     if (!ENV_NAME.test(name))
       throw new AegisError(`bad secret name ${JSON.stringify(name)}`, {hint: 'use letters, digits and _ only'})
-    add('secret', `${name}=${checkValue(`secret ${name}`, value)}`)
+    add('secret', `${name}=${checkSpecValue(`secret ${name}`, value)}`)
   }
   const user = spec.user ?? {uid: 0, gid: 0}
   add('user', `${user.uid}:${user.gid}`)
   for (const group of user.groups ?? []) add('group', String(group))
-  add('workdir', checkValue('the workdir', spec.workdir ?? '/'))
-  add('hostname', checkValue('the hostname', spec.hostname ?? 'aegis'))
+  add('workdir', checkSpecValue('the workdir', spec.workdir ?? '/'))
+  add('hostname', checkSpecValue('the hostname', spec.hostname ?? 'aegis'))
+  if (spec.heartbeatMs !== undefined) {
+    if (!Number.isInteger(spec.heartbeatMs) || spec.heartbeatMs < 0 || spec.heartbeatMs > 3_600_000)
+      throw new AegisError(`bad heartbeat interval ${spec.heartbeatMs} ms`, {
+        hint: 'give whole milliseconds, 0 to 3600000',
+      })
+    add('heartbeat_ms', String(spec.heartbeatMs))
+  }
   for (const port of spec.ports ?? []) {
     if (!Number.isInteger(port) || port < 1 || port > 65535)
       throw new AegisError(`bad port ${port}`, {hint: 'ports are 1-65535'})
@@ -85,7 +98,7 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
   }
   add('root', plumbing.root.kind === 'virtiofs' ? `virtiofs:${plumbing.root.tag}` : `block:${plumbing.root.device}`)
   if (plumbing.writableLayerDisk)
-    add('rwdisk', checkValue("the writable layer's disk serial", plumbing.writableLayerDisk.serial))
+    add('rwdisk', checkSpecValue("the writable layer's disk serial", plumbing.writableLayerDisk.serial))
   for (const mount of plumbing.mounts) add('mount', `${mount.tag}:${mount.guestPath}`)
   if (plumbing.network) {
     const net = plumbing.network
@@ -104,6 +117,11 @@ export function encodeRunSpec(spec: RunSpec, plumbing: GuestPlumbing): Buffer {
       add('host', `${host.address} ${host.name}`)
     }
   }
-  const body = Buffer.from(records.map((record) => record + '\0').join(''), 'utf8')
+  const body = encodeRecords(records)
   return Buffer.concat([Buffer.from(`AEGIS-SPEC/1 ${body.length}\n`, 'ascii'), body])
+}
+
+/** "key value" records, each NUL-terminated: the run spec's body and an exec request's payload. */
+export function encodeRecords(records: string[]): Buffer {
+  return Buffer.from(records.map((record) => record + '\0').join(''), 'utf8')
 }

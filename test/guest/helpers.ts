@@ -37,6 +37,11 @@ const BUSYBOX_APPLETS = [
   'head',
   'printf',
   'touch',
+  'stty',
+  'tty',
+  'wget',
+  'ps',
+  'kill',
 ]
 
 /**

@@ -67,6 +67,15 @@ describe('encodeRunSpec', () => {
     )
   })
 
+  it('passes the heartbeat interval only when given, and refuses a bad one', () => {
+    expect(records(encodeRunSpec({command: ['x'], heartbeatMs: 500}, plumbing))).toContain('heartbeat_ms 500')
+    expect(records(encodeRunSpec({command: ['x']}, plumbing)).some((record) => record.startsWith('heartbeat_ms'))).toBe(
+      false,
+    )
+    expect(() => encodeRunSpec({command: ['x'], heartbeatMs: -1}, plumbing)).toThrow(/heartbeat/)
+    expect(() => encodeRunSpec({command: ['x'], heartbeatMs: 1.5}, plumbing)).toThrow(/heartbeat/)
+  })
+
   it('rejects what the guest could not represent', () => {
     expect(() => encodeRunSpec({command: []}, plumbing)).toThrow(AegisError)
     expect(() => encodeRunSpec({command: ['a\0b']}, plumbing)).toThrow(/NUL/)

@@ -6,15 +6,18 @@
 
 import {execFileSync, spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
+import http from 'node:http'
+import net from 'node:net'
 import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 
+import type {HeartbeatSample} from '../../src/guest/control-channel.js'
 import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {userNetwork} from '../../src/guest/network.js'
-import {runVm, startVm, type VmOptions} from '../../src/guest/qemu.js'
+import {runVm, startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
 import {buildTestRoot, cpuTimeMs, hostGuest, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
@@ -273,5 +276,213 @@ describe('guest VM', {timeout: 120_000}, () => {
       for (const pid of [...processesMentioning(childMarker), ...processesMentioning(childRoot)])
         process.kill(pid, 'SIGKILL')
     }
+  })
+})
+
+/** Everything an exec session printed, and how it ended. */
+async function collect(
+  session: ReturnType<RunningVm['exec']>,
+): Promise<{stdout: string; stderr: string; exitCode: number}> {
+  let stdout = ''
+  let stderr = ''
+  session.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text
+  })
+  session.stderr.setEncoding('utf8').on('data', (text: string) => {
+    stderr += text
+  })
+  const {exitCode} = await session.exit
+  return {stdout, stderr, exitCode}
+}
+
+/**
+ * The control channel against one long-lived VM (a TCG boot per test would cost more than the
+ * tests): its workload is busybox httpd as user 1000 with a secret, heartbeats every 500 ms.
+ * The VM has its own marker and directory, so the file's per-test leftover check ignores it.
+ */
+describe('control channel', {timeout: 120_000}, () => {
+  const channelScratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-vm-channel-'))
+  const channelMarker = `aegis.test=${randomBytes(6).toString('hex')}`
+  const secret = `sk-exec-${randomBytes(12).toString('hex')}`
+  const samples: HeartbeatSample[] = []
+  let vm: RunningVm
+  let hostPort: number
+  let consoleText = ''
+
+  beforeAll(async () => {
+    const channelRoot = path.join(channelScratch, 'root')
+    buildTestRoot(channelRoot)
+    hostPort = await freePort()
+    vm = await startVm({
+      ...vmOptions({
+        network: userNetwork({forwards: [{hostPort, guestPort: 8080}]}),
+        spec: {
+          command: ['httpd', '-f', '-p', '8080', '-h', '/www'],
+          env: {FOO: 'from-the-spec'},
+          secrets: {API_TOKEN: secret},
+          user: {uid: 1000, gid: 1000},
+          workdir: '/www',
+          heartbeatMs: 500,
+        },
+        onConsole: (text) => {
+          consoleText += text
+        },
+      }),
+      rootDir: channelRoot,
+      extraKernelArgs: [channelMarker],
+    })
+    vm.onHeartbeat((sample) => samples.push(sample))
+    await waitFor('the first heartbeat', () => (samples.length > 0 ? true : undefined), 60_000)
+  })
+
+  afterAll(async () => {
+    const result = await vm?.stop(30_000)
+    expect(result).toMatchObject({exitCode: 143, killedByHost: false})
+    expect(consoleText).not.toContain(secret)
+    expect(processesMentioning(channelMarker)).toEqual([])
+    rmSync(channelScratch, {recursive: true, force: true})
+  })
+
+  it('execs a command: its stdout, its stderr and its exit code', async () => {
+    const started = Date.now()
+    const result = await collect(vm.exec({command: ['sh', '-c', 'echo to-stdout; echo to-stderr >&2; exit 5']}))
+    console.log(`exec round trip: ${Date.now() - started} ms`)
+    expect(result).toEqual({stdout: 'to-stdout\n', stderr: 'to-stderr\n', exitCode: 5})
+    const missing = await collect(vm.exec({command: ['no-such-program']}))
+    expect(missing.exitCode).toBe(127)
+    expect(missing.stderr).toMatch(/no-such-program: No such file or directory/)
+  })
+
+  it("runs as the workload's user, in its workdir, with its environment and secrets plus the request's", async () => {
+    const script = 'echo "$(id -u):$(id -g) $(pwd) $FOO $EXTRA token=$API_TOKEN"'
+    const result = await collect(vm.exec({command: ['sh', '-c', script], env: {EXTRA: 'added'}}))
+    expect(result.stdout).toBe(`1000:1000 /www from-the-spec added token=${secret}\n`)
+    const asRoot = await collect(vm.exec({command: ['sh', '-c', 'id -u; pwd'], user: {uid: 0, gid: 0}, workdir: '/'}))
+    expect(asRoot.stdout).toBe('0\n/\n')
+  })
+
+  it('feeds stdin, and passes its EOF', async () => {
+    const session = vm.exec({command: ['sh', '-c', 'cat; echo after-eof']})
+    const done = collect(session)
+    const payload = randomBytes(300 * 1024).toString('hex') // past the window: credit must flow back
+    session.stdin.end(payload)
+    const result = await done
+    expect(result.exitCode).toBe(0)
+    expect(result.stdout).toBe(`${payload}after-eof\n`)
+  })
+
+  it('runs a command on a terminal, and the terminal takes a new size', async () => {
+    const session = vm.exec({
+      command: ['sh', '-c', 'test -t 0 && test -t 1 && echo on-a-tty; tty; stty size; read line; stty size'],
+      tty: {rows: 24, cols: 80},
+    })
+    let output = ''
+    session.stdout.setEncoding('utf8').on('data', (text: string) => {
+      output += text
+    })
+    await waitFor('the first size', () => (output.includes('24 80') ? true : undefined), 30_000)
+    session.resize(40, 120)
+    session.stdin.write('\n')
+    const {exitCode} = await session.exit
+    expect(exitCode).toBe(0)
+    expect(output).toContain('on-a-tty')
+    expect(output).toMatch(/\/dev\/pts\/\d+/)
+    expect(output).toMatch(/24 80\r?\n[\s\S]*40 120/)
+  })
+
+  it('ends a command with a signal, and kills what it started when the host closes the session', async () => {
+    const sleeping = vm.exec({command: ['sleep', '600']})
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+    sleeping.signal('TERM')
+    expect(await sleeping.exit).toEqual({exitCode: 143})
+
+    const tree = vm.exec({command: ['sh', '-c', 'sleep 601 & sleep 602']})
+    const count = async () => (await collect(vm.exec({command: ['ps']}))).stdout.match(/sleep 60[12]/g)?.length ?? 0
+    await waitFor('both sleeps', async () => ((await count()) === 2 ? true : undefined), 30_000)
+    tree.close()
+    await expect(tree.exit).rejects.toThrow(/closed/)
+    await waitFor('the tree to be killed', async () => ((await count()) === 0 ? true : undefined), 30_000)
+  })
+
+  it('runs two sessions at once, each with its own streams', async () => {
+    const first = vm.exec({command: ['sh', '-c', 'read x; echo "first got $x"']})
+    const second = vm.exec({command: ['sh', '-c', 'read x; echo "second got $x"']})
+    const results = [collect(first), collect(second)]
+    second.stdin.write('two\n') // the second is answered while the first still waits
+    expect(await results[1]).toEqual({stdout: 'second got two\n', stderr: '', exitCode: 0})
+    first.stdin.write('one\n')
+    expect(await results[0]).toEqual({stdout: 'first got one\n', stderr: '', exitCode: 0})
+  })
+
+  it('sends heartbeats: TCP connections a host client holds, CPU a busy loop uses', async () => {
+    const latest = () => samples.at(-1)!
+    const sampleAfter = (atMs: number) =>
+      waitFor('a heartbeat', () => samples.find((sample) => sample.atMs > atMs), 30_000)
+    const idleStart = await sampleAfter(Date.now())
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    const idleEnd = await sampleAfter(Date.now())
+    const idleCpu = idleEnd.cpuMs - idleStart.cpuMs
+    const baseline = idleEnd.tcpEstablished
+
+    const client = net.connect(hostPort, '127.0.0.1')
+    await new Promise((resolve) => client.once('connect', resolve))
+    const connected = await waitFor(
+      'the connection in a heartbeat',
+      () => samples.find((sample) => sample.atMs > idleEnd.atMs && sample.tcpEstablished > baseline),
+      30_000,
+    )
+    client.destroy()
+    await waitFor(
+      'the connection gone from a heartbeat',
+      () => samples.find((sample) => sample.atMs > connected.atMs && sample.tcpEstablished === baseline),
+      30_000,
+    )
+
+    const busy = vm.exec({command: ['sh', '-c', 'while :; do :; done']})
+    const busyStart = await sampleAfter(Date.now())
+    await new Promise((resolve) => setTimeout(resolve, 3000))
+    const busyEnd = await sampleAfter(Date.now())
+    busy.signal('KILL')
+    expect((await busy.exit).exitCode).toBe(137)
+    const busyCpu = busyEnd.cpuMs - busyStart.cpuMs
+    const seconds = (busyEnd.atMs - busyStart.atMs) / 1000
+    console.log(
+      `heartbeats: ${baseline} established idle, ${connected.tcpEstablished} with a client; cpu ${idleCpu} ms idle in ${((idleEnd.atMs - idleStart.atMs) / 1000).toFixed(1)} s, ${busyCpu} ms busy in ${seconds.toFixed(1)} s; net ${latest().netBytes} bytes`,
+    )
+    expect(busyCpu).toBeGreaterThan(seconds * 300) // one of two vCPUs spinning, slowed by a loaded host
+    expect(busyCpu).toBeGreaterThan(idleCpu * 3)
+    expect(latest().netBytes).toBeGreaterThan(0)
+  })
+
+  it('answers a request from inside the guest to 127.0.0.1:7777 with a host handler', async () => {
+    const requests: string[] = []
+    const server = http.createServer((request, response) => {
+      let body = ''
+      request.setEncoding('utf8').on('data', (text: string) => {
+        body += text
+      })
+      request.on('end', () => {
+        requests.push(`${request.method} ${request.url} ${body}`)
+        response.setHeader('content-type', 'application/json')
+        response.end(JSON.stringify({lease: 'granted', ttl_ms: JSON.parse(body).ttl_ms}))
+      })
+    })
+    vm.onTunnel((stream) => server.emit('connection', stream))
+    const result = await collect(
+      vm.exec({
+        command: [
+          'wget',
+          '-q',
+          '-O',
+          '-',
+          '--post-data',
+          '{"ttl_ms":60000}',
+          'http://127.0.0.1:7777/v1/self/keepalive',
+        ],
+      }),
+    )
+    expect(result.exitCode, result.stderr).toBe(0)
+    expect(JSON.parse(result.stdout)).toEqual({lease: 'granted', ttl_ms: 60000})
+    expect(requests).toEqual(['POST /v1/self/keepalive {"ttl_ms":60000}'])
   })
 })

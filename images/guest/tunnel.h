@@ -1,0 +1,17 @@
+/*
+ * The tunnel: the harness listens on 127.0.0.1:TUNNEL_PORT in the guest; each connection becomes
+ * a stream (odd ids, chosen here) the host serves, e.g. the guest API over HTTP.
+ */
+#ifndef AEGIS_TUNNEL_H
+#define AEGIS_TUNNEL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define TUNNEL_PORT 7777
+
+void tunnel_start(void);
+void tunnel_frame(uint8_t type, uint32_t stream, const unsigned char *payload, size_t len);
+void tunnel_watch(void);
+void tunnel_channel_closed(void);
+
+#endif
