@@ -12,6 +12,9 @@
  * TREE defaults to $LAYER_BENCH_TREE, else /tmp/aegis-layers-bench/openclaw/node_modules,
  * installed there first with `npm install --ignore-scripts openclaw@2026.9.6` when missing.
  *
+ * LAYER_BENCH_ROUNDS=N (default 1) runs every contender N times, in turn, and reports medians
+ * (umoci repack, the slowest, only in the first round).
+ *
  * LAYER_BENCH_BEFORE=<dist directory of another build> (e.g. a worktree of an earlier commit,
  * built) times that build's LayerWriter right after ours at every setting, checks that both
  * write the same bytes, and prints ours / before: a change measured in one run. Each row also
@@ -29,6 +32,7 @@ const writeLayer = join(repo, 'bench/layers/write-layer.mjs')
 const benchDir = '/tmp/aegis-layers-bench'
 const tree = process.argv[2] ?? process.env.LAYER_BENCH_TREE ?? join(benchDir, 'openclaw/node_modules')
 const out = join(benchDir, 'out')
+const rounds = Number(process.env.LAYER_BENCH_ROUNDS ?? 1)
 const before = process.env.LAYER_BENCH_BEFORE
 if (before !== undefined && !existsSync(join(before, 'image/layer-writer.js')))
   throw new Error(`LAYER_BENCH_BEFORE=${before} holds no image/layer-writer.js: build that tree first`)
@@ -59,7 +63,8 @@ console.log(
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 sh(`${tarCmd} | cat > /dev/null`) // warm the page cache so every contender reads from memory
 
-const results = []
+/** Every timed run, by contender, in the order contenders first ran. */
+const samples = new Map()
 /**
  * Runs a shell command under bash's `time`: wall seconds and CPU seconds (user + sys of all
  * its processes). CPU time is the fairer figure on a shared machine; wall time is the goal.
@@ -75,60 +80,83 @@ function time(name, command, output) {
   const file = typeof output === 'function' ? output() : output
   const note = sh(`cat ${out}/stdout`).trim()
   const row = {name, wall, cpu: user + sys, bytes: file ? size(file) : undefined, note, load}
-  results.push(row)
+  if (!samples.has(name)) samples.set(name, [])
+  samples.get(name).push(row)
   console.log(
     `${name.padEnd(36)} ${wall.toFixed(2).padStart(6)} s wall ${row.cpu.toFixed(2).padStart(6)} s cpu  ${row.bytes ? `${mb(row.bytes)} MB` : ''.padEnd(8)}  load ${load.toFixed(2)}`,
   )
 }
 
 /** Our LayerWriter at `level` (default when undefined), then the `before` build's at the same setting. */
-const pairs = []
 function ours(kind, level, file) {
   const args = `${kind} ${tree} ${file}${level === undefined ? '' : ` ${level}`}`
   const label = `${kind}${level === undefined ? '' : ` -${level}`}`
   time(`aegis-kit LayerWriter ${label}`, `node ${writeLayer} ${args}`, file)
-  const mine = results.at(-1)
-  if (before === undefined) return mine
+  if (before === undefined) return
+  const mine = samples.get(`aegis-kit LayerWriter ${label}`).at(-1)
   time(`before: LayerWriter ${label}`, `LAYER_BENCH_DIST=${before} node ${writeLayer} ${args}`, file)
-  const theirs = results.at(-1)
+  const theirs = samples.get(`before: LayerWriter ${label}`).at(-1)
   if (JSON.parse(theirs.note).digest !== JSON.parse(mine.note).digest)
     throw new Error(`${label}: the before build writes other bytes than ours`)
-  pairs.push([mine, theirs])
-  return mine
 }
-
-ours('gzip', undefined, `${out}/ours.tar.gz`)
-const oursGzip = JSON.parse(results.find((row) => row.name === 'aegis-kit LayerWriter gzip').note)
-ours('zstd', undefined, `${out}/ours.tar.zst`)
-const oursZstd = JSON.parse(results.find((row) => row.name === 'aegis-kit LayerWriter zstd').note)
-console.log(`  (${oursGzip.compressor}; ${oursZstd.compressor})`)
 
 // umoci: a new layer from the tree on top of an empty image (the same job: tar + gzip + digests).
 // `insert` packs a host directory; `repack` diffs an unpacked bundle against its mtree first.
 const largestBlob = (layout) => join(layout, 'blobs/sha256', sh(`ls -S ${layout}/blobs/sha256 | head -1`).trim())
 const insertLayout = join(out, 'umoci-insert')
-sh(`umoci init --layout ${insertLayout} && umoci new --image ${insertLayout}:base`)
-time('umoci insert', `umoci insert --rootless --image ${insertLayout}:base ${tree} /app`, () =>
-  largestBlob(insertLayout),
-)
 const repackLayout = join(out, 'umoci-repack')
 const bundle = join(out, 'bundle')
-sh(`umoci init --layout ${repackLayout} && umoci new --image ${repackLayout}:base`)
-sh(`umoci unpack --rootless --image ${repackLayout}:base ${bundle} && cp -a ${tree} ${bundle}/rootfs/app`) // not timed
-time('umoci repack', `umoci repack --image ${repackLayout}:new ${bundle}`, () => largestBlob(repackLayout))
-rmSync(bundle, {recursive: true, force: true})
 
-// The size/time curve: our gzip at lower levels, to compare with umoci at equal or smaller output
-// (umoci's Go gzip at its default level makes a larger blob than zlib's level 6).
-const oursAtLevel = []
-for (const level of [1, 2, 3, 4, 5]) {
-  oursAtLevel.push(ours('gzip', level, `${out}/ours-${level}.tar.gz`))
-  rmSync(`${out}/ours-${level}.tar.gz`)
+for (let round = 1; round <= rounds; round++) {
+  if (rounds > 1) console.log(`round ${round} of ${rounds}`)
+  ours('gzip', undefined, `${out}/ours.tar.gz`)
+  ours('zstd', undefined, `${out}/ours.tar.zst`)
+
+  rmSync(insertLayout, {recursive: true, force: true})
+  sh(`umoci init --layout ${insertLayout} && umoci new --image ${insertLayout}:base`)
+  time('umoci insert', `umoci insert --rootless --image ${insertLayout}:base ${tree} /app`, () =>
+    largestBlob(insertLayout),
+  )
+  if (round === 1) {
+    sh(`umoci init --layout ${repackLayout} && umoci new --image ${repackLayout}:base`)
+    sh(`umoci unpack --rootless --image ${repackLayout}:base ${bundle} && cp -a ${tree} ${bundle}/rootfs/app`) // not timed
+    time('umoci repack', `umoci repack --image ${repackLayout}:new ${bundle}`, () => largestBlob(repackLayout))
+    rmSync(bundle, {recursive: true, force: true})
+  }
+
+  // The size/time curve: our gzip at lower levels, to compare with umoci at equal or smaller output
+  // (umoci's Go gzip at its default level makes a larger blob than zlib's level 6).
+  for (const level of [1, 2, 3, 4, 5]) {
+    ours('gzip', level, `${out}/ours-${level}.tar.gz`)
+    rmSync(`${out}/ours-${level}.tar.gz`)
+  }
+
+  time('tar --sort=name | gzip -6', `${tarCmd} | gzip -6 > ${out}/tar.gz`, `${out}/tar.gz`)
+  time('tar --sort=name | pigz -6', `${tarCmd} | pigz -6 > ${out}/tar.pigz.gz`, `${out}/tar.pigz.gz`)
+  time('tar --sort=name | zstd -T2', `${tarCmd} | zstd -q -T2 > ${out}/tar.zst`, `${out}/tar.zst`)
 }
 
-time('tar --sort=name | gzip -6', `${tarCmd} | gzip -6 > ${out}/tar.gz`, `${out}/tar.gz`)
-time('tar --sort=name | pigz -6', `${tarCmd} | pigz -6 > ${out}/tar.pigz.gz`, `${out}/tar.pigz.gz`)
-time('tar --sort=name | zstd -T2', `${tarCmd} | zstd -q -T2 > ${out}/tar.zst`, `${out}/tar.zst`)
+/** One row per contender: the medians of its wall and of its CPU times, and the loads it ran at. */
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+const results = [...samples.values()].map((rows) => ({
+  ...rows[0],
+  wall: median(rows.map((row) => row.wall)),
+  cpu: median(rows.map((row) => row.cpu)),
+  loads: rows.map((row) => row.load),
+}))
+const byName = (name) => results.find((row) => row.name === name)
+const oursGzip = JSON.parse(byName('aegis-kit LayerWriter gzip').note)
+const oursZstd = JSON.parse(byName('aegis-kit LayerWriter zstd').note)
+console.log(`\n(${oursGzip.compressor}; ${oursZstd.compressor})`)
+const oursAtLevel = [1, 2, 3, 4, 5].map((level) => byName(`aegis-kit LayerWriter gzip -${level}`))
+const pairs = results
+  .filter((row) => row.name.startsWith('aegis-kit LayerWriter '))
+  .map((row) => [row, byName(row.name.replace('aegis-kit LayerWriter ', 'before: LayerWriter '))])
+  .filter(([, theirs]) => theirs !== undefined)
 
 // Our gzip must read back with gzip itself.
 execFileSync('gzip', ['-t', join(out, 'ours.tar.gz')])
@@ -141,7 +169,6 @@ if (`sha256:${tarOf(`gzip -dc ${out}/ours.tar.gz`)}` !== oursGzip.diffId)
 if (`sha256:${tarOf(`zstd -dc ${out}/ours.tar.zst`)}` !== oursZstd.diffId)
   throw new Error('zstd -d does not give our diffId')
 
-const byName = (name) => results.find((row) => row.name === name)
 const [gzipOurs, zstdOurs] = [byName('aegis-kit LayerWriter gzip'), byName('aegis-kit LayerWriter zstd')]
 const ourRows = new Set([...oursAtLevel, ...pairs.flat(), gzipOurs, zstdOurs])
 console.log('\nratios ours / peer (< 1: ours is faster), wall and cpu:')
@@ -166,10 +193,13 @@ if (pairs.length > 0) {
       `  ${mine.name.replace('aegis-kit LayerWriter ', '').padEnd(10)} ${(mine.wall / theirs.wall).toFixed(2)}  ${(mine.cpu / theirs.cpu).toFixed(2)}`,
     )
 }
-console.log('\n| contender | wall s | cpu s | blob MB | load |\n| --- | --- | --- | --- | --- |')
-for (const row of results)
+const kind = rounds > 1 ? `median of ${rounds}` : 'one run'
+console.log(`\n| contender | wall s (${kind}) | cpu s | blob MB | load |\n| --- | --- | --- | --- | --- |`)
+for (const row of results) {
+  const loads = `${Math.min(...row.loads).toFixed(1)}${row.loads.length > 1 ? `-${Math.max(...row.loads).toFixed(1)}` : ''}`
   console.log(
-    `| ${row.name.replaceAll('|', '\\|')} | ${row.wall.toFixed(2)} | ${row.cpu.toFixed(2)} | ${row.bytes ? mb(row.bytes) : ''} | ${row.load.toFixed(2)} |`,
+    `| ${row.name.replaceAll('|', '\\|')} | ${row.wall.toFixed(2)} | ${row.cpu.toFixed(2)} | ${row.bytes ? mb(row.bytes) : ''} | ${loads} |`,
   )
+}
 console.log(`load: ${sh('cat /proc/loadavg').trim()}`)
 rmSync(out, {recursive: true, force: true})
