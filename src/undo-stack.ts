@@ -64,3 +64,14 @@ export async function settleAll<T extends readonly unknown[] | []>(
     -readonly [K in keyof T]: Awaited<T[K]>
   }
 }
+
+/** A promise settled from outside: for a stage that others wait on before it has started. */
+export function deferred<T>(): {promise: Promise<T>; resolve(value: T): void; reject(error: unknown): void} {
+  let resolve!: (value: T) => void
+  let reject!: (error: unknown) => void
+  const promise = new Promise<T>((onValue, onError) => {
+    resolve = onValue
+    reject = onError
+  })
+  return {promise, resolve, reject}
+}

@@ -3,12 +3,15 @@ import {BaseCommand} from '../cli/base-command.js'
 import {formatAge, renderTable} from '../cli/format.js'
 import {InstanceRegistry, type InstanceEntry} from '../runner/instances.js'
 import {defaultDataDir} from '../paths.js'
+import type {LifeStatus} from '../runner/lifecycle.js'
+import {callSupervisor} from '../runner/supervisor-api.js'
 
 export default class Ps extends BaseCommand {
   static override summary = 'List the kit instances on this machine.'
   static override description =
     `Shows the instances started with \`aegis-kit run\` (in the foreground or with --detach) that
-are still running: name, kit, status (starting, running, healthy), the process that owns the VM,
+are still running: name, kit, status (starting, running, healthy, paused; with the idle time and
+any lease that keeps it awake), the process that owns the VM,
 the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds memory, vCPUs,
 the accelerator (kvm or tcg) and the workspace. --all adds the detached instances that have
 exited, with how they ended.`
@@ -24,11 +27,12 @@ exited, with how they ended.`
     all: Flags.boolean({char: 'a', description: 'Also list instances that have exited.'}),
   }
 
-  async run(): Promise<{instances: InstanceEntry[]}> {
+  async run(): Promise<{instances: ListedInstance[]}> {
     const {flags} = await this.parse(Ps)
-    const instances = (await InstanceRegistry.forDataDir(defaultDataDir()).list()).filter(
+    const entries = (await InstanceRegistry.forDataDir(defaultDataDir()).list()).filter(
       (entry) => flags.all || entry.alive,
     )
+    const instances = await Promise.all(entries.map(withLife))
     if (this.jsonEnabled()) return {instances}
     if (instances.length === 0) {
       this.log(flags.all ? 'No instances.' : 'No running instances (aegis-kit ps --all shows exited ones).')
@@ -52,9 +56,27 @@ exited, with how they ended.`
   }
 }
 
-function describeStatus(entry: InstanceEntry): string {
+/** An instance with what its supervisor says of its life now (paused, idle time, leases). */
+type ListedInstance = InstanceEntry & {lifeNow?: LifeStatus}
+
+async function withLife(entry: InstanceEntry): Promise<ListedInstance> {
+  if (!entry.alive || entry.apiSocket === undefined) return entry
+  // A supervisor busy booting may not answer at once; the record alone is shown then.
+  const lifeNow = await callSupervisor(entry.apiSocket, entry.name, 'GET', '/v1/status', undefined, 2000).catch(
+    () => undefined,
+  )
+  return lifeNow ? {...entry, lifeNow} : entry
+}
+
+function describeStatus(entry: ListedInstance): string {
   if (entry.status === 'exited') return `exited (${entry.exitCode ?? '?'})`
   // The owner died without recording an end (SIGKILL, reboot).
   if (!entry.alive) return 'lost'
-  return entry.detached ? `${entry.status}, detached` : entry.status
+  const life = entry.lifeNow
+  const parts = [life?.state === 'paused' || (!life && entry.life === 'paused') ? 'paused' : entry.status]
+  if (life && life.state === 'running' && life.rules.idlePausing && life.idleMs >= 1000)
+    parts.push(`idle ${Math.round(life.idleMs / 1000)}s`)
+  for (const lease of life?.leases ?? []) parts.push(`lease ${lease.id} ${Math.ceil(lease.expiresInMs / 1000)}s`)
+  if (entry.detached) parts.push('detached')
+  return parts.join(', ')
 }

@@ -203,6 +203,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           network: (forwards) =>
             gvproxyNetwork({
               forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
+              // The instance listens on its host ports itself, to wake a paused VM (runner/port-relay.ts).
+              relayed: true,
               // Host services the kit declares; every other host address stays unreachable.
               allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
               onBlocked: this.debugEnabled

@@ -67,6 +67,12 @@ export interface GvproxyOptions {
   onBlocked?: (reason: string) => void
   /** The gvproxy binary; found on PATH or where podman puts it when omitted. */
   binary?: string
+  /**
+   * The caller listens on the host ports itself (the instance's port relay, which wakes a paused
+   * VM before it forwards a byte): gvproxy exposes each forward's guest port on a unix socket in
+   * the VM's run directory instead, named by forwardSocket() while a VM is attached.
+   */
+  relayed?: boolean
 }
 
 export interface GvproxyForward {
@@ -158,9 +164,14 @@ function portInUse(forward: PortForward, address: string): AegisError {
 
 /** Throws an AegisError naming the port when something already listens on it. */
 export async function checkHostPortFree(forward: PortForward): Promise<void> {
+  const server = await listenOnHostPort(forward, net.createServer())
+  await new Promise<void>((resolve) => server.close(() => resolve()))
+}
+
+/** `server` listening on the forward's host port, or an AegisError that names the port and the fix. */
+export async function listenOnHostPort(forward: PortForward, server: net.Server): Promise<net.Server> {
   const address = forward.hostAddress ?? '127.0.0.1'
   await new Promise<void>((resolve, reject) => {
-    const server = net.createServer()
     server.once('error', (error: NodeJS.ErrnoException) => {
       if (error.code === 'EADDRINUSE') reject(portInUse(forward, address))
       else if (error.code === 'EACCES')
@@ -176,8 +187,9 @@ export async function checkHostPortFree(forward: PortForward): Promise<void> {
           }),
         )
     })
-    server.listen({port: forward.hostPort, host: address, exclusive: true}, () => server.close(() => resolve()))
+    server.listen({port: forward.hostPort, host: address, exclusive: true}, () => resolve())
   })
+  return server
 }
 
 function checkForward(forward: PortForward): void {
@@ -232,13 +244,17 @@ async function apiRequest(
   })
 }
 
-async function exposeThrough(apiSocket: string, forward: PortForward): Promise<void> {
-  const local = `${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}`
-  const response = await apiRequest(apiSocket, 'POST', '/services/forwarder/expose', {
-    local,
-    remote: `${GUEST_NETWORK.address}:${forward.guestPort}`,
-    protocol: 'tcp',
-  })
+async function exposeThrough(apiSocket: string, forward: PortForward, socketPath?: string): Promise<void> {
+  const local = socketPath ?? `${forward.hostAddress ?? '127.0.0.1'}:${forward.hostPort}`
+  const response = await apiRequest(
+    apiSocket,
+    'POST',
+    '/services/forwarder/expose',
+    socketPath === undefined
+      ? {local, remote: `${GUEST_NETWORK.address}:${forward.guestPort}`, protocol: 'tcp'}
+      : // gvproxy's unix forwards take the remote as a URL.
+        {local, remote: `tcp://${GUEST_NETWORK.address}:${forward.guestPort}`, protocol: 'unix'},
+  )
   if (response.status === 200) return
   if (/address already in use/i.test(response.text)) throw portInUse(forward, forward.hostAddress ?? '127.0.0.1')
   throw new AegisError(`gvproxy could not expose ${local}: ${response.text.trim() || `HTTP ${response.status}`}`, {
@@ -319,7 +335,7 @@ async function startGvproxy(
 }
 
 /** The forwards are sane and free, and gvproxy is installed: returns its path. */
-async function checkGvproxy(forwards: PortForward[], binary: string | undefined): Promise<string> {
+async function checkGvproxy(forwards: PortForward[], binary: string | undefined, relayed: boolean): Promise<string> {
   for (const forward of forwards) checkForward(forward)
   const seen = new Set<number>()
   for (const forward of forwards) {
@@ -330,16 +346,24 @@ async function checkGvproxy(forwards: PortForward[], binary: string | undefined)
     seen.add(forward.hostPort)
   }
   const found = binary ?? findGvproxy()
-  await Promise.all(forwards.map((forward) => checkHostPortFree(forward)))
+  // Relayed host ports are the caller's to listen on (and it may already).
+  if (!relayed) await Promise.all(forwards.map((forward) => checkHostPortFree(forward)))
   return found
+}
+
+interface AttachedState {
+  apiSocket?: string
+  /** Guest port → the unix socket gvproxy forwards it from (relayed forwards only). */
+  forwardSockets: Map<number, string>
 }
 
 /** gvproxy networking: see the top of this file. */
 export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
   const forwards = options.forwards ?? []
   const internal = parseInternalHosts(options.allowHostLoopback ?? [])
-  /** gvproxy's API while a VM is attached and its forwards are exposed. */
-  const state: {apiSocket?: string} = {}
+  const relayed = options.relayed ?? false
+  /** gvproxy's API (and the relayed forwards' sockets) while a VM is attached and its forwards are exposed. */
+  const state: AttachedState = {forwardSockets: new Map()}
 
   const attachedApi = (): string => {
     if (state.apiSocket === undefined) throw new Error('gvproxy is not running: attach the backend to a VM first')
@@ -348,13 +372,14 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
 
   return {
     async check() {
-      await checkGvproxy(forwards, options.binary)
+      await checkGvproxy(forwards, options.binary, relayed)
     },
     async attach(context): Promise<AttachedNetwork> {
       // Before anything starts, so the error is about the port and not a half-booted VM.
-      const binary = await checkGvproxy(forwards, options.binary)
-      return attachGvproxy(context, binary, {forwards, internal, onBlocked: options.onBlocked, state})
+      const binary = await checkGvproxy(forwards, options.binary, relayed)
+      return attachGvproxy(context, binary, {forwards, internal, onBlocked: options.onBlocked, state, relayed})
     },
+    ...(relayed ? {forwardSocket: (guestPort: number) => state.forwardSockets.get(guestPort)} : {}),
     async listForwards() {
       return listThrough(attachedApi())
     },
@@ -378,7 +403,8 @@ async function attachGvproxy(
     forwards: PortForward[]
     internal: ReturnType<typeof parseInternalHosts>
     onBlocked: ((reason: string) => void) | undefined
-    state: {apiSocket?: string}
+    state: AttachedState
+    relayed: boolean
   },
 ): Promise<AttachedNetwork> {
   const {forwards, internal, state} = options
@@ -411,8 +437,14 @@ async function attachGvproxy(
   }
   const ready = (async () => {
     const {apiSocket} = await started
-    for (const forward of forwards) await exposeThrough(apiSocket, forward)
+    const sockets = new Map<number, string>()
+    for (const forward of forwards) {
+      const socketPath = options.relayed ? path.join(dir, `port-${forward.guestPort}.sock`) : undefined
+      await exposeThrough(apiSocket, forward, socketPath)
+      if (socketPath !== undefined) sockets.set(forward.guestPort, socketPath)
+    }
     state.apiSocket = apiSocket
+    state.forwardSockets = sockets
   })()
   ready.catch(() => filter.close())
   return {
@@ -429,6 +461,7 @@ async function attachGvproxy(
     },
     async detach() {
       state.apiSocket = undefined
+      state.forwardSockets = new Map()
       filter.close()
     },
   }

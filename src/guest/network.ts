@@ -48,6 +48,11 @@ export interface NetworkBackend {
   check?(): Promise<void>
   /** Prepares the host side; `runDir` is private to this VM for sockets and logs. */
   attach(context: {runDir: string; processes: ChildProcessGroup}): Promise<AttachedNetwork>
+  /**
+   * Present when the caller owns the host ports (gvproxy's `relayed`): the unix socket that
+   * reaches `guestPort` in the attached VM, once its forwards are up; undefined otherwise.
+   */
+  forwardSocket?(guestPort: number): string | undefined
 }
 
 function nicArgs(netdev: string): string[] {

@@ -431,10 +431,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
         if (outcome instanceof Error) reject(outcome)
         else resolve(outcome)
       })
-    }).finally(() => {
-      context.qmp.close()
-      return context.cleanup()
-    }),
+    }).finally(context.cleanup),
   )
   const {qmp} = context
   const stop = stopper(result, channel, processes, host)

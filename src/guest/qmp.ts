@@ -3,7 +3,8 @@
  * lifecycle needs of a running VM, pausing its vCPUs (`stop`), resuming them (`cont`) and asking
  * which of the two it is (`query-status`). QEMU answers each command with `return` or `error`,
  * tagged with the command's `id`; events (`STOP`, `RESUME`, ...) arrive in between and are
- * ignored here. One connection per VM, opened on first use and kept.
+ * ignored here. A connection per command: QEMU serves one monitor client at a time, so a held
+ * connection would lock out anyone else looking (a debugging user, the tests).
  */
 import net from 'node:net'
 import {AegisError} from '../errors.js'
@@ -14,18 +15,10 @@ export interface VmStatus {
   running: boolean
 }
 
-interface Pending {
-  resolve(value: unknown): void
-  reject(error: Error): void
-}
-
 const COMMAND_TIMEOUT_MS = 10_000
 
 export class QmpClient {
-  private connection: Promise<net.Socket> | undefined
-  private readonly pending = new Map<string, Pending>()
-  private nextId = 1
-  private buffered = ''
+  private queue: Promise<unknown> = Promise.resolve()
 
   constructor(private readonly socketPath: string) {}
 
@@ -43,80 +36,54 @@ export class QmpClient {
     return {status: String(answer.status), running: answer.running === true}
   }
 
-  close(): void {
-    void this.connection?.then((socket) => socket.destroy()).catch(() => undefined)
-    this.connection = undefined
+  /** One command at a time, each on a connection of its own that is closed after its answer. */
+  execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
+    const run = this.queue.then(() => executeOnce(this.socketPath, command, args))
+    this.queue = run.catch(() => undefined)
+    return run
   }
+}
 
-  async execute(command: string, args?: Record<string, unknown>): Promise<unknown> {
-    const socket = await this.connect()
-    const id = String(this.nextId++)
-    return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id)
-        reject(new AegisError(`QEMU did not answer ${command} within ${COMMAND_TIMEOUT_MS / 1000}s`))
-      }, COMMAND_TIMEOUT_MS)
-      this.pending.set(id, {
-        resolve: (value) => {
-          clearTimeout(timer)
-          resolve(value)
-        },
-        reject: (error) => {
-          clearTimeout(timer)
-          reject(error)
-        },
-      })
-      socket.write(`${JSON.stringify({execute: command, ...(args ? {arguments: args} : {}), id})}\n`)
-    })
-  }
-
-  private connect(): Promise<net.Socket> {
-    this.connection ??= new Promise<net.Socket>((resolve, reject) => {
-      const socket = net.createConnection(this.socketPath)
-      let greeted = false
-      socket.setEncoding('utf8')
-      socket.once('error', (error) => {
-        this.connection = undefined
-        reject(new AegisError(`cannot reach QEMU's monitor at ${this.socketPath}: ${error.message}`))
-      })
-      socket.on('close', () => {
-        this.connection = undefined
-        for (const waiter of this.pending.values()) waiter.reject(new AegisError('QEMU closed its monitor'))
-        this.pending.clear()
-      })
-      socket.on('data', (text: string) => {
-        this.buffered += text
-        let newline = this.buffered.indexOf('\n')
-        while (newline >= 0) {
-          const line = this.buffered.slice(0, newline).trim()
-          this.buffered = this.buffered.slice(newline + 1)
-          newline = this.buffered.indexOf('\n')
-          if (line === '') continue
-          const message = JSON.parse(line) as {
-            QMP?: unknown
-            return?: unknown
-            error?: {desc?: string}
-            id?: string
-          }
-          if (message.QMP !== undefined && !greeted) {
-            greeted = true
-            // Capabilities negotiation: QEMU takes no other command before it.
-            socket.write(`${JSON.stringify({execute: 'qmp_capabilities', id: 'capabilities'})}\n`)
-            continue
-          }
-          if (message.id === 'capabilities') {
-            if (message.error) reject(new AegisError(`QEMU refused QMP: ${message.error.desc ?? 'unknown error'}`))
-            else resolve(socket)
-            continue
-          }
-          const waiter = message.id === undefined ? undefined : this.pending.get(message.id)
-          if (!waiter) continue // an event, or an answer that timed out
-          this.pending.delete(message.id!)
-          if (message.error) waiter.reject(new AegisError(`QEMU: ${message.error.desc ?? 'command failed'}`))
-          else waiter.resolve(message.return)
+/** Connects, negotiates capabilities (QEMU takes no other command before), runs `command`, disconnects. */
+function executeOnce(socketPath: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+  return new Promise<unknown>((resolve, reject) => {
+    const socket = net.createConnection(socketPath)
+    let buffered = ''
+    const finish = (error: Error | undefined, value?: unknown) => {
+      clearTimeout(timer)
+      socket.destroy()
+      if (error) reject(error)
+      else resolve(value)
+    }
+    // Also covers a monitor busy with another client: QEMU greets the next one only after.
+    const timer = setTimeout(
+      () => finish(new AegisError(`QEMU did not answer ${command} within ${COMMAND_TIMEOUT_MS / 1000}s`)),
+      COMMAND_TIMEOUT_MS,
+    )
+    socket.once('error', (error) =>
+      finish(new AegisError(`cannot reach QEMU's monitor at ${socketPath}: ${error.message}`)),
+    )
+    socket.once('close', () => finish(new AegisError(`QEMU closed its monitor before answering ${command}`)))
+    socket.setEncoding('utf8').on('data', (text: string) => {
+      buffered += text
+      let newline = buffered.indexOf('\n')
+      while (newline >= 0) {
+        const line = buffered.slice(0, newline).trim()
+        buffered = buffered.slice(newline + 1)
+        newline = buffered.indexOf('\n')
+        if (line === '') continue
+        const message = JSON.parse(line) as {QMP?: unknown; return?: unknown; error?: {desc?: string}; id?: string}
+        if (message.QMP !== undefined) {
+          socket.write(`${JSON.stringify({execute: 'qmp_capabilities', id: 'capabilities'})}\n`)
+        } else if (message.id === 'capabilities') {
+          if (message.error) return finish(new AegisError(`QEMU refused QMP: ${message.error.desc ?? 'unknown error'}`))
+          socket.write(`${JSON.stringify({execute: command, ...(args ? {arguments: args} : {}), id: 'command'})}\n`)
+        } else if (message.id === 'command') {
+          if (message.error) return finish(new AegisError(`QEMU: ${message.error.desc ?? `${command} failed`}`))
+          return finish(undefined, message.return)
         }
-      })
+        // Anything else is an event (STOP, RESUME, ...): not ours to act on.
+      }
     })
-    return this.connection
-  }
+  })
 }

@@ -31,14 +31,9 @@ export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
   'policies.default_task': INSTANCE_LIFECYCLE,
   'policies.default_serve': INSTANCE_LIFECYCLE,
   'policies.warm_pool': 'a pool of pre-booted instances, which aegis-kit does not keep',
-  'policies.idle_policy': INSTANCE_LIFECYCLE,
-  'policies.idle_timeout': INSTANCE_LIFECYCLE,
   'resources.max_agents_per_session': SESSIONS,
   'resources.max_sessions_per_workspace': SESSIONS,
   'workspace.mode': `${SESSIONS}; each instance name gets its own workspace (--workspace chooses another)`,
-  'profiles.<name>.idle_policy': INSTANCE_LIFECYCLE,
-  'profiles.<name>.idle_timeout': INSTANCE_LIFECYCLE,
-  'profiles.<name>.always_on': INSTANCE_LIFECYCLE,
 }
 
 /** A field the manifest uses that aegis-kit does not act on, located at its first use. */

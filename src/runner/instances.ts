@@ -8,6 +8,7 @@ import {mkdir, open, readdir, readFile, rename, rm, writeFile} from 'node:fs/pro
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import {processAlive} from '../process-identity.js'
+import type {LifeState} from './lifecycle.js'
 
 export type InstanceStatus = 'starting' | 'running' | 'healthy' | 'exited'
 
@@ -32,6 +33,10 @@ export interface InstanceState {
   exitCode?: number
   /** How it ended, in one sentence (set when status is `exited`). */
   message?: string
+  /** Whether its VM runs or is paused (lifecycle.ts), once it has booted. */
+  life?: LifeState
+  /** The supervisor's API (supervisor-api.ts), while it runs. */
+  apiSocket?: string
 }
 
 /** An instance as `ps` shows it: a recorded process that is gone without saying so has `lost` it. */

@@ -21,11 +21,7 @@ export interface Rootfs {
 }
 
 /** The image under `reference` (which may name an index) for this machine's architecture. */
-async function openHostImage(
-  store: LocalStore,
-  reference: string,
-  architecture: Architecture,
-): Promise<ImageView> {
+async function openHostImage(store: LocalStore, reference: string, architecture: Architecture): Promise<ImageView> {
   const platform = toPlatformName(architecture)
   return openImage(store, reference, {
     platform: toOciPlatform(architecture),

@@ -37,7 +37,7 @@ import type {Profile} from '../kit/manifest.generated.js'
 import {maskSecrets, resolveSecrets, type SecretRequest} from '../kit/secrets.js'
 import {parseDuration, parseSize} from '../kit/units.js'
 import {hostArchitecture, type Architecture} from '../oci/platform.js'
-import {awaitedLater, settleAll, UndoStack} from '../undo-stack.js'
+import {awaitedLater, deferred, settleAll, UndoStack} from '../undo-stack.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
@@ -45,6 +45,11 @@ import type {InstanceRegistry} from './instances.js'
 import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
 import {workspaceSecretStore} from './workspace-secrets.js'
+import {heartbeatIntervalMs, idleRulesOf, type IdleRules} from './idle.js'
+import {guestApi} from './guest-api.js'
+import {InstanceLifecycle} from './lifecycle.js'
+import {startPortRelay, type PortRelay} from './port-relay.js'
+import {serveSupervisorApi, supervisorSocketPath} from './supervisor-api.js'
 
 export interface RunOptions {
   kit: Kit
@@ -111,11 +116,24 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
   const undo = new UndoStack()
   try {
     await claimName(plan, undo)
+    // Waited on by the port relay's connections; a start that fails rejects it, handled or not.
+    const lifecycle = deferred<InstanceLifecycle>()
+    awaitedLater(lifecycle.promise)
+    undo.defer(() => lifecycle.reject(new AegisError(`${plan.name} did not start`)))
+    const relay = await relayPorts(plan, lifecycle.promise, undo)
     const boot = prepareBoot(plan, building)
     const consoleLines = lineMasker(plan.secretValues, options.onOutput)
-    const vm = await bootVm(plan, boot, consoleLines)
+    const vm = await bootVm(plan, boot, consoleLines).catch((error: unknown) => {
+      lifecycle.reject(error)
+      throw error
+    })
     const {rendered} = await boot.prepared
-    const ended = watchExit(plan, vm, consoleLines)
+    const supervision = await superviseLife(plan, vm, undo)
+    lifecycle.resolve(supervision.lifecycle)
+    const ended = watchExit(plan, vm, consoleLines, async () => {
+      await supervision.close()
+      await relay?.close()
+    })
     undo.defer(async () => {
       if (!ended.exited()) await vm.stop(5000)
       // The record says how the VM ended before the claim's undo says why the start failed.
@@ -164,6 +182,7 @@ interface InstancePlan {
   secretValues: string[]
   registry: InstanceRegistry | undefined
   cacheDir: string
+  idleRules: IdleRules
 }
 
 /** Cheap checks first: a wrong flag or a missing tool should not cost a build. */
@@ -221,6 +240,7 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     secretValues: Object.values(secrets),
     registry: options.registry,
     cacheDir: path.join(options.dataDir, 'cache'),
+    idleRules: idleRulesOf(manifest, profile),
   }
 }
 
@@ -404,6 +424,7 @@ async function workloadSpec(plan: InstancePlan, prepared: Prepared, accel: Promi
     workdir: imageConfig.WorkingDir || '/',
     ports: plan.expose.map((m) => m.guestPort),
     hostname: name,
+    heartbeatMs: heartbeatIntervalMs(plan.idleRules),
   }
 }
 
@@ -464,13 +485,22 @@ interface Ending {
   exited(): boolean
 }
 
-/** When the VM ends: the console's last line out, the record released with how it ended. */
-function watchExit(plan: InstancePlan, vm: RunningVm, consoleLines: {flush: () => void}): Ending {
+/**
+ * When the VM ends: the console's last line out, the instance's supervision (idle clock, API,
+ * port relay) closed, the record released with how it ended.
+ */
+function watchExit(
+  plan: InstancePlan,
+  vm: RunningVm,
+  consoleLines: {flush: () => void},
+  closeSupervision: () => Promise<void>,
+): Ending {
   let exited = false
   const result = vm.result
-    .finally(() => {
+    .finally(async () => {
       exited = true
       consoleLines.flush()
+      await closeSupervision().catch(() => undefined)
     })
     .then(async (ended) => {
       await release(plan.registry, plan.name, plan.options.detached, {
@@ -480,6 +510,63 @@ function watchExit(plan: InstancePlan, vm: RunningVm, consoleLines: {flush: () =
       return ended
     })
   return {result, exited: () => exited}
+}
+
+/**
+ * The exposed host ports, listened on by this process for the instance's life (when the network
+ * lets the caller own them: gvproxy's relayed forwards). A connection waits for the VM to have
+ * booted, wakes it when paused, then reaches the guest port through gvproxy's unix socket.
+ */
+async function relayPorts(
+  plan: InstancePlan,
+  lifecycle: Promise<InstanceLifecycle>,
+  undo: UndoStack,
+): Promise<PortRelay | undefined> {
+  const {network, expose} = plan
+  const forwardSocket = network.forwardSocket?.bind(network)
+  if (!forwardSocket || expose.length === 0) return undefined
+  const relay = await startPortRelay(expose, {
+    async reach(mapping) {
+      await (await lifecycle).wake(`a connection to :${mapping.hostPort}`)
+      const socket = forwardSocket(mapping.guestPort)
+      if (socket === undefined) throw new AegisError(`${plan.name} is not running`)
+      return socket
+    },
+  })
+  undo.defer(() => relay.close())
+  return relay
+}
+
+/** The instance's life once its VM runs: the idle clock and the API that `pause`, `resume`, `keepalive` and `ps` reach. */
+async function superviseLife(
+  plan: InstancePlan,
+  vm: RunningVm,
+  undo: UndoStack,
+): Promise<{lifecycle: InstanceLifecycle; close(): Promise<void>}> {
+  const {registry, name, options} = plan
+  const lifecycle = new InstanceLifecycle({
+    vm,
+    rules: plan.idleRules,
+    log: options.onStatus,
+    // A record that cannot be written now is rewritten at the next transition.
+    onState: (life) => void registry?.update(name, {life}).catch(() => undefined),
+  })
+  undo.defer(() => lifecycle.close())
+  // The guest's own requests (127.0.0.1:7777 in the VM), tunnelled by the harness.
+  const guest = guestApi(lifecycle)
+  vm.onTunnel(guest.serve)
+  undo.defer(() => guest.close())
+  const api = registry ? await serveSupervisorApi(supervisorSocketPath(registry.dir(name)), lifecycle) : undefined
+  if (api) undo.defer(() => api.close())
+  if (registry && api) await registry.update(name, {apiSocket: api.socketPath})
+  return {
+    lifecycle,
+    close: async () => {
+      lifecycle.close()
+      guest.close()
+      await api?.close()
+    },
+  }
 }
 
 /** URLs of the exposed UI ports, with the token render_env names for one. */

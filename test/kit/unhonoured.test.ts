@@ -112,11 +112,12 @@ describe('validate warns about fields it does not act on', () => {
       'version: 1.0.0',
       'policies:',
       '  warm_pool: 3',
-      'profiles:',
-      '  a:',
-      '    always_on: true',
-      '  b:',
-      '    always_on: false',
+      'routing:',
+      '  expose:',
+      '    - port: 80',
+      '      protocol: http',
+      '    - port: 81',
+      '      protocol: https',
       '',
     ].join('\n'),
   )
@@ -127,7 +128,7 @@ describe('validate warns about fields it does not act on', () => {
     expect(result.stdout.trim()).toBe(`${manifest}: valid kit pool 1.0.0`)
     expect(result.stderr.trim().split('\n')).toEqual([
       `warning: ${manifest}:4:3 policies.warm_pool is accepted but not acted on yet`,
-      `warning: ${manifest}:7:5 profiles.a.always_on is accepted but not acted on yet (also on line 9)`,
+      `warning: ${manifest}:8:7 routing.expose[0].protocol is accepted but not acted on yet (also on line 10)`,
     ])
   })
 
@@ -149,21 +150,21 @@ describe('validate warns about fields it does not act on', () => {
         hint: UNHONOURED_FIELDS['policies.warm_pool'],
       },
       expect.objectContaining({
-        line: 7,
-        column: 5,
-        path: 'profiles.a.always_on',
-        field: 'profiles.<name>.always_on',
-        alsoOnLines: [9],
+        line: 8,
+        column: 7,
+        path: 'routing.expose[0].protocol',
+        field: 'routing.expose[].protocol',
+        alsoOnLines: [10],
       }),
     ])
   })
 
   it('an invalid manifest keeps exit 1 and still names the warned fields', async () => {
     const invalid = path.join(dir, 'invalid.yaml')
-    writeFileSync(invalid, 'name: pool\nversion: one\npolicies:\n  idle_timeout: 5m\n')
+    writeFileSync(invalid, 'name: pool\nversion: one\npolicies:\n  warm_pool: 2\n')
     const result = await runCli(['validate', invalid])
     expect(result.exitCode).toBe(1)
-    expect(result.stderr).toContain(`warning: ${invalid}:4:3 policies.idle_timeout is accepted but not acted on yet`)
+    expect(result.stderr).toContain(`warning: ${invalid}:4:3 policies.warm_pool is accepted but not acted on yet`)
     expect(result.stderr).toMatch(/invalid\.yaml:2:10: version:/)
   })
 
@@ -176,12 +177,7 @@ describe('validate warns about fields it does not act on', () => {
       'routing.expose[0].protocol',
       'networking.egress',
       'networking.long_lived_connections',
-      'policies.idle_policy',
-      'policies.idle_timeout',
       'workspace.mode',
-      'profiles.bot.idle_policy',
-      'profiles.bot.always_on',
-      'profiles.work.idle_timeout',
     ],
     hello: ['secrets.required[0].user_provided', 'routing.expose[0].protocol'],
   }
