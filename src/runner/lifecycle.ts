@@ -5,7 +5,7 @@
  * idleness are idle.ts's; the VM's pause and resume are QMP's (guest/qmp.ts).
  */
 import {messageOf} from '../errors.js'
-import type {RunningVm} from '../guest/index.js'
+import type {ExecRequest, ExecSession, RunningVm} from '../guest/index.js'
 import {IdleClock, type IdleRules, type Lease} from './idle.js'
 
 export type LifeState = 'running' | 'paused'
@@ -105,6 +105,22 @@ export class InstanceLifecycle {
       this.setState('paused')
       this.options.log(`paused ${why}`)
     })
+  }
+
+  /**
+   * Runs a command in the guest, waking it first; the session counts as activity while it
+   * lasts, so an instance is never paused under a user's `exec`.
+   */
+  async exec(request: ExecRequest): Promise<ExecSession> {
+    await this.wake('an exec')
+    const session = this.options.vm.exec(request)
+    const busy = setInterval(() => this.clock.active('an exec session'), 1000)
+    const done = () => {
+      clearInterval(busy)
+      this.clock.active('an exec session')
+    }
+    session.exit.then(done, done)
+    return session
   }
 
   keepalive(lease: {id: string; holder: Lease['holder']; ttlMs: number; reason?: string}): Lease {
