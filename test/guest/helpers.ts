@@ -39,7 +39,6 @@ const BUSYBOX_APPLETS = [
   'touch',
   'stty',
   'tty',
-  'wget',
   'ps',
   'kill',
 ]

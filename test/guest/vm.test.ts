@@ -8,7 +8,7 @@ import {execFileSync, spawn, spawnSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import http from 'node:http'
 import net from 'node:net'
-import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 
@@ -179,9 +179,12 @@ describe('guest VM', {timeout: 120_000}, () => {
     const vm = await startVm(
       vmOptions({
         network: userNetwork({forwards: [{hostPort, guestPort: 8080}]}),
-        spec: {command: ['httpd', '-f', '-p', '8080', '-h', '/www'], ports: []},
+        // One sample at the start, then none for 10 minutes: only resume() asks for another.
+        spec: {command: ['httpd', '-f', '-p', '8080', '-h', '/www'], ports: [], heartbeatMs: 600_000},
       }),
     )
+    const samples: number[] = []
+    vm.onHeartbeat((sample) => samples.push(sample.atMs))
     const get = async (timeoutMs: number) => {
       try {
         const response = await fetch(`http://127.0.0.1:${hostPort}/`, {signal: AbortSignal.timeout(timeoutMs)})
@@ -201,8 +204,10 @@ describe('guest VM', {timeout: 120_000}, () => {
     console.log(`QEMU used ${pausedCpuMs} ms of CPU in 3 s paused`)
     // Stopped vCPUs run no guest code; the margin is for QEMU's own main loop.
     expect(pausedCpuMs).toBeLessThan(100)
+    const beforeResume = samples.length
     await vm.resume()
     expect(await vm.status()).toMatchObject({running: true})
+    await waitFor('a heartbeat after the resume', () => (samples.length > beforeResume ? true : undefined), 10_000)
     expect(await waitFor('the resumed guest', () => get(5000), 30_000)).toBe('hello-from-guest\n')
     await vm.pause()
     const result = await vm.stop(30_000)
@@ -312,6 +317,7 @@ describe('control channel', {timeout: 120_000}, () => {
   beforeAll(async () => {
     const channelRoot = path.join(channelScratch, 'root')
     buildTestRoot(channelRoot)
+    symlinkSync('busybox', path.join(channelRoot, 'bin/wget')) // gvproxy.test.ts adds its own: not in buildTestRoot
     hostPort = await freePort()
     vm = await startVm({
       ...vmOptions({
@@ -404,6 +410,26 @@ describe('control channel', {timeout: 120_000}, () => {
     await waitFor('the tree to be killed', async () => ((await count()) === 0 ? true : undefined), 30_000)
   })
 
+  it('holds up only the session whose reader is slow', async () => {
+    const size = 4 * 1024 * 1024
+    const flood = vm.exec({command: ['head', '-c', String(size), '/dev/zero']})
+    await new Promise((resolve) => setTimeout(resolve, 1500)) // nobody reads it: it fills its window and waits
+    const quick = await collect(vm.exec({command: ['echo', 'not-blocked']}))
+    expect(quick).toEqual({stdout: 'not-blocked\n', stderr: '', exitCode: 0})
+    expect(flood.stdout.readableLength).toBeLessThanOrEqual(256 * 1024 + 64 * 1024)
+    const started = Date.now()
+    let received = 0
+    flood.stdout.on('data', (chunk: Buffer) => {
+      received += chunk.length
+    })
+    expect(await flood.exit).toEqual({exitCode: 0})
+    const seconds = (Date.now() - started) / 1000
+    console.log(
+      `exec stdout: ${size} bytes in ${seconds.toFixed(2)} s (${(size / 1024 / 1024 / seconds).toFixed(1)} MiB/s)`,
+    )
+    expect(received).toBe(size)
+  })
+
   it('runs two sessions at once, each with its own streams', async () => {
     const first = vm.exec({command: ['sh', '-c', 'read x; echo "first got $x"']})
     const second = vm.exec({command: ['sh', '-c', 'read x; echo "second got $x"']})
@@ -467,6 +493,19 @@ describe('control channel', {timeout: 120_000}, () => {
         response.end(JSON.stringify({lease: 'granted', ttl_ms: JSON.parse(body).ttl_ms}))
       })
     })
+    vm.onTunnel((stream) => server.emit('connection', stream))
+    // Held open while the handler is slow: no heartbeat counts the tunnel's connection.
+    const slow = http.createServer((_request, response) => {
+      setTimeout(() => response.end('slow-answer'), 2500)
+    })
+    vm.onTunnel((stream) => slow.emit('connection', stream))
+    const held = collect(vm.exec({command: ['wget', '-q', '-O', '-', 'http://127.0.0.1:7777/slow']}))
+    const heldSince = Date.now()
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    const during = samples.filter((sample) => sample.atMs > heldSince + 500)
+    expect(during.length).toBeGreaterThan(0)
+    expect(during.every((sample) => sample.tcpEstablished === 0)).toBe(true)
+    expect((await held).stdout).toBe('slow-answer')
     vm.onTunnel((stream) => server.emit('connection', stream))
     const result = await collect(
       vm.exec({
