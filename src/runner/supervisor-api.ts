@@ -8,13 +8,16 @@
  *   POST   /v1/resume
  *   POST   /v1/keepalive          {ttl_ms, reason?}: the host's lease, replacing the previous one
  *   DELETE /v1/keepalive          ends the host's lease
+ *   POST   /v1/exec               an HTTP Upgrade to an exec session's frames (exec-stream.ts)
  */
 import {createHash} from 'node:crypto'
 import {chmod, rm} from 'node:fs/promises'
 import http from 'node:http'
 import os from 'node:os'
 import path from 'node:path'
+import type {Duplex} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
+import {serveExec} from './exec-stream.js'
 import type {InstanceRegistry} from './instances.js'
 import {leaseTtl, MAX_LEASE_MS, readJsonObject, replyJson} from './json-http.js'
 import type {InstanceLifecycle, LifeStatus} from './lifecycle.js'
@@ -39,6 +42,9 @@ export async function serveSupervisorApi(
       ({status, body}) => replyJson(response, status, body),
       (error: unknown) => replyJson(response, 500, {error: messageOf(error)}),
     )
+  })
+  server.on('upgrade', (request: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+    serveExec((exec) => lifecycle.exec(exec), request, socket, head).catch(() => socket.destroy())
   })
   await rm(socketPath, {force: true}) // a dead supervisor's
   await new Promise<void>((resolve, reject) => server.once('error', reject).listen(socketPath, resolve))
