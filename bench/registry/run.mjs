@@ -6,7 +6,12 @@
  * docker-registry, timed one after another in a single run.
  *
  *   npm run build                            # the CLI runs from dist/
- *   node bench/registry/run.mjs [MB] [--rounds N]   # MB: total layer size, default 210; N: default 5
+ *   node bench/registry/run.mjs [MB] [--rounds N] [--baseline [NAME=]DIR]...
+ *
+ * MB: total layer size, default 210; N: default 5. DIR: another built aegis-kit (a copy of
+ * bin/, dist/, package.json, oclif.manifest.json and node_modules, e.g. of the commit before a
+ * change), timed as the tool NAME (default `before`) in the same rounds, so before/after ratios
+ * share one run; --baseline may be given more than once.
  *
  * Timed, in each round: a push of each tool into a fresh repository, an unchanged re-push of
  * each, a pull of each into an empty destination (an empty AEGIS_KIT_HOME / a new OCI layout),
@@ -42,6 +47,12 @@ const benchDir = process.env.AEGIS_BENCH_DIR ?? '/tmp/aegis-registry-bench'
 const args = process.argv.slice(2)
 const roundsFlag = args.indexOf('--rounds')
 const rounds = roundsFlag === -1 ? 5 : Number(args.splice(roundsFlag, 2)[1])
+const baselines = {}
+for (let at; (at = args.indexOf('--baseline')) !== -1; ) {
+  const value = args.splice(at, 2)[1]
+  const eq = value.indexOf('=')
+  baselines[eq === -1 ? 'before' : value.slice(0, eq)] = join(value.slice(eq + 1), 'bin/run.js')
+}
 const totalMb = Number(args[0] ?? 210)
 // Layer sizes in MB, largest first, summing to totalMb (the shape of a real image: a big base, smaller app layers).
 const shares = [0.4, 0.25, 0.15, 0.1, 0.06, 0.04]
@@ -51,10 +62,22 @@ rmSync(benchDir, {recursive: true, force: true})
 mkdirSync(benchDir, {recursive: true})
 
 const seconds = (ns) => Number(ns) / 1e9
+// CPU seconds (user + system) of the last timed command and its children, from GNU time: on a
+// shared machine a tool's CPU time moves much less than its wall time.
+const cpuFile = join(benchDir, 'cpu')
+const gnuTime = ['/usr/bin/time', '-f', '%U %S', '-o', cpuFile]
+let lastCpu = 0
 function time(command, args, env = {}) {
   const start = process.hrtime.bigint()
-  execFileSync(command, args, {stdio: ['ignore', 'ignore', 'pipe'], env: {...process.env, ...env}, maxBuffer: 1 << 26})
-  return seconds(process.hrtime.bigint() - start)
+  execFileSync(gnuTime[0], [...gnuTime.slice(1), command, ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: {...process.env, ...env},
+    maxBuffer: 1 << 26,
+  })
+  const wall = seconds(process.hrtime.bigint() - start)
+  const [user, system] = readFileSync(cpuFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number)
+  lastCpu = user + system
+  return wall
 }
 const median = (values) => {
   const sorted = [...values].sort((a, b) => a - b)
@@ -244,7 +267,8 @@ const peers = [
       installed(tool) || (console.log(`${tool} is not installed (scripts/install-bench-peers): left out`), false),
   ),
 ]
-const tools = ['ours', ...peers]
+// Baselines are aegis-kit too (other builds of it): a column each, before the peers.
+const tools = ['ours', ...Object.keys(baselines), ...peers]
 const version = {
   skopeo: () => execFileSync('skopeo', ['--version']).toString().trim(),
   oras: () =>
@@ -265,6 +289,15 @@ function commands(round, host) {
       push: () => aegis(importHome, 'images', 'push', 'bench:1', dest('ours')),
       pull: () => aegis(pulled('ours'), 'images', 'pull', dest('ours')),
     },
+    ...Object.fromEntries(
+      Object.entries(baselines).map(([name, bin]) => [
+        name,
+        {
+          push: () => ['node', [bin, 'images', 'push', 'bench:1', dest(name)], {AEGIS_KIT_HOME: importHome}],
+          pull: () => ['node', [bin, 'images', 'pull', dest(name)], {AEGIS_KIT_HOME: pulled(name)}],
+        },
+      ]),
+    ),
     skopeo: {
       push: () => [
         'skopeo',
@@ -305,7 +338,9 @@ try {
   )
   console.log(`load average at start: ${load()}\n`)
   const steps = ['push', 'repush', 'pull']
-  const results = Object.fromEntries(tools.map((tool) => [tool, {push: [], repush: [], pull: [], start: []}]))
+  const results = Object.fromEntries(
+    tools.map((tool) => [tool, {push: [], repush: [], pull: [], start: [], pushCpu: [], pullCpu: []}]),
+  )
   console.log(`round  ${steps.map((step) => `${step} ${tools.join('/')}`.padEnd(8 * tools.length + 8)).join('')}load`)
   for (let round = 1; round <= rounds; round++) {
     registry = await startRegistry(round)
@@ -314,15 +349,19 @@ try {
     const order = tools.map((_, i) => tools[(i + round) % tools.length])
     const row = Object.fromEntries(tools.map((tool) => [tool, {}]))
     for (const step of steps) {
-      for (const tool of order)
+      for (const tool of order) {
         results[tool][step].push((row[tool][step] = time(...run[tool][step === 'repush' ? 'push' : step]())))
+        if (step !== 'repush') results[tool][`${step}Cpu`].push(lastCpu)
+      }
     }
     results.ours.start.push(...Array.from({length: 5}, () => time('node', [cli, '--version'])))
+    for (const [name, bin] of Object.entries(baselines))
+      results[name].start.push(...Array.from({length: 5}, () => time('node', [bin, '--version'])))
     for (const tool of peers) results[tool].start.push(...Array.from({length: 5}, () => time(...startArgs[tool])))
     // Like for like: every tool pushed the same manifest, byte for byte.
     const raw = (reference) =>
       execFileSync('skopeo', ['inspect', '--raw', '--tls-verify=false', `docker://${reference}`]).toString()
-    for (const tool of peers) {
+    for (const tool of tools.slice(1)) {
       if (raw(run.dest('ours')) !== raw(run.dest(tool)))
         throw new Error(`aegis-kit and ${tool} pushed different manifests: the comparison would not be like for like`)
     }
@@ -339,22 +378,30 @@ try {
 
   const m = (tool, step) => median(results[tool][step])
   console.log(
-    `\nmedians of ${rounds} rounds (s)   ${tools.map((tool) => (tool === 'ours' ? 'aegis-kit' : tool).padStart(9)).join(' ')}   ratios ours/${peers.join(', ours/')}`,
+    `\nmedians of ${rounds} rounds (s)   ${tools.map((tool) => (tool === 'ours' ? 'aegis-kit' : tool).padStart(9)).join(' ')}   ratios ours/${tools.slice(1).join(', ours/')}`,
   )
   for (const [name, step] of [
     ['push', 'push'],
     ['unchanged re-push', 'repush'],
     ['pull', 'pull'],
     ['process start', 'start'],
+    ['push, CPU s (user+sys)', 'pushCpu'],
+    ['pull, CPU s (user+sys)', 'pullCpu'],
   ]) {
-    const ratios = peers.map((tool) => (m('ours', step) / m(tool, step)).toFixed(2)).join(', ')
+    const ratios = tools
+      .slice(1)
+      .map((tool) => (m('ours', step) / m(tool, step)).toFixed(2))
+      .join(', ')
     console.log(`${name.padEnd(28)} ${tools.map((tool) => m(tool, step).toFixed(3).padStart(9)).join(' ')}   ${ratios}`)
   }
   // Process start is ~0.15 s of Node and oclif against a few ms for a Go binary: the rest is the transfer itself.
   for (const step of ['push', 'pull']) {
     const net = (tool) => m(tool, step) - m(tool, 'start')
     console.log(
-      `${`${step} minus process start`.padEnd(28)} ${tools.map((tool) => net(tool).toFixed(3).padStart(9)).join(' ')}   ${peers.map((tool) => (net('ours') / net(tool)).toFixed(2)).join(', ')}`,
+      `${`${step} minus process start`.padEnd(28)} ${tools.map((tool) => net(tool).toFixed(3).padStart(9)).join(' ')}   ${tools
+        .slice(1)
+        .map((tool) => (net('ours') / net(tool)).toFixed(2))
+        .join(', ')}`,
     )
   }
   console.log(`load average at end: ${load()}`)

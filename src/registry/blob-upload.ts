@@ -5,7 +5,7 @@
  */
 import type {Readable} from 'node:stream'
 import type {Descriptor} from '../oci/types.js'
-import {openBody, type HttpResult, type RequestBody} from './http.js'
+import {FileBody, openBody, type HttpResult, type RequestBody} from './http.js'
 import {RegistryError, errorFromResponse} from './registry-error.js'
 
 export type UploadMode = 'auto' | 'monolithic' | 'chunked'
@@ -146,7 +146,8 @@ async function uploadChunked(
   body: RequestBody,
   chunkSize: number,
 ): Promise<void> {
-  const source = await openBody(body)
+  const opened = await openBody(body)
+  const source = opened instanceof FileBody ? opened.stream() : opened
   let location = session
   let offset = 0
   const patch = async (chunk: Buffer) => {

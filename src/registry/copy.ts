@@ -18,6 +18,7 @@ import {
   successors,
 } from '../oci/manifest.js'
 import type {ContentStore, Descriptor, Platform} from '../oci/types.js'
+import {type FileBody, fileBodyOf} from './http.js'
 import {RESUME_HINT} from './registry-error.js'
 import {DEFAULT_RETRY_POLICY, retryTransient, type RetryPolicy} from './retry.js'
 import {
@@ -34,8 +35,9 @@ import {
   type ReferrerSink,
   type ReferrerSource,
   type TempFileSink,
+  verifiesOnReceipt,
 } from './types.js'
-import {readAll, verifying, verifyBytes} from './verify.js'
+import {counting, readAll, verifying, verifyBytes} from './verify.js'
 
 export interface CopyProgress {
   /** `start`/`bytes`/`done` for a transfer; `skipped` when the destination had it; `mounted` when the registry linked it. */
@@ -76,6 +78,11 @@ export interface CopyOptions {
    * files them under (default: `tag`).
    */
   referrers?: boolean | {reference: string}
+  /**
+   * Manifest bytes the caller already has from the source, by digest (a pull's root, read with
+   * the request that resolved its tag): not asked for again. Each must hash to its digest.
+   */
+  manifests?: ReadonlyMap<string, Buffer>
   progress?: (event: CopyProgress) => void
 }
 
@@ -105,7 +112,7 @@ export async function copyGraph(
   root: Descriptor,
   options: CopyOptions = {},
 ): Promise<CopyResult> {
-  if (options.platform && isIndex(root)) root = await resolvePlatform(src, root, options.platform)
+  if (options.platform && isIndex(root)) root = await resolvePlatform(src, root, options.platform, options.manifests)
   if (announcesWrites(dst)) dst.prepareForWrite()
   const referrers: Referrers | undefined =
     options.referrers && canListReferrers(src) && canAddReferrers(dst)
@@ -196,7 +203,8 @@ class GraphCopier {
   manifestBytes(desc: Descriptor): Promise<Buffer> {
     let bytes = this.manifests.get(desc.digest)
     if (!bytes) {
-      bytes = fetchManifest(this.src, desc)
+      const known = this.options.manifests?.get(desc.digest)
+      bytes = known ? Promise.resolve(verifiedBytes(known, desc)) : fetchManifest(this.src, desc)
       this.manifests.set(desc.digest, bytes)
     }
     return bytes
@@ -301,6 +309,14 @@ class GraphCopier {
       return this.src.fetch(desc)
     }
     const open = async (): Promise<Readable> => verifying(await fetchSource(), desc, onBytes)
+    // A registry hashes what it receives and refuses a mismatch (DIGEST_INVALID): the source is
+    // only counted, and a blob that is a file (the local store's) is sent from it directly.
+    const upload = verifiesOnReceipt(this.dst)
+      ? async (): Promise<Readable | FileBody> => {
+          const source = await fetchSource()
+          return fileBodyOf(source, desc.size, onBytes) ?? counting(source, desc, onBytes)
+        }
+      : open
     try {
       await retryTransient(async () => {
         this.emit('start', desc, 0)
@@ -323,7 +339,7 @@ class GraphCopier {
         }
         const transfer = async () =>
           canPushBlobSource(this.dst)
-            ? await this.dst.pushBlob(desc, open, {mountFrom: this.options.mountFrom})
+            ? await this.dst.pushBlob(desc, upload, {mountFrom: this.options.mountFrom})
             : canPushVerifying(this.dst)
               ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
               : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
@@ -392,12 +408,26 @@ export async function fetchManifest(store: ContentStore, desc: Descriptor): Prom
   return bytes
 }
 
-/** The manifest for `platform` under `index` in `store`, fetched and selected through nested indexes (selectPlatform picks in one). */
-export async function resolvePlatform(store: ContentStore, index: Descriptor, platform: Platform): Promise<Descriptor> {
-  const parsed = parseManifest(index, await fetchManifest(store, index))
+/**
+ * The manifest for `platform` under `index` in `store`, fetched (unless in `known`) and selected
+ * through nested indexes (selectPlatform picks in one).
+ */
+export async function resolvePlatform(
+  store: ContentStore,
+  index: Descriptor,
+  platform: Platform,
+  known?: ReadonlyMap<string, Buffer>,
+): Promise<Descriptor> {
+  const bytes = known?.get(index.digest)
+  const parsed = parseManifest(index, bytes ? verifiedBytes(bytes, index) : await fetchManifest(store, index))
   if (parsed.kind !== 'index') return index
   const match = selectPlatform(index, parsed.index, platform)
-  return isIndex(match) ? resolvePlatform(store, match, platform) : match
+  return isIndex(match) ? resolvePlatform(store, match, platform, known) : match
+}
+
+function verifiedBytes(bytes: Buffer, desc: Descriptor): Buffer {
+  verifyBytes(bytes, desc)
+  return bytes
 }
 
 /** Runs at most `limit` tasks at once, in call order. */

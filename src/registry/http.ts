@@ -5,7 +5,8 @@
  * never travel to another host; that rule, the agents and the idle timeout live in http-core.cjs,
  * shared with the download worker.
  */
-import {request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders} from 'node:http'
+import {createReadStream, read as readFile, ReadStream} from 'node:fs'
+import {type ClientRequest, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders} from 'node:http'
 import {request as httpsRequest} from 'node:https'
 import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
@@ -16,7 +17,62 @@ import {redactUrl} from './registry-error.js'
  * A body that can be sent again: bytes, or a factory that opens a fresh stream each call. A
  * factory that cannot (a stream handed to us once) throws BodyNotReplayableError on the second call.
  */
-export type RequestBody = Buffer | string | (() => Readable | Promise<Readable>)
+export type RequestBody = Buffer | string | (() => Readable | FileBody | Promise<Readable | FileBody>)
+
+/**
+ * The first `size` bytes of an open file, sent by reading into a few reused 1 MiB buffers and
+ * writing each to the socket as the previous read is written: no stream, no buffer per chunk.
+ * Uploading an 84 MB blob that way took ~70 ms of CPU against ~300-360 ms piping a ReadStream
+ * (streams, a fresh Buffer per read and the garbage collection they cause). A file shorter than
+ * `size` fails the request; `close` is called once the request is over, whatever the outcome.
+ */
+export class FileBody {
+  constructor(
+    readonly fd: number,
+    readonly size: number,
+    readonly close: () => void,
+    readonly onBytes?: (bytes: number) => void,
+  ) {}
+
+  /** The same bytes as a stream (chunked uploads slice a stream), counted through onBytes. */
+  stream(): Readable {
+    const stream = createReadStream('', {
+      fd: this.fd,
+      start: 0,
+      end: this.size - 1,
+      autoClose: false,
+      highWaterMark: FILE_BUFFER_BYTES,
+    })
+    stream.on('data', (chunk) => this.onBytes?.(chunk.length))
+    let closed = false
+    const close = () => {
+      if (closed) return
+      closed = true
+      this.close()
+    }
+    // autoClose is off (the descriptor is the source's): read to the end or given up, it closes the source.
+    stream.once('end', close)
+    stream.once('close', close)
+    return stream
+  }
+}
+
+/**
+ * A FileBody for `source` when it is a file stream nothing has read yet (the local store's blobs
+ * are: LocalStore.fetch), from its start; undefined for any other stream, to be sent as a stream.
+ */
+export function fileBodyOf(source: Readable, size: number, onBytes?: (bytes: number) => void): FileBody | undefined {
+  if (!(source instanceof ReadStream)) return undefined
+  // fd and start: set on every ReadStream, missing from @types/node's declaration.
+  const {fd, start} = source as ReadStream & {fd?: unknown; start?: number}
+  if (typeof fd !== 'number' || source.bytesRead !== 0 || (start ?? 0) !== 0 || source.readableFlowing !== null)
+    return undefined
+  return new FileBody(fd, size, () => source.destroy(), onBytes)
+}
+
+const FILE_BUFFER_BYTES = 1024 * 1024
+/** Reads of a FileBody in flight or waiting to be written: 3 MiB per upload at most. */
+const FILE_BUFFERS = 3
 
 export interface RegistryRequest {
   method: string
@@ -162,7 +218,9 @@ export function onceBody(stream: Readable): () => Readable {
   }
 }
 
-export async function openBody(body: RequestBody | undefined): Promise<Buffer | string | Readable | undefined> {
+export async function openBody(
+  body: RequestBody | undefined,
+): Promise<Buffer | string | Readable | FileBody | undefined> {
   if (body === undefined || typeof body === 'string' || Buffer.isBuffer(body)) return body
   return body()
 }
@@ -200,7 +258,7 @@ function exchange(
   method: string,
   url: URL,
   headers: Record<string, string>,
-  body: Buffer | string | Readable | undefined,
+  body: Buffer | string | Readable | FileBody | undefined,
   insecure: boolean,
   downloadBytes: number,
 ): Promise<RegistryResponse> {
@@ -212,8 +270,13 @@ function exchange(
     const uploadBytes = Number(outgoing['content-length'] ?? headerValue(headers, 'content-length') ?? 0) || 0
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
     const request = send(url, {method, headers: outgoing, agent: agentFor(url, insecure), timeout: timeouts.idleMs})
-    const stream = body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body) ? body : undefined
-    let uploaded = stream === undefined
+    const file = body instanceof FileBody ? body : undefined
+    const stream =
+      body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body) && !(body instanceof FileBody)
+        ? body
+        : undefined
+    let uploaded = stream === undefined && file === undefined
+    let answered = false
     let message: IncomingMessage | undefined
     const deadlineMs = deadlineFor(uploadBytes + downloadBytes, timeouts)
     // The body's reader gets this error (destroying the request would turn it into a bare "aborted").
@@ -232,6 +295,8 @@ function exchange(
     })
     request.on('response', (answer) => {
       message = answer
+      answered = true
+      if (!uploaded && file) answer.on('end', () => request.destroy())
       answer.on('close', () => clearTimeout(deadline))
       if (!uploaded && stream) {
         // Answered before the upload ended (an error, a redirect): stop sending. The connection is
@@ -246,13 +311,73 @@ function exchange(
         }),
       )
     })
-    if (stream) {
+    if (file) {
+      sendFile(file, request, () => answered)
+    } else if (stream) {
       stream.on('error', (error) => request.destroy(error))
       stream.pipe(request)
     } else {
       request.end(body)
     }
   })
+}
+
+/**
+ * Writes `body.size` bytes of the file to `request`, then ends it: one read at a time (the data
+ * stays in order), each buffer written while the next is read, and reused once the socket has
+ * taken it. Stops when `stopped` (the registry answered early) or the request failed.
+ */
+function sendFile(body: FileBody, request: ClientRequest, stopped: () => boolean): void {
+  const free = Array.from({length: FILE_BUFFERS}, () => Buffer.allocUnsafeSlow(FILE_BUFFER_BYTES))
+  let position = 0
+  let reading = false
+  let writing = 0
+  let over = false
+  let closed = false
+  // The file is closed once no read is in flight, so a late read never meets a closed (or reused) descriptor.
+  const closeWhenIdle = () => {
+    if (reading || closed) return
+    closed = true
+    body.close()
+  }
+  request.on('close', () => {
+    over = true
+    closeWhenIdle()
+  })
+  const fail = (error: Error) => {
+    over = true
+    request.destroy(error)
+  }
+  const pump = (): void => {
+    if (over || reading || request.destroyed || stopped()) return
+    if (position >= body.size) {
+      if (writing === 0) {
+        over = true
+        request.end()
+      }
+      return
+    }
+    const buffer = free.pop()
+    if (!buffer) return
+    reading = true
+    readFile(body.fd, buffer, 0, Math.min(buffer.length, body.size - position), position, (error, bytes) => {
+      reading = false
+      if (over) return closeWhenIdle()
+      if (error) return fail(error)
+      if (bytes === 0) return fail(new Error(`the file ended after ${position} of the ${body.size} bytes to upload`))
+      position += bytes
+      writing++
+      body.onBytes?.(bytes)
+      request.write(buffer.subarray(0, bytes), (writeError) => {
+        writing--
+        free.push(buffer)
+        if (writeError) return fail(writeError)
+        pump()
+      })
+      pump()
+    })
+  }
+  pump()
 }
 
 function hasHeader(headers: Record<string, string>, name: string): boolean {

@@ -69,8 +69,10 @@ export async function pullImage(
       (pool) => pool.prewarmDownloadWorkers(),
       () => undefined,
     ) // a failure shows on the first large blob
-  const root = await repository.resolve(manifestReference(repository.reference))
+  // One GET resolves the reference and brings the root's bytes (no HEAD first: one round trip less).
+  const {descriptor: root, bytes} = await repository.resolveManifest(manifestReference(repository.reference))
   const localReference = options.localReference ?? formatReference(repository.reference)
-  const result = await copyGraph(repository, local, root, {referrers: true, ...options, tag: localReference})
+  const manifests = new Map([...(options.manifests ?? []), [root.digest, bytes]])
+  const result = await copyGraph(repository, local, root, {referrers: true, ...options, tag: localReference, manifests})
   return {...result, reference: formatReference({...repository.reference, digest: result.root.digest})}
 }

@@ -119,6 +119,10 @@ export async function errorFromResponse(
     url: safeUrl,
     status: response.status,
     code,
-    hint: hintForStatus(response.status, new URL(String(url))),
+    hint:
+      // The registry hashed an upload and it did not match: the source's copy of the blob is bad.
+      code === 'DIGEST_INVALID'
+        ? 'The registry hashed what was sent and it does not match the digest: the source has corrupt content for it (for the local store: remove the image, prune, import or pull it again).'
+        : hintForStatus(response.status, new URL(String(url))),
   })
 }

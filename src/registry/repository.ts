@@ -31,6 +31,7 @@ import type {
   ReferrerSink,
   ReferrerSource,
   TagPeeker,
+  VerifiesOnReceipt,
   WriteIntent,
 } from './types.js'
 import {readAll, sha256Digest, verifyBytes} from './verify.js'
@@ -65,9 +66,12 @@ export class RemoteRepository
     WriteIntent,
     TagPeeker,
     ReferrerSource,
-    ReferrerSink
+    ReferrerSink,
+    VerifiesOnReceipt
 {
   readonly reference: Reference
+  /** A registry checks every uploaded blob against the digest it is pushed as (see VerifiesOnReceipt). */
+  readonly verifiesOnReceipt = true
   private readonly client: RegistryClient
   private readonly uploadMode: UploadMode
   private readonly chunkSize: number
@@ -175,15 +179,29 @@ export class RemoteRepository
 
   async resolve(reference: string): Promise<Descriptor> {
     const found = await this.headManifest(reference)
-    if (found === 'absent') {
-      const url = this.url(`manifests/${reference}`)
-      throw new RegistryError(
-        `Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}: not found.`,
-        {method: 'HEAD', url: String(url), status: 404, code: 'MANIFEST_UNKNOWN'},
-      )
-    }
+    if (found === 'absent') throw this.notFound(reference, 'HEAD')
     // Registries that omit headers on HEAD: read the manifest itself.
     return found ?? (await this.fetchManifest(reference)).descriptor
+  }
+
+  /**
+   * What `reference` names and the manifest's bytes, from one GET: for a pull, which needs both,
+   * a HEAD first is one more round trip. The digest is computed from the bytes (and must be
+   * `reference` when that is a digest).
+   */
+  async resolveManifest(reference: string): Promise<{descriptor: Descriptor; bytes: Buffer}> {
+    const found = await this.fetchManifest(reference, {absent: 'undefined'})
+    if (!found) throw this.notFound(reference, 'GET')
+    return found
+  }
+
+  private notFound(reference: string, method: string): RegistryError {
+    return new RegistryError(`Resolving ${this.name}${isSha256Digest(reference) ? '@' : ':'}${reference}: not found.`, {
+      method,
+      url: String(this.url(`manifests/${reference}`)),
+      status: 404,
+      code: 'MANIFEST_UNKNOWN',
+    })
   }
 
   /** What `tag` points at, from one HEAD; undefined when there is no such tag (or the registry does not say). */
@@ -209,9 +227,22 @@ export class RemoteRepository
   }
 
   /** The manifest bytes exactly as stored, with their descriptor (digest computed from the bytes). */
-  async fetchManifest(reference: string): Promise<{descriptor: Descriptor; bytes: Buffer}> {
+  async fetchManifest(reference: string): Promise<{descriptor: Descriptor; bytes: Buffer}>
+  /** With `absent: 'undefined'`: undefined on a 404 instead of an error. */
+  async fetchManifest(
+    reference: string,
+    options: {absent: 'undefined'},
+  ): Promise<{descriptor: Descriptor; bytes: Buffer} | undefined>
+  async fetchManifest(
+    reference: string,
+    options: {absent?: 'undefined'} = {},
+  ): Promise<{descriptor: Descriptor; bytes: Buffer} | undefined> {
     const what = `Fetching manifest ${reference} from ${this.name}`
     const result = await this.request('GET', this.url(`manifests/${reference}`), 'pull', {accept: MANIFEST_ACCEPT})
+    if (result.response.status === 404 && options.absent === 'undefined') {
+      result.response.discard()
+      return undefined
+    }
     if (result.response.status !== 200)
       throw await errorFromResponse('GET', result.url, result.response, {what, attempts: result.attempts})
     const bytes = await result.response.bytes(MAX_MANIFEST_BYTES)

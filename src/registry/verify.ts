@@ -44,9 +44,51 @@ export class VerifyingStream extends Transform {
   }
 }
 
+/**
+ * A pass-through that only counts, for a destination that checks the digest itself
+ * (`verifiesOnReceipt`): more or fewer bytes than the descriptor says fail the stream.
+ */
+export class CountingStream extends Transform {
+  private received = 0
+
+  constructor(
+    private readonly desc: Descriptor,
+    private readonly onBytes?: (bytes: number) => void,
+  ) {
+    super()
+    checkDigestAlgorithm(desc)
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.received += chunk.length
+    if (this.received > this.desc.size) {
+      callback(verificationError(this.desc, `more than the expected ${this.desc.size} bytes`))
+      return
+    }
+    this.onBytes?.(chunk.length)
+    callback(null, chunk)
+  }
+
+  override _flush(callback: TransformCallback): void {
+    callback(
+      this.received === this.desc.size
+        ? null
+        : verificationError(this.desc, `expected ${this.desc.size} bytes, got ${this.received}`),
+    )
+  }
+}
+
+/** `source` through a CountingStream (size only), an error in the source failing the result too. */
+export function counting(source: Readable, desc: Descriptor, onBytes?: (bytes: number) => void): Readable {
+  return through(source, new CountingStream(desc, onBytes))
+}
+
 /** `source` piped through a VerifyingStream; an error in the source fails the result too. */
 export function verifying(source: Readable, desc: Descriptor, onBytes?: (bytes: number) => void): Readable {
-  const verifier = new VerifyingStream(desc, onBytes)
+  return through(source, new VerifyingStream(desc, onBytes))
+}
+
+function through(source: Readable, verifier: Transform): Readable {
   source.on('error', (error) => verifier.destroy(error))
   verifier.on('close', () => {
     if (!source.destroyed && !source.readableEnded) source.destroy()
