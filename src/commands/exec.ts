@@ -61,7 +61,12 @@ goes to the command's terminal.`
       request.env = env
     }
     const stdout = process.stdout
-    if (flags.tty) request.tty = {rows: stdout.isTTY ? stdout.rows : 24, cols: stdout.isTTY ? stdout.columns : 80}
+    // A terminal that reports no size (0x0 under `script`, say) gets the classic 24x80.
+    const size = (): {rows: number; cols: number} => ({
+      rows: stdout.isTTY && stdout.rows > 0 ? stdout.rows : 24,
+      cols: stdout.isTTY && stdout.columns > 0 ? stdout.columns : 80,
+    })
+    if (flags.tty) request.tty = size()
 
     const socket = await supervisorSocketOf(InstanceRegistry.forDataDir(defaultDataDir()), args.name)
     const session = await openExec(socket, args.name, request, {
@@ -71,7 +76,10 @@ goes to the command's terminal.`
 
     const cleanups: Array<() => void> = []
     if (flags.tty && stdout.isTTY) {
-      const onResize = (): void => session.resize(stdout.rows, stdout.columns)
+      const onResize = (): void => {
+        const {rows, cols} = size()
+        session.resize(rows, cols)
+      }
       process.on('SIGWINCH', onResize)
       cleanups.push(() => process.off('SIGWINCH', onResize))
     }
