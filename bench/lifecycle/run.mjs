@@ -13,7 +13,7 @@
  * Uses AEGIS_KIT_HOME (default: a temporary one, hello built first).
  */
 import {execFileSync, spawnSync} from 'node:child_process'
-import {mkdtempSync, readdirSync, readFileSync} from 'node:fs'
+import {mkdtempSync, readdirSync, readFileSync, readlinkSync} from 'node:fs'
 import http from 'node:http'
 import {createServer} from 'node:net'
 import {loadavg, tmpdir} from 'node:os'
@@ -196,16 +196,26 @@ cli(
 )
 try {
   const supervisor = supervisorOf('lbig')
-  const gvproxyLine = descendants(supervisor)
-    .map((pid) => {
-      try {
-        return readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ')
-      } catch {
-        return ''
+  // gvproxy's forward socket for guest port 8080: the listening unix socket among its descendants' fds.
+  const inodes = new Set()
+  for (const pid of descendants(supervisor)) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        const link = readlinkSync(`/proc/${pid}/fd/${fd}`)
+        if (link.startsWith('socket:[')) inodes.add(link.slice(8, -1))
       }
-    })
-    .find((line) => line.includes('port-8080.sock'))
-  const socketPath = gvproxyLine?.match(/(\/\S*port-8080\.sock)/)?.[1]
+    } catch {}
+  }
+  const socketPath = readFileSync('/proc/net/unix', 'utf8')
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .find((fields) => fields[7]?.endsWith('port-8080.sock') && inodes.has(fields[6]))?.[7]
+  // The guest writes the file before httpd starts: wait for all of it.
+  for (let waited = 0; waited < 120_000; waited += 2000) {
+    const probe = await download({host: '127.0.0.1', port: bigPort}, '/big').catch(() => ({bytes: 0}))
+    if (probe.bytes >= 200 * 1024 * 1024) break
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+  }
   const relayed = []
   const direct = []
   for (let i = 0; i < Math.min(runs, 3); i++) {
