@@ -2,18 +2,23 @@
 /**
  * Lifecycle benchmark (issue 13), measured in one run on this machine, nothing asserted:
  *  a. exec: median of N `aegis-kit exec NAME -- busybox true` against `podman exec CONTAINER busybox true` (hello has no /bin/true) on the
- *     same hello image (exported with `aegis-kit images export`, `podman load`, run with crun);
+ *     same hello image (exported with `aegis-kit images export`, `podman load`, run with crun),
+ *     and against `crun exec` on the same image unpacked by umoci (crun without podman: also the
+ *     peer that still runs where podman's container start is refused);
  *  b. wake: time to the first response byte from a paused hello instance minus from a running one;
  *  c. relay: a 200 MB download through the exposed port (the supervisor's relay, then gvproxy)
  *     against the same file read straight from gvproxy's forward socket (port-8080.sock, the
- *     relay's upstream: the peer is gvproxy's own forward without the relay in front);
+ *     relay's upstream: the peer is gvproxy's own forward without the relay in front); the file
+ *     is written on the host into the instance's workspace and served by busybox httpd from
+ *     /workspace (the guest's own /tmp is too small for it);
  *  d. host CPU (utime+stime of the supervisor and its descendants) of a paused instance over 30 s.
  *
  *   npm run build && node bench/lifecycle/run.mjs [--runs=N]
  * Uses AEGIS_KIT_HOME (default: a temporary one, hello built first).
  */
 import {execFileSync, spawnSync} from 'node:child_process'
-import {mkdtempSync, readdirSync, readFileSync, readlinkSync} from 'node:fs'
+import {randomBytes} from 'node:crypto'
+import {mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync} from 'node:fs'
 import http from 'node:http'
 import {createServer} from 'node:net'
 import {loadavg, tmpdir} from 'node:os'
@@ -103,6 +108,43 @@ function download(target, path) {
   })
 }
 
+/**
+ * `crun exec` timings on the exported hello image: unpacked into a bundle by umoci, started by
+ * crun directly (no rlimits in its config: what podman adds is what this machine refuses).
+ */
+function crunExecTimes(archive, count) {
+  const work = mkdtempSync(join(tmpdir(), 'aegis-bench-crun-'))
+  const layout = join(work, 'layout')
+  const bundle = join(work, 'bundle')
+  const name = `aegis-bench-${process.pid}`
+  try {
+    mkdirSync(layout)
+    execFileSync('tar', ['-xf', archive, '-C', layout])
+    const index = JSON.parse(readFileSync(join(layout, 'index.json'), 'utf8'))
+    const tag = index.manifests.find((entry) => entry.annotations?.['org.opencontainers.image.ref.name'])
+    const ref = tag ? tag.annotations['org.opencontainers.image.ref.name'] : undefined
+    if (!ref) throw new Error('the exported archive names no tag for umoci')
+    execFileSync('umoci', ['unpack', '--image', `${layout}:${ref}`, bundle], {stdio: ['ignore', 'pipe', 'pipe']})
+    const configFile = join(bundle, 'config.json')
+    const config = JSON.parse(readFileSync(configFile, 'utf8'))
+    config.process.args = ['busybox', 'sleep', '100000']
+    config.process.terminal = false
+    delete config.process.rlimits
+    writeFileSync(configFile, JSON.stringify(config))
+    execFileSync('crun', ['run', '--detach', '--bundle', bundle, name], {stdio: ['ignore', 'pipe', 'pipe']})
+    try {
+      const times = []
+      for (let i = 0; i < count; i++)
+        times.push(timed(() => execFileSync('crun', ['exec', name, 'busybox', 'true'], {stdio: 'ignore'})))
+      return times
+    } finally {
+      spawnSync('crun', ['delete', '--force', name], {stdio: 'ignore'})
+    }
+  } finally {
+    rmSync(work, {recursive: true, force: true})
+  }
+}
+
 console.log(`lifecycle bench, ${runs} runs, AEGIS_KIT_HOME=${home}`)
 cli(['build', 'hello'], {timeout: 600_000})
 const port = await freePort()
@@ -144,6 +186,21 @@ try {
       ? `exec: aegis-kit ${median(ours).toFixed(0)} ms, podman+crun ${median(theirs).toFixed(0)} ms, ratio ${(median(ours) / median(theirs)).toFixed(2)}`
       : `exec: aegis-kit ${median(ours).toFixed(0)} ms; podman+crun could not run here: ${podmanError}`,
   )
+  const crunTimes = []
+  let crunError
+  try {
+    crunTimes.push(...crunExecTimes(archive, runs))
+  } catch (error) {
+    crunError = String(error.stderr ?? error.message)
+      .trim()
+      .split('\n')
+      .at(-1)
+  }
+  console.log(
+    crunTimes.length > 0
+      ? `exec: aegis-kit ${median(ours).toFixed(0)} ms, crun exec ${median(crunTimes).toFixed(0)} ms, ratio ${(median(ours) / median(crunTimes)).toFixed(2)}`
+      : `exec: crun exec could not run here: ${crunError}`,
+  )
   loads.push(loadavg()[0])
 
   // b. wake
@@ -177,6 +234,9 @@ try {
 
 // c. relay
 const bigPort = await freePort()
+const bigWorkspace = mkdtempSync(join(tmpdir(), 'aegis-bench-relay-'))
+// Random bytes: nothing on the way can shortcut zeros.
+writeFileSync(join(bigWorkspace, 'big'), randomBytes(200 * 1024 * 1024))
 cli(
   [
     'run',
@@ -184,13 +244,18 @@ cli(
     '--detach',
     '--name',
     'lbig',
+    '--workspace',
+    bigWorkspace,
     '--expose',
     `${bigPort}:8080`,
     '--',
     'busybox',
-    'sh',
-    '-c',
-    'busybox dd if=/dev/zero of=/tmp/big bs=1M count=200 && exec busybox httpd -f -p 8080 -h /tmp',
+    'httpd',
+    '-f',
+    '-p',
+    '8080',
+    '-h',
+    '/workspace',
   ],
   {timeout: 300_000},
 )
@@ -210,23 +275,22 @@ try {
     .split('\n')
     .map((line) => line.trim().split(/\s+/))
     .find((fields) => fields[7]?.endsWith('port-8080.sock') && inodes.has(fields[6]))?.[7]
-  // The guest writes the file before httpd starts: wait for all of it.
-  for (let waited = 0; waited < 120_000; waited += 2000) {
-    const probe = await download({host: '127.0.0.1', port: bigPort}, '/big').catch(() => ({bytes: 0}))
-    if (probe.bytes >= 200 * 1024 * 1024) break
-    await new Promise((resolve) => setTimeout(resolve, 2000))
-  }
   const relayed = []
   const direct = []
+  const whole = (result) => {
+    if (result.bytes !== 200 * 1024 * 1024) throw new Error(`a download returned ${result.bytes} bytes, not 200 MiB`)
+    return result.mbps
+  }
   for (let i = 0; i < Math.min(runs, 3); i++) {
-    relayed.push((await download({host: '127.0.0.1', port: bigPort}, '/big')).mbps)
-    if (socketPath) direct.push((await download({socketPath}, '/big')).mbps)
+    relayed.push(whole(await download({host: '127.0.0.1', port: bigPort}, '/big')))
+    if (socketPath) direct.push(whole(await download({socketPath}, '/big')))
   }
   console.log(
     `relay: exposed port ${median(relayed).toFixed(1)} MB/s, gvproxy forward socket ${socketPath ? `${median(direct).toFixed(1)} MB/s, ratio ${(median(relayed) / median(direct)).toFixed(2)}` : 'not found'}`,
   )
 } finally {
   spawnSync(process.execPath, [bin, 'stop', 'lbig'], {env, stdio: 'ignore'})
+  rmSync(bigWorkspace, {recursive: true, force: true})
 }
 loads.push(loadavg()[0])
 console.log(`load average (1 min) during the run: ${loads.map((load) => load.toFixed(1)).join(', ')}`)

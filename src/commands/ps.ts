@@ -10,8 +10,9 @@ export default class Ps extends BaseCommand {
   static override summary = 'List the kit instances on this machine.'
   static override description =
     `Shows the instances started with \`aegis-kit run\` (in the foreground or with --detach) that
-are still running: name, kit, status (starting, running, healthy, paused; with the idle time and
-any lease that keeps it awake), the process that owns the VM,
+are still running: name, kit, status (starting, running, healthy, paused, or stopped: its VM gone
+until the next connection boots it; with the idle time, restarts and any lease that keeps it
+awake), the process that owns the VM,
 the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds memory, vCPUs,
 the accelerator (kvm or tcg) and the workspace. --all adds the detached instances that have
 exited, with how they ended.`
@@ -69,11 +70,15 @@ async function withLife(entry: InstanceEntry): Promise<ListedInstance> {
 }
 
 function describeStatus(entry: ListedInstance): string {
-  if (entry.status === 'exited') return `exited (${entry.exitCode ?? '?'})`
   // The owner died without recording an end (SIGKILL, reboot).
-  if (!entry.alive) return 'lost'
+  if (entry.lost) return 'exited (supervisor killed)'
+  if (entry.status === 'exited') return `exited (${entry.exitCode ?? '?'})`
   const life = entry.lifeNow
-  const parts = [life?.state === 'paused' || (!life && entry.life === 'paused') ? 'paused' : entry.status]
+  const state = life?.state ?? entry.life
+  // A sleeping instance says so; an awake one says how far it got (running, healthy).
+  const parts: string[] = [state === 'paused' || state === 'stopped' ? state : entry.status]
+  const restarts = life?.restarts ?? entry.restarts ?? 0
+  if (restarts > 0) parts.push(`${restarts} restart${restarts === 1 ? '' : 's'}`)
   if (life && life.state === 'running' && life.rules.idlePausing && life.idleMs >= 1000)
     parts.push(`idle ${Math.round(life.idleMs / 1000)}s`)
   for (const lease of life?.leases ?? []) parts.push(`lease ${lease.id} ${Math.ceil(lease.expiresInMs / 1000)}s`)

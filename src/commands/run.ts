@@ -5,10 +5,12 @@ import {createStepLines, type StepLines} from '../cli/steps.js'
 import {confirmTrust, trustFlag} from '../cli/trust.js'
 import {AegisError, messageOf} from '../errors.js'
 import {gvproxyNetwork, type AccelChoice} from '../guest/index.js'
+import {RESTART_POLICIES, type RestartPolicy} from '../runner/lifecycle.js'
 import {hostArchitecture, toPlatformName} from '../oci/platform.js'
 import {readConfigFile} from '../hooks/operations.js'
 import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
+import {parseDuration} from '../kit/units.js'
 import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
 import {isSupervisor, launchDetached, openSupervisorChannel} from '../runner/detach.js'
 import {InstanceRegistry} from '../runner/instances.js'
@@ -105,6 +107,17 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       description:
         'Run in the background: return once the instance is healthy, keep its output in a log (aegis-kit logs NAME), stop it with aegis-kit stop NAME.',
     }),
+    restart: Flags.string({
+      description:
+        "What to do when the workload ends: no, on-failure (a non-zero exit) or always; a new VM boots after a backoff (1 s, doubling while it keeps crashing, up to 30 s). A profile's always_on means always.",
+      options: RESTART_POLICIES as string[],
+      default: 'no',
+    }),
+    'stop-after': Flags.string({
+      description:
+        'How long an instance stays paused before its VM is stopped to free its memory; the next connection to an exposed port boots it again.',
+      default: '5m',
+    }),
     kernel: Flags.string({
       description: 'Boot this kernel (an x86-64 vmlinux or bzImage) instead of the guest kernel in the store.',
     }),
@@ -132,6 +145,9 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       })
     if (command !== undefined && command.length === 0)
       throw new AegisError('nothing after --', {hint: 'give the command to run, e.g. -- busybox uname -a'})
+    const stopAfterMs = parseDuration(flags['stop-after'])
+    if (stopAfterMs === undefined || stopAfterMs <= 0)
+      throw new AegisError(`--stop-after ${flags['stop-after']} is not a duration`, {hint: 'e.g. 5m, 30s or 1h'})
 
     const kit = await loadKit(args.kit)
     // Before --detach hands over: the supervisor finds the decision in the store.
@@ -174,7 +190,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           ? `stopping ${instance.name} (Ctrl-C again to power off now)`
           : `powering off ${instance.name}`,
       )
-      void instance.vm.stop(interrupts === 1 ? 10_000 : 0)
+      void instance.stop(interrupts === 1 ? 10_000 : 0)
     }
     await underSignals(
       onSignal,
@@ -196,6 +212,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
           guest: flags.guest,
           accel: flags.accel as AccelChoice,
+          restart: flags.restart as RestartPolicy,
+          stopAfterMs,
           command,
           config: flags.config ? await readConfigFile(flags.config) : undefined,
           registry,

@@ -101,14 +101,14 @@ async function graphProblem(store: LocalStore, root: Descriptor): Promise<string
 export async function checkInstances(dataDir: string): Promise<Check> {
   const registry = InstanceRegistry.forDataDir(dataDir)
   const instances = await registry.list()
-  const stale = instances.filter((entry) => !entry.alive && entry.status !== 'exited')
+  const stale = instances.filter((entry) => entry.lost)
   const running = instances.filter((entry) => entry.alive).length
   const found = `${running} running`
   if (stale.length === 0) return ok('instances', found)
   return warn(
     'instances',
-    `${found}; ${stale.length} stale (process gone): ${stale.map((entry) => `${entry.name} (pid ${entry.pid}, ${entry.status})`).join(', ')}`,
-    `rm -r ${stale.map((entry) => registry.dir(entry.name)).join(' ')} (or reuse the name: run --name NAME takes a stale record over)`,
+    `${found}; ${stale.length} stale (process gone): ${stale.map((entry) => `${entry.name} (pid ${entry.pid})`).join(', ')}`,
+    `aegis-kit rm ${stale.map((entry) => entry.name).join(' ')} (or reuse the name: run --name NAME takes a stale record over)`,
   )
 }
 

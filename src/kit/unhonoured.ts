@@ -10,8 +10,8 @@
 import {locate, type ManifestDocument} from './document.js'
 import {formatPath, type PathSegment} from './problems.js'
 
-const INSTANCE_LIFECYCLE =
-  'instance lifecycle (pausing idle instances, waking them, keeping them on), which aegis-kit does not have yet: `run` keeps an instance running until it exits or is stopped'
+const TASK_KINDS =
+  "Aegis's kinds of work (stateless tasks, long-running tasks, serving), which aegis-kit does not tell apart: every instance follows the idle rules of its profile (idle_timeout, idle_policy, always_on)"
 const SESSIONS =
   'sessions of several instances on the Aegis platform, which aegis-kit does not have: `run` starts one instance'
 const PLATFORM_ROUTER = "the Aegis platform's router; `run` publishes guest ports on 127.0.0.1 as they are"
@@ -27,9 +27,10 @@ export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
   'networking.egress':
     "the guest network's filter (src/guest/gvproxy-filter.ts) dropping outbound traffic: today everything not bound for the host passes whatever this says",
   'networking.inter_vm': SESSIONS,
-  'networking.long_lived_connections': INSTANCE_LIFECYCLE,
-  'policies.default_task': INSTANCE_LIFECYCLE,
-  'policies.default_serve': INSTANCE_LIFECYCLE,
+  'networking.long_lived_connections':
+    'the idle rules (src/runner/idle.ts), which count an established TCP connection in the guest as activity whatever this says',
+  'policies.default_task': TASK_KINDS,
+  'policies.default_serve': TASK_KINDS,
   'policies.warm_pool': 'a pool of pre-booted instances, which aegis-kit does not keep',
   'resources.max_agents_per_session': SESSIONS,
   'resources.max_sessions_per_workspace': SESSIONS,

@@ -32,13 +32,17 @@ export function heartbeatIntervalMs(rules: IdleRules): number {
 }
 
 /** The profile's word first, then the kit's policies, then Aegis's defaults. */
-export function idleRulesOf(manifest: AegisKitManifest, profile: Profile | undefined): IdleRules {
+export function idleRulesOf(
+  manifest: AegisKitManifest,
+  profile: Profile | undefined,
+  stopAfterMs = DEFAULT_STOP_AFTER_MS,
+): IdleRules {
   const timeout = profile?.idle_timeout ?? manifest.policies?.idle_timeout
   return {
     mode: profile?.idle_policy ?? manifest.policies?.idle_policy ?? 'default',
     // validate has checked that a duration parses.
     idleTimeoutMs: (timeout === undefined ? undefined : parseDuration(timeout)) ?? DEFAULT_IDLE_TIMEOUT_MS,
-    stopAfterMs: DEFAULT_STOP_AFTER_MS,
+    stopAfterMs,
     alwaysOn: profile?.always_on ?? false,
   }
 }

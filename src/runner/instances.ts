@@ -33,8 +33,11 @@ export interface InstanceState {
   exitCode?: number
   /** How it ended, in one sentence (set when status is `exited`). */
   message?: string
-  /** Whether its VM runs or is paused (lifecycle.ts), once it has booted. */
+  /** Whether its VM runs, is paused, or is stopped until the next connection (lifecycle.ts), once it has booted. */
   life?: LifeState
+  /** VMs booted after the first (wakes from stopped, restarts), and restarts of the workload. */
+  boots?: number
+  restarts?: number
   /** The supervisor's API (supervisor-api.ts), while it runs. */
   apiSocket?: string
 }
@@ -42,6 +45,8 @@ export interface InstanceState {
 /** An instance as `ps` shows it: a recorded process that is gone without saying so has `lost` it. */
 export interface InstanceEntry extends InstanceState {
   alive: boolean
+  /** Shown as exited, but its owner was killed before it could record the end. */
+  lost?: boolean
 }
 
 const NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}$/
@@ -113,7 +118,16 @@ export class InstanceRegistry {
       return undefined // no record (never claimed, or removed meanwhile)
     }
     const state = JSON.parse(text) as InstanceState
-    return {...state, alive: state.status !== 'exited' && processAlive(state.pid, state.pidStart)}
+    if (state.status === 'exited' || processAlive(state.pid, state.pidStart))
+      return {...state, alive: state.status !== 'exited'}
+    // Its owner died without recording the end (SIGKILL, a reboot); its VM and helpers died with it.
+    return {
+      ...state,
+      status: 'exited',
+      alive: false,
+      lost: true,
+      message: `${state.name}: its supervisor (pid ${state.pid}) ended without recording how the instance ended (killed?)`,
+    }
   }
 
   async list(): Promise<InstanceEntry[]> {

@@ -6,6 +6,7 @@
  */
 import {chown, mkdir, stat, writeFile} from 'node:fs/promises'
 import path from 'node:path'
+import type {Duplex} from 'node:stream'
 import type {BuildEvent} from '../builder/build.js'
 import {AegisError, messageOf} from '../errors.js'
 import {
@@ -47,7 +48,7 @@ import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
 import {workspaceSecretStore} from './workspace-secrets.js'
 import {heartbeatIntervalMs, idleRulesOf, type IdleRules} from './idle.js'
 import {guestApi} from './guest-api.js'
-import {InstanceLifecycle} from './lifecycle.js'
+import {InstanceLifecycle, type RestartPolicy} from './lifecycle.js'
 import {startPortRelay, type PortRelay} from './port-relay.js'
 import {serveSupervisorApi, supervisorSocketPath} from './supervisor-api.js'
 
@@ -79,6 +80,10 @@ export interface RunOptions {
   registry?: InstanceRegistry
   /** This process is a `run --detach` supervisor: the record stays after the instance ends. */
   detached?: boolean
+  /** What to do when the workload ends (`always_on` means `always`). Default `no`. */
+  restart?: RestartPolicy
+  /** How long an instance stays paused before its VM is stopped (default 5 min); the next connection boots it. */
+  stopAfterMs?: number
   network: (forwards: ExposeMapping[]) => NetworkBackend
   onBuild?: (event: BuildEvent) => void
   onStatus: (message: string) => void
@@ -93,7 +98,9 @@ export interface RunningInstance {
   /** URLs of the exposed UI ports, token included where the kit's render_env names one. */
   urls: Array<{label: string; url: string}>
   healthyMs?: number
-  vm: RunningVm
+  /** Ends the instance: SIGTERM to its workload, the VM killed after `graceMs`; no restart follows. */
+  stop(graceMs: number): Promise<VmResult>
+  /** How the instance ended: its last VM's outcome (restarts and wakes from stopped come before). */
   result: Promise<VmResult>
   memoryMib: number
   /** The accelerator QEMU really runs the guest with (auto resolves to one of these). */
@@ -128,27 +135,27 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       throw error
     })
     const {rendered} = await boot.prepared
-    const supervision = await superviseLife(plan, vm, undo)
+    const supervision = await superviseLife(plan, vm, () => bootVm(plan, boot, consoleLines), undo)
     lifecycle.resolve(supervision.lifecycle)
-    const ended = watchExit(plan, vm, consoleLines, async () => {
+    const ended = watchEnd(plan, supervision.lifecycle, consoleLines, async () => {
       await supervision.close()
       await relay?.close()
     })
     undo.defer(async () => {
-      if (!ended.exited()) await vm.stop(5000)
+      if (!ended.exited()) await supervision.lifecycle.stop(5000)
       // The record says how the VM ended before the claim's undo says why the start failed.
       await ended.result
     })
     const accel = await boot.accel
     await plan.registry?.update(plan.name, {status: 'running', accel})
     const urls = instanceUrls(plan, rendered)
-    const healthyMs = await waitUntilHealthy(plan, vm, ended, urls)
+    const healthyMs = await waitUntilHealthy(plan, supervision.lifecycle, ended, urls)
     return {
       name: plan.name,
       workspace: plan.workspace,
       urls,
       healthyMs,
-      vm,
+      stop: (graceMs) => supervision.lifecycle.stop(graceMs),
       result: ended.result,
       memoryMib: plan.memoryMib,
       accel,
@@ -240,7 +247,7 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     secretValues: Object.values(secrets),
     registry: options.registry,
     cacheDir: path.join(options.dataDir, 'cache'),
-    idleRules: idleRulesOf(manifest, profile),
+    idleRules: idleRulesOf(manifest, profile, options.stopAfterMs),
   }
 }
 
@@ -486,17 +493,17 @@ interface Ending {
 }
 
 /**
- * When the VM ends: the console's last line out, the instance's supervision (idle clock, API,
- * port relay) closed, the record released with how it ended.
+ * When the instance ends (its last VM, after any restarts): the console's last line out, its
+ * supervision (idle clock, APIs, port relay) closed, the record released with how it ended.
  */
-function watchExit(
+function watchEnd(
   plan: InstancePlan,
-  vm: RunningVm,
+  lifecycle: InstanceLifecycle,
   consoleLines: {flush: () => void},
   closeSupervision: () => Promise<void>,
 ): Ending {
   let exited = false
-  const result = vm.result
+  const result = lifecycle.result
     .finally(async () => {
       exited = true
       consoleLines.flush()
@@ -541,20 +548,27 @@ async function relayPorts(
 async function superviseLife(
   plan: InstancePlan,
   vm: RunningVm,
+  boot: () => Promise<RunningVm>,
   undo: UndoStack,
 ): Promise<{lifecycle: InstanceLifecycle; close(): Promise<void>}> {
   const {registry, name, options} = plan
+  const tunnels: {serve?: (stream: Duplex) => void} = {}
   const lifecycle = new InstanceLifecycle({
     vm,
     rules: plan.idleRules,
+    restart: options.restart ?? 'no',
+    boot,
+    ready: (booted) => guestServes(plan, booted),
+    // The guest's own requests (127.0.0.1:7777 in the VM), tunnelled by each VM's harness.
+    onVm: (booted) => booted.onTunnel((stream) => tunnels.serve?.(stream)),
     log: options.onStatus,
+    describeEnd: (result) => describeExit(name, result, plan.memoryMib),
     // A record that cannot be written now is rewritten at the next transition.
-    onState: (life) => void registry?.update(name, {life}).catch(() => undefined),
+    onState: (life, counts) => void registry?.update(name, {life, ...counts}).catch(() => undefined),
   })
-  undo.defer(() => lifecycle.close())
-  // The guest's own requests (127.0.0.1:7777 in the VM), tunnelled by the harness.
   const guest = guestApi(lifecycle)
-  vm.onTunnel(guest.serve)
+  tunnels.serve = guest.serve
+  undo.defer(() => lifecycle.close())
   undo.defer(() => guest.close())
   const api = registry ? await serveSupervisorApi(supervisorSocketPath(registry.dir(name)), lifecycle) : undefined
   if (api) undo.defer(() => api.close())
@@ -567,6 +581,26 @@ async function superviseLife(
       await api?.close()
     },
   }
+}
+
+/**
+ * A VM booted again (a wake from stopped, a restart) serves once the kit's healthcheck answers,
+ * asked through gvproxy's socket (not the host port: the relay is what waits for this).
+ */
+async function guestServes(plan: InstancePlan, vm: RunningVm): Promise<void> {
+  const health = plan.kit.manifest.healthcheck
+  const socket = health && plan.network.forwardSocket?.(health.port)
+  if (!health || socket === undefined) return
+  let stopped = false
+  vm.result.finally(() => (stopped = true)).catch(() => undefined)
+  await waitHealthy(`http://guest${health.path ?? '/'}`, {
+    socketPath: socket,
+    timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
+    // The client waits on this: look often.
+    intervalMs: Math.min(parseDuration(health.interval ?? '') ?? 1000, 250),
+    signal: plan.options.signal,
+    stillRunning: () => !stopped,
+  })
 }
 
 /** URLs of the exposed UI ports, with the token render_env names for one. */
@@ -596,7 +630,7 @@ function hostPortFor(plan: InstancePlan, guestPort: number): number | undefined 
  */
 async function waitUntilHealthy(
   plan: InstancePlan,
-  vm: RunningVm,
+  lifecycle: InstanceLifecycle,
   ended: Ending,
   urls: Array<{label: string; url: string}>,
 ): Promise<number | undefined> {
@@ -614,7 +648,7 @@ async function waitUntilHealthy(
       stillRunning: () => !ended.exited(),
     })
   } catch (error) {
-    if (!ended.exited()) await vm.stop(5000)
+    if (!ended.exited()) await lifecycle.stop(5000)
     if (options.signal.aborted || ended.exited()) return undefined
     throw error
   }

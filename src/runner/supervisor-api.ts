@@ -72,6 +72,10 @@ async function handle(
     case 'POST /v1/resume':
       await lifecycle.wake('a request (aegis-kit resume)')
       return {status: 200, body: lifecycle.status()}
+    case 'POST /v1/restart':
+      // The workload gets SIGTERM and the grace `stop` gives; the reply comes once the new VM serves.
+      await lifecycle.restart(10_000)
+      return {status: 200, body: lifecycle.status()}
     case 'POST /v1/keepalive': {
       const body = await readJsonObject(request)
       const ttlMs = leaseTtl(body.ttl_ms)

@@ -173,8 +173,8 @@ describe('aegis-kit doctor on a data directory with problems', {timeout: 120_000
   it('an instance record whose process is gone is reported as stale', () => {
     const instances = part(report, 'instances')
     expect(instances.status).toBe('WARN')
-    expect(instances.found).toMatch(/^0 running; 1 stale \(process gone\): ghost \(pid \d+, running\)$/)
-    expect(instances.fix).toContain(`rm -r ${path.join(broken, 'instances', 'ghost')}`)
+    expect(instances.found).toMatch(/^0 running; 1 stale \(process gone\): ghost \(pid \d+\)$/)
+    expect(instances.fix).toContain('aegis-kit rm ghost')
   })
 
   it('a credential helper the docker config names but PATH lacks is a warning naming it', () => {

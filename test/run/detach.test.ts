@@ -67,7 +67,8 @@ describe('run --detach', () => {
     expect(alive(helpers).length).toBeGreaterThanOrEqual(3) // qemu, virtiofsd, gvproxy
     const table = await runCli(['ps'], {env: env()})
     expect(table.stdout).toMatch(
-      new RegExp(`bg\\s+hello\\s+healthy, detached\\s+${entry!.pid}\\s+127\\.0\\.0\\.1:${port}->8080`),
+      // the idle time appears once a second has passed without activity
+      new RegExp(`bg\\s+hello\\s+healthy(, idle \\d+s)?, detached\\s+${entry!.pid}\\s+127\\.0\\.0\\.1:${port}->8080`),
     )
 
     // the name is taken, detached or not

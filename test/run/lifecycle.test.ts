@@ -1,7 +1,7 @@
 // Instances that sleep and wake (issue 13), with the hello kit in real QEMU microVMs under TCG:
 // `pause` stops the vCPUs (QEMU's own monitor says so), a connection to the exposed port wakes the
 // VM and is answered, a host lease wakes it and shows in `ps`, and every transition is in the log.
-import {cpSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {cpSync, existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import net from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
@@ -9,7 +9,7 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {parse, stringify} from 'yaml'
 import {QmpClient} from '../../src/guest/qmp.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
-import {descendants, freePort} from './helpers.js'
+import {descendants, freePort, startRun} from './helpers.js'
 
 let home: string
 /** hello with a 5 s idle timeout and a profile per rule to test. */
@@ -39,15 +39,19 @@ beforeAll(async () => {
 }, 300_000)
 
 afterAll(async () => {
-  for (const name of ['sleepy', 'idle', 'busy', 'held', 'bot', 'steady', 'leaser'])
+  for (const name of ['sleepy', 'window', 'idle', 'busy', 'held', 'doomed', 'bot', 'steady', 'leaser'])
     await runCli(['stop', name], {env: env(), timeout: 60_000})
 })
 
 /** Starts the sleepy kit detached under `name` with `profile`; returns its host port and supervisor pid. */
-async function startSleepy(name: string, profile: string): Promise<{port: number; supervisor: number}> {
+async function startSleepy(
+  name: string,
+  profile: string,
+  extra: string[] = [],
+): Promise<{port: number; supervisor: number}> {
   const port = await freePort()
   const started = await runCli(
-    ['run', sleepyKit, '--name', name, '--profile', profile, '--detach', '--expose', `${port}:8080`],
+    ['run', sleepyKit, '--name', name, '--profile', profile, '--detach', '--expose', `${port}:8080`, ...extra],
     {env: env(), timeout: 180_000},
   )
   expect(started.exitCode, started.all).toBe(0)
@@ -69,11 +73,17 @@ interface Listed {
   status: string
   pid: number
   life?: string
-  lifeNow?: {state: string; leases: Array<{id: string; holder: string; reason?: string; expiresInMs: number}>}
+  workspace?: string
+  lifeNow?: {
+    state: string
+    boots: number
+    restarts: number
+    leases: Array<{id: string; holder: string; reason?: string; expiresInMs: number}>
+  }
 }
 
-async function listed(name: string): Promise<Listed | undefined> {
-  const result = await runCli(['ps', '--json'], {env: env()})
+async function listed(name: string, all = false): Promise<Listed | undefined> {
+  const result = await runCli(['ps', '--json', ...(all ? ['--all'] : [])], {env: env()})
   expect(result.exitCode, result.stderr).toBe(0)
   return (JSON.parse(result.stdout) as {instances: Listed[]}).instances.find((entry) => entry.name === name)
 }
@@ -87,6 +97,28 @@ async function qemuStatus(supervisorPid: number): Promise<string> {
     return (await new QmpClient(qmp.replace(/^unix:/, '').replace(/,.*$/, '')).status()).status
   }
   throw new Error(`no QEMU with a -qmp socket under pid ${supervisorPid}`)
+}
+
+/** Polls `ps --json` until the instance's supervisor reports `state`; how long that took, or undefined. */
+async function stateWithin(name: string, state: string, ms: number): Promise<number | undefined> {
+  const started = Date.now()
+  while (Date.now() - started < ms) {
+    if ((await listed(name))?.lifeNow?.state === state) return Date.now() - started
+    await new Promise((resolve) => setTimeout(resolve, 1000))
+  }
+  return undefined
+}
+
+/** The VM's processes (QEMU, gvproxy, virtiofsd) under the supervisor `pid`. */
+function vmProcesses(pid: number): string[] {
+  return descendants(pid).flatMap((child) => {
+    try {
+      const command = readFileSync(`/proc/${child}/cmdline`, 'utf8').split('\0')[0] ?? ''
+      return /qemu-system|gvproxy|virtiofsd/.test(command) ? [`${child} ${command}`] : []
+    } catch {
+      return [] // gone meanwhile
+    }
+  })
 }
 
 async function get(port: number, timeoutMs: number): Promise<{status: number; ms: number} | undefined> {
@@ -156,6 +188,36 @@ describe('instance lifecycle', () => {
     expect(stopped.stdout).toMatch(/sleepy: the workload exited with code 143/)
   }, 300_000)
 
+  it('after the stop window the VM is gone and ps says stopped; the next request boots it and is answered; restart boots a new VM', async () => {
+    const {port, supervisor} = await startSleepy('window', 'default', ['--stop-after', '5s'])
+    // 5 s idle, then 5 s paused.
+    const after = await stateWithin('window', 'stopped', 60_000)
+    expect(after, 'stopped within 60 s').toBeDefined()
+    expect(vmProcesses(supervisor)).toEqual([])
+    expect((await listed('window'))?.life).toBe('stopped')
+    expect((await runCli(['ps'], {env: env()})).stdout).toMatch(/window\s+hello\s+stopped, detached/)
+
+    // The relay holds the connection while a new VM boots and the healthcheck answers.
+    const woken = await get(port, 180_000)
+    expect(woken?.status).toBe(200)
+    console.log(`a request to the stopped instance was answered in ${woken?.ms} ms (a cold boot under TCG)`)
+    expect(vmProcesses(supervisor).length).toBeGreaterThanOrEqual(2)
+    expect((await listed('window'))?.lifeNow).toMatchObject({state: 'running', boots: 1})
+    const logs = await runCli(['logs', 'window'], {env: env()})
+    expect(logs.stdout).toMatch(/stopped after \d+ s paused, to free its memory; the next connection boots it/)
+    expect(logs.stdout).toMatch(new RegExp(`woken by a connection to :${port} \\(booted in \\d+\\.\\d s\\)`))
+
+    const qemuBefore = vmProcesses(supervisor).find((line) => line.includes('qemu-system'))
+    const restarted = await runCli(['restart', 'window'], {env: env(), timeout: 240_000})
+    expect(restarted.exitCode, restarted.all).toBe(0)
+    expect(restarted.stdout).toBe('window restarted (1 restart so far)')
+    const qemuAfter = vmProcesses(supervisor).find((line) => line.includes('qemu-system'))
+    expect(qemuAfter).toBeDefined()
+    expect(qemuAfter).not.toBe(qemuBefore)
+    expect((await get(port, 30_000))?.status).toBe(200)
+    await runCli(['stop', 'window'], {env: env(), timeout: 60_000})
+  }, 420_000)
+
   it('an idle instance (idle_timeout 5s) pauses by itself, and the next request wakes it and is answered', async () => {
     const {port, supervisor} = await startSleepy('idle', 'default')
     const after = await pausedWithin(supervisor, 30_000)
@@ -185,6 +247,51 @@ describe('instance lifecycle', () => {
     await runCli(['stop', 'held'], {env: env(), timeout: 60_000})
   }, 240_000)
 
+  it('--restart on-failure restarts a crashing workload with a doubling backoff, and not one that exits 0', async () => {
+    const crashing = startRun(
+      ['hello', '--name', 'crashy', '--restart', 'on-failure', '--', 'busybox', 'sh', '-c', 'exit 3'],
+      env(),
+    )
+    await crashing.waitFor(/restarting in 4 s \(restart 3, --restart on-failure\)/, 120_000)
+    const output = crashing.output()
+    expect(output).toMatch(
+      /crashy: the workload exited with code 3; restarting in 1 s \(restart 1, --restart on-failure\)/,
+    )
+    expect(output).toMatch(/restarting in 2 s \(restart 2, --restart on-failure\)/)
+    expect(output).toMatch(/restarted \(booted in \d+\.\d s\)/)
+    crashing.child.kill('SIGINT')
+    const ended = await crashing.child
+    expect(ended.exitCode).not.toBe(0)
+    expect(vmProcesses(crashing.child.pid!)).toEqual([])
+
+    const clean = await runCli(
+      ['run', 'hello', '--name', 'clean', '--restart', 'on-failure', '--', 'busybox', 'true'],
+      {
+        env: env(),
+        timeout: 120_000,
+      },
+    )
+    expect(clean.exitCode, clean.all).toBe(0)
+    expect(clean.all).not.toMatch(/restarting/)
+  }, 240_000)
+
+  it('a supervisor killed with SIGKILL takes its VM with it; ps --all shows the instance exited; rm forgets it', async () => {
+    const doomed = await startSleepy('doomed', 'default')
+    expect(vmProcesses(doomed.supervisor).length).toBeGreaterThanOrEqual(3)
+    const helpers = descendants(doomed.supervisor)
+    process.kill(doomed.supervisor, 'SIGKILL')
+    const deadline = Date.now() + 15_000
+    const alive = () => helpers.filter((pid) => existsSync(`/proc/${pid}`))
+    while (alive().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
+    expect(alive()).toEqual([])
+    expect(await listed('doomed')).toBeUndefined()
+    expect(await listed('doomed', true)).toMatchObject({status: 'exited', lost: true})
+    expect((await runCli(['ps', '--all'], {env: env()})).stdout).toMatch(/doomed\s+\S+\s+exited \(supervisor killed\)/)
+    const removed = await runCli(['rm', 'doomed'], {env: env()})
+    expect(removed.stdout).toBe('removed doomed')
+    expect(await listed('doomed', true)).toBeUndefined()
+  }, 180_000)
+
   it('leases_only pauses a busy workload once no lease is held; a host lease keeps it awake until its TTL', async () => {
     const {supervisor} = await startSleepy('bot', 'bot')
     expect((await runCli(['keepalive', 'bot', '--ttl', '12s'], {env: env()})).exitCode).toBe(0)
@@ -196,11 +303,40 @@ describe('instance lifecycle', () => {
     await runCli(['stop', 'bot'], {env: env(), timeout: 60_000})
   }, 180_000)
 
-  it('always_on never pauses; a guest lease (POST /v1/self/keepalive on 127.0.0.1:7777) keeps it awake', async () => {
+  it('always_on never pauses and restarts a workload that ends; rm refuses it running, --force --workspace removes it all', async () => {
     const steady = await startSleepy('steady', 'steady')
     expect(await pausedWithin(steady.supervisor, 15_000)).toBeUndefined()
-    expect((await listed('steady'))?.lifeNow).toMatchObject({state: 'running'})
-    await runCli(['stop', 'steady'], {env: env(), timeout: 60_000})
+    expect((await listed('steady'))?.lifeNow).toMatchObject({state: 'running', restarts: 0})
+
+    // The workload ends (its httpd killed from inside; busybox has no pkill): a new VM boots after the backoff.
+    const killHttpd = 'busybox kill $(busybox ps -o pid,args | busybox awk "/^ *[0-9]+ busybox httpd/ {print \\$1}")'
+    await runCli(['exec', 'steady', '--', 'busybox', 'sh', '-c', killHttpd], {env: env(), timeout: 60_000})
+    for (let waited = 0; waited < 60_000; waited += 1000) {
+      const life = (await listed('steady'))?.lifeNow
+      if (life?.restarts === 1 && life.state === 'running') break
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+    }
+    const again = await get(steady.port, 180_000)
+    expect(again?.status).toBe(200)
+    expect((await listed('steady'))?.lifeNow).toMatchObject({state: 'running', restarts: 1, boots: 1})
+    expect((await runCli(['ps'], {env: env()})).stdout).toMatch(/steady\s+\S+\s+healthy, 1 restart, detached/)
+    const steadyLogs = await runCli(['logs', 'steady'], {env: env()})
+    expect(steadyLogs.stdout).toMatch(
+      /the workload exited with code 143; restarting in 1 s \(restart 1, --restart always\)/,
+    )
+    expect(steadyLogs.stdout).toMatch(/restarted \(booted in \d+\.\d s\)/)
+
+    const refused = await runCli(['rm', 'steady'], {env: env()})
+    expect(refused.exitCode).toBe(1)
+    expect(refused.stderr).toMatch(/^Error: steady is running\n {2}hint: stop it first/)
+    const workspace = (await listed('steady'))!.workspace!
+    expect(existsSync(workspace)).toBe(true)
+    const removed = await runCli(['rm', '--force', '--workspace', 'steady'], {env: env(), timeout: 60_000})
+    expect(removed.exitCode, removed.all).toBe(0)
+    expect(removed.stdout).toBe(`removed steady (stopped first), and its workspace ${workspace}`)
+    expect(existsSync(workspace)).toBe(false)
+    expect(vmProcesses(steady.supervisor)).toEqual([])
+    expect(await listed('steady', true)).toBeUndefined()
 
     const leaser = await startSleepy('leaser', 'leaser')
     const listedLease = (await listed('leaser'))?.lifeNow?.leases
@@ -217,6 +353,8 @@ describe('instance lifecycle', () => {
       ['pause', 'nothing'],
       ['resume', 'nothing'],
       ['keepalive', 'nothing'],
+      ['restart', 'nothing'],
+      ['rm', 'nothing'],
     ]) {
       const result = await runCli(args, {env: env()})
       expect(result.exitCode).toBe(1)
