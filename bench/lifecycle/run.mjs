@@ -237,6 +237,7 @@ const bigPort = await freePort()
 const bigWorkspace = mkdtempSync(join(tmpdir(), 'aegis-bench-relay-'))
 // Random bytes: nothing on the way can shortcut zeros.
 writeFileSync(join(bigWorkspace, 'big'), randomBytes(200 * 1024 * 1024))
+writeFileSync(join(bigWorkspace, 'index.html'), 'for the healthcheck\n')
 cli(
   [
     'run',

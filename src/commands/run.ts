@@ -131,10 +131,12 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   }
 
   async run(): Promise<void> {
-    // Everything after `--` is the workload's command, never flags of ours (read before parse()).
-    const dash = this.argv.indexOf('--')
-    const command = dash >= 0 ? this.argv.slice(dash + 1) : undefined
-    const {args, flags, argv} = await this.parse(Run, dash >= 0 ? this.argv.slice(0, dash) : [...this.argv])
+    // Everything after `--` is the workload's command, never flags of ours (read before parse(),
+    // which replaces this.argv with what it parsed: the `--` and the command are gone after it).
+    const given = [...this.argv]
+    const dash = given.indexOf('--')
+    const command = dash >= 0 ? given.slice(dash + 1) : undefined
+    const {args, flags, argv} = await this.parse(Run, dash >= 0 ? given.slice(0, dash) : given)
     if (argv.length > 1)
       throw new AegisError(`unexpected argument ${String(argv[1])}`, {
         hint: 'put the command to run after --, e.g. aegis-kit run hello -- busybox uname -a',
@@ -159,7 +161,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
     const name = flags.name ?? kit.manifest.name
     const controller = new AbortController()
-    if (flags.detach && !isSupervisor()) return this.launch(registry, name, controller, flags.verbose)
+    if (flags.detach && !isSupervisor()) return this.launch(given, registry, name, controller, flags.verbose)
     // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
     const channel = isSupervisor() ? openSupervisorChannel() : undefined
     // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
@@ -261,6 +263,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
 
   /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
   private async launch(
+    given: string[],
     registry: InstanceRegistry,
     name: string,
     controller: AbortController,
@@ -272,11 +275,11 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       onSignal,
       () => steps,
       async () => {
-        const dash = this.argv.indexOf('--')
-        const ours = dash >= 0 ? this.argv.slice(0, dash) : this.argv
+        const dash = given.indexOf('--')
+        const ours = dash >= 0 ? given.slice(0, dash) : given
         const args = [
           ...ours.filter((arg) => arg !== '--detach' && arg !== '-d'),
-          ...(dash >= 0 ? this.argv.slice(dash) : []),
+          ...(dash >= 0 ? given.slice(dash) : []),
         ]
         const onStatus = (message: string) =>
           steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`)

@@ -1,7 +1,7 @@
 // `run --detach`, `ps`, `logs` and `stop` with the hello kit in real QEMU microVMs: the instance
 // outlives the command that started it, is listed, keeps a log without secrets, holds its name,
 // and stops cleanly with nothing left behind.
-import {existsSync, mkdtempSync, readFileSync} from 'node:fs'
+import {existsSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {beforeAll, describe, expect, it} from 'vitest'
@@ -126,6 +126,43 @@ describe('run --detach', () => {
     expect(hasStackTrace(result.all)).toBe(false)
     expect((await ps()).map((instance) => instance.name)).not.toContain('tiny')
   }, 120_000)
+
+  it('runs the command given after -- in the background too, not the kit default', async () => {
+    const workspace = mkdtempSync(path.join(tmpdir(), 'aegis-kit-detach-ws-'))
+    writeFileSync(path.join(workspace, 'marker.txt'), 'served from the workspace\n')
+    writeFileSync(path.join(workspace, 'index.html'), 'the healthcheck asks for /\n')
+    const port = await freePort()
+    const started = await runCli(
+      [
+        'run',
+        'hello',
+        '--name',
+        'cmd',
+        '--detach',
+        '--workspace',
+        workspace,
+        '--expose',
+        `${port}:8080`,
+        '--',
+        'busybox',
+        'httpd',
+        '-f',
+        '-p',
+        '8080',
+        '-h',
+        '/workspace',
+      ],
+      {env: env(), timeout: 180_000},
+    )
+    try {
+      expect(started.exitCode, started.all).toBe(0)
+      const response = await fetch(`http://127.0.0.1:${port}/marker.txt`)
+      expect(response.status).toBe(200)
+      expect(await response.text()).toBe('served from the workspace\n')
+    } finally {
+      await runCli(['stop', 'cmd'], {env: env(), timeout: 60_000})
+    }
+  }, 240_000)
 
   it('ps, logs and stop explain an unknown name', async () => {
     const stop = await runCli(['stop', 'nothing'], {env: env()})
