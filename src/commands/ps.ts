@@ -13,9 +13,10 @@ export default class Ps extends BaseCommand {
 are still running: name, kit, status (starting, running, healthy, paused, or stopped: its VM gone
 until the next connection boots it; with the idle time, restarts and any lease that keeps it
 awake), the process that owns the VM,
-the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds memory, vCPUs,
-the accelerator (kvm or tcg) and the workspace. --all adds the detached instances that have
-exited, with how they ended.`
+the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds \`state\` (one of
+starting, running, paused, stopped, exited), memory, vCPUs, the accelerator (kvm or tcg), the
+workspace and the live idle status. --all adds the instances that have exited, with how they
+ended (\`lost\` when their supervisor was killed before it could say).`
 
   static override examples = [
     {description: 'List running instances', command: '<%= config.bin %> <%= command.id %>'},
@@ -57,16 +58,26 @@ exited, with how they ended.`
   }
 }
 
-/** An instance with what its supervisor says of its life now (paused, idle time, leases). */
-type ListedInstance = InstanceEntry & {lifeNow?: LifeStatus}
+/**
+ * An instance with what its supervisor says of its life now (paused, idle time, leases), and its
+ * state in one word: starting, running, paused, stopped (its VM gone until a connection) or exited.
+ */
+type ListedInstance = InstanceEntry & {state: InstanceLifeWord; lifeNow?: LifeStatus}
+type InstanceLifeWord = 'starting' | 'running' | 'paused' | 'stopped' | 'exited'
 
 async function withLife(entry: InstanceEntry): Promise<ListedInstance> {
-  if (!entry.alive || entry.apiSocket === undefined) return entry
+  if (!entry.alive || entry.apiSocket === undefined) return {...entry, state: stateOf(entry)}
   // A supervisor busy booting may not answer at once; the record alone is shown then.
   const lifeNow = await callSupervisor(entry.apiSocket, entry.name, 'GET', '/v1/status', undefined, 2000).catch(
     () => undefined,
   )
-  return lifeNow ? {...entry, lifeNow} : entry
+  return lifeNow ? {...entry, state: stateOf(entry, lifeNow), lifeNow} : {...entry, state: stateOf(entry)}
+}
+
+function stateOf(entry: InstanceEntry, lifeNow?: LifeStatus): InstanceLifeWord {
+  if (entry.status === 'exited' || !entry.alive) return 'exited'
+  if (entry.status === 'starting') return 'starting'
+  return lifeNow?.state ?? entry.life ?? 'running'
 }
 
 function describeStatus(entry: ListedInstance): string {

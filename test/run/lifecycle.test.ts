@@ -147,7 +147,12 @@ describe('instance lifecycle', () => {
     expect(paused.exitCode, paused.all).toBe(0)
     expect(paused.stdout).toBe('sleepy is paused')
     expect(await qemuStatus(supervisor)).toBe('paused')
-    expect(await listed('sleepy')).toMatchObject({status: 'healthy', life: 'paused', lifeNow: {state: 'paused'}})
+    expect(await listed('sleepy')).toMatchObject({
+      status: 'healthy',
+      state: 'paused',
+      life: 'paused',
+      lifeNow: {state: 'paused'},
+    })
     const table = await runCli(['ps'], {env: env()})
     expect(table.stdout).toMatch(/sleepy\s+hello\s+paused, detached/)
 
@@ -194,7 +199,7 @@ describe('instance lifecycle', () => {
     const after = await stateWithin('window', 'stopped', 60_000)
     expect(after, 'stopped within 60 s').toBeDefined()
     expect(vmProcesses(supervisor)).toEqual([])
-    expect((await listed('window'))?.life).toBe('stopped')
+    expect(await listed('window')).toMatchObject({life: 'stopped', state: 'stopped'})
     expect((await runCli(['ps'], {env: env()})).stdout).toMatch(/window\s+hello\s+stopped, detached/)
 
     // The relay holds the connection while a new VM boots and the healthcheck answers.
@@ -285,7 +290,7 @@ describe('instance lifecycle', () => {
     while (alive().length > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 200))
     expect(alive()).toEqual([])
     expect(await listed('doomed')).toBeUndefined()
-    expect(await listed('doomed', true)).toMatchObject({status: 'exited', lost: true})
+    expect(await listed('doomed', true)).toMatchObject({status: 'exited', state: 'exited', lost: true})
     expect((await runCli(['ps', '--all'], {env: env()})).stdout).toMatch(/doomed\s+\S+\s+exited \(supervisor killed\)/)
     const removed = await runCli(['rm', 'doomed'], {env: env()})
     expect(removed.stdout).toBe('removed doomed')
