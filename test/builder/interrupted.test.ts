@@ -105,10 +105,14 @@ describe('a build killed during its Debian base', () => {
     const observed: Array<{kill: string; atMs: number; whileMounted: boolean; mounts: string[]; running: number[]}> = []
     for (let round = 0; round < 8; round++) {
       rmSync(marker, {force: true})
+      // A data directory of its own each round: a round whose build got past the base step has
+      // cached it, and a later build in the same directory would never make a base (or mount)
+      // again. Inside `home`, so every round's mounts are looked for and cleaned up.
+      const roundHome = mkdtempSync(path.join(home, `round-${round}-`))
       const build: ChildProcess = spawn(process.execPath, [binRun, 'build', kit, '--json'], {
         detached: true,
         stdio: 'ignore',
-        env: {...process.env, AEGIS_KIT_HOME: home, PATH: `${tools}:${process.env.PATH ?? ''}`},
+        env: {...process.env, AEGIS_KIT_HOME: roundHome, PATH: `${tools}:${process.env.PATH ?? ''}`},
       })
       const exited = new Promise((resolve) => build.once('exit', resolve))
       const started = Date.now()
