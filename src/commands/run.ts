@@ -17,6 +17,7 @@ import {InstanceRegistry} from '../runner/instances.js'
 import {describeExit, startInstance} from '../runner/run.js'
 import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
 import {defaultStoreRoot} from '../paths.js'
+import {printable} from '../printable.js'
 import {openStore} from '../store/open.js'
 
 export default class Run extends BaseCommand {
@@ -253,7 +254,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
         const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
         // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
         if (up && channel) channel.ready(instance.urls, instance.healthyMs)
-        else if (up) for (const url of instance.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+        else if (up)
+          for (const url of instance.urls) process.stdout.write(`${printable(url.label)}: ${printable(url.url)}\n`)
         const result = await instance.result
         status(describeExit(instance.name, result, instance.memoryMib))
         if (result.exitCode !== 0) this.exit(result.exitCode)
@@ -285,7 +287,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           steps ? showStatus(steps, message) : process.stderr.write(`aegis-kit: ${message}\n`)
         const started = await launchDetached({registry, name, args, signal: controller.signal, onStatus})
         steps?.close()
-        for (const url of started.urls) process.stdout.write(`${url.label}: ${url.url}\n`)
+        for (const url of started.urls) process.stdout.write(`${printable(url.label)}: ${printable(url.url)}\n`)
         process.stderr.write(
           `aegis-kit: ${name} is running in the background (pid ${started.pid}): aegis-kit logs ${name} -f, aegis-kit stop ${name}\n`,
         )

@@ -207,6 +207,28 @@ describe('control characters from outside are not printed', () => {
     expect(result.all).not.toContain('\x9b')
   })
 
+  it("a hook's render_env env values and file paths", async () => {
+    const kit = join(dir, 'render-escape-kit')
+    await mkdir(join(kit, 'hooks'), {recursive: true})
+    await writeFile(
+      join(kit, 'aegis-kit.yaml'),
+      'name: render-escape-kit\nversion: 0.0.1\nhooks:\n  render_env: hooks/render_env.mjs\n  timeout: 60s\n',
+    )
+    await writeFile(
+      join(kit, 'hooks', 'render_env.mjs'),
+      `export function render_env() {\n  return ${JSON.stringify({
+        env: {TITLE: `red${HOSTILE}`},
+        files: [{path: `/workspace/x${HOSTILE}.txt`, content: 'hi\n', mode: 0o644}],
+      })}\n}\n`,
+    )
+    const result = await run(['hooks', 'render-env', kit])
+    expect(result.exitCode, result.all).toBe(0)
+    expect(result.stdout).toContain('TITLE=red\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m')
+    expect(result.stdout).toContain('/workspace/x\\x1b]0;pwned\\x07\\x1b[2J\\x9b31m.txt')
+    expect(result.all).not.toContain(ESC)
+    expect(result.all).not.toContain('\x9b')
+  })
+
   describe('a registry error message', () => {
     // A stand-in for a hostile registry: it speaks just enough of the distribution API to say a
     // manifest exists (HEAD) and then answer its GET with a 403 whose message carries escapes.

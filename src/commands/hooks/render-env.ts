@@ -7,6 +7,7 @@ import {loadKit} from '../../kit/kit.js'
 import {maskSecrets, parseSecretFlag, resolveSecrets} from '../../kit/secrets.js'
 import {buildAppContext, readConfigFile, renderEnv} from '../../hooks/operations.js'
 import {checkConfigOrThrow} from '../../hooks/check-config.js'
+import {printable} from '../../printable.js'
 
 export default class HooksRenderEnv extends BaseCommand {
   static override summary = "Run the kit's render_env hook: the environment and files an instance gets."
@@ -90,11 +91,12 @@ secrets the kit marks as generated get fresh random values. --output writes the 
 
     this.log(`render_env for ${kit.manifest.name}${flags.profile ? ` (profile ${flags.profile})` : ''}:`)
     this.log('environment:')
-    for (const [name, value] of Object.entries(masked.env)) this.log(`  ${name}=${value}`)
+    // Names, values and paths are the hook's text: shown with their control characters escaped.
+    for (const [name, value] of Object.entries(masked.env)) this.log(`  ${printable(name)}=${printable(value)}`)
     this.log(masked.files.length > 0 ? 'files:' : 'files: none')
     for (const file of masked.files)
       this.log(
-        `  ${file.path}  ${file.mode}  ${file.size} bytes${file.secret ? '  (secret)' : ''}${flags.output ? `  → ${path.join(flags.output, file.path)}` : ''}`,
+        `  ${printable(file.path)}  ${file.mode}  ${file.size} bytes${file.secret ? '  (secret)' : ''}${flags.output ? `  → ${printable(path.join(flags.output, file.path))}` : ''}`,
       )
     for (const warning of masked.warnings) this.warn(warning)
     return masked
