@@ -40,6 +40,8 @@ export interface DebianRootOptions {
   strict: boolean
   onWarning: (message: string) => void
   onLine?: (line: string) => void
+  /** Where binfmt_misc is mounted (tests give a directory of their own). */
+  binfmtDir?: string
 }
 
 /** Builds the root and returns every package in it (name, exact version, architecture). */
@@ -53,12 +55,12 @@ export async function buildDebianRoot(
   const arch = fromPlatform(options.platform)
   // Every variant but extract configures packages: their maintainer scripts run in the new root.
   if (variant !== 'extract' && arch !== hostArchitecture()) {
-    const problem = await emulationProblem(arch)
+    const problem = await emulationProblem(arch, options.binfmtDir)
     if (problem) {
       throw new AegisError(
         `cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`,
         {
-          hint: `install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; \`aegis-kit doctor\` shows how), or use variant: extract (no maintainer scripts, no emulation)`,
+          hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or use variant: extract (no maintainer scripts, no emulation); run `aegis-kit doctor` to check the rest',
         },
       )
     }

@@ -46,7 +46,7 @@ export async function prepareTargetNode(
     throw new AegisError(
       `cannot run the install scripts of ${options.packages.join(', ')} for ${platform}: they run with the ${arch} Node under qemu-user emulation, and ${problem}`,
       {
-        hint: "install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both; `aegis-kit doctor` shows how), or build for this machine's platform only",
+        hint: "install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or build for this machine's platform only; run `aegis-kit doctor` to check the rest",
       },
     )
   }

@@ -35,6 +35,10 @@ export interface GuestImage {
   kernelRelease: string
 }
 
+/** How every hint about a missing part ends (as tools.ts and qemu.ts phrase it). */
+const RUN_DOCTOR = 'run `aegis-kit doctor` to check the rest'
+const COMPILER_HINT = `install the compiler: apt-get install gcc libc6-dev; ${RUN_DOCTOR}`
+
 /** Bump when the initramfs layout or the assembly steps change. */
 const ASSEMBLY_FORMAT = 1
 
@@ -100,7 +104,7 @@ export async function aptPackageLists(listsDir = APT_LISTS_DIR): Promise<string[
 
 /** The concrete kernel package the cloud meta-package points at, e.g. linux-image-6.1.0-56-cloud-amd64 6.1.192-2. */
 async function resolveKernelPackage(metaPackage: string): Promise<{name: string; version: string}> {
-  const hint = 'on a Debian host run: apt-get update'
+  const hint = `on a Debian host run: apt-get update; ${RUN_DOCTOR}`
   const show = await run('apt-cache', ['show', '--no-all-versions', metaPackage], {
     what: `apt-cache show ${metaPackage}`,
     hint,
@@ -115,7 +119,7 @@ async function resolveKernelPackage(metaPackage: string): Promise<{name: string;
  * dpkg costs two processes, so the answer is remembered until either file changes.
  */
 async function toolchainVersion(triplet: string, cacheDir: string): Promise<string> {
-  const hint = 'install the compiler: apt-get install gcc libc6-dev; run `aegis-kit doctor` to check the rest'
+  const hint = COMPILER_HINT
   const libc = `/usr/lib/${triplet}/libc.a`
   const gcc = findOnPath('gcc')
   if (!existsSync(libc)) throw new AegisError('libc6-dev (static libc.a) is missing', {hint})
@@ -164,7 +168,7 @@ async function buildHarness(workDir: string): Promise<Buffer> {
   )
   await run('gcc', ['-static', '-Os', '-s', '-Wall', '-o', output, ...sources], {
     what: 'building the guest harness',
-    hint: 'install the compiler: apt-get install gcc libc6-dev',
+    hint: COMPILER_HINT,
   })
   return readFile(output)
 }
@@ -175,15 +179,18 @@ export async function assembleGuestFiles(workDir: string, inputs: GuestInputs): 
   await run('apt-get', ['download', `${kernelPackage.name}=${kernelPackage.version}`], {
     cwd: workDir,
     what: `downloading the guest kernel (apt-get download ${kernelPackage.name}=${kernelPackage.version})`,
-    hint: "check that Debian's package archive is reachable and run apt-get update, or boot files you have: --kernel FILE --initrd FILE",
+    hint: `check that Debian's package archive is reachable and run apt-get update, or boot files you have: --kernel FILE --initrd FILE; ${RUN_DOCTOR}`,
   })
   const deb = (await readdir(workDir)).find((name) => name.endsWith('.deb'))
   if (!deb)
     throw new AegisError(`apt-get download left no .deb for ${kernelPackage.name}`, {
-      hint: 'run apt-get update and retry',
+      hint: `run apt-get update and retry; ${RUN_DOCTOR}`,
     })
   const unpacked = path.join(workDir, 'kernel')
-  await run('dpkg-deb', ['-x', path.join(workDir, deb), unpacked], {what: 'dpkg-deb -x', hint: 'install dpkg'})
+  await run('dpkg-deb', ['-x', path.join(workDir, deb), unpacked], {
+    what: 'dpkg-deb -x',
+    hint: `install dpkg; ${RUN_DOCTOR}`,
+  })
 
   const [kernelRelease] = await readdir(path.join(unpacked, 'lib/modules'))
   if (!kernelRelease)
