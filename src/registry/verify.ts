@@ -2,7 +2,7 @@
  * Checking content against its descriptor while it streams: a size or digest mismatch fails the
  * stream instead of ending it, so a destination that commits on `end` never keeps bad content.
  */
-import {createHash} from 'node:crypto'
+import {createHash, type Hash} from 'node:crypto'
 import {Transform, type Readable, type TransformCallback} from 'node:stream'
 import {AegisError} from '../errors.js'
 import {checkDigestAlgorithm, sha256Digest, verificationError, verifyBytes} from '../oci/digest.js'
@@ -10,17 +10,23 @@ import type {Descriptor} from '../oci/types.js'
 
 export {sha256Digest, verificationError, verifyBytes}
 
-/** A pass-through that counts and hashes, calling `onBytes` per chunk, and fails at the end on a mismatch. */
+/**
+ * A pass-through that counts (more or fewer bytes than the descriptor says fail the stream) and,
+ * unless the destination checks the digest itself (`verifiesOnReceipt`), hashes: a digest
+ * mismatch fails it at the end. `onBytes` is called per chunk.
+ */
 export class VerifyingStream extends Transform {
-  private readonly hash = createHash('sha256')
+  private readonly hash: Hash | undefined
   private received = 0
 
   constructor(
     private readonly desc: Descriptor,
     private readonly onBytes?: (bytes: number) => void,
+    options: {hash: boolean} = {hash: true},
   ) {
     super()
     checkDigestAlgorithm(desc)
+    this.hash = options.hash ? createHash('sha256') : undefined
   }
 
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
@@ -29,7 +35,7 @@ export class VerifyingStream extends Transform {
       callback(verificationError(this.desc, `more than the expected ${this.desc.size} bytes`))
       return
     }
-    this.hash.update(chunk)
+    this.hash?.update(chunk)
     this.onBytes?.(chunk.length)
     callback(null, chunk)
   }
@@ -39,48 +45,18 @@ export class VerifyingStream extends Transform {
       callback(verificationError(this.desc, `expected ${this.desc.size} bytes, got ${this.received}`))
       return
     }
+    if (!this.hash) {
+      callback(null)
+      return
+    }
     const actual = `sha256:${this.hash.digest('hex')}`
     callback(actual === this.desc.digest ? null : verificationError(this.desc, `its content hashes to ${actual}`))
   }
 }
 
-/**
- * A pass-through that only counts, for a destination that checks the digest itself
- * (`verifiesOnReceipt`): more or fewer bytes than the descriptor says fail the stream.
- */
-export class CountingStream extends Transform {
-  private received = 0
-
-  constructor(
-    private readonly desc: Descriptor,
-    private readonly onBytes?: (bytes: number) => void,
-  ) {
-    super()
-    checkDigestAlgorithm(desc)
-  }
-
-  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
-    this.received += chunk.length
-    if (this.received > this.desc.size) {
-      callback(verificationError(this.desc, `more than the expected ${this.desc.size} bytes`))
-      return
-    }
-    this.onBytes?.(chunk.length)
-    callback(null, chunk)
-  }
-
-  override _flush(callback: TransformCallback): void {
-    callback(
-      this.received === this.desc.size
-        ? null
-        : verificationError(this.desc, `expected ${this.desc.size} bytes, got ${this.received}`),
-    )
-  }
-}
-
-/** `source` through a CountingStream (size only), an error in the source failing the result too. */
+/** `source` through a VerifyingStream that checks the size only, an error in the source failing the result too. */
 export function counting(source: Readable, desc: Descriptor, onBytes?: (bytes: number) => void): Readable {
-  return through(source, new CountingStream(desc, onBytes))
+  return through(source, new VerifyingStream(desc, onBytes, {hash: false}))
 }
 
 /** `source` piped through a VerifyingStream; an error in the source fails the result too. */

@@ -11,7 +11,7 @@
 import http from 'node:http'
 import type {Duplex} from 'node:stream'
 import {messageOf} from '../errors.js'
-import {leaseTtl, MAX_LEASE_MS, readJsonObject, replyJson} from './json-http.js'
+import {readLeaseRequest, replyJson} from './json-http.js'
 import type {InstanceLifecycle} from './lifecycle.js'
 
 /** The guest's lease: one per instance, each keepalive replaces it (Aegis's self keepalive). */
@@ -37,13 +37,10 @@ async function handle(
   const route = `${request.method} ${(request.url ?? '').split('?')[0]}`
   switch (route) {
     case 'POST /v1/self/keepalive': {
-      const body = await readJsonObject(request)
-      const ttl = leaseTtl(body.ttl_ms)
-      if (ttl === undefined)
-        return {status: 400, body: {error: `ttl_ms must be a whole number of milliseconds from 1 to ${MAX_LEASE_MS}`}}
-      const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : undefined
-      const lease = lifecycle.keepalive({id: GUEST_LEASE, holder: 'guest', ttlMs: ttl, ...(reason ? {reason} : {})})
-      return {status: 200, body: {ttl_ms: ttl, expires_at: new Date(lease.expiresAt).toISOString()}}
+      const asked = await readLeaseRequest(request)
+      if ('error' in asked) return {status: 400, body: asked}
+      const lease = lifecycle.keepalive({id: GUEST_LEASE, holder: 'guest', ...asked})
+      return {status: 200, body: {ttl_ms: asked.ttlMs, expires_at: new Date(lease.expiresAt).toISOString()}}
     }
     case 'DELETE /v1/self/keepalive':
       lifecycle.release(GUEST_LEASE)

@@ -19,7 +19,7 @@ import type {Duplex} from 'node:stream'
 import {AegisError, messageOf} from '../errors.js'
 import {serveExec} from './exec-stream.js'
 import type {InstanceRegistry} from './instances.js'
-import {leaseTtl, MAX_LEASE_MS, readJsonObject, replyJson} from './json-http.js'
+import {readLeaseRequest, replyJson} from './json-http.js'
 import type {InstanceLifecycle, LifeStatus} from './lifecycle.js'
 
 /** A unix socket path holds at most 107 bytes: a deep data directory gets one in the temp directory. */
@@ -77,12 +77,9 @@ async function handle(
       await lifecycle.restart(10_000)
       return {status: 200, body: lifecycle.status()}
     case 'POST /v1/keepalive': {
-      const body = await readJsonObject(request)
-      const ttlMs = leaseTtl(body.ttl_ms)
-      if (ttlMs === undefined)
-        return {status: 400, body: {error: `ttl_ms must be a whole number of milliseconds from 1 to ${MAX_LEASE_MS}`}}
-      const reason = typeof body.reason === 'string' ? body.reason.slice(0, 200) : undefined
-      lifecycle.keepalive({id: HOST_LEASE, holder: 'host', ttlMs, ...(reason ? {reason} : {})})
+      const asked = await readLeaseRequest(request)
+      if ('error' in asked) return {status: 400, body: asked}
+      lifecycle.keepalive({id: HOST_LEASE, holder: 'host', ...asked})
       return {status: 200, body: lifecycle.status()}
     }
     case 'DELETE /v1/keepalive':

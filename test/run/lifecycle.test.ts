@@ -308,7 +308,7 @@ describe('instance lifecycle', () => {
     await runCli(['stop', 'bot'], {env: env(), timeout: 60_000})
   }, 180_000)
 
-  it('always_on never pauses and restarts a workload that ends; rm refuses it running, --force --workspace removes it all', async () => {
+  it('always_on never pauses and restarts a workload that ends; rm refuses it running, --force --workspace removes it all; a guest lease keeps an instance awake', async () => {
     const steady = await startSleepy('steady', 'steady')
     expect(await pausedWithin(steady.supervisor, 15_000)).toBeUndefined()
     expect((await listed('steady'))?.lifeNow).toMatchObject({state: 'running', restarts: 0})
