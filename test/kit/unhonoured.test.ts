@@ -198,6 +198,52 @@ describe('validate warns about fields it does not act on', () => {
   }
 })
 
+describe('build and run print the same warnings as validate', () => {
+  // A kit that builds and runs (hello's recipe) with one warned field; each command is made to
+  // fail at the first check after the warnings, so nothing is built and no VM boots.
+  const dir = mkdtempSync(path.join(tmpdir(), 'aegis-unhonoured-commands-'))
+  const manifest = path.join(dir, 'aegis-kit.yaml')
+  writeFileSync(
+    manifest,
+    [
+      'name: pool',
+      'version: 1.0.0',
+      'image:',
+      '  base:',
+      '    debian:',
+      '      suite: bookworm',
+      '      variant: extract',
+      '      packages: [busybox-static]',
+      '  command: [busybox, sleep, "1"]',
+      'policies:',
+      '  warm_pool: 3',
+      '',
+    ].join('\n'),
+  )
+  const warning = `warning: ${manifest}:11:3 policies.warm_pool is accepted but not acted on yet`
+  const home = () => ({AEGIS_KIT_HOME: mkdtempSync(path.join(tmpdir(), 'aegis-unhonoured-home-'))})
+
+  it('validate: the warning the other commands must repeat', async () => {
+    const result = await runCli(['validate', manifest])
+    expect(result.exitCode).toBe(0)
+    expect(result.stderr.trim().split('\n')).toEqual([warning])
+  })
+
+  it('build prints it once, before it fails on an unknown platform', async () => {
+    const result = await runCli(['build', manifest, '--platform', 'linux/riscv64'], {env: home()})
+    expect(result.exitCode).toBe(1)
+    expect(result.stderr).toMatch(/cannot build for linux\/riscv64/)
+    expect(result.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([warning])
+  })
+
+  it('run prints it once, before it refuses --memory 1kb (no VM boots)', async () => {
+    const result = await runCli(['run', manifest, '--memory', '1kb'], {env: home()})
+    expect(result.exitCode).toBe(1)
+    expect(result.stderr).toMatch(/--memory 1kb/)
+    expect(result.stderr.split('\n').filter((line) => line.startsWith('warning:'))).toEqual([warning])
+  })
+})
+
 describe('READMEs and docs claim only what works', () => {
   // Words for what the warned fields would do; a README using them must say, in the same
   // paragraph, that the field is "not acted on yet". (Idle pausing, waking and always_on are
