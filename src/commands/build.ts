@@ -4,6 +4,7 @@ import {buildKit, type BuildEvent} from '../builder/build.js'
 import {isHostPlatform} from '../oci/platform.js'
 import {describeSourceDate} from '../builder/source-date.js'
 import {BaseCommand} from '../cli/base-command.js'
+import {confirmTrust, trustFlag} from '../cli/trust.js'
 import {messageOf} from '../errors.js'
 import {createStepLines, type StepLines} from '../cli/steps.js'
 import {formatBytes, shortDigest} from '../cli/format.js'
@@ -31,7 +32,9 @@ recorded in aegis-kit.lock.json beside the manifest on the first build, and late
 exactly that; --update-lock resolves the base again and rewrites the lock.
 Several platforms (--platform linux/amd64,linux/arm64, or image.platforms) give an OCI image
 index with one image per platform.
-The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
+The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).
+A kit pulled from a registry is built only once you trust it (--trust, or yes when asked on a
+terminal; remembered per kit): its build runs its npm packages' install scripts on this machine.`
 
   static override examples = [
     {description: 'Build the OpenClaw kit', command: '<%= config.bin %> <%= command.id %> openclaw'},
@@ -81,6 +84,7 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
       description:
         "Show the build tools' own output (mmdebstrap, npm) as it comes. Without it a terminal shows one live line per step, and a failed step's last lines.",
     }),
+    trust: trustFlag,
   }
 
   static override enableJsonFlag = true
@@ -88,6 +92,8 @@ The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).`
   async run(): Promise<unknown> {
     const {args, flags} = await this.parse(Build)
     const kit = await loadKit(args.kit)
+    // A pulled kit's build runs its npm packages' install scripts (allow_scripts) on this machine.
+    await confirmTrust(kit, flags.trust)
     for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
     const storeRoot = defaultStoreRoot()
     const store = openStore(storeRoot)

@@ -146,6 +146,18 @@ describe('trust on pull', () => {
     }
   })
 
+  it('without a terminal, its build (npm install scripts on the host) is refused naming --trust, and builds nothing', async () => {
+    const before = await user.json<{images: unknown[]}>(['images'])
+    const refused = await user.run(['build', reference])
+    expect(refused.exitCode, refused.all).toBe(1)
+    expect(refused.stderr).toMatch(
+      /^Error: kit hello 0\.1\.0 \(hello\/0\.1\.0-[0-9a-f]{12}\), pulled from \S+, is not trusted yet: its hooks and image are code from a registry\n {2}hint: pass --trust to run it/,
+    )
+    expect(refused.stdout).not.toContain('built ')
+    expect(hasStackTrace(refused.all)).toBe(false)
+    expect((await user.json<{images: unknown[]}>(['images'])).images).toEqual(before.images)
+  })
+
   it('on a terminal it asks: no refuses and remembers nothing', async () => {
     const answered = await onTerminalTyping(user, ['hooks', 'render-env', reference], 'n\n')
     expect(answered.screen).toMatch(/is not trusted yet: run its code \(hooks, image\) on this machine\? \[y\/N\] /)
