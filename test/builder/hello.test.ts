@@ -5,6 +5,7 @@ import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
+import {formatAge} from '../../src/cli/format.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
 
 interface BuildReport {
@@ -37,6 +38,25 @@ describe('build hello', () => {
     // The kit's last commit (the checkout's kits/hello is committed), not the time of the build.
     const committed = await execa('git', ['log', '-1', '--format=%ct', '--', 'kits/hello'], {cwd: repoRoot})
     expect(info.Created).toBe(new Date(Number(committed.stdout) * 1000).toISOString().replace('.000Z', 'Z'))
+    // The config's own created, what `images` shows: not the epoch (once shown as "56 years ago").
+    const imageConfig = JSON.parse(
+      (await execa('skopeo', ['inspect', '--config', `oci:${store}:hello:0.1.0`])).stdout,
+    ) as {created: string}
+    expect(Date.parse(imageConfig.created)).toBe(Date.parse(info.Created))
+    expect(Date.parse(imageConfig.created)).toBeGreaterThan(Date.parse('2020-01-01T00:00:00Z'))
+    const before = Date.now()
+    const images = await runCli(['images'], {env: {AEGIS_KIT_HOME: home}})
+    const after = Date.now()
+    expect(images.exitCode, images.stderr).toBe(0)
+    const row = images.stdout.split('\n').find((line) => /^hello\s+0\.1\.0\s/.test(line))
+    expect(row, images.stdout).toBeDefined()
+    expect(row).not.toContain(formatAge('1970-01-01T00:00:00Z', after))
+    // CREATED, the last column: the config's time as an age.
+    const shown = row
+      ?.trim()
+      .split(/\s{2,}/)
+      .at(-1)
+    expect([formatAge(imageConfig.created, before), formatAge(imageConfig.created, after)]).toContain(shown)
     const unpacked = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-unpack-')), 'bundle')
     await execa('umoci', ['unpack', '--image', `${store}:hello:0.1.0`, unpacked])
     const rootfs = path.join(unpacked, 'rootfs')
