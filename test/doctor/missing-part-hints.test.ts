@@ -37,6 +37,18 @@ async function failure(promise: Promise<unknown>): Promise<AegisError> {
   return error as AegisError
 }
 
+/** The guest files for a kernel package no archive has, in a new directory. */
+function assembleMissingKernel(): Promise<unknown> {
+  return assembleGuestFiles(tempDir('aegis-hints-guest-'), {
+    arch: hostArchitecture(),
+    kernelPackage: {name: 'aegis-no-such-kernel', version: '1.0'},
+    harness: '',
+    toolchain: '',
+    key: '',
+    version: '',
+  })
+}
+
 describe('a missing part: the hint ends with "run `aegis-kit doctor`"', () => {
   const savedPath = process.env.PATH
   afterEach(() => {
@@ -83,16 +95,7 @@ describe('a missing part: the hint ends with "run `aegis-kit doctor`"', () => {
   })
 
   it('a guest kernel package apt cannot download', async () => {
-    const error = await failure(
-      assembleGuestFiles(tempDir('aegis-hints-guest-'), {
-        arch: hostArchitecture(),
-        kernelPackage: {name: 'aegis-no-such-kernel', version: '1.0'},
-        harness: '',
-        toolchain: '',
-        key: '',
-        version: '',
-      }),
-    )
+    const error = await failure(assembleMissingKernel())
     expect(error.message).toMatch(/^downloading the guest kernel \(apt-get download aegis-no-such-kernel=1\.0\) failed/)
     expect(error.hint?.endsWith(DOCTOR_SUFFIX)).toBe(true)
   })
@@ -101,16 +104,7 @@ describe('a missing part: the hint ends with "run `aegis-kit doctor`"', () => {
     const bin = tempDir('aegis-hints-bin-')
     writeFileSync(path.join(bin, 'apt-get'), '#!/bin/sh\nexit 0\n', {mode: 0o755})
     process.env.PATH = `${bin}:${savedPath}`
-    const error = await failure(
-      assembleGuestFiles(tempDir('aegis-hints-guest-'), {
-        arch: hostArchitecture(),
-        kernelPackage: {name: 'aegis-no-such-kernel', version: '1.0'},
-        harness: '',
-        toolchain: '',
-        key: '',
-        version: '',
-      }),
-    )
+    const error = await failure(assembleMissingKernel())
     expect(error.message).toBe('apt-get download left no .deb for aegis-no-such-kernel')
     expect(error.hint).toBe(`run apt-get update and retry${DOCTOR_SUFFIX}`)
   })
