@@ -11,7 +11,7 @@ import path from 'node:path'
 import {AegisError} from '../errors.js'
 import type {LayerCompression, LayerWriter} from '../image/layer-writer.js'
 import type {Kit} from '../kit/kit.js'
-import {pulledKitsRoot} from '../kit/pulled.js'
+import {kitImageReference, pulledKitsRoot} from '../kit/pulled.js'
 import {
   ARCHITECTURES,
   fromPlatform,
@@ -61,7 +61,7 @@ export interface BuildOptions {
   store: LocalStore
   /** Build cache and downloads (layer records, Node runtimes, npm cache). */
   cacheDir: string
-  /** Tag in the store (default NAME:VERSION). */
+  /** Tag in the store (default: see kitImageReference). */
   tag?: string
   noCache?: boolean
   /** Resolve the base again (the archive's current Debian packages, the tag's current digest) and rewrite the kit's lock. */
@@ -164,7 +164,8 @@ export async function buildKit(kit: Kit, options: BuildOptions): Promise<BuildRe
   // Asked of git alongside the layers' cache lookups and awaited for the config; a build that
   // fails before then must not leave its rejection unhandled.
   sourceDate.catch(() => undefined)
-  const reference = `${kit.manifest.name}:${options.tag ?? kit.manifest.version}`
+  const reference =
+    options.tag === undefined ? kitImageReference(kit, options.store.root) : `${kit.manifest.name}:${options.tag}`
   const store = options.store
   await sweepKilledBuilds(options)
   const cache = new LayerCache(path.join(options.cacheDir, 'layers'), store)

@@ -28,15 +28,18 @@ export async function confirmTrust(kit: Kit, trust: boolean): Promise<void> {
   const record = readKitRecord(dir, storeRoot)
   if (record?.trusted) return
   const what = `kit ${kit.manifest.name} ${kit.manifest.version} (${key}), ${describeOrigin(record)}`
+  const network = kit.manifest.hooks?.network === true ? ', and its hooks use your network (hooks.network: true)' : ''
   if (trust) {
     await trustKit(dir, 'flag', storeRoot)
-    process.stderr.write(`aegis-kit: trusting ${what}, from now on (--trust; kept in ${trustFile(storeRoot)})\n`)
+    process.stderr.write(
+      `aegis-kit: trusting ${what}${network}, from now on (--trust; kept in ${trustFile(storeRoot)})\n`,
+    )
     return
   }
   if (process.stdin.isTTY && process.stderr.isTTY) {
     const prompt = createInterface({input: process.stdin, output: process.stderr})
     const answer = await prompt
-      .question(`aegis-kit: ${what}, is not trusted yet: run its code (hooks, image) on this machine? [y/N] `)
+      .question(`aegis-kit: ${what}, is not trusted yet: run its code (hooks, image) on this machine${network}? [y/N] `)
       .finally(() => prompt.close())
     if (/^y(es)?$/i.test(answer.trim())) {
       await trustKit(dir, 'prompt', storeRoot)
@@ -46,7 +49,7 @@ export async function confirmTrust(kit: Kit, trust: boolean): Promise<void> {
       hint: 'answer y, or pass --trust, once you trust where it came from',
     })
   }
-  throw new AegisError(`${what}, is not trusted yet: its hooks and image are code from a registry`, {
+  throw new AegisError(`${what}, is not trusted yet: its hooks and image are code from a registry${network}`, {
     hint: 'pass --trust to run it (remembered for this kit), once you trust where it came from',
   })
 }

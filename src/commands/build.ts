@@ -32,7 +32,8 @@ recorded in aegis-kit.lock.json beside the manifest on the first build, and late
 exactly that; --update-lock resolves the base again and rewrites the lock.
 Several platforms (--platform linux/amd64,linux/arm64, or image.platforms) give an OCI image
 index with one image per platform.
-The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`).
+The image is tagged NAME:VERSION in the store (see \`aegis-kit images\`); a pulled kit's image is
+tagged NAME:VERSION-<digest12>, so it never replaces the image of your own kit of that name.
 A kit pulled from a registry is built only once you trust it (--trust, or yes when asked on a
 terminal; remembered per kit): its build runs its npm packages' install scripts on this machine.`
 
@@ -64,7 +65,11 @@ terminal; remembered per kit): its build runs its npm packages' install scripts 
   }
 
   static override flags = {
-    tag: Flags.string({char: 't', description: 'Tag in the store (default: the kit version).'}),
+    tag: Flags.string({
+      char: 't',
+      description:
+        'Tag in the store (default: the kit version; for a pulled kit VERSION-<digest12>, so it never replaces your own NAME:VERSION).',
+    }),
     'no-cache': Flags.boolean({description: 'Rebuild every layer instead of reusing cached ones.'}),
     platform: Flags.string({
       description:

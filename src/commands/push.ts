@@ -37,11 +37,11 @@ export default class Push extends BaseCommand {
   static override description =
     `Packs KIT (its manifest, hooks and files) into a reproducible layer and publishes it as an OCI
 artifact (artifactType application/vnd.aegis.kit.v1) at REF, [registry/]repository[:tag] (the tag
-defaults to the kit's version). When the local store has the kit's image (NAME:VERSION, or
---image), REF resolves to an OCI index holding the image's manifests and the kit artifact, so one
-reference carries both (with the image's referrers, e.g. its SBOM); otherwise to the kit artifact
-alone. The kit's on_publish hook runs first (never for a pulled kit: someone else's code); its
-report is printed and attached to the artifact.
+defaults to the kit's version). When the local store has the kit's image (NAME:VERSION; for a
+pulled kit NAME:VERSION-<digest12>; or --image), REF resolves to an OCI index holding the image's
+manifests and the kit artifact, so one reference carries both (with the image's referrers, e.g.
+its SBOM); otherwise to the kit artifact alone. The kit's on_publish hook runs first (never for a
+pulled kit: someone else's code); its report is printed and attached to the artifact.
 The same kit pushed twice gives the same digests. Blobs go first and manifests last, so a failed
 push leaves no tag: re-run to resume. With --sign KEY, the published root (the index, or the kit
 artifact) is then signed as \`aegis-kit sign\` does it (KEY's password, if any, in ${PASSWORD_ENV}).`

@@ -8,7 +8,7 @@
 import {AegisError} from '../errors.js'
 import {buildAppContext, onPublish} from '../hooks/operations.js'
 import type {Kit} from '../kit/kit.js'
-import {storeKitOf} from '../kit/pulled.js'
+import {kitImageReference, storeKitOf} from '../kit/pulled.js'
 import {formatPlatform, parseManifest} from '../oci/manifest.js'
 import {formatReference} from '../oci/reference.js'
 import type {Descriptor, Platform} from '../oci/types.js'
@@ -157,7 +157,7 @@ async function chooseImage(
 ): Promise<string | undefined> {
   if (image === false) return undefined
   if (image !== undefined) return image
-  const wanted = `${kit.manifest.name}:${kit.manifest.version}`
+  const wanted = kitImageReference(kit, store.root)
   // A name or version that is no valid tag cannot name a stored image: the kit goes alone.
   return (await store.lookup(wanted).catch(() => undefined)) === undefined ? undefined : wanted
 }

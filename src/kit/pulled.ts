@@ -36,6 +36,21 @@ export function storeKitOf(dir: string, storeRoot?: string): string | undefined 
   return inside.slice(0, 2).join('/')
 }
 
+/**
+ * The store reference a kit's image is built under when no --tag is given: NAME:VERSION for the
+ * user's own kits; for a pulled kit NAME:VERSION-<digest12> (its directory's name in the store),
+ * so building someone else's kit never replaces the image of the user's kit of the same name.
+ */
+export function kitImageReference(
+  kit: {dir: string; manifest: {name: string; version: string}},
+  storeRoot?: string,
+): string {
+  const pulled = storeKitOf(kit.dir, storeRoot)
+  // A tag allows [A-Za-z0-9_.-]; a version may also hold '+' (semver build metadata).
+  const tag = pulled === undefined ? kit.manifest.version : (pulled.split('/')[1] ?? '').replaceAll('+', '_')
+  return `${kit.manifest.name}:${tag}`
+}
+
 /** The directory a reference was pulled into, when it was and the directory is still there. */
 export function findPulledKit(reference: string, storeRoot?: string): string | undefined {
   const root = pulledKitsRoot(storeRoot)

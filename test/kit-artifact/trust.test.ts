@@ -8,7 +8,7 @@ import {execa} from 'execa'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {binRun, hasStackTrace, repoRoot} from '../helpers/cli.js'
 import {startRegistry, type TestRegistry} from '../helpers/registry.js'
-import {createSandbox, type CliSandbox} from '../cli-images/helpers.js'
+import {createSandbox, makeUmociImage, type CliSandbox} from '../cli-images/helpers.js'
 import {copyHello} from './helpers.js'
 
 interface Rendered {
@@ -75,6 +75,40 @@ describe('short names never change owner', () => {
     expect(pulled.stderr).toContain(`use ${registry.host}/other/hello:0.1.0 for this one`)
   })
 })
+
+describe('building a pulled kit', () => {
+  it("tags its image NAME:VERSION-<digest12>, never over the user's own NAME:VERSION image", async () => {
+    const builder = await createSandbox()
+    try {
+      // The user's own image named hello:0.1.0 (any image will do: here a small umoci one).
+      const layout = await makeUmociImage(builder.dir, 'own', {layers: 1})
+      const imported = await builder.run(['images', 'import', `oci-layout:${layout}:1.0`, '--tag', 'hello:0.1.0'])
+      expect(imported.exitCode, imported.all).toBe(0)
+      const ownDigest = await imageDigest(builder, 'hello:0.1.0')
+
+      const pulledRef = `${registry.host}/other/hello:0.1.0`
+      expect((await builder.run(['pull', pulledRef, '--kit-only'])).exitCode).toBe(0)
+      const built = await builder.json<{reference: string; digest: string}>(['build', pulledRef, '--trust'])
+      expect(built.reference).toMatch(/^hello:0\.1\.0-[0-9a-f]{12}$/)
+      expect(await imageDigest(builder, 'hello:0.1.0')).toBe(ownDigest)
+      expect(await imageDigest(builder, built.reference)).toBe(built.digest)
+      // Pushing the pulled kit again takes the image built for it, not the user's.
+      const pushed = await builder.json<{image: string | null}>([
+        'push',
+        pulledRef,
+        `${registry.host}/again/hello:0.1.0`,
+      ])
+      expect(pushed.image).toBe(built.reference)
+    } finally {
+      await builder.cleanup()
+    }
+  })
+})
+
+async function imageDigest(sandbox: CliSandbox, reference: string): Promise<string | undefined> {
+  const listed = await sandbox.json<{images: Array<{name: string; tag: string; digest: string}>}>(['images'])
+  return listed.images.find((image) => `${image.name}:${image.tag}` === reference)?.digest
+}
 
 async function trustRecords(sandbox: CliSandbox): Promise<Record<string, TrustRecord>> {
   return (
@@ -156,6 +190,30 @@ describe('trust on pull', () => {
     expect(refused.stdout).not.toContain('built ')
     expect(hasStackTrace(refused.all)).toBe(false)
     expect((await user.json<{images: unknown[]}>(['images'])).images).toEqual(before.images)
+  })
+
+  it('a kit whose hooks may use the network says so in the decision it asks for', async () => {
+    const networked = await copyHello({}, '  network: true\n')
+    // Its own puller: the other cases count the trust records of `user`.
+    const puller = await createSandbox()
+    try {
+      const networkedRef = `${registry.host}/other/hello-net:1`
+      expect((await attacker.run(['push', networked, networkedRef])).exitCode).toBe(0)
+      expect((await puller.run(['pull', networkedRef, '--kit-only'])).exitCode).toBe(0)
+      const refused = await puller.run(['hooks', 'render-env', networkedRef])
+      expect(refused.exitCode).toBe(1)
+      expect(refused.stderr).toMatch(
+        /is not trusted yet: its hooks and image are code from a registry, and its hooks use your network \(hooks\.network: true\)\n {2}hint: pass --trust/,
+      )
+      // A kit without hooks.network says nothing of the network.
+      expect((await puller.run(['pull', `${registry.host}/other/hello:0.1.0`, '--kit-only'])).exitCode).toBe(0)
+      const plain = await puller.run(['hooks', 'render-env', `${registry.host}/other/hello:0.1.0`])
+      expect(plain.stderr).toContain('is not trusted yet')
+      expect(plain.stderr).not.toContain('network')
+    } finally {
+      await rm(join(networked, '..'), {recursive: true, force: true})
+      await puller.cleanup()
+    }
   })
 
   it('on a terminal it asks: no refuses and remembers nothing', async () => {
