@@ -337,6 +337,56 @@ export interface Profile {
    * Keep the instance running (never paused for idleness).
    */
   always_on?: boolean
+  capabilities?: Capabilities
+}
+/**
+ * What instances of this profile may do through the guest API (Aegis's capability claims), sealed into the token each instance gets at boot. Without it an instance may spawn nothing. `run --cap CLAIM=VALUE` may only lower them; a child's rights are the intersection of its parent's and what it asked for, with spawn_depth one lower.
+ */
+export interface Capabilities {
+  /**
+   * May spawn child instances (POST /v1/instances).
+   */
+  spawn?: boolean
+  /**
+   * How many generations below this instance may exist (1: children that spawn nothing).
+   */
+  spawn_depth?: number
+  /**
+   * Children running or stopped at once (removed ones do not count).
+   */
+  max_children?: number
+  /**
+   * Kits a child may be of besides this instance's own (a bundled kit name, a kit directory, or a pulled reference); `self` is this instance's kit. Default: [self].
+   */
+  allowed_kits?: string[]
+  /**
+   * Profiles a child may use. Default: any of the child's kit.
+   */
+  allowed_profiles?: string[]
+  /**
+   * Image references a child request's image_ref may name (it must be the image of the child's kit). Default: none.
+   */
+  allowed_images?: string[]
+  /**
+   * Most memory a child may ask for.
+   */
+  max_memory_mb?: number
+  /**
+   * Most vCPUs a child may ask for.
+   */
+  max_vcpus?: number
+  /**
+   * Secrets of this instance a child may be given (by name). Default: none.
+   */
+  allowed_secrets?: EnvName[]
+  /**
+   * Most ports a child may expose on the host.
+   */
+  max_expose_ports?: number
+  /**
+   * A duration: a number with a unit ms, s, m or h.
+   */
+  ttl?: string
 }
 /**
  * How the runner knows the workload is ready.
