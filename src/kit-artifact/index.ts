@@ -8,3 +8,10 @@ export {pullKit, type PullKitOptions, type PullKitResult} from './pull.js'
 export {installKit, type InstalledKit} from './install.js'
 export {packKitLayer, unpackKitLayer, MAX_KIT_BYTES} from './layer.js'
 export {findKitDescriptor, kitArtifactManifest, releaseIndex} from './artifact.js'
+export {
+  exportForAegis,
+  formatLeftOutWarning,
+  writeAegisExport,
+  type AegisExport,
+  type AegisExportOptions,
+} from './aegis-export.js'
