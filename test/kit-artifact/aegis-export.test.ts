@@ -65,21 +65,20 @@ afterAll(async () => {
 })
 
 describe("the schemas are Aegis's, not written to fit the export", () => {
-  it("accept Aegis's own kits/agent.json and refuse what its structs do not have", () => {
+  it("accept Aegis's own kits/agent.json and refuse what its structs do not have", async () => {
     // kits/agent.json copied from xfeldman/aegisvm at 49d0a104 (Apache-2.0).
-    return readJson(join(fixtures, 'aegisvm-kits-agent.json')).then((agent) => {
-      expectValid(validators.kit, agent, 'aegisvm kits/agent.json')
-      expect(validators.kit({...(agent as object), image: {base: 'python:3.12-alpine'}})).toBe(false)
-      expect(validators.kit({...(agent as object), profiles: {}})).toBe(false)
-      const body = {command: ['aegis-agent'], handle: 'a', kit: 'agent'}
-      expectValid(validators.instance, body, 'a minimal create body')
-      // createInstanceRequest has no exposes: ports go through POST /v1/instances/{id}/expose.
-      expect(validators.instance({...body, exposes: [8080]})).toBe(false)
-      expect(validators.instance({...body, command: []})).toBe(false)
-      expect(validators.instance({...body, capabilities: {spawn: true, allowed_kits: ['self']}})).toBe(false)
-      expect(validators.expose([{port: 8080, protocol: 'http'}])).toBe(true)
-      expect(validators.expose([8080])).toBe(false)
-    })
+    const agent = await readJson(join(fixtures, 'aegisvm-kits-agent.json'))
+    expectValid(validators.kit, agent, 'aegisvm kits/agent.json')
+    expect(validators.kit({...(agent as object), image: {base: 'python:3.12-alpine'}})).toBe(false)
+    expect(validators.kit({...(agent as object), profiles: {}})).toBe(false)
+    const body = {command: ['aegis-agent'], handle: 'a', kit: 'agent'}
+    expectValid(validators.instance, body, 'a minimal create body')
+    // createInstanceRequest has no exposes: ports go through POST /v1/instances/{id}/expose.
+    expect(validators.instance({...body, exposes: [8080]})).toBe(false)
+    expect(validators.instance({...body, command: []})).toBe(false)
+    expect(validators.instance({...body, capabilities: {spawn: true, allowed_kits: ['self']}})).toBe(false)
+    expect(validators.expose([{port: 8080, protocol: 'http'}])).toBe(true)
+    expect(validators.expose([8080])).toBe(false)
   })
 })
 
