@@ -104,11 +104,14 @@ int signal_from_payload(const unsigned char *payload, size_t len) {
 	return signal_by_name(name);
 }
 
-/* Host requests on stream 0: "signal TERM|INT|KILL|..." for the workload, "heartbeat" for a sample now. */
+/* Host requests on stream 0: "signal TERM|INT|KILL|..." for the workload, "heartbeat" for a sample
+ * now, "token T": the capability token to send with each tunnel connection. */
 static void handle_event(const unsigned char *payload, size_t len, pid_t workload) {
 	if (len > 7 && !memcmp(payload, "signal ", 7)) {
 		int sig = signal_from_payload(payload + 7, len - 7);
 		if (sig && workload > 0) kill(-workload, sig);
+	} else if (len > 6 && !memcmp(payload, "token ", 6)) {
+		tunnel_set_token(payload + 6, len - 6);
 	} else if (len == 9 && !memcmp(payload, "heartbeat", 9)) {
 		heartbeat_tick(1);
 	}

@@ -27,7 +27,7 @@ enum frame_type {
 	F_EXIT = 0x14,       /* guest -> host: i32 BE exit code (128+N for signal N); ends the stream */
 	F_SIGNAL = 0x15,     /* host -> guest: a signal name ("TERM") for the exec'd process group */
 	F_RESIZE = 0x16,     /* host -> guest: u16 BE rows, u16 BE cols */
-	F_TUNNEL_OPEN = 0x20, /* guest -> host: u16 BE guest port the connection arrived on */
+	F_TUNNEL_OPEN = 0x20, /* guest -> host: u16 BE guest port the connection arrived on, then the token */
 	F_DATA = 0x21,       /* tunnel bytes, both ways; empty = EOF of that direction */
 };
 

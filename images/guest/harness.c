@@ -39,7 +39,7 @@
  *                     (guest), empty = EOF; 0x14 EXIT (guest, i32 BE: code, or 128+signal, after
  *                     both outputs' EOF); 0x15 SIGNAL (host, a name: "TERM"); 0x16 RESIZE (host,
  *                     u16 rows, u16 cols).
- *     0x20 TUNNEL_OPEN guest, odd stream ids: a connection to 127.0.0.1:7777 in the guest
+ *     0x20 TUNNEL_OPEN guest, odd stream ids: a connection to 127.0.0.1:7777 in the guest (port, token)
  *                     (payload u16 port); 0x21 DATA both ways, empty = half-close (tunnel.c).
  *   The harness is one poll loop (supervise()); per stream it reads a source only while the
  *   host has granted credit and the outgoing buffer has room, and buffers at most the credit it

@@ -1,7 +1,7 @@
 /*
  * The tunnel listener: 127.0.0.1:7777 in the guest (the workload's network namespace: the
  * harness never leaves it), each accepted connection a stream with an odd id. TUNNEL_OPEN tells
- * the host (payload: the port), DATA frames carry the bytes both ways within each side's credit,
+ * the host (payload: the port, then the instance's capability token), DATA frames carry the bytes both ways within each side's credit,
  * an empty DATA is a half-close of that direction (shutdown(SHUT_WR) here), and CLOSE from either
  * side ends the connection at once (a reset, or the host's handler gone). A connection whose two
  * directions have both ended is closed without a frame.
@@ -33,7 +33,18 @@ struct tunnel {
 	uint32_t credit;
 };
 
+/* Tokens are base64url text well under a kilobyte. */
+#define MAX_TOKEN 1024
+
 static struct tunnel tunnels[MAX_TUNNELS];
+static unsigned char token[MAX_TOKEN];
+static size_t token_len;
+
+void tunnel_set_token(const unsigned char *value, size_t len) {
+	if (len > MAX_TOKEN) return;
+	memcpy(token, value, len);
+	token_len = len;
+}
 static int listener = -1;
 static uint32_t next_id = 1;
 
@@ -84,9 +95,10 @@ static void accept_one(void *ctx, int fd, short revents) {
 	next_id += 2;
 	if (next_id > 0x7fffffff) next_id = 1;
 	t->credit = STREAM_WINDOW;
-	unsigned char port[2];
-	put_u16(port, TUNNEL_PORT);
-	ctl_send(F_TUNNEL_OPEN, t->id, port, sizeof port);
+	unsigned char open[2 + MAX_TOKEN];
+	put_u16(open, TUNNEL_PORT);
+	memcpy(open + 2, token, token_len);
+	ctl_send(F_TUNNEL_OPEN, t->id, open, 2 + token_len);
 }
 
 static void tunnel_ready(void *ctx, int fd, short revents) {

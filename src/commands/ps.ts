@@ -13,7 +13,8 @@ export default class Ps extends BaseCommand {
 are still running: name, kit, status (starting, running, healthy, paused, or stopped: its VM gone
 until the next connection boots it; with the idle time, restarts and any lease that keeps it
 awake), the process that owns the VM,
-the ports exposed on 127.0.0.1 and the UI URLs (without their token); --json adds \`state\` (one of
+the ports exposed on 127.0.0.1 and the UI URLs (without their token); an instance spawned through
+another's guest API is listed under it, with its PARENT; --json adds \`state\` (one of
 starting, running, paused, stopped, exited), memory, vCPUs, the accelerator (kvm or tcg), the
 workspace and the live idle status. --all adds the instances that have exited, with how they
 ended (\`lost\` when their supervisor was killed before it could say).`
@@ -42,10 +43,11 @@ ended (\`lost\` when their supervisor was killed before it could say).`
     }
     this.log(
       renderTable(
-        ['NAME', 'KIT', 'STATUS', 'PID', 'PORTS', 'STARTED', 'URL'],
-        instances.map((entry) => [
-          entry.name,
+        ['NAME', 'KIT', 'PARENT', 'STATUS', 'PID', 'PORTS', 'STARTED', 'URL'],
+        inTreeOrder(instances).map((entry) => [
+          entry.parent === undefined ? entry.name : `${'  '.repeat(depthOf(entry, instances))}└ ${entry.name}`,
           entry.kit,
+          entry.parent ?? '-',
           describeStatus(entry),
           entry.alive ? String(entry.pid) : '-',
           entry.ports.map((port) => `127.0.0.1:${port.hostPort}->${port.guestPort}`).join(',') || '-',
@@ -95,4 +97,29 @@ function describeStatus(entry: ListedInstance): string {
   for (const lease of life?.leases ?? []) parts.push(`lease ${lease.id} ${Math.ceil(lease.expiresInMs / 1000)}s`)
   if (entry.detached) parts.push('detached')
   return parts.join(', ')
+}
+
+/** Each instance followed by the children it spawned (guest API), theirs after them. */
+function inTreeOrder<T extends InstanceEntry>(instances: T[]): T[] {
+  const names = new Set(instances.map((entry) => entry.name))
+  const ordered: T[] = []
+  const visit = (entry: T) => {
+    ordered.push(entry)
+    for (const child of instances) if (child.parent === entry.name) visit(child)
+  }
+  // Roots: no parent, or a parent no longer listed (removed, or exited and not asked for).
+  for (const entry of instances) if (entry.parent === undefined || !names.has(entry.parent)) visit(entry)
+  return ordered
+}
+
+function depthOf(entry: InstanceEntry, instances: InstanceEntry[]): number {
+  let depth = 0
+  let parent = entry.parent
+  while (parent !== undefined && depth < 16) {
+    const found = instances.find((candidate) => candidate.name === parent)
+    if (!found) break
+    depth++
+    parent = found.parent
+  }
+  return Math.max(depth - 1, 0)
 }

@@ -12,8 +12,9 @@ import {loadKit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
 import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
-import {isSupervisor, launchDetached, openSupervisorChannel} from '../runner/detach.js'
+import {isSupervisor, launchDetached, openSupervisorChannel, readGrant} from '../runner/detach.js'
 import {InstanceRegistry} from '../runner/instances.js'
+import {parseCapFlag} from '../runner/capabilities.js'
 import {describeExit, startInstance} from '../runner/run.js'
 import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
 import {defaultStoreRoot} from '../paths.js'
@@ -128,6 +129,12 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     guest: Flags.string({
       description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.',
     }),
+    cap: Flags.string({
+      description:
+        "Lower one of the profile's capability claims (what the instance may ask of the guest API): CLAIM=VALUE, e.g. max_children=1, spawn=false, allowed_secrets=A,B. Repeatable; never above the profile's.",
+      multiple: true,
+      default: [],
+    }),
     trust: trustFlag,
   }
 
@@ -165,6 +172,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     if (flags.detach && !isSupervisor()) return this.launch(given, registry, name, controller, flags.verbose)
     // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
     const channel = isSupervisor() ? openSupervisorChannel() : undefined
+    // A child spawned through its parent's guest API: its token comes on a private pipe.
+    const grant = readGrant()
     // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
     let steps =
       channel === undefined && process.stderr.isTTY
@@ -217,6 +226,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           accel: flags.accel as AccelChoice,
           restart: flags.restart as RestartPolicy,
           stopAfterMs,
+          caps: Object.fromEntries(flags.cap.map(parseCapFlag)),
+          ...(grant ? {grant} : {}),
           command,
           config: flags.config ? await readConfigFile(flags.config) : undefined,
           registry,
@@ -226,6 +237,8 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
               forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
               // The instance listens on its host ports itself, to wake a paused VM (runner/port-relay.ts).
               relayed: true,
+              // The healthcheck is asked on its guest port also when no host port publishes it.
+              socketOnly: kit.manifest.healthcheck ? [kit.manifest.healthcheck.port] : [],
               // Host services the kit declares; every other host address stays unreachable.
               allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
               onBlocked: this.debugEnabled

@@ -307,7 +307,8 @@ export class ControlChannel {
   private readonly streams = new Map<number, ExecState | TunnelState>()
   private nextExecId = 2
   private readonly heartbeatListeners = new Set<(sample: HeartbeatSample) => void>()
-  private tunnelHandler: ((stream: Duplex) => void) | undefined
+  private tunnelHandler: ((stream: Duplex, token: string) => void) | undefined
+  private token: string | undefined
 
   constructor(private readonly events: ControlChannelEvents) {}
 
@@ -338,6 +339,17 @@ export class ControlChannel {
     })
   }
 
+  /**
+   * Gives the harness the instance's capability token, which it keeps in its own memory and sends
+   * with every tunnel connection (never to the workload). Sent once the harness speaks frames.
+   */
+  setToken(token: string): void {
+    this.token = token
+    this.whenProtocolKnown(() => {
+      if (this.framed && this.token === token) this.send(FRAME_TYPE.EVENT, 0, Buffer.from(`token ${token}`))
+    })
+  }
+
   /** Asks for a heartbeat now (after a resume: the guest cannot tell it was paused). */
   requestHeartbeat(): void {
     if (this.framed) this.send(FRAME_TYPE.EVENT, 0, Buffer.from('heartbeat'))
@@ -348,8 +360,11 @@ export class ControlChannel {
     return () => this.heartbeatListeners.delete(listener)
   }
 
-  /** Each new tunnel connection goes to `handler` (the last one set); without one it is closed. */
-  onTunnel(handler: (stream: Duplex) => void): void {
+  /**
+   * Each new tunnel connection goes to `handler` (the last one set), with the token the harness
+   * sent with it ('' from a harness that has none); without a handler it is closed.
+   */
+  onTunnel(handler: (stream: Duplex, token: string) => void): void {
     this.tunnelHandler = handler
   }
 
@@ -496,7 +511,7 @@ export class ControlChannel {
       return
     }
     if (type === FRAME_TYPE.TUNNEL_OPEN) {
-      this.openTunnel(stream)
+      this.openTunnel(stream, payload.subarray(2).toString('latin1'))
       return
     }
     const state = this.streams.get(stream)
@@ -523,7 +538,7 @@ export class ControlChannel {
     state.settle(outcome)
   }
 
-  private openTunnel(id: number): void {
+  private openTunnel(id: number, token: string): void {
     const handler = this.tunnelHandler
     if (!handler || this.streams.has(id)) {
       this.send(FRAME_TYPE.CLOSE, id)
@@ -556,7 +571,7 @@ export class ControlChannel {
       this.endTunnel(id, state, true)
     }
     this.streams.set(id, state)
-    handler(stream)
+    handler(stream, token)
   }
 
   private tunnelFrame(id: number, state: TunnelState, type: number, payload: Buffer): void {

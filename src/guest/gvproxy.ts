@@ -73,6 +73,11 @@ export interface GvproxyOptions {
    * the VM's run directory instead, named by forwardSocket() while a VM is attached.
    */
   relayed?: boolean
+  /**
+   * Guest ports reachable from the host on a socket only (relayed mode), published on no host
+   * port: what the runner asks for a healthcheck on a port the instance does not expose.
+   */
+  socketOnly?: number[]
 }
 
 export interface GvproxyForward {
@@ -377,7 +382,14 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
     async attach(context): Promise<AttachedNetwork> {
       // Before anything starts, so the error is about the port and not a half-booted VM.
       const binary = await checkGvproxy(forwards, options.binary, relayed)
-      return attachGvproxy(context, binary, {forwards, internal, onBlocked: options.onBlocked, state, relayed})
+      return attachGvproxy(context, binary, {
+        forwards,
+        internal,
+        onBlocked: options.onBlocked,
+        state,
+        relayed,
+        socketOnly: options.socketOnly ?? [],
+      })
     },
     ...(relayed ? {forwardSocket: (guestPort: number) => state.forwardSockets.get(guestPort)} : {}),
     async listForwards() {
@@ -405,6 +417,7 @@ async function attachGvproxy(
     onBlocked: ((reason: string) => void) | undefined
     state: AttachedState
     relayed: boolean
+    socketOnly: number[]
   },
 ): Promise<AttachedNetwork> {
   const {forwards, internal, state} = options
@@ -442,6 +455,12 @@ async function attachGvproxy(
       const socketPath = options.relayed ? path.join(dir, `port-${forward.guestPort}.sock`) : undefined
       await exposeThrough(apiSocket, forward, socketPath)
       if (socketPath !== undefined) sockets.set(forward.guestPort, socketPath)
+    }
+    for (const guestPort of options.relayed ? options.socketOnly : []) {
+      if (sockets.has(guestPort)) continue
+      const socketPath = path.join(dir, `port-${guestPort}.sock`)
+      await exposeThrough(apiSocket, {hostPort: 0, guestPort}, socketPath)
+      sockets.set(guestPort, socketPath)
     }
     state.apiSocket = apiSocket
     state.forwardSockets = sockets

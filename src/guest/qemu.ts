@@ -106,7 +106,9 @@ export interface RunningVm {
   /** Each activity sample the harness sends (every RunSpec.heartbeatMs, and after resume()); returns the unsubscribe. */
   onHeartbeat(listener: (sample: HeartbeatSample) => void): () => void
   /** Each connection to 127.0.0.1:7777 in the guest, as a Duplex (the last handler set gets it; none: refused). */
-  onTunnel(handler: (stream: Duplex) => void): void
+  onTunnel(handler: (stream: Duplex, token: string) => void): void
+  /** The capability token the harness attaches to the guest's tunnel connections. */
+  setToken(token: string): void
 }
 
 const CONSOLE_KEEP = 64 * 1024
@@ -456,6 +458,7 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
     exec: (request) => channel.exec(request),
     onHeartbeat: (listener) => channel.onHeartbeat(listener),
     onTunnel: (handler) => channel.onTunnel(handler),
+    setToken: (token) => channel.setToken(token),
   }
 }
 

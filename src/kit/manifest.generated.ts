@@ -352,7 +352,7 @@ export interface Capabilities {
    */
   spawn_depth?: number
   /**
-   * Children running or stopped at once (removed ones do not count).
+   * Children at once: running, paused or stopped for idleness (exited ones do not count).
    */
   max_children?: number
   /**

@@ -6,15 +6,17 @@
  * (fd 3) between the two processes, never through the log or the state file.
  */
 import {spawn} from 'node:child_process'
-import {createWriteStream} from 'node:fs'
+import {createWriteStream, readFileSync} from 'node:fs'
 import {mkdir, open, readFile} from 'node:fs/promises'
 import {createInterface} from 'node:readline'
-import type {Readable} from 'node:stream'
-import {AegisError} from '../errors.js'
+import type {Readable, Writable} from 'node:stream'
+import {AegisError, messageOf} from '../errors.js'
 import {instanceBusy, type InstanceRegistry} from './instances.js'
 
 const SUPERVISOR_ENV = 'AEGIS_KIT_SUPERVISOR'
 const CHANNEL_FD = 3
+const PARENT_ENV = 'AEGIS_KIT_PARENT'
+const GRANT_FD = 4
 
 type ChannelMessage =
   | {type: 'status'; message: string}
@@ -28,6 +30,19 @@ export interface SupervisorChannel {
 
 export function isSupervisor(env: NodeJS.ProcessEnv = process.env): boolean {
   return env[SUPERVISOR_ENV] === '1'
+}
+
+/** In a child's supervisor: its parent's name and the token its parent made for it (read once, from fd 4). */
+export function readGrant(env: NodeJS.ProcessEnv = process.env): {parent: string; token: string} | undefined {
+  const parent = env[PARENT_ENV]
+  if (!isSupervisor(env) || parent === undefined) return undefined
+  try {
+    return {parent, token: readFileSync(GRANT_FD, 'utf8').trim()}
+  } catch (error) {
+    throw new AegisError(`${PARENT_ENV} is set but no capability token came on fd ${GRANT_FD}: ${messageOf(error)}`, {
+      hint: `children are started by their parent's guest API; unset ${PARENT_ENV}`,
+    })
+  }
 }
 
 export function openSupervisorChannel(): SupervisorChannel {
@@ -55,6 +70,10 @@ export interface LaunchOptions {
   args: string[]
   onStatus: (message: string) => void
   signal: AbortSignal
+  /** Set in the supervisor's environment over this process's (a parent's secrets for its child). */
+  env?: Record<string, string>
+  /** A child's capability token and its parent's name, handed over on fd 4 (never argv or environment). */
+  grant?: {parent: string; token: string}
 }
 
 export interface LaunchResult {
@@ -73,12 +92,19 @@ export async function launchDetached(options: LaunchOptions): Promise<LaunchResu
   const log = await open(logFile, 'w', 0o600)
   const script = process.argv[1]
   if (!script) throw new AegisError('cannot tell which aegis-kit to start (process.argv[1] is empty)')
+  const {[PARENT_ENV]: _inherited, ...environment} = process.env
   const child = spawn(process.execPath, [script, 'run', ...options.args], {
     detached: true,
-    stdio: ['ignore', log.fd, log.fd, 'pipe'],
-    env: {...process.env, [SUPERVISOR_ENV]: '1'},
+    stdio: ['ignore', log.fd, log.fd, 'pipe', ...(options.grant ? (['pipe'] as const) : [])],
+    env: {
+      ...environment,
+      ...options.env,
+      [SUPERVISOR_ENV]: '1',
+      ...(options.grant ? {[PARENT_ENV]: options.grant.parent} : {}),
+    },
   })
   await log.close()
+  if (options.grant) (child.stdio[GRANT_FD] as Writable).end(options.grant.token)
   const pid = child.pid
   if (pid === undefined) throw new AegisError(`could not start the supervisor for ${name}`, {hint: `see ${logFile}`})
 

@@ -1,41 +1,89 @@
 /**
  * The guest API: what a workload asks of its host on http://127.0.0.1:7777 inside its VM (plain
- * HTTP + JSON, usable with curl or busybox wget), with Aegis's shapes so a kit written for Aegis
- * works here. The harness tunnels each connection to this process over the control channel
- * (guest/control-channel.ts); this serves it with node:http. The first endpoints are the guest's
- * own lease:
+ * HTTP + JSON, usable with curl or busybox), with Aegis's shapes so a kit written for Aegis works
+ * here. The harness tunnels each connection over the control channel (guest/control-channel.ts)
+ * with the instance's capability token, which is checked before any request is served
+ * (capabilities.ts); this serves it with node:http. docs/guest-api.md has every route.
  *
- *   POST   /v1/self/keepalive   {ttl_ms, reason?}: the instance is not paused for idleness until ttl_ms from now
- *   DELETE /v1/self/keepalive   ends it (the idle timeout runs from then)
+ *   GET    /v1/self                       this instance and its claims
+ *   POST   /v1/self/keepalive             {ttl_ms, reason?}: no pause for idleness until then
+ *   DELETE /v1/self/keepalive
+ *   POST   /v1/instances                  spawn a child (children.ts)
+ *   GET    /v1/instances                  this instance's children
+ *   GET    /v1/instances/{id}
+ *   POST   /v1/instances/{id}/stop
+ *   DELETE /v1/instances/{id}             stop and remove
+ *   POST   /v1/instances/{id}/exec        {command[], env?, workdir?}: NDJSON lines of output, then the exit code
+ *   GET    /v1/instances/{id}/logs        ?tail=N&follow=1: the child's console log as text
  */
 import http from 'node:http'
 import type {Duplex} from 'node:stream'
 import {messageOf} from '../errors.js'
-import {readLeaseRequest, replyJson} from './json-http.js'
+import {type CapabilityClaims, type CapabilityKey, refuseToken} from './capabilities.js'
+import {type Answer, type Children, describeChild} from './children.js'
+import {openExec} from './exec-stream.js'
+import type {InstanceRegistry} from './instances.js'
+import {readJsonObject, readLeaseRequest, replyJson} from './json-http.js'
 import type {InstanceLifecycle} from './lifecycle.js'
+import {followLog} from './logs.js'
 
 /** The guest's lease: one per instance, each keepalive replaces it (Aegis's self keepalive). */
 export const GUEST_LEASE = 'guest'
 
-export function guestApi(lifecycle: InstanceLifecycle): {serve(stream: Duplex): void; close(): void} {
+export interface GuestApiContext {
+  name: string
+  lifecycle: InstanceLifecycle
+  claims: CapabilityClaims
+  key: CapabilityKey
+  children: Children
+  registry: InstanceRegistry | undefined
+  /** A line in the instance's log. */
+  log: (message: string) => void
+}
+
+export function guestApi(context: GuestApiContext): {serve(stream: Duplex, token: string): void; close(): void} {
+  const refusals = new WeakMap<object, string>()
   const server = http.createServer((request, response) => {
-    handle(lifecycle, request).then(
-      ({status, body}) => replyJson(response, status, body),
-      (error: unknown) => replyJson(response, 400, {error: messageOf(error)}),
+    const refused = refusals.get(request.socket)
+    if (refused !== undefined) {
+      replyJson(response, 403, {error: refused, limit: refused.split(':')[0]})
+      return
+    }
+    handle(context, request, response).then(
+      (answer) => {
+        if (answer) replyJson(response, answer.status, answer.body)
+      },
+      (error: unknown) => {
+        if (!response.headersSent) replyJson(response, 400, {error: messageOf(error)})
+        else response.end()
+      },
     )
   })
   return {
-    serve: (stream) => server.emit('connection', stream),
+    serve: (stream, token) => {
+      const refused = refuseToken(context.key, token, context.claims)
+      if (refused !== undefined) {
+        refusals.set(stream, refused)
+        context.log(`refused a guest API connection: ${refused}`)
+      }
+      server.emit('connection', stream)
+    },
     close: () => server.close(),
   }
 }
 
+/** Answers a request; undefined when the route answered itself (a stream). */
 async function handle(
-  lifecycle: InstanceLifecycle,
+  context: GuestApiContext,
   request: http.IncomingMessage,
-): Promise<{status: number; body: unknown}> {
-  const route = `${request.method} ${(request.url ?? '').split('?')[0]}`
+  response: http.ServerResponse,
+): Promise<Answer | undefined> {
+  const url = new URL(request.url ?? '/', 'http://guest')
+  const route = `${request.method} ${url.pathname}`
+  const {lifecycle, children} = context
   switch (route) {
+    case 'GET /v1/self':
+      return {status: 200, body: await self(context)}
     case 'POST /v1/self/keepalive': {
       const asked = await readLeaseRequest(request)
       if ('error' in asked) return {status: 400, body: asked}
@@ -45,7 +93,119 @@ async function handle(
     case 'DELETE /v1/self/keepalive':
       lifecycle.release(GUEST_LEASE)
       return {status: 200, body: {}}
-    default:
-      return {status: 404, body: {error: `no route ${route} (this aegis-kit serves /v1/self/keepalive)`}}
+    case 'POST /v1/self/expose':
+      return {
+        status: 501,
+        body: {
+          error:
+            "aegis-kit does not expose ports at run time yet: declare them in the profile's exposes, or a child's in its request",
+        },
+      }
+    case 'POST /v1/instances':
+      return children.spawn(await readJsonObject(request))
+    case 'GET /v1/instances':
+      return {status: 200, body: {instances: (await children.list()).map(describeChild)}}
   }
+  const match = /^\/v1\/instances\/([^/]+)(\/stop|\/exec|\/logs)?$/.exec(url.pathname)
+  if (match) {
+    const id = decodeURIComponent(match[1]!)
+    switch (`${request.method} ${match[2] ?? ''}`) {
+      case 'GET ': {
+        const entry = await children.find(id)
+        return entry
+          ? {status: 200, body: describeChild(entry)}
+          : {status: 404, body: {error: `no child instance ${id}`}}
+      }
+      case 'DELETE ':
+        return children.remove(id)
+      case 'POST /stop':
+        return children.stop(id)
+      case 'POST /exec':
+        return execInChild(context, id, request, response)
+      case 'GET /logs':
+        return logsOfChild(context, id, url, request, response)
+    }
+  }
+  return {status: 404, body: {error: `no route ${route} (see docs/guest-api.md)`}}
+}
+
+async function self(context: GuestApiContext): Promise<Record<string, unknown>> {
+  const entry = await context.registry?.read(context.name)
+  const {jti: _jti, ...claims} = context.claims
+  return {
+    id: context.name,
+    ...(entry ? {...describeChild(entry), id: context.name} : {}),
+    ...(entry?.parent ? {parent: entry.parent} : {}),
+    capabilities: claims,
+  }
+}
+
+/** Runs a command in a child through its supervisor: one JSON line per output chunk, then `{"exit_code": N}`. */
+async function execInChild(
+  context: GuestApiContext,
+  id: string,
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): Promise<Answer | undefined> {
+  const entry = await context.children.find(id)
+  if (!entry) return {status: 404, body: {error: `no child instance ${id}`}}
+  if (!entry.alive || entry.apiSocket === undefined) return {status: 409, body: {error: `${id} is not running`}}
+  const body = await readJsonObject(request)
+  const command = body.command
+  if (!Array.isArray(command) || command.length === 0 || !command.every((arg) => typeof arg === 'string'))
+    return {status: 400, body: {error: 'command must be a non-empty array of strings'}}
+  const env = body.env as Record<string, string> | undefined
+  const workdir = typeof body.workdir === 'string' ? body.workdir : undefined
+  response.writeHead(200, {'content-type': 'application/x-ndjson'})
+  const line = (value: unknown) => response.write(`${JSON.stringify(value)}\n`)
+  try {
+    const session = await openExec(
+      entry.apiSocket,
+      id,
+      {command: command as string[], ...(env ? {env} : {}), ...(workdir ? {workdir} : {})},
+      {
+        stdout: (data) => line({stdout: data.toString('utf8')}),
+        stderr: (data) => line({stderr: data.toString('utf8')}),
+      },
+    )
+    session.endStdin()
+    request.socket.once('close', () => session.close())
+    line({exit_code: await session.exit})
+  } catch (error) {
+    line({error: messageOf(error)})
+  }
+  response.end()
+  return undefined
+}
+
+/** The child's console log as text: `tail` lines to start with, and with `follow` until it ends or the client goes. */
+async function logsOfChild(
+  context: GuestApiContext,
+  id: string,
+  url: URL,
+  request: http.IncomingMessage,
+  response: http.ServerResponse,
+): Promise<Answer | undefined> {
+  const entry = await context.children.find(id)
+  if (!entry || context.registry === undefined) return {status: 404, body: {error: `no child instance ${id}`}}
+  const tailText = url.searchParams.get('tail')
+  const tail = tailText === null ? undefined : Number(tailText)
+  if (tail !== undefined && (!Number.isInteger(tail) || tail < 0))
+    return {status: 400, body: {error: 'tail must be a whole number of lines'}}
+  const follow = ['1', 'true'].includes(url.searchParams.get('follow') ?? '')
+  const gone = new AbortController()
+  request.socket.once('close', () => gone.abort())
+  response.writeHead(200, {'content-type': 'text/plain; charset=utf-8'})
+  try {
+    await followLog(context.registry, id, {
+      follow,
+      ...(tail === undefined ? {} : {tail}),
+      signal: gone.signal,
+      write: (text) => response.write(text),
+    })
+  } catch (error) {
+    response.write(`aegis-kit: ${messageOf(error)}\n`)
+  }
+  response.end()
+  return undefined
 }

@@ -38,6 +38,10 @@ export interface InstanceState {
   /** VMs booted after the first (wakes from stopped, restarts), and restarts of the workload. */
   boots?: number
   restarts?: number
+  /** The kit's profile it runs, when one was chosen. */
+  profile?: string
+  /** The instance that spawned it through the guest API (children.ts); stopped with it. */
+  parent?: string
   /** The supervisor's API (supervisor-api.ts), while it runs. */
   apiSocket?: string
 }

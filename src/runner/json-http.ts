@@ -4,7 +4,7 @@ import type http from 'node:http'
 const MAX_BODY = 64 * 1024
 
 /** The request's body as a JSON object (an empty body is `{}`); throws on anything else. */
-async function readJsonObject(request: http.IncomingMessage): Promise<Record<string, unknown>> {
+export async function readJsonObject(request: http.IncomingMessage): Promise<Record<string, unknown>> {
   let text = ''
   for await (const chunk of request) {
     text += String(chunk)

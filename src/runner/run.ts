@@ -42,11 +42,13 @@ import {awaitedLater, deferred, settleAll, UndoStack} from '../undo-stack.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
-import type {InstanceRegistry} from './instances.js'
+import {InstanceRegistry} from './instances.js'
 import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
 import {workspaceSecretStore} from './workspace-secrets.js'
 import {heartbeatIntervalMs, idleRulesOf, type IdleRules} from './idle.js'
+import {type CapabilityClaims, CapabilityKey, claimsOf} from './capabilities.js'
+import {Children} from './children.js'
 import {guestApi} from './guest-api.js'
 import {InstanceLifecycle, type RestartPolicy} from './lifecycle.js'
 import {startPortRelay, type PortRelay} from './port-relay.js'
@@ -84,6 +86,10 @@ export interface RunOptions {
   restart?: RestartPolicy
   /** How long an instance stays paused before its VM is stopped (default 5 min); the next connection boots it. */
   stopAfterMs?: number
+  /** Lowers the profile's capability claims (`run --cap CLAIM=VALUE`). */
+  caps?: Record<string, string>
+  /** Set for a child spawned through its parent's guest API: the parent's name and the token it made. */
+  grant?: {parent: string; token: string}
   network: (forwards: ExposeMapping[]) => NetworkBackend
   onBuild?: (event: BuildEvent) => void
   onStatus: (message: string) => void
@@ -190,6 +196,10 @@ interface InstancePlan {
   registry: InstanceRegistry | undefined
   cacheDir: string
   idleRules: IdleRules
+  /** What this instance may ask of the guest API, and the token the harness presents for it. */
+  claims: CapabilityClaims
+  capabilityKey: CapabilityKey
+  token: string
 }
 
 /** Cheap checks first: a wrong flag or a missing tool should not cost a build. */
@@ -228,7 +238,12 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
     onWarning: (message) => options.onStatus(`warning: ${message}`),
   })
+  const capabilityKey = CapabilityKey.forDataDir(options.dataDir)
+  const claims = instanceClaims(name, profile, options, capabilityKey)
   return {
+    claims,
+    capabilityKey,
+    token: capabilityKey.seal(claims),
     options,
     kit,
     name,
@@ -251,6 +266,22 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
   }
 }
 
+/** A child's claims come sealed from its parent; a top-level instance's from its profile, lowered by --cap. */
+function instanceClaims(
+  name: string,
+  profile: Profile | undefined,
+  options: RunOptions,
+  key: CapabilityKey,
+): CapabilityClaims {
+  if (options.grant === undefined) return claimsOf(name, profile?.capabilities, options.caps)
+  const granted = key.open(options.grant.token)
+  if (granted === undefined || granted.sub !== name)
+    throw new AegisError(`${name}: the capability token from ${options.grant.parent} is not valid for it`)
+  if (options.caps && Object.keys(options.caps).length > 0)
+    throw new AegisError('--cap is for instances started from the host; a child gets its claims from its parent')
+  return granted
+}
+
 /** The name is ours from here on (a second instance of it would share the workspace), until a failed start gives it back. */
 async function claimName(plan: InstancePlan, undo: UndoStack): Promise<void> {
   const {registry, name, options} = plan
@@ -268,6 +299,8 @@ async function claimName(plan: InstancePlan, undo: UndoStack): Promise<void> {
     memoryMib: plan.memoryMib,
     vcpus: plan.vcpus,
     urls: [],
+    ...(options.profile === undefined ? {} : {profile: options.profile}),
+    ...(options.grant === undefined ? {} : {parent: options.grant.parent}),
   })
   undo.defer((failure) =>
     release(registry, name, options.detached, {
@@ -552,7 +585,7 @@ async function superviseLife(
   undo: UndoStack,
 ): Promise<{lifecycle: InstanceLifecycle; close(): Promise<void>}> {
   const {registry, name, options} = plan
-  const tunnels: {serve?: (stream: Duplex) => void} = {}
+  const tunnels: {serve?: (stream: Duplex, token: string) => void} = {}
   const lifecycle = new InstanceLifecycle({
     vm,
     rules: plan.idleRules,
@@ -560,22 +593,46 @@ async function superviseLife(
     boot,
     ready: (booted) => guestServes(plan, booted),
     // The guest's own requests (127.0.0.1:7777 in the VM), tunnelled by each VM's harness.
-    onVm: (booted) => booted.onTunnel((stream) => tunnels.serve?.(stream)),
+    onVm: (booted) => {
+      booted.setToken(plan.token)
+      booted.onTunnel((stream, token) => tunnels.serve?.(stream, token))
+    },
     log: options.onStatus,
     describeEnd: (result) => describeExit(name, result, plan.memoryMib),
     // A record that cannot be written now is rewritten at the next transition.
     onState: (life, counts) => void registry?.update(name, {life, ...counts}).catch(() => undefined),
   })
-  const guest = guestApi(lifecycle)
+  const children = new Children({
+    name,
+    kit: plan.kit,
+    claims: plan.claims,
+    key: plan.capabilityKey,
+    secrets: plan.secrets,
+    registry: registry ?? InstanceRegistry.forDataDir(options.dataDir),
+    dataDir: options.dataDir,
+    onStatus: options.onStatus,
+  })
+  const guest = guestApi({
+    name,
+    lifecycle,
+    claims: plan.claims,
+    key: plan.capabilityKey,
+    children,
+    registry,
+    log: options.onStatus,
+  })
   tunnels.serve = guest.serve
   undo.defer(() => lifecycle.close())
   undo.defer(() => guest.close())
+  // Stopping a parent stops its children (each stops its own in turn).
+  undo.defer(() => children.stopAll())
   const api = registry ? await serveSupervisorApi(supervisorSocketPath(registry.dir(name)), lifecycle) : undefined
   if (api) undo.defer(() => api.close())
   if (registry && api) await registry.update(name, {apiSocket: api.socketPath})
   return {
     lifecycle,
     close: async () => {
+      await children.stopAll()
       lifecycle.close()
       guest.close()
       await api?.close()
@@ -636,17 +693,26 @@ async function waitUntilHealthy(
 ): Promise<number | undefined> {
   const {options} = plan
   const health = plan.kit.manifest.healthcheck
-  const healthPort = health ? hostPortFor(plan, health.port) : undefined
-  if (!health || healthPort === undefined) return undefined
-  options.onStatus(`waiting for http://127.0.0.1:${healthPort}${health.path ?? '/'}`)
+  if (!health) return undefined
+  const healthPort = hostPortFor(plan, health.port)
+  // A port not published on the host (an instance that serves only inside, e.g. a bot) is asked
+  // through gvproxy's socket for that guest port, as a wake does.
+  const socketPath = healthPort === undefined ? plan.network.forwardSocket?.(health.port) : undefined
+  if (healthPort === undefined && socketPath === undefined) return undefined
+  const where = healthPort === undefined ? `guest port ${health.port}` : `http://127.0.0.1:${healthPort}`
+  options.onStatus(`waiting for ${where}${health.path ?? '/'}`)
   let healthyMs: number
   try {
-    healthyMs = await waitHealthy(`http://127.0.0.1:${healthPort}${health.path ?? '/'}`, {
-      timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
-      intervalMs: parseDuration(health.interval ?? '') ?? 1000,
-      signal: options.signal,
-      stillRunning: () => !ended.exited(),
-    })
+    healthyMs = await waitHealthy(
+      `http://${healthPort === undefined ? 'guest' : `127.0.0.1:${healthPort}`}${health.path ?? '/'}`,
+      {
+        ...(socketPath === undefined ? {} : {socketPath}),
+        timeoutMs: parseDuration(health.timeout ?? '') ?? 300_000,
+        intervalMs: parseDuration(health.interval ?? '') ?? 1000,
+        signal: options.signal,
+        stillRunning: () => !ended.exited(),
+      },
+    )
   } catch (error) {
     if (!ended.exited()) await lifecycle.stop(5000)
     if (options.signal.aborted || ended.exited()) return undefined
