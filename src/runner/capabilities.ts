@@ -246,8 +246,8 @@ export function refuseToken(
   if (token === '') return 'token: the request carried no capability token'
   const claims = key.open(token)
   if (claims === undefined) return 'token: not a capability token of this host'
-  if (claims.sub !== holder.sub || claims.jti !== holder.jti)
-    return `token: made for instance ${claims.sub}, not ${holder.sub}`
+  if (claims.sub !== holder.sub) return `token: made for instance ${claims.sub}, not ${holder.sub}`
+  if (claims.jti !== holder.jti) return `token: made for an earlier start of ${holder.sub}`
   if (claims.exp * 1000 <= now) return `exp: the token expired at ${new Date(claims.exp * 1000).toISOString()}`
   return undefined
 }
