@@ -41,13 +41,15 @@ ended (\`lost\` when their supervisor was killed before it could say).`
       this.log(flags.all ? 'No instances.' : 'No running instances (aegis-kit ps --all shows exited ones).')
       return {instances}
     }
+    const tree = instances.some((entry) => entry.parent !== undefined)
     this.log(
       renderTable(
-        ['NAME', 'KIT', 'PARENT', 'STATUS', 'PID', 'PORTS', 'STARTED', 'URL'],
+        // The PARENT column only when an instance has one (spawned through another's guest API).
+        ['NAME', 'KIT', ...(tree ? ['PARENT'] : []), 'STATUS', 'PID', 'PORTS', 'STARTED', 'URL'],
         inTreeOrder(instances).map((entry) => [
           entry.parent === undefined ? entry.name : `${'  '.repeat(depthOf(entry, instances))}└ ${entry.name}`,
           entry.kit,
-          entry.parent ?? '-',
+          ...(tree ? [entry.parent ?? '-'] : []),
           describeStatus(entry),
           entry.alive ? String(entry.pid) : '-',
           entry.ports.map((port) => `127.0.0.1:${port.hostPort}->${port.guestPort}`).join(',') || '-',

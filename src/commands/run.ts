@@ -237,8 +237,12 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
               forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
               // The instance listens on its host ports itself, to wake a paused VM (runner/port-relay.ts).
               relayed: true,
-              // The healthcheck is asked on its guest port also when no host port publishes it.
-              socketOnly: kit.manifest.healthcheck ? [kit.manifest.healthcheck.port] : [],
+              // A detached instance's launcher waits for its healthcheck, asked on the guest port
+              // also when no host port publishes it (a one-off command has no healthcheck to wait for).
+              socketOnly:
+                kit.manifest.healthcheck && channel !== undefined && command === undefined
+                  ? [kit.manifest.healthcheck.port]
+                  : [],
               // Host services the kit declares; every other host address stays unreachable.
               allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
               onBlocked: this.debugEnabled

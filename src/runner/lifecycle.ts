@@ -225,10 +225,19 @@ export class InstanceLifecycle {
     })
     this.options.onVm?.(vm)
     vm.result.then(
-      (result) => this.vmEnded(vm, result),
-      (error: unknown) => this.vmFailed(vm, error),
+      (result) => {
+        this.ended.add(vm)
+        this.vmEnded(vm, result)
+      },
+      (error: unknown) => {
+        this.ended.add(vm)
+        this.vmFailed(vm, error)
+      },
     )
   }
+
+  /** VMs whose result has settled (and been handled by vmEnded or vmFailed). */
+  private readonly ended = new WeakSet<RunningVm>()
 
   private async bootAgain(): Promise<void> {
     this.clock.resetBaseline()
@@ -279,7 +288,11 @@ export class InstanceLifecycle {
           const started = this.now()
           await this.bootAgain()
           this.options.log(`restarted (booted in ${((this.now() - started) / 1000).toFixed(1)} s)`)
-        }).catch((error: unknown) => this.vmFailed(this.vm, error))
+        }).catch((error: unknown) => {
+          // The workload ended again while its healthcheck was awaited: that end was handled as
+          // any other (the next restart after the backoff, or the instance's end).
+          if (!this.ended.has(this.vm)) this.vmFailed(this.vm, error)
+        })
     }, delayMs)
   }
 

@@ -695,11 +695,13 @@ async function waitUntilHealthy(
   const health = plan.kit.manifest.healthcheck
   if (!health) return undefined
   const healthPort = hostPortFor(plan, health.port)
-  // A port not published on the host (an instance that serves only inside, e.g. a bot) is asked
-  // through gvproxy's socket for that guest port, as a wake does.
-  const socketPath = healthPort === undefined ? plan.network.forwardSocket?.(health.port) : undefined
+  // A detached instance (its launcher waits for healthy) whose port is not published on the host
+  // (one that serves only inside, e.g. a bot) is asked through gvproxy's socket for that guest
+  // port, as a wake does. A foreground run without the port does not wait.
+  const socketPath =
+    healthPort === undefined && options.detached ? plan.network.forwardSocket?.(health.port) : undefined
   if (healthPort === undefined && socketPath === undefined) return undefined
-  const where = healthPort === undefined ? `guest port ${health.port}` : `http://127.0.0.1:${healthPort}`
+  const where = healthPort === undefined ? `guest port ${health.port} ` : `http://127.0.0.1:${healthPort}`
   options.onStatus(`waiting for ${where}${health.path ?? '/'}`)
   let healthyMs: number
   try {

@@ -5,7 +5,8 @@
  * destructuring `{b} = a`) is resolved to its declaration, and a schema field counts as
  * consumed when a read resolves to that field's property in src/kit/manifest.generated.ts. Reads in src/kit/ do not count (that is the
  * manifest's parsing and checking, which reads every field), except src/kit/secrets.ts, where
- * generated and optional secrets are acted on.
+ * generated and optional secrets are acted on. Nor do reads in src/kit-artifact/aegis-export.ts,
+ * which writes fields in Aegis's format (a field it translates is still not acted on by run).
  */
 import {readFileSync} from 'node:fs'
 import path from 'node:path'
@@ -22,6 +23,8 @@ export interface SchemaField {
 
 const GENERATED = 'src/kit/manifest.generated.ts'
 const COUNTED_IN_KIT = new Set(['src/kit/secrets.ts'])
+/** Files that read fields to write them in another format (Aegis's), not to act on them. */
+const TRANSLATORS = new Set(['src/kit-artifact/aegis-export.ts'])
 
 type JsonSchema = {
   $ref?: string
@@ -58,6 +61,7 @@ export function analyseManifestConsumers(repoRoot: string): {
   for (const file of program.getSourceFiles()) {
     const relative = path.relative(repoRoot, file.fileName)
     if (!relative.startsWith('src/') || (relative.startsWith('src/kit/') && !COUNTED_IN_KIT.has(relative))) continue
+    if (TRANSLATORS.has(relative)) continue
     const visit = (node: ts.Node): void => {
       if (ts.isPropertyAccessExpression(node)) record(checker.getSymbolAtLocation(node.name), node.name)
       else if (ts.isElementAccessExpression(node)) {
