@@ -12,7 +12,8 @@ export default class Rm extends BaseCommand {
     `Removes each named instance's record, so that \`ps --all\` no longer lists it and its name is
 free. A running instance is an error unless --force, which stops it first as \`stop\` does. The
 workspace is kept (a new \`run --name NAME\` finds it again) unless --workspace, which deletes it
-and the secrets generated for it; a workspace given with \`run --workspace\` is never deleted.`
+and the secrets generated for it; a workspace given with \`run --workspace\` is never deleted.
+Instances it spawned through its guest API go with it (stopped first with --force).`
 
   static override examples = [
     {description: 'Forget an exited instance', command: '<%= config.bin %> <%= command.id %> openclaw'},
@@ -54,7 +55,7 @@ and the secrets generated for it; a workspace given with \`run --workspace\` is 
       })
       removed.push(done)
       this.log(
-        `removed ${name}${done.stopped ? ' (stopped first)' : ''}${done.workspaceRemoved ? `, and its workspace ${done.workspaceRemoved}` : ''}`,
+        `removed ${name}${done.stopped ? ' (stopped first)' : ''}${done.children.length > 0 ? `, and its child instances ${done.children.join(', ')}` : ''}${done.workspaceRemoved ? `, and its workspace ${done.workspaceRemoved}` : ''}`,
       )
     }
     return {removed}

@@ -23,6 +23,8 @@ export interface Removed {
   stopped: boolean
   /** The workspace deleted, when asked for. */
   workspaceRemoved?: string
+  /** Instances it spawned through its guest API (and theirs), whose records went with it. */
+  children: string[]
 }
 
 export async function removeInstance(
@@ -34,16 +36,47 @@ export async function removeInstance(
   const entry = await registry.get(name)
   if (entry.alive && !options.force)
     throw new AegisError(`${name} is running`, {hint: `stop it first (aegis-kit stop ${name}), or rm --force ${name}`})
+  // A child's record names its parent: it goes with it, so no record is left pointing at nothing.
+  const children = descendantsOf(name, await registry.list())
+  const running = children.filter((child) => child.alive)
+  if (running.length > 0 && !options.force)
+    throw new AegisError(`${name}'s child instance ${running.map((child) => child.name).join(', ')} is running`, {
+      hint: `stop it first, or rm --force ${name}`,
+    })
   // Checked before anything is stopped or removed: a refused rm loses nothing.
   const workspace = options.workspace ? await removableWorkspace(registry, dataDir, entry) : undefined
   if (entry.alive) await stopInstance(registry, name, options.stopTimeoutMs)
+  // Deepest first: a stopping parent stops its own children, but one may outlive it (its
+  // supervisor killed), and is stopped here.
+  for (const child of children.reverse()) {
+    if ((await registry.read(child.name))?.alive) await stopInstance(registry, child.name, options.stopTimeoutMs)
+    await registry.remove(child.name)
+  }
   await registry.remove(name)
   if (workspace !== undefined) {
     await rm(workspace, {recursive: true, force: true})
     // Generated per-workspace secrets are keyed by the path: a new workspace there gets new ones.
     await rm(path.dirname(workspaceSecretsDir(dataDir, workspace, 'kit')), {recursive: true, force: true})
   }
-  return {name, stopped: entry.alive, ...(workspace === undefined ? {} : {workspaceRemoved: workspace})}
+  return {
+    name,
+    stopped: entry.alive,
+    ...(workspace === undefined ? {} : {workspaceRemoved: workspace}),
+    children: children.map((child) => child.name),
+  }
+}
+
+/** Every instance spawned by `name` and by its children, parents before their children. */
+function descendantsOf(name: string, entries: InstanceEntry[]): InstanceEntry[] {
+  const found: InstanceEntry[] = []
+  const visit = (parent: string) => {
+    for (const entry of entries.filter((candidate) => candidate.parent === parent && !found.includes(candidate))) {
+      found.push(entry)
+      visit(entry.name)
+    }
+  }
+  visit(name)
+  return found
 }
 
 /**

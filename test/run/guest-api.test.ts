@@ -194,7 +194,7 @@ describe('a bot instance drives a work instance through the guest API', () => {
     await runCli(['stop', 'brief'], {env: env(), timeout: 90_000})
   }, 400_000)
 
-  it('stopping the bot stops its children; no secret or token is in a log, state file, ps or the child', async () => {
+  it('stopping the bot stops its children, rm removes them with it; no secret or token is in a log, state file, ps or the child', async () => {
     const spawned = await api('bot', 'POST', '/v1/instances', {
       handle: 'work',
       profile: 'work',
@@ -224,6 +224,11 @@ describe('a bot instance drives a work instance through the guest API', () => {
       // A token is base64url sealed with the host key: nothing here opens as one.
       for (const candidate of text.match(/[A-Za-z0-9_-]{40,}/g) ?? []) expect(key.open(candidate)).toBeUndefined()
     }
+
+    // rm of the parent takes its children's records with it: none is left naming a parent that is gone.
+    const removed = await runCli(['rm', 'bot'], {env: env()})
+    expect(removed.stdout).toBe('removed bot, and its child instances bot.work')
+    expect((await listed()).map((entry) => entry.name)).not.toContain('bot.work')
   }, 600_000)
 })
 
