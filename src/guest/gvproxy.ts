@@ -358,8 +358,12 @@ async function checkGvproxy(forwards: PortForward[], binary: string | undefined,
 
 interface AttachedState {
   apiSocket?: string
+  /** The attached VM's gvproxy directory, where the forwards' sockets go. */
+  dir?: string
   /** Guest port → the unix socket gvproxy forwards it from (relayed forwards only). */
   forwardSockets: Map<number, string>
+  /** Sockets being made for ports exposed at run time (two connections ask at once). */
+  opening: Map<number, Promise<string>>
 }
 
 /** gvproxy networking: see the top of this file. */
@@ -368,7 +372,7 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
   const internal = parseInternalHosts(options.allowHostLoopback ?? [])
   const relayed = options.relayed ?? false
   /** gvproxy's API (and the relayed forwards' sockets) while a VM is attached and its forwards are exposed. */
-  const state: AttachedState = {forwardSockets: new Map()}
+  const state: AttachedState = {forwardSockets: new Map(), opening: new Map()}
 
   const attachedApi = (): string => {
     if (state.apiSocket === undefined) throw new Error('gvproxy is not running: attach the backend to a VM first')
@@ -391,7 +395,12 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
         socketOnly: options.socketOnly ?? [],
       })
     },
-    ...(relayed ? {forwardSocket: (guestPort: number) => state.forwardSockets.get(guestPort)} : {}),
+    ...(relayed
+      ? {
+          forwardSocket: (guestPort: number) => state.forwardSockets.get(guestPort),
+          openForwardSocket: (guestPort: number) => openForwardSocket(state, guestPort),
+        }
+      : {}),
     async listForwards() {
       return listThrough(attachedApi())
     },
@@ -400,6 +409,26 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
       await checkHostPortFree(forward)
       await exposeThrough(attachedApi(), forward)
     },
+  }
+}
+
+/** A relayed forward's socket for a guest port exposed after the VM started (kept until it stops). */
+async function openForwardSocket(state: AttachedState, guestPort: number): Promise<string> {
+  const known = state.forwardSockets.get(guestPort) ?? (await state.opening.get(guestPort))
+  if (known !== undefined) return known
+  const {apiSocket, dir} = state
+  if (apiSocket === undefined || dir === undefined) throw new Error('gvproxy is not running: the VM is not up')
+  const socketPath = path.join(dir, `port-${guestPort}.sock`)
+  const opened = exposeThrough(apiSocket, {hostPort: 0, guestPort}, socketPath).then(() => {
+    // Only into the VM's state it was made for (a reboot meanwhile has its own).
+    if (state.dir === dir) state.forwardSockets.set(guestPort, socketPath)
+    return socketPath
+  })
+  state.opening.set(guestPort, opened)
+  try {
+    return await opened
+  } finally {
+    if (state.opening.get(guestPort) === opened) state.opening.delete(guestPort)
   }
 }
 
@@ -463,7 +492,9 @@ async function attachGvproxy(
       sockets.set(guestPort, socketPath)
     }
     state.apiSocket = apiSocket
+    state.dir = dir
     state.forwardSockets = sockets
+    state.opening = new Map()
   })()
   ready.catch(() => filter.close())
   return {
@@ -480,7 +511,9 @@ async function attachGvproxy(
     },
     async detach() {
       state.apiSocket = undefined
+      state.dir = undefined
       state.forwardSockets = new Map()
+      state.opening = new Map()
       filter.close()
     },
   }

@@ -53,6 +53,11 @@ export interface NetworkBackend {
    * reaches `guestPort` in the attached VM, once its forwards are up; undefined otherwise.
    */
   forwardSocket?(guestPort: number): string | undefined
+  /**
+   * With forwardSocket: the unix socket for a guest port the VM was not started with (one exposed
+   * at run time), made on first use in the attached VM; the known one otherwise.
+   */
+  openForwardSocket?(guestPort: number): Promise<string>
 }
 
 function nicArgs(netdev: string): string[] {

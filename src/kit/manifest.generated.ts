@@ -380,7 +380,7 @@ export interface Capabilities {
    */
   allowed_secrets?: EnvName[]
   /**
-   * Most ports a child may expose on the host.
+   * Most ports a child may expose on the host, and most this instance may expose on the host while it runs (POST /v1/self/expose; its profile's exposes do not count).
    */
   max_expose_ports?: number
   /**

@@ -5,7 +5,6 @@
  * the child's token on a private pipe and the secrets it may pass in the child's environment,
  * checks every request against its own claims, and stops its children when it stops.
  */
-import net from 'node:net'
 import path from 'node:path'
 import {messageOf} from '../errors.js'
 import type {Kit} from '../kit/kit.js'
@@ -14,6 +13,7 @@ import {parseDuration, sizeToMiB} from '../kit/units.js'
 import {type CapabilityClaims, type CapabilityKey, childClaims, refuseSpawn} from './capabilities.js'
 import {launchDetached} from './detach.js'
 import {type InstanceEntry, type InstanceRegistry, stopInstance} from './instances.js'
+import {freeHostPort} from './port-relay.js'
 
 /** Aegis's child request (POST /v1/instances), with aegis-kit's `kit`, `profile` and `secrets`. */
 export interface ChildRequest {
@@ -113,7 +113,7 @@ export class Children {
     if (kit === undefined && request.image_ref !== undefined)
       return {status: 400, body: {error: 'image_ref is checked against the kit it names: give it with kit "self"'}}
 
-    const ports = await Promise.all(exposes.map(async (guestPort) => ({guestPort, hostPort: await freePort()})))
+    const ports = await Promise.all(exposes.map(async (guestPort) => ({guestPort, hostPort: await freeHostPort()})))
     const claims = childClaims(parent.claims, id, request.capabilities ?? profile?.capabilities)
     const args = [
       kit ? kit.dir : kitName,
@@ -206,20 +206,6 @@ export function describeChild(entry: InstanceEntry): Record<string, unknown> {
 
 function notFound(id: string): Answer {
   return {status: 404, body: {error: `no child instance ${id} (GET /v1/instances lists them)`}}
-}
-
-/** A port on 127.0.0.1 nothing listens on now (the child's relay takes it a moment later). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer()
-    server.once('error', reject)
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() =>
-        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
-      )
-    })
-  })
 }
 
 /** The request's fields, checked for type and shape (the limits are the claims' job). */

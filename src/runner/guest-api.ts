@@ -8,6 +8,7 @@
  *   GET    /v1/self                       this instance and its claims
  *   POST   /v1/self/keepalive             {ttl_ms, reason?}: no pause for idleness until then
  *   DELETE /v1/self/keepalive
+ *   POST   /v1/self/expose               {port, public_port?, protocol?}: a guest port on a host port, now
  *   POST   /v1/instances                  spawn a child (children.ts)
  *   GET    /v1/instances                  this instance's children
  *   GET    /v1/instances/{id}
@@ -18,7 +19,7 @@
  */
 import http from 'node:http'
 import type {Duplex} from 'node:stream'
-import {messageOf} from '../errors.js'
+import {AegisError, messageOf} from '../errors.js'
 import {type CapabilityClaims, type CapabilityKey, refuseToken} from './capabilities.js'
 import {type Answer, type Children, describeChild} from './children.js'
 import {openExec} from './exec-stream.js'
@@ -26,6 +27,7 @@ import type {InstanceRegistry} from './instances.js'
 import {readJsonObject, readLeaseRequest, replyJson} from './json-http.js'
 import type {InstanceLifecycle} from './lifecycle.js'
 import {followLog} from './logs.js'
+import type {ExposeMapping} from './options.js'
 
 /** The guest's lease: one per instance, each keepalive replaces it (Aegis's self keepalive). */
 export const GUEST_LEASE = 'guest'
@@ -37,8 +39,20 @@ export interface GuestApiContext {
   key: CapabilityKey
   children: Children
   registry: InstanceRegistry | undefined
+  /** The instance's exposed ports; undefined when its network cannot add one while it runs. */
+  ports: RuntimePorts | undefined
   /** A line in the instance's log. */
   log: (message: string) => void
+}
+
+/** An instance's exposed ports: those it started with, and those its guest asked for since. */
+export interface RuntimePorts {
+  /** Every exposed port now. */
+  all(): ExposeMapping[]
+  /** Those exposed at run time (what max_expose_ports counts). */
+  addedAtRunTime(): ExposeMapping[]
+  /** Listens on `hostPort` (a free one when undefined) for `guestPort`, and records it for ps. */
+  expose(guestPort: number, hostPort: number | undefined): Promise<ExposeMapping>
 }
 
 export function guestApi(context: GuestApiContext): {serve(stream: Duplex, token: string): void; close(): void} {
@@ -94,13 +108,7 @@ async function handle(
       lifecycle.release(GUEST_LEASE)
       return {status: 200, body: {}}
     case 'POST /v1/self/expose':
-      return {
-        status: 501,
-        body: {
-          error:
-            "aegis-kit does not expose ports at run time yet: declare them in the profile's exposes, or a child's in its request",
-        },
-      }
+      return exposeSelf(context, await readJsonObject(request))
     case 'POST /v1/instances':
       return children.spawn(await readJsonObject(request))
     case 'GET /v1/instances':
@@ -127,6 +135,60 @@ async function handle(
     }
   }
   return {status: 404, body: {error: `no route ${route} (see docs/guest-api.md)`}}
+}
+
+/**
+ * Aegis's self expose: `{port (or guest_port), public_port?, protocol?: "http" | "tcp"}` answers
+ * `{guest_port, public_port, protocol, url}`. Asking again for an exposed guest port answers its
+ * mapping. Ports exposed this way count against the instance's own max_expose_ports, and go when
+ * the instance stops.
+ */
+async function exposeSelf(context: GuestApiContext, body: Record<string, unknown>): Promise<Answer> {
+  const isPort = (value: unknown): value is number =>
+    typeof value === 'number' && Number.isInteger(value) && value >= 1 && value <= 65535
+  const guestPort = body.port ?? body.guest_port
+  const publicPort = body.public_port ?? 0
+  const protocol = body.protocol ?? 'http'
+  if (!isPort(guestPort)) return {status: 400, body: {error: 'port: the guest port to expose, 1-65535, is required'}}
+  if (publicPort !== 0 && !isPort(publicPort))
+    return {status: 400, body: {error: 'public_port: a host port 1-65535, or 0 for any free one'}}
+  if (protocol !== 'http' && protocol !== 'tcp') return {status: 400, body: {error: 'protocol: http or tcp'}}
+  const {ports, claims} = context
+  if (!ports)
+    return {status: 501, body: {error: "this instance's network cannot expose ports while it runs (gvproxy's can)"}}
+  const answer = (mapping: ExposeMapping): Answer => ({
+    status: 200,
+    body: {
+      guest_port: mapping.guestPort,
+      public_port: mapping.hostPort,
+      protocol,
+      url: `http://127.0.0.1:${mapping.hostPort}`,
+    },
+  })
+  const existing = ports.all().find((mapping) => mapping.guestPort === guestPort)
+  if (existing) {
+    if (publicPort !== 0 && publicPort !== existing.hostPort)
+      return {status: 409, body: {error: `guest port ${guestPort} is already exposed on ${existing.hostPort}`}}
+    return answer(existing)
+  }
+  const added = ports.addedAtRunTime().length
+  if (claims.max_expose_ports !== undefined && added >= claims.max_expose_ports)
+    return {
+      status: 403,
+      body: {
+        error: `max_expose_ports: this instance has exposed ${added} of at most ${claims.max_expose_ports} ports at run time`,
+        limit: 'max_expose_ports',
+      },
+    }
+  try {
+    const mapping = await ports.expose(guestPort, publicPort === 0 ? undefined : publicPort)
+    context.log(`exposed guest port ${guestPort} on 127.0.0.1:${mapping.hostPort} (asked by the guest)`)
+    return answer(mapping)
+  } catch (error) {
+    // A taken host port is the caller's to change; anything else is the host's failure.
+    if (error instanceof AegisError) return {status: 409, body: {error: messageOf(error)}}
+    throw error
+  }
 }
 
 async function self(context: GuestApiContext): Promise<Record<string, unknown>> {

@@ -23,6 +23,8 @@ export interface RelayTarget {
 export interface PortRelay {
   /** Connections being relayed now. */
   open(): number
+  /** Listens on one more host port (a port exposed at run time), for the rest of the relay's life. */
+  add(mapping: ExposeMapping): Promise<void>
   close(): Promise<void>
 }
 
@@ -34,21 +36,36 @@ export async function startPortRelay(mappings: ExposeMapping[], target: RelayTar
     for (const socket of sockets) socket.destroy()
     await Promise.all(servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))))
   }
+  const add = async (mapping: ExposeMapping) => {
+    // Half-open both ways: a client that shuts its side down still gets the whole answer.
+    const server = net.createServer({pauseOnConnect: true, allowHalfOpen: true}, (client) => {
+      sockets.add(client)
+      client.once('close', () => sockets.delete(client))
+      relayConnection(client, mapping, target, sockets)
+    })
+    servers.push(await listenOnHostPort(mapping, server))
+  }
   try {
-    for (const mapping of mappings) {
-      // Half-open both ways: a client that shuts its side down still gets the whole answer.
-      const server = net.createServer({pauseOnConnect: true, allowHalfOpen: true}, (client) => {
-        sockets.add(client)
-        client.once('close', () => sockets.delete(client))
-        relayConnection(client, mapping, target, sockets)
-      })
-      servers.push(await listenOnHostPort(mapping, server))
-    }
+    for (const mapping of mappings) await add(mapping)
   } catch (error) {
     await close()
     throw error
   }
-  return {open: () => sockets.size, close}
+  return {open: () => sockets.size, add, close}
+}
+
+/** A port on 127.0.0.1 nothing listens on now (a relay takes it a moment later). */
+export function freeHostPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer()
+    server.once('error', reject)
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address()
+      server.close(() =>
+        typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port')),
+      )
+    })
+  })
 }
 
 function relayConnection(

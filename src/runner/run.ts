@@ -49,9 +49,9 @@ import {workspaceSecretStore} from './workspace-secrets.js'
 import {heartbeatIntervalMs, idleRulesOf, type IdleRules} from './idle.js'
 import {type CapabilityClaims, CapabilityKey, claimsOf} from './capabilities.js'
 import {Children} from './children.js'
-import {guestApi} from './guest-api.js'
+import {guestApi, type RuntimePorts} from './guest-api.js'
 import {InstanceLifecycle, type RestartPolicy} from './lifecycle.js'
-import {startPortRelay, type PortRelay} from './port-relay.js'
+import {freeHostPort, startPortRelay, type PortRelay} from './port-relay.js'
 import {serveSupervisorApi, supervisorSocketPath} from './supervisor-api.js'
 
 export interface RunOptions {
@@ -141,7 +141,13 @@ export async function startInstance(options: RunOptions): Promise<RunningInstanc
       throw error
     })
     const {rendered} = await boot.prepared
-    const supervision = await superviseLife(plan, vm, () => bootVm(plan, boot, consoleLines), undo)
+    const supervision = await superviseLife(
+      plan,
+      vm,
+      () => bootVm(plan, boot, consoleLines),
+      runtimePorts(plan, relay),
+      undo,
+    )
     lifecycle.resolve(supervision.lifecycle)
     const ended = watchEnd(plan, supervision.lifecycle, consoleLines, async () => {
       await supervision.close()
@@ -564,11 +570,13 @@ async function relayPorts(
 ): Promise<PortRelay | undefined> {
   const {network, expose} = plan
   const forwardSocket = network.forwardSocket?.bind(network)
-  if (!forwardSocket || expose.length === 0) return undefined
+  const openForwardSocket = network.openForwardSocket?.bind(network)
+  // Started without ports too: the guest may expose one at run time (runtimePorts).
+  if (!forwardSocket) return undefined
   const relay = await startPortRelay(expose, {
     async reach(mapping) {
       await (await lifecycle).wake(`a connection to :${mapping.hostPort}`)
-      const socket = forwardSocket(mapping.guestPort)
+      const socket = forwardSocket(mapping.guestPort) ?? (await openForwardSocket?.(mapping.guestPort))
       if (socket === undefined) throw new AegisError(`${plan.name} is not running`)
       return socket
     },
@@ -577,11 +585,40 @@ async function relayPorts(
   return relay
 }
 
+/** The ports a guest exposes while it runs (POST /v1/self/expose), through the relay. */
+function runtimePorts(plan: InstancePlan, relay: PortRelay | undefined): RuntimePorts | undefined {
+  if (!relay) return undefined
+  const added: ExposeMapping[] = []
+  let adding = Promise.resolve()
+  return {
+    all: () => [...plan.expose, ...added],
+    addedAtRunTime: () => [...added],
+    expose(guestPort, hostPort) {
+      // One at a time: two requests for a port both see it unexposed otherwise.
+      const done = adding.then(async () => {
+        const known = [...plan.expose, ...added].find((mapping) => mapping.guestPort === guestPort)
+        if (known) return known
+        const mapping: ExposeMapping = {guestPort, hostPort: hostPort ?? (await freeHostPort())}
+        await relay.add(mapping)
+        added.push(mapping)
+        await plan.registry?.update(plan.name, {ports: [...plan.expose, ...added]})
+        return mapping
+      })
+      adding = done.then(
+        () => undefined,
+        () => undefined,
+      )
+      return done
+    },
+  }
+}
+
 /** The instance's life once its VM runs: the idle clock and the API that `pause`, `resume`, `keepalive` and `ps` reach. */
 async function superviseLife(
   plan: InstancePlan,
   vm: RunningVm,
   boot: () => Promise<RunningVm>,
+  ports: RuntimePorts | undefined,
   undo: UndoStack,
 ): Promise<{lifecycle: InstanceLifecycle; close(): Promise<void>}> {
   const {registry, name, options} = plan
@@ -619,6 +656,7 @@ async function superviseLife(
     key: plan.capabilityKey,
     children,
     registry,
+    ports,
     log: options.onStatus,
   })
   tunnels.serve = guest.serve

@@ -120,6 +120,7 @@ describe('the guest API checks the token of every connection', () => {
       claims: own,
       key,
       registry: undefined,
+      ports: undefined,
       log: (line) => logged.push(line),
     })
     let presented = ''

@@ -107,6 +107,30 @@ describe('a bot instance drives a work instance through the guest API', () => {
     expect((await listed()).map((entry) => entry.name)).toEqual(['bot'])
   }, 300_000)
 
+  it('exposes its own guest port on a host port at run time (POST /v1/self/expose), within max_expose_ports', async () => {
+    const exposed = await api('bot', 'POST', '/v1/self/expose', {port: 8080})
+    expect(exposed.status, exposed.body).toBe(200)
+    const mapping = exposed.json<{guest_port: number; public_port: number; protocol: string; url: string}>()
+    expect(mapping).toEqual({
+      guest_port: 8080,
+      public_port: expect.any(Number),
+      protocol: 'http',
+      url: `http://127.0.0.1:${mapping.public_port}`,
+    })
+    // The bot was started with no exposed port: the host reaches its page only now.
+    expect(await (await fetch(mapping.url)).text()).toContain('Hello from aegis-kit')
+    // Asked again, the same mapping; ps and GET /v1/self list it.
+    expect((await api('bot', 'POST', '/v1/self/expose', {port: 8080})).json()).toEqual(mapping)
+    expect((await runCli(['ps'], {env: env()})).stdout).toContain(`127.0.0.1:${mapping.public_port}->8080`)
+    const self = (await api('bot', 'GET', '/v1/self')).json<{exposes: Array<Record<string, unknown>>}>()
+    expect(self.exposes).toContainEqual(expect.objectContaining({guest_port: 8080, public_port: mapping.public_port}))
+    // A second port is over the bot's max_expose_ports of 1; a bad port is the request's fault.
+    const over = await api('bot', 'POST', '/v1/self/expose', {port: 8081})
+    expect(over.status, over.body).toBe(403)
+    expect(over.json<{limit: string}>().limit).toBe('max_expose_ports')
+    expect((await api('bot', 'POST', '/v1/self/expose', {port: 70000})).status).toBe(400)
+  }, 300_000)
+
   it('spawns a child that serves a page on an exposed port, execs in it, reads its logs and stops it', async () => {
     const spawned = await api('bot', 'POST', '/v1/instances', {
       handle: 'work',
