@@ -126,6 +126,10 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     initrd: Flags.string({
       description: "Boot this initramfs instead of the guest's (it holds the harness and the kernel's modules).",
     }),
+    image: Flags.string({
+      description:
+        "Boot this image from the local store instead of building the kit's (the kit's hooks, profile and settings still apply), e.g. one pulled with images pull.",
+    }),
     guest: Flags.string({
       description: 'Boot this guest artifact from the store (see `aegis-kit images`), e.g. one pulled from a registry.',
     }),
@@ -223,6 +227,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
           kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
           initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
           guest: flags.guest,
+          image: flags.image,
           accel: flags.accel as AccelChoice,
           restart: flags.restart as RestartPolicy,
           stopAfterMs,

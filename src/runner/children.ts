@@ -120,6 +120,8 @@ export class Children {
       '--name',
       id,
       ...(profileName === undefined ? [] : ['--profile', profileName]),
+      // Checked against allowed_images above; booted instead of the kit's own image.
+      ...(request.image_ref === undefined ? [] : ['--image', request.image_ref]),
       '--memory',
       `${memoryMb}mb`,
       '--cpus',

@@ -74,6 +74,8 @@ export interface RunOptions {
   initrd?: string
   /** A guest artifact in the store (e.g. one pulled from a registry) instead of this host's own. */
   guest?: string
+  /** An image in the store to boot instead of building the kit's (a child's `image_ref`). */
+  image?: string
   /** QEMU's accelerator: auto (KVM when a probe boot works, else TCG with a warning), kvm or tcg. */
   accel?: AccelChoice
   command?: string[]
@@ -398,7 +400,7 @@ function lazyHooks(plan: InstancePlan): LazyHooks {
   return {start, configGate: () => start().configChecked}
 }
 
-/** The kit's image, built (or found cached), its root unpacked and made a disk. */
+/** The kit's image, built (or found cached), or the one `image` names; its root unpacked and made a disk. */
 async function prepareImage(
   plan: InstancePlan,
   building: Promise<typeof import('../builder/build.js')>,
@@ -406,15 +408,19 @@ async function prepareImage(
 ): Promise<PreparedImage> {
   const {options, cacheDir} = plan
   const {buildKit} = await building
-  const built = await buildKit(plan.kit, {
-    store: options.store,
-    cacheDir,
-    onEvent: options.onBuild,
-    signal: options.signal,
-    beforeWork: configGate,
-  })
-  const rootfs = await prepareRootfs(options.store, built.reference, cacheDir, plan.architecture, options.onStatus)
-  return {reference: built.reference, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
+  const reference =
+    options.image ??
+    (
+      await buildKit(plan.kit, {
+        store: options.store,
+        cacheDir,
+        onEvent: options.onBuild,
+        signal: options.signal,
+        beforeWork: configGate,
+      })
+    ).reference
+  const rootfs = await prepareRootfs(options.store, reference, cacheDir, plan.architecture, options.onStatus)
+  return {reference, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
 }
 
 /**

@@ -36,6 +36,18 @@ async function api(instance: string, method: string, route: string, body?: unkno
   return {status, body: text, json: <T>() => JSON.parse(text) as T}
 }
 
+/** The bot spawns `bot.work` (profile work, given the bot's secret). */
+async function spawnWork(extra: Record<string, unknown> = {}): Promise<Answer> {
+  const spawned = await api('bot', 'POST', '/v1/instances', {
+    handle: 'work',
+    profile: 'work',
+    secrets: ['HELLO_GREETING'],
+    ...extra,
+  })
+  expect(spawned.status, spawned.body).toBe(201)
+  return spawned
+}
+
 interface Listed {
   name: string
   parent?: string
@@ -70,6 +82,8 @@ beforeAll(async () => {
         max_vcpus: 1,
         allowed_secrets: ['HELLO_GREETING'],
         max_expose_ports: 1,
+        // The kit's own build, and one the store does not hold.
+        allowed_images: ['hello:0.1.0', 'missing:1'],
       },
     },
     // Asks to spawn too: its parent's spawn_depth of 1 leaves it none.
@@ -132,12 +146,7 @@ describe('a bot instance drives a work instance through the guest API', () => {
   }, 300_000)
 
   it('spawns a child that serves a page on an exposed port, execs in it, reads its logs and stops it', async () => {
-    const spawned = await api('bot', 'POST', '/v1/instances', {
-      handle: 'work',
-      profile: 'work',
-      secrets: ['HELLO_GREETING'],
-    })
-    expect(spawned.status, spawned.body).toBe(201)
+    const spawned = await spawnWork()
     const child = spawned.json<{id: string; state: string; exposes: Array<{guest_port: number; public_port: number}>}>()
     expect(child).toMatchObject({id: 'bot.work', state: 'running'})
     expect(child.exposes).toHaveLength(1)
@@ -218,13 +227,12 @@ describe('a bot instance drives a work instance through the guest API', () => {
     await runCli(['stop', 'brief'], {env: env(), timeout: 90_000})
   }, 400_000)
 
-  it('stopping the bot stops its children, rm removes them with it; no secret or token is in a log, state file, ps or the child', async () => {
-    const spawned = await api('bot', 'POST', '/v1/instances', {
-      handle: 'work',
-      profile: 'work',
-      secrets: ['HELLO_GREETING'],
-    })
-    expect(spawned.status, spawned.body).toBe(201)
+  it('a child boots the image_ref it names; stopping the bot stops its children, rm removes them with it; no secret or token is in a log, state file, ps or the child', async () => {
+    // image_ref boots that image from the store: one it does not hold is a failed start, said.
+    const ghost = await api('bot', 'POST', '/v1/instances', {handle: 'ghost', profile: 'work', image_ref: 'missing:1'})
+    expect(ghost.status, ghost.body).toBe(502)
+    expect(ghost.json<{error: string}>().error).toMatch(/^bot\.ghost did not start: .*no image missing:1/)
+    await spawnWork({image_ref: 'hello:0.1.0'})
     const cmdline = await runCli(['exec', 'bot.work', '--', 'busybox', 'cat', '/proc/cmdline'], {env: env()})
     expect(cmdline.exitCode, cmdline.all).toBe(0)
     // The workload's environment holds the secret it was given (that is how secrets reach it), never a token.
@@ -251,8 +259,14 @@ describe('a bot instance drives a work instance through the guest API', () => {
 
     // rm of the parent takes its children's records with it: none is left naming a parent that is gone.
     const removed = await runCli(['rm', 'bot'], {env: env()})
-    expect(removed.stdout).toBe('removed bot, and its child instances bot.work')
-    expect((await listed()).map((entry) => entry.name)).not.toContain('bot.work')
+    // bot.ghost's failed start left a record too (in the registry's order, not the spawn order).
+    expect(
+      removed.stdout
+        .replace(/^removed bot, and its child instances /, '')
+        .split(', ')
+        .sort(),
+    ).toEqual(['bot.ghost', 'bot.work'])
+    expect((await listed()).map((entry) => entry.name).filter((name) => name.startsWith('bot'))).toEqual([])
   }, 600_000)
 })
 
