@@ -153,7 +153,7 @@ async function exposeSelf(context: GuestApiContext, body: Record<string, unknown
   if (publicPort !== 0 && !isPort(publicPort))
     return {status: 400, body: {error: 'public_port: a host port 1-65535, or 0 for any free one'}}
   if (protocol !== 'http' && protocol !== 'tcp') return {status: 400, body: {error: 'protocol: http or tcp'}}
-  const {ports, claims} = context
+  const {ports} = context
   if (!ports)
     return {status: 501, body: {error: "this instance's network cannot expose ports while it runs (gvproxy's can)"}}
   const answer = (mapping: ExposeMapping): Answer => ({
@@ -165,6 +165,30 @@ async function exposeSelf(context: GuestApiContext, body: Record<string, unknown
       url: `http://127.0.0.1:${mapping.hostPort}`,
     },
   })
+  // One request at a time: two at once would both pass the max_expose_ports check below.
+  return oneAtATime(context, () => exposeWithin(context, ports, guestPort, publicPort, answer))
+}
+
+/** Self-expose requests of each instance, chained: the limit check and the add are one step. */
+const exposeQueues = new WeakMap<GuestApiContext, Promise<unknown>>()
+
+function oneAtATime<T>(context: GuestApiContext, work: () => Promise<T>): Promise<T> {
+  const done = (exposeQueues.get(context) ?? Promise.resolve()).then(work)
+  exposeQueues.set(
+    context,
+    done.catch(() => undefined),
+  )
+  return done
+}
+
+async function exposeWithin(
+  context: GuestApiContext,
+  ports: RuntimePorts,
+  guestPort: number,
+  publicPort: number,
+  answer: (mapping: ExposeMapping) => Answer,
+): Promise<Answer> {
+  const {claims} = context
   const existing = ports.all().find((mapping) => mapping.guestPort === guestPort)
   if (existing) {
     if (publicPort !== 0 && publicPort !== existing.hostPort)

@@ -10,8 +10,9 @@ import path from 'node:path'
 import {describe, expect, it} from 'vitest'
 import {CapabilityKey, childClaims, claimsOf, refuseSpawn, refuseToken} from '../../src/runner/capabilities.js'
 import type {Children} from '../../src/runner/children.js'
-import {guestApi} from '../../src/runner/guest-api.js'
+import {guestApi, type RuntimePorts} from '../../src/runner/guest-api.js'
 import type {InstanceLifecycle} from '../../src/runner/lifecycle.js'
+import type {ExposeMapping} from '../../src/runner/options.js'
 
 const dataDir = () => mkdtempSync(path.join(tmpdir(), 'aegis-kit-caps-'))
 
@@ -149,6 +150,57 @@ describe('the guest API checks the token of every connection', () => {
       expect(served.status).toBe(200)
       expect(served.body.id).toBe('b')
       expect(JSON.stringify(served.body)).not.toContain(presented)
+    } finally {
+      api.close()
+      server.close()
+    }
+  })
+
+  it('two self-expose requests at once cannot pass max_expose_ports together', async () => {
+    const key = CapabilityKey.forDataDir(dataDir())
+    const own = claimsOf('b', {max_expose_ports: 1})
+    // A stand-in for the relay (a slow add, so both requests are in flight together): the race is
+    // the API's to prevent, and two requests cannot be made to overlap on purpose through a VM.
+    const added: ExposeMapping[] = []
+    const ports: RuntimePorts = {
+      all: () => [...added],
+      addedAtRunTime: () => [...added],
+      async expose(guestPort, hostPort) {
+        await new Promise((resolve) => setTimeout(resolve, 100))
+        const mapping = {guestPort, hostPort: hostPort ?? 40000 + guestPort}
+        added.push(mapping)
+        return mapping
+      },
+    }
+    const api = guestApi({
+      name: 'b',
+      lifecycle: {} as InstanceLifecycle,
+      children: {} as Children,
+      claims: own,
+      key,
+      registry: undefined,
+      ports,
+      log: () => undefined,
+    })
+    const token = key.seal(own)
+    const server = net.createServer((socket) => api.serve(socket, token))
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+    const port = (server.address() as net.AddressInfo).port
+    const expose = (guestPort: number) =>
+      new Promise<number>((resolve, reject) => {
+        const request = http.request(
+          {port, host: '127.0.0.1', method: 'POST', path: '/v1/self/expose', agent: false},
+          (response) => {
+            response.resume()
+            response.on('end', () => resolve(response.statusCode ?? 0))
+          },
+        )
+        request.on('error', reject)
+        request.end(JSON.stringify({port: guestPort}))
+      })
+    try {
+      expect((await Promise.all([expose(8080), expose(8081)])).sort()).toEqual([200, 403])
+      expect(added).toHaveLength(1)
     } finally {
       api.close()
       server.close()
