@@ -8,7 +8,14 @@ import net from 'node:net'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {CapabilityKey, childClaims, claimsOf, refuseSpawn, refuseToken} from '../../src/runner/capabilities.js'
+import {
+  type CapabilityClaims,
+  CapabilityKey,
+  childClaims,
+  claimsOf,
+  refuseSpawn,
+  refuseToken,
+} from '../../src/runner/capabilities.js'
 import type {Children} from '../../src/runner/children.js'
 import {guestApi, type RuntimePorts} from '../../src/runner/guest-api.js'
 import type {InstanceLifecycle} from '../../src/runner/lifecycle.js'
@@ -108,26 +115,46 @@ describe('claims', () => {
   })
 })
 
+/**
+ * Instance b's guest API on a real loopback socket, each connection carrying the token `presented`
+ * gives then. Its lifecycle and children are empty stand-ins: the requests below never reach them.
+ */
+async function serveGuestApi(
+  key: CapabilityKey,
+  claims: CapabilityClaims,
+  ports: RuntimePorts | undefined,
+  presented: () => string,
+  log: (line: string) => void,
+): Promise<{api: ReturnType<typeof guestApi>; server: net.Server; port: number}> {
+  const api = guestApi({
+    name: 'b',
+    lifecycle: {} as InstanceLifecycle,
+    children: {} as Children,
+    claims,
+    key,
+    registry: undefined,
+    ports,
+    log,
+  })
+  const server = net.createServer((socket) => api.serve(socket, presented()))
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {api, server, port: (server.address() as net.AddressInfo).port}
+}
+
 describe('the guest API checks the token of every connection', () => {
   it("answers 403 with the reason to a connection carrying another instance's token, and serves its own", async () => {
     const key = CapabilityKey.forDataDir(dataDir())
     const own = claimsOf('b', bot)
     const logged: string[] = []
-    const api = guestApi({
-      name: 'b',
-      // Only GET /v1/self is asked below: it reads the claims and the (absent) registry, nothing else.
-      lifecycle: {} as InstanceLifecycle,
-      children: {} as Children,
-      claims: own,
-      key,
-      registry: undefined,
-      ports: undefined,
-      log: (line) => logged.push(line),
-    })
     let presented = ''
-    const server = net.createServer((socket) => api.serve(socket, presented))
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const port = (server.address() as net.AddressInfo).port
+    // Only GET /v1/self is asked below: it reads the claims and the (absent) registry, nothing else.
+    const {api, server, port} = await serveGuestApi(
+      key,
+      own,
+      undefined,
+      () => presented,
+      (line) => logged.push(line),
+    )
     const self = () =>
       new Promise<{status: number; body: Record<string, unknown>}>((resolve, reject) => {
         http
@@ -172,20 +199,14 @@ describe('the guest API checks the token of every connection', () => {
         return mapping
       },
     }
-    const api = guestApi({
-      name: 'b',
-      lifecycle: {} as InstanceLifecycle,
-      children: {} as Children,
-      claims: own,
-      key,
-      registry: undefined,
-      ports,
-      log: () => undefined,
-    })
     const token = key.seal(own)
-    const server = net.createServer((socket) => api.serve(socket, token))
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-    const port = (server.address() as net.AddressInfo).port
+    const {api, server, port} = await serveGuestApi(
+      key,
+      own,
+      ports,
+      () => token,
+      () => undefined,
+    )
     const expose = (guestPort: number) =>
       new Promise<number>((resolve, reject) => {
         const request = http.request(
