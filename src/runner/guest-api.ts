@@ -51,7 +51,7 @@ export interface RuntimePorts {
   all(): ExposeMapping[]
   /** Those exposed at run time (what max_expose_ports counts). */
   addedAtRunTime(): ExposeMapping[]
-  /** Listens on `hostPort` (a free one when undefined) for `guestPort`, and records it for ps. */
+  /** Listens on `hostPort` (a free one when undefined) for `guestPort`, not exposed yet, and records it for ps. */
   expose(guestPort: number, hostPort: number | undefined): Promise<ExposeMapping>
 }
 

@@ -595,26 +595,16 @@ async function relayPorts(
 function runtimePorts(plan: InstancePlan, relay: PortRelay | undefined): RuntimePorts | undefined {
   if (!relay) return undefined
   const added: ExposeMapping[] = []
-  let adding = Promise.resolve()
   return {
     all: () => [...plan.expose, ...added],
     addedAtRunTime: () => [...added],
-    expose(guestPort, hostPort) {
-      // One at a time: two requests for a port both see it unexposed otherwise.
-      const done = adding.then(async () => {
-        const known = [...plan.expose, ...added].find((mapping) => mapping.guestPort === guestPort)
-        if (known) return known
-        const mapping: ExposeMapping = {guestPort, hostPort: hostPort ?? (await freeHostPort())}
-        await relay.add(mapping)
-        added.push(mapping)
-        await plan.registry?.update(plan.name, {ports: [...plan.expose, ...added]})
-        return mapping
-      })
-      adding = done.then(
-        () => undefined,
-        () => undefined,
-      )
-      return done
+    // Called one request at a time (the guest API chains them), after it found guestPort unexposed.
+    async expose(guestPort, hostPort) {
+      const mapping: ExposeMapping = {guestPort, hostPort: hostPort ?? (await freeHostPort())}
+      await relay.add(mapping)
+      added.push(mapping)
+      await plan.registry?.update(plan.name, {ports: [...plan.expose, ...added]})
+      return mapping
     },
   }
 }
