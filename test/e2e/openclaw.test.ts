@@ -220,6 +220,11 @@ describe('build openclaw', () => {
       await run.child
       expect(await waitGone(helpers, 30_000)).toEqual([])
       expect(run.output()).not.toContain(key)
+    } catch (error) {
+      // The gateway's own log says why it refused or closed a connection (a restart, a rate limit).
+      if (error instanceof Error)
+        error.message += `\n--- the end of aegis-kit run's output ---\n${run.output().slice(-4000)}`
+      throw error
     } finally {
       run.child.kill('SIGKILL')
     }

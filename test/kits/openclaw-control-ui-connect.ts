@@ -51,16 +51,33 @@ const CLIENT = {id: 'openclaw-control-ui', version: 'aegis-kit-test', platform: 
 const SCOPES = ['operator.read']
 
 /**
+ * A served file's text. A connection the gateway closes mid-request (it closes every connection
+ * when it restarts itself, as it may just after start-up) is retried a few times, said on stderr.
+ */
+async function fetchText(url: string): Promise<string> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await (await fetch(url)).text()
+    } catch (error) {
+      if (attempt === 5) throw error
+      const cause = (error as {cause?: {message?: string}}).cause?.message ?? String(error)
+      console.error(`GET ${url} failed (${cause}); retrying in 2 s`)
+      await new Promise((resolve) => setTimeout(resolve, 2000))
+    }
+  }
+}
+
+/**
  * The build id the served Control UI sends in `connect`, read as a browser meets it: from the
  * page's module scripts and the modules they import, until one holds the compiled `buildId`.
  */
 async function servedControlUiBuildId(pageUrl: string): Promise<string> {
-  const page = await (await fetch(pageUrl)).text()
+  const page = await fetchText(pageUrl)
   const queue = [...page.matchAll(/<script[^>]*\ssrc="([^"]+\.js)"/g)].map((match) => new URL(match[1]!, pageUrl).href)
   const seen = new Set(queue)
   for (let fetched = 0; queue.length > 0 && fetched < 300; fetched++) {
     const moduleUrl = queue.shift()!
-    const source = await (await fetch(moduleUrl)).text()
+    const source = await fetchText(moduleUrl)
     const buildId = /buildId:`([^`]+)`/.exec(source)?.[1]
     if (buildId) return buildId
     for (const match of source.matchAll(/(?:from|import\()\s*"(\.\/[^"]+\.js)"/g)) {
