@@ -17,6 +17,9 @@ let sleepyKit: string
 const env = () => ({AEGIS_KIT_HOME: home})
 const HTTPD = 'exec busybox httpd -f -p 8080 -h /srv/www'
 const BUSY = `busybox sh -c 'while :; do :; done' & ${HTTPD}`
+/** Serves 8081 too and exposes it on a host port through the guest API, before the healthchecked 8080. */
+const SELF_EXPOSE =
+  'busybox httpd -p 8081 -h /srv/www && busybox wget -q -O- --post-data \'{"port":8081}\' http://127.0.0.1:7777/v1/self/expose'
 const GUEST_LEASE =
   'busybox wget -q -O- --header "content-type: application/json" --post-data \'{"ttl_ms":15000,"reason":"warming up"}\' http://127.0.0.1:7777/v1/self/keepalive'
 
@@ -32,6 +35,7 @@ beforeAll(async () => {
   manifest.profiles.bot = profile({idle_policy: 'leases_only', command: command(BUSY)})
   manifest.profiles.steady = profile({always_on: true})
   manifest.profiles.leaser = profile({command: command(`${GUEST_LEASE}; ${HTTPD}`)})
+  manifest.profiles.exposer = profile({command: command(`${SELF_EXPOSE}; ${HTTPD}`)})
   manifest.policies = {idle_timeout: '5s'}
   writeFileSync(file, stringify(manifest))
   const built = await runCli(['build', sleepyKit], {env: env()})
@@ -39,7 +43,7 @@ beforeAll(async () => {
 }, 300_000)
 
 afterAll(async () => {
-  for (const name of ['sleepy', 'window', 'idle', 'busy', 'held', 'doomed', 'bot', 'steady', 'leaser'])
+  for (const name of ['sleepy', 'window', 'exposer', 'idle', 'busy', 'held', 'doomed', 'bot', 'steady', 'leaser'])
     await runCli(['stop', name], {env: env(), timeout: 60_000})
 })
 
@@ -72,6 +76,7 @@ interface Listed {
   name: string
   status: string
   pid: number
+  ports: Array<{hostPort: number; guestPort: number}>
   life?: string
   workspace?: string
   lifeNow?: {
@@ -221,6 +226,27 @@ describe('instance lifecycle', () => {
     expect(qemuAfter).not.toBe(qemuBefore)
     expect((await get(port, 30_000))?.status).toBe(200)
     await runCli(['stop', 'window'], {env: env(), timeout: 60_000})
+  }, 420_000)
+
+  it('a port the guest exposed at run time (POST /v1/self/expose) survives the stop window: a connection to it boots the VM and is answered', async () => {
+    const {supervisor} = await startSleepy('exposer', 'exposer', ['--stop-after', '5s'])
+    const exposed = (await listed('exposer'))?.ports.find((mapping) => mapping.guestPort === 8081)
+    expect(exposed, 'the guest exposed 8081 before its healthcheck answered').toBeDefined()
+    const hostPort = exposed!.hostPort
+    expect((await get(hostPort, 30_000))?.status).toBe(200)
+
+    expect(await stateWithin('exposer', 'stopped', 60_000), 'stopped within 60 s').toBeDefined()
+    expect(vmProcesses(supervisor)).toEqual([])
+    // Nothing listens in a guest now: the supervisor's relay holds the port, boots a VM, and opens
+    // gvproxy's forward to 8081 anew (the first VM's went with it).
+    const woken = await get(hostPort, 180_000)
+    expect(woken?.status).toBe(200)
+    expect((await listed('exposer'))?.lifeNow).toMatchObject({state: 'running', boots: 1})
+    // The workload asks again at boot: it gets the same mapping, and no second port is added.
+    expect((await listed('exposer'))?.ports.filter((mapping) => mapping.guestPort === 8081)).toEqual([exposed])
+    const logs = await runCli(['logs', 'exposer'], {env: env()})
+    expect(logs.stdout).toMatch(new RegExp(`woken by a connection to :${hostPort} \\(booted in \\d+\\.\\d s\\)`))
+    await runCli(['stop', 'exposer'], {env: env(), timeout: 60_000})
   }, 420_000)
 
   it('an idle instance (idle_timeout 5s) pauses by itself, and the next request wakes it and is answered', async () => {
