@@ -51,8 +51,8 @@ const CLIENT = {id: 'openclaw-control-ui', version: 'aegis-kit-test', platform: 
 const SCOPES = ['operator.read']
 
 /**
- * A served file's text. A connection the gateway closes mid-request (it closes every connection
- * when it restarts itself, as it may just after start-up) is retried a few times, said on stderr.
+ * A served file's text. A connection the gateway closes mid-request (seen once in CI, cause not
+ * known; a restart of the gateway closes every connection) is retried a few times, said on stderr.
  */
 async function fetchText(url: string): Promise<string> {
   for (let attempt = 1; ; attempt++) {
