@@ -356,7 +356,11 @@ interface BootInputs {
 function prepareBoot(plan: InstancePlan, building: Promise<typeof import('../builder/build.js')>): BootInputs {
   const {options} = plan
   const hooks = lazyHooks(plan)
-  options.onStatus(`building ${plan.kit.manifest.name} (cached layers are reused)`)
+  options.onStatus(
+    options.image === undefined
+      ? `building ${plan.kit.manifest.name} (cached layers are reused)`
+      : `preparing ${options.image} from the store (--image: no build)`,
+  )
   const guestFiles = bootFiles(options, plan.chosenGuest, plan.cacheDir, hooks.configGate)
   const files = awaitedLater(settleAll([prepareImage(plan, building, hooks.configGate), guestFiles]))
   // Probed (once per host boot) while the build is checked and the root prepared.
@@ -407,10 +411,10 @@ async function prepareImage(
   configGate: () => Promise<void>,
 ): Promise<PreparedImage> {
   const {options, cacheDir} = plan
-  const {buildKit} = await building
-  const reference =
-    options.image ??
-    (
+  // Only a build waits for the builder's modules: --image boots what the store holds.
+  const build = async () => {
+    const {buildKit} = await building
+    return (
       await buildKit(plan.kit, {
         store: options.store,
         cacheDir,
@@ -419,6 +423,8 @@ async function prepareImage(
         beforeWork: configGate,
       })
     ).reference
+  }
+  const reference = options.image ?? (await build())
   const rootfs = await prepareRootfs(options.store, reference, cacheDir, plan.architecture, options.onStatus)
   return {reference, rootfs, rootDisk: await prepareRootDisk(rootfs, options.onStatus)}
 }
