@@ -3,7 +3,11 @@
 // package.json's engines on install. Unset again so child processes see the caller's environment.
 const ownFlag = process.env.OCLIF_DISABLE_ENGINE_WARNING === undefined
 if (ownFlag) process.env.OCLIF_DISABLE_ENGINE_WARNING = '1'
-const {execute} = await import('@oclif/core')
+// oclif and the commands as bundled by scripts/bundle.mjs (`npm run build`).
+const {execute, settings} = await import('../dist/bundle/main.js')
 if (ownFlag) delete process.env.OCLIF_DISABLE_ENGINE_WARNING
+// The commands are built JavaScript: oclif must not look for TypeScript sources to run instead
+// (it would under NODE_ENV=test or development).
+settings.enableAutoTranspile = false
 
 await execute({dir: import.meta.url})
