@@ -12,6 +12,8 @@ import {readFileSync, readdirSync, rmSync} from 'node:fs'
 import {dirname, join, relative, sep} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {rolldown} from 'rolldown'
+import {parseAst} from 'rolldown/parseAst'
+import {BUNDLE_IMPORT} from '../dist/cli/compile-cache.js'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const dist = join(root, 'dist')
@@ -42,8 +44,33 @@ const originalModuleUrls = {
     const chunkDir = dirname(join(out, chunk.fileName))
     return code.replace(placeholderCall, (_, fromDist) => {
       const path = relative(chunkDir, join(dist, fromDist)).split(sep).join('/')
-      return `new URL(${JSON.stringify(path)}, import.meta.url).href`
+      return `require("node:url").pathToFileURL(require("node:path").join(__dirname, ${JSON.stringify(path)})).href`
     })
+  },
+}
+
+/** Every `import(…)` left in the output (oclif's, lilconfig's) calls the loader's import function instead. */
+const dynamicImportsThroughLoader = {
+  name: 'dynamic-imports-through-loader',
+  renderChunk(code, chunk) {
+    if (!code.includes('import(')) return null
+    const starts = []
+    const visit = (node) => {
+      if (Array.isArray(node)) for (const item of node) visit(item)
+      else if (node !== null && typeof node === 'object') {
+        if (node.type === 'ImportExpression') starts.push(node.start)
+        for (const value of Object.values(node)) if (typeof value === 'object') visit(value)
+      }
+    }
+    visit(parseAst(code))
+    if (starts.length === 0) return null
+    let result = code
+    for (const start of starts.sort((a, b) => b - a)) {
+      if (result.slice(start, start + 6) !== 'import')
+        throw new Error(`bundle: ${chunk.fileName}: no import() at ${start}`)
+      result = result.slice(0, start) + BUNDLE_IMPORT + result.slice(start + 6)
+    }
+    return result
   },
 }
 
@@ -51,21 +78,23 @@ rmSync(out, {recursive: true, force: true})
 const bundle = await rolldown({
   input,
   platform: 'node',
-  plugins: [originalModuleUrls],
+  plugins: [originalModuleUrls, dynamicImportsThroughLoader],
   // Optional peers oclif looks for at run time (TypeScript loaders for linked plugins): never ours to bundle.
   external: ['typescript', 'ts-node', 'tsx', 'pnpapi'],
   logLevel: 'warn',
 })
 await bundle.write({
   dir: out,
-  format: 'esm',
-  entryFileNames: '[name].js',
-  chunkFileNames: 'chunks/[name]-[hash].js',
+  // CommonJS, so that bin/run.js can give V8 a code cache for each file (src/cli/compile-cache.ts).
+  format: 'cjs',
+  exports: 'named',
+  entryFileNames: '[name].cjs',
+  chunkFileNames: 'chunks/[name]-[hash].cjs',
 })
 await bundle.close()
 
 // A placeholder left in the output would be a ReferenceError at run time, in whichever command reached it.
 const leftover = readdirSync(out, {recursive: true, encoding: 'utf8'}).filter(
-  (file) => file.endsWith('.js') && readFileSync(join(out, file), 'utf8').includes(PLACEHOLDER),
+  (file) => file.endsWith('.cjs') && readFileSync(join(out, file), 'utf8').includes(PLACEHOLDER),
 )
 if (leftover.length > 0) throw new Error(`bundle: ${PLACEHOLDER} left in ${leftover.join(', ')}`)
