@@ -151,7 +151,17 @@ export function probeKvm(qemu: string, kernel: string, timeoutMs = PROBE_TIMEOUT
 
 /** Boots `kernel` under `accel` with no root: ok once it panics and QEMU exits cleanly. */
 export async function probeBoot(qemu: string, kernel: string, accel: Accel, timeoutMs: number): Promise<AccelProbe> {
-  const args = [
+  const args = await probeArguments(kernel, accel)
+  // Started as run's other helpers are, under the watchdog: a CLI killed mid-probe leaves no QEMU behind.
+  const processes = new ChildProcessGroup()
+  const probe = await watchProbeBoot(processes, qemu, args, {accel, timeoutMs})
+  await processes.stopAll(0)
+  return probe
+}
+
+/** The probe's QEMU command line: the smallest microvm that boots `kernel` under `accel`. */
+async function probeArguments(kernel: string, accel: Accel): Promise<string[]> {
+  return [
     '-M',
     'microvm',
     ...accelArgs(accel, 64),
@@ -173,10 +183,16 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
     '-append',
     await guestKernelCommandLine(),
   ]
-  const under = `a test boot under ${accel.toUpperCase()}`
-  // Started as run's other helpers are, under the watchdog: a CLI killed mid-probe leaves no QEMU behind.
-  const processes = new ChildProcessGroup()
-  const probe = await new Promise<AccelProbe>((resolve) => {
+}
+
+/** Spawns the probe's QEMU, kills it after `timeoutMs`, and judges how it ended. */
+function watchProbeBoot(
+  processes: ChildProcessGroup,
+  qemu: string,
+  args: string[],
+  probe: {accel: Accel; timeoutMs: number},
+): Promise<AccelProbe> {
+  return new Promise<AccelProbe>((resolve) => {
     const child = processes.spawn(qemu, args, {stdio: ['ignore', 'pipe', 'pipe']})
     let output = ''
     let errors = ''
@@ -190,33 +206,41 @@ export async function probeBoot(qemu: string, kernel: string, accel: Accel, time
     const timer = setTimeout(() => {
       timedOut = true
       processes.killNow('SIGKILL')
-    }, timeoutMs)
+    }, probe.timeoutMs)
     child.once('error', (error) => {
       clearTimeout(timer)
       resolve({ok: false, reason: `QEMU did not start: ${error.message}`})
     })
     child.once('close', (code, signal) => {
       clearTimeout(timer)
-      if (code === 0 && /Kernel panic/.test(output)) return resolve({ok: true})
-      if (timedOut)
-        return resolve({
-          ok: false,
-          timedOut: true,
-          reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`,
-        })
-      const said =
-        errors
-          .split('\n')
-          .map((line) => line.trim())
-          .find((line) => /error/i.test(line)) ??
-        errors.trim().split('\n')[0] ??
-        ''
-      resolve({
-        ok: false,
-        reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`,
-      })
+      resolve(probeOutcome({code, signal, output, errors, timedOut}, probe))
     })
   })
-  await processes.stopAll(0)
-  return probe
+}
+
+/** The probe's verdict from how its QEMU ended and what it printed. */
+function probeOutcome(
+  ended: {code: number | null; signal: NodeJS.Signals | null; output: string; errors: string; timedOut: boolean},
+  probe: {accel: Accel; timeoutMs: number},
+): AccelProbe {
+  const {code, signal, output, errors} = ended
+  if (code === 0 && /Kernel panic/.test(output)) return {ok: true}
+  const under = `a test boot under ${probe.accel.toUpperCase()}`
+  if (ended.timedOut)
+    return {
+      ok: false,
+      timedOut: true,
+      reason: `${under} printed ${output.trim() === '' ? 'nothing' : 'no panic'} in ${probe.timeoutMs / 1000} s (a nested KVM that hangs standard kernels)`,
+    }
+  const said =
+    errors
+      .split('\n')
+      .map((line) => line.trim())
+      .find((line) => /error/i.test(line)) ??
+    errors.trim().split('\n')[0] ??
+    ''
+  return {
+    ok: false,
+    reason: `${under} failed (QEMU ${signal ? `killed by ${signal}` : `exit ${code}`}${said ? `: ${said.replace(/^qemu-system-\S+: /, '')}` : ''})`,
+  }
 }

@@ -379,27 +379,54 @@ export class ControlChannel {
       }),
     )
     const isOpen = () => this.streams.has(id) && !this.closed
+    const state = this.execStreams(id, isOpen, settle)
+    const session = this.execSession(id, state, isOpen, exit)
+    if (this.closed) {
+      this.endExec(id, state, vmGone())
+      return session
+    }
+    this.streams.set(id, state)
+    this.whenProtocolKnown(() => {
+      if (this.framed || !this.streams.has(id)) return
+      this.endExec(
+        id,
+        state,
+        new AegisError("this VM's guest cannot run exec: its harness predates the control channel", {
+          hint: 'boot the guest this aegis-kit assembles (drop --guest, --kernel and --initrd)',
+        }),
+      )
+    })
+    this.send(FRAME_TYPE.EXEC_OPEN, id, open)
+    return session
+  }
+
+  /** An exec session's state: stdin's sender, the stdout and stderr readers, and how it settles. */
+  private execStreams(
+    id: number,
+    isOpen: () => boolean,
+    settle: (outcome: {exitCode: number} | Error) => void,
+  ): ExecState {
     const acknowledge = (bytes: number) => {
       if (isOpen()) this.send(FRAME_TYPE.WINDOW, id, u32(bytes))
     }
-    const state: ExecState = {
+    return {
       kind: 'exec',
       sender: new CreditedSender((payload) => this.send(FRAME_TYPE.STDIN, id, payload), isOpen),
       stdout: new CreditedReadable(acknowledge),
       stderr: new CreditedReadable(acknowledge),
       settle,
     }
-    const stdin = new Writable({
-      write: (chunk: Buffer, _encoding, done) => state.sender.write(chunk, done),
-      final: (done) => {
-        if (isOpen()) this.send(FRAME_TYPE.STDIN, id, Buffer.alloc(0))
-        done()
-      },
-    })
-    // The caller may never look at stdin: an error there (none is raised here) must not throw.
-    stdin.on('error', () => {})
-    const session: ExecSession = {
-      stdin,
+  }
+
+  /** What exec() hands its caller: the streams, the exit, and the requests to the process. */
+  private execSession(
+    id: number,
+    state: ExecState,
+    isOpen: () => boolean,
+    exit: Promise<{exitCode: number}>,
+  ): ExecSession {
+    return {
+      stdin: this.execStdin(id, state, isOpen),
       stdout: state.stdout,
       stderr: state.stderr,
       exit,
@@ -419,23 +446,20 @@ export class ControlChannel {
         this.endExec(id, state, new AegisError('the exec session was closed before its command exited'))
       },
     }
-    if (this.closed) {
-      this.endExec(id, state, vmGone())
-      return session
-    }
-    this.streams.set(id, state)
-    this.whenProtocolKnown(() => {
-      if (this.framed || !this.streams.has(id)) return
-      this.endExec(
-        id,
-        state,
-        new AegisError("this VM's guest cannot run exec: its harness predates the control channel", {
-          hint: 'boot the guest this aegis-kit assembles (drop --guest, --kernel and --initrd)',
-        }),
-      )
+  }
+
+  /** An exec session's stdin: STDIN frames within the guest's credit, an empty one for EOF. */
+  private execStdin(id: number, state: ExecState, isOpen: () => boolean): Writable {
+    const stdin = new Writable({
+      write: (chunk: Buffer, _encoding, done) => state.sender.write(chunk, done),
+      final: (done) => {
+        if (isOpen()) this.send(FRAME_TYPE.STDIN, id, Buffer.alloc(0))
+        done()
+      },
     })
-    this.send(FRAME_TYPE.EXEC_OPEN, id, open)
-    return session
+    // The caller may never look at stdin: an error there (none is raised here) must not throw.
+    stdin.on('error', () => {})
+    return stdin
   }
 
   /** The connection is gone (QEMU exited): every session and tunnel ends. */

@@ -432,6 +432,16 @@ async function openForwardSocket(state: AttachedState, guestPort: number): Promi
   }
 }
 
+/** What gvproxyNetwork() hands attachGvproxy() for one VM. */
+interface GvproxyAttachOptions {
+  forwards: PortForward[]
+  internal: ReturnType<typeof parseInternalHosts>
+  onBlocked: ((reason: string) => void) | undefined
+  state: AttachedState
+  relayed: boolean
+  socketOnly: number[]
+}
+
 /**
  * Starts gvproxy and the frame filter in front of it for one VM. QEMU connects to the filter,
  * which reaches gvproxy once it is up: the VM boots meanwhile, and `ready` says when the
@@ -440,62 +450,17 @@ async function openForwardSocket(state: AttachedState, guestPort: number): Promi
 async function attachGvproxy(
   {runDir, processes}: {runDir: string; processes: ChildProcessGroup},
   binary: string,
-  options: {
-    forwards: PortForward[]
-    internal: ReturnType<typeof parseInternalHosts>
-    onBlocked: ((reason: string) => void) | undefined
-    state: AttachedState
-    relayed: boolean
-    socketOnly: number[]
-  },
+  options: GvproxyAttachOptions,
 ): Promise<AttachedNetwork> {
-  const {forwards, internal, state} = options
+  const {internal, state} = options
   const dir = path.join(runDir, 'gvproxy')
   await mkdir(dir, {mode: 0o700})
   const started = startGvproxy(processes, binary, dir)
   started.catch(() => undefined) // `ready` carries the failure
 
-  const policy: GuestPacketPolicy = {
-    gateway: GUEST_NETWORK.gateway,
-    hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
-    subnetPrefix: GUEST_NETWORK.address.split('.').slice(0, 3).join('.'),
-    allowedLoopbackPorts: internal.loopbackPorts,
-    hostAddresses: hostAddresses(),
-    allowedHostEndpoints: internal.endpoints,
-  }
   const listenPath = path.join(dir, 'net.sock')
-  let filter: FrameFilter
-  try {
-    filter = await startFrameFilter({
-      listenPath,
-      upstreamPath: started.then(({qemuSocket}) => qemuSocket),
-      policy,
-      onBlocked: options.onBlocked,
-    })
-  } catch (error) {
-    throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {
-      hint: 'check the run directory is writable',
-    })
-  }
-  const ready = (async () => {
-    const {apiSocket} = await started
-    const sockets = new Map<number, string>()
-    for (const forward of forwards) {
-      const socketPath = options.relayed ? path.join(dir, `port-${forward.guestPort}.sock`) : undefined
-      await exposeThrough(apiSocket, forward, socketPath)
-      if (socketPath !== undefined) sockets.set(forward.guestPort, socketPath)
-    }
-    for (const guestPort of options.relayed ? options.socketOnly : []) {
-      if (sockets.has(guestPort)) continue
-      const socketPath = path.join(dir, `port-${guestPort}.sock`)
-      await exposeThrough(apiSocket, {hostPort: 0, guestPort}, socketPath)
-      sockets.set(guestPort, socketPath)
-    }
-    state.apiSocket = apiSocket
-    state.dir = dir
-    state.forwardSockets = sockets
-    state.opening = new Map()
-  })()
+  const filter = await listenForGuestFrames(listenPath, started, guestPacketPolicy(internal), options.onBlocked)
+  const ready = exposeForwards(started, dir, options)
   ready.catch(() => filter.close())
   return {
     ready,
@@ -517,4 +482,66 @@ async function attachGvproxy(
       filter.close()
     },
   }
+}
+
+/** What the filter lets the guest reach on the host: see the top of this file. */
+function guestPacketPolicy(internal: ReturnType<typeof parseInternalHosts>): GuestPacketPolicy {
+  return {
+    gateway: GUEST_NETWORK.gateway,
+    hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
+    subnetPrefix: GUEST_NETWORK.address.split('.').slice(0, 3).join('.'),
+    allowedLoopbackPorts: internal.loopbackPorts,
+    hostAddresses: hostAddresses(),
+    allowedHostEndpoints: internal.endpoints,
+  }
+}
+
+/** The frame filter on `listenPath`, for QEMU to connect to, passing what `policy` allows on to gvproxy. */
+async function listenForGuestFrames(
+  listenPath: string,
+  started: Promise<{qemuSocket: string}>,
+  policy: GuestPacketPolicy,
+  onBlocked: ((reason: string) => void) | undefined,
+): Promise<FrameFilter> {
+  try {
+    return await startFrameFilter({
+      listenPath,
+      upstreamPath: started.then(({qemuSocket}) => qemuSocket),
+      policy,
+      onBlocked,
+    })
+  } catch (error) {
+    throw new AegisError(`cannot listen on ${listenPath}: ${messageOf(error)}`, {
+      hint: 'check the run directory is writable',
+    })
+  }
+}
+
+/**
+ * Once gvproxy answers: exposes the forwards (relayed ones and the socket-only ports on sockets in
+ * `dir`), then records the attached VM in the backend's state.
+ */
+async function exposeForwards(
+  started: Promise<{apiSocket: string}>,
+  dir: string,
+  options: GvproxyAttachOptions,
+): Promise<void> {
+  const {state} = options
+  const {apiSocket} = await started
+  const sockets = new Map<number, string>()
+  for (const forward of options.forwards) {
+    const socketPath = options.relayed ? path.join(dir, `port-${forward.guestPort}.sock`) : undefined
+    await exposeThrough(apiSocket, forward, socketPath)
+    if (socketPath !== undefined) sockets.set(forward.guestPort, socketPath)
+  }
+  for (const guestPort of options.relayed ? options.socketOnly : []) {
+    if (sockets.has(guestPort)) continue
+    const socketPath = path.join(dir, `port-${guestPort}.sock`)
+    await exposeThrough(apiSocket, {hostPort: 0, guestPort}, socketPath)
+    sockets.set(guestPort, socketPath)
+  }
+  state.apiSocket = apiSocket
+  state.dir = dir
+  state.forwardSockets = sockets
+  state.opening = new Map()
 }

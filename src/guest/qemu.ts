@@ -301,14 +301,28 @@ async function qemuArguments(
   host: HostSide,
   sockets: {control: string; qmp: string},
 ): Promise<string[]> {
+  return [
+    ...machineArguments(options, host.accel, sockets.qmp),
+    ...(await kernelArguments(options, host)),
+    '-device',
+    'virtio-rng-device',
+    ...controlPortArguments(sockets.control),
+    ...shareArguments(host.shares),
+    ...diskArguments(host),
+    ...host.nic.qemuArgs,
+  ]
+}
+
+/** The machine: its monitor, accelerator, memory and vCPUs, and the serial console on stdio. */
+function machineArguments(options: VmOptions, accel: Accel, qmpSocket: string): string[] {
   const memoryMib = options.memoryMib ?? 512
   return [
     // The machine monitor: pause and resume (qmp.ts). wait=off: QEMU boots without a client.
     '-qmp',
-    `unix:${sockets.qmp},server=on,wait=off`,
+    `unix:${qmpSocket},server=on,wait=off`,
     '-M',
     'microvm,acpi=on,memory-backend=mem',
-    ...accelArgs(host.accel, memoryMib),
+    ...accelArgs(accel, memoryMib),
     '-m',
     `${memoryMib}M`,
     '-smp',
@@ -326,26 +340,46 @@ async function qemuArguments(
     'stdio,id=console,signal=off',
     '-serial',
     'chardev:console',
+  ]
+}
+
+/** The kernel, the initramfs and the kernel's command line. */
+async function kernelArguments(options: VmOptions, host: HostSide): Promise<string[]> {
+  return [
     '-kernel',
     host.kernel,
     '-initrd',
     host.initrd,
     '-append',
     await guestKernelCommandLine(options.extraKernelArgs ?? []),
-    '-device',
-    'virtio-rng-device',
+  ]
+}
+
+/** The virtio-serial port the harness asks for its spec on, then speaks the control channel on. */
+function controlPortArguments(controlSocket: string): string[] {
+  return [
     '-device',
     'virtio-serial-device',
     '-chardev',
-    `socket,id=ctl,path=${sockets.control}`,
+    `socket,id=ctl,path=${controlSocket}`,
     '-device',
     `virtserialport,chardev=ctl,name=${CONTROL_PORT_NAME}`,
-    ...host.shares.flatMap((share, i) => [
-      '-chardev',
-      `socket,id=fs${i},path=${share.socket}`,
-      '-device',
-      `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`,
-    ]),
+  ]
+}
+
+/** A vhost-user-fs device per virtiofsd share, tagged as the guest mounts it. */
+function shareArguments(shares: HostSide['shares']): string[] {
+  return shares.flatMap((share, i) => [
+    '-chardev',
+    `socket,id=fs${i},path=${share.socket}`,
+    '-device',
+    `vhost-user-fs-device,chardev=fs${i},tag=${share.tag}`,
+  ])
+}
+
+/** The read-only root disk and the writable layer's disk, each when there is one. */
+function diskArguments(host: HostSide): string[] {
+  return [
     ...(host.rootDisk === undefined
       ? []
       : [
@@ -363,7 +397,6 @@ async function qemuArguments(
           '-device',
           `virtio-blk-device,drive=rwdisk,serial=${WRITABLE_LAYER_SERIAL}`,
         ]),
-    ...host.nic.qemuArgs,
   ]
 }
 
@@ -386,57 +419,116 @@ function launchQemu(binary: string, args: string[], context: QemuContext): Runni
   options.onStarted?.()
 
   const timings: VmResult['timings'] = {exitedMs: 0}
-  const bootTimeoutMs = options.bootTimeoutMs ?? 60_000
-  let bootTimedOut = false
-  const bootTimer = setTimeout(() => {
-    bootTimedOut = true
-    processes.killNow('SIGKILL')
-  }, bootTimeoutMs)
-  const fromControl = new ReportReader((key) => {
-    if (key === 'AEGIS_READY') {
-      timings.readyMs = Date.now() - startedAt
-      clearTimeout(bootTimer)
-      // QEMU opened its disks before the guest ran: the name can go, the space stays QEMU's until
-      // it exits. A failure here is not worth stopping the run for: the cleanup removes it again.
-      if (context.layerDisk !== undefined) rm(context.layerDisk, {force: true}).catch(() => undefined)
-    }
-    if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
-  })
+  const deadline = new BootDeadline(options.bootTimeoutMs ?? 60_000, processes)
+  const fromControl = bootMilestones({startedAt, timings, deadline, layerDisk: context.layerDisk})
   const output = captureOutput(qemu, options.onConsole)
   const channel = new ControlChannel({onReport: (line) => fromControl.push(`${line}\n`)})
   serveControl(context.control, channel, context.specBytes)
 
-  /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
-  const host = {killedByHost: false, paused: false}
+  const host: HostControlState = {killedByHost: false, paused: false}
   const result = awaitedLater(
-    new Promise<VmResult>((resolve, reject) => {
-      qemu.once('error', (error) =>
-        reject(
-          new AegisError(`cannot start ${QEMU}: ${error.message}`, {
-            hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`,
-          }),
-        ),
-      )
-      qemu.once('exit', (code, signal) => {
-        clearTimeout(bootTimer)
-        channel.close()
-        timings.exitedMs = Date.now() - startedAt
-        if (bootTimedOut) {
-          reject(
-            new AegisError(`the VM did not boot within ${bootTimeoutMs / 1000} s`, {
-              hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
-            }),
-          )
-          return
-        }
-        const outcome = vmOutcome({code, signal, fromControl, output, killedByHost: host.killedByHost, timings})
-        if (outcome instanceof Error) reject(outcome)
-        else resolve(outcome)
-      })
-    }).finally(context.cleanup),
+    qemuEnding(qemu, {startedAt, timings, deadline, channel, fromControl, output, host}).finally(context.cleanup),
   )
-  const {qmp} = context
-  const stop = stopper(result, channel, processes, host)
+  return vmControls(result, channel, context.qmp, stopper(result, channel, processes, host), host)
+}
+
+/** What the host did to the VM, as the outcome and the controls need to know it. */
+interface HostControlState {
+  /** Set by stop() when the grace period ran out: the VM's end is then no failure. */
+  killedByHost: boolean
+  paused: boolean
+}
+
+/** Kills QEMU unless the harness asks for its spec within `ms`. */
+class BootDeadline {
+  /** The deadline passed and QEMU was killed for it. */
+  timedOut = false
+  private readonly timer: NodeJS.Timeout
+
+  constructor(
+    readonly ms: number,
+    processes: ChildProcessGroup,
+  ) {
+    this.timer = setTimeout(() => {
+      this.timedOut = true
+      processes.killNow('SIGKILL')
+    }, ms)
+  }
+
+  clear(): void {
+    clearTimeout(this.timer)
+  }
+}
+
+/** The harness's reports over the control port: the boot's milestones, timed from QEMU's start. */
+function bootMilestones(boot: {
+  startedAt: number
+  timings: VmResult['timings']
+  deadline: BootDeadline
+  layerDisk: string | undefined
+}): ReportReader {
+  const {startedAt, timings} = boot
+  return new ReportReader((key) => {
+    if (key === 'AEGIS_READY') {
+      timings.readyMs = Date.now() - startedAt
+      boot.deadline.clear()
+      // QEMU opened its disks before the guest ran: the name can go, the space stays QEMU's until
+      // it exits. A failure here is not worth stopping the run for: the cleanup removes it again.
+      if (boot.layerDisk !== undefined) rm(boot.layerDisk, {force: true}).catch(() => undefined)
+    }
+    if (key === 'AEGIS_STARTED') timings.startedMs = Date.now() - startedAt
+  })
+}
+
+/** How QEMU ends: it did not start, it missed the boot deadline, or vmOutcome() says. */
+function qemuEnding(
+  qemu: ChildProcess,
+  watched: {
+    startedAt: number
+    timings: VmResult['timings']
+    deadline: BootDeadline
+    channel: ControlChannel
+    fromControl: ReportReader
+    output: ReturnType<typeof captureOutput>
+    host: HostControlState
+  },
+): Promise<VmResult> {
+  const {timings, deadline, fromControl, output, host} = watched
+  return new Promise<VmResult>((resolve, reject) => {
+    qemu.once('error', (error) =>
+      reject(
+        new AegisError(`cannot start ${QEMU}: ${error.message}`, {
+          hint: `install it: apt-get install ${QEMU_PACKAGE}; run \`aegis-kit doctor\` to check the rest`,
+        }),
+      ),
+    )
+    qemu.once('exit', (code, signal) => {
+      deadline.clear()
+      watched.channel.close()
+      timings.exitedMs = Date.now() - watched.startedAt
+      if (deadline.timedOut) {
+        reject(
+          new AegisError(`the VM did not boot within ${deadline.ms / 1000} s`, {
+            hint: 'the console output shows where the kernel stopped; a host under heavy load slows TCG boots, so retry or raise the timeout',
+          }),
+        )
+        return
+      }
+      const outcome = vmOutcome({code, signal, fromControl, output, killedByHost: host.killedByHost, timings})
+      if (outcome instanceof Error) reject(outcome)
+      else resolve(outcome)
+    })
+  })
+}
+
+/** The RunningVm a caller holds: QMP for pause and resume, the control channel for the rest. */
+function vmControls(
+  result: Promise<VmResult>,
+  channel: ControlChannel,
+  qmp: QmpClient,
+  stop: RunningVm['stop'],
+  host: HostControlState,
+): RunningVm {
   return {
     result,
     stop: async (graceMs) => {
