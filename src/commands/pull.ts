@@ -1,10 +1,11 @@
+import type {KeyObject} from 'node:crypto'
 import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {registryFlags} from '../cli/flags.js'
 import {formatBytes} from '../cli/format.js'
 import {createTransferReporter, progressMode} from '../cli/progress.js'
 import {defaultLocalReference, referrerCount} from '../cli/transfer.js'
-import {pullKit} from '../kit-artifact/index.js'
+import {pullKit, type PullKitResult} from '../kit-artifact/index.js'
 import type {Descriptor} from '../oci/types.js'
 import type {KitVerification} from '../kit/trust.js'
 import {RemoteRepository, formatPlatform} from '../registry/index.js'
@@ -89,63 +90,76 @@ written to the store.`
     const localReference = flags.tag ?? defaultLocalReference(repository.reference)
     parseLocalReference(localReference) // Fail before any download if the name cannot be stored.
     const publicKey = flags.verify === undefined ? undefined : await loadVerificationKey(flags.verify)
-    // What the reference resolved to must carry a signature by the key, before the copy starts.
-    const verify =
-      publicKey &&
-      (async (root: Descriptor) => {
-        await verifySignatures(repository, root, publicKey)
-        return {keyFingerprint: keyHint(publicKey)}
-      })
-    let result: Awaited<ReturnType<typeof pullKit>>
+    let result: PullKitResult
     try {
       result = await pullKit(openStore(), repository, {
         localReference,
         aliases: [args.ref],
         kitOnly: flags['kit-only'],
-        verify,
+        verify: publicKey && signatureCheck(repository, publicKey),
         progress: reporter.progress,
       })
     } finally {
       reporter.finish()
     }
-    const {copy, kit} = result
-    const platforms = result.images.flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : []))
+    const report = pullReport(result, localReference)
+    this.logPulled(result, report)
+    return report
+  }
+
+  /** What was pulled, the short names left on other kits (on stderr), and whether its code may run unasked. */
+  private logPulled({copy, kit, reference}: PullKitResult, report: PullKitReport): void {
     if (kit.report !== undefined) this.log(`on_publish report:\n${JSON.stringify(kit.report, null, 2)}`)
     // A --tag (or typed reference) that is itself a kept short name leaves only the directory.
-    const usable = kit.keptShortNames.some((short) => short.reference === localReference) ? kit.dir : localReference
+    const usable = kit.keptShortNames.some((short) => short.reference === report.local) ? kit.dir : report.local
     for (const short of kit.keptShortNames) {
       // Still on stderr under --json: a script that goes on to use the short name should be told.
       process.stderr.write(
         `aegis-kit: ${short.reference} still names the kit ${short.origin} (${short.dir}), not this one: use ${usable} for this one\n`,
       )
     }
-    const referrers = copy.referrers.map((referrer) => referrer.digest)
+    const {platforms, referrers} = report
     const counts = `${copy.copied.length} pulled (${formatBytes(copy.bytesTransferred)}), ${copy.skipped.length} already in the store${referrerCount({referrers})}`
     this.log(
-      `Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${result.reference} as ${localReference} into ${kit.dir} [${counts}]`,
+      `Pulled kit ${kit.name} ${kit.version}${platforms.length > 0 ? ` with image (${platforms.join(', ')})` : ''} from ${reference} as ${report.local} into ${kit.dir} [${counts}]`,
     )
-    const trusted = kit.record?.trusted !== undefined
-    if (!trusted)
+    if (!report.trusted)
       this.log('Not verified: `hooks` and `run` ask before running its code (or take --trust), once for this kit.')
-    const source = kit.record?.sources.at(-1)
-    return {
-      kit: kit.name,
-      version: kit.version,
-      dir: kit.dir,
-      remote: result.reference,
-      local: localReference,
-      digest: result.root.digest,
-      mediaType: result.root.mediaType,
-      kitArtifact: result.kitArtifact.digest,
-      platforms,
-      report: kit.report ?? null,
-      transferred: copy.copied,
-      skipped: copy.skipped,
-      bytesTransferred: copy.bytesTransferred,
-      referrers,
-      keptShortNames: kit.keptShortNames.map((short) => short.reference),
-      verified: source?.via === 'pull' ? (source.verified ?? null) : null,
-      trusted,
-    }
+  }
+}
+
+/** What the reference resolved to must carry a signature by the key, before the copy starts. */
+function signatureCheck(
+  repository: RemoteRepository,
+  publicKey: KeyObject,
+): (root: Descriptor) => Promise<KitVerification> {
+  return async (root) => {
+    await verifySignatures(repository, root, publicKey)
+    return {keyFingerprint: keyHint(publicKey)}
+  }
+}
+
+/** The pull as `--json` reports it. */
+function pullReport(result: PullKitResult, localReference: string): PullKitReport {
+  const {copy, kit} = result
+  const source = kit.record?.sources.at(-1)
+  return {
+    kit: kit.name,
+    version: kit.version,
+    dir: kit.dir,
+    remote: result.reference,
+    local: localReference,
+    digest: result.root.digest,
+    mediaType: result.root.mediaType,
+    kitArtifact: result.kitArtifact.digest,
+    platforms: result.images.flatMap((image) => (image.platform ? [formatPlatform(image.platform)] : [])),
+    report: kit.report ?? null,
+    transferred: copy.copied,
+    skipped: copy.skipped,
+    bytesTransferred: copy.bytesTransferred,
+    referrers: copy.referrers.map((referrer) => referrer.digest),
+    keptShortNames: kit.keptShortNames.map((short) => short.reference),
+    verified: source?.via === 'pull' ? (source.verified ?? null) : null,
+    trusted: kit.record?.trusted !== undefined,
   }
 }

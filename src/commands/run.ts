@@ -1,5 +1,5 @@
 import path from 'node:path'
-import {Args, Flags} from '@oclif/core'
+import {Args, Flags, type Interfaces} from '@oclif/core'
 import {BaseCommand} from '../cli/base-command.js'
 import {createStepLines, type StepLines} from '../cli/steps.js'
 import {confirmTrust, trustFlag} from '../cli/trust.js'
@@ -8,18 +8,54 @@ import {gvproxyNetwork, type AccelChoice} from '../guest/index.js'
 import {RESTART_POLICIES, type RestartPolicy} from '../runner/lifecycle.js'
 import {hostArchitecture, toPlatformName} from '../oci/platform.js'
 import {readConfigFile} from '../hooks/operations.js'
-import {loadKit} from '../kit/kit.js'
+import type {BuildEvent} from '../builder/build.js'
+import {loadKit, type Kit} from '../kit/kit.js'
 import {parseSecretFlag} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
 import {formatUnhonouredFieldWarning} from '../kit/unhonoured.js'
-import {isSupervisor, launchDetached, openSupervisorChannel, readGrant} from '../runner/detach.js'
+import {
+  isSupervisor,
+  launchDetached,
+  openSupervisorChannel,
+  readGrant,
+  type SupervisorChannel,
+} from '../runner/detach.js'
 import {InstanceRegistry} from '../runner/instances.js'
 import {parseCapFlag} from '../runner/capabilities.js'
-import {describeExit, startInstance} from '../runner/run.js'
+import {describeExit, type RunningInstance, type RunOptions, startInstance} from '../runner/run.js'
 import {parseEnv, parseExpose, parseMemory} from '../runner/options.js'
 import {defaultStoreRoot} from '../paths.js'
 import {printable} from '../printable.js'
 import {openStore} from '../store/open.js'
+
+type RunFlags = Interfaces.InferredFlags<typeof Run.flags>
+
+/** The arguments as given (re-run by --detach), parsed and checked. */
+interface Invocation {
+  given: string[]
+  args: {kit: string}
+  flags: RunFlags
+  /** The workload's command: what follows `--`. */
+  command: string[] | undefined
+  stopAfterMs: number
+}
+
+/** An instance to run in this process: the invocation, its kit, and where it is stored and recorded. */
+interface InstanceContext {
+  invocation: Invocation
+  kit: Kit
+  storeRoot: string
+  registry: InstanceRegistry
+  name: string
+  controller: AbortController
+}
+
+/** Where start-up statuses and the workload's output go; `steps` are the live step lines until the instance is up. */
+interface Progress {
+  steps: StepLines | undefined
+  status: (message: string) => void
+  output: (line: string) => void
+}
 
 export default class Run extends BaseCommand {
   static override summary = 'Boot a kit in an isolated microVM and print its URL.'
@@ -143,6 +179,24 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
   }
 
   async run(): Promise<void> {
+    const invocation = await this.checkInvocation()
+    const {args, flags} = invocation
+    const kit = await loadKit(args.kit)
+    // Before --detach hands over: the supervisor finds the decision in the store.
+    await confirmTrust(kit, flags.trust)
+    // A detached supervisor is this command run again: the user saw the warnings from the launcher.
+    if (!isSupervisor())
+      for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
+    const storeRoot = defaultStoreRoot()
+    const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
+    const name = flags.name ?? kit.manifest.name
+    const controller = new AbortController()
+    if (flags.detach && !isSupervisor()) return this.launch(invocation.given, registry, name, controller, flags.verbose)
+    await this.runInstance({invocation, kit, storeRoot, registry, name, controller})
+  }
+
+  /** Parses the arguments and checks what needs no kit: the workload's command, --backend, --stop-after. */
+  private async checkInvocation(): Promise<Invocation> {
     // Everything after `--` is the workload's command, never flags of ours (read before parse(),
     // which replaces this.argv with what it parsed: the `--` and the command are gone after it).
     const given = [...this.argv]
@@ -162,46 +216,24 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     const stopAfterMs = parseDuration(flags['stop-after'])
     if (stopAfterMs === undefined || stopAfterMs <= 0)
       throw new AegisError(`--stop-after ${flags['stop-after']} is not a duration`, {hint: 'e.g. 5m, 30s or 1h'})
+    return {given, args, flags, command, stopAfterMs}
+  }
 
-    const kit = await loadKit(args.kit)
-    // Before --detach hands over: the supervisor finds the decision in the store.
-    await confirmTrust(kit, flags.trust)
-    // A detached supervisor is this command run again: the user saw the warnings from the launcher.
-    if (!isSupervisor())
-      for (const warning of kit.warnings) process.stderr.write(`${formatUnhonouredFieldWarning(warning)}\n`)
-    const storeRoot = defaultStoreRoot()
-    const registry = InstanceRegistry.forDataDir(path.dirname(storeRoot))
-    const name = flags.name ?? kit.manifest.name
-    const controller = new AbortController()
-    if (flags.detach && !isSupervisor()) return this.launch(given, registry, name, controller, flags.verbose)
+  /** The instance in this process (in the foreground, or as a detached supervisor): started, then watched until its workload ends. */
+  private async runInstance(context: InstanceContext): Promise<void> {
+    const {controller} = context
     // A detached supervisor's stderr is the instance's log; its progress also goes to the launcher.
     const channel = isSupervisor() ? openSupervisorChannel() : undefined
     // A child spawned through its parent's guest API: its token comes on a private pipe.
     const grant = readGrant()
-    // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
-    let steps =
-      channel === undefined && process.stderr.isTTY
-        ? createStepLines(process.stderr, {verbose: flags.verbose})
-        : undefined
-    const status = (message: string) => {
-      if (steps) showStatus(steps, message)
-      else process.stderr.write(`aegis-kit: ${message}\n`)
-      channel?.status(message)
-    }
-    const prefix = `${name} | `
-    const output = (line: string) => {
-      // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
-      if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) return
-      if (steps) steps.above(() => process.stdout.write(`${prefix}${line}\n`))
-      else process.stdout.write(`${prefix}${line}\n`)
-    }
-    let instance: Awaited<ReturnType<typeof startInstance>> | undefined
+    const progress = this.createProgress(context.name, channel, context.invocation.flags.verbose)
+    let instance: RunningInstance | undefined
     let interrupts = 0
     const onSignal = () => {
       interrupts++
       controller.abort()
       if (!instance) return
-      status(
+      progress.status(
         interrupts === 1
           ? `stopping ${instance.name} (Ctrl-C again to power off now)`
           : `powering off ${instance.name}`,
@@ -210,79 +242,107 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
     }
     await underSignals(
       onSignal,
-      () => steps,
+      () => progress.steps,
       async () => {
-        instance = await startInstance({
-          kit,
-          store: openStore(storeRoot),
-          dataDir: path.dirname(storeRoot),
-          name: flags.name,
-          profile: flags.profile,
-          expose: flags.expose.map(parseExpose),
-          secrets: flags.secret.map(parseSecretFlag),
-          env: Object.fromEntries(flags.env.map(parseEnv)),
-          workspace: flags.workspace,
-          memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
-          cpus: flags.cpus,
-          kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
-          initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
-          guest: flags.guest,
-          image: flags.image,
-          accel: flags.accel as AccelChoice,
-          restart: flags.restart as RestartPolicy,
-          stopAfterMs,
-          caps: Object.fromEntries(flags.cap.map(parseCapFlag)),
-          ...(grant ? {grant} : {}),
-          command,
-          config: flags.config ? await readConfigFile(flags.config) : undefined,
-          registry,
-          detached: channel !== undefined,
-          network: (forwards) =>
-            gvproxyNetwork({
-              forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
-              // The instance listens on its host ports itself, to wake a paused VM (runner/port-relay.ts).
-              relayed: true,
-              // A detached instance's launcher waits for its healthcheck, asked on the guest port
-              // also when no host port publishes it (a one-off command has no healthcheck to wait for).
-              socketOnly:
-                kit.manifest.healthcheck && channel !== undefined && command === undefined
-                  ? [kit.manifest.healthcheck.port]
-                  : [],
-              // Host services the kit declares; every other host address stays unreachable.
-              allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
-              onBlocked: this.debugEnabled
-                ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
-                : undefined,
-            }),
-          onBuild: (event) => {
-            if (event.type === 'layer' && !event.cached)
-              status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
-            else if (event.type === 'warning') status(`warning: ${event.message}`)
-            else if (event.type === 'log' && steps) steps.output(event.line)
-            else if (event.type === 'log' && flags.verbose) process.stderr.write(`  ${event.line}\n`)
-          },
-          onStatus: status,
-          onOutput: output,
-          signal: controller.signal,
-        })
+        instance = await startInstance(await this.instanceOptions(context, channel, grant, progress))
         if (controller.signal.aborted) onSignal()
-        steps?.close()
-        steps = undefined
-        if (instance.healthyMs !== undefined)
-          status(
-            `${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`,
-          )
-        // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
-        const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
-        // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
-        if (up && channel) channel.ready(instance.urls, instance.healthyMs)
-        else if (up)
-          for (const url of instance.urls) process.stdout.write(`${printable(url.label)}: ${printable(url.url)}\n`)
+        progress.steps?.close()
+        progress.steps = undefined
+        reportUp(instance, context.kit, channel, progress.status)
         const result = await instance.result
-        status(describeExit(instance.name, result, instance.memoryMib))
+        progress.status(describeExit(instance.name, result, instance.memoryMib))
         if (result.exitCode !== 0) this.exit(result.exitCode)
       },
     )
+  }
+
+  /** Start-up statuses and the workload's output, on the terminal (and a supervisor's statuses to its launcher). */
+  private createProgress(name: string, channel: SupervisorChannel | undefined, verbose: boolean): Progress {
+    const prefix = `${name} | `
+    const progress: Progress = {
+      // On a terminal each start-up step is a live line until the instance is up; a supervisor's stderr is a log.
+      steps: channel === undefined && process.stderr.isTTY ? createStepLines(process.stderr, {verbose}) : undefined,
+      status: (message) => {
+        if (progress.steps) showStatus(progress.steps, message)
+        else process.stderr.write(`aegis-kit: ${message}\n`)
+        channel?.status(message)
+      },
+      output: (line) => {
+        // Kernel messages and the harness's protocol lines are plumbing, shown only with --debug.
+        if (!this.debugEnabled && (/^\[\s*\d+\.\d+\] /.test(line) || /^AEGIS_[A-Z]+(=.*)?$/.test(line))) return
+        if (progress.steps) progress.steps.above(() => process.stdout.write(`${prefix}${line}\n`))
+        else process.stdout.write(`${prefix}${line}\n`)
+      },
+    }
+    return progress
+  }
+
+  /** What startInstance is given: the flags read into the instance's settings, and where its progress goes. */
+  private async instanceOptions(
+    context: InstanceContext,
+    channel: SupervisorChannel | undefined,
+    grant: RunOptions['grant'],
+    progress: Progress,
+  ): Promise<RunOptions> {
+    const {kit, storeRoot} = context
+    const {flags, command, stopAfterMs} = context.invocation
+    return {
+      kit,
+      store: openStore(storeRoot),
+      dataDir: path.dirname(storeRoot),
+      name: flags.name,
+      profile: flags.profile,
+      expose: flags.expose.map(parseExpose),
+      secrets: flags.secret.map(parseSecretFlag),
+      env: Object.fromEntries(flags.env.map(parseEnv)),
+      workspace: flags.workspace,
+      memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
+      cpus: flags.cpus,
+      kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),
+      initrd: flags.initrd === undefined ? undefined : path.resolve(flags.initrd),
+      guest: flags.guest,
+      image: flags.image,
+      accel: flags.accel as AccelChoice,
+      restart: flags.restart as RestartPolicy,
+      stopAfterMs,
+      caps: Object.fromEntries(flags.cap.map(parseCapFlag)),
+      ...(grant ? {grant} : {}),
+      command,
+      config: flags.config ? await readConfigFile(flags.config) : undefined,
+      registry: context.registry,
+      detached: channel !== undefined,
+      network: this.instanceNetwork(kit, channel, command, progress.status),
+      onBuild: (event) => showBuildEvent(progress, flags.verbose, event),
+      onStatus: progress.status,
+      onOutput: progress.output,
+      signal: context.controller.signal,
+    }
+  }
+
+  /** The instance's network: gvproxy with the kit's forwards, and only the host services it declares. */
+  private instanceNetwork(
+    kit: Kit,
+    channel: SupervisorChannel | undefined,
+    command: string[] | undefined,
+    status: (message: string) => void,
+  ): RunOptions['network'] {
+    return (forwards) =>
+      gvproxyNetwork({
+        forwards: forwards.map((f) => ({hostPort: f.hostPort, guestPort: f.guestPort})),
+        // The instance listens on its host ports itself, to wake a paused VM (runner/port-relay.ts).
+        relayed: true,
+        // A detached instance's launcher waits for its healthcheck, asked on the guest port
+        // also when no host port publishes it (a one-off command has no healthcheck to wait for).
+        socketOnly:
+          kit.manifest.healthcheck && channel !== undefined && command === undefined
+            ? [kit.manifest.healthcheck.port]
+            : [],
+        // Host services the kit declares; every other host address stays unreachable.
+        allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
+        onBlocked: this.debugEnabled
+          ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
+          : undefined,
+      })
   }
 
   /** `--detach`: this same command, re-run as a supervisor in the background; back once it is healthy. */
@@ -322,6 +382,33 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
 function showStatus(steps: StepLines, message: string): void {
   if (message.startsWith('warning:') || message.startsWith(' ')) steps.note(`aegis-kit: ${message}`)
   else steps.start(`aegis-kit: ${message}`)
+}
+
+/** An image build's event as start-up progress: a layer built, a warning, or (on a terminal or with --verbose) the tools' output. */
+function showBuildEvent(progress: Progress, verbose: boolean, event: BuildEvent): void {
+  if (event.type === 'layer' && !event.cached)
+    progress.status(`  built ${event.step} layer in ${(event.ms / 1000).toFixed(1)}s`)
+  else if (event.type === 'warning') progress.status(`warning: ${event.message}`)
+  else if (event.type === 'log' && progress.steps) progress.steps.output(event.line)
+  else if (event.type === 'log' && verbose) process.stderr.write(`  ${event.line}\n`)
+}
+
+/** The instance has started: how long it took to be healthy, and its URLs once it is up. */
+function reportUp(
+  instance: RunningInstance,
+  kit: Kit,
+  channel: SupervisorChannel | undefined,
+  status: (message: string) => void,
+): void {
+  if (instance.healthyMs !== undefined)
+    status(
+      `${instance.name} is healthy after ${(instance.healthyMs / 1000).toFixed(1)}s (${toPlatformName(hostArchitecture())}, QEMU ${instance.accel.toUpperCase()})`,
+    )
+  // URLs only for an instance that is up: healthy, or without a healthcheck to wait for.
+  const up = instance.healthyMs !== undefined || !kit.manifest.healthcheck
+  // A supervisor hands the URLs (the gateway token in them is a secret) to its launcher only.
+  if (up && channel) channel.ready(instance.urls, instance.healthyMs)
+  else if (up) for (const url of instance.urls) process.stdout.write(`${printable(url.label)}: ${printable(url.url)}\n`)
 }
 
 /** Runs `action` with SIGINT and SIGTERM handed to `onSignal`; a failure first ends the live step line. */
