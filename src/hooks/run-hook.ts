@@ -7,6 +7,7 @@
 import path from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {AegisError} from '../errors.js'
+import type {ExecResult} from '../exec.js'
 import type {Kit} from '../kit/kit.js'
 import {maskSecrets} from '../kit/secrets.js'
 import {parseDuration} from '../kit/units.js'
@@ -45,11 +46,55 @@ export async function runHook<T>(
     throw new AegisError(`kit ${kit.manifest.name} has no ${hook} hook`, {
       hint: `declare it under hooks.${hook} in ${kit.displayFile}`,
     })
-  const modulePath = path.resolve(kit.dir, relative)
-  const what = `hook ${hook} of kit ${kit.manifest.name} (${relative})`
-  const timeoutMs = options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS
-  const mask = (text: string) => maskSecrets(text, options.secretValues ?? [])
+  const call: HookCall = {
+    kit,
+    hook,
+    relative,
+    modulePath: path.resolve(kit.dir, relative),
+    what: `hook ${hook} of kit ${kit.manifest.name} (${relative})`,
+    timeoutMs: options.timeoutMs ?? parseDuration(kit.manifest.hooks?.timeout ?? '') ?? DEFAULT_HOOK_TIMEOUT_MS,
+    mask: (text: string) => maskSecrets(text, options.secretValues ?? []),
+  }
 
+  const child = await startHook(call, args)
+  const log = call.mask(child.stderr)
+  const reply = readReply(call, child, summarizeLog(log))
+  if (reply.error) throw hookFailed(call, reply.error)
+  const violation = contractViolation(hook, reply.result)
+  if (violation)
+    throw new AegisError(`${call.what} returned an invalid result: ${call.mask(violation)}`, {
+      hint: 'see docs/hooks.md for what each hook returns',
+    })
+  return {result: reply.result as T, log}
+}
+
+/** One run of a hook: what its stages need to start it, name it in errors and mask what it says. */
+interface HookCall {
+  kit: Kit
+  hook: HookName
+  /** The hook's module as hooks.<name> gives it, relative to the kit directory. */
+  relative: string
+  modulePath: string
+  /** `hook NAME of kit KIT (FILE)`, how errors name the hook. */
+  what: string
+  timeoutMs: number
+  mask: (text: string) => string
+}
+
+/** What the child writes to stdout: the hook's result, or why there is none. */
+interface HookReply {
+  result?: unknown
+  error?: HookReplyError
+}
+
+interface HookReplyError {
+  kind: string
+  message: string
+  stack?: string
+}
+
+/** Runs the child that imports the hook's module and calls it, in the sandbox. */
+async function startHook({kit, hook, modulePath, what, timeoutMs}: HookCall, args: unknown[]): Promise<ExecResult> {
   const network = kit.manifest.hooks?.network === true
   // Printed here, whichever command runs the hook: the user must see every hook that gets the
   // network, and stderr keeps --json output intact.
@@ -57,7 +102,7 @@ export async function runHook<T>(
     process.stderr.write(
       `hook ${hook} of kit ${kit.manifest.name} runs with network access (hooks.network in its aegis-kit.yaml)\n`,
     )
-  const child = await runSandboxed([process.execPath, `--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
+  return runSandboxed([process.execPath, `--max-old-space-size=${HOOK_HEAP_MB}`, CHILD], {
     kitDir: path.resolve(kit.dir),
     files: [CHILD],
     network,
@@ -68,9 +113,10 @@ export async function runHook<T>(
     timeoutMs,
     what,
   })
-  const log = mask(child.stderr)
-  const lastLog = summarizeLog(log)
+}
 
+/** The child's reply; a hook that timed out, wrote nothing or wrote no reply is an AegisError. */
+function readReply({what, timeoutMs, mask}: HookCall, child: ExecResult, lastLog: string): HookReply {
   if (child.timedOut) {
     throw new AegisError(`${what} did not finish within ${timeoutMs / 1000}s and was stopped`, {
       hint: 'a hook must return promptly: check for unresolved promises or waits (hooks.timeout raises the limit)',
@@ -83,7 +129,7 @@ export async function runHook<T>(
       hint: 'a hook returns its result; it must not call process.exit()',
     })
   }
-  let reply: {result?: unknown; error?: {kind: string; message: string; stack?: string}}
+  let reply: HookReply
   try {
     reply = JSON.parse(stdout) as typeof reply
     if (typeof reply !== 'object' || reply === null || (!('result' in reply) && !('error' in reply)))
@@ -94,21 +140,18 @@ export async function runHook<T>(
       hint: "stdout carries the hook's JSON result: log with console.error (or console.log, which the runner redirects)",
     })
   }
-  if (reply.error) {
-    const where = reply.error.stack ? locationIn(reply.error.stack, modulePath, kit.dir) : undefined
-    throw new AegisError(
-      `${what} ${reply.error.kind === 'threw' ? 'failed' : 'is broken'}: ${mask(reply.error.message)}${where ? ` (at ${where})` : ''}`,
-      {
-        hint: reply.error.kind === 'no-export' ? `export function ${hook}(...) from ${relative}` : undefined,
-      },
-    )
-  }
-  const violation = contractViolation(hook, reply.result)
-  if (violation)
-    throw new AegisError(`${what} returned an invalid result: ${mask(violation)}`, {
-      hint: 'see docs/hooks.md for what each hook returns',
-    })
-  return {result: reply.result as T, log}
+  return reply
+}
+
+/** The error for a hook that threw, or whose module is broken or lacks the export. */
+function hookFailed({kit, hook, relative, modulePath, what, mask}: HookCall, error: HookReplyError): AegisError {
+  const where = error.stack ? locationIn(error.stack, modulePath, kit.dir) : undefined
+  return new AegisError(
+    `${what} ${error.kind === 'threw' ? 'failed' : 'is broken'}: ${mask(error.message)}${where ? ` (at ${where})` : ''}`,
+    {
+      hint: error.kind === 'no-export' ? `export function ${hook}(...) from ${relative}` : undefined,
+    },
+  )
 }
 
 /** The first stack frame inside the kit, as `hooks/render_env.mjs:12:5`. */

@@ -56,14 +56,8 @@ export async function publishKit(
   options: PublishOptions = {},
 ): Promise<PublishResult> {
   const {manifest} = kit
-  const ref = repository.reference
-  if (ref.digest !== undefined) {
-    throw new AegisError(`cannot push a kit to ${formatReference(ref)}: a kit is pushed to a tag, not a digest`, {
-      hint: `leave out the @digest, e.g. ${formatReference({...ref, digest: undefined})}`,
-    })
-  }
-  const tag = ref.tag ?? manifest.version
-  const reference = formatReference({...ref, tag})
+  const destination = destinationOf(repository, manifest.version)
+  const {reference} = destination
 
   const layer = kitLayerBlob(manifest, await packKitLayer(kit.dir))
   const imageReference = await chooseImage(store, kit, options.image)
@@ -72,81 +66,132 @@ export async function publishKit(
   // A pulled kit pushed again is someone else's code: its on_publish never runs here.
   const pulled = storeKitOf(kit.dir, store.root) !== undefined
   const onPublishSkipped = manifest.hooks?.on_publish !== undefined && pulled
-  let report: Blob | undefined
-  let reportValue: unknown
-  if (manifest.hooks?.on_publish && !pulled) {
-    const release = {
-      name: manifest.name,
-      version: manifest.version,
-      reference,
-      registry: ref.registry,
-      repository: ref.repository,
-      tag,
-    }
-    const artifacts = [
-      {
-        kind: 'kit',
-        mediaType: layer.descriptor.mediaType,
-        digest: layer.descriptor.digest,
-        size: layer.descriptor.size,
-      },
-      ...images.map((image) => ({
-        kind: 'image',
-        mediaType: image.mediaType,
-        digest: image.digest,
-        size: image.size,
-        platform: formatPlatform(image.platform as Platform),
-      })),
-    ]
-    reportValue = await onPublish(kit, buildAppContext(kit), release, artifacts)
-    report = reportBlob(reportValue)
-  }
-  const artifact = kitArtifactManifest(manifest, layer.descriptor, report?.descriptor)
+  const report =
+    manifest.hooks?.on_publish && !pulled ? await runOnPublish(kit, repository, destination, layer, images) : undefined
+  const artifact = kitArtifactManifest(manifest, layer.descriptor, report?.blob.descriptor)
   const root = images.length > 0 ? releaseIndex(manifest, images, artifact.descriptor) : artifact
 
   return store.withWriteLease(async () => {
     for (const blob of [
       emptyConfig(),
       layer,
-      ...(report ? [report] : []),
+      ...(report ? [report.blob] : []),
       artifact,
       ...(root === artifact ? [] : [root]),
     ]) {
       await store.push(blob.descriptor, blob.bytes)
     }
-    // The image's referrers (its SBOM) travel with it.
-    const copy = await copyGraph(store, repository, root.descriptor, {
-      tag,
-      referrers: true,
-      ...(options.progress ? {progress: options.progress} : {}),
-    }).catch((error: unknown) => {
-      throw transferFailed(`Push of kit ${manifest.name} ${manifest.version} to ${reference}`, error)
-    })
+    const copy = await copyToRegistry(store, repository, kit, root, destination, options.progress)
     await store.tag(root.descriptor, reference)
-    // A kit from the store (pulled) is not the user's own: pushing it again records no new source.
-    await installKit(
-      store,
-      artifact.descriptor,
-      [reference],
-      pulled
-        ? undefined
-        : {
-            via: 'push',
-            reference: `${reference}@${root.descriptor.digest}`,
-            kitArtifact: artifact.descriptor.digest,
-            directory: kit.dir,
-          },
-    )
+    await recordInstall(store, kit, artifact, root, reference, pulled)
     return {
       reference,
       root: root.descriptor,
       kitArtifact: artifact.descriptor,
       ...(imageReference === undefined ? {} : {image: {reference: imageReference, manifests: images}}),
-      ...(report ? {report: reportValue} : {}),
+      ...(report ? {report: report.value} : {}),
       ...(onPublishSkipped ? {onPublishSkipped} : {}),
       copy,
     }
   })
+}
+
+/** The tag a kit is pushed to, and the destination with it. */
+interface Destination {
+  tag: string
+  reference: string
+}
+
+/** The repository's reference with its tag (the kit's version when it names none); a digest is refused. */
+function destinationOf(repository: RemoteRepository, version: string): Destination {
+  const ref = repository.reference
+  if (ref.digest !== undefined) {
+    throw new AegisError(`cannot push a kit to ${formatReference(ref)}: a kit is pushed to a tag, not a digest`, {
+      hint: `leave out the @digest, e.g. ${formatReference({...ref, digest: undefined})}`,
+    })
+  }
+  const tag = ref.tag ?? version
+  return {tag, reference: formatReference({...ref, tag})}
+}
+
+/** Runs on_publish with the release and what it publishes; its report, as returned and as a blob. */
+async function runOnPublish(
+  kit: Kit,
+  repository: RemoteRepository,
+  {tag, reference}: Destination,
+  layer: Blob,
+  images: Descriptor[],
+): Promise<{value: unknown; blob: Blob}> {
+  const {manifest} = kit
+  const ref = repository.reference
+  const release = {
+    name: manifest.name,
+    version: manifest.version,
+    reference,
+    registry: ref.registry,
+    repository: ref.repository,
+    tag,
+  }
+  const artifacts = [
+    {
+      kind: 'kit',
+      mediaType: layer.descriptor.mediaType,
+      digest: layer.descriptor.digest,
+      size: layer.descriptor.size,
+    },
+    ...images.map((image) => ({
+      kind: 'image',
+      mediaType: image.mediaType,
+      digest: image.digest,
+      size: image.size,
+      platform: formatPlatform(image.platform as Platform),
+    })),
+  ]
+  const value = await onPublish(kit, buildAppContext(kit), release, artifacts)
+  return {value, blob: reportBlob(value)}
+}
+
+async function copyToRegistry(
+  store: LocalStore,
+  repository: RemoteRepository,
+  kit: Kit,
+  root: Blob,
+  {tag, reference}: Destination,
+  progress: PublishOptions['progress'],
+): Promise<CopyResult> {
+  // The image's referrers (its SBOM) travel with it.
+  return copyGraph(store, repository, root.descriptor, {
+    tag,
+    referrers: true,
+    ...(progress ? {progress} : {}),
+  }).catch((error: unknown) => {
+    throw transferFailed(`Push of kit ${kit.manifest.name} ${kit.manifest.version} to ${reference}`, error)
+  })
+}
+
+/** Installs the pushed kit in the store under the destination, with where it was pushed from. */
+async function recordInstall(
+  store: LocalStore,
+  kit: Kit,
+  artifact: Blob,
+  root: Blob,
+  reference: string,
+  pulled: boolean,
+): Promise<void> {
+  // A kit from the store (pulled) is not the user's own: pushing it again records no new source.
+  await installKit(
+    store,
+    artifact.descriptor,
+    [reference],
+    pulled
+      ? undefined
+      : {
+          via: 'push',
+          reference: `${reference}@${root.descriptor.digest}`,
+          kitArtifact: artifact.descriptor.digest,
+          directory: kit.dir,
+        },
+  )
 }
 
 /** The image reference to publish, or undefined for the kit alone. */

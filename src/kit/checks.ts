@@ -5,14 +5,17 @@
 import {type Stats, statSync} from 'node:fs'
 import path from 'node:path'
 import {locate, type ManifestDocument} from './document.js'
-import type {AegisKitManifest} from './manifest.generated.js'
+import type {AegisKitManifest, Profile} from './manifest.generated.js'
 import {formatPath, type PathSegment, type Problem} from './problems.js'
 import {closest} from './suggest.js'
 import {parseDuration, parseSize} from './units.js'
 
+/** Records one problem at the field `segments` names. */
+type Report = (segments: PathSegment[], message: string, hint: string, expected?: string) => void
+
 export function semanticProblems(document: ManifestDocument, manifest: AegisKitManifest, kitDir: string): Problem[] {
   const problems: Problem[] = []
-  const report = (segments: PathSegment[], message: string, hint: string, expected?: string) =>
+  const report: Report = (segments, message, hint, expected) =>
     problems.push({
       file: document.file,
       ...locate(document, segments),
@@ -22,6 +25,21 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
       expected,
     })
 
+  const exposedPorts = checkExposedPorts(manifest, report)
+  checkSecrets(manifest, report)
+  checkSizes(manifest, report)
+  checkDurations(manifest, report)
+  checkHookAndImageFiles(manifest, kitDir, report)
+  const secretNames = (manifest.secrets?.required ?? []).map((secret) => secret.name)
+  for (const [name, profile] of Object.entries(manifest.profiles ?? {})) {
+    checkProfileSecrets(name, profile, secretNames, report)
+    checkProfilePorts(name, profile, exposedPorts, report)
+  }
+  return problems
+}
+
+/** Reports each port routing.expose lists twice; returns the exposed ports, each once, in order. */
+function checkExposedPorts(manifest: AegisKitManifest, report: Report): number[] {
   const exposed = manifest.routing?.expose ?? []
   const firstPortAt = new Map<number, number>()
   exposed.forEach((entry, index) => {
@@ -34,9 +52,11 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
         'list each port once',
       )
   })
+  return [...firstPortAt.keys()]
+}
 
+function checkSecrets(manifest: AegisKitManifest, report: Report): void {
   const secrets = manifest.secrets?.required ?? []
-  const secretNames = secrets.map((secret) => secret.name)
   const firstSecretAt = new Map<string, number>()
   secrets.forEach((secret, index) => {
     const first = firstSecretAt.get(secret.name)
@@ -62,7 +82,9 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
       )
     }
   })
+}
 
+function checkSizes(manifest: AegisKitManifest, report: Report): void {
   const sizes: Array<[PathSegment[], string | undefined]> = [
     [['resources', 'memory'], manifest.resources?.memory],
     [['resources', 'disk'], manifest.resources?.disk],
@@ -74,6 +96,9 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
       report(segments, `size "${value}" does not parse`, 'write a number and a unit, e.g. 2048mb or 2gb')
     else if (bytes <= 0) report(segments, `size "${value}" must be greater than zero`, 'e.g. 2048mb')
   }
+}
+
+function checkDurations(manifest: AegisKitManifest, report: Report): void {
   const durations: Array<[PathSegment[], string | undefined]> = [
     [['policies', 'idle_timeout'], manifest.policies?.idle_timeout],
     [['hooks', 'timeout'], manifest.hooks?.timeout],
@@ -84,7 +109,9 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
     if (value !== undefined && !(parseDuration(value)! > 0))
       report(segments, `duration "${value}" must be greater than zero`, 'e.g. 30s')
   }
+}
 
+function checkHookAndImageFiles(manifest: AegisKitManifest, kitDir: string, report: Report): void {
   for (const hook of ['render_env', 'validate_config', 'on_publish'] as const) {
     const file = manifest.hooks?.[hook]
     if (file !== undefined) checkKitFile(kitDir, file, ['hooks', hook], 'file', report)
@@ -92,35 +119,36 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
   for (const [index, entry] of (manifest.image?.files ?? []).entries()) {
     checkKitFile(kitDir, entry.src, ['image', 'files', index, 'src'], 'any', report)
   }
+}
 
-  const exposedPorts = [...firstPortAt.keys()]
-  for (const [name, profile] of Object.entries(manifest.profiles ?? {})) {
-    profile.secrets?.forEach((secret, index) => {
-      if (secretNames.includes(secret)) return
-      const suggestion = closest(secret, secretNames)
+function checkProfileSecrets(name: string, profile: Profile, secretNames: string[], report: Report): void {
+  profile.secrets?.forEach((secret, index) => {
+    if (secretNames.includes(secret)) return
+    const suggestion = closest(secret, secretNames)
+    report(
+      ['profiles', name, 'secrets', index],
+      `profile "${name}" uses secret ${secret}, which the kit does not declare`,
+      suggestion ? `did you mean ${suggestion}?` : 'declare it under secrets.required, or remove it from the profile',
+      secretNames.length > 0 ? `one of ${secretNames.join(', ')}` : undefined,
+    )
+  })
+}
+
+function checkProfilePorts(name: string, profile: Profile, exposedPorts: number[], report: Report): void {
+  const seen = new Set<number>()
+  profile.exposes?.forEach((port, index) => {
+    if (seen.has(port))
+      report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once')
+    seen.add(port)
+    if (!exposedPorts.includes(port)) {
       report(
-        ['profiles', name, 'secrets', index],
-        `profile "${name}" uses secret ${secret}, which the kit does not declare`,
-        suggestion ? `did you mean ${suggestion}?` : 'declare it under secrets.required, or remove it from the profile',
-        secretNames.length > 0 ? `one of ${secretNames.join(', ')}` : undefined,
+        ['profiles', name, 'exposes', index],
+        `profile "${name}" exposes port ${port}, which routing.expose does not declare`,
+        'add it to routing.expose (with its protocol) or remove it here',
+        exposedPorts.length > 0 ? `one of ${exposedPorts.join(', ')}` : undefined,
       )
-    })
-    const seen = new Set<number>()
-    profile.exposes?.forEach((port, index) => {
-      if (seen.has(port))
-        report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once')
-      seen.add(port)
-      if (!exposedPorts.includes(port)) {
-        report(
-          ['profiles', name, 'exposes', index],
-          `profile "${name}" exposes port ${port}, which routing.expose does not declare`,
-          'add it to routing.expose (with its protocol) or remove it here',
-          exposedPorts.length > 0 ? `one of ${exposedPorts.join(', ')}` : undefined,
-        )
-      }
-    })
-  }
-  return problems
+    }
+  })
 }
 
 function checkKitFile(
@@ -128,7 +156,7 @@ function checkKitFile(
   relative: string,
   segments: PathSegment[],
   kind: 'file' | 'any',
-  report: (segments: PathSegment[], message: string, hint: string) => void,
+  report: Report,
 ): void {
   if (path.isAbsolute(relative)) {
     report(segments, `"${relative}" is an absolute path`, 'give a path relative to the kit directory')

@@ -23,6 +23,7 @@ export interface ManifestDocument {
 }
 
 export type ParseResult = {ok: true; document: ManifestDocument} | {ok: false; problems: Problem[]}
+type Failure = Extract<ParseResult, {ok: false}>
 
 /** Parses the manifest at `file`; a FIFO, a device or a file over MAX_MANIFEST_BYTES is an AegisError. */
 export async function readManifestDocument(file: string): Promise<ParseResult> {
@@ -30,6 +31,22 @@ export async function readManifestDocument(file: string): Promise<ParseResult> {
 }
 
 export function parseManifestText(file: string, bytes: Uint8Array): ParseResult {
+  const decoded = decodeText(file, bytes)
+  if (!decoded.ok) return decoded
+  if (decoded.text.replace(/#[^\n]*/g, '').trim() === '') {
+    return fail(
+      file,
+      1,
+      1,
+      'the manifest is empty',
+      'a kit needs at least `name:` and `version:`; `aegis-kit init NAME` writes a starting point',
+    )
+  }
+  return parseYaml(file, decoded.text)
+}
+
+/** The bytes as text; binary or non-UTF-8 input is a problem at the first offending byte. */
+function decodeText(file: string, bytes: Uint8Array): {ok: true; text: string} | Failure {
   // Control bytes first: binary input is better called binary than "not UTF-8".
   const control = bytes.findIndex(
     (byte) => (byte < 0x20 && byte !== 0x09 && byte !== 0x0a && byte !== 0x0d) || byte === 0x7f,
@@ -44,9 +61,8 @@ export function parseManifestText(file: string, bytes: Uint8Array): ParseResult 
       'aegis-kit.yaml must be a text file',
     )
   }
-  let text: string
   try {
-    text = new TextDecoder('utf-8', {fatal: true, ignoreBOM: false}).decode(bytes)
+    return {ok: true, text: new TextDecoder('utf-8', {fatal: true, ignoreBOM: false}).decode(bytes)}
   } catch {
     const at = firstInvalidUtf8(bytes)
     const {line, column} = positionOfByte(bytes, at)
@@ -58,16 +74,10 @@ export function parseManifestText(file: string, bytes: Uint8Array): ParseResult 
       'save the manifest as UTF-8 (is this a binary file?)',
     )
   }
-  if (text.replace(/#[^\n]*/g, '').trim() === '') {
-    return fail(
-      file,
-      1,
-      1,
-      'the manifest is empty',
-      'a kit needs at least `name:` and `version:`; `aegis-kit init NAME` writes a starting point',
-    )
-  }
+}
 
+/** The text as a located YAML document and as data; syntax errors and alias bombs are problems. */
+function parseYaml(file: string, text: string): ParseResult {
   const lineCounter = new LineCounter()
   const doc = parseDocument(text, {
     lineCounter,
@@ -180,7 +190,7 @@ function yamlProblem(file: string, lineCounter: LineCounter, offset: number, cod
   }
 }
 
-function fail(file: string, line: number, column: number, message: string, hint: string): ParseResult {
+function fail(file: string, line: number, column: number, message: string, hint: string): Failure {
   return {ok: false, problems: [{file, line, column, path: '', message, hint}]}
 }
 

@@ -103,104 +103,141 @@ function example(schema: SchemaNode | undefined): string | undefined {
   return typeof value === 'string' ? value : JSON.stringify(value)
 }
 
-function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObject[]): Problem {
-  const path = pointerToPath(error.instancePath)
-  const parent = error.parentSchema as SchemaNode | undefined
-  const at = (segments: PathSegment[], key = false) => ({
-    file: document.file,
-    ...locate(document, segments, {key}),
-    path: formatPath(segments),
-  })
+/** What a problem is built from: the error, the field it points at, and the schema that raised it. */
+interface SchemaError {
+  document: ManifestDocument
+  error: ErrorObject
+  path: PathSegment[]
+  parent: SchemaNode | undefined
+  at: (segments: PathSegment[], key?: boolean) => Pick<Problem, 'file' | 'line' | 'column' | 'path'>
+}
 
+function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObject[]): Problem {
+  const schemaError: SchemaError = {
+    document,
+    error,
+    path: pointerToPath(error.instancePath),
+    parent: error.parentSchema as SchemaNode | undefined,
+    at: (segments, key = false) => ({
+      file: document.file,
+      ...locate(document, segments, {key}),
+      path: formatPath(segments),
+    }),
+  }
   switch (error.keyword) {
-    case 'additionalProperties': {
-      const key = String((error.params as {additionalProperty: string}).additionalProperty)
-      const allowed = Object.keys(parent?.properties ?? {})
-      const suggestion = closest(key, allowed)
-      return {
-        ...at([...path, key], true),
-        message: `unknown field "${key}"`,
-        expected: allowed.length > 0 ? `one of ${allowed.join(', ')}` : undefined,
-        hint: suggestion
-          ? `did you mean "${suggestion}"?`
-          : 'remove it, or check the manifest reference (docs/manifest.md)',
-      }
-    }
-    case 'required': {
-      const missing = String((error.params as {missingProperty: string}).missingProperty)
-      const fieldSchema = parent?.properties?.[missing]
-      const sample = example(fieldSchema)
-      return {
-        ...at(path),
-        path: formatPath([...path, missing]),
-        message: `missing required field "${missing}"`,
-        expected: fieldSchema?.description,
-        hint: sample ? `add it, e.g. \`${missing}: ${sample}\`` : `add \`${missing}:\``,
-      }
-    }
-    case 'type': {
-      const expected =
-        typeof error.params.type === 'string' && error.params.type.includes(' or ')
-          ? error.params.type
-          : typeName(error.params.type as string)
-      const isTopLevel = path.length === 0
-      const quoted =
-        expected === 'string' && (typeof error.data === 'number' || typeof error.data === 'boolean')
-          ? quoteHint(sourceText(document, path) ?? String(error.data), typeof error.data)
-          : undefined
-      return {
-        ...at(path),
-        message: isTopLevel
-          ? `the manifest must be a mapping of fields, got ${describeData(error.data)}`
-          : `wrong type: got ${describeData(error.data)}`,
-        expected,
-        hint:
-          quoted ??
-          (isTopLevel ? 'start with `name: my-kit` and `version: 0.1.0` at the top level' : hintFromSchema(parent)),
-      }
-    }
-    case 'enum': {
-      const allowed = ((error.params as {allowedValues: unknown[]}).allowedValues ?? []).map(String)
-      const suggestion = typeof error.data === 'string' ? closest(error.data, allowed) : undefined
-      return {
-        ...at(path),
-        message: `${describeData(error.data)} is not allowed here`,
-        expected: `one of ${allowed.join(', ')}`,
-        hint: suggestion
-          ? `did you mean "${suggestion}"?`
-          : (parent?.description ?? `use one of ${allowed.join(', ')}`),
-      }
-    }
+    case 'additionalProperties':
+      return unknownFieldProblem(schemaError)
+    case 'required':
+      return missingFieldProblem(schemaError)
+    case 'type':
+      return wrongTypeProblem(schemaError)
+    case 'enum':
+      return enumProblem(schemaError)
     case 'const':
-      return {
-        ...at(path),
-        message: `${describeData(error.data)} is not allowed here`,
-        expected: JSON.stringify((error.params as {allowedValue: unknown}).allowedValue),
-        hint: parent?.description ?? 'remove it',
-      }
+      return constProblem(schemaError)
     case 'pattern':
-      return {
-        ...at(path),
-        message: `${describeData(error.data)} is not in the expected form`,
-        expected: parent?.description ?? `a value matching ${String((error.params as {pattern: string}).pattern)}`,
-        hint: hintFromSchema(parent),
-      }
-    case 'propertyNames': {
-      const name = String((error.params as {propertyName: string}).propertyName)
-      return {
-        ...at([...path, name], true),
-        message: `"${name}" is not a valid name here`,
-        expected: describePropertyNames(error, all),
-        hint: 'rename it',
-      }
-    }
+      return patternProblem(schemaError)
+    case 'propertyNames':
+      return propertyNameProblem(schemaError, all)
     default:
-      return {
-        ...at(path),
-        message: error.message ?? `fails ${error.keyword}`,
-        expected: parent?.description,
-        hint: hintFromSchema(parent),
-      }
+      return otherKeywordProblem(schemaError)
+  }
+}
+
+function unknownFieldProblem({error, path, parent, at}: SchemaError): Problem {
+  const key = String((error.params as {additionalProperty: string}).additionalProperty)
+  const allowed = Object.keys(parent?.properties ?? {})
+  const suggestion = closest(key, allowed)
+  return {
+    ...at([...path, key], true),
+    message: `unknown field "${key}"`,
+    expected: allowed.length > 0 ? `one of ${allowed.join(', ')}` : undefined,
+    hint: suggestion
+      ? `did you mean "${suggestion}"?`
+      : 'remove it, or check the manifest reference (docs/manifest.md)',
+  }
+}
+
+function missingFieldProblem({error, path, parent, at}: SchemaError): Problem {
+  const missing = String((error.params as {missingProperty: string}).missingProperty)
+  const fieldSchema = parent?.properties?.[missing]
+  const sample = example(fieldSchema)
+  return {
+    ...at(path),
+    path: formatPath([...path, missing]),
+    message: `missing required field "${missing}"`,
+    expected: fieldSchema?.description,
+    hint: sample ? `add it, e.g. \`${missing}: ${sample}\`` : `add \`${missing}:\``,
+  }
+}
+
+function wrongTypeProblem({document, error, path, parent, at}: SchemaError): Problem {
+  const expected =
+    typeof error.params.type === 'string' && error.params.type.includes(' or ')
+      ? error.params.type
+      : typeName(error.params.type as string)
+  const isTopLevel = path.length === 0
+  const quoted =
+    expected === 'string' && (typeof error.data === 'number' || typeof error.data === 'boolean')
+      ? quoteHint(sourceText(document, path) ?? String(error.data), typeof error.data)
+      : undefined
+  return {
+    ...at(path),
+    message: isTopLevel
+      ? `the manifest must be a mapping of fields, got ${describeData(error.data)}`
+      : `wrong type: got ${describeData(error.data)}`,
+    expected,
+    hint:
+      quoted ??
+      (isTopLevel ? 'start with `name: my-kit` and `version: 0.1.0` at the top level' : hintFromSchema(parent)),
+  }
+}
+
+function enumProblem({error, path, parent, at}: SchemaError): Problem {
+  const allowed = ((error.params as {allowedValues: unknown[]}).allowedValues ?? []).map(String)
+  const suggestion = typeof error.data === 'string' ? closest(error.data, allowed) : undefined
+  return {
+    ...at(path),
+    message: `${describeData(error.data)} is not allowed here`,
+    expected: `one of ${allowed.join(', ')}`,
+    hint: suggestion ? `did you mean "${suggestion}"?` : (parent?.description ?? `use one of ${allowed.join(', ')}`),
+  }
+}
+
+function constProblem({error, path, parent, at}: SchemaError): Problem {
+  return {
+    ...at(path),
+    message: `${describeData(error.data)} is not allowed here`,
+    expected: JSON.stringify((error.params as {allowedValue: unknown}).allowedValue),
+    hint: parent?.description ?? 'remove it',
+  }
+}
+
+function patternProblem({error, path, parent, at}: SchemaError): Problem {
+  return {
+    ...at(path),
+    message: `${describeData(error.data)} is not in the expected form`,
+    expected: parent?.description ?? `a value matching ${String((error.params as {pattern: string}).pattern)}`,
+    hint: hintFromSchema(parent),
+  }
+}
+
+function propertyNameProblem({error, path, at}: SchemaError, all: ErrorObject[]): Problem {
+  const name = String((error.params as {propertyName: string}).propertyName)
+  return {
+    ...at([...path, name], true),
+    message: `"${name}" is not a valid name here`,
+    expected: describePropertyNames(error, all),
+    hint: 'rename it',
+  }
+}
+
+function otherKeywordProblem({error, path, parent, at}: SchemaError): Problem {
+  return {
+    ...at(path),
+    message: error.message ?? `fails ${error.keyword}`,
+    expected: parent?.description,
+    hint: hintFromSchema(parent),
   }
 }
 
