@@ -52,19 +52,8 @@ export function execFileText(file: string, args: string[], options: ExecOptions 
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {cwd: options.cwd, env: options.env, stdio: ['pipe', 'pipe', 'pipe']})
     const all = options.all ? new OutputBuffer(maxBuffer) : undefined
-    const collect = (stream: NodeJS.ReadableStream | null) => {
-      const kept = new OutputBuffer(maxBuffer)
-      const lines = options.onLine ? new LineSplitter(options.onLine) : undefined
-      stream?.on('data', (chunk: Buffer) => {
-        kept.add(chunk)
-        all?.add(chunk)
-        lines?.add(chunk)
-      })
-      stream?.on('end', () => lines?.end())
-      return () => kept.text()
-    }
-    const stdout = collect(child.stdout)
-    const stderr = collect(child.stderr)
+    const stdout = collectOutput(child.stdout, maxBuffer, all, options.onLine)
+    const stderr = collectOutput(child.stderr, maxBuffer, all, options.onLine)
     let timedOut = false
     let canceled = false
     const timer =
@@ -107,6 +96,24 @@ export function execFileText(file: string, args: string[], options: ExecOptions 
     child.stdin?.on('error', () => undefined) // a program that exits without reading its input
     child.stdin?.end(options.input)
   })
+}
+
+/** Keeps a stream's output (and adds it to `all`), passing its lines to `onLine`; returns its text so far. */
+function collectOutput(
+  stream: NodeJS.ReadableStream | null,
+  maxBuffer: number,
+  all: OutputBuffer | undefined,
+  onLine: ExecOptions['onLine'],
+): () => string {
+  const kept = new OutputBuffer(maxBuffer)
+  const lines = onLine ? new LineSplitter(onLine) : undefined
+  stream?.on('data', (chunk: Buffer) => {
+    kept.add(chunk)
+    all?.add(chunk)
+    lines?.add(chunk)
+  })
+  stream?.on('end', () => lines?.end())
+  return () => kept.text()
 }
 
 /** Output kept up to a limit, the rest dropped. */

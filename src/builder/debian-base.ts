@@ -53,18 +53,7 @@ export async function buildDebianRoot(
   assertDebianHost()
   const variant = base.variant ?? 'minbase'
   const arch = fromPlatform(options.platform)
-  // Every variant but extract configures packages: their maintainer scripts run in the new root.
-  if (variant !== 'extract' && arch !== hostArchitecture()) {
-    const problem = await emulationProblem(arch, options.binfmtDir)
-    if (problem) {
-      throw new AegisError(
-        `cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`,
-        {
-          hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or use variant: extract (no maintainer scripts, no emulation); run `aegis-kit doctor` to check the rest',
-        },
-      )
-    }
-  }
+  await checkEmulation(variant, arch, options.binfmtDir)
   const hooks: string[] = []
   if (options.locked) {
     // Pin every locked version above anything else (priority > 1000 may even downgrade). apt
@@ -99,19 +88,38 @@ export async function buildDebianRoot(
     onLine: options.onLine,
   })
   const installed = variant === 'extract' ? await downloadedDebs(rootDir) : await installedDebs(rootDir)
-  if (options.locked) {
-    const mismatch = lockMismatch(options.locked, installed, options.lockFile)
-    if (mismatch && options.strict)
-      throw new AegisError(mismatch, {
-        hint: `resolve the base again and rewrite the lock: ${options.updateLockHint} (or pin image.base.debian.snapshot)`,
-      })
-    if (mismatch)
-      options.onWarning(
-        `${mismatch}; built with the archive's versions and updating the lock (--locked makes this an error)`,
-      )
-  }
+  if (options.locked) checkLock(options.locked, installed, options)
   await scrubRoot(rootDir)
   return installed
+}
+
+/** A foreign architecture's root needs its programs emulated, unless nothing in it runs (variant extract). */
+async function checkEmulation(variant: string, arch: Architecture, binfmtDir: string | undefined): Promise<void> {
+  // Every variant but extract configures packages: their maintainer scripts run in the new root.
+  if (variant !== 'extract' && arch !== hostArchitecture()) {
+    const problem = await emulationProblem(arch, binfmtDir)
+    if (problem) {
+      throw new AegisError(
+        `cannot build the ${arch} Debian base (variant ${variant}): its maintainer scripts run as ${arch} programs and ${problem}`,
+        {
+          hint: 'install qemu-user-static and register it with binfmt_misc with the F flag (scripts/setup does both), or use variant: extract (no maintainer scripts, no emulation); run `aegis-kit doctor` to check the rest',
+        },
+      )
+    }
+  }
+}
+
+/** What went in against the lock: an error with --locked, otherwise a warning (the lock is rewritten). */
+function checkLock(locked: DebPackage[], installed: DebPackage[], options: DebianRootOptions): void {
+  const mismatch = lockMismatch(locked, installed, options.lockFile)
+  if (mismatch && options.strict)
+    throw new AegisError(mismatch, {
+      hint: `resolve the base again and rewrite the lock: ${options.updateLockHint} (or pin image.base.debian.snapshot)`,
+    })
+  if (mismatch)
+    options.onWarning(
+      `${mismatch}; built with the archive's versions and updating the lock (--locked makes this an error)`,
+    )
 }
 
 /** Removes what differs between two builds of the same packages. */

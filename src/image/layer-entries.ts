@@ -150,11 +150,7 @@ export function orderEntries(
   implied: Omit<EntryCommon, 'path'>,
   order: EntryOrder = 'path-bytes',
 ): LayerEntry[] {
-  for (const path of [...byPath.keys()]) {
-    for (let parent = parentOf(path); parent !== '' && !byPath.has(parent); parent = parentOf(parent)) {
-      byPath.set(parent, {...implied, path: parent, type: 'directory'})
-    }
-  }
+  addImpliedParents(byPath, implied)
   // A separator below every byte a name can hold (NUL is refused) sorts a directory's contents
   // before its siblings that extend its name.
   const keyOf = order === 'depth-first' ? (path: string) => sortKey(path).replaceAll('/', '\u0000') : sortKey
@@ -170,16 +166,7 @@ export function orderEntries(
         `layer entry "${entry.path}" is inside "${parent}", which is a ${byPath.get(parent)!.type}, not a directory`,
       )
     }
-    const name = entry.path.slice(parent === '' ? 0 : parent.length + 1)
-    if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT) {
-      const hidden =
-        parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
-      if (byPath.has(hidden)) {
-        throw new AegisError(`layer both deletes and adds "${hidden}"`, {
-          hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
-        })
-      }
-    }
+    refuseWhiteoutOfAdded(byPath, entry.path, parent)
     if (entry.type === 'file' && entry.inode !== undefined) {
       const first = firstPathOfInode.get(entry.inode)
       if (first !== undefined) {
@@ -208,6 +195,29 @@ export function orderEntries(
     ordered.push(entry)
   }
   return ordered
+}
+
+/** Adds every missing parent directory of the entries, with the `implied` owner, mode and time. */
+function addImpliedParents(byPath: Map<string, LayerEntry>, implied: Omit<EntryCommon, 'path'>): void {
+  for (const path of [...byPath.keys()]) {
+    for (let parent = parentOf(path); parent !== '' && !byPath.has(parent); parent = parentOf(parent)) {
+      byPath.set(parent, {...implied, path: parent, type: 'directory'})
+    }
+  }
+}
+
+/** Refuses a whiteout (other than the opaque one) of a path the same layer adds. */
+function refuseWhiteoutOfAdded(byPath: Map<string, LayerEntry>, path: string, parent: string): void {
+  const name = path.slice(parent === '' ? 0 : parent.length + 1)
+  if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT) {
+    const hidden =
+      parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
+    if (byPath.has(hidden)) {
+      throw new AegisError(`layer both deletes and adds "${hidden}"`, {
+        hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
+      })
+    }
+  }
 }
 
 /**

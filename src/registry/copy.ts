@@ -106,6 +106,20 @@ interface Referrers {
   reference?: string
 }
 
+/** One blob's reads of the source; `sent` counts the current read's bytes. */
+interface BlobReads {
+  sent: () => number
+  /** Takes the current read's bytes off the totals: the next read counts from 0. */
+  restart: () => void
+  onBytes: (bytes: number) => void
+  /** A new read of the source (the count restarts), for a reader that passes `onBytes` on. */
+  fetchSource: () => Promise<Readable>
+  /** The source's bytes, counted and checked against the digest. */
+  open: () => Promise<Readable>
+  /** What to upload: checked by the destination on receipt, or here (`open`). */
+  upload: () => Promise<Readable | FileBody>
+}
+
 export async function copyGraph(
   src: ContentStore,
   dst: ContentStore,
@@ -296,6 +310,44 @@ class GraphCopier {
   private async transferBlob(desc: Descriptor, viaWorker: boolean): Promise<void> {
     if (this.failure !== undefined) throw this.failure // Another node failed: start nothing new.
     const policy: RetryPolicy = {...DEFAULT_RETRY_POLICY, maxAttempts: this.options.blobAttempts ?? 3}
+    const reads = this.blobReads(desc)
+    try {
+      await retryTransient(async () => {
+        this.emit('start', desc, 0)
+        if (viaWorker && canDownloadDirect(this.src) && canPushFilled(this.dst)) {
+          const stored = await downloadBesides(this.src, this.dst, desc, reads.restart, reads.onBytes)
+          if (stored) {
+            this.copied.push(desc.digest)
+            this.finish(desc, 'done', reads.sent())
+            return
+          }
+        }
+        const transfer = async () =>
+          canPushBlobSource(this.dst)
+            ? await this.dst.pushBlob(desc, reads.upload, {mountFrom: this.options.mountFrom})
+            : canPushVerifying(this.dst)
+              ? await this.dst
+                  .pushVerifying(desc, await reads.fetchSource(), reads.onBytes)
+                  .then(() => 'uploaded' as const)
+              : await this.dst.push(desc, await reads.open()).then(() => 'uploaded' as const)
+        // After a worker's answer other than 200 (a 401 wanting a new token, a 404), the main
+        // thread's client asks again, and reports; within the limit the worker path skipped.
+        const outcome = viaWorker ? await this.transfers(transfer) : await transfer()
+        if (outcome === 'mounted') this.mounted.push(desc.digest)
+        else this.copied.push(desc.digest)
+        this.finish(desc, outcome === 'mounted' ? 'mounted' : 'done', reads.sent())
+      }, policy)
+    } catch (error) {
+      if (isAegisError(error)) throw error
+      throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {
+        hint: RESUME_HINT,
+        cause: error,
+      })
+    }
+  }
+
+  /** The ways to read `desc` from the source, each read counted into the totals and the blob's progress. */
+  private blobReads(desc: Descriptor): BlobReads {
     let sent = 0
     const onBytes = (bytes: number) => {
       sent += bytes
@@ -303,9 +355,12 @@ class GraphCopier {
       this.emit('bytes', desc, sent)
     }
     // Every read of the source, a retry's included, starts this blob's count again.
-    const fetchSource = (): Promise<Readable> => {
+    const restart = () => {
       this.totals.bytesDone -= sent
       sent = 0
+    }
+    const fetchSource = (): Promise<Readable> => {
+      restart()
       return this.src.fetch(desc)
     }
     const open = async (): Promise<Readable> => verifying(await fetchSource(), desc, onBytes)
@@ -317,46 +372,7 @@ class GraphCopier {
           return fileBodyOf(source, desc.size, onBytes) ?? counting(source, desc, onBytes)
         }
       : open
-    try {
-      await retryTransient(async () => {
-        this.emit('start', desc, 0)
-        if (viaWorker && canDownloadDirect(this.src) && canPushFilled(this.dst)) {
-          const stored = await downloadBesides(
-            this.src,
-            this.dst,
-            desc,
-            () => {
-              this.totals.bytesDone -= sent
-              sent = 0
-            },
-            onBytes,
-          )
-          if (stored) {
-            this.copied.push(desc.digest)
-            this.finish(desc, 'done', sent)
-            return
-          }
-        }
-        const transfer = async () =>
-          canPushBlobSource(this.dst)
-            ? await this.dst.pushBlob(desc, upload, {mountFrom: this.options.mountFrom})
-            : canPushVerifying(this.dst)
-              ? await this.dst.pushVerifying(desc, await fetchSource(), onBytes).then(() => 'uploaded' as const)
-              : await this.dst.push(desc, await open()).then(() => 'uploaded' as const)
-        // After a worker's answer other than 200 (a 401 wanting a new token, a 404), the main
-        // thread's client asks again, and reports; within the limit the worker path skipped.
-        const outcome = viaWorker ? await this.transfers(transfer) : await transfer()
-        if (outcome === 'mounted') this.mounted.push(desc.digest)
-        else this.copied.push(desc.digest)
-        this.finish(desc, outcome === 'mounted' ? 'mounted' : 'done', sent)
-      }, policy)
-    } catch (error) {
-      if (isAegisError(error)) throw error
-      throw new AegisError(`Copying ${desc.digest} (${desc.size} bytes) failed: ${messageOf(error)}`, {
-        hint: RESUME_HINT,
-        cause: error,
-      })
-    }
+    return {sent: () => sent, restart, onBytes, fetchSource, open, upload}
   }
 
   private finish(desc: Descriptor, kind: CopyProgress['kind'], bytes: number): void {

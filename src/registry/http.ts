@@ -253,6 +253,8 @@ const agentFor = keepAliveAgents()
 /**
  * One request and its response head; a stream body is piped and stopped if the server answers
  * early. One timer bounds the whole exchange, the response body included (`downloadBytes` scale it).
+ * Long: one promise whose request, response and body handlers share the upload state, the
+ * answer and the deadline timer; split, that state would have to travel between them.
  */
 function exchange(
   method: string,

@@ -8,11 +8,12 @@
 import path from 'node:path'
 import {messageOf} from '../errors.js'
 import type {Kit} from '../kit/kit.js'
-import type {Capabilities} from '../kit/manifest.generated.js'
+import type {Capabilities, Profile} from '../kit/manifest.generated.js'
 import {parseDuration, sizeToMiB} from '../kit/units.js'
 import {type CapabilityClaims, type CapabilityKey, childClaims, refuseSpawn} from './capabilities.js'
 import {launchDetached} from './detach.js'
 import {type InstanceEntry, type InstanceRegistry, stopInstance} from './instances.js'
+import type {ExposeMapping} from './options.js'
 import {freeHostPort} from './port-relay.js'
 
 /** Aegis's child request (POST /v1/instances), with aegis-kit's `kit`, `profile` and `secrets`. */
@@ -49,6 +50,21 @@ export interface ParentContext {
   onStatus: (message: string) => void
 }
 
+/** A child request that passed every check: who the child is and what it gets. */
+interface ChildPlan {
+  request: ChildRequest
+  id: string
+  kitName: string
+  /** The parent's own kit (kit "self"); undefined: a kit named by reference. */
+  kit: Kit | undefined
+  profileName: string | undefined
+  profile: Profile | undefined
+  memoryMb: number
+  vcpus: number
+  exposes: number[]
+  secrets: string[]
+}
+
 const HANDLE = /^[a-z0-9][a-z0-9_-]{0,30}$/
 const WORKSPACE = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 
@@ -70,6 +86,18 @@ export class Children {
   }
 
   async spawn(body: Record<string, unknown>): Promise<Answer> {
+    const plan = await this.checkSpawn(body)
+    if ('status' in plan) return plan
+    const {parent} = this
+    const ports = await Promise.all(
+      plan.exposes.map(async (guestPort) => ({guestPort, hostPort: await freeHostPort()})),
+    )
+    const claims = childClaims(parent.claims, plan.id, plan.request.capabilities ?? plan.profile?.capabilities)
+    return this.launch(plan, childArguments(plan, ports, parent.dataDir), claims)
+  }
+
+  /** The request checked against the parent's kit, its claims and the secrets it holds: a plan, or the refusal. */
+  private async checkSpawn(body: Record<string, unknown>): Promise<ChildPlan | Answer> {
     const request = checkRequest(body)
     if ('error' in request) return {status: 400, body: request}
     const {parent} = this
@@ -112,28 +140,13 @@ export class Children {
     if (missing !== undefined) return {status: 400, body: {error: `this instance holds no secret ${missing}`}}
     if (kit === undefined && request.image_ref !== undefined)
       return {status: 400, body: {error: 'image_ref is checked against the kit it names: give it with kit "self"'}}
+    return {request, id, kitName, kit, profileName, profile, memoryMb, vcpus, exposes, secrets}
+  }
 
-    const ports = await Promise.all(exposes.map(async (guestPort) => ({guestPort, hostPort: await freeHostPort()})))
-    const claims = childClaims(parent.claims, id, request.capabilities ?? profile?.capabilities)
-    const args = [
-      kit ? kit.dir : kitName,
-      '--name',
-      id,
-      ...(profileName === undefined ? [] : ['--profile', profileName]),
-      // Checked against allowed_images above; booted instead of the kit's own image.
-      ...(request.image_ref === undefined ? [] : ['--image', request.image_ref]),
-      '--memory',
-      `${memoryMb}mb`,
-      '--cpus',
-      String(vcpus),
-      ...ports.flatMap((port) => ['--expose', `${port.hostPort}:${port.guestPort}`]),
-      ...secrets.flatMap((name) => ['--secret', `${name}=AEGIS_KIT_CHILD_SECRET_${name}`]),
-      ...Object.entries(request.env ?? {}).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
-      ...(request.workspace === undefined
-        ? []
-        : ['--workspace', path.join(parent.dataDir, 'workspaces', request.workspace)]),
-      ...(request.command ? ['--', ...request.command] : []),
-    ]
+  /** Starts the child as `run --detach` would, counted as spawning until it has started or failed. */
+  private async launch(plan: ChildPlan, args: string[], claims: CapabilityClaims): Promise<Answer> {
+    const {parent} = this
+    const {id, kitName, profileName, secrets} = plan
     const controller = new AbortController()
     this.spawning.set(id, controller)
     const started = Date.now()
@@ -157,7 +170,7 @@ export class Children {
     }
     parent.onStatus(`spawned ${id} in ${((Date.now() - started) / 1000).toFixed(1)}s`)
     const entry = await this.find(id)
-    return {status: 201, body: entry ? describeChild(entry) : {id, handle: request.handle, state: 'running'}}
+    return {status: 201, body: entry ? describeChild(entry) : {id, handle: plan.request.handle, state: 'running'}}
   }
 
   async stop(id: string): Promise<Answer> {
@@ -204,6 +217,28 @@ export function describeChild(entry: InstanceEntry): Record<string, unknown> {
     })),
     ...(entry.alive ? {} : entry.exitCode === undefined ? {} : {exit_code: entry.exitCode}),
   }
+}
+
+/** The child's `run --detach` arguments: its kit, name, resources, ports, secrets, env and command. */
+function childArguments(plan: ChildPlan, ports: ExposeMapping[], dataDir: string): string[] {
+  const {request, kit, kitName, id, profileName, memoryMb, vcpus, secrets} = plan
+  return [
+    kit ? kit.dir : kitName,
+    '--name',
+    id,
+    ...(profileName === undefined ? [] : ['--profile', profileName]),
+    // Checked against allowed_images (checkSpawn); booted instead of the kit's own image.
+    ...(request.image_ref === undefined ? [] : ['--image', request.image_ref]),
+    '--memory',
+    `${memoryMb}mb`,
+    '--cpus',
+    String(vcpus),
+    ...ports.flatMap((port) => ['--expose', `${port.hostPort}:${port.guestPort}`]),
+    ...secrets.flatMap((name) => ['--secret', `${name}=AEGIS_KIT_CHILD_SECRET_${name}`]),
+    ...Object.entries(request.env ?? {}).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
+    ...(request.workspace === undefined ? [] : ['--workspace', path.join(dataDir, 'workspaces', request.workspace)]),
+    ...(request.command ? ['--', ...request.command] : []),
+  ]
 }
 
 function notFound(id: string): Answer {

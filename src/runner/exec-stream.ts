@@ -111,25 +111,39 @@ export async function serveExec(
   socket: Duplex,
   head: Buffer,
 ): Promise<void> {
+  const session = await startSession(start, request, socket)
+  if (session === undefined) return
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: aegis-exec\r\nconnection: Upgrade\r\n\r\n')
+  await relaySession(session, socket, head)
+}
+
+/** The checked request's process, started; undefined once the client has been answered with an HTTP error. */
+async function startSession(
+  start: (request: ExecRequest) => Promise<ExecSession>,
+  request: http.IncomingMessage,
+  socket: Duplex,
+): Promise<ExecSession | undefined> {
   if (request.method !== 'POST' || request.url !== EXEC_ROUTE || request.headers.upgrade !== 'aegis-exec') {
     httpError(socket, 404, `no route ${request.method} ${request.url} (upgrade)`)
-    return
+    return undefined
   }
   let execRequest: ExecRequest
   try {
     execRequest = parseExecRequest(request.headers[EXEC_HEADER])
   } catch (error) {
     httpError(socket, 400, messageOf(error))
-    return
+    return undefined
   }
-  let session: ExecSession
   try {
-    session = await start(execRequest)
+    return await start(execRequest)
   } catch (error) {
     httpError(socket, 500, messageOf(error))
-    return
+    return undefined
   }
-  socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: aegis-exec\r\nconnection: Upgrade\r\n\r\n')
+}
+
+/** Frames both ways until the process exits (its exit or error frame, last) or the client goes. */
+async function relaySession(session: ExecSession, socket: Duplex, head: Buffer): Promise<void> {
   let finished = false
   const outputs: Readable[] = [session.stdout, session.stderr]
   const send = (type: number, payload: Buffer): void => {
@@ -143,19 +157,7 @@ export async function serveExec(
   }
   session.stdout.on('data', (chunk: Buffer) => send(Frame.stdout, Buffer.from(chunk)))
   session.stderr.on('data', (chunk: Buffer) => send(Frame.stderr, Buffer.from(chunk)))
-  const stdin: Writable = session.stdin
-  stdin.on('error', () => {}) // a process that exits before reading its stdin
-  const read = frameReader((type, payload) => {
-    if (type === Frame.stdin) {
-      if (!stdin.write(payload)) {
-        socket.pause()
-        stdin.once('drain', () => socket.resume())
-      }
-    } else if (type === Frame.stdinEnd) stdin.end()
-    else if (type === Frame.resize && payload.length === 4)
-      session.resize(payload.readUInt16BE(0), payload.readUInt16BE(2))
-    else if (type === Frame.signal) session.signal(payload.toString('ascii'))
-  })
+  const read = clientFrameReader(session, socket)
   const onData = (chunk: Buffer): void => {
     try {
       read(chunk)
@@ -184,6 +186,23 @@ export async function serveExec(
   socket.end()
 }
 
+/** The client's frames applied to the process: stdin (the socket paused while stdin is full), resize, signal. */
+function clientFrameReader(session: ExecSession, socket: Duplex): (chunk: Buffer) => void {
+  const stdin: Writable = session.stdin
+  stdin.on('error', () => {}) // a process that exits before reading its stdin
+  return frameReader((type, payload) => {
+    if (type === Frame.stdin) {
+      if (!stdin.write(payload)) {
+        socket.pause()
+        stdin.once('drain', () => socket.resume())
+      }
+    } else if (type === Frame.stdinEnd) stdin.end()
+    else if (type === Frame.resize && payload.length === 4)
+      session.resize(payload.readUInt16BE(0), payload.readUInt16BE(2))
+    else if (type === Frame.signal) session.signal(payload.toString('ascii'))
+  })
+}
+
 export interface ExecClient {
   /** Bytes for the process's stdin. */
   write(data: Buffer): void
@@ -195,12 +214,18 @@ export interface ExecClient {
   close(): void
 }
 
+/** Where the client hands the process's output, as it arrives. */
+export interface ExecOutput {
+  stdout: (data: Buffer) => void
+  stderr: (data: Buffer) => void
+}
+
 /** The client: opens an exec session through the supervisor at `socketPath`. */
 export function openExec(
   socketPath: string,
   name: string,
   request: ExecRequest,
-  output: {stdout: (data: Buffer) => void; stderr: (data: Buffer) => void},
+  output: ExecOutput,
 ): Promise<ExecClient> {
   return new Promise((resolve, reject) => {
     const header = Buffer.from(JSON.stringify(request), 'utf8').toString('base64url')
@@ -217,55 +242,66 @@ export function openExec(
         }),
       ),
     )
-    http1.once('response', (response) => {
-      let text = ''
-      response.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
-      response.on('end', () => {
-        let message = `HTTP ${response.statusCode}`
-        try {
-          message = (JSON.parse(text) as {error?: string}).error ?? message
-        } catch {}
-        reject(new AegisError(`${name}: ${message}`))
-      })
-    })
-    http1.once('upgrade', (_response, socket, head) => {
-      let settled = false
-      const exit = new Promise<number>((resolveExit, rejectExit) => {
-        const read = frameReader((type, payload) => {
-          if (type === Frame.stdout) output.stdout(payload)
-          else if (type === Frame.stderr) output.stderr(payload)
-          else if (type === Frame.exit) {
-            settled = true
-            resolveExit(payload.readInt32BE(0))
-          } else if (type === Frame.error) {
-            settled = true
-            rejectExit(new AegisError(`${name}: ${payload.toString('utf8')}`))
-          }
-        })
-        if (head.length > 0) read(head)
-        socket.on('data', read)
-        socket.on('error', () => {})
-        socket.on('close', () => {
-          if (!settled) rejectExit(new AegisError(`${name}: the supervisor closed the exec session (did it stop?)`))
-        })
-      })
-      const send = (type: number, payload?: Buffer): void => {
-        if (!socket.destroyed) socket.write(frame(type, payload))
-      }
-      resolve({
-        write: (data) => send(Frame.stdin, data),
-        endStdin: () => send(Frame.stdinEnd),
-        resize: (rows, cols) => {
-          const size = Buffer.alloc(4)
-          size.writeUInt16BE(Math.min(Math.max(rows, 1), 65_535), 0)
-          size.writeUInt16BE(Math.min(Math.max(cols, 1), 65_535), 2)
-          send(Frame.resize, size)
-        },
-        signal: (signal) => send(Frame.signal, Buffer.from(signal, 'ascii')),
-        exit,
-        close: () => socket.destroy(),
-      })
-    })
+    http1.once('response', (response) => rejectRefusal(name, response, reject))
+    http1.once('upgrade', (_response, socket, head) => resolve(execClient(name, socket, head, output)))
     http1.end()
+  })
+}
+
+/** A plain HTTP answer instead of the upgrade: the supervisor's {error}, read whole, as the rejection. */
+function rejectRefusal(name: string, response: http.IncomingMessage, reject: (error: AegisError) => void): void {
+  let text = ''
+  response.setEncoding('utf8').on('data', (chunk: string) => (text += chunk))
+  response.on('end', () => {
+    let message = `HTTP ${response.statusCode}`
+    try {
+      message = (JSON.parse(text) as {error?: string}).error ?? message
+    } catch {}
+    reject(new AegisError(`${name}: ${message}`))
+  })
+}
+
+/** The session on the upgraded socket: frames out for the process, its output and exit read as they come. */
+function execClient(name: string, socket: Duplex, head: Buffer, output: ExecOutput): ExecClient {
+  const exit = execExit(name, socket, head, output)
+  const send = (type: number, payload?: Buffer): void => {
+    if (!socket.destroyed) socket.write(frame(type, payload))
+  }
+  return {
+    write: (data) => send(Frame.stdin, data),
+    endStdin: () => send(Frame.stdinEnd),
+    resize: (rows, cols) => {
+      const size = Buffer.alloc(4)
+      size.writeUInt16BE(Math.min(Math.max(rows, 1), 65_535), 0)
+      size.writeUInt16BE(Math.min(Math.max(cols, 1), 65_535), 2)
+      send(Frame.resize, size)
+    },
+    signal: (signal) => send(Frame.signal, Buffer.from(signal, 'ascii')),
+    exit,
+    close: () => socket.destroy(),
+  }
+}
+
+/** The exit code from the supervisor's frames, after the output before it has been handed to `output`. */
+function execExit(name: string, socket: Duplex, head: Buffer, output: ExecOutput): Promise<number> {
+  let settled = false
+  return new Promise<number>((resolveExit, rejectExit) => {
+    const read = frameReader((type, payload) => {
+      if (type === Frame.stdout) output.stdout(payload)
+      else if (type === Frame.stderr) output.stderr(payload)
+      else if (type === Frame.exit) {
+        settled = true
+        resolveExit(payload.readInt32BE(0))
+      } else if (type === Frame.error) {
+        settled = true
+        rejectExit(new AegisError(`${name}: ${payload.toString('utf8')}`))
+      }
+    })
+    if (head.length > 0) read(head)
+    socket.on('data', read)
+    socket.on('error', () => {})
+    socket.on('close', () => {
+      if (!settled) rejectExit(new AegisError(`${name}: the supervisor closed the exec session (did it stop?)`))
+    })
   })
 }

@@ -233,14 +233,7 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     config: options.config,
     published: expose,
   })
-  const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
-  checkMemory(memoryMib, `the memory of ${name}`)
-  app.resources.memory_mb = memoryMib
-  const vcpus = (app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1)
-  // validate has checked that it parses.
-  const writableLayerBytes = manifest.resources?.disk === undefined ? undefined : parseSize(manifest.resources.disk)
-  if (writableLayerBytes !== undefined)
-    await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
+  const {memoryMib, vcpus, writableLayerBytes} = await planResources(options, app, name)
   const secrets = resolveSecrets(kit, options.secrets, {
     profile: options.profile,
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
@@ -272,6 +265,24 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     cacheDir: path.join(options.dataDir, 'cache'),
     idleRules: idleRulesOf(manifest, profile, options.stopAfterMs),
   }
+}
+
+/** Memory, vCPUs (both also set in the app context the guest sees) and the writable layer's size, checked. */
+async function planResources(
+  options: RunOptions,
+  app: AppContext,
+  name: string,
+): Promise<Pick<InstancePlan, 'memoryMib' | 'vcpus' | 'writableLayerBytes'>> {
+  const manifest = options.kit.manifest
+  const memoryMib = options.memoryMib ?? app.resources.memory_mb ?? DEFAULT_MEMORY_MIB
+  checkMemory(memoryMib, `the memory of ${name}`)
+  app.resources.memory_mb = memoryMib
+  const vcpus = (app.resources.vcpus = options.cpus ?? app.resources.vcpus ?? 1)
+  // validate has checked that it parses.
+  const writableLayerBytes = manifest.resources?.disk === undefined ? undefined : parseSize(manifest.resources.disk)
+  if (writableLayerBytes !== undefined)
+    await checkWritableLayerSize(writableLayerBytes, options.dataDir, `resources.disk (${manifest.resources?.disk})`)
+  return {memoryMib, vcpus, writableLayerBytes}
 }
 
 /** A child's claims come sealed from its parent; a top-level instance's from its profile, lowered by --cap. */
@@ -641,16 +652,7 @@ async function superviseLife(
     // A record that cannot be written now is rewritten at the next transition.
     onState: (life, counts) => void registry?.update(name, {life, ...counts}).catch(() => undefined),
   })
-  const children = new Children({
-    name,
-    kit: plan.kit,
-    claims: plan.claims,
-    key: plan.capabilityKey,
-    secrets: plan.secrets,
-    registry: registry ?? InstanceRegistry.forDataDir(options.dataDir),
-    dataDir: options.dataDir,
-    onStatus: options.onStatus,
-  })
+  const children = instanceChildren(plan)
   const guest = guestApi({
     name,
     lifecycle,
@@ -678,6 +680,21 @@ async function superviseLife(
       await api?.close()
     },
   }
+}
+
+/** The children this instance may spawn through the guest API, within its claims and with its secrets. */
+function instanceChildren(plan: InstancePlan): Children {
+  const {registry, name, options} = plan
+  return new Children({
+    name,
+    kit: plan.kit,
+    claims: plan.claims,
+    key: plan.capabilityKey,
+    secrets: plan.secrets,
+    registry: registry ?? InstanceRegistry.forDataDir(options.dataDir),
+    dataDir: options.dataDir,
+    onStatus: options.onStatus,
+  })
 }
 
 /**
