@@ -15,11 +15,11 @@
  *
  * Timed, in each round: a push of each tool into a fresh repository, an unchanged re-push of
  * each, a pull of each into an empty destination (an empty AEGIS_KIT_HOME / a new OCI layout),
- * and the CLI's start (`aegis-kit --version`, and `skopeo --version`). Which tool goes first
- * alternates between rounds; each round has a fresh registry. skopeo is told to keep the layers
- * as they are (`--preserve-digests`), so both tools move the same bytes. Prints every round, the
- * medians, the ratios of the medians (ours/skopeo), the pull without process start, and the load
- * average.
+ * and the CLI's start (`aegis-kit --version`, `skopeo --version`..., and `node -e ''`, Node's
+ * own). Which tool goes first alternates between rounds; each round has a fresh registry. skopeo
+ * is told to keep the layers as they are (`--preserve-digests`), so both tools move the same
+ * bytes. Prints every round, the medians, the ratios of the medians (ours/skopeo), the pull
+ * without process start, and the load average.
  */
 import {execFileSync, spawn} from 'node:child_process'
 import {createHash, randomBytes} from 'node:crypto'
@@ -338,6 +338,8 @@ try {
   )
   console.log(`load average at start: ${load()}\n`)
   const steps = ['push', 'repush', 'pull']
+  // Node's own start, with no code of ours: the floor under every aegis-kit run on this machine.
+  const nodeStart = []
   const results = Object.fromEntries(
     tools.map((tool) => [tool, {push: [], repush: [], pull: [], start: [], pushCpu: [], pullCpu: []}]),
   )
@@ -355,6 +357,7 @@ try {
       }
     }
     results.ours.start.push(...Array.from({length: 5}, () => time('node', [cli, '--version'])))
+    nodeStart.push(...Array.from({length: 5}, () => time('node', ['-e', ''])))
     for (const [name, bin] of Object.entries(baselines))
       results[name].start.push(...Array.from({length: 5}, () => time('node', [bin, '--version'])))
     for (const tool of peers) results[tool].start.push(...Array.from({length: 5}, () => time(...startArgs[tool])))
@@ -404,6 +407,7 @@ try {
         .join(', ')}`,
     )
   }
+  console.log(`${"node -e '' (Node's own start)".padEnd(28)} ${median(nodeStart).toFixed(3).padStart(9)}`)
   console.log(`load average at end: ${load()}`)
 } finally {
   registry?.stop()
