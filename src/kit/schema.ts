@@ -112,6 +112,7 @@ interface SchemaError {
   at: (segments: PathSegment[], key?: boolean) => Pick<Problem, 'file' | 'line' | 'column' | 'path'>
 }
 
+/** One of ajv's errors as a located, hinted problem: a function per kind of schema error. */
 function toProblem(document: ManifestDocument, error: ErrorObject, all: ErrorObject[]): Problem {
   const schemaError: SchemaError = {
     document,
