@@ -67,16 +67,7 @@ export function createCompressor(kind: LayerCompression, options: CompressorOpti
       },
     )
   }
-  if (kind === 'gzip') {
-    const gzip = new ParallelGzip(options)
-    return {
-      name: `gzip (zlib ${process.versions.zlib}, ${gzip.threads} worker threads, 1 MiB blocks)`,
-      takeBlock: () => gzip.takeBlock(),
-      push: (block) => gzip.push(block),
-      end: (last) => gzip.end(last),
-      close: () => gzip.close(),
-    }
-  }
+  if (kind === 'gzip') return new HeldStartGzip(options)
   const zstd = findZstd()
   if (zstd === undefined) {
     throw new AegisError('zstd compression needs the zstd program or a Node.js with zlib zstd support', {
@@ -108,6 +99,52 @@ class PassThroughCompressor implements BlockCompressor {
     if (lastBlock.length > 0) await this.output(lastBlock)
   }
   async close(): Promise<void> {}
+}
+
+/** Below this much tar, worker start-up costs more than it saves (the bytes are the same either way). */
+const INLINE_GZIP_BLOCKS = 4
+
+/**
+ * Parallel gzip that holds the layer's first blocks before it chooses: a layer that ends within
+ * them is deflated on this thread, a larger one on worker threads. The writer streams entries
+ * as it lists them, so it cannot know the layer's size beforehand.
+ */
+class HeldStartGzip implements BlockCompressor {
+  private gzip: ParallelGzip | undefined
+  private held: Buffer[] = []
+
+  constructor(private readonly options: CompressorOptions) {}
+
+  get name(): string {
+    const threads = this.gzip?.threads ?? 0
+    return `gzip (zlib ${process.versions.zlib}, ${threads} worker threads, 1 MiB blocks)`
+  }
+
+  takeBlock(): Buffer {
+    // Never pooled memory: blocks are transferred to workers.
+    return this.gzip?.takeBlock() ?? Buffer.allocUnsafeSlow(GZIP_BLOCK_SIZE)
+  }
+
+  async push(block: Buffer): Promise<void> {
+    if (this.gzip !== undefined) return this.gzip.push(block)
+    this.held.push(block)
+    if (this.held.length > INLINE_GZIP_BLOCKS) await this.start(this.options.threads)
+  }
+
+  async end(lastBlock: Buffer): Promise<void> {
+    if (this.gzip === undefined) await this.start(0)
+    await this.gzip!.end(lastBlock)
+  }
+
+  async close(): Promise<void> {
+    await this.gzip?.close()
+  }
+
+  private async start(threads: number | undefined): Promise<void> {
+    const gzip = new ParallelGzip({...this.options, ...(threads === undefined ? {} : {threads})})
+    this.gzip = gzip
+    for (const block of this.held.splice(0)) await gzip.push(block)
+  }
 }
 
 type ZstdSupport = {kind: 'binary'; path: string; version: string} | {kind: 'node'}

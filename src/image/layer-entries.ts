@@ -67,6 +67,24 @@ export function walkTree(
   owner: Owner,
   warn: (message: string) => void,
 ): LayerEntry[] {
+  const {at, rootStat} = treeRoot(sourceDir, options)
+  const entries: LayerEntry[] = []
+  if (at !== '') entries.push(entryFromStat(at, sourceDir, rootStat, owner, warn)!)
+
+  // Normalized once; below, a name is appended to a normalized directory: what join() gives.
+  const pending: Array<[hostDir: string, relative: string]> = [[join(sourceDir, '.'), '']]
+  while (pending.length > 0) {
+    const [hostDir, relative] = pending.pop()!
+    for (const {entry, hostPath, relativePath} of listDirectory(hostDir, relative, at, options, owner, warn)) {
+      entries.push(entry)
+      if (entry.type === 'directory') pending.push([hostPath, relativePath])
+    }
+  }
+  return entries
+}
+
+/** The tree's place in the layer (`at`, normalized; '' for the root), once its root is checked. */
+export function treeRoot(sourceDir: string, options: TreeOptions): {at: string; rootStat: Stats} {
   const at =
     options.at === undefined || options.at.split('/').every((p) => p === '' || p === '.')
       ? ''
@@ -75,30 +93,87 @@ export function walkTree(
   if (rootStat === undefined || !rootStat.isDirectory()) {
     throw new AegisError(`cannot add "${sourceDir}" to a layer: not a directory`)
   }
-  const entries: LayerEntry[] = []
-  if (at !== '') entries.push(entryFromStat(at, sourceDir, rootStat, owner, warn)!)
+  return {at, rootStat}
+}
 
-  // Normalized once; below, a name is appended to a normalized directory: what join() gives.
-  const pending: Array<[hostDir: string, relative: string]> = [[join(sourceDir, '.'), '']]
-  while (pending.length > 0) {
-    const [hostDir, relative] = pending.pop()!
-    const prefix = hostDir.endsWith('/') ? hostDir : `${hostDir}/`
-    for (const name of readdirSync(hostDir)) {
-      const relativePath = relative === '' ? name : `${relative}/${name}`
-      const hostPath = prefix + name
-      if (name.includes('\ufffd')) {
-        warn(`skipped "${hostPath}": its name is not valid UTF-8`)
-        continue
-      }
-      if (options.include !== undefined && !options.include(relativePath)) continue
-      const stat = lstatSync(hostPath)
-      const entry = entryFromStat(at === '' ? relativePath : `${at}/${relativePath}`, hostPath, stat, owner, warn)
-      if (entry === undefined) continue
-      entries.push(entry)
-      if (entry.type === 'directory') pending.push([hostPath, relativePath])
+interface ListedEntry {
+  entry: LayerEntry
+  name: string
+  hostPath: string
+  /** Relative to the tree's root, `/`-separated. */
+  relativePath: string
+}
+
+/** One directory of a tree as entries, in the order the directory lists them. */
+function listDirectory(
+  hostDir: string,
+  relative: string,
+  at: string,
+  options: TreeOptions,
+  owner: Owner,
+  warn: (message: string) => void,
+): ListedEntry[] {
+  const prefix = hostDir.endsWith('/') ? hostDir : `${hostDir}/`
+  const listed: ListedEntry[] = []
+  for (const name of readdirSync(hostDir)) {
+    const relativePath = relative === '' ? name : `${relative}/${name}`
+    const hostPath = prefix + name
+    if (name.includes('\ufffd')) {
+      warn(`skipped "${hostPath}": its name is not valid UTF-8`)
+      continue
     }
+    if (options.include !== undefined && !options.include(relativePath)) continue
+    const stat = lstatSync(hostPath)
+    const entry = entryFromStat(at === '' ? relativePath : `${at}/${relativePath}`, hostPath, stat, owner, warn)
+    if (entry !== undefined) listed.push({entry, name, hostPath, relativePath})
   }
-  return entries
+  return listed
+}
+
+/**
+ * A host directory's entries in write order (what `orderEntries` gives for the tree alone),
+ * listed one directory at a time as the caller asks for the next: the layer's first bytes are
+ * written while later directories are still unread, instead of after a walk of the whole tree.
+ * A directory's contents sort as its name plus `/`, which puts `a-b` and `a.txt` before `a/x`.
+ */
+export function* streamTree(
+  sourceDir: string,
+  options: TreeOptions,
+  owner: Owner,
+  implied: Omit<EntryCommon, 'path'>,
+  warn: (message: string) => void,
+): Generator<LayerEntry> {
+  const {at, rootStat} = treeRoot(sourceDir, options)
+  const checks = new WriteOrderChecks()
+  if (at !== '') {
+    for (let slash = at.indexOf('/'); slash !== -1; slash = at.indexOf('/', slash + 1))
+      yield checks.accept({...implied, path: at.slice(0, slash), type: 'directory'})
+    yield checks.accept(entryFromStat(at, sourceDir, rootStat, owner, warn)!)
+  }
+  type Item = {key: string; listed: ListedEntry; descend: boolean}
+  const sortedItems = (hostDir: string, relative: string): Array<{entry: Item}> => {
+    const items: Item[] = []
+    const listed = listDirectory(hostDir, relative, at, options, owner, warn)
+    const names = new Set(listed.map((l) => l.name))
+    for (const l of listed) {
+      refuseWhiteoutOfSibling(l.name, l.entry.path, names)
+      items.push({key: l.name === OPAQUE_WHITEOUT ? '\u0000' : l.name, listed: l, descend: false})
+      if (l.entry.type === 'directory') items.push({key: `${l.name}/`, listed: l, descend: true})
+    }
+    return sortByUtf8(items, (item) => item.key)
+  }
+  // A stack of directories being written, each with its sorted items and how far it got.
+  const stack = [{items: sortedItems(join(sourceDir, '.'), ''), next: 0}]
+  while (stack.length > 0) {
+    const top = stack.at(-1)!
+    if (top.next === top.items.length) {
+      stack.pop()
+      continue
+    }
+    const {listed, descend} = top.items[top.next++]!.entry
+    if (descend) stack.push({items: sortedItems(listed.hostPath, listed.relativePath), next: 0})
+    else yield checks.accept(listed.entry)
+  }
 }
 
 /** One host file as an entry, or undefined (with a warning) for kinds a layer must not carry. */
@@ -156,8 +231,7 @@ export function orderEntries(
   const keyOf = order === 'depth-first' ? (path: string) => sortKey(path).replaceAll('/', '\u0000') : sortKey
   const keyed = sortByUtf8(byPath.values(), (entry) => keyOf(entry.path))
 
-  const firstPathOfInode = new Map<string, string>()
-  const filesSoFar = new Set<string>()
+  const checks = new WriteOrderChecks()
   const ordered: LayerEntry[] = []
   for (const {entry} of keyed) {
     const parent = parentOf(entry.path)
@@ -167,23 +241,29 @@ export function orderEntries(
       )
     }
     refuseWhiteoutOfAdded(byPath, entry.path, parent)
+    ordered.push(checks.accept(entry))
+  }
+  return ordered
+}
+
+/**
+ * What both orders check entry by entry, in write order: a later sighting of a hardlinked
+ * inode is written as a hardlink to the first, and a hardlink must point at a file before it.
+ */
+class WriteOrderChecks {
+  private readonly firstPathOfInode = new Map<string, string>()
+  private readonly filesSoFar = new Set<string>()
+
+  accept(entry: LayerEntry): LayerEntry {
     if (entry.type === 'file' && entry.inode !== undefined) {
-      const first = firstPathOfInode.get(entry.inode)
+      const first = this.firstPathOfInode.get(entry.inode)
       if (first !== undefined) {
-        ordered.push({
-          path: entry.path,
-          mode: entry.mode,
-          uid: entry.uid,
-          gid: entry.gid,
-          mtime: entry.mtime,
-          type: 'hardlink',
-          target: first,
-        })
-        continue
+        const {path, mode, uid, gid, mtime} = entry
+        return {path, mode, uid, gid, mtime, type: 'hardlink', target: first}
       }
-      firstPathOfInode.set(entry.inode, entry.path)
+      this.firstPathOfInode.set(entry.inode, entry.path)
     }
-    if (entry.type === 'hardlink' && !filesSoFar.has(entry.target)) {
+    if (entry.type === 'hardlink' && !this.filesSoFar.has(entry.target)) {
       throw new AegisError(
         `hardlink "${entry.path}" points at "${entry.target}", which is not a regular file earlier in the layer`,
         {
@@ -191,10 +271,9 @@ export function orderEntries(
         },
       )
     }
-    if (entry.type === 'file') filesSoFar.add(entry.path)
-    ordered.push(entry)
+    if (entry.type === 'file') this.filesSoFar.add(entry.path)
+    return entry
   }
-  return ordered
 }
 
 /** Adds every missing parent directory of the entries, with the `implied` owner, mode and time. */
@@ -212,12 +291,20 @@ function refuseWhiteoutOfAdded(byPath: Map<string, LayerEntry>, path: string, pa
   if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT) {
     const hidden =
       parent === '' ? name.slice(WHITEOUT_PREFIX.length) : `${parent}/${name.slice(WHITEOUT_PREFIX.length)}`
-    if (byPath.has(hidden)) {
-      throw new AegisError(`layer both deletes and adds "${hidden}"`, {
-        hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
-      })
-    }
+    if (byPath.has(hidden)) refuseWhiteout(hidden)
   }
+}
+
+/** The same refusal within one listed directory: `names` are its entries' names. */
+function refuseWhiteoutOfSibling(name: string, path: string, names: Set<string>): void {
+  if (name.startsWith(WHITEOUT_PREFIX) && name !== OPAQUE_WHITEOUT && names.has(name.slice(WHITEOUT_PREFIX.length)))
+    refuseWhiteout(`${path.slice(0, path.length - name.length)}${name.slice(WHITEOUT_PREFIX.length)}`)
+}
+
+function refuseWhiteout(hidden: string): never {
+  throw new AegisError(`layer both deletes and adds "${hidden}"`, {
+    hint: 'A whiteout hides files of lower layers; drop either the whiteout or the entry.',
+  })
 }
 
 /**

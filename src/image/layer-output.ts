@@ -7,6 +7,7 @@ import {closeSync, openSync, readSync, unlinkSync, writeSync} from 'node:fs'
 
 import {AegisError, messageOf} from '../errors.js'
 import type {BlockCompressor} from './layer-compress.js'
+import {TAR_BLOCK, type TarHeader, type TarHeaderStyle, encodeTarHeader, writePlainPosixHeader} from './layer-tar.js'
 
 /** Completed tar blocks held before handing them to the compressor: at once, so workers never wait. */
 export const MAX_PENDING_BLOCKS = 1
@@ -42,6 +43,15 @@ export class TarBlocks {
       offset += n
       this.advance(n)
     }
+  }
+
+  /**
+   * An entry's header. A plain posix one is written straight into the block: the stream is at a
+   * 512-byte boundary between entries and blocks are whole multiples of 512, so it always fits.
+   */
+  putHeader(header: TarHeader, style: TarHeaderStyle = 'posix'): void {
+    if (style === 'posix' && writePlainPosixHeader(this.block, this.used, header)) this.advance(TAR_BLOCK)
+    else this.put(encodeTarHeader(header, style))
   }
 
   putZeros(count: number): void {

@@ -6,11 +6,11 @@
  * and of the tar, the diffId) are computed while streaming, in one pass.
  */
 import {statSync} from 'node:fs'
+import {isAbsolute, relative, resolve} from 'node:path'
 
 import {AegisError} from '../errors.js'
 import {MediaType} from '../oci/media-types.js'
 import type {Descriptor} from '../oci/types.js'
-import {GZIP_BLOCK_SIZE} from './gzip-parallel.js'
 import {createCompressor, type GzipFraming, type LayerCompression} from './layer-compress.js'
 import {
   OPAQUE_WHITEOUT,
@@ -19,6 +19,8 @@ import {
   normalizeLayerPath,
   orderEntries,
   parentOf,
+  streamTree,
+  treeRoot,
   walkTree,
   type EntryOrder,
   type LayerEntry,
@@ -26,7 +28,7 @@ import {
   type TreeOptions,
 } from './layer-entries.js'
 import {BlobOutput, MAX_PENDING_BLOCKS, TarBlocks} from './layer-output.js'
-import {TAR_BLOCK, TAR_END, encodeTarHeader, tarPadding, type TarHeaderStyle} from './layer-tar.js'
+import {TAR_END, tarPadding, type TarHeaderStyle} from './layer-tar.js'
 
 export type {GzipFraming, LayerCompression} from './layer-compress.js'
 export type {EntryOrder, TreeOptions} from './layer-entries.js'
@@ -86,11 +88,17 @@ const MEDIA_TYPES: Record<LayerCompression, string> = {
   zstd: MediaType.LayerTarZstd,
   none: MediaType.LayerTar,
 }
-/** Below this much tar, worker start-up costs more than it saves (same bytes either way). */
-const INLINE_GZIP_LIMIT = 4 * GZIP_BLOCK_SIZE
+
+/** A tree added to an empty writer, walked only when the layer is written (see `addTree`). */
+interface DeferredTree {
+  sourceDir: string
+  options: TreeOptions
+  owner: Owner
+}
 
 export class LayerWriter {
   private readonly entries = new Map<string, LayerEntry>()
+  private deferredTree: DeferredTree | undefined
   private readonly warnings: string[] = []
   private readonly compression: LayerCompression
   private readonly epoch: number
@@ -102,11 +110,25 @@ export class LayerWriter {
     this.owner = options.owner ?? {uid: 0, gid: 0}
   }
 
-  /** Adds a host directory's contents (not following symlinks). Later additions of a path win. */
+  /**
+   * Adds a host directory's contents (not following symlinks). Later additions of a path win.
+   * A tree that is all the layer holds (the usual case: a root or a prefix of packages) is
+   * walked while the layer is written, a directory at a time in write order, so the first bytes
+   * are compressed while the rest is still being listed; anything added after it walks it now.
+   */
   addTree(sourceDir: string, options: TreeOptions = {}): this {
-    for (const entry of walkTree(sourceDir, options, options.owner ?? this.owner, (m) => this.warn(m))) {
-      this.entries.set(entry.path, entry)
+    const owner = options.owner ?? this.owner
+    if (
+      this.entries.size === 0 &&
+      this.deferredTree === undefined &&
+      (this.options.order ?? 'path-bytes') === 'path-bytes'
+    ) {
+      treeRoot(sourceDir, options) // a bad root fails here, as an eager walk would
+      this.deferredTree = {sourceDir, options, owner}
+      return this
     }
+    this.walkDeferredTree()
+    for (const entry of walkTree(sourceDir, options, owner, (m) => this.warn(m))) this.entries.set(entry.path, entry)
     return this
   }
 
@@ -151,6 +173,7 @@ export class LayerWriter {
 
   /** Hides everything the layers below have in directory `path` (`.wh..wh..opq`); keeps the directory. */
   addOpaqueDirectory(path: string, options: EntryOptions = {}): this {
+    this.walkDeferredTree()
     const dir = normalizeLayerPath(path, 'opaque directory')
     if (!this.entries.has(dir)) this.addDirectory(dir, options)
     return this.put({
@@ -168,41 +191,29 @@ export class LayerWriter {
    */
   async write(destination: string | NodeJS.WritableStream): Promise<LayerBlob> {
     const implied = {...this.owner, mode: 0o755, mtime: this.epoch}
-    const ordered = orderEntries(new Map(this.entries), implied, this.options.order)
+    // A deferred tree is walked again by every write; its warnings belong to this write.
+    const treeWarnings: string[] = []
+    // A blob written inside its own tree must not be listed in it: walk the tree before it exists.
+    if (typeof destination === 'string' && this.deferredTree && isWithin(destination, this.deferredTree.sourceDir))
+      this.walkDeferredTree()
+    const tree = this.deferredTree
+    const entries = tree
+      ? streamTree(tree.sourceDir, tree.options, tree.owner, implied, (message) => {
+          treeWarnings.push(message)
+          this.options.onWarning?.(message)
+        })
+      : orderEntries(new Map(this.entries), implied, this.options.order)
     const output = new BlobOutput(destination, {blobIsInput: this.compression === 'none'})
-    const estimatedTar = ordered.reduce((sum, e) => sum + TAR_BLOCK * 2 + (e.type === 'file' ? e.size : 0), 0)
     const compressor = createCompressor(this.compression, {
       level: this.options.level,
       gzipFraming: this.options.gzipFraming,
-      threads: this.compression === 'gzip' && estimatedTar < INLINE_GZIP_LIMIT ? 0 : this.options.threads,
+      threads: this.options.threads,
       output: (chunk) => output.write(chunk),
       outputFd: output.fileDescriptor,
     })
     const tar = new TarBlocks(compressor)
     try {
-      for (const entry of ordered) {
-        tar.put(
-          encodeTarHeader(
-            {
-              path: entry.path,
-              type: entry.type,
-              mode: entry.mode,
-              uid: entry.uid,
-              gid: entry.gid,
-              size: entry.type === 'file' ? entry.size : 0,
-              mtime: Math.max(0, Math.min(entry.mtime, this.epoch)),
-              ...(entry.type === 'symlink' || entry.type === 'hardlink' ? {linkname: entry.target} : {}),
-            },
-            this.options.tarHeaders,
-          ),
-        )
-        if (entry.type === 'file' && entry.size > 0) {
-          if (typeof entry.source === 'string') await tar.putFile(entry.source, entry.size)
-          else tar.put(entry.source)
-          tar.putZeros(tarPadding(entry.size))
-        }
-        if (tar.pendingBlocks >= MAX_PENDING_BLOCKS) await tar.drain()
-      }
+      const count = await this.writeEntries(tar, entries)
       tar.put(TAR_END)
       const {diffId, uncompressedSize} = await tar.end()
       const written = compressor.writtenOutput?.()
@@ -216,9 +227,9 @@ export class LayerWriter {
         size,
         diffId,
         uncompressedSize,
-        entries: ordered.length,
+        entries: count,
         compressor: compressor.name,
-        warnings: [...this.warnings],
+        warnings: [...this.warnings, ...treeWarnings],
       }
     } catch (error) {
       await compressor.close()
@@ -227,12 +238,50 @@ export class LayerWriter {
     }
   }
 
+  /** Each entry's header and content, in order; returns how many were written. */
+  private async writeEntries(tar: TarBlocks, entries: Iterable<LayerEntry>): Promise<number> {
+    let count = 0
+    for (const entry of entries) {
+      count++
+      tar.putHeader(
+        {
+          path: entry.path,
+          type: entry.type,
+          mode: entry.mode,
+          uid: entry.uid,
+          gid: entry.gid,
+          size: entry.type === 'file' ? entry.size : 0,
+          mtime: Math.max(0, Math.min(entry.mtime, this.epoch)),
+          ...(entry.type === 'symlink' || entry.type === 'hardlink' ? {linkname: entry.target} : {}),
+        },
+        this.options.tarHeaders,
+      )
+      if (entry.type === 'file' && entry.size > 0) {
+        if (typeof entry.source === 'string') await tar.putFile(entry.source, entry.size)
+        else tar.put(entry.source)
+        tar.putZeros(tarPadding(entry.size))
+      }
+      if (tar.pendingBlocks >= MAX_PENDING_BLOCKS) await tar.drain()
+    }
+    return count
+  }
+
+  /** Turns a deferred tree into entries, before anything else is added to the layer. */
+  private walkDeferredTree(): void {
+    const tree = this.deferredTree
+    if (tree === undefined) return
+    this.deferredTree = undefined
+    for (const entry of walkTree(tree.sourceDir, tree.options, tree.owner, (m) => this.warn(m)))
+      this.entries.set(entry.path, entry)
+  }
+
   private warn(message: string): void {
     this.warnings.push(message)
     this.options.onWarning?.(message)
   }
 
   private put(entry: LayerEntry): this {
+    this.walkDeferredTree()
     this.entries.set(entry.path, entry)
     return this
   }
@@ -256,6 +305,11 @@ export class LayerWriter {
     if (options.mtime !== undefined) result.mtime = Math.floor(options.mtime)
     return result
   }
+}
+
+function isWithin(path: string, dir: string): boolean {
+  const rel = relative(resolve(dir), resolve(path))
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
 }
 
 /** SOURCE_DATE_EPOCH from an environment, validated; undefined when unset or empty. */

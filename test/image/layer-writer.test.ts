@@ -8,6 +8,8 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 
 import {AegisError} from '../../src/errors.js'
 import {crc32Combine, ParallelGzip} from '../../src/image/gzip-parallel.js'
+import {orderEntries, streamTree, walkTree, type LayerEntry} from '../../src/image/layer-entries.js'
+import {encodeTarHeader, type TarHeader} from '../../src/image/layer-tar.js'
 import {LayerWriter, sourceDateEpochFrom} from '../../src/image/layer-writer.js'
 import {hasProgram, readTar, removeDir, tempDir} from './helpers.js'
 
@@ -251,6 +253,155 @@ describe('LayerWriter determinism', () => {
     )
     expect(streamed.digest).toBe(zstd.digest)
     expect(Buffer.concat(chunks).equals(file)).toBe(true)
+  })
+})
+
+/** Names whose byte order differs from a walk's: `-` and `.` sort before `/`, surrogates after U+FFxx. */
+function makeAwkwardTree(dir: string): void {
+  for (const d of ['a/x', 'a-b', 'a.d/in', 'é/sub', '\u{1F600}', '\uFF01', 'empty', 'opq'])
+    mkdirSync(join(dir, d), {recursive: true})
+  for (const f of [
+    'a/x/1',
+    'a.txt',
+    'a0',
+    'A',
+    'é/sub/f',
+    '\u{1F600}/f',
+    '\uFF01/f',
+    'opq/.wh..wh..opq',
+    'opq/!bang',
+    'zz',
+  ])
+    writeFileSync(join(dir, f), f)
+  linkSync(join(dir, 'zz'), join(dir, 'a/x/linked-first-by-order'))
+  symlinkSync('a/x/1', join(dir, 'a-link'))
+}
+
+describe('LayerWriter streamed trees', () => {
+  const implied = {uid: 0, gid: 0, mode: 0o755, mtime: 0}
+  const owner = {uid: 0, gid: 0}
+  const sorted = (tree: string, at?: string): LayerEntry[] => {
+    const byPath = new Map(walkTree(tree, {at}, owner, () => {}).map((e) => [e.path, e]))
+    return orderEntries(byPath, implied)
+  }
+
+  it('lists a tree in the order the sorted walk gives, hardlinks folded the same way', () => {
+    const tree = join(work, 'awkward')
+    makeAwkwardTree(tree)
+    for (const at of [undefined, 'usr/local/lib/app']) {
+      const streamed = [...streamTree(tree, {at}, owner, implied, () => {})]
+      expect(streamed).toEqual(sorted(tree, at))
+      expect(streamed.length).toBeGreaterThan(20)
+    }
+    const paths = [...streamTree(tree, {}, owner, implied, () => {})].map((e) => e.path)
+    expect(paths.indexOf('a-b')).toBeLessThan(paths.indexOf('a/x'))
+    expect(paths.indexOf('a.txt')).toBeLessThan(paths.indexOf('a/x'))
+    expect(paths.indexOf('opq/.wh..wh..opq')).toBe(paths.indexOf('opq') + 1)
+    expect(paths.indexOf('\uFF01')).toBeLessThan(paths.indexOf('\u{1F600}'))
+    // 'a/x/linked-first-by-order' sorts before 'zz': the walk's first sighting is not the tar's.
+    const zz = [...streamTree(tree, {}, owner, implied, () => {})].find((e) => e.path === 'zz')!
+    expect(zz).toMatchObject({type: 'hardlink', target: 'a/x/linked-first-by-order'})
+  })
+
+  it('writes the same bytes for a tree alone as for the tree walked before writing', async () => {
+    const tree = join(work, 'awkward-bytes')
+    makeAwkwardTree(tree)
+    const empty = join(work, 'empty-tree')
+    mkdirSync(empty)
+    for (const compression of ['gzip', 'none'] as const) {
+      const alone = await new LayerWriter({compression}).addTree(tree, {at: 'opt'}).write(join(work, 'alone.blob'))
+      // A second tree (adding nothing) makes the writer walk the first before writing.
+      const walked = await new LayerWriter({compression})
+        .addTree(tree, {at: 'opt'})
+        .addTree(empty)
+        .write(join(work, 'walked.blob'))
+      expect(alone.digest).toBe(walked.digest)
+      expect(alone.entries).toBe(walked.entries)
+    }
+  })
+
+  it('leaves out a blob written inside the tree it packs', async () => {
+    const tree = join(work, 'self')
+    mkdirSync(tree)
+    writeFileSync(join(tree, 'f'), 'f')
+    const blob = await new LayerWriter({compression: 'none'}).addTree(tree).write(join(tree, 'layer.tar'))
+    const names = (await readTar(readFileSync(join(tree, 'layer.tar')))).map((e) => e.header.name)
+    expect(names).toEqual(['f'])
+    expect(blob.entries).toBe(1)
+  })
+
+  it('refuses a whiteout next to the file it deletes, and a tree root that is not a directory', async () => {
+    const tree = join(work, 'wh-tree')
+    mkdirSync(join(tree, 'etc'), {recursive: true})
+    writeFileSync(join(tree, 'etc/a.conf'), '')
+    writeFileSync(join(tree, 'etc/.wh.a.conf'), '')
+    await expect(new LayerWriter().addTree(tree, {at: 'root'}).write(join(work, 'wh.tgz'))).rejects.toThrow(
+      'layer both deletes and adds "root/etc/a.conf"',
+    )
+    expect(existsSync(join(work, 'wh.tgz'))).toBe(false)
+    expect(() => new LayerWriter().addTree(join(tree, 'etc/a.conf'))).toThrow(/not a directory/)
+  })
+
+  it('deflates a small layer on this thread and a large one on workers', async () => {
+    const small = join(work, 'small-tree')
+    mkdirSync(small)
+    writeFileSync(join(small, 'f'), 'small')
+    const blob = await new LayerWriter({threads: 2}).addTree(small).write(join(work, 'small.tgz'))
+    expect(blob.compressor).toContain('0 worker threads')
+    const big = join(work, 'big-tree')
+    mkdirSync(big)
+    writeFileSync(join(big, 'r'), randomBytes(6 * 1024 * 1024))
+    const large = await new LayerWriter({threads: 2}).addTree(big).write(join(work, 'big.tgz'))
+    expect(large.compressor).toContain('2 worker threads')
+    execFileSync('gzip', ['-t', join(work, 'big.tgz')])
+  })
+})
+
+describe('tar headers', () => {
+  /** ustar as the string-built encoder wrote it before headers were written in place. */
+  function referenceUstar(h: TarHeader): Buffer {
+    const block = Buffer.alloc(512)
+    const octal = (offset: number, width: number, value: number) =>
+      block.write(`${value.toString(8).padStart(width - 1, '0')}\u0000`, offset, width, 'latin1')
+    const name = h.type === 'directory' ? `${h.path}/` : h.path
+    const slash = name.length > 100 ? name.indexOf('/', name.length - 101) : -1
+    block.write(slash === -1 ? name : name.slice(slash + 1), 0, 100, 'latin1')
+    octal(100, 8, h.mode)
+    octal(108, 8, h.uid)
+    octal(116, 8, h.gid)
+    octal(124, 12, h.size)
+    octal(136, 12, h.mtime)
+    block.fill(0x20, 148, 156)
+    block.write({file: '0', hardlink: '1', symlink: '2', directory: '5'}[h.type], 156, 1, 'latin1')
+    block.write(h.linkname ?? '', 157, 100, 'latin1')
+    block.write('ustar\u000000', 257, 8, 'latin1')
+    octal(329, 8, 0)
+    octal(337, 8, 0)
+    if (slash !== -1) block.write(name.slice(0, slash), 345, 155, 'latin1')
+    let sum = 0
+    for (const byte of block) sum += byte
+    block.write(`${sum.toString(8).padStart(6, '0')}\u0000 `, 148, 8, 'latin1')
+    return block
+  }
+
+  it('are the ustar bytes the field-by-field encoding gives, checksum included', () => {
+    const types = ['file', 'directory', 'symlink', 'hardlink'] as const
+    for (let i = 0; i < 300; i++) {
+      const type = types[i % 4]!
+      const header: TarHeader = {
+        path: i % 5 === 0 ? `dir${i}/${'p'.repeat(60)}/${'q'.repeat(40 + (i % 50))}` : `dir${i}/${'n'.repeat(i % 94)}`,
+        type,
+        mode: (i * 2654435761) % 0o10000,
+        uid: (i * 7919) % 0o7777777,
+        gid: i % 3 === 0 ? 0 : 0o7777777,
+        size: type === 'file' ? i * 104729 + (i === 299 ? 0o77777777000 : 0) : 0,
+        mtime: (i * 1_700_000_017) % 0o77777777777,
+        ...(type === 'symlink' || type === 'hardlink' ? {linkname: `target/${'l'.repeat(i % 90)}`} : {}),
+      }
+      const encoded = encodeTarHeader(header)
+      expect(encoded.length, 'no PAX entry: the fields fit ustar').toBe(512)
+      expect(encoded.equals(referenceUstar(header)), JSON.stringify(header)).toBe(true)
+    }
   })
 })
 
