@@ -10,12 +10,12 @@ import {formatReference, manifestReference} from '../oci/reference.js'
 import type {Descriptor} from '../oci/types.js'
 import {
   copyGraph,
+  fetchManifest,
   transferFailed,
   type CopyProgress,
   type CopyResult,
   type RemoteRepository,
 } from '../registry/index.js'
-import {fetchManifest} from '../registry/copy.js'
 import type {KitVerification} from '../kit/trust.js'
 import type {LocalStore} from '../store/index.js'
 import {findKitDescriptor, kitArtifactLayers} from './artifact.js'

@@ -40,33 +40,31 @@ export function semanticProblems(document: ManifestDocument, manifest: AegisKitM
 
 /** Reports each port routing.expose lists twice; returns the exposed ports, each once, in order. */
 function checkExposedPorts(manifest: AegisKitManifest, report: Report): number[] {
-  const exposed = manifest.routing?.expose ?? []
-  const firstPortAt = new Map<number, number>()
-  exposed.forEach((entry, index) => {
-    const first = firstPortAt.get(entry.port)
-    if (first === undefined) firstPortAt.set(entry.port, index)
-    else
+  return reportRepeats(
+    manifest.routing?.expose ?? [],
+    (entry) => entry.port,
+    (entry, index, first) =>
       report(
         ['routing', 'expose', index, 'port'],
         `port ${entry.port} is exposed twice (also routing.expose[${first}])`,
         'list each port once',
-      )
-  })
-  return [...firstPortAt.keys()]
+      ),
+  )
 }
 
 function checkSecrets(manifest: AegisKitManifest, report: Report): void {
   const secrets = manifest.secrets?.required ?? []
-  const firstSecretAt = new Map<string, number>()
-  secrets.forEach((secret, index) => {
-    const first = firstSecretAt.get(secret.name)
-    if (first === undefined) firstSecretAt.set(secret.name, index)
-    else
+  reportRepeats(
+    secrets,
+    (secret) => secret.name,
+    (secret, index, first) =>
       report(
         ['secrets', 'required', index, 'name'],
         `secret ${secret.name} is declared twice (also secrets.required[${first}])`,
         'declare each secret once',
-      )
+      ),
+  )
+  secrets.forEach((secret, index) => {
     if (secret.generated && secret.user_provided) {
       report(
         ['secrets', 'required', index],
@@ -82,6 +80,21 @@ function checkSecrets(manifest: AegisKitManifest, report: Report): void {
       )
     }
   })
+}
+
+/** Calls `repeated` for each item whose key an earlier item has; returns the keys, each once, in order. */
+function reportRepeats<T, K>(
+  items: T[],
+  keyOf: (item: T) => K,
+  repeated: (item: T, index: number, firstIndex: number) => void,
+): K[] {
+  const firstAt = new Map<K, number>()
+  items.forEach((item, index) => {
+    const first = firstAt.get(keyOf(item))
+    if (first === undefined) firstAt.set(keyOf(item), index)
+    else repeated(item, index, first)
+  })
+  return [...firstAt.keys()]
 }
 
 function checkSizes(manifest: AegisKitManifest, report: Report): void {

@@ -9,6 +9,7 @@ export {RegistryClient, parseChallenges, type Challenge, type RegistryClientOpti
 export {RemoteRepository, defaultRegistryClient, type RemoteRepositoryOptions} from './repository.js'
 export {
   copyGraph,
+  fetchManifest,
   resolvePlatform,
   type CopyOptions,
   type CopyProgress,

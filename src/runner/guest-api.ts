@@ -86,6 +86,13 @@ export function guestApi(context: GuestApiContext): {serve(stream: Duplex, token
   }
 }
 
+/** One request and its response, for the routes that stream their answer themselves. */
+interface Exchange {
+  request: http.IncomingMessage
+  response: http.ServerResponse
+  url: URL
+}
+
 /** Answers a request; undefined when the route answered itself (a stream). */
 async function handle(
   context: GuestApiContext,
@@ -129,9 +136,9 @@ async function handle(
       case 'POST /stop':
         return children.stop(id)
       case 'POST /exec':
-        return execInChild(context, id, request, response)
+        return execInChild(context, id, {request, response, url})
       case 'GET /logs':
-        return logsOfChild(context, id, url, request, response)
+        return logsOfChild(context, id, {request, response, url})
     }
   }
   return {status: 404, body: {error: `no route ${route} (see docs/guest-api.md)`}}
@@ -227,12 +234,8 @@ async function self(context: GuestApiContext): Promise<Record<string, unknown>> 
 }
 
 /** Runs a command in a child through its supervisor: one JSON line per output chunk, then `{"exit_code": N}`. */
-async function execInChild(
-  context: GuestApiContext,
-  id: string,
-  request: http.IncomingMessage,
-  response: http.ServerResponse,
-): Promise<Answer | undefined> {
+async function execInChild(context: GuestApiContext, id: string, exchange: Exchange): Promise<Answer | undefined> {
+  const {request, response} = exchange
   const entry = await context.children.find(id)
   if (!entry) return {status: 404, body: {error: `no child instance ${id}`}}
   if (!entry.alive || entry.apiSocket === undefined) return {status: 409, body: {error: `${id} is not running`}}
@@ -265,13 +268,8 @@ async function execInChild(
 }
 
 /** The child's console log as text: `tail` lines to start with, and with `follow` until it ends or the client goes. */
-async function logsOfChild(
-  context: GuestApiContext,
-  id: string,
-  url: URL,
-  request: http.IncomingMessage,
-  response: http.ServerResponse,
-): Promise<Answer | undefined> {
+async function logsOfChild(context: GuestApiContext, id: string, exchange: Exchange): Promise<Answer | undefined> {
+  const {request, response, url} = exchange
   const entry = await context.children.find(id)
   if (!entry || context.registry === undefined) return {status: 404, body: {error: `no child instance ${id}`}}
   const tailText = url.searchParams.get('tail')

@@ -4,9 +4,8 @@
  */
 import type {KeyObject} from 'node:crypto'
 import type {Descriptor} from '../oci/types.js'
-import {fetchManifest} from '../registry/copy.js'
 import {formatReference, manifestReference} from '../oci/reference.js'
-import {transferFailed, type RemoteRepository} from '../registry/index.js'
+import {fetchManifest, transferFailed, type RemoteRepository} from '../registry/index.js'
 import {signDigest} from './bundle.js'
 import type {SigningKey} from './keys.js'
 import {attachSignature, verifySignatures} from './signature.js'
