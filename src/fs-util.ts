@@ -1,8 +1,14 @@
 /** Small filesystem helpers shared by the store and the modules beside it (errors, atomic writes, pid-named temp files). */
 import type {Stats} from 'node:fs'
 import {open, rename, stat, unlink} from 'node:fs/promises'
-import {dirname} from 'node:path'
+import {dirname, isAbsolute, relative} from 'node:path'
 import {randomBytes} from 'node:crypto'
+
+/** Whether `candidate` is `root` or lies under it (lexically: symlinks are not followed). */
+export function isInside(root: string, candidate: string): boolean {
+  const rest = relative(root, candidate)
+  return rest === '' || (!rest.startsWith('..') && !isAbsolute(rest))
+}
 
 /** The `code` of a Node system error (`ENOENT`, `EEXIST`, ...), if any. */
 export function errorCode(error: unknown): string | undefined {

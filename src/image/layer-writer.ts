@@ -6,9 +6,9 @@
  * and of the tar, the diffId) are computed while streaming, in one pass.
  */
 import {statSync} from 'node:fs'
-import {isAbsolute, relative, resolve} from 'node:path'
 
 import {AegisError} from '../errors.js'
+import {isInside} from '../fs-util.js'
 import {MediaType} from '../oci/media-types.js'
 import type {Descriptor} from '../oci/types.js'
 import {createCompressor, type GzipFraming, type LayerCompression} from './layer-compress.js'
@@ -117,18 +117,11 @@ export class LayerWriter {
    * are compressed while the rest is still being listed; anything added after it walks it now.
    */
   addTree(sourceDir: string, options: TreeOptions = {}): this {
-    const owner = options.owner ?? this.owner
-    if (
-      this.entries.size === 0 &&
-      this.deferredTree === undefined &&
-      (this.options.order ?? 'path-bytes') === 'path-bytes'
-    ) {
-      treeRoot(sourceDir, options) // a bad root fails here, as an eager walk would
-      this.deferredTree = {sourceDir, options, owner}
-      return this
-    }
-    this.walkDeferredTree()
-    for (const entry of walkTree(sourceDir, options, owner, (m) => this.warn(m))) this.entries.set(entry.path, entry)
+    this.walkDeferredTree() // an earlier tree first, so this one's paths win
+    treeRoot(sourceDir, options) // a bad root fails here, not when the layer is written
+    this.deferredTree = {sourceDir, options, owner: options.owner ?? this.owner}
+    // Streaming needs the tree to be the whole layer, in the order it lists in.
+    if (this.entries.size > 0 || (this.options.order ?? 'path-bytes') !== 'path-bytes') this.walkDeferredTree()
     return this
   }
 
@@ -194,7 +187,7 @@ export class LayerWriter {
     // A deferred tree is walked again by every write; its warnings belong to this write.
     const treeWarnings: string[] = []
     // A blob written inside its own tree must not be listed in it: walk the tree before it exists.
-    if (typeof destination === 'string' && this.deferredTree && isWithin(destination, this.deferredTree.sourceDir))
+    if (typeof destination === 'string' && this.deferredTree && isInside(this.deferredTree.sourceDir, destination))
       this.walkDeferredTree()
     const tree = this.deferredTree
     const entries = tree
@@ -305,11 +298,6 @@ export class LayerWriter {
     if (options.mtime !== undefined) result.mtime = Math.floor(options.mtime)
     return result
   }
-}
-
-function isWithin(path: string, dir: string): boolean {
-  const rel = relative(resolve(dir), resolve(path))
-  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel)
 }
 
 /** SOURCE_DATE_EPOCH from an environment, validated; undefined when unset or empty. */

@@ -11,6 +11,7 @@ import {Writable, type Readable} from 'node:stream'
 import {pipeline} from 'node:stream/promises'
 import {createGunzip} from 'node:zlib'
 import {AegisError, messageOf} from '../errors.js'
+import {isInside} from '../fs-util.js'
 import {LayerWriter, type LayerWriterOptions} from '../image/layer-writer.js'
 
 /** Never packed: version-control metadata and desktop litter. Everything else the kit has goes in. */
@@ -124,11 +125,6 @@ function fileMode(mode: number): number {
 
 function compareBytes(a: string, b: string): number {
   return Buffer.compare(Buffer.from(a), Buffer.from(b))
-}
-
-function isInside(root: string, candidate: string): boolean {
-  const relative = path.relative(root, candidate)
-  return relative === '' || (!relative.startsWith('..') && !path.isAbsolute(relative))
 }
 
 /**

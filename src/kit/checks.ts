@@ -4,6 +4,7 @@
  */
 import {type Stats, statSync} from 'node:fs'
 import path from 'node:path'
+import {isInside} from '../fs-util.js'
 import {locate, type ManifestDocument} from './document.js'
 import type {AegisKitManifest, Profile} from './manifest.generated.js'
 import {formatPath, type PathSegment, type Problem} from './problems.js'
@@ -148,11 +149,14 @@ function checkProfileSecrets(name: string, profile: Profile, secretNames: string
 }
 
 function checkProfilePorts(name: string, profile: Profile, exposedPorts: number[], report: Report): void {
-  const seen = new Set<number>()
-  profile.exposes?.forEach((port, index) => {
-    if (seen.has(port))
-      report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once')
-    seen.add(port)
+  const exposes = profile.exposes ?? []
+  reportRepeats(
+    exposes,
+    (port) => port,
+    (port, index) =>
+      report(['profiles', name, 'exposes', index], `port ${port} is listed twice`, 'list each port once'),
+  )
+  exposes.forEach((port, index) => {
     if (!exposedPorts.includes(port)) {
       report(
         ['profiles', name, 'exposes', index],
@@ -176,8 +180,7 @@ function checkKitFile(
     return
   }
   const resolved = path.resolve(kitDir, relative)
-  const inside = path.relative(kitDir, resolved)
-  if (inside.startsWith('..') || path.isAbsolute(inside)) {
+  if (!isInside(kitDir, resolved)) {
     report(
       segments,
       `"${relative}" points outside the kit directory`,

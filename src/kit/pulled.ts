@@ -12,7 +12,7 @@ import {existsSync, readFileSync, realpathSync} from 'node:fs'
 import {mkdir} from 'node:fs/promises'
 import path from 'node:path'
 import {withFileLock} from '../file-lock.js'
-import {writeFileAtomically} from '../fs-util.js'
+import {isInside, writeFileAtomically} from '../fs-util.js'
 import {defaultStoreRoot} from '../paths.js'
 
 interface RefsFile {
@@ -57,8 +57,7 @@ export function findPulledKit(reference: string, storeRoot?: string): string | u
   const relative = readRefs(root).refs[reference]
   if (relative === undefined) return undefined
   const dir = path.resolve(root, relative)
-  const inside = path.relative(root, dir)
-  if (inside.startsWith('..') || path.isAbsolute(inside) || !existsSync(dir)) return undefined
+  if (!isInside(root, dir) || !existsSync(dir)) return undefined
   return dir
 }
 

@@ -241,6 +241,13 @@ const cases: Case[] = [
     message: /does not declare/,
   },
   {
+    name: 'profile exposes a port twice',
+    content: `${valid}routing:\n  expose:\n    - port: 80\nprofiles:\n  web:\n    exposes: [80, 80]\n`,
+    at: [8, 19],
+    path: 'profiles.web.exposes[1]',
+    message: /port 80 is listed twice/,
+  },
+  {
     name: 'generated and user_provided',
     content: `${valid}secrets:\n  required:\n    - name: TOKEN\n      generated: true\n      user_provided: true\n`,
     at: [5, 7],
