@@ -12,6 +12,7 @@ import type {Readable} from 'node:stream'
 import {AegisError} from '../errors.js'
 import {idleTimeoutError, keepAliveAgents, redirectStep, type RedirectableRequest} from './http-core.cjs'
 import {redactUrl} from './registry-error.js'
+import {sendFileZeroCopy, zeroCopySender} from './zero-copy-upload.js'
 
 /**
  * A body that can be sent again: bytes, or a factory that opens a fresh stream each call. A
@@ -270,9 +271,11 @@ function exchange(
       outgoing['content-length'] = Buffer.byteLength(body)
     const timeouts = registryTimeouts()
     const uploadBytes = Number(outgoing['content-length'] ?? headerValue(headers, 'content-length') ?? 0) || 0
+    const file = body instanceof FileBody ? body : undefined
+    const busybox = file && zeroCopySender(file, url)
+    if (busybox) outgoing.connection = 'close' // the socket turns blocking: see zero-copy-upload.ts
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
     const request = send(url, {method, headers: outgoing, agent: agentFor(url, insecure), timeout: timeouts.idleMs})
-    const file = body instanceof FileBody ? body : undefined
     const stream =
       body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body) && !(body instanceof FileBody)
         ? body
@@ -314,7 +317,7 @@ function exchange(
       )
     })
     if (file) {
-      sendFile(file, request, () => answered)
+      sendFileBody(file, busybox, request, timeouts.idleMs, () => answered)
     } else if (stream) {
       stream.on('error', (error) => request.destroy(error))
       stream.pipe(request)
@@ -322,6 +325,18 @@ function exchange(
       request.end(body)
     }
   })
+}
+
+/** Sends a file body through sendfile when `busybox` can (zero-copy-upload.ts), else the buffered way. */
+function sendFileBody(
+  body: FileBody,
+  busybox: string | undefined,
+  request: ClientRequest,
+  idleMs: number,
+  stopped: () => boolean,
+): void {
+  if (busybox === undefined) sendFile(body, request, stopped)
+  else sendFileZeroCopy(busybox, body, request, idleMs, () => sendFile(body, request, stopped))
 }
 
 /**
