@@ -255,7 +255,9 @@ const agentFor = keepAliveAgents()
  * One request and its response head; a stream body is piped and stopped if the server answers
  * early. One timer bounds the whole exchange, the response body included (`downloadBytes` scale it).
  * Long: one promise whose request, response and body handlers share the upload state, the
- * answer and the deadline timer; split, that state would have to travel between them.
+ * answer and the deadline timer; split, that state would have to travel between them. A file
+ * sent through sendfile gets a connection of its own that says `Connection: close`: its socket
+ * turns blocking (zero-copy-upload.ts).
  */
 function exchange(
   method: string,
@@ -266,16 +268,16 @@ function exchange(
   downloadBytes: number,
 ): Promise<RegistryResponse> {
   return new Promise((resolve, reject) => {
-    const outgoing: OutgoingHttpHeaders = {...headers}
+    const file = body instanceof FileBody ? body : undefined
+    const busybox = file && zeroCopySender(file, url)
+    const outgoing: OutgoingHttpHeaders = busybox ? {...headers, connection: 'close'} : {...headers}
+    const agent = busybox ? false : agentFor(url, insecure)
     if ((typeof body === 'string' || Buffer.isBuffer(body)) && !hasHeader(headers, 'content-length'))
       outgoing['content-length'] = Buffer.byteLength(body)
     const timeouts = registryTimeouts()
     const uploadBytes = Number(outgoing['content-length'] ?? headerValue(headers, 'content-length') ?? 0) || 0
-    const file = body instanceof FileBody ? body : undefined
-    const busybox = file && zeroCopySender(file, url)
-    if (busybox) outgoing.connection = 'close' // the socket turns blocking: see zero-copy-upload.ts
     const send = url.protocol === 'https:' ? httpsRequest : httpRequest
-    const request = send(url, {method, headers: outgoing, agent: agentFor(url, insecure), timeout: timeouts.idleMs})
+    const request = send(url, {method, headers: outgoing, agent, timeout: timeouts.idleMs})
     const stream =
       body !== undefined && typeof body !== 'string' && !Buffer.isBuffer(body) && !(body instanceof FileBody)
         ? body

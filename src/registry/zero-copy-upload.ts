@@ -7,9 +7,9 @@
  *
  * The costs, and why each is safe:
  * - libuv makes a child's stdin and stdout blocking, and the socket's file description is shared,
- *   so the socket stays blocking in this process too. The request therefore says
- *   `Connection: close`: the socket is never reused, nothing more is written to it, and the
- *   response ends when the server closes it.
+ *   so the socket stays blocking in this process too. The request therefore has a connection of
+ *   its own (no keep-alive agent) and says `Connection: close`: the socket is never reused,
+ *   nothing more is written to it, and the response ends when the server closes it.
  * - The child's writes do not go through Node's socket, so Node's idle timer sees no traffic: the
  *   file offset of the child (its fdinfo) is read every PROGRESS_MS, reported as progress, and
  *   re-arms the socket's idle timer when it moved. busybox sends 16 MiB per sendfile call and the
@@ -95,7 +95,7 @@ class ZeroCopySend {
       if (socketFd === undefined) throw new Error('no descriptor')
       input = openSync(`/proc/self/fd/${this.body.fd}`, 'r') // its own offset, from 0
     } catch {
-      this.fallback()
+      this.handOver()
       return
     }
     let child: ChildProcess
@@ -114,7 +114,7 @@ class ZeroCopySend {
       // Not started (busybox gone since zeroCopySender looked): nothing was sent yet.
       this.child = undefined
       clearInterval(this.poll)
-      this.fallback()
+      this.handOver()
     })
     child.on('exit', (code, signal) => this.exited(child, socket, code, signal))
   }
@@ -146,6 +146,12 @@ class ZeroCopySend {
     this.body.onBytes?.(position - this.reported)
     this.reported = position
     socket.setTimeout(this.idleMs) // the bytes moved: the connection is not idle
+  }
+
+  /** The buffered path sends the body instead, and closes the file when its last read is done. */
+  private handOver(): void {
+    this.closed = true
+    this.fallback()
   }
 
   private closeBody(): void {
