@@ -28,7 +28,8 @@ import {
 import {findGvproxy, gvproxyNetwork, parseInternalHosts} from '../../src/guest/gvproxy.js'
 import {GUEST_MAC, GUEST_NETWORK, userNetwork, type NetworkBackend} from '../../src/guest/network.js'
 import {startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, hostGuest, freePort, processesMentioning, waitFor} from './helpers.js'
+import {buildTestRoot, hostGuest, freePort, processesMentioning} from './helpers.js'
+import {waitFor} from '../helpers/wait.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-gvproxy-test-'))
@@ -80,7 +81,7 @@ function consoleWatcher(): {
     },
     text: () => text,
     until: async (needle, timeoutMs = 90_000) => {
-      await waitFor(`"${needle}" on the guest console`, () => (text.includes(needle) ? true : undefined), timeoutMs)
+      await waitFor(`"${needle}" on the guest console`, () => text.includes(needle), timeoutMs)
     },
   }
 }
@@ -362,11 +363,7 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
           ['-listen-qemu', `unix://${qemuSocket}`, '-listen', `unix://${apiSocket}`, '-ssh-port', '-1'],
           {stdio: 'ignore'},
         )
-        await waitFor(
-          'bare gvproxy',
-          () => (existsSync(apiSocket) && existsSync(qemuSocket) ? true : undefined),
-          10_000,
-        )
+        await waitFor('bare gvproxy', () => existsSync(apiSocket) && existsSync(qemuSocket), 10_000)
         return {
           qemuArgs: [
             '-netdev',
@@ -476,15 +473,11 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
       child.stdout?.setEncoding('utf8').on('data', (text: string) => {
         output += text
       })
-      await waitFor('the workload to start', () => (output.includes('AEGIS_STARTED') ? true : undefined), 90_000)
+      await waitFor('the workload to start', () => output.includes('AEGIS_STARTED'), 90_000)
       expect(processesMentioning(`${childTmp}/`).some((pid) => isGvproxy(pid))).toBe(true)
       expect(await listening(hostPort)).toBe(true)
       child.kill('SIGKILL')
-      await waitFor(
-        'QEMU, virtiofsd and gvproxy to go',
-        () => (processesMentioning(childTmp).length === 0 ? true : undefined),
-        15_000,
-      )
+      await waitFor('QEMU, virtiofsd and gvproxy to go', () => processesMentioning(childTmp).length === 0, 15_000)
       expect(await listening(hostPort)).toBe(false)
     } finally {
       child?.kill('SIGKILL')

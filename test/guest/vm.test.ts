@@ -18,7 +18,8 @@ import type {HeartbeatSample} from '../../src/guest/control-channel.js'
 import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {userNetwork} from '../../src/guest/network.js'
 import {runVm, startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, cpuTimeMs, hostGuest, freePort, processesMentioning, snapshotTree, waitFor} from './helpers.js'
+import {buildTestRoot, cpuTimeMs, hostGuest, freePort, processesMentioning, snapshotTree} from './helpers.js'
+import {waitFor} from '../helpers/wait.js'
 
 const repoRoot = path.resolve(import.meta.dirname, '../..')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-vm-test-'))
@@ -207,7 +208,7 @@ describe('guest VM', {timeout: 120_000}, () => {
     const beforeResume = samples.length
     await vm.resume()
     expect(await vm.status()).toMatchObject({running: true})
-    await waitFor('a heartbeat after the resume', () => (samples.length > beforeResume ? true : undefined), 10_000)
+    await waitFor('a heartbeat after the resume', () => samples.length > beforeResume, 10_000)
     expect(await waitFor('the resumed guest', () => get(5000), 30_000)).toBe('hello-from-guest\n')
     await vm.pause()
     const result = await vm.stop(30_000)
@@ -266,14 +267,13 @@ describe('guest VM', {timeout: 120_000}, () => {
       output += text
     })
     try {
-      await waitFor('the workload to start', () => (output.includes('AEGIS_STARTED') ? true : undefined), 60_000)
+      await waitFor('the workload to start', () => output.includes('AEGIS_STARTED'), 60_000)
       expect(processesMentioning(childMarker).length).toBe(1) // qemu
       expect(processesMentioning(childRoot).length).toBe(1) // virtiofsd for the root
       child.kill('SIGKILL')
       await waitFor(
         'QEMU and virtiofsd to go',
-        () =>
-          processesMentioning(childMarker).length + processesMentioning(childRoot).length === 0 ? true : undefined,
+        () => processesMentioning(childMarker).length + processesMentioning(childRoot).length === 0,
         15_000,
       )
     } finally {
@@ -338,7 +338,7 @@ describe('control channel', {timeout: 120_000}, () => {
       extraKernelArgs: [channelMarker],
     })
     vm.onHeartbeat((sample) => samples.push(sample))
-    await waitFor('the first heartbeat', () => (samples.length > 0 ? true : undefined), 60_000)
+    await waitFor('the first heartbeat', () => samples.length > 0, 60_000)
   })
 
   afterAll(async () => {
@@ -386,7 +386,7 @@ describe('control channel', {timeout: 120_000}, () => {
     session.stdout.setEncoding('utf8').on('data', (text: string) => {
       output += text
     })
-    await waitFor('the first size', () => (output.includes('24 80') ? true : undefined), 30_000)
+    await waitFor('the first size', () => output.includes('24 80'), 30_000)
     session.resize(40, 120)
     session.stdin.write('\n')
     const {exitCode} = await session.exit
@@ -404,10 +404,10 @@ describe('control channel', {timeout: 120_000}, () => {
 
     const tree = vm.exec({command: ['sh', '-c', 'sleep 601 & sleep 602']})
     const count = async () => (await collect(vm.exec({command: ['ps']}))).stdout.match(/sleep 60[12]/g)?.length ?? 0
-    await waitFor('both sleeps', async () => ((await count()) === 2 ? true : undefined), 30_000)
+    await waitFor('both sleeps', async () => (await count()) === 2, 30_000)
     tree.close()
     await expect(tree.exit).rejects.toThrow(/closed/)
-    await waitFor('the tree to be killed', async () => ((await count()) === 0 ? true : undefined), 30_000)
+    await waitFor('the tree to be killed', async () => (await count()) === 0, 30_000)
   })
 
   it('holds up only the session whose reader is slow', async () => {

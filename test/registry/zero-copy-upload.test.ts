@@ -14,6 +14,7 @@ import {join} from 'node:path'
 import {afterAll, afterEach, beforeAll, describe, expect, it} from 'vitest'
 import {findOnPath} from '../../src/exec.js'
 import {FileBody, sendOnce} from '../../src/registry/http.js'
+import {waitFor} from '../helpers/wait.js'
 
 const content = randomBytes(24 * 1024 * 1024) // more than loopback's socket buffers hold
 const digest = createHash('sha256').update(content).digest('hex')
@@ -121,7 +122,7 @@ async function upload(path: string, fd?: number, from = file): Promise<Upload> {
     body: () => body,
   })
   const answer = await response.json<Upload['answer']>()
-  await waitFor(() => closes > 0)
+  await waitFor('the file to be closed', () => closes > 0, 3000, 20)
   return {status: response.status, answer, reported, closes}
 }
 
@@ -139,13 +140,6 @@ function catChildren(): number[] {
       }
     })
     .map(Number)
-}
-
-async function waitFor(condition: () => boolean, ms = 3000): Promise<void> {
-  for (const end = Date.now() + ms; !condition(); ) {
-    if (Date.now() > end) throw new Error('timed out waiting')
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
 }
 
 const catStarts = () =>
@@ -177,7 +171,7 @@ describe.skipIf(realBusybox === undefined)('uploads through sendfile (busybox is
     const result = await upload('/early')
     expect(result.status).toBe(413)
     expect(result.answer.bytes).toBe(0)
-    await waitFor(() => catChildren().length === 0)
+    await waitFor('busybox cat to end', () => catChildren().length === 0, 3000, 20)
   })
 
   it('gives up a registry that stops reading as idle, and kills the child', async () => {
@@ -185,7 +179,7 @@ describe.skipIf(realBusybox === undefined)('uploads through sendfile (busybox is
     const started = Date.now()
     await expect(upload('/stall')).rejects.toThrow('no data for 1 s')
     expect(Date.now() - started).toBeLessThan(10_000)
-    await waitFor(() => catChildren().length === 0)
+    await waitFor('busybox cat to end', () => catChildren().length === 0, 3000, 20)
   })
 
   it('keeps a slow registry that goes on reading past the idle timeout', async () => {

@@ -6,13 +6,13 @@ import {type ChildProcess, spawn} from 'node:child_process'
 import {createHash} from 'node:crypto'
 import {readFile, stat, writeFile} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
-import {setTimeout as sleep} from 'node:timers/promises'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {AegisError} from '../../src/errors.js'
 import {MediaType} from '../../src/oci/media-types.js'
 import type {Descriptor} from '../../src/oci/types.js'
 import {LocalStore} from '../../src/store/index.js'
 import {withFileLock} from '../../src/file-lock.js'
+import {waitFor} from '../helpers/wait.js'
 import {blobNames, compiledStoreModule, makeUmociImage, removeTempDirs, run, tempDir, tempFiles} from './helpers.js'
 
 let storeModule: string
@@ -73,14 +73,6 @@ function startChild(
   return {child, output: () => output, exited}
 }
 
-async function waitFor(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(10)
-  }
-}
-
 describe('concurrent commands', () => {
   it('two processes tagging 100 images each at once lose no tag and leave valid JSON', async () => {
     const layout = join(await tempDir('race-src-'), 'app')
@@ -93,7 +85,7 @@ describe('concurrent commands', () => {
     const racers = ['a', 'b'].map((prefix) =>
       startChild('tag-racer.mjs', [root, prefix, '100', JSON.stringify(desc), go]),
     )
-    await waitFor(() => racers.every((r) => r.output().includes('ready')), 'both racers to load')
+    await waitFor('both racers to load', () => racers.every((r) => r.output().includes('ready')), 15_000, 10)
     await writeFile(go, '')
     const codes = await Promise.all(racers.map((r) => r.exited))
     expect(codes, racers.map((r) => r.output()).join('\n')).toEqual([0, 0])
@@ -114,8 +106,10 @@ describe('concurrent commands', () => {
     const holding = withFileLock(lockPath, () => new Promise<void>((resolve) => (release = resolve)))
     // Its holder is written just after the file is made: wait for both.
     await waitFor(
-      async () => (await readFile(lockPath, 'utf8').catch(() => '')).startsWith(`${process.pid} `),
       'the lock',
+      async () => (await readFile(lockPath, 'utf8').catch(() => '')).startsWith(`${process.pid} `),
+      15_000,
+      10,
     )
     const error = await withFileLock(lockPath, async () => 'never', {timeoutMs: 200}).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(AegisError)
@@ -136,7 +130,7 @@ describe('killed commands', () => {
       }
       return false
     }
-    await waitFor(bigTemp, 'the child to write 8 MiB')
+    await waitFor('the child to write 8 MiB', bigTemp, 15_000, 10)
     writer.child.kill('SIGKILL')
     expect(await writer.exited).toBeNull()
 
@@ -174,7 +168,7 @@ describe('killed commands', () => {
       await store.push(desc, bytes)
 
     const holder = startChild('hold-lock.mjs', [join(root, 'index.json.lock')])
-    await waitFor(() => holder.output().includes('locked'), 'the child to take the lock')
+    await waitFor('the child to take the lock', () => holder.output().includes('locked'), 15_000, 10)
     holder.child.kill('SIGKILL')
     await holder.exited
     expect((await readFile(join(root, 'index.json.lock'), 'utf8')).split(' ')[0]).toBe(String(holder.child.pid))
