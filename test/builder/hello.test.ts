@@ -7,6 +7,7 @@ import {execa} from 'execa'
 import {describe, expect, it} from 'vitest'
 import {formatAge} from '../../src/cli/format.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
+import {brokenHelloKit} from '../helpers/toolchain.js'
 
 interface BuildReport {
   reference: string
@@ -127,12 +128,7 @@ describe('build hello', () => {
     const home = freshHome()
     await build(home, ['hello'])
     const before = await runCli(['images', '--all', '--json'], {env: {AEGIS_KIT_HOME: home}})
-    const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'broken')
-    cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
-    const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
-      .replace('name: hello', 'name: broken')
-      .replace('packages: [busybox-static]', 'packages: [busybox-static, no-such-package-aegis-kit]')
-    writeFileSync(path.join(kit, 'aegis-kit.yaml'), manifest)
+    const kit = brokenHelloKit()
     const result = await runCli(['build', kit], {env: {AEGIS_KIT_HOME: home}})
     expect(result.exitCode).toBe(1)
     expect(result.stderr).toMatch(/mmdebstrap failed/)

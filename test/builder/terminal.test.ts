@@ -1,11 +1,12 @@
 // What `build` shows on a real terminal (a pseudo-terminal from script(1)): one live line per
 // step and its one-line result, mmdebstrap's own chatter only with --verbose, a failed step's
 // last lines; and that logs (no terminal) keep their plain lines.
-import {cpSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {mkdtempSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {describe, expect, it} from 'vitest'
-import {finalLines, onTerminal, repoRoot, runCli} from '../helpers/cli.js'
+import {finalLines, onTerminal, runCli} from '../helpers/cli.js'
+import {brokenHelloKit} from '../helpers/toolchain.js'
 
 const mmdebstrapChatter = /^\s*[IW]: /m
 
@@ -43,12 +44,7 @@ describe('build on a terminal', () => {
   }, 300_000)
 
   it("shows a failed step's last lines, then the error", async () => {
-    const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'broken')
-    cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
-    const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
-      .replace('name: hello', 'name: broken')
-      .replace('packages: [busybox-static]', 'packages: [busybox-static, no-such-package-aegis-kit]')
-    writeFileSync(path.join(kit, 'aegis-kit.yaml'), manifest)
+    const kit = brokenHelloKit()
     const {exitCode, screen} = await onTerminal(['build', kit], home)
     expect(exitCode).toBe(1)
     const lines = finalLines(screen)

@@ -28,10 +28,9 @@ import {
 import {findGvproxy, gvproxyNetwork, parseInternalHosts} from '../../src/guest/gvproxy.js'
 import {GUEST_MAC, GUEST_NETWORK, userNetwork, type NetworkBackend} from '../../src/guest/network.js'
 import {startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, hostGuest, freePort, processesMentioning} from './helpers.js'
+import {buildTestRoot, hostGuest, freePort, processesMentioning, compileForChild} from './helpers.js'
 import {waitFor} from '../helpers/wait.js'
 
-const repoRoot = path.resolve(import.meta.dirname, '../..')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-gvproxy-test-'))
 // Every VM's run dir (and so gvproxy's command line) lands under scratch: leftovers are easy to find.
 const runTmp = path.join(scratch, 'tmp')
@@ -429,25 +428,7 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
 
   it('leaves no gvproxy behind, and frees its ports, when the process that started it is SIGKILLed', async () => {
     const outDir = path.join(scratch, 'compiled')
-    execFileSync(
-      path.join(repoRoot, 'node_modules/.bin/tsc'),
-      [
-        '--outDir',
-        outDir,
-        '--rootDir',
-        path.join(repoRoot, 'src'),
-        '--module',
-        'NodeNext',
-        '--moduleResolution',
-        'NodeNext',
-        '--target',
-        'ES2022',
-        '--skipLibCheck',
-        path.join(repoRoot, 'src/guest/qemu.ts'),
-        path.join(repoRoot, 'src/guest/gvproxy.ts'),
-      ],
-      {cwd: repoRoot},
-    )
+    compileForChild(outDir, ['src/guest/qemu.ts', 'src/guest/gvproxy.ts'])
     const childTmp = path.join(scratch, 'child-tmp')
     mkdirSync(childTmp)
     const hostPort = await freePort()

@@ -115,6 +115,32 @@ export function processesMentioning(needle: string): number[] {
   return found
 }
 
+/**
+ * Compiles `sources` (paths under src/) with their imports into `outDir` as plain JavaScript,
+ * for a child process that must run our modules without vitest (one killed to see what it leaves).
+ */
+export function compileForChild(outDir: string, sources: string[]): void {
+  const repoRoot = path.resolve(import.meta.dirname, '../..')
+  execFileSync(
+    path.join(repoRoot, 'node_modules/.bin/tsc'),
+    [
+      '--outDir',
+      outDir,
+      '--rootDir',
+      path.join(repoRoot, 'src'),
+      '--module',
+      'NodeNext',
+      '--moduleResolution',
+      'NodeNext',
+      '--target',
+      'ES2022',
+      '--skipLibCheck',
+      ...sources.map((source) => path.join(repoRoot, source)),
+    ],
+    {cwd: repoRoot},
+  )
+}
+
 /** CPU time (ms, user + system) a process has used so far, from /proc/PID/stat. */
 export function cpuTimeMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')

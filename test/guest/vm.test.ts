@@ -18,10 +18,17 @@ import type {HeartbeatSample} from '../../src/guest/control-channel.js'
 import type {StoredGuest} from '../../src/guest/guest-store.js'
 import {userNetwork} from '../../src/guest/network.js'
 import {runVm, startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
-import {buildTestRoot, cpuTimeMs, hostGuest, freePort, processesMentioning, snapshotTree} from './helpers.js'
+import {
+  buildTestRoot,
+  cpuTimeMs,
+  hostGuest,
+  freePort,
+  processesMentioning,
+  snapshotTree,
+  compileForChild,
+} from './helpers.js'
 import {waitFor} from '../helpers/wait.js'
 
-const repoRoot = path.resolve(import.meta.dirname, '../..')
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-vm-test-'))
 /** On every QEMU command line of this file, to find leftover processes. */
 const marker = `aegis.test=${randomBytes(6).toString('hex')}`
@@ -229,24 +236,7 @@ describe('guest VM', {timeout: 120_000}, () => {
   it('leaves no QEMU or virtiofsd behind when the process that started them is SIGKILLed', async () => {
     // The child needs plain JavaScript: compile the guest module once into the scratch dir.
     const outDir = path.join(scratch, 'compiled')
-    execFileSync(
-      path.join(repoRoot, 'node_modules/.bin/tsc'),
-      [
-        '--outDir',
-        outDir,
-        '--rootDir',
-        path.join(repoRoot, 'src'),
-        '--module',
-        'NodeNext',
-        '--moduleResolution',
-        'NodeNext',
-        '--target',
-        'ES2022',
-        '--skipLibCheck',
-        path.join(repoRoot, 'src/guest/qemu.ts'),
-      ],
-      {cwd: repoRoot},
-    )
+    compileForChild(outDir, ['src/guest/qemu.ts'])
     const childMarker = `aegis.test=${randomBytes(6).toString('hex')}`
     const childRoot = path.join(scratch, 'child-root')
     mkdirSync(childRoot)

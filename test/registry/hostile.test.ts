@@ -3,7 +3,6 @@
  * docker-registry cannot produce, so each test runs a small node:http server that misbehaves on
  * purpose (a Bearer realm on another host over plain HTTP, ...).
  */
-import {execFileSync} from 'node:child_process'
 import {randomBytes} from 'node:crypto'
 import {mkdtemp, readFile, readdir, rm} from 'node:fs/promises'
 import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
@@ -19,6 +18,7 @@ import type {ImageIndex, ImageManifest} from '../../src/oci/types.js'
 import {pullImage} from '../../src/registry/push-pull.js'
 import {LocalStore} from '../../src/store/local-store.js'
 import {createSandbox} from '../cli-images/helpers.js'
+import {selfSignedCertificate} from '../helpers/registry.js'
 import {LayoutStore} from './layout-store.js'
 import {RegistryClient} from '../../src/registry/auth.js'
 import {RegistryError} from '../../src/registry/registry-error.js'
@@ -207,29 +207,7 @@ describe('a Bearer realm on another host', () => {
   it("over HTTPS (as Docker Hub's auth.docker.io) receives them", async () => {
     const dir = await mkdtemp(join(tmpdir(), 'aegis-hostile-tls-'))
     try {
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'ec',
-          '-pkeyopt',
-          'ec_paramgen_curve:prime256v1',
-          '-nodes',
-          '-keyout',
-          join(dir, 'key.pem'),
-          '-out',
-          join(dir, 'cert.pem'),
-          '-days',
-          '1',
-          '-subj',
-          '/CN=127.0.0.2',
-          '-addext',
-          'subjectAltName=IP:127.0.0.2',
-        ],
-        {stdio: 'ignore'},
-      )
+      selfSignedCertificate(join(dir, 'key.pem'), join(dir, 'cert.pem'), {subject: '127.0.0.2', ip: '127.0.0.2'})
       let authorization: string | undefined
       const realm = createHttpsServer(
         {key: await readFile(join(dir, 'key.pem')), cert: await readFile(join(dir, 'cert.pem'))},
