@@ -42,7 +42,7 @@ export async function checkDisk(dataDir: string): Promise<Check> {
 
 /** Each tag's graph walked through the store's own reader: manifests verified, blobs present at their size. */
 export async function checkStore(store: LocalStore): Promise<Check> {
-  if (!(await statIfExists(store.paths.indexFile))) return ok('store', `empty (${store.root})`)
+  if (!(await statIfExists(store.indexFile))) return ok('store', `empty (${store.root})`)
   let manifests: Descriptor[]
   try {
     manifests = (await store.readIndex()).manifests
@@ -51,7 +51,7 @@ export async function checkStore(store: LocalStore): Promise<Check> {
     return missing(
       'store',
       error.message,
-      `move the unreadable index aside (mv ${store.paths.indexFile} ${store.paths.indexFile}.bad), then build or pull your images again`,
+      `move the unreadable index aside (mv ${store.indexFile} ${store.indexFile}.bad), then build or pull your images again`,
     )
   }
   const broken: string[] = []

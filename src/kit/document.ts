@@ -8,8 +8,8 @@ import {Document, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, vi
 import {readRegularFile} from '../local-file.js'
 import type {PathSegment, Problem} from './problems.js'
 
-/** A manifest has no business being larger than this; bigger input is refused before parsing. */
-export const MAX_MANIFEST_BYTES = 1024 * 1024
+/** A kit manifest (aegis-kit.yaml) has no business being larger than this; bigger input is refused before parsing. */
+const MAX_KIT_MANIFEST_BYTES = 1024 * 1024
 /** Aliases a manifest may expand; YAML "billion laughs" documents need thousands. */
 const MAX_ALIAS_COUNT = 50
 
@@ -25,9 +25,9 @@ export interface ManifestDocument {
 export type ParseResult = {ok: true; document: ManifestDocument} | {ok: false; problems: Problem[]}
 type Failure = Extract<ParseResult, {ok: false}>
 
-/** Parses the manifest at `file`; a FIFO, a device or a file over MAX_MANIFEST_BYTES is an AegisError. */
+/** Parses the manifest at `file`; a FIFO, a device or a file over MAX_KIT_MANIFEST_BYTES is an AegisError. */
 export async function readManifestDocument(file: string): Promise<ParseResult> {
-  return parseManifestText(file, await readRegularFile(file, {what: 'kit manifest', maxBytes: MAX_MANIFEST_BYTES}))
+  return parseManifestText(file, await readRegularFile(file, {what: 'kit manifest', maxBytes: MAX_KIT_MANIFEST_BYTES}))
 }
 
 export function parseManifestText(file: string, bytes: Uint8Array): ParseResult {

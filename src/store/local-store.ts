@@ -55,6 +55,11 @@ export class LocalStore implements ContentStore {
     return this.paths.root
   }
 
+  /** index.json, the file that holds the tags: absent in a store nothing was ever put in. */
+  get indexFile(): string {
+    return this.paths.indexFile
+  }
+
   // ---- ContentStore ----
 
   /**
