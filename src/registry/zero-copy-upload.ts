@@ -60,6 +60,13 @@ export function sendFileZeroCopy(
 ): void {
   const send = new ZeroCopySend(busybox, body, request, idleMs, fallback)
   request.on('close', () => send.stop())
+  // A registry accepts an upload only once it has read the whole body, and its answer can come in
+  // before the child's exit is seen (or the request's close kills a child not yet reaped): the
+  // answer, not the exit, reports the last bytes.
+  request.once('response', (response) => {
+    const status = response.statusCode ?? 0
+    if (status >= 200 && status < 300) send.delivered()
+  })
   request.flushHeaders()
   request.once('socket', (socket) => {
     // ClientRequest writes its head to the socket right after emitting 'socket'; the empty write
@@ -119,6 +126,11 @@ class ZeroCopySend {
     child.on('exit', (code, signal) => this.exited(child, socket, code, signal))
   }
 
+  /** The registry has the whole body: every byte is reported, whatever the child's state. */
+  delivered(): void {
+    this.report(this.body.size)
+  }
+
   /** Kills the child if it still runs, and closes the file. */
   stop(): void {
     clearInterval(this.poll)
@@ -141,11 +153,11 @@ class ZeroCopySend {
     this.request.destroy(new Error(`sending the blob failed: ${why}`))
   }
 
-  private report(position: number | undefined, socket: Socket): void {
+  private report(position: number | undefined, socket?: Socket): void {
     if (position === undefined || position <= this.reported) return
     this.body.onBytes?.(position - this.reported)
     this.reported = position
-    socket.setTimeout(this.idleMs) // the bytes moved: the connection is not idle
+    socket?.setTimeout(this.idleMs) // the bytes moved: the connection is not idle
   }
 
   /** The buffered path sends the body instead, and closes the file when its last read is done. */

@@ -7,7 +7,7 @@
  */
 import {createHash, randomBytes} from 'node:crypto'
 import {closeSync, fstatSync, openSync, readdirSync, readFileSync} from 'node:fs'
-import {chmod, mkdtemp, rm, writeFile} from 'node:fs/promises'
+import {chmod, mkdir, mkdtemp, rm, writeFile} from 'node:fs/promises'
 import {createServer, type IncomingMessage, type Server, type ServerResponse} from 'node:http'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -94,6 +94,8 @@ interface Upload {
   answer: {bytes: number; digest: string; connection?: string}
   /** Bytes onBytes reported. */
   reported: number
+  /** Bytes onBytes had reported when the registry's answer came in. */
+  reportedAtAnswer: number
   /** Times the file's close was called. */
   closes: number
 }
@@ -121,9 +123,10 @@ async function upload(path: string, fd?: number, from = file): Promise<Upload> {
     headers: {'content-length': String(size)},
     body: () => body,
   })
+  const reportedAtAnswer = reported
   const answer = await response.json<Upload['answer']>()
   await waitFor('the file to be closed', () => closes > 0, 3000, 20)
-  return {status: response.status, answer, reported, closes}
+  return {status: response.status, answer, reported, reportedAtAnswer, closes}
 }
 
 /** This process's children running `busybox cat`. */
@@ -193,6 +196,20 @@ describe.skipIf(realBusybox === undefined)('uploads through sendfile (busybox is
     expect(Date.now() - started).toBeGreaterThan(3000) // longer than the idle timeout
     expect(result.answer).toMatchObject({bytes: bytes.length, digest: createHash('sha256').update(bytes).digest('hex')})
     expect(result.reported).toBe(bytes.length)
+  })
+
+  it('has reported every byte by the time the answer is in, though the child is seen to exit only later', async () => {
+    // A sender that lingers once cat is done: the registry answers first, and the request's close
+    // then kills the sender, so only the answer can report the last bytes (the exit never does).
+    const lingering = join(dir, 'lingering')
+    await mkdir(lingering, {recursive: true})
+    await writeFile(join(lingering, 'busybox'), `#!/bin/sh\n'${realBusybox}' "$@"\nexec sleep 30\n`)
+    await chmod(join(lingering, 'busybox'), 0o755)
+    process.env.PATH = `${lingering}:${originalPath}`
+    const result = await upload('/whole')
+    expect(result.answer).toEqual({bytes: content.length, digest, connection: 'close'})
+    expect(result.reportedAtAnswer).toBe(content.length)
+    expect(result.reported).toBe(content.length)
   })
 
   it('takes the buffered path, keeping the connection, when busybox is not on PATH', async () => {
