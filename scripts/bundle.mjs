@@ -3,7 +3,7 @@
 // resolved, read and compiled one by one. A command's start drops from ~0.26 s to ~0.19 s
 // (docs/performance.md, "process start"). oclif still finds one file per command
 // (dist/bundle/commands/**), so a command loads only its own code; the chunks dynamic imports
-// split off (the download workers' pool, the builder) still load only when used.
+// split off (the direct download, the builder) still load only when used.
 //
 // tsc's dist/ stays as it is: worker threads, the hook child process and files found beside a
 // module (schemas, kits, images/guest) are addressed from each module's own location, so every

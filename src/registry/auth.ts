@@ -150,7 +150,7 @@ export class RegistryClient {
 
   /**
    * `request` as `send` would first send it (user agent, plain HTTP when the host needs it, the
-   * cached Authorization), without sending it: for a download done elsewhere (a worker thread),
+   * cached Authorization), without sending it: for a download done elsewhere (direct-download.ts),
    * which hands any answer but 200 back to `send` (a 401 there gets a fresh token).
    */
   async authorize(request: RegistryRequest, registry: string, scopes: string[]): Promise<RegistryRequest> {

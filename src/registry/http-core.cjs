@@ -1,10 +1,10 @@
 // @ts-check
 /**
- * The HTTP rules every registry exchange follows, on the main thread (http.ts) and on a download
- * worker (download-worker.cjs) alike: keep-alive agents, the idle timeout's error, and which
+ * The HTTP rules every registry exchange follows, in http.ts and in the direct download of large
+ * blobs (blob-download.cjs) alike: keep-alive agents, the idle timeout's error, and which
  * redirects are followed how far. One copy, so the two paths cannot disagree on a redirect chain
  * or a stalled connection. Plain CommonJS that loads only node:http (and node:https on the first
- * https: URL): the worker requires it on its start, which is on a pull's critical path.
+ * https: URL).
  * Type-checked by tsc (allowJs + checkJs), which emits it to dist/.
  */
 const http = require('node:http')
@@ -12,7 +12,7 @@ const http = require('node:http')
 /** Redirects followed for one request; one more is an error, on both paths. */
 const MAX_REDIRECTS = 10
 
-/** The error code of a request redirected more than MAX_REDIRECTS times (download-pool.ts turns it into an AegisError). */
+/** The error code of a request redirected more than MAX_REDIRECTS times (direct-download.ts turns it into an AegisError). */
 const TOO_MANY_REDIRECTS = 'ETOOMANYREDIRECTS'
 
 /**
@@ -91,7 +91,7 @@ function keepAliveAgents() {
   const agents = {}
   return (url, insecure) => {
     if (url.protocol === 'http:') return (agents.http ??= new http.Agent({keepAlive: true}))
-    // Required here, not at the top: TLS adds to a worker's start, and a plain-HTTP registry never needs it.
+    // Required here, not at the top: TLS adds to a command's start, and a plain-HTTP registry never needs it.
     const https = /** @type {typeof import('node:https')} */ (require('node:https'))
     if (insecure) return (agents.insecure ??= new https.Agent({keepAlive: true, rejectUnauthorized: false}))
     return (agents.https ??= new https.Agent({keepAlive: true}))

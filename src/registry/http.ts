@@ -3,7 +3,7 @@
  * stay Node streams end to end (fetch's web streams and parser cost ~150 ms on a 210 MB pull, and
  * loading undici ~50 ms on every command). Redirects are followed by hand so that credentials
  * never travel to another host; that rule, the agents and the idle timeout live in http-core.cjs,
- * shared with the download worker.
+ * shared with the direct download of large blobs (blob-download.cjs).
  */
 import {createReadStream, read as readFile, ReadStream} from 'node:fs'
 import {type ClientRequest, request as httpRequest, type IncomingMessage, type OutgoingHttpHeaders} from 'node:http'

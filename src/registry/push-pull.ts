@@ -6,7 +6,6 @@ import type {ContentStore} from '../oci/types.js'
 import {copyGraph, type CopyOptions, type CopyResult} from './copy.js'
 import {formatReference, manifestReference} from '../oci/reference.js'
 import {RemoteRepository, type RemoteRepositoryOptions} from './repository.js'
-import {canPushFilled} from './types.js'
 
 export interface TransferResult extends CopyResult {
   /** The remote reference with the root's digest, e.g. `ghcr.io/acme/kit:1.0@sha256:…`. */
@@ -64,11 +63,6 @@ export async function pullImage(
   options: PullOptions = {},
 ): Promise<TransferResult> {
   const repository = typeof remote === 'string' ? new RemoteRepository(remote, options) : remote
-  if (canPushFilled(local))
-    void import('./download-pool.js').then(
-      (pool) => pool.prewarmDownloadWorkers(),
-      () => undefined,
-    ) // a failure shows on the first large blob
   // One GET resolves the reference and brings the root's bytes (no HEAD first: one round trip less).
   const {descriptor: root, bytes} = await repository.resolveManifest(manifestReference(repository.reference))
   const localReference = options.localReference ?? formatReference(repository.reference)

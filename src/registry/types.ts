@@ -35,7 +35,7 @@ export interface FilledBlob {
 }
 
 /**
- * A store that lets a copy write a blob's temp file itself (a download in a worker thread) and
+ * A store that lets a copy write a blob's temp file itself (direct-download.ts) and
  * keeps the blob only once the size and digest the filler measured match the descriptor; the
  * temp file is removed otherwise. `fill` resolves undefined when it wrote nothing (the store
  * keeps nothing either).

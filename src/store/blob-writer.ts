@@ -1,6 +1,6 @@
 /**
  * The one way content enters the store: streamed into a temp file under `.tmp/`, hashed and
- * counted on the way (here, or by a pull's download worker thread through `writeBlobWith`),
+ * counted on the way (here, or by a pull's direct download through `writeBlobWith`),
  * fsync'd, and renamed into `blobs/sha256/<hex>` only when size and digest match. A crash leaves at most a temp file, which prune removes once its process is gone. The
  * rename is made durable by the next index.json update (see `updateIndex`), which syncs
  * `blobs/sha256/` once rather than once per blob.
@@ -39,7 +39,7 @@ export async function writeBlob(
 
 /**
  * The store's side of every write: `fill` writes (and fsyncs) the temp file and reports the size
- * and digest it measured, here or in a worker thread; the blob is renamed into place only when
+ * and digest it measured, here or in a pull's direct download; the blob is renamed into place only when
  * both match `desc`, and the temp file is removed on any failure. `fill` resolving undefined
  * means it wrote nothing (its source declined), and nothing is stored.
  */

@@ -100,7 +100,7 @@ export class LocalStore implements ContentStore {
     await writeBlob(this.paths, desc, content, onBytes)
   }
 
-  /** A blob whose temp file `fill` writes (a download in a worker thread); kept only if the size and digest it reports match. */
+  /** A blob whose temp file `fill` writes (a registry download, direct-download.ts); kept only if the size and digest it reports match. */
   async pushFilled(
     desc: Descriptor,
     fill: (tempPath: string) => Promise<{size: number; digest: string} | undefined>,

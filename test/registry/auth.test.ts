@@ -123,10 +123,10 @@ describe('Basic auth (htpasswd)', () => {
     expectNoSecret(error, wrong)
   })
 
-  // A large blob into the local store takes the worker-thread download (src/registry/download-pool.ts).
+  // A large blob into the local store takes the direct download (src/registry/direct-download.ts).
   it.each([
-    ['on the main thread', 'small'],
-    ['from a worker thread', 'large'],
+    ['through http.ts', 'small'],
+    ['through the direct download', 'large'],
   ] as const)('never sends Authorization to a redirect on another host (%s)', async (_how, size) => {
     const source = size === 'small' ? image : largeImage
     const manifest = JSON.parse(

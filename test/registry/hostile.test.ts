@@ -444,7 +444,7 @@ describe('deadlines: a body trickled to keep a pull alive', () => {
     expect(await readdir(store.paths.tmpDir)).toEqual([])
   }, 20_000)
 
-  it("ends a large blob's download (worker thread) at its deadline, keeping nothing", async () => {
+  it("ends a large blob's download (direct download) at its deadline, keeping nothing", async () => {
     const {error, store, seconds} = await trickledLayerPull(5 * 1024 * 1024, 1024 * 1024)
     expect(error).toBeInstanceOf(AegisError)
     expect((error as Error).message).toMatch(

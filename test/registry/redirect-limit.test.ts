@@ -1,8 +1,8 @@
 /**
- * The main thread's client (http.ts) and the download worker (download-worker.cjs) follow
- * redirects by one rule (http-core.cjs): ten are followed, an eleventh is the same error on
- * both paths. Before, the worker stopped silently after ten and the main thread asked the whole
- * chain again. A small node:http server redirects a blob's GET `n` times before serving it.
+ * The registry client (http.ts) and the direct download of large blobs (blob-download.cjs)
+ * follow redirects by one rule (http-core.cjs): ten are followed, an eleventh is the same error
+ * on both paths. Before, the download (then on a worker thread) stopped silently after ten and
+ * http.ts asked the whole chain again. A small node:http server redirects a blob's GET `n` times before serving it.
  */
 import {createHash, randomBytes} from 'node:crypto'
 import {mkdtemp, rm} from 'node:fs/promises'
@@ -21,7 +21,7 @@ import {LocalStore} from '../../src/store/local-store.js'
 import {LayoutStore} from './layout-store.js'
 
 const digestOf = (bytes: Buffer) => `sha256:${createHash('sha256').update(bytes).digest('hex')}`
-// Large enough for the worker path (copy.ts sends blobs of 4 MiB and more to a worker thread).
+// Large enough for the direct download (copy.ts downloads blobs of 4 MiB and more that way).
 const layer = randomBytes(5 * 1024 * 1024)
 const config = Buffer.from('{}')
 const manifest = Buffer.from(
@@ -35,7 +35,7 @@ const manifest = Buffer.from(
 
 interface RedirectingRegistry {
   host: string
-  /** GETs of the layer's blob URL, each with its Connection header (the worker's plain-HTTP reader sends `close`). */
+  /** GETs of the layer's blob URL, each with its Connection header (the direct download's plain-HTTP reader sends `close`). */
   layerGets: Array<string | undefined>
   close(): Promise<void>
 }
@@ -107,10 +107,10 @@ async function start(redirects: number): Promise<RedirectingRegistry> {
 const client = new RegistryClient({retry: {maxAttempts: 2, minDelayMs: 20, maxDelayMs: 50}})
 let stores = 0
 
-/** Pulls `r/app:1` into a new store: a LocalStore takes large blobs from the worker, a LayoutStore from the main thread. */
-async function pullInto(kind: 'worker' | 'main thread', host: string): Promise<unknown> {
+/** Pulls `r/app:1` into a new store: a LocalStore takes large blobs through the direct download, a LayoutStore through http.ts. */
+async function pullInto(kind: 'direct' | 'http.ts', host: string): Promise<unknown> {
   const dir = join(work, `store-${stores++}`)
-  const store: ContentStore = kind === 'worker' ? new LocalStore(dir) : await LayoutStore.create(dir)
+  const store: ContentStore = kind === 'direct' ? new LocalStore(dir) : await LayoutStore.create(dir)
   return pullImage(new RemoteRepository(`${host}/r/app:1`, {client}), store, {localReference: 'app:1'}).then(
     () => undefined,
     (error: unknown) => error,
@@ -120,7 +120,7 @@ async function pullInto(kind: 'worker' | 'main thread', host: string): Promise<u
 // The URL that answered with the redirect one too many: the last hop before the bytes.
 const tooMany = (host: string) => `GET http://${host}/hop/1 redirected more than ${MAX_REDIRECTS} times.`
 
-describe('a chain of redirects, on the worker and on the main thread', () => {
+describe('a chain of redirects, through the direct download and through http.ts', () => {
   it(`follows ${MAX_REDIRECTS} redirects on both paths`, async () => {
     const registry = await start(MAX_REDIRECTS)
     const direct = await sendOnce({
@@ -130,9 +130,9 @@ describe('a chain of redirects, on the worker and on the main thread', () => {
     expect(direct.response.status).toBe(200)
     expect(direct.url.pathname).toBe('/hop/0')
     direct.response.discard()
-    expect(await pullInto('worker', registry.host)).toBeUndefined()
-    expect(await pullInto('main thread', registry.host)).toBeUndefined()
-    // Once by sendOnce, once by the worker (its own plain-HTTP reader), once by the main thread's pull.
+    expect(await pullInto('direct', registry.host)).toBeUndefined()
+    expect(await pullInto('http.ts', registry.host)).toBeUndefined()
+    // Once by sendOnce, once by the direct download (its own plain-HTTP reader), once by http.ts's pull.
     expect(registry.layerGets).toEqual(['keep-alive', 'close', 'keep-alive'])
   })
 
@@ -149,14 +149,14 @@ describe('a chain of redirects, on the worker and on the main thread', () => {
     expect((direct as Error).message).toBe(tooMany(registry.host))
     registry.layerGets.length = 0
 
-    const viaWorker = await pullInto('worker', registry.host)
-    expect(viaWorker).toBeInstanceOf(AegisError)
-    expect((viaWorker as Error).message).toBe(tooMany(registry.host))
-    // The worker's verdict stands: the main thread does not ask the chain again.
+    const viaDirect = await pullInto('direct', registry.host)
+    expect(viaDirect).toBeInstanceOf(AegisError)
+    expect((viaDirect as Error).message).toBe(tooMany(registry.host))
+    // The direct download's verdict stands: http.ts does not ask the chain again.
     expect(registry.layerGets).toEqual(['close'])
 
-    const viaMainThread = await pullInto('main thread', registry.host)
-    expect(viaMainThread).toBeInstanceOf(AegisError)
-    expect((viaMainThread as Error).message).toBe(tooMany(registry.host))
+    const viaHttp = await pullInto('http.ts', registry.host)
+    expect(viaHttp).toBeInstanceOf(AegisError)
+    expect((viaHttp as Error).message).toBe(tooMany(registry.host))
   })
 })

@@ -53,7 +53,7 @@ async function manifestOf(
 /**
  * Pushes a one-layer image, flips a byte of its layer on the registry's disk, and checks that a
  * pull into the local store fails naming the digest and keeps nothing: no blob, no tag, no temp
- * file. 4 MiB and more takes the worker-thread path (src/registry/download-pool.ts).
+ * file. 4 MiB and more takes the direct download (src/registry/direct-download.ts).
  */
 async function expectTamperedPullRefused(name: string, layerSize: number): Promise<void> {
   const victimImage = await makeImage(join(work, `tamper-${name}-image`), {layers: 1, layerSize})
@@ -273,8 +273,8 @@ describe('faults', () => {
     await expectTamperedPullRefused('local', 100 * 1024)
   })
 
-  // Blobs of 4 MiB and more are downloaded on a worker thread (src/registry/download-pool.ts).
-  it('pulls large blobs on worker threads into the local store, with progress, retrying a dropped connection and handing a 401 back', async () => {
+  // Blobs of 4 MiB and more are downloaded straight into the store's temp file (src/registry/direct-download.ts).
+  it('pulls large blobs straight into the local store, with progress, retrying a dropped connection and handing a 401 back', async () => {
     const large = await makeImage(join(work, 'large-image'), {layers: 2, layerSize: 5 * 1024 * 1024})
     await pushImage(large, 'test', repo('large/app:1'))
     const layers = (await manifestOf(large, 'test')).manifest.layers
@@ -317,10 +317,10 @@ describe('faults', () => {
     }
   })
 
-  // The worker reads plain-HTTP bodies with a Content-Length off the socket itself; a chunked
+  // The direct download reads plain-HTTP bodies with a Content-Length off the socket itself; a chunked
   // answer goes through node:http instead. docker-registry always sends a length and never cuts
   // a body short, so a test proxy does both.
-  it('pulls large blobs on worker threads when the body is chunked (test proxy) or cut short once (test proxy)', async () => {
+  it('pulls large blobs directly when the body is chunked (test proxy) or cut short once (test proxy)', async () => {
     const large = await makeImage(join(work, 'framing-image'), {layers: 2, layerSize: 5 * 1024 * 1024})
     await pushImage(large, 'test', repo('framing/app:1'))
     const layers = (await manifestOf(large, 'test')).manifest.layers
@@ -349,7 +349,7 @@ describe('faults', () => {
     }
   })
 
-  it('refuses a large blob altered on the registry disk (worker thread), naming the digest and leaving no temp file', async () => {
+  it('refuses a large blob altered on the registry disk (direct download), naming the digest and leaving no temp file', async () => {
     await expectTamperedPullRefused('large', 5 * 1024 * 1024)
   })
 

@@ -46,12 +46,6 @@ already in the store are skipped, so an interrupted pull resumes when re-run.`
   static override enableJsonFlag = true
 
   async run(): Promise<TransferReport> {
-    // Boot the download workers (~80 ms of CPU each) while flags are parsed, the store is set up and
-    // the manifest is fetched, not after: idle, they do not keep the process alive.
-    void import('../../registry/download-pool.js').then(
-      (pool) => pool.prewarmDownloadWorkers(),
-      () => undefined, // a failure shows on the first large blob
-    )
     const {args, flags} = await this.parse(ImagesPull)
     const reporter = createTransferReporter(process.stderr, progressMode(process.stderr, this.jsonEnabled()), 'pulled')
     let result: TransferReport

@@ -1,15 +1,17 @@
 // @ts-check
 /**
- * The download worker of download-pool.ts (at most two threads run it). It takes `{id, job}`
- * messages, GETs `job.url`, hashes the body and writes it to `job.tempPath`, and answers with
- * `{id, bytes}` progress, then `{id, outcome}` or `{id, error}`; it posts `{ready: true}` once
- * listening. Plain CommonJS that loads nothing but Node's own modules: its start is on the
- * pull's critical path. Type-checked by tsc (allowJs + checkJs), which emits it to dist/.
+ * A large blob's download for direct-download.ts: GETs `job.url`, hashes the body and writes it
+ * to `job.tempPath` as it arrives, reporting progress through `onBytes`. Plain-HTTP bodies are
+ * read off the socket into one reused buffer (rawGet), without node:http's per-chunk buffers and
+ * streams. It ran on two worker threads until 2026-12-07; on these 2 cores their start cost more
+ * than their parallel hashing gave (docs/performance.md, "a pull without worker threads"), so it
+ * runs on the main thread. CommonJS, shared with http-core.cjs's style; type-checked by tsc
+ * (allowJs + checkJs).
  */
 
 /**
- * A download as download-pool.ts posts it (its WorkerJob).
- * @typedef {object} WorkerJob
+ * A download as direct-download.ts gives it.
+ * @typedef {object} BlobDownloadJob
  * @property {string} url
  * @property {Record<string, string>} headers
  * @property {boolean} insecure
@@ -21,7 +23,7 @@
  */
 
 /**
- * What the worker answers (download-pool.ts's DownloadOutcome).
+ * How it ended (direct-download.ts's DownloadOutcome).
  * @typedef {{kind: 'filled', size: number, digest: string} | {kind: 'status', status: number}} Outcome
  */
 
@@ -45,8 +47,6 @@
 
 /** @typedef {Error & {code: string}} CodedError */
 
-// Always set: this file only ever runs as a worker (download-pool.ts).
-const parentPort = /** @type {import('node:worker_threads').MessagePort} */ (require('node:worker_threads').parentPort)
 const http = require('node:http')
 const net = require('node:net')
 const {createHash} = require('node:crypto')
@@ -54,16 +54,17 @@ const fs = require('node:fs')
 const {TOO_MANY_REDIRECTS, idleTimeoutError, keepAliveAgents, redirectStep} = require('./http-core.cjs')
 const BATCH = 4 * 1024 * 1024
 const DIRECT_WRITE = 256 * 1024
-// Progress every 4 MiB received: a message per 1 MiB cost ~45 ms of a worker's time on a 210 MB pull.
+// Progress every 4 MiB received: a report per 1 MiB cost ~45 ms on a 210 MB pull (as worker messages).
 // Counted as bytes arrive, not as they are written: a blob's small reads are batched up to 4 MiB,
 // and counting writes could leave a 5 MiB blob with no report before its end.
 const PROGRESS_EVERY = 4 * 1024 * 1024
 const SYNC_EVERY = 16 * 1024 * 1024
 const MAX_HEAD_BYTES = 64 * 1024
-// One read buffer per worker, reused for every socket read of the plain-HTTP path (see rawGet).
+// One read buffer for every socket read of the plain-HTTP path, however many downloads run: each
+// read is hashed and written (or copied) in its own callback, before the next read (see rawGet).
 const readBuffer = Buffer.allocUnsafe(1024 * 1024)
 const agentFor = keepAliveAgents()
-// What download-pool.ts turns into its deadline error (it knows the URL to name, redacted).
+// What direct-download.ts turns into its deadline error (it knows the URL to name, redacted).
 const deadlineError = () =>
   /** @type {CodedError} */ (
     Object.assign(new Error('the download did not finish within its deadline'), {code: 'EDEADLINE'})
@@ -71,16 +72,16 @@ const deadlineError = () =>
 
 /**
  * The temp file being filled: hashed as it arrives and written at once (synchronous writes: a
- * copy into the page cache, and the worker has nothing else to do meanwhile).
+ * copy into the page cache, and a pull's main thread has nothing else to do meanwhile).
  */
 class Sink {
   /**
-   * @param {number} id
-   * @param {WorkerJob} job
+   * @param {BlobDownloadJob} job
+   * @param {(bytes: number) => void} onBytes
    */
-  constructor(id, job) {
-    this.id = id
+  constructor(job, onBytes) {
     this.job = job
+    this.onBytes = onBytes
     this.fd = fs.openSync(job.tempPath, 'wx', 0o644)
     this.hash = createHash('sha256')
     /** @type {Buffer | undefined} */
@@ -144,7 +145,7 @@ class Sink {
     }
   }
   report() {
-    if (this.unreported > 0) parentPort.postMessage({id: this.id, bytes: this.unreported})
+    if (this.unreported > 0) this.onBytes(this.unreported)
     this.unreported = 0
   }
   /**
@@ -179,7 +180,7 @@ class Sink {
 function get(url, headers, insecure, idleMs, deadline) {
   return new Promise((resolve, reject) => {
     const agent = agentFor(url, insecure)
-    // node:https (and TLS) only when a URL needs it: a worker's start is on the pull's critical path.
+    // node:https (and TLS) only when a URL needs it: a command's start does not pay for it.
     /** @type {typeof http.request} */
     const send =
       url.protocol === 'https:'
@@ -360,16 +361,17 @@ function parseHead(text) {
 }
 
 /**
- * @param {number} id
- * @param {WorkerJob} job
+ * Downloads `job` into its temp file; `onBytes` hears of the bytes received, every 4 MiB and at the end.
+ * @param {BlobDownloadJob} job
+ * @param {(bytes: number) => void} onBytes
  * @returns {Promise<Outcome>}
  */
-async function download(id, job) {
+async function download(job, onBytes) {
   // One timer for the whole download, redirects included: a trickling registry is never idle.
   const controller = new AbortController()
   const timer = setTimeout(() => controller.abort(deadlineError()), job.deadlineMs)
   try {
-    return await downloadBefore(controller.signal, id, job)
+    return await downloadBefore(controller.signal, job, onBytes)
   } catch (error) {
     throw controller.signal.aborted ? controller.signal.reason : error
   } finally {
@@ -379,11 +381,11 @@ async function download(id, job) {
 
 /**
  * @param {AbortSignal} deadline
- * @param {number} id
- * @param {WorkerJob} job
+ * @param {BlobDownloadJob} job
+ * @param {(bytes: number) => void} onBytes
  * @returns {Promise<Outcome>}
  */
-async function downloadBefore(deadline, id, job) {
+async function downloadBefore(deadline, job, onBytes) {
   /** @type {import('./http-core.cjs').RedirectableRequest} */
   let request = {method: 'GET', url: new URL(job.url), headers: job.headers}
   // Redirects as http.ts follows them (http-core.cjs): the same hosts, headers and limit.
@@ -412,7 +414,7 @@ async function downloadBefore(deadline, id, job) {
       response.discard()
       return {kind: 'status', status}
     }
-    const sink = new Sink(id, job)
+    const sink = new Sink(job, onBytes)
     try {
       await response.save(sink)
       // A body cut short by the deadline may end without an error of its own.
@@ -423,15 +425,5 @@ async function downloadBefore(deadline, id, job) {
     }
   }
 }
-parentPort.postMessage({ready: true})
-parentPort.on('message', (/** @type {{id: number, job: WorkerJob}} */ {id, job}) => {
-  download(id, job).then(
-    (outcome) => parentPort.postMessage({id, outcome}),
-    // any: a rejection can be anything (not only an Error); read defensively, as before.
-    (/** @type {any} */ error) =>
-      parentPort.postMessage({
-        id,
-        error: {message: String((error && error.message) || error), code: error && error.code},
-      }),
-  )
-})
+
+module.exports = {download}
