@@ -5,8 +5,8 @@
  * read off the socket into one reused buffer (rawGet), without node:http's per-chunk buffers and
  * streams. It ran on two worker threads until 2026-12-07; on these 2 cores their start cost more
  * than their parallel hashing gave (docs/performance.md, "a pull without worker threads"), so it
- * runs on the main thread. CommonJS, shared with http-core.cjs's style; type-checked by tsc
- * (allowJs + checkJs).
+ * runs on the main thread. Still CommonJS with JSDoc types, as it was written for a worker, beside
+ * http-core.cjs; tsc checks it (allowJs + checkJs).
  */
 
 /**
