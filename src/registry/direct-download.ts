@@ -5,6 +5,7 @@
  * digest measured here match.
  */
 import {AegisError} from '../errors.js'
+import {errorCode} from '../fs-util.js'
 import {download} from './blob-download.cjs'
 import {TOO_MANY_REDIRECTS} from './http-core.cjs'
 import {deadlineError, deadlineFor, registryTimeouts, type RegistryRequest} from './http.js'
@@ -19,7 +20,7 @@ export interface DownloadJob {
 }
 
 /** `filled`: the temp file holds what the registry sent (to be verified); `status`: the answer was not a 200 and nothing was written. */
-export type DownloadOutcome = {kind: 'filled'; size: number; digest: string} | {kind: 'status'; status: number}
+export type DownloadOutcome = Awaited<ReturnType<typeof download>>
 
 /** Downloads `job.request` into `job.tempPath`; `onBytes` hears of the bytes as they arrive. */
 export async function downloadDirect(job: DownloadJob, onBytes: (bytes: number) => void): Promise<DownloadOutcome> {
@@ -41,7 +42,7 @@ export async function downloadDirect(job: DownloadJob, onBytes: (bytes: number) 
       onBytes,
     )
   } catch (error) {
-    const code = (error as {code?: unknown} | undefined)?.code
+    const code = errorCode(error)
     if (code === 'EDEADLINE') throw deadlineError('GET', request.url, deadlineMs)
     // The error http.ts throws for the same chain: not retried, and not asked again by http.ts.
     if (code === TOO_MANY_REDIRECTS) throw new AegisError((error as Error).message)
