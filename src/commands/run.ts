@@ -339,8 +339,12 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
             : [],
         // Host services the kit declares; every other host address stays unreachable.
         allowHostLoopback: kit.manifest.networking?.internal_hosts ?? [],
+        egress: kit.manifest.networking?.egress !== 'deny',
         onBlocked: this.debugEnabled
-          ? (reason) => status(`blocked guest ${reason} (declare it in networking.internal_hosts to allow)`)
+          ? (reason, egress) =>
+              status(
+                `blocked guest ${reason} (${egress ? 'the kit sets networking.egress: deny' : 'declare it in networking.internal_hosts to allow'})`,
+              )
           : undefined,
       })
   }

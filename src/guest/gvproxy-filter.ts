@@ -14,16 +14,20 @@
  * Policy, for frames from the guest (frames to the guest pass untouched):
  * - ARP passes; IPv4 is checked; everything else (IPv6, VLAN tags...) is dropped, since
  *   gvproxy's network is IPv4-only.
- * - To the gateway (.1): DNS (UDP/TCP 53), DHCP (UDP 67) and ICMP only; not its API on 80.
+ * - To the gateway (.1): DNS (UDP/TCP 53, only with egress), DHCP (UDP 67) and ICMP only; not
+ *   its API on 80.
  *   And the guest's side of TCP connections gvproxy opened to the guest (port forwards
  *   come from .1): those exact port pairs, learnt from the SYNs going to the guest.
  * - To the host's loopback through .254: only the TCP/UDP ports the kit declares.
  * - To the rest of the subnet, to 127/8, 0/8, multicast, broadcast (but DHCP) and to the
  *   host's own addresses (other than declared host:port pairs): dropped.
  * - Fragments to a checked address are dropped (their ports cannot be seen).
- * - Everything else is egress and passes.
- * A dropped TCP SYN is answered with a RST, so the guest's connect() fails at once
- * ("connection refused") instead of hanging.
+ * - Everything else is egress: it passes when the kit allows egress (`networking.egress`, allowed
+ *   unless it says `deny`) and is dropped otherwise. gvproxy's DNS counts as egress: it resolves
+ *   any name through the host's resolver, so a query is itself a way out.
+ * A dropped TCP SYN is answered with a RST and a dropped unicast UDP datagram with an ICMP port
+ * unreachable, so the guest's connect() or DNS lookup fails at once instead of waiting for a
+ * timeout.
  */
 
 import net from 'node:net'
@@ -41,12 +45,17 @@ export interface GuestPacketPolicy {
   hostAddresses: ReadonlySet<string>
   /** "address:port" pairs on the host's own addresses the guest may reach. */
   allowedHostEndpoints: ReadonlySet<string>
+  /** Whether the guest may reach anything beyond the host (and gvproxy's DNS): `networking.egress`. */
+  egress: boolean
 }
 
-/** `quiet`: noise every Linux guest sends (IPv6 neighbour discovery), not worth reporting. */
+/**
+ * `quiet`: noise every Linux guest sends (IPv6 neighbour discovery), not worth reporting.
+ * `egress`: dropped because the kit denies egress, not because it is bound for the host.
+ */
 export type FrameVerdict =
-  | {pass: true; reason?: undefined; quiet?: undefined}
-  | {pass: false; reason: string; quiet?: boolean}
+  | {pass: true; reason?: undefined; quiet?: undefined; egress?: undefined}
+  | {pass: false; reason: string; quiet?: boolean; egress?: boolean}
 
 const ETHERTYPE_IPV4 = 0x0800
 const ETHERTYPE_ARP = 0x0806
@@ -138,6 +147,7 @@ export function judgeGuestFrame(frame: Buffer, policy: GuestPacketPolicy, inboun
   if (destination === '255.255.255.255') return checked(protocol === PROTO_UDP && port === 67)
   if (destination === policy.gateway) {
     const answering = protocol === PROTO_TCP && port !== undefined && inbound?.has(sourcePort!, port) === true
+    if (hasPorts && port === 53 && !policy.egress) return {pass: false, reason: what, egress: true}
     return checked(
       protocol === PROTO_ICMP || (hasPorts && port === 53) || (protocol === PROTO_UDP && port === 67) || answering,
     )
@@ -149,7 +159,7 @@ export function judgeGuestFrame(frame: Buffer, policy: GuestPacketPolicy, inboun
   if (policy.hostAddresses.has(destination)) {
     return checked(hasPorts && port !== undefined && policy.allowedHostEndpoints.has(`${destination}:${port}`))
   }
-  return PASS
+  return policy.egress ? PASS : {pass: false, reason: what, egress: true}
 }
 
 function checksum(bytes: Buffer, initial = 0): number {
@@ -161,43 +171,79 @@ function checksum(bytes: Buffer, initial = 0): number {
 }
 
 /**
- * For a dropped TCP SYN, the RST (as if from the destination) that makes the guest's
- * connect() fail at once with "connection refused" instead of hanging until its timeout.
- * Undefined for anything else.
+ * What tells the guest at once that a dropped frame went nowhere, as if from its destination:
+ * for a TCP SYN a RST (connect() fails with "connection refused"), for a unicast UDP datagram an
+ * ICMP port unreachable (a DNS lookup gives up instead of retrying for seconds). Undefined for
+ * anything else.
  */
 export function rejectionFor(frame: Buffer): Buffer | undefined {
   const ip = 14
-  if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4 || frame[ip + 9] !== PROTO_TCP)
-    return undefined
+  if (frame.length < ip + 20 || frame.readUInt16BE(12) !== ETHERTYPE_IPV4) return undefined
   const headerLength = (frame[ip]! & 0x0f) * 4
-  const tcp = ip + headerLength
-  if (headerLength < 20 || frame.length < tcp + 20 || (frame.readUInt16BE(ip + 6) & 0x3fff) !== 0) return undefined
-  const flags = frame[tcp + 13]!
-  if ((flags & 0x02) === 0 || (flags & 0x10) !== 0) return undefined // SYN without ACK only
-  const reply = Buffer.alloc(14 + 20 + 20)
+  if (headerLength < 20 || frame.length < ip + headerLength + 8 || (frame.readUInt16BE(ip + 6) & 0x3fff) !== 0)
+    return undefined
+  if (frame[ip + 9] === PROTO_TCP) return tcpReset(frame, ip + headerLength)
+  if (frame[ip + 9] === PROTO_UDP) return portUnreachable(frame, headerLength)
+  return undefined
+}
+
+/** An Ethernet + IPv4 reply to `frame` (swapped addresses) carrying `protocol` and `payload`. */
+function replyFrame(frame: Buffer, protocol: number, payload: Buffer): Buffer {
+  const ip = 14
+  const reply = Buffer.alloc(ip + 20 + payload.length)
   frame.copy(reply, 0, 6, 12) // to the sender's MAC
   frame.copy(reply, 6, 0, 6) // from the MAC it addressed
   reply.writeUInt16BE(ETHERTYPE_IPV4, 12)
   reply[ip] = 0x45
-  reply.writeUInt16BE(40, ip + 2)
+  reply.writeUInt16BE(20 + payload.length, ip + 2)
   reply.writeUInt16BE(0x4000, ip + 6)
   reply[ip + 8] = 64
-  reply[ip + 9] = PROTO_TCP
+  reply[ip + 9] = protocol
   frame.copy(reply, ip + 12, ip + 16, ip + 20) // source: the address it tried
   frame.copy(reply, ip + 16, ip + 12, ip + 16) // destination: the guest
   reply.writeUInt16BE(checksum(reply.subarray(ip, ip + 20)), ip + 10)
-  const t = ip + 20
-  reply.writeUInt16BE(frame.readUInt16BE(tcp + 2), t)
-  reply.writeUInt16BE(frame.readUInt16BE(tcp), t + 2)
-  reply.writeUInt32BE((frame.readUInt32BE(tcp + 4) + 1) >>> 0, t + 8)
-  reply[t + 12] = 5 << 4
-  reply[t + 13] = 0x14 // RST, ACK
+  payload.copy(reply, ip + 20)
+  return reply
+}
+
+function tcpReset(frame: Buffer, tcp: number): Buffer | undefined {
+  if (frame.length < tcp + 20) return undefined
+  const flags = frame[tcp + 13]!
+  if ((flags & 0x02) === 0 || (flags & 0x10) !== 0) return undefined // SYN without ACK only
+  const segment = Buffer.alloc(20)
+  segment.writeUInt16BE(frame.readUInt16BE(tcp + 2), 0)
+  segment.writeUInt16BE(frame.readUInt16BE(tcp), 2)
+  segment.writeUInt32BE((frame.readUInt32BE(tcp + 4) + 1) >>> 0, 8)
+  segment[12] = 5 << 4
+  segment[13] = 0x14 // RST, ACK
   const pseudo = Buffer.alloc(12)
-  reply.copy(pseudo, 0, ip + 12, ip + 20)
+  frame.copy(pseudo, 0, 14 + 16, 14 + 20) // the reply's source: the address the SYN went to
+  frame.copy(pseudo, 4, 14 + 12, 14 + 16)
   pseudo[9] = PROTO_TCP
   pseudo.writeUInt16BE(20, 10)
-  reply.writeUInt16BE(checksum(Buffer.concat([pseudo, reply.subarray(t, t + 20)])), t + 16)
-  return reply
+  segment.writeUInt16BE(checksum(Buffer.concat([pseudo, segment])), 16)
+  return replyFrame(frame, PROTO_TCP, segment)
+}
+
+/**
+ * ICMP destination unreachable, code 3 (port), quoting the datagram's IP header and first 8
+ * bytes (RFC 792). Never for a broadcast or multicast datagram (the broadcast of the guest's /24,
+ * gvproxy's layout, included) nor one from no address yet (RFC 1122 3.2.2): those stay silently
+ * dropped.
+ */
+function portUnreachable(frame: Buffer, headerLength: number): Buffer | undefined {
+  const ip = 14
+  const fromNowhere = frame[ip + 12] === 0
+  const multicastOrBroadcast = frame[ip + 16]! >= 224
+  const subnetBroadcast = frame[ip + 19] === 255 && frame.compare(frame, ip + 12, ip + 15, ip + 16, ip + 19) === 0
+  if (fromNowhere || multicastOrBroadcast || subnetBroadcast) return undefined
+  const quoted = frame.subarray(ip, ip + headerLength + 8)
+  const message = Buffer.alloc(8 + quoted.length)
+  message[0] = 3 // destination unreachable
+  message[1] = 3 // port unreachable
+  quoted.copy(message, 8)
+  message.writeUInt16BE(checksum(message), 2)
+  return replyFrame(frame, PROTO_ICMP, message)
 }
 
 function framed(frame: Buffer): Buffer {
@@ -238,7 +284,8 @@ interface FrameFilterOptions {
   /** gvproxy's QEMU socket; a promise when gvproxy is still starting (QEMU's connection waits, paused). */
   upstreamPath: string | Promise<string>
   policy: GuestPacketPolicy
-  onBlocked?: (reason: string) => void
+  /** `egress`: dropped because the kit denies egress (FrameVerdict). */
+  onBlocked?: (reason: string, egress: boolean) => void
 }
 
 /**
@@ -286,7 +333,7 @@ function filterConnection(guest: net.Socket, upstream: net.Socket, options: Fram
   upstream.on('error', teardown).on('close', teardown)
   upstream.once('connect', () => {
     const onBadStream = (error: Error) => {
-      options.onBlocked?.(`stream: ${error.message}`)
+      options.onBlocked?.(`stream: ${error.message}`, false)
       teardown()
     }
     const inbound = new InboundFlows(options.policy.gateway)
@@ -297,7 +344,7 @@ function filterConnection(guest: net.Socket, upstream: net.Socket, options: Fram
     relayFrames(guest, upstream, onBadStream, (frame) => {
       const verdict = judgeGuestFrame(frame, options.policy, inbound)
       if (verdict.pass) return upstream.write(framed(frame))
-      if (!verdict.quiet) options.onBlocked?.(verdict.reason)
+      if (!verdict.quiet) options.onBlocked?.(verdict.reason, verdict.egress === true)
       const rejection = rejectionFor(frame)
       return rejection === undefined ? true : guest.write(framed(rejection))
     })

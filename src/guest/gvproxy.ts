@@ -10,7 +10,9 @@
  * the host's loopback services through 192.168.127.254 (gvproxy NATs it to 127.0.0.1),
  * except the `host:port` pairs the kit declares in `networking.internal_hosts`. Debian's
  * gvproxy (0.8.1) cannot turn either off itself. Egress and gvproxy's DNS (which also
- * answers host.containers.internal → .254) pass.
+ * answers host.containers.internal → .254) pass unless the kit denies egress
+ * (`networking.egress: deny`): then the filter drops both, and the guest's /etc/hosts carries
+ * host.containers.internal so that declared host services keep their name.
  *
  * A hostname in internal_hosts (`coordinator.internal:9000`) is the name the guest uses for a
  * service on the host's loopback, as a kit written for the Aegis platform names its session
@@ -63,8 +65,16 @@ export interface GvproxyOptions {
    * another IPv4 address is one of the host's own.
    */
   allowHostLoopback?: (string | number)[]
-  /** Called for each guest packet the filter drops, with what it was ("tcp to 192.168.127.254:5432"). */
-  onBlocked?: (reason: string) => void
+  /**
+   * Whether the guest reaches addresses beyond the host, and gvproxy's DNS (`networking.egress`);
+   * default true.
+   */
+  egress?: boolean
+  /**
+   * Called for each guest packet the filter drops, with what it was ("tcp to 192.168.127.254:5432")
+   * and whether it was dropped as egress the kit denies.
+   */
+  onBlocked?: (reason: string, egress: boolean) => void
   /** The gvproxy binary; found on PATH or where podman puts it when omitted. */
   binary?: string
   /**
@@ -389,6 +399,7 @@ export function gvproxyNetwork(options: GvproxyOptions = {}): GvproxyBackend {
       return attachGvproxy(context, binary, {
         forwards,
         internal,
+        egress: options.egress ?? true,
         onBlocked: options.onBlocked,
         state,
         relayed,
@@ -436,7 +447,8 @@ async function openForwardSocket(state: AttachedState, guestPort: number): Promi
 interface GvproxyAttachOptions {
   forwards: PortForward[]
   internal: ReturnType<typeof parseInternalHosts>
-  onBlocked: ((reason: string) => void) | undefined
+  egress: boolean
+  onBlocked: ((reason: string, egress: boolean) => void) | undefined
   state: AttachedState
   relayed: boolean
   socketOnly: number[]
@@ -452,14 +464,14 @@ async function attachGvproxy(
   binary: string,
   options: GvproxyAttachOptions,
 ): Promise<AttachedNetwork> {
-  const {internal, state} = options
+  const {internal, egress, state} = options
   const dir = path.join(runDir, 'gvproxy')
   await mkdir(dir, {mode: 0o700})
   const started = startGvproxy(processes, binary, dir)
   started.catch(() => undefined) // `ready` carries the failure
 
   const listenPath = path.join(dir, 'net.sock')
-  const filter = await listenForGuestFrames(listenPath, started, guestPacketPolicy(internal), options.onBlocked)
+  const filter = await listenForGuestFrames(listenPath, started, guestPacketPolicy(internal, egress), options.onBlocked)
   const ready = exposeForwards(started, dir, options)
   ready.catch(() => filter.close())
   return {
@@ -472,7 +484,7 @@ async function attachGvproxy(
     ],
     guest: {
       ...GUEST_NETWORK,
-      hosts: [...internal.loopbackNames].map((name) => ({name, address: GVPROXY_HOST_LOOPBACK})),
+      hosts: guestHostNames(internal, egress).map((name) => ({name, address: GVPROXY_HOST_LOOPBACK})),
     },
     async detach() {
       state.apiSocket = undefined
@@ -484,8 +496,16 @@ async function attachGvproxy(
   }
 }
 
-/** What the filter lets the guest reach on the host: see the top of this file. */
-function guestPacketPolicy(internal: ReturnType<typeof parseInternalHosts>): GuestPacketPolicy {
+/**
+ * The names the guest's /etc/hosts gives the host's loopback: the kit's internal_hosts names, and
+ * without egress (no gvproxy DNS to answer it) host.containers.internal.
+ */
+function guestHostNames(internal: ReturnType<typeof parseInternalHosts>, egress: boolean): string[] {
+  return [...internal.loopbackNames, ...(egress ? [] : ['host.containers.internal'])]
+}
+
+/** What the filter lets the guest reach on the host and beyond: see the top of this file. */
+function guestPacketPolicy(internal: ReturnType<typeof parseInternalHosts>, egress: boolean): GuestPacketPolicy {
   return {
     gateway: GUEST_NETWORK.gateway,
     hostLoopbackAlias: GVPROXY_HOST_LOOPBACK,
@@ -493,6 +513,7 @@ function guestPacketPolicy(internal: ReturnType<typeof parseInternalHosts>): Gue
     allowedLoopbackPorts: internal.loopbackPorts,
     hostAddresses: hostAddresses(),
     allowedHostEndpoints: internal.endpoints,
+    egress,
   }
 }
 
@@ -501,7 +522,7 @@ async function listenForGuestFrames(
   listenPath: string,
   started: Promise<{qemuSocket: string}>,
   policy: GuestPacketPolicy,
-  onBlocked: ((reason: string) => void) | undefined,
+  onBlocked: ((reason: string, egress: boolean) => void) | undefined,
 ): Promise<FrameFilter> {
   try {
     return await startFrameFilter({

@@ -247,7 +247,7 @@ export interface Routing {
 }
 export interface Networking {
   /**
-   * Outbound internet access.
+   * Whether the guest reaches anything beyond the host. `allow` (the default): any address but the host's own. `deny`: only the host services in `internal_hosts`; connections elsewhere are refused at once and DNS lookups fail (gvproxy's resolver would answer for any name, itself a way out), so `host.containers.internal` and the names in `internal_hosts` come from the guest's /etc/hosts.
    */
   egress?: 'allow' | 'deny'
   /**

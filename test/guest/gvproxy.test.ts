@@ -2,7 +2,8 @@
  * gvproxy networking with real microVMs under TCG: port forwards through gvproxy's private
  * API, and what an untrusted guest must not do: add a port forward on the host through
  * gvproxy's API at 192.168.127.1:80, or reach the host's loopback services through
- * 192.168.127.254 unless declared. Needs gvproxy (scripts/install-gvproxy) and what
+ * 192.168.127.254 unless declared; and, when the kit denies egress, anything beyond the host.
+ * Needs gvproxy (scripts/install-gvproxy) and what
  * vm.test.ts needs. One VM at a time.
  */
 
@@ -29,6 +30,7 @@ import {findGvproxy, gvproxyNetwork, parseInternalHosts} from '../../src/guest/g
 import {GUEST_MAC, GUEST_NETWORK, userNetwork, type NetworkBackend} from '../../src/guest/network.js'
 import {startVm, type RunningVm, type VmOptions} from '../../src/guest/qemu.js'
 import {buildTestRoot, hostGuest, freePort, processesMentioning, compileForChild} from './helpers.js'
+import {serverBeyondHost} from '../helpers/beyond-host.js'
 import {waitFor} from '../helpers/wait.js'
 
 const scratch = mkdtempSync(path.join(os.tmpdir(), 'aegis-gvproxy-test-'))
@@ -141,6 +143,7 @@ describe('the guest packet filter', () => {
     allowedLoopbackPorts: new Set([7000]),
     hostAddresses: new Set(['10.1.2.3']),
     allowedHostEndpoints: new Set(['10.1.2.3:9000']),
+    egress: true,
   }
   const frame = (options: {
     ethertype?: number
@@ -161,6 +164,14 @@ describe('the guest packet filter', () => {
     return bytes
   }
   const passes = (bytes: Buffer) => judgeGuestFrame(bytes, policy).pass
+  /** The ones' complement sum of 16-bit words: 0xffff over a header whose checksum holds. */
+  const onesSum = (bytes: Buffer) => {
+    let total = 0
+    for (let i = 0; i + 1 < bytes.length; i += 2) total += bytes.readUInt16BE(i)
+    if (bytes.length % 2 === 1) total += bytes[bytes.length - 1]! << 8
+    while (total > 0xffff) total = (total & 0xffff) + (total >>> 16)
+    return total
+  }
 
   it('lets DNS, DHCP, ICMP to the gateway, declared host ports and egress through', () => {
     expect(passes(frame({protocol: 17, destination: '192.168.127.1', port: 53}))).toBe(true)
@@ -194,6 +205,56 @@ describe('the guest packet filter', () => {
     expect(passes(Buffer.alloc(10))).toBe(false)
   })
 
+  it("with egress denied, drops what goes beyond the host and gvproxy's DNS, and passes the rest as before", () => {
+    const denied = {...policy, egress: false}
+    const judge = (bytes: Buffer) => judgeGuestFrame(bytes, denied)
+    expect(judge(frame({destination: '93.184.216.34', port: 443}))).toEqual({
+      pass: false,
+      reason: 'tcp to 93.184.216.34:443',
+      egress: true,
+    })
+    expect(judge(frame({protocol: 17, destination: '93.184.216.34', port: 123})).pass).toBe(false)
+    expect(judge(frame({protocol: 1, destination: '93.184.216.34'})).pass).toBe(false)
+    expect(judge(frame({destination: '93.184.216.34', port: 443, fragment: 0x2000})).pass).toBe(false)
+    expect(judge(frame({protocol: 17, destination: '192.168.127.1', port: 53}))).toEqual({
+      pass: false,
+      reason: 'udp to 192.168.127.1:53',
+      egress: true,
+    })
+    expect(judge(frame({protocol: 6, destination: '192.168.127.1', port: 53})).pass).toBe(false)
+    // Not egress: still passed, or dropped for the host's sake (not reported as egress).
+    expect(judge(frame({protocol: 17, destination: '255.255.255.255', port: 67})).pass).toBe(true)
+    expect(judge(frame({protocol: 1, destination: '192.168.127.1'})).pass).toBe(true)
+    expect(judge(frame({destination: '192.168.127.254', port: 7000})).pass).toBe(true)
+    expect(judge(frame({destination: '10.1.2.3', port: 9000})).pass).toBe(true)
+    expect(judge(frame({destination: '192.168.127.1', port: 80}))).toEqual({
+      pass: false,
+      reason: 'tcp to 192.168.127.1:80',
+    })
+  })
+
+  it('answers a dropped unicast UDP datagram with an ICMP port unreachable, and a broadcast with nothing', () => {
+    const datagram = frame({protocol: 17, destination: '192.168.127.1', port: 53})
+    Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).copy(datagram, 0)
+    const icmp = rejectionFor(datagram)!
+    expect([...icmp.subarray(0, 12)]).toEqual([7, 8, 9, 10, 11, 12, 1, 2, 3, 4, 5, 6])
+    expect(icmp[14 + 9]).toBe(1) // ICMP
+    expect(icmp.subarray(26, 30)).toEqual(Buffer.from([192, 168, 127, 1])) // from where it was going
+    expect(icmp.subarray(30, 34)).toEqual(Buffer.from([192, 168, 127, 2]))
+    expect([icmp[34], icmp[35]]).toEqual([3, 3]) // destination unreachable: port
+    expect(icmp.subarray(42)).toEqual(datagram.subarray(14, 14 + 28)) // the datagram's header and ports
+    expect(icmp.readUInt16BE(14 + 2)).toBe(icmp.length - 14)
+    expect(onesSum(icmp.subarray(14, 34))).toBe(0xffff) // IPv4 header checksum holds
+    expect(onesSum(icmp.subarray(34))).toBe(0xffff) // ICMP checksum holds
+    for (const destination of ['255.255.255.255', '224.0.0.251', '192.168.127.255']) {
+      expect(rejectionFor(frame({protocol: 17, destination, port: 5353})), destination).toBeUndefined()
+    }
+    const dhcp = frame({protocol: 17, destination: '10.9.9.9', port: 67})
+    dhcp.fill(0, 26, 30) // from 0.0.0.0: no address to answer
+    expect(rejectionFor(dhcp)).toBeUndefined()
+    expect(rejectionFor(frame({protocol: 1, destination: '93.184.216.34'}))).toBeUndefined()
+  })
+
   it('answers a dropped TCP SYN with a RST the guest accepts', () => {
     const syn = frame({destination: '192.168.127.1', port: 80})
     Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]).copy(syn, 0)
@@ -205,15 +266,9 @@ describe('the guest packet filter', () => {
     expect(rst.subarray(26, 30)).toEqual(Buffer.from([192, 168, 127, 1]))
     expect(rst.subarray(30, 34)).toEqual(Buffer.from([192, 168, 127, 2]))
     expect([rst.readUInt16BE(34), rst.readUInt16BE(36), rst.readUInt32BE(42), rst[47]]).toEqual([80, 40000, 0, 0x14])
-    const sum = (bytes: Buffer) => {
-      let total = 0
-      for (let i = 0; i < bytes.length; i += 2) total += bytes.readUInt16BE(i)
-      while (total > 0xffff) total = (total & 0xffff) + (total >>> 16)
-      return total
-    }
-    expect(sum(rst.subarray(14, 34))).toBe(0xffff) // IPv4 header checksum holds
+    expect(onesSum(rst.subarray(14, 34))).toBe(0xffff) // IPv4 header checksum holds
     const pseudo = Buffer.concat([rst.subarray(26, 34), Buffer.from([0, 6, 0, 20])])
-    expect(sum(Buffer.concat([pseudo, rst.subarray(34, 54)]))).toBe(0xffff) // TCP checksum holds
+    expect(onesSum(Buffer.concat([pseudo, rst.subarray(34, 54)]))).toBe(0xffff) // TCP checksum holds
     syn[34 + 13] = 0x12 // SYN-ACK: nothing to answer
     expect(rejectionFor(syn)).toBeUndefined()
   })
@@ -345,6 +400,49 @@ describe('gvproxy networking', {timeout: 240_000}, () => {
     expect(output).toMatch(/undeclared-rc=[1-9]/)
     expect(output).not.toContain('undeclared-service')
     expect(blocked).toContain(`tcp to 192.168.127.254:${otherServicePort}`)
+  })
+
+  it('without egress, the guest reaches a declared host service and nothing beyond the host; with it, it does', async () => {
+    const beyond = await serverBeyondHost('beyond-the-host\n')
+    try {
+      const blocked: string[] = []
+      const network = gvproxyNetwork({
+        egress: false,
+        allowHostLoopback: [`127.0.0.1:${hostServicePort}`],
+        onBlocked: (reason, egress) => blocked.push(`${egress ? 'egress ' : ''}${reason}`),
+      })
+      const script = [
+        `timeout 20 wget -q -O- http://${beyond.address}:${beyond.port}/; echo "beyond-rc=$?"`,
+        'timeout 20 nslookup example.org; echo "lookup-rc=$?"',
+        `timeout 20 wget -q -O- http://host.containers.internal:${hostServicePort}/; echo "declared-rc=$?"`,
+      ].join('\n')
+      const watch = consoleWatcher()
+      const vm = await startVm(vmOptions({network, onConsole: watch.onConsole, spec: {command: ['sh', '-c', script]}}))
+      expect((await vm.result).exitCode, watch.text()).toBe(0)
+      const output = watch.text()
+      expect(output).toMatch(/beyond-rc=[1-9]/)
+      expect(output).toMatch(new RegExp(`\\(${beyond.address.replaceAll('.', '\\.')}\\): Connection refused`)) // at once
+      expect(output).toMatch(/lookup-rc=[1-9]/)
+      expect(output).toContain('declared-rc=0') // by its name in /etc/hosts: no DNS needed
+      expect(output).toContain('host-loopback-service')
+      expect(beyond.hits()).toBe(0)
+      expect(blocked).toContain(`egress tcp to ${beyond.address}:${beyond.port}`)
+      expect(blocked).toContain('egress udp to 192.168.127.1:53')
+
+      const allowed = consoleWatcher()
+      const withEgress = await startVm(
+        vmOptions({
+          network: gvproxyNetwork(),
+          onConsole: allowed.onConsole,
+          spec: {command: ['sh', '-c', `timeout 20 wget -q -O- http://${beyond.address}:${beyond.port}/`]},
+        }),
+      )
+      expect((await withEgress.result).exitCode, allowed.text()).toBe(0)
+      expect(allowed.text()).toContain('beyond-the-host')
+      expect(beyond.hits()).toBe(1)
+    } finally {
+      beyond.close()
+    }
   })
 
   it('without the filter, gvproxy serves its API to the guest: the attack above is real', async () => {

@@ -175,7 +175,6 @@ describe('validate warns about fields it does not act on', () => {
       'secrets.required[0].user_provided',
       'routing.websocket',
       'routing.expose[0].protocol',
-      'networking.egress',
       'networking.long_lived_connections',
       'workspace.mode',
     ],
@@ -247,9 +246,9 @@ describe('build and run print the same warnings as validate', () => {
 describe('READMEs and docs claim only what works', () => {
   // Words for what the warned fields would do; a README using them must say, in the same
   // paragraph, that the field is "not acted on yet". (Idle pausing, waking and always_on are
-  // acted on since the instance lifecycle: test/run/lifecycle.test.ts. Plain "egress" is allowed:
-  // the guest has it; a policy on it is what is not acted on.)
-  const behaviour = /\b(warm[ -]pool|egress (policy|rules?|filter)|networking\.egress|egress: deny)\b/i
+  // acted on since the instance lifecycle: test/run/lifecycle.test.ts; `networking.egress: deny`
+  // since the frame filter drops egress: test/guest/gvproxy.test.ts.)
+  const behaviour = /\b(warm[ -]pool)\b/i
   const kitReadmes = readdirSync(path.join(repoRoot, 'kits')).map((kit) => path.join('kits', kit, 'README.md'))
   const readmes = [...kitReadmes, 'README.md', 'docs/architecture.md', 'docs/hooks.md', 'docs/lock.md'].filter(
     (file) => {
@@ -267,7 +266,7 @@ describe('READMEs and docs claim only what works', () => {
   })
 
   for (const file of readmes) {
-    it(`${file}: warm pools and egress policy are mentioned only as not acted on yet`, () => {
+    it(`${file}: warm pools are mentioned only as not acted on yet`, () => {
       const paragraphs = readFileSync(path.join(repoRoot, file), 'utf8').split(/\n\s*\n/)
       const claims = paragraphs.filter((paragraph) => behaviour.test(paragraph) && !/not acted on yet/.test(paragraph))
       expect(claims).toEqual([])

@@ -1,10 +1,12 @@
-// Hostnames in networking.internal_hosts, in a real QEMU microVM (TCG here): the guest resolves the
-// declared name to the host's loopback and reaches that port on it, and only that port.
+// networking.internal_hosts and networking.egress through `run`, in a real QEMU microVM (TCG here):
+// the guest resolves a declared name to the host's loopback and reaches that port on it, and only
+// that port; with egress denied, it reaches nothing beyond the host.
 import {cpSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
 import {createServer, type Server} from 'node:http'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
 import {afterAll, beforeAll, describe, expect, it} from 'vitest'
+import {serverBeyondHost} from '../helpers/beyond-host.js'
 import {repoRoot, runCli} from '../helpers/cli.js'
 import {freePort} from './helpers.js'
 
@@ -24,14 +26,14 @@ async function hostService(answer: string): Promise<{port: number; hits: () => n
   return {port, hits: () => hits}
 }
 
-/** The hello kit declaring `entries` in networking.internal_hosts. */
-function helloWithInternalHosts(entries: string[]): string {
+/** The hello kit declaring `entries` in networking.internal_hosts, and `egress` when given. */
+function helloWithInternalHosts(entries: string[], egress?: 'allow' | 'deny'): string {
   const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'hello')
   cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
   const manifest = readFileSync(path.join(kit, 'aegis-kit.yaml'), 'utf8')
   writeFileSync(
     path.join(kit, 'aegis-kit.yaml'),
-    `${manifest}\nnetworking:\n  internal_hosts:\n${entries.map((entry) => `    - "${entry}"\n`).join('')}`,
+    `${manifest}\nnetworking:\n${egress ? `  egress: ${egress}\n` : ''}  internal_hosts:\n${entries.map((entry) => `    - "${entry}"\n`).join('')}`,
   )
   return kit
 }
@@ -68,6 +70,36 @@ describe('hostnames in networking.internal_hosts', () => {
     expect(readFileSync(path.join(workspace, 'undeclared.rc'), 'utf8').trim()).not.toBe('undeclared=0')
     expect(declared.hits()).toBe(1)
     expect(undeclared.hits()).toBe(0)
+  }, 240_000)
+
+  it('networking.egress: deny keeps the guest from what lies beyond the host, not from a declared service', async () => {
+    const declared = await hostService('coordinator-answer\n')
+    const beyond = await serverBeyondHost('beyond-answer\n')
+    try {
+      const kit = helloWithInternalHosts([`myservice.internal:${declared.port}`], 'deny')
+      const validated = await runCli(['validate', kit], {env: {AEGIS_KIT_HOME: home}})
+      expect(validated.exitCode, validated.all).toBe(0)
+      expect(validated.all).not.toMatch(/egress/) // acted on: no "accepted but not acted on" warning
+      const workspace = mkdtempSync(path.join(tmpdir(), 'aegis-kit-ws-'))
+      const probe = [
+        `busybox wget -q -O /workspace/beyond http://${beyond.address}:${beyond.port}/; echo "beyond=$?" > /workspace/beyond.rc`,
+        `busybox wget -q -O /workspace/declared http://myservice.internal:${declared.port}/; echo "declared=$?" > /workspace/declared.rc`,
+      ].join('; ')
+      const result = await runCli(
+        ['run', kit, '--debug', '--workspace', workspace, '--', 'busybox', 'sh', '-c', probe],
+        {env: {AEGIS_KIT_HOME: home}, timeout: 180_000},
+      )
+      expect(result.exitCode, result.all).toBe(0)
+      expect(readFileSync(path.join(workspace, 'beyond.rc'), 'utf8').trim()).not.toBe('beyond=0')
+      expect(beyond.hits()).toBe(0)
+      expect(result.all).toContain(
+        `blocked guest tcp to ${beyond.address}:${beyond.port} (the kit sets networking.egress: deny)`,
+      )
+      expect(readFileSync(path.join(workspace, 'declared.rc'), 'utf8').trim()).toBe('declared=0')
+      expect(readFileSync(path.join(workspace, 'declared'), 'utf8')).toBe('coordinator-answer\n')
+    } finally {
+      beyond.close()
+    }
   }, 240_000)
 
   it('refuses an entry that is neither an address nor a hostname, in one line, before booting', async () => {
