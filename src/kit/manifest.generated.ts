@@ -233,6 +233,9 @@ export interface Routing {
    */
   expose?: {
     port: Port
+    /**
+     * What the port speaks: the scheme of the URL `run` prints for a `ui` port (`tcp`: the address alone, without path or token). The port is relayed as TCP whatever this says.
+     */
     protocol?: 'http' | 'https' | 'tcp' | 'ws'
     /**
      * This port serves the user-facing UI (its URL is printed).

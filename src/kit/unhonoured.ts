@@ -23,7 +23,6 @@ export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
   'routing.scheme': PLATFORM_ROUTER,
   'routing.session_stickiness': PLATFORM_ROUTER,
   'routing.websocket': `${PLATFORM_ROUTER} (WebSocket upgrades pass through them whatever this says)`,
-  'routing.expose[].protocol': 'the URLs `run` prints, which are http:// whatever this says',
   'networking.inter_vm': SESSIONS,
   'networking.long_lived_connections':
     'the idle rules (src/runner/idle.ts), which count an established TCP connection in the guest as activity whatever this says',

@@ -717,7 +717,10 @@ async function guestServes(plan: InstancePlan, vm: RunningVm): Promise<void> {
   })
 }
 
-/** URLs of the exposed UI ports, with the token render_env names for one. */
+/**
+ * URLs of the exposed UI ports, in the scheme each declares (`routing.expose[].protocol`, http
+ * unless it says https, ws or tcp), with the token render_env names for one.
+ */
 function instanceUrls(plan: InstancePlan, rendered: RenderEnvResult): Array<{label: string; url: string}> {
   const urls: Array<{label: string; url: string}> = []
   for (const entry of plan.kit.manifest.routing?.expose ?? []) {
@@ -725,9 +728,13 @@ function instanceUrls(plan: InstancePlan, rendered: RenderEnvResult): Array<{lab
     if (!entry.ui || hostPort === undefined) continue
     const named = rendered.urls.find((candidate) => candidate.port === entry.port)
     const token = named?.token_env ? (plan.secrets[named.token_env] ?? rendered.env[named.token_env]) : undefined
+    const protocol = entry.protocol ?? 'http'
+    const address = `${protocol}://127.0.0.1:${hostPort}`
     urls.push({
       label: named?.label ?? entry.name ?? 'UI',
-      url: `http://127.0.0.1:${hostPort}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`,
+      // A raw TCP port has no path to open nor a page to hand a token to.
+      url:
+        protocol === 'tcp' ? address : `${address}${named?.path ?? entry.path ?? '/'}${token ? `#token=${token}` : ''}`,
     })
   }
   return urls

@@ -112,12 +112,12 @@ describe('validate warns about fields it does not act on', () => {
       'version: 1.0.0',
       'policies:',
       '  warm_pool: 3',
-      'routing:',
-      '  expose:',
-      '    - port: 80',
-      '      protocol: http',
-      '    - port: 81',
-      '      protocol: https',
+      'secrets:',
+      '  required:',
+      '    - name: API_KEY',
+      '      user_provided: true',
+      '    - name: OTHER_KEY',
+      '      user_provided: true',
       '',
     ].join('\n'),
   )
@@ -128,7 +128,7 @@ describe('validate warns about fields it does not act on', () => {
     expect(result.stdout.trim()).toBe(`${manifest}: valid kit pool 1.0.0`)
     expect(result.stderr.trim().split('\n')).toEqual([
       `warning: ${manifest}:4:3 policies.warm_pool is accepted but not acted on yet`,
-      `warning: ${manifest}:8:7 routing.expose[0].protocol is accepted but not acted on yet (also on line 10)`,
+      `warning: ${manifest}:8:7 secrets.required[0].user_provided is accepted but not acted on yet (also on line 10)`,
     ])
   })
 
@@ -152,8 +152,8 @@ describe('validate warns about fields it does not act on', () => {
       expect.objectContaining({
         line: 8,
         column: 7,
-        path: 'routing.expose[0].protocol',
-        field: 'routing.expose[].protocol',
+        path: 'secrets.required[0].user_provided',
+        field: 'secrets.required[].user_provided',
         alsoOnLines: [10],
       }),
     ])
@@ -174,11 +174,10 @@ describe('validate warns about fields it does not act on', () => {
     openclaw: [
       'secrets.required[0].user_provided',
       'routing.websocket',
-      'routing.expose[0].protocol',
       'networking.long_lived_connections',
       'workspace.mode',
     ],
-    hello: ['secrets.required[0].user_provided', 'routing.expose[0].protocol'],
+    hello: ['secrets.required[0].user_provided'],
   }
   for (const [kit, paths] of Object.entries(bundled)) {
     it(`the bundled ${kit} kit is warned about exactly the fields it sets and aegis-kit ignores`, async () => {

@@ -125,6 +125,24 @@ describe('run hello', () => {
     )
   }, 180_000)
 
+  it("prints a UI port's URL in the scheme routing.expose[].protocol declares", async () => {
+    const kit = path.join(mkdtempSync(path.join(tmpdir(), 'aegis-kit-kit-')), 'hello')
+    cpSync(path.join(repoRoot, 'kits/hello'), kit, {recursive: true})
+    const manifestPath = path.join(kit, 'aegis-kit.yaml')
+    const manifest = readFileSync(manifestPath, 'utf8')
+    expect(manifest).toContain('      protocol: http\n')
+    writeFileSync(manifestPath, manifest.replace('      protocol: http\n', '      protocol: https\n'))
+    // A home of its own: this variant of hello must not take the hello tag the other tests use.
+    const variantHome = mkdtempSync(path.join(tmpdir(), 'aegis-kit-run-'))
+    const port = await freePort()
+    const run = startRun([kit, '--expose', `${port}:8080`], {AEGIS_KIT_HOME: variantHome})
+    // hello's httpd speaks plain HTTP: the scheme printed is the manifest's word, not a probe's.
+    const [, url] = await run.waitFor(/UI: (\S+)/, 240_000)
+    expect(url).toBe(`https://127.0.0.1:${port}/`)
+    run.child.kill('SIGINT')
+    expect((await run.child).exitCode).toBe(143)
+  }, 300_000)
+
   it('leaves no process behind when the CLI itself is killed', async () => {
     const port = await freePort()
     const run = startRun(['hello', '--name', 'killed', '--expose', `${port}:8080`], env())
