@@ -261,6 +261,9 @@ export interface Networking {
    * Instances of one session reach each other.
    */
   inter_vm?: boolean
+  /**
+   * Whether the workload holds connections it needs kept alive (a WebSocket, a long poll). `true` (the default, Aegis's rule): an open TCP connection in the guest counts as activity and keeps the instance from pausing. `false`: only CPU time, traffic and new connections do, so a silent open connection (a browser's keep-alive) lets it pause; bytes on a connection to an exposed port wake it again.
+   */
   long_lived_connections?: boolean
 }
 export interface Policies {

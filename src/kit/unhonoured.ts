@@ -24,8 +24,6 @@ export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
   'routing.session_stickiness': PLATFORM_ROUTER,
   'routing.websocket': `${PLATFORM_ROUTER} (WebSocket upgrades pass through them whatever this says)`,
   'networking.inter_vm': SESSIONS,
-  'networking.long_lived_connections':
-    'the idle rules (src/runner/idle.ts), which count an established TCP connection in the guest as activity whatever this says',
   'policies.default_task': TASK_KINDS,
   'policies.default_serve': TASK_KINDS,
   'policies.warm_pool': 'a pool of pre-booted instances, which aegis-kit does not keep',

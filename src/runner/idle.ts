@@ -6,7 +6,10 @@
  * `idle_timeout` (default 60 s) without activity the instance pauses; after a further stop window
  * (default 5 min) paused, its VM stops to free the memory. `idle_policy: leases_only` ignores
  * the sampled activity: only leases and inbound connections keep it awake. A held lease keeps it
- * awake under either policy; `always_on` never pauses.
+ * awake under either policy; `always_on` never pauses. A kit that says
+ * `networking.long_lived_connections: false` holds no connection it needs kept alive: an open but
+ * silent connection then does not count, so a browser's keep-alive connection does not keep the
+ * instance awake (bytes on it wake the instance again: src/runner/port-relay.ts).
  */
 import type {HeartbeatSample} from '../guest/index.js'
 import type {AegisKitManifest, Profile} from '../kit/manifest.generated.js'
@@ -19,6 +22,8 @@ export interface IdleRules {
   /** Paused this long, the VM stops; the next connection boots it again. */
   stopAfterMs: number
   alwaysOn: boolean
+  /** An established TCP connection in the guest counts as activity (`networking.long_lived_connections`, default true). */
+  connectionsKeepAwake: boolean
 }
 
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000
@@ -44,6 +49,7 @@ export function idleRulesOf(
     idleTimeoutMs: (timeout === undefined ? undefined : parseDuration(timeout)) ?? DEFAULT_IDLE_TIMEOUT_MS,
     stopAfterMs,
     alwaysOn: profile?.always_on ?? false,
+    connectionsKeepAwake: manifest.networking?.long_lived_connections ?? true,
   }
 }
 
@@ -80,7 +86,8 @@ export class IdleClock {
     if (!previous || this.policy.mode === 'leases_only') return
     const cpuMs = sample.cpuMs - previous.cpuMs
     const netBytes = sample.netBytes - previous.netBytes
-    if (sample.tcpEstablished > 0) this.active(`${sample.tcpEstablished} open connection(s) in the guest`)
+    if (sample.tcpEstablished > 0 && this.policy.connectionsKeepAwake)
+      this.active(`${sample.tcpEstablished} open connection(s) in the guest`)
     else if (cpuMs > 0) this.active(`${cpuMs} ms of workload CPU`)
     else if (netBytes > NET_BYTES_THRESHOLD) this.active(`${netBytes} bytes of network traffic`)
   }

@@ -138,6 +138,18 @@ export class InstanceLifecycle {
     })
   }
 
+  /**
+   * Bytes on a connection the relay holds open: activity, and a VM paused meanwhile (a kit whose
+   * open connections do not keep it awake) resumes for them. Cheap while running: it is called for
+   * every chunk.
+   */
+  traffic(why: string): void {
+    this.clock.active(why)
+    // A stopped VM took its connections with it; only a paused one still holds them.
+    if (this.state !== 'paused' || this.stopping) return
+    this.wake(why).catch((error: unknown) => this.options.log(`could not wake for ${why}: ${messageOf(error)}`))
+  }
+
   /** Paused now (the `pause` command); it wakes on the next connection or `resume`. */
   async pause(why: string): Promise<void> {
     await this.serially(async () => {

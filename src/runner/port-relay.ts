@@ -18,6 +18,11 @@ export interface RelayTarget {
   reach(mapping: ExposeMapping): Promise<string>
   /** A connection could not be relayed (the VM could not be woken, the guest refused it). */
   onError?(mapping: ExposeMapping, error: unknown): void
+  /**
+   * Bytes from the client on a relayed connection: activity, and reason enough to wake a VM that
+   * paused while the connection stayed open. Called for every chunk: keep it cheap.
+   */
+  onTraffic?(mapping: ExposeMapping): void
 }
 
 export interface PortRelay {
@@ -90,6 +95,7 @@ function relayConnection(
         upstream.destroy()
       })
       upstream.once('connect', () => {
+        if (target.onTraffic) client.on('data', () => target.onTraffic?.(mapping))
         client.pipe(upstream)
         upstream.pipe(client)
         client.resume()

@@ -596,6 +596,8 @@ async function relayPorts(
   const openForwardSocket = network.openForwardSocket?.bind(network)
   // Started without ports too: the guest may expose one at run time (runtimePorts).
   if (!forwardSocket) return undefined
+  let life: InstanceLifecycle | undefined
+  lifecycle.then((resolved) => (life = resolved)).catch(() => undefined) // the instance's start reports it
   const relay = await startPortRelay(expose, {
     async reach(mapping) {
       await (await lifecycle).wake(`a connection to :${mapping.hostPort}`)
@@ -603,6 +605,7 @@ async function relayPorts(
       if (socket === undefined) throw new AegisError(`${plan.name} is not running`)
       return socket
     },
+    onTraffic: (mapping) => life?.traffic(`traffic on a connection to :${mapping.hostPort}`),
   })
   undo.defer(() => relay.close())
   return relay

@@ -9,11 +9,14 @@ import {afterAll, beforeAll, describe, expect, it} from 'vitest'
 import {parse, stringify} from 'yaml'
 import {QmpClient} from '../../src/guest/qmp.js'
 import {hasStackTrace, repoRoot, runCli} from '../helpers/cli.js'
+import {waitFor} from '../helpers/wait.js'
 import {descendants, freePort, startRun} from './helpers.js'
 
 let home: string
 /** hello with a 5 s idle timeout and a profile per rule to test. */
 let sleepyKit: string
+/** The sleepy kit saying `networking.long_lived_connections: false`. */
+let briefKit: string
 const env = () => ({AEGIS_KIT_HOME: home})
 const HTTPD = 'exec busybox httpd -f -p 8080 -h /srv/www'
 const BUSY = `busybox sh -c 'while :; do :; done' & ${HTTPD}`
@@ -40,10 +43,28 @@ beforeAll(async () => {
   writeFileSync(file, stringify(manifest))
   const built = await runCli(['build', sleepyKit], {env: env()})
   expect(built.exitCode, built.stderr).toBe(0)
+  briefKit = path.join(home, 'brief-hello')
+  cpSync(sleepyKit, briefKit, {recursive: true})
+  writeFileSync(
+    path.join(briefKit, 'aegis-kit.yaml'),
+    stringify({...manifest, networking: {long_lived_connections: false}}),
+  )
 }, 300_000)
 
 afterAll(async () => {
-  for (const name of ['sleepy', 'window', 'exposer', 'idle', 'busy', 'held', 'doomed', 'bot', 'steady', 'leaser'])
+  for (const name of [
+    'sleepy',
+    'window',
+    'exposer',
+    'idle',
+    'busy',
+    'held',
+    'brief',
+    'doomed',
+    'bot',
+    'steady',
+    'leaser',
+  ])
     await runCli(['stop', name], {env: env(), timeout: 60_000})
 })
 
@@ -276,6 +297,35 @@ describe('instance lifecycle', () => {
     socket.destroy()
     expect(await pausedWithin(held.supervisor, 30_000)).toBeDefined()
     await runCli(['stop', 'held'], {env: env(), timeout: 60_000})
+  }, 240_000)
+
+  it('long_lived_connections: false lets it pause with a silent connection open; bytes on that connection wake it and are answered', async () => {
+    const port = await freePort()
+    const started = await runCli(['run', briefKit, '--name', 'brief', '--detach', '--expose', `${port}:8080`], {
+      env: env(),
+      timeout: 180_000,
+    })
+    expect(started.exitCode, started.all).toBe(0)
+    const supervisor = (await listed('brief'))!.pid
+    const socket = net.createConnection({host: '127.0.0.1', port})
+    await new Promise((resolve) => socket.once('connect', resolve))
+    let answer = ''
+    socket.setEncoding('utf8').on('data', (text: string) => {
+      answer += text
+    })
+    try {
+      expect(await pausedWithin(supervisor, 30_000), 'paused with the connection open').toBeDefined()
+      socket.write('GET / HTTP/1.0\r\n\r\n')
+      await waitFor('the answer on the held connection', () => answer.includes('\r\n\r\n'), 30_000)
+      expect(answer).toMatch(/^HTTP\/1\.[01] 200/)
+      expect(await qemuStatus(supervisor)).toBe('running')
+    } finally {
+      socket.destroy()
+    }
+    const logs = await runCli(['logs', 'brief'], {env: env()})
+    expect(logs.stdout).toMatch(/paused after \d+ s idle/)
+    expect(logs.stdout).toMatch(new RegExp(`woken by traffic on a connection to :${port} \\(resumed in \\d+ ms\\)`))
+    await runCli(['stop', 'brief'], {env: env(), timeout: 60_000})
   }, 240_000)
 
   it('--restart on-failure restarts a crashing workload with a doubling backoff, and not one that exits 0', async () => {
