@@ -482,8 +482,10 @@ async function workloadSpec(plan: InstancePlan, prepared: Prepared, accel: Promi
     })
   const {env, secrets} = workloadEnv(plan, imageConfig.Env ?? [], rendered.env)
   const accelerator = (await accel) === 'kvm' ? 'KVM' : 'TCG'
+  // Said once at boot: a denied connection later is only reported under --debug.
+  const egress = plan.kit.manifest.networking?.egress === 'deny' ? ', no egress (networking.egress: deny)' : ''
   options.onStatus(
-    `booting ${name}: ${plan.memoryMib} MiB, ${plan.vcpus} vCPU, ${accelerator}, workspace ${plan.workspace}`,
+    `booting ${name}: ${plan.memoryMib} MiB, ${plan.vcpus} vCPU, ${accelerator}, workspace ${plan.workspace}${egress}`,
   )
   return {
     command,

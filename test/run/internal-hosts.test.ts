@@ -90,6 +90,7 @@ describe('hostnames in networking.internal_hosts', () => {
         {env: {AEGIS_KIT_HOME: home}, timeout: 180_000},
       )
       expect(result.exitCode, result.all).toBe(0)
+      expect(result.all).toMatch(/booting hello: .*, no egress \(networking\.egress: deny\)$/m)
       expect(readFileSync(path.join(workspace, 'beyond.rc'), 'utf8').trim()).not.toBe('beyond=0')
       expect(beyond.hits()).toBe(0)
       expect(result.all).toContain(
