@@ -124,8 +124,13 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       default: [],
     }),
     config: Flags.string({description: "App config file (JSON or YAML) merged over the kit's config."}),
+    session: Flags.string({
+      description:
+        'Session to join: instances of one session share a workspace when the kit says workspace.mode: shared, keep per_session secrets, and are capped by resources.max_agents_per_session.',
+    }),
     workspace: Flags.string({
-      description: "Host directory mounted at /workspace (default: a per-name directory in aegis-kit's data dir).",
+      description:
+        "Host directory mounted at /workspace (default: the session's shared one, or a per-name directory in aegis-kit's data dir).",
     }),
     memory: Flags.string({description: "VM memory, e.g. 2048mb or 2gb (default: the profile's or kit's)."}),
     cpus: Flags.integer({description: "vCPUs (default: the profile's or kit's).", min: 1, max: 64}),
@@ -296,6 +301,7 @@ from Debian's kernel package on first use); --guest, --kernel and --initrd boot 
       secrets: flags.secret.map(parseSecretFlag),
       env: Object.fromEntries(flags.env.map(parseEnv)),
       workspace: flags.workspace,
+      session: flags.session,
       memoryMib: flags.memory ? parseMemory(flags.memory) : undefined,
       cpus: flags.cpus,
       kernel: flags.kernel === undefined ? undefined : path.resolve(flags.kernel),

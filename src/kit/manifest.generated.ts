@@ -202,7 +202,7 @@ export interface Secret {
   name: EnvName
   description?: string
   /**
-   * How widely one generated value is shared. `per_workspace`: generated on first use and kept for the workspace (in aegis-kit's data directory, mode 0600, never inside the workspace the guest sees); `per_instance` (also when absent): new each boot; `per_session`: aegis-kit has no sessions yet, so new each boot, with a warning.
+   * How widely one generated value is shared. `per_workspace`: generated on first use and kept for the workspace (in aegis-kit's data directory, mode 0600, never inside the workspace the guest sees); `per_session`: kept the same way for the session (`run --session`), and new each boot, with a warning, for an instance in none; `per_instance` (also when absent): new each boot.
    */
   scope?: 'per_workspace' | 'per_session' | 'per_instance'
   /**
@@ -286,12 +286,15 @@ export interface Resources {
    * A size: a number with a unit b, kb, mb, gb, tb (powers of 1024; kib, mib, gib also accepted).
    */
   disk?: string
+  /**
+   * How many instances of one session (`run --session`) may run at once; one more is refused before it boots.
+   */
   max_agents_per_session?: number
   max_sessions_per_workspace?: number
 }
 export interface Workspace {
   /**
-   * `isolated`: one workspace per instance; `shared`: instances of a session share one.
+   * `isolated`: one workspace per instance; `shared`: the instances of a session (`run --session`) share one, kept in aegis-kit's data directory under the session's name (an instance in no session gets its own; `run --workspace` chooses another either way).
    */
   mode?: 'isolated' | 'shared'
 }

@@ -30,8 +30,9 @@ export function parseSecretFlag(flag: string): SecretRequest {
   return {name: match[1], sourceEnv: match[2] ?? match[1]}
 }
 
-/** Generated values of scope `per_workspace`, kept by the runner (src/runner/workspace-secrets.ts). */
-export interface WorkspaceSecretStore {
+/** Generated values of scope `per_workspace`, kept by the runner (src/runner/kept-secrets.ts). */
+/** Generated values kept for a workspace or a session (src/runner/kept-secrets.ts). */
+export interface KeptSecretStore {
   /** The value kept for secret `name`; on first use, `generate()`'s, then kept. */
   valueFor(name: string, generate: () => string): string
 }
@@ -40,7 +41,9 @@ export interface ResolveOptions {
   env?: NodeJS.ProcessEnv
   profile?: string
   /** Where `per_workspace` values are kept; without one (e.g. `hooks render-env`) they are fresh. */
-  workspace?: WorkspaceSecretStore
+  workspace?: KeptSecretStore
+  /** Where `per_session` values are kept, when the instance is in a session (`run --session`). */
+  session?: KeptSecretStore
   onWarning?: (message: string) => void
 }
 
@@ -102,16 +105,19 @@ export function resolveSecrets(
 }
 
 /**
- * `per_workspace`: kept with the workspace; `per_instance` (also when no scope is given): new
- * each boot. Sessions do not exist in aegis-kit yet, so `per_session` is honestly per_instance.
+ * `per_workspace`: kept with the workspace; `per_session`: kept for the session (`run --session`),
+ * and new each boot, with a warning, for an instance in none; `per_instance` (also when no scope
+ * is given): new each boot.
  */
 function generatedValue(secret: Secret, options: ResolveOptions): string {
   const generate = () => randomBytes(32).toString('hex')
   if (secret.scope === 'per_workspace' && options.workspace) return options.workspace.valueFor(secret.name, generate)
-  if (secret.scope === 'per_session')
+  if (secret.scope === 'per_session') {
+    if (options.session) return options.session.valueFor(secret.name, generate)
     options.onWarning?.(
-      `secret ${secret.name} is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance`,
+      `secret ${secret.name} is per_session, but this instance is in no session (run --session NAME): it gets a new value each boot`,
     )
+  }
   return generate()
 }
 

@@ -12,8 +12,10 @@ import {formatPath, type PathSegment} from './problems.js'
 
 const TASK_KINDS =
   "Aegis's kinds of work (stateless tasks, long-running tasks, serving), which aegis-kit does not tell apart: every instance follows the idle rules of its profile (idle_timeout, idle_policy, always_on)"
-const SESSIONS =
-  'sessions of several instances on the Aegis platform, which aegis-kit does not have: `run` starts one instance'
+const SESSION_NETWORK =
+  "a private network between a session's instances (`run --session`), which aegis-kit does not have yet: each instance reaches only the host and beyond"
+const SESSION_COUNT =
+  'a count of sessions per workspace, which aegis-kit does not keep: any number of sessions may share one'
 const PLATFORM_ROUTER = "the Aegis platform's router; `run` publishes guest ports on 127.0.0.1 as they are"
 
 /** Field path (`a.b`, `list[].field`, `map.<name>.field`, as in docs/manifest.md) → what would act on it. */
@@ -23,13 +25,11 @@ export const UNHONOURED_FIELDS: Readonly<Record<string, string>> = {
   'routing.scheme': PLATFORM_ROUTER,
   'routing.session_stickiness': PLATFORM_ROUTER,
   'routing.websocket': `${PLATFORM_ROUTER} (WebSocket upgrades pass through them whatever this says)`,
-  'networking.inter_vm': SESSIONS,
+  'networking.inter_vm': SESSION_NETWORK,
   'policies.default_task': TASK_KINDS,
   'policies.default_serve': TASK_KINDS,
   'policies.warm_pool': 'a pool of pre-booted instances, which aegis-kit does not keep',
-  'resources.max_agents_per_session': SESSIONS,
-  'resources.max_sessions_per_workspace': SESSIONS,
-  'workspace.mode': `${SESSIONS}; each instance name gets its own workspace (--workspace chooses another)`,
+  'resources.max_sessions_per_workspace': SESSION_COUNT,
 }
 
 /** A field the manifest uses that aegis-kit does not act on, located at its first use. */

@@ -7,6 +7,7 @@
 import {mkdir, open, readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
+import {withFileLock} from '../file-lock.js'
 import {processAlive} from '../process-identity.js'
 import type {LifeState} from './lifecycle.js'
 
@@ -42,6 +43,8 @@ export interface InstanceState {
   profile?: string
   /** The instance that spawned it through the guest API (children.ts); stopped with it. */
   parent?: string
+  /** The session it belongs to (`run --session`): a workspace and per_session secrets it may share. */
+  session?: string
   /** The supervisor's API (supervisor-api.ts), while it runs. */
   apiSocket?: string
 }
@@ -58,6 +61,21 @@ const NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 export function checkInstanceName(name: string): void {
   if (!NAME_PATTERN.test(name)) {
     throw new AegisError(`"${name}" is not a usable instance name`, {
+      hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit',
+    })
+  }
+}
+
+/** At most `max` live instances in `session` (the kit's `resources.max_agents_per_session`). */
+export interface SessionLimit {
+  session: string
+  max: number
+}
+
+/** A session name: the same rule as an instance name, since it names a directory too. */
+export function checkSessionName(name: string): void {
+  if (!NAME_PATTERN.test(name)) {
+    throw new AegisError(`"${name}" is not a usable session name`, {
       hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit',
     })
   }
@@ -80,9 +98,10 @@ export class InstanceRegistry {
 
   /**
    * Records `state` as the instance `state.name`, failing when a live process already owns that
-   * name. A record left by a process that is gone (killed, machine rebooted) is replaced.
+   * name, or when `limit` says its session is full. A record left by a process that is gone
+   * (killed, machine rebooted) is replaced.
    */
-  async claim(state: InstanceState): Promise<void> {
+  async claim(state: InstanceState, limit?: SessionLimit): Promise<void> {
     checkInstanceName(state.name)
     await mkdir(this.dir(state.name), {recursive: true})
     // An exclusive lock file makes two `run --name x` started together race safely.
@@ -100,11 +119,28 @@ export class InstanceRegistry {
       const existing = await this.read(state.name)
       // `alive` is false for an exited record and for one whose process is gone.
       if (existing?.alive) throw instanceBusy(state.name, existing)
-      await this.write(state)
+      if (limit === undefined) await this.write(state)
+      // Counted and claimed under one lock: two instances started together cannot both be the last.
+      else
+        await withFileLock(path.join(this.root, `.session-${limit.session}.lock`), async () => {
+          await this.checkRoom(state.name, limit)
+          await this.write(state)
+        })
     } finally {
       await handle.close()
       await rm(lock, {force: true})
     }
+  }
+
+  private async checkRoom(name: string, {session, max}: SessionLimit): Promise<void> {
+    const members = (await this.list()).filter(
+      (entry) => entry.alive && entry.session === session && entry.name !== name,
+    )
+    if (members.length < max) return
+    throw new AegisError(
+      `session ${session} already runs ${members.length} instance${members.length === 1 ? '' : 's'} (${members.map((entry) => entry.name).join(', ')}), the most its kit allows (resources.max_agents_per_session: ${max})`,
+      {hint: `stop one of them (aegis-kit stop NAME), or run in another --session`},
+    )
   }
 
   async update(name: string, patch: Partial<InstanceState>): Promise<void> {

@@ -6,7 +6,7 @@ import {rm} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
 import {type InstanceEntry, type InstanceRegistry, stopInstance} from './instances.js'
-import {workspaceSecretsDir} from './workspace-secrets.js'
+import {workspaceSecretsDir} from './kept-secrets.js'
 
 export interface RemoveOptions {
   /** Stop it first if it runs (otherwise a running instance is an error). */
@@ -91,6 +91,11 @@ async function removableWorkspace(
   const workspace = entry.workspace
   if (workspace === undefined) return undefined
   const ours = path.join(dataDir, 'workspaces')
+  if (entry.session !== undefined && workspace === path.join(dataDir, 'sessions', entry.session, 'workspace'))
+    throw new AegisError(
+      `${entry.name}'s workspace ${workspace} is session ${entry.session}'s, shared by its instances; rm deletes only an instance's own`,
+      {hint: `delete it yourself once the session is over`},
+    )
   if (path.dirname(workspace) !== ours)
     throw new AegisError(
       `${entry.name}'s workspace ${workspace} was given with run --workspace; rm deletes only workspaces it made`,

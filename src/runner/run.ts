@@ -42,10 +42,10 @@ import {awaitedLater, deferred, settleAll, UndoStack} from '../undo-stack.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
-import {InstanceRegistry} from './instances.js'
+import {checkSessionName, InstanceRegistry, type SessionLimit} from './instances.js'
 import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
-import {workspaceSecretStore} from './workspace-secrets.js'
+import {sessionSecretStore, workspaceSecretStore} from './kept-secrets.js'
 import {heartbeatIntervalMs, idleRulesOf, type IdleRules} from './idle.js'
 import {type CapabilityClaims, CapabilityKey, claimsOf} from './capabilities.js'
 import {Children} from './children.js'
@@ -66,6 +66,12 @@ export interface RunOptions {
   secrets: SecretRequest[]
   env: Record<string, string>
   workspace?: string
+  /**
+   * The session the instance joins: with the kit's `workspace.mode: shared` its instances share
+   * one workspace, `per_session` secrets are kept for it, and `resources.max_agents_per_session`
+   * caps how many of its instances run at once.
+   */
+  session?: string
   memoryMib?: number
   cpus?: number
   /** Boot this kernel instead of the guest's (checked before anything starts). */
@@ -225,7 +231,8 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
   if (options.kernel !== undefined) await checkKernelFile(options.kernel, '--kernel')
   if (options.initrd !== undefined) await checkInitrdFile(options.initrd, '--initrd')
   const chosenGuest = options.guest === undefined ? undefined : await loadGuest(options.store, options.guest)
-  const workspace = path.resolve(options.workspace ?? path.join(options.dataDir, 'workspaces', name))
+  if (options.session !== undefined) checkSessionName(options.session)
+  const workspace = path.resolve(options.workspace ?? defaultWorkspace(options, name))
   checkWorkspace(workspace)
   const app = buildAppContext(kit, {
     profile: options.profile,
@@ -237,6 +244,9 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
   const secrets = resolveSecrets(kit, options.secrets, {
     profile: options.profile,
     workspace: workspaceSecretStore(options.dataDir, workspace, manifest.name),
+    ...(options.session === undefined
+      ? {}
+      : {session: sessionSecretStore(options.dataDir, options.session, manifest.name)}),
     onWarning: (message) => options.onStatus(`warning: ${message}`),
   })
   const capabilityKey = CapabilityKey.forDataDir(options.dataDir)
@@ -265,6 +275,17 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
     cacheDir: path.join(options.dataDir, 'cache'),
     idleRules: idleRulesOf(manifest, profile, options.stopAfterMs),
   }
+}
+
+/**
+ * Without --workspace: the session's when the kit shares one (`workspace.mode: shared`), else the
+ * instance's own, named after it.
+ */
+function defaultWorkspace(options: RunOptions, name: string): string {
+  const shared = options.kit.manifest.workspace?.mode === 'shared' && options.session !== undefined
+  return shared
+    ? path.join(options.dataDir, 'sessions', options.session!, 'workspace')
+    : path.join(options.dataDir, 'workspaces', name)
 }
 
 /** Memory, vCPUs (both also set in the app context the guest sees) and the writable layer's size, checked. */
@@ -301,26 +322,37 @@ function instanceClaims(
   return granted
 }
 
+/** The kit's cap on the instance's session, when it is in one and the kit sets it. */
+function sessionLimit(plan: InstancePlan): SessionLimit | undefined {
+  const {session} = plan.options
+  const max = plan.kit.manifest.resources?.max_agents_per_session
+  return session === undefined || max === undefined ? undefined : {session, max}
+}
+
 /** The name is ours from here on (a second instance of it would share the workspace), until a failed start gives it back. */
 async function claimName(plan: InstancePlan, undo: UndoStack): Promise<void> {
   const {registry, name, options} = plan
   if (!registry) return
-  await registry.claim({
-    name,
-    kit: plan.kit.manifest.name,
-    pid: process.pid,
-    pidStart: processStartTime(process.pid),
-    startedAt: new Date().toISOString(),
-    status: 'starting',
-    detached: options.detached ?? false,
-    ports: plan.expose,
-    workspace: plan.workspace,
-    memoryMib: plan.memoryMib,
-    vcpus: plan.vcpus,
-    urls: [],
-    ...(options.profile === undefined ? {} : {profile: options.profile}),
-    ...(options.grant === undefined ? {} : {parent: options.grant.parent}),
-  })
+  await registry.claim(
+    {
+      name,
+      kit: plan.kit.manifest.name,
+      pid: process.pid,
+      pidStart: processStartTime(process.pid),
+      startedAt: new Date().toISOString(),
+      status: 'starting',
+      detached: options.detached ?? false,
+      ports: plan.expose,
+      workspace: plan.workspace,
+      memoryMib: plan.memoryMib,
+      vcpus: plan.vcpus,
+      urls: [],
+      ...(options.profile === undefined ? {} : {profile: options.profile}),
+      ...(options.grant === undefined ? {} : {parent: options.grant.parent}),
+      ...(options.session === undefined ? {} : {session: options.session}),
+    },
+    sessionLimit(plan),
+  )
   undo.defer((failure) =>
     release(registry, name, options.detached, {
       message: `${name} did not start: ${maskSecrets(messageOf(failure), plan.secretValues)}`,

@@ -171,7 +171,7 @@ describe('validate warns about fields it does not act on', () => {
   // What the bundled kits set and aegis-kit ignores, written out: a new warning, or a kit
   // field that starts to be honoured, must change this list on purpose.
   const bundled: Record<string, string[]> = {
-    openclaw: ['secrets.required[0].user_provided', 'routing.websocket', 'workspace.mode'],
+    openclaw: ['secrets.required[0].user_provided', 'routing.websocket'],
     hello: ['secrets.required[0].user_provided'],
   }
   for (const [kit, paths] of Object.entries(bundled)) {

@@ -1,7 +1,8 @@
 // `run --profile NAME` with real QEMU microVMs (TCG here): the profile's ports are published
 // unless --expose replaces them, its env sits over the image's and render_env's and under --env,
 // and generated secrets follow their scope: per_workspace kept for the workspace (outside it,
-// 0600), per_instance new each boot, per_session new each boot with a warning (no sessions yet).
+// 0600), per_instance new each boot, per_session new each boot with a warning when the instance is in no session
+// (sessions.test.ts has one that is).
 import {cpSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import path from 'node:path'
@@ -94,7 +95,7 @@ describe('run --profile and secret scopes', () => {
     run.child.kill('SIGINT')
     const firstResult = await run.child
     expect(run.output()).toMatch(
-      /warning: secret SESSION_TOKEN is per_session, but aegis-kit has no sessions yet: it gets a new value each boot, as per_instance/,
+      /warning: secret SESSION_TOKEN is per_session, but this instance is in no session \(run --session NAME\): it gets a new value each boot/,
     )
     expect(readFileSync(path.join(first, 'env.txt'), 'utf8').trim()).toBe('A=image B=profile C=flag T=profile')
     const boot1 = recorded(first)
