@@ -30,7 +30,6 @@ export function parseSecretFlag(flag: string): SecretRequest {
   return {name: match[1], sourceEnv: match[2] ?? match[1]}
 }
 
-/** Generated values of scope `per_workspace`, kept by the runner (src/runner/kept-secrets.ts). */
 /** Generated values kept for a workspace or a session (src/runner/kept-secrets.ts). */
 export interface KeptSecretStore {
   /** The value kept for secret `name`; on first use, `generate()`'s, then kept. */

@@ -282,9 +282,9 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
  * instance's own, named after it.
  */
 function defaultWorkspace(options: RunOptions, name: string): string {
-  const shared = options.kit.manifest.workspace?.mode === 'shared' && options.session !== undefined
-  return shared
-    ? path.join(options.dataDir, 'sessions', options.session!, 'workspace')
+  const {session} = options
+  return session !== undefined && options.kit.manifest.workspace?.mode === 'shared'
+    ? path.join(options.dataDir, 'sessions', session, 'workspace')
     : path.join(options.dataDir, 'workspaces', name)
 }
 
