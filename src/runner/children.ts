@@ -47,6 +47,8 @@ export interface ParentContext {
   secrets: Record<string, string>
   registry: InstanceRegistry
   dataDir: string
+  /** The parent's session (`run --session`): its children join it, under the child kit's cap. */
+  session?: string
   onStatus: (message: string) => void
 }
 
@@ -93,7 +95,7 @@ export class Children {
       plan.exposes.map(async (guestPort) => ({guestPort, hostPort: await freeHostPort()})),
     )
     const claims = childClaims(parent.claims, plan.id, plan.request.capabilities ?? plan.profile?.capabilities)
-    return this.launch(plan, childArguments(plan, ports, parent.dataDir), claims)
+    return this.launch(plan, childArguments(plan, ports, parent), claims)
   }
 
   /** The request checked against the parent's kit, its claims and the secrets it holds: a plan, or the refusal. */
@@ -220,7 +222,7 @@ export function describeChild(entry: InstanceEntry): Record<string, unknown> {
 }
 
 /** The child's `run --detach` arguments: its kit, name, resources, ports, secrets, env and command. */
-function childArguments(plan: ChildPlan, ports: ExposeMapping[], dataDir: string): string[] {
+function childArguments(plan: ChildPlan, ports: ExposeMapping[], {dataDir, session}: ParentContext): string[] {
   const {request, kit, kitName, id, profileName, memoryMb, vcpus, secrets} = plan
   return [
     kit ? kit.dir : kitName,
@@ -237,6 +239,7 @@ function childArguments(plan: ChildPlan, ports: ExposeMapping[], dataDir: string
     ...secrets.flatMap((name) => ['--secret', `${name}=AEGIS_KIT_CHILD_SECRET_${name}`]),
     ...Object.entries(request.env ?? {}).flatMap(([name, value]) => ['--env', `${name}=${value}`]),
     ...(request.workspace === undefined ? [] : ['--workspace', path.join(dataDir, 'workspaces', request.workspace)]),
+    ...(session === undefined ? [] : ['--session', session]),
     ...(request.command ? ['--', ...request.command] : []),
   ]
 }

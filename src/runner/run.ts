@@ -730,6 +730,7 @@ function instanceChildren(plan: InstancePlan): Children {
     secrets: plan.secrets,
     registry: registry ?? InstanceRegistry.forDataDir(options.dataDir),
     dataDir: options.dataDir,
+    ...(options.session === undefined ? {} : {session: options.session}),
     onStatus: options.onStatus,
   })
 }

@@ -51,6 +51,7 @@ async function spawnWork(extra: Record<string, unknown> = {}): Promise<Answer> {
 interface Listed {
   name: string
   parent?: string
+  session?: string
   pid: number
   alive: boolean
   state: string
@@ -91,7 +92,7 @@ beforeAll(async () => {
   }
   writeFileSync(file, stringify(manifest))
   const started = await runCli(
-    ['run', kit, '--profile', 'bot', '--name', 'bot', '--detach', '--secret', 'HELLO_GREETING'],
+    ['run', kit, '--profile', 'bot', '--name', 'bot', '--session', 'crew', '--detach', '--secret', 'HELLO_GREETING'],
     {env: {...env(), HELLO_GREETING: GREETING}, timeout: 300_000},
   )
   expect(started.exitCode, started.all).toBe(0)
@@ -158,7 +159,8 @@ describe('a bot instance drives a work instance through the guest API', () => {
 
     // ps shows the tree; the child is an ordinary instance.
     const tree = await listed()
-    expect(tree.find((entry) => entry.name === 'bot.work')).toMatchObject({parent: 'bot', alive: true})
+    // In its parent's session (run --session crew).
+    expect(tree.find((entry) => entry.name === 'bot.work')).toMatchObject({parent: 'bot', session: 'crew', alive: true})
     const table = await runCli(['ps'], {env: env()})
     expect(table.stdout).toMatch(/\n└ bot\.work +two-tier|\n└ bot\.work +hello/)
 
