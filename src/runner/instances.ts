@@ -59,8 +59,17 @@ export interface InstanceEntry extends InstanceState {
 const NAME_PATTERN = /^[a-z0-9][a-z0-9_.-]{0,62}$/
 
 export function checkInstanceName(name: string): void {
+  checkDirectoryName(name, 'instance')
+}
+
+/** A session name: the same rule as an instance name, since it names a directory too. */
+export function checkSessionName(name: string): void {
+  checkDirectoryName(name, 'session')
+}
+
+function checkDirectoryName(name: string, kind: 'instance' | 'session'): void {
   if (!NAME_PATTERN.test(name)) {
-    throw new AegisError(`"${name}" is not a usable instance name`, {
+    throw new AegisError(`"${name}" is not a usable ${kind} name`, {
       hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit',
     })
   }
@@ -72,13 +81,9 @@ export interface SessionLimit {
   max: number
 }
 
-/** A session name: the same rule as an instance name, since it names a directory too. */
-export function checkSessionName(name: string): void {
-  if (!NAME_PATTERN.test(name)) {
-    throw new AegisError(`"${name}" is not a usable session name`, {
-      hint: 'use lowercase letters, digits, ".", "_" and "-" (at most 63), starting with a letter or digit',
-    })
-  }
+/** The workspace a session's instances share when their kit says `workspace.mode: shared`. */
+export function sessionWorkspaceDir(dataDir: string, session: string): string {
+  return path.join(dataDir, 'sessions', session, 'workspace')
 }
 
 export class InstanceRegistry {

@@ -5,7 +5,7 @@
 import {rm} from 'node:fs/promises'
 import path from 'node:path'
 import {AegisError} from '../errors.js'
-import {type InstanceEntry, type InstanceRegistry, stopInstance} from './instances.js'
+import {type InstanceEntry, type InstanceRegistry, sessionWorkspaceDir, stopInstance} from './instances.js'
 import {workspaceSecretsDir} from './kept-secrets.js'
 
 export interface RemoveOptions {
@@ -91,7 +91,7 @@ async function removableWorkspace(
   const workspace = entry.workspace
   if (workspace === undefined) return undefined
   const ours = path.join(dataDir, 'workspaces')
-  if (entry.session !== undefined && workspace === path.join(dataDir, 'sessions', entry.session, 'workspace'))
+  if (entry.session !== undefined && workspace === sessionWorkspaceDir(dataDir, entry.session))
     throw new AegisError(
       `${entry.name}'s workspace ${workspace} is session ${entry.session}'s, shared by its instances; rm deletes only an instance's own`,
       {hint: `delete it yourself once the session is over`},

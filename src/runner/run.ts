@@ -42,7 +42,7 @@ import {awaitedLater, deferred, settleAll, UndoStack} from '../undo-stack.js'
 import type {LocalStore} from '../store/index.js'
 import {waitHealthy} from './health.js'
 import {processStartTime} from '../process-identity.js'
-import {checkSessionName, InstanceRegistry, type SessionLimit} from './instances.js'
+import {checkSessionName, InstanceRegistry, type SessionLimit, sessionWorkspaceDir} from './instances.js'
 import {checkMemory, checkWorkspace, profilePorts, type ExposeMapping} from './options.js'
 import {prepareRootDisk, prepareRootfs, type Rootfs} from './rootfs.js'
 import {sessionSecretStore, workspaceSecretStore} from './kept-secrets.js'
@@ -284,7 +284,7 @@ async function planInstance(options: RunOptions): Promise<InstancePlan> {
 function defaultWorkspace(options: RunOptions, name: string): string {
   const {session} = options
   return session !== undefined && options.kit.manifest.workspace?.mode === 'shared'
-    ? path.join(options.dataDir, 'sessions', session, 'workspace')
+    ? sessionWorkspaceDir(options.dataDir, session)
     : path.join(options.dataDir, 'workspaces', name)
 }
 
